@@ -98,7 +98,7 @@ def describe(name: str) -> str:
 
 
 # Importing the families registers their tasks.
-# (families are imported here as they land)
+from rnnlab.tasks import synthetic, text  # noqa: E402, F401
 
 __all__ = [
     "Batch",
