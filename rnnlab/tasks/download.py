@@ -120,8 +120,9 @@ def find(
 ) -> tuple[DataFile, Path]:
     """Find the first available of ``files`` (alternatives, best first); download if needed.
 
-    Returns the matching :class:`DataFile` and its path. ``path`` may be a file (which must
-    have one of the expected names, or be the only alternative) or a folder.
+    Returns the matching :class:`DataFile` and its path. ``path`` may be a folder or a file; a
+    file with none of the expected names is returned as an unchecked ``DataFile`` of its own
+    name, and the caller reads it by its suffix.
     Raises FileNotFoundError saying where it looked and what to do.
     """
     if not files:
@@ -131,11 +132,8 @@ def find(
         given = Path(path).expanduser()
         if given.is_file():
             spec = next((f for f in files if f.name == given.name), None)
-            if spec is None and len(files) == 1:
-                spec = DataFile(given.name, files[0].subdir)  # a renamed copy: no checksum
-            if spec is None:
-                names = ", ".join(f.name for f in files)
-                raise FileNotFoundError(f"{given} is not one of the expected files ({names})")
+            if spec is None:  # a renamed or other copy: no known checksum; read by its suffix
+                spec = DataFile(given.name, files[0].subdir)
             if verify:
                 spec.verify(given)
             return spec, given

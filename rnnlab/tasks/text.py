@@ -325,11 +325,21 @@ PTB_CHAR_SHA256 = {
 SPLITS = ("train", "valid", "test")
 
 
+def _check_multi_file_path(path, name: str) -> None:
+    """PTB has three files: ``path`` must be their folder (or the zip that holds them)."""
+    if path is not None and Path(path).expanduser().is_file() and not str(path).endswith(".zip"):
+        raise ValueError(
+            f"{name} has a file per split; pass the folder holding them (or ptb.zip), "
+            f"not the single file {path}"
+        )
+
+
 def read_ptb_words(split: str, path=None, *, download: bool = True, verify: bool = True) -> str:
     """The text of ``ptb.<split>.txt``, from the plain file or from ``ptb.zip``."""
+    _check_multi_file_path(path, "ptb")
     plain = DataFile(f"ptb.{split}.txt", "ptb", Checksum(PTB_SHA256[split]))
     spec, file = find([plain, PTB_ZIP], path, download=download, verify=verify)
-    if spec.name != "ptb.zip":
+    if not spec.name.endswith(".zip"):
         return file.read_text(encoding="utf-8")
     try:
         with zipfile.ZipFile(file) as archive:
@@ -412,14 +422,19 @@ def read_ptb_chars(
     Read from ``ptb.char.<split>.txt`` or ``.txt.gz`` if present; otherwise derived from the
     word-level file with :func:`ptb_char_from_words` (the same bytes).
     """
+    _check_multi_file_path(path, "ptb_char")
     checksum = PTB_CHAR_SHA256[split]
     options = [
         DataFile(f"ptb.char.{split}.txt", "ptb_char", Checksum(checksum)),
         DataFile(f"ptb.char.{split}.txt.gz", "ptb_char", Checksum(checksum, gunzip=True)),
     ]
-    try:
-        spec, file = find(options, path, download=False, verify=verify)
-    except FileNotFoundError:
+    derive = path is not None and str(path).endswith(".zip")  # the word-level ptb.zip
+    if not derive:
+        try:
+            spec, file = find(options, path, download=False, verify=verify)
+        except FileNotFoundError:
+            derive = True
+    if derive:
         words = read_ptb_words(split, path, download=download, verify=verify)
         return ptb_char_from_words(words), f"derived from ptb.{split}.txt"
     opener = gzip.open if spec.name.endswith(".gz") else open

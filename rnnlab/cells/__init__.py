@@ -1,0 +1,80 @@
+"""The cell zoo and its registry: ``make(name, input_size, hidden_size, **options)``.
+
+A new cell is a function in the cell language, registered once; it then runs everywhere a
+built-in cell runs (``rnnlab.RNN``, the trainer, the command line)::
+
+    from rnnlab.lang import cell, sigmoid, tanh
+
+    @rnnlab.cells.register
+    @cell("mgu", state=("h",))
+    def mgu(x, state, p):             # minimal gated unit
+        f = sigmoid(p.W_f @ x + p.R_f @ state.h + p.b_f)
+        h_tilde = tanh(p.W_h @ x + p.R_h @ (f * state.h) + p.b_h)
+        h = (1 - f) * state.h + f * h_tilde
+        return h, (h,)
+"""
+
+from __future__ import annotations
+
+from ..lang import CellDef, Graph
+from ..lang.trace import KNOWN_MODULE_OPTIONS
+from .module import Cell
+from .zoo import BUILTIN
+
+REGISTRY: dict[str, CellDef] = {defn.name: defn for defn in BUILTIN}
+
+
+def register(defn: CellDef, *, replace: bool = False) -> CellDef:
+    """Add a cell definition to the registry (usable as a decorator); returns it."""
+    if not isinstance(defn, CellDef):
+        raise TypeError(
+            "register() takes a CellDef: decorate the function with @rnnlab.lang.cell(name, "
+            f"state=...) first; got {type(defn).__name__}"
+        )
+    if defn.name in REGISTRY and not replace:
+        raise ValueError(f"a cell named {defn.name!r} is already registered; pass replace=True")
+    REGISTRY[defn.name] = defn
+    return defn
+
+
+def names() -> list[str]:
+    """The registered cell names, built-ins first."""
+    return list(REGISTRY)
+
+
+def get(name: str) -> CellDef:
+    """The definition registered under ``name``."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(REGISTRY)}") from None
+
+
+def graph(cell: str | CellDef, input_size: int, hidden_size: int, **options) -> Graph:
+    """The validated graph of a cell at the given sizes."""
+    defn = get(cell) if isinstance(cell, str) else cell
+    trace_options = {k: v for k, v in options.items() if k not in KNOWN_MODULE_OPTIONS}
+    return defn.graph(input_size, hidden_size, **trace_options)
+
+
+def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **options) -> Cell:
+    """Build a cell module.
+
+    Args:
+        cell: a registered name (see ``names()``), a CellDef, or a Graph (re-sized if needed).
+        input_size, hidden_size: sizes of x and of every state vector.
+        options: ``init`` ("uniform" | "xavier" | "orthogonal"), ``forget_bias`` (cells with a
+            forget gate; default 1.0), ``raw_input`` (MUT1/MUT2: "strict" | "project").
+    """
+    module_options = {k: v for k, v in options.items() if k in KNOWN_MODULE_OPTIONS}
+    if isinstance(cell, Graph):
+        extra = set(options) - KNOWN_MODULE_OPTIONS
+        if extra:
+            raise ValueError(f"options {sorted(extra)} do not apply to a ready graph")
+        g = cell.resized(input_size, hidden_size).validate()
+    else:
+        g = graph(cell, input_size, hidden_size, **options)
+    return Cell(g, **module_options)
+
+
+__all__ = ["REGISTRY", "Cell", "get", "graph", "make", "names", "register"]

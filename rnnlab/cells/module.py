@@ -1,0 +1,141 @@
+"""``Cell``: a compiled cell graph as a torch module holding the paper-named parameters."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..lang import Graph, state_type
+from ..lang.compile import compile_graph
+
+INITS = ("uniform", "xavier", "orthogonal")
+DEFAULT_FORGET_BIAS = 1.0
+
+
+class Cell(nn.Module):
+    """One step of a recurrent cell: ``h, state = cell(x, state)``.
+
+    Parameters are registered under the names of the cell's equations (``W_i``, ``R_f``,
+    ``p_o``, ``b_z`` …). ``print(cell)`` shows the equations.
+
+    Args:
+        graph: the validated cell graph (``rnnlab.cells.graph(name, I, H)``).
+        init: ``"uniform"`` (default; every parameter U(−1/√H, 1/√H), as torch.nn.LSTM),
+            ``"xavier"`` (Glorot-uniform matrices, zero vectors) or ``"orthogonal"``
+            (orthogonal square recurrent matrices, Glorot-uniform input matrices, zero vectors).
+        forget_bias: initial value of the forget-gate bias ``b_f`` for cells that have one
+            (default 1.0: Gers et al. 2000, Jozefowicz et al. 2015's "LSTM-b"; pass 0.0 for the
+            plain initialisation). Refused for cells without a forget gate.
+
+    Shapes: x (B, input_size); every state field (B, hidden_size); output (B, hidden_size).
+    """
+
+    def __init__(self, graph: Graph, init: str = "uniform", forget_bias: float | None = None):
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        graph = graph.validate()
+        if forget_bias is not None and "b_f" not in graph.params:
+            raise ValueError(
+                f"{graph.name} has no forget gate (no parameter b_f), so forget_bias does not "
+                "apply; leave it out"
+            )
+        self.graph = graph
+        self.program = compile_graph(graph)
+        self.State = state_type(graph.states)
+        self.init = init
+        self.forget_bias = (
+            (DEFAULT_FORGET_BIAS if forget_bias is None else float(forget_bias))
+            if "b_f" in graph.params
+            else None
+        )
+        for name, shape in graph.params.items():
+            self.register_parameter(name, nn.Parameter(torch.empty(shape)))
+        self.reset_parameters()
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def input_size(self) -> int:
+        return self.graph.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.graph.hidden_size
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for name, p in self.named_parameters(recurse=False):
+                if self.init == "uniform":
+                    p.uniform_(-bound, bound)
+                elif p.dim() == 1:
+                    p.zero_()
+                elif self.init == "orthogonal" and p.shape[0] == p.shape[1]:
+                    nn.init.orthogonal_(p)
+                else:
+                    nn.init.xavier_uniform_(p)
+            if self.forget_bias is not None:
+                self.b_f.fill_(self.forget_bias)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The fused weight matrices the generated code reads (built once per call)."""
+        return self.program.prepare(dict(self.named_parameters(recurse=False)))
+
+    def initial_state(self, batch_size: int, device=None, dtype=None):
+        """A zero state: every field (batch_size, hidden_size)."""
+        ref = next(self.parameters(), None)
+        device = device if device is not None else (ref.device if ref is not None else None)
+        dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
+        zeros = [
+            torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+            for _ in self.graph.states
+        ]
+        return self.State(*zeros)
+
+    def check_state(self, state, batch_size: int):
+        """Accept a State (or a tensor for one-field cells); check shapes; return a State."""
+        if isinstance(state, torch.Tensor) and len(self.graph.states) == 1:
+            state = (state,)
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.graph.states):
+            raise ValueError(
+                f"{self.name} state must be a {len(self.graph.states)}-field State"
+                f"{self.graph.states}, got {type(state).__name__}"
+            )
+        for field, t in zip(self.graph.states, state):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (batch_size, self.hidden_size):
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(
+                    f"{self.name} state field {field!r} must have shape "
+                    f"({batch_size}, {self.hidden_size}) = (batch, hidden_size), got {got}"
+                )
+        return self.State(*state)
+
+    def forward(self, x: torch.Tensor, state=None):
+        """One step. x (B, input_size), state a State of (B, hidden_size) -> (h, new State)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.input_size:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"{self.name} step input must have shape (batch, {self.input_size}), got {got}; "
+                "for whole sequences use rnnlab.RNN"
+            )
+        state = (
+            self.initial_state(x.shape[0], x.device, x.dtype)
+            if state is None
+            else self.check_state(state, x.shape[0])
+        )
+        w = self.weights()
+        xs = tuple(t[0] for t in self.program.hoist(x.unsqueeze(0), w))
+        h, new = self.program.step(xs, tuple(state), w)
+        return h, self.State(*new)
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}"
+
+    def __repr__(self) -> str:
+        eqs = "\n".join("    " + line for line in str(self.graph).splitlines())
+        return f"Cell {self.name!r}({self.extra_repr()}):\n{eqs}"

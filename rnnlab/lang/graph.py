@@ -1,0 +1,278 @@
+"""Cell graphs: a recurrent cell as a small table of named, immutable nodes.
+
+A graph computes one step of a cell. Its leaves are the step input ``x``, the previous state
+vectors (``h``, ``c``, …), learned vectors (``b_i``, ``p_f``) and constants; its inner nodes are
+linear maps ``W @ v`` and elementwise ops. ``writes`` names the node that becomes each new
+state vector and ``output`` the node the cell emits (usually the new ``h``).
+
+Nodes refer to their arguments by name, so a graph is a plain mapping that a mutation can
+rewrite one entry at a time (``replace``), and a bad rewrite (a cycle, a size mismatch, a dead
+parameter) is caught by ``validate``. Parameters are not declared separately: a ``linear`` node
+over an argument of size n uses a matrix of shape (hidden_size, n) and a ``param`` node a vector
+of shape (hidden_size,); a name used twice is one shared parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace as dc_replace
+from functools import cached_property
+
+from .ops import OPS, spec
+
+
+class GraphError(ValueError):
+    """A cell graph that cannot be computed, with the reason."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: ``op`` over the nodes named in ``args``.
+
+    ``ref`` names the parameter (``linear``, ``param``) or the state vector (``state``) the node
+    reads; ``value`` is the number of a ``const`` or the factor ``a`` of ``scale`` (a·x).
+    """
+
+    op: str
+    args: tuple[str, ...] = ()
+    ref: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One step of a recurrent cell.
+
+    Args:
+        nodes: name -> Node; leaves ``x`` (op ``input``) and one ``state`` node per state name.
+        states: the names of the state vectors, in order (``("h", "c")`` for an LSTM).
+        writes: state name -> name of the node that gives its new value.
+        output: name of the node the cell emits each step.
+        input_size, hidden_size: sizes of ``x`` and of every state vector.
+        name: the cell's name, for messages and printing.
+    """
+
+    nodes: dict[str, Node]
+    states: tuple[str, ...]
+    writes: dict[str, str]
+    output: str
+    input_size: int
+    hidden_size: int
+    name: str = "cell"
+    _checked: bool = field(default=False, compare=False, repr=False)
+
+    # ---- derived structure -------------------------------------------------------------
+    @cached_property
+    def order(self) -> tuple[str, ...]:
+        """Node names in dependency order (arguments first). Raises GraphError on a cycle."""
+        done: dict[str, bool] = {}  # name -> finished (False while on the DFS stack)
+        order: list[str] = []
+        for root in self.nodes:
+            if root in done:
+                continue
+            stack = [(root, iter(self._node(root).args))]
+            done[root] = False
+            while stack:
+                name, it = stack[-1]
+                arg = next(it, None)
+                if arg is None:
+                    stack.pop()
+                    done[name] = True
+                    order.append(name)
+                    continue
+                if arg not in self.nodes:
+                    raise GraphError(
+                        f"{self.name}: node {name!r} reads {arg!r}, which is not a node of the "
+                        f"graph; nodes: {', '.join(self.nodes)}"
+                    )
+                if arg not in done:
+                    done[arg] = False
+                    stack.append((arg, iter(self._node(arg).args)))
+                elif not done[arg]:
+                    cycle = [n for n, _ in stack]
+                    cycle = cycle[cycle.index(arg):] + [arg]
+                    raise GraphError(
+                        f"{self.name}: cycle {' -> '.join(cycle)}; a step graph must be acyclic "
+                        "(recurrence goes through state writes, not through node references)"
+                    )
+        return tuple(order)
+
+    @cached_property
+    def consumers(self) -> dict[str, tuple[str, ...]]:
+        """name -> names of the nodes that read it (a state write or the output counts too)."""
+        users: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for name in self.order:
+            for arg in self.nodes[name].args:
+                users[arg].append(name)
+        for state, node in self.writes.items():
+            users[node].append(f"{state}'")
+        users[self.output].append("<output>")
+        return {name: tuple(u) for name, u in users.items()}
+
+    @cached_property
+    def sizes(self) -> dict[str, int | None]:
+        """name -> vector size of the node (None for a scalar constant)."""
+        sizes: dict[str, int | None] = {}
+        for name in self.order:
+            node = self.nodes[name]
+            op = node.op
+            if op == "input":
+                sizes[name] = self.input_size
+            elif op in ("state", "param", "linear"):
+                sizes[name] = self.hidden_size
+            elif op == "const":
+                sizes[name] = None
+            elif OPS[op].kind == "activation":
+                sizes[name] = sizes[node.args[0]]
+            else:  # binary
+                a, b = (sizes[arg] for arg in node.args)
+                if a is not None and b is not None and a != b:
+                    raise GraphError(
+                        f"{self.name}: node {name!r} = {op}({node.args[0]}, {node.args[1]}) "
+                        f"combines sizes {a} and {b}; elementwise ops need equal sizes "
+                        "(no broadcasting except scalar constants)"
+                    )
+                sizes[name] = a if a is not None else b
+        return sizes
+
+    @cached_property
+    def params(self) -> dict[str, tuple[int, ...]]:
+        """Parameter name -> shape, in order of first use."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in self.order:
+            node = self.nodes[name]
+            if node.op == "linear":
+                shape = (self.hidden_size, self.sizes[node.args[0]])
+            elif node.op == "param":
+                shape = (self.hidden_size,)
+            else:
+                continue
+            if node.ref in shapes and shapes[node.ref] != shape:
+                raise GraphError(
+                    f"{self.name}: parameter {node.ref!r} is used with shapes {shapes[node.ref]} "
+                    f"and {shape}; a shared parameter must have one shape"
+                )
+            shapes[node.ref] = shape
+        return shapes
+
+    def _node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise GraphError(f"{self.name}: no node named {name!r}") from None
+
+    # ---- checks ---------------------------------------------------------------------------
+    def validate(self) -> Graph:
+        """Check the graph and return it; raise GraphError saying what is wrong."""
+        if self.input_size <= 0 or self.hidden_size <= 0:
+            raise GraphError(
+                f"{self.name}: sizes must be positive, got input_size={self.input_size}, "
+                f"hidden_size={self.hidden_size}"
+            )
+        for name, node in self.nodes.items():
+            op = spec(node.op) if node.op in OPS else None
+            if op is None:
+                raise GraphError(
+                    f"{self.name}: node {name!r} has unknown op {node.op!r}; "
+                    f"known ops: {', '.join(OPS)}"
+                )
+            if len(node.args) != op.arity:
+                raise GraphError(
+                    f"{self.name}: node {name!r} ({node.op}) takes {op.arity} argument(s), "
+                    f"got {len(node.args)}"
+                )
+            if node.op in ("linear", "param", "state") and not node.ref:
+                raise GraphError(f"{self.name}: node {name!r} ({node.op}) needs a ref name")
+            if node.op == "state" and node.ref not in self.states:
+                raise GraphError(
+                    f"{self.name}: node {name!r} reads state {node.ref!r}, not one of "
+                    f"{self.states}"
+                )
+            if node.op in ("const", "scale") and node.value is None:
+                raise GraphError(f"{self.name}: node {name!r} ({node.op}) needs a value")
+        inputs = [n for n, node in self.nodes.items() if node.op == "input"]
+        if len(inputs) > 1:
+            raise GraphError(f"{self.name}: more than one input node: {inputs}")
+        for state in self.states:
+            if state not in self.writes:
+                raise GraphError(
+                    f"{self.name}: state {state!r} is never written; every state vector needs "
+                    "a new value each step (writes[state] = node)"
+                )
+        for state, node in self.writes.items():
+            if state not in self.states:
+                raise GraphError(
+                    f"{self.name}: writes state {state!r}, which is not one of {self.states}"
+                )
+            self._node(node)
+        self._node(self.output)
+        _ = self.order, self.sizes, self.params  # cycle, dangling-argument and size checks
+        for state, node in [*self.writes.items(), ("output", self.output)]:
+            if self.sizes[node] != self.hidden_size:
+                raise GraphError(
+                    f"{self.name}: {state} is node {node!r} of size {self.sizes[node]}, "
+                    f"expected hidden_size {self.hidden_size}"
+                )
+        live = self.live
+        for name in self.order:
+            if name in live:
+                continue
+            node = self.nodes[name]
+            if node.op in ("linear", "param"):
+                raise GraphError(
+                    f"{self.name}: parameter {node.ref!r} (node {name!r}) is unused: nothing it "
+                    "feeds reaches a state write or the output; remove it (graph.pruned())"
+                )
+            if node.op not in ("input", "state"):
+                raise GraphError(
+                    f"{self.name}: node {name!r} is computed but never used; remove it "
+                    "(graph.pruned())"
+                )
+        return self
+
+    @cached_property
+    def live(self) -> frozenset[str]:
+        """Names of the nodes that some state write or the output depends on."""
+        seen: set[str] = set()
+        todo = [*self.writes.values(), self.output]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            todo.extend(self.nodes[name].args)
+        return frozenset(seen)
+
+    # ---- rewriting (the search builds on these) -------------------------------------------
+    def pruned(self) -> Graph:
+        """The same graph without dead nodes (leaves ``x`` and the states are always kept)."""
+        live = self.live
+        keep = {
+            n: node
+            for n, node in self.nodes.items()
+            if n in live or node.op in ("input", "state")
+        }
+        return dc_replace(self, nodes=keep)
+
+    def replace(self, **changes) -> Graph:
+        """A copy with fields changed (``nodes=``, ``writes=``, ``input_size=``…)."""
+        return dc_replace(self, **changes)
+
+    def with_node(self, name: str, node: Node) -> Graph:
+        """A copy where ``name`` is (re)defined as ``node``."""
+        return dc_replace(self, nodes={**self.nodes, name: node})
+
+    def resized(self, input_size: int, hidden_size: int) -> Graph:
+        """The same cell at other sizes (parameter shapes follow)."""
+        return dc_replace(self, input_size=input_size, hidden_size=hidden_size)
+
+    def fresh_name(self, stem: str = "t") -> str:
+        """A node name not yet used in the graph."""
+        k = len(self.nodes)
+        while f"{stem}{k}" in self.nodes:
+            k += 1
+        return f"{stem}{k}"
+
+    def __str__(self) -> str:
+        from .printing import equations
+
+        return equations(self)

@@ -1,0 +1,69 @@
+"""Print a cell graph as the equations of its paper.
+
+Named intermediate nodes (``i``, ``f``, ``z`` …) become one equation each; unnamed nodes used
+once are inlined into their reader; new state values carry a prime (``c' = f ⊙ c + i ⊙ z``).
+"""
+
+from __future__ import annotations
+
+from .graph import Graph
+
+_INFIX = {"add": ("+", 1), "sub": ("−", 1), "mul": ("⊙", 2)}
+_PREFIX = {"tanh": "tanh", "sigmoid": "σ", "relu": "ReLU"}
+
+
+def is_auto(name: str) -> bool:
+    """Names invented by the tracer (``_3``) rather than written by a person."""
+    return name.startswith("_")
+
+
+def equations(graph: Graph) -> str:
+    """The graph as one equation per line, in computation order."""
+    consumers = graph.consumers
+    leaves = ("input", "state", "param", "const")
+    shown = {
+        name
+        for name in graph.order
+        if graph.nodes[name].op not in leaves
+        and (not is_auto(name) or len(consumers[name]) > 1)
+    }
+    aliases: dict[str, str] = {}
+    for name in graph.order:
+        if name in shown and is_auto(name):
+            aliases[name] = f"a{len(aliases) + 1}"
+
+    def ref(name: str, parent_prec: int = 0) -> str:
+        node = graph.nodes[name]
+        if node.op == "input":
+            return "x"
+        if node.op in ("state", "param"):
+            return node.ref
+        if node.op == "const":
+            return f"{node.value:g}"
+        if name in shown:
+            return aliases.get(name, name)
+        return expr(name, parent_prec)
+
+    def expr(name: str, parent_prec: int = 0) -> str:
+        node = graph.nodes[name]
+        if node.op == "linear":
+            return f"{node.ref} {ref(node.args[0], 3)}"
+        if node.op in _INFIX:
+            symbol, prec = _INFIX[node.op]
+            right_prec = prec + 1 if node.op == "sub" else prec  # a − (b − c) keeps its brackets
+            text = f"{ref(node.args[0], prec)} {symbol} {ref(node.args[1], right_prec)}"
+            return f"({text})" if prec < parent_prec else text
+        inner = ref(node.args[0])
+        if node.op == "identity":
+            return inner
+        if node.op == "scale":
+            return f"Linear({node.value:g}, {inner})"
+        return f"{_PREFIX[node.op]}({inner})"
+
+    lines = [f"{ref(name)} = {expr(name)}" for name in graph.order if name in shown]
+    for state in graph.states:
+        if ref(graph.writes[state]) != f"{state}'":
+            lines.append(f"{state}' = {ref(graph.writes[state])}")
+    if graph.output != graph.writes.get(graph.states[0]):
+        lines.append(f"output = {ref(graph.output)}")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Checkpoints: atomic writes, safe loads, and the random-number state a run needs to resume.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved with
+``torch.save`` and read back with ``torch.load(..., weights_only=True)``: loading a checkpoint
+never unpickles arbitrary objects. Random-number generator states (torch, numpy, Python's
+``random``) are stored as tensors and lists for the same reason.
+
+Writes are atomic: the bytes go to a temporary file in the checkpoint's own directory, which is
+flushed and fsync'ed and then renamed over the target with ``os.replace``. A crash at any point
+leaves either the previous checkpoint or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = 1  # bumped when the checkpoint layout changes
+
+
+def save_atomic(payload: dict, path: str | os.PathLike) -> None:
+    """Write ``payload`` to ``path`` with torch.save, atomically (temp file, fsync, os.replace)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """Write a small text file (JSON summaries) atomically, like :func:`save_atomic`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not an rnnlab checkpoint of format {FORMAT}; "
+            "it was written by another program or version"
+        )
+    return payload
+
+
+def rng_state() -> dict:
+    """The torch, numpy and Python random states as tensors and lists (weights_only-safe)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+
+
+def flatten_state(state: Any) -> list[torch.Tensor] | None:
+    """The tensors of a (nested) recurrent state, in order; None for no state."""
+    if state is None:
+        return None
+    leaves: list[torch.Tensor] = []
+
+    def visit(node):
+        if isinstance(node, torch.Tensor):
+            leaves.append(node.detach().clone())
+        elif isinstance(node, dict):
+            for key in node:
+                visit(node[key])
+        elif isinstance(node, (tuple, list)):
+            for item in node:
+                visit(item)
+        else:
+            raise TypeError(f"state must be made of tensors, got {type(node).__name__}")
+
+    visit(state)
+    return leaves
+
+
+def unflatten_state(template: Any, leaves: list[torch.Tensor]) -> Any:
+    """Put ``leaves`` (from :func:`flatten_state`) back into the structure of ``template``."""
+    queue = iter(leaves)
+
+    def build(node):
+        if isinstance(node, torch.Tensor):
+            leaf = next(queue)
+            if leaf.shape != node.shape:
+                raise ValueError(
+                    f"saved state tensor has shape {tuple(leaf.shape)}, "
+                    f"the model expects {tuple(node.shape)}"
+                )
+            return leaf.to(node.dtype)
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            return type(node)(*(build(item) for item in node))
+        if isinstance(node, (tuple, list)):
+            return type(node)(build(item) for item in node)
+        if isinstance(node, dict):
+            return {key: build(value) for key, value in node.items()}
+        raise TypeError(f"state must be made of tensors, got {type(node).__name__}")
+
+    restored = build(template)
+    if next(queue, None) is not None:
+        raise ValueError("saved state has more tensors than the model's state")
+    return restored

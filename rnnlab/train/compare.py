@@ -1,0 +1,243 @@
+"""Several configurations on one task, side by side: same data, same budget, one table, one plot.
+
+With no configurations given, :func:`compare` runs seed 000's experiment: a 3-layer stacked
+LSTM against a 3-layer Grid LSTM (Kalchbrenner et al. 2016) of about the same number of
+parameters, on character prediction over the default ``text`` corpus, each trained for the same
+time budget from the same seed on the same batches.
+
+A configuration is written ``[label:]key=value,key=value``; keys are ``section.field``, a
+shortcut (``cell``, ``body``, ``task``, ``seed``) or a field name that only one section has
+(``hidden_size``, ``lr``). Examples::
+
+    rnnlab compare                                       # the seed experiment
+    rnnlab compare cell=lstm cell=gru cell=cifg --task=arithmetic --budget-seconds=30
+    rnnlab compare small:hidden_size=64 big:hidden_size=256 --no-match-params
+
+With ``match_params`` (the default), every configuration after the first that does not set
+``hidden_size`` itself gets the hidden size whose parameter count is closest to the first's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rnnlab.tasks
+from rnnlab.train.config import (
+    SHORTCUTS,
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    field_types,
+    sections,
+    to_dict,
+    validate,
+)
+from rnnlab.train.model import SequenceModel, count_parameters
+from rnnlab.train.plots import learning_curves
+from rnnlab.train.report import row, table
+from rnnlab.train.run import RunDir
+from rnnlab.train.trainer import train
+
+# Seed 000's experiment: 3-layer stacked LSTM vs 3-layer Grid LSTM, character prediction.
+SEED_SPECS = ("lstm:body=stack,cell=lstm", "grid:body=grid")
+SEED_SETTINGS = (
+    "task.name=text",
+    "model.num_layers=3",
+    "model.hidden_size=128",  # the LSTM's size; the Grid LSTM's is matched to its count
+    "train.epochs=none",
+    "train.eval_every=100",
+    "task.eval_max_batches=8",
+    "train.checkpoint_every=none",
+)
+DEFAULT_BUDGET = 90.0  # seconds of training per configuration
+
+
+@dataclass
+class Contender:
+    """One configuration of a comparison."""
+
+    label: str
+    settings: list[str]  # section.field=value overrides on top of the shared config
+    config: ExperimentConfig
+    parameters: int = 0
+
+
+def resolve_key(key: str) -> str:
+    """``cell`` -> ``model.cell``; ``hidden_size`` -> ``model.hidden_size``; full keys kept."""
+    key = key.strip()
+    if key in SHORTCUTS or "." in key:
+        return SHORTCUTS.get(key, key)
+    owners = [name for name, kind in sections().items() if key in field_types(kind)]
+    if len(owners) == 1:
+        return f"{owners[0]}.{key}"
+    if not owners:
+        raise ConfigError(
+            f"unknown setting {key!r} in a compare configuration: use section.field "
+            f"(e.g. model.hidden_size) or a shortcut ({', '.join(SHORTCUTS)})"
+        )
+    raise ConfigError(f"setting {key!r} is ambiguous: write one of "
+                      + ", ".join(f"{o}.{key}" for o in owners))
+
+
+def parse_spec(spec: str) -> tuple[str | None, list[str]]:
+    """``"label:cell=gru,lr=0.01"`` -> ``("label", ["model.cell=gru", "train.lr=0.01"])``."""
+    label = None
+    head, colon, rest = spec.partition(":")
+    if colon and "=" not in head:
+        label, spec = head.strip(), rest
+        if not label:
+            raise ConfigError(f"empty label in compare configuration {spec!r}")
+    settings = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(
+                f"compare configuration items look like key=value, got {item!r} in {spec!r}"
+            )
+        settings.append(f"{resolve_key(key)}={value}")
+    return label, settings
+
+
+def _auto_label(config: ExperimentConfig, taken: set[str]) -> str:
+    base = "grid" if config.model.body == "grid" else config.model.cell
+    label, n = base, 1
+    while label in taken:
+        n += 1
+        label = f"{base}-{n}"
+    return label
+
+
+def contenders(base: ExperimentConfig, specs: list[str]) -> list[Contender]:
+    """The configurations: ``base`` with each spec's settings applied (checked)."""
+    out: list[Contender] = []
+    for spec in specs:
+        label, settings = parse_spec(spec)
+        config = apply_overrides(copy.deepcopy(base), settings)
+        label = label or _auto_label(config, {c.label for c in out})
+        if label in {c.label for c in out}:
+            raise ConfigError(f"two compare configurations are labelled {label!r}")
+        out.append(Contender(label, settings, config))
+    if not out:
+        raise ConfigError("compare needs at least one configuration")
+    names = {c.config.task.name for c in out}
+    if len(names) > 1:
+        raise ConfigError(f"compare runs one task, got {', '.join(sorted(names))}")
+    return out
+
+
+def parameter_count(config: ExperimentConfig, task) -> int:
+    return count_parameters(SequenceModel(task.input, task.output, config.model))
+
+
+def match_hidden_size(config: ExperimentConfig, task, target: int) -> int:
+    """The hidden size whose model (``config`` otherwise unchanged) has the parameter count
+    closest to ``target``."""
+    trial = copy.deepcopy(config)
+
+    def count(hidden: int) -> int:
+        trial.model.hidden_size = hidden
+        return parameter_count(trial, task)
+
+    high = max(config.model.hidden_size, 8)
+    while count(high) < target:
+        high *= 2
+    low = 1
+    while low < high:  # smallest hidden size with count >= target
+        middle = (low + high) // 2
+        if count(middle) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    if low > 1 and abs(count(low - 1) - target) <= abs(count(low) - target):
+        return low - 1
+    return low
+
+
+def compare(
+    base: ExperimentConfig,
+    specs: list[str] | None = None,
+    *,
+    out: str | None = None,
+    match_params: bool = True,
+    argv: list[str] | None = None,
+    stream=None,
+    echo=print,
+) -> tuple[str, Path, list[dict]]:
+    """Train every configuration in turn and compare them.
+
+    Writes, into ``out`` (default ``<run.root>/compare-<timestamp>-<task>``): one run directory
+    per configuration, ``table.md``, ``compare.json`` and ``curves.png`` (curves against
+    training time). Returns (table text, out dir, rows).
+    """
+    validate(base)
+    items = contenders(base, list(specs or SEED_SPECS))
+    task = rnnlab.tasks.make(base.task.name, **base.task.options)
+    first = items[0]
+    first.parameters = parameter_count(first.config, task)
+    for item in items[1:]:
+        sets_hidden = any(s.startswith("model.hidden_size=") for s in item.settings)
+        if match_params and not sets_hidden:
+            item.config.model.hidden_size = match_hidden_size(item.config, task, first.parameters)
+        item.parameters = parameter_count(item.config, task)
+    del task
+    out_dir = Path(out) if out else Path(base.run.root) / (
+        f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{base.task.name}"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    echo(f"comparing on task {base.task.name!r} -> {out_dir}")
+    for item in items:
+        budget = item.config.train.budget_seconds
+        echo(
+            f"  {item.label}: {item.config.model.num_layers} layers x "
+            f"{item.config.model.hidden_size} hidden, {item.parameters:,} parameters"
+            + (f", {budget:g} s budget" if budget else "")
+        )
+    if len(items) > 1:
+        spread = max(c.parameters for c in items) / min(c.parameters for c in items) - 1
+        echo(f"  parameter counts differ by {100 * spread:.1f}%")
+    runs = []
+    for item in items:
+        item.config.run.dir = str(out_dir / item.label)
+        echo(f"training {item.label} ...")
+        run, _ = train(item.config, argv=argv, stream=stream)
+        runs.append(run)
+    rows = [row(run, label=item.label) for run, item in zip(runs, items, strict=True)]
+    text = table(rows)
+    (out_dir / "table.md").write_text(text + "\n", encoding="utf-8")
+    record = {
+        "task": base.task.name,
+        "configurations": [
+            {"label": c.label, "settings": c.settings, "parameters": c.parameters,
+             "config": to_dict(c.config)}
+            for c in items
+        ],
+        "rows": rows,
+    }
+    (out_dir / "compare.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    learning_curves(runs, out_dir / "curves.png", labels=[c.label for c in items], x="time")
+    return text, out_dir, rows
+
+
+def seed_experiment_config(budget_seconds: float = DEFAULT_BUDGET) -> ExperimentConfig:
+    """The shared settings of seed 000's experiment (before the user's overrides)."""
+    config = apply_overrides(ExperimentConfig(), [*SEED_SETTINGS])
+    config.train.budget_seconds = budget_seconds
+    validate(config)
+    return config
+
+
+__all__ = [
+    "Contender",
+    "compare",
+    "contenders",
+    "match_hidden_size",
+    "parse_spec",
+    "seed_experiment_config",
+    "RunDir",
+    "dataclasses",
+]

@@ -1,0 +1,409 @@
+"""Experiment configuration: dataclasses with documented defaults, set from the command line.
+
+An :class:`ExperimentConfig` is four sections, each a dataclass whose every field carries a
+comment on its default::
+
+    task   which task and how its batches are cut       --task.name=text --task.seq_len=100
+    model  input -> recurrent body -> head              --model.cell=cifg --model.hidden_size=256
+    train  optimiser, schedule, budget, regularisation  --train.lr=0.1 --train.clip_norm=5
+    run    where and how the run is recorded            --run.dir=runs/x --run.quiet
+
+Overrides are ``section.field=value`` strings (see :func:`apply_overrides`); every value is
+converted to the field's type and checked, and a bad one is rejected with what was expected.
+Options of the chosen task that are not :class:`TaskConfig` fields (``--task.max_digits=4``)
+are passed to ``rnnlab.tasks.make``. Configs round-trip through plain JSON dicts
+(:func:`to_dict` / :func:`from_dict`), which is how run directories store them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+BODIES = ("stack", "grid")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SCHEDULES = ("constant", "zaremba", "cosine")
+BPTT_MODES = ("truncated", "full")
+
+# Short spellings accepted by the command line, mapped to the full field they set.
+SHORTCUTS = {
+    "cell": "model.cell",
+    "body": "model.body",
+    "task": "task.name",
+    "seed": "train.seed",
+}
+
+
+@dataclass
+class TaskConfig:
+    """The task and how its batches are cut."""
+
+    name: str = "text"  # a name from rnnlab.tasks.names(); `rnnlab list` describes each
+    batch_size: int = 32  # sequences per training batch (split across processes when distributed)
+    seq_len: int | None = None  # truncated-BPTT length for stream tasks; None: the task's default
+    eval_batch_size: int | None = None  # sequences per valid/test batch; None: batch_size
+    eval_max_batches: int | None = None  # cap on valid batches per evaluation; None: whole split
+    options: dict = field(default_factory=dict)  # extra keyword options for rnnlab.tasks.make
+
+
+@dataclass
+class ModelConfig:
+    """Input (embedding or projection) -> recurrent body -> head."""
+
+    body: str = "stack"  # "stack": layers of `cell` via rnnlab.RNN; "grid": rnnlab.GridLSTM
+    cell: str = "lstm"  # a name from rnnlab.cells.names() (ignored by body=grid)
+    hidden_size: int = 128  # units per layer (per direction)
+    num_layers: int = 1  # stacked layers (grid: blocks along depth)
+    embedding_size: int | None = None  # size of the embedding / input projection; None: hidden
+    dropout: float = 0.0  # dropout on the embedding, between layers and before the head
+    bidirectional: bool = False  # run a second stack backwards in time (body=stack only)
+    skip: bool = False  # head reads every layer's output, concatenated (body=stack only)
+    tied: bool = False  # share one block's weights along depth (body=grid only)
+    forget_bias: float | None = None  # initial forget-gate bias; None: the cell's own default
+    init: str | None = None  # weight initialisation scheme name for the cell; None: its default
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, stopping rules and regularisation."""
+
+    seed: int = 0  # seeds parameters, dropout, input noise and the order of training batches
+    optimizer: str = "adam"  # one of sgd, adam, rmsprop
+    lr: float = 2e-3  # base learning rate
+    momentum: float = 0.0  # SGD momentum / RMSprop momentum
+    nesterov: bool = False  # Nesterov momentum (SGD; needs momentum > 0)
+    weight_decay: float = 0.0  # L2 penalty added by the optimiser
+    schedule: str = "constant"  # constant | zaremba (lr / lr_decay per epoch after decay_after)
+    #                             | cosine (to 0 over max_steps or epochs)
+    lr_decay: float = 2.0  # zaremba: the factor the lr is divided by at each decayed epoch
+    decay_after: int = 4  # zaremba: epochs trained at the base lr before decay starts
+    clip_norm: float | None = 5.0  # rescale gradients whose global L2 norm exceeds this; None: off
+    clip_value: float | None = None  # clamp each gradient element to [-v, v]; None: off
+    bptt: str = "truncated"  # truncated: carry state (detached) across continuing batches;
+    #                          full: every batch starts from a zero state
+    epochs: int | None = 10  # stop after this many passes over train; None: no epoch limit
+    max_steps: int | None = None  # stop after this many optimiser steps; None: no step limit
+    budget_seconds: float | None = None  # stop after this much training time; None: no limit
+    steps_per_epoch: int | None = None  # None: the task's batches_per_epoch (100 for generated)
+    eval_every: int | None = None  # evaluate valid every N steps; None: at the end of each epoch
+    patience: int | None = None  # early stopping: evaluations without improvement; None: off
+    input_noise: float = 0.0  # std of Gaussian noise added to inputs in training (Greff 2016)
+    checkpoint_every: int | None = 100  # also checkpoint every N steps; None: at evaluations only
+    log_every: int = 10  # steps between training-metric records in metrics.jsonl
+
+
+@dataclass
+class RunConfig:
+    """Where and how the run is recorded."""
+
+    dir: str | None = None  # run directory; None: runs/<timestamp>-<task>-<cell>
+    root: str = "runs"  # parent of generated run directories
+    quiet: bool = False  # no progress bar or progress lines (errors are still printed)
+    tensorboard: bool = False  # also log to TensorBoard when tensorboard is importable
+    plots: bool = True  # write learning-curve PNGs into the run directory
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+
+
+@dataclass
+class ExperimentConfig:
+    """One training run: task, model, training and recording settings."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A config value or override that is not valid; the message says what is expected."""
+
+
+def sections() -> dict[str, type]:
+    """Section name -> dataclass type, in order (task, model, train, run)."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(ExperimentConfig)}
+
+
+def field_types(section_type: type) -> dict[str, Any]:
+    """Field name -> resolved type annotation of a config section."""
+    hints = typing.get_type_hints(section_type)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_type)}
+
+
+def field_comments(section_type: type) -> dict[str, str]:
+    """Field name -> the comment written beside its default (the field's documentation)."""
+    import inspect
+
+    source = inspect.getsource(section_type)
+    comments: dict[str, str] = {}
+    last = None
+    for line in source.splitlines():
+        stripped = line.strip()
+        if ":" in stripped and "#" in stripped and not stripped.startswith("#"):
+            name = stripped.split(":", 1)[0].strip()
+            if name.isidentifier():
+                comments[name] = stripped.split("#", 1)[1].strip()
+                last = name
+                continue
+        if stripped.startswith("#") and last is not None:
+            comments[last] += " " + stripped.lstrip("#").strip()
+        else:
+            last = None
+    return comments
+
+
+def convert(text: str, annotation: Any, where: str) -> Any:
+    """Convert a command-line string to a value of ``annotation`` (int, float, bool, str, X | None).
+
+    Raises ConfigError naming ``where`` and the expected type when the text does not fit.
+    """
+    args = typing.get_args(annotation)
+    optional = (typing.get_origin(annotation) in (typing.Union, types.UnionType)) and type(
+        None
+    ) in args
+    if optional:
+        if text.strip().lower() in ("none", "null"):
+            return None
+        (annotation,) = [a for a in args if a is not type(None)]
+    if annotation is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {text!r}")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(
+                f"{where} must be an integer{' or none' * optional}, got {text!r}"
+            ) from None
+    if annotation is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(
+                f"{where} must be a number{' or none' * optional}, got {text!r}"
+            ) from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {text!r}")
+        return value
+    if annotation is str:
+        return text
+    if annotation is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{where} must be a JSON object such as '{{\"key\": 1}}', got {text!r}"
+            )
+        return value
+    raise ConfigError(f"{where}: cannot set a field of type {annotation} from the command line")
+
+
+def parse_option_value(text: str) -> Any:
+    """A task option from the command line: JSON (numbers, true/false, null, lists) or a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        if lowered == "none":
+            return None
+        return text
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Set fields from ``key=value`` strings, e.g. ``model.hidden_size=256`` or ``cell=cifg``.
+
+    ``task.<option>=value`` for a name that is not a TaskConfig field becomes a task option.
+    Returns ``config`` (changed in place) after :func:`validate`.
+    """
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip().removeprefix("--")
+        if not eq:
+            raise ConfigError(f"override must look like section.field=value, got {item!r}")
+        set_field(config, key, text)
+    validate(config)
+    return config
+
+
+def set_field(config: ExperimentConfig, key: str, text: str) -> None:
+    """Set one field from its command-line text (``key`` like ``train.lr`` or a shortcut)."""
+    key = SHORTCUTS.get(key, key)
+    section_name, dot, name = key.partition(".")
+    known = sections()
+    if not dot or section_name not in known:
+        raise ConfigError(
+            f"unknown setting {key!r}: expected section.field with section one of "
+            f"{', '.join(known)} (or a shortcut: {', '.join(SHORTCUTS)}); "
+            "`rnnlab train --help` lists every field"
+        )
+    section = getattr(config, section_name)
+    types_ = field_types(type(section))
+    if name.startswith("options."):
+        name = name.removeprefix("options.")
+        if section_name == "task":
+            section.options[name] = parse_option_value(text)
+            return
+    if name not in types_:
+        if section_name == "task" and name.isidentifier():
+            section.options[name] = parse_option_value(text)
+            return
+        raise ConfigError(
+            f"unknown setting {key!r}: {section_name} has fields {', '.join(types_)}"
+        )
+    setattr(section, name, convert(text, types_[name], key))
+
+
+def _choice(where: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _at_least(where: str, value, low, *, allow_none: bool = False, strict: bool = False) -> None:
+    if value is None:
+        if allow_none:
+            return
+        raise ConfigError(f"{where} must be set, got None")
+    if (value <= low) if strict else (value < low):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{where} must be {relation} {low}, got {value}")
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Check every value: types, ranges, and names against the cell and task registries."""
+    import rnnlab.cells
+    import rnnlab.tasks
+
+    for section_name, section_type in sections().items():
+        section = getattr(config, section_name)
+        if not isinstance(section, section_type):
+            raise ConfigError(f"config.{section_name} must be a {section_type.__name__}")
+        for name, annotation in field_types(section_type).items():
+            _check_type(f"{section_name}.{name}", getattr(section, name), annotation)
+
+    t, m, tr = config.task, config.model, config.train
+    _choice("task.name", t.name, sorted(rnnlab.tasks.names()))
+    _at_least("task.batch_size", t.batch_size, 1)
+    _at_least("task.seq_len", t.seq_len, 1, allow_none=True)
+    _at_least("task.eval_batch_size", t.eval_batch_size, 1, allow_none=True)
+    _at_least("task.eval_max_batches", t.eval_max_batches, 1, allow_none=True)
+
+    _choice("model.body", m.body, BODIES)
+    _choice("model.cell", m.cell, sorted(rnnlab.cells.names()))
+    _at_least("model.hidden_size", m.hidden_size, 1)
+    _at_least("model.num_layers", m.num_layers, 1)
+    _at_least("model.embedding_size", m.embedding_size, 1, allow_none=True)
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.body == "grid" and (m.bidirectional or m.skip):
+        raise ConfigError(
+            "model.bidirectional and model.skip apply to body=stack only; "
+            "set them to false for body=grid"
+        )
+    if m.body == "stack" and m.tied:
+        raise ConfigError("model.tied applies to body=grid only; set it to false for body=stack")
+
+    _choice("train.optimizer", tr.optimizer, OPTIMIZERS)
+    _choice("train.schedule", tr.schedule, SCHEDULES)
+    _choice("train.bptt", tr.bptt, BPTT_MODES)
+    _at_least("train.lr", tr.lr, 0.0, strict=True)
+    if not 0.0 <= tr.momentum < 1.0:
+        raise ConfigError(f"train.momentum must be in [0, 1), got {tr.momentum}")
+    if tr.nesterov and (tr.optimizer != "sgd" or tr.momentum <= 0):
+        raise ConfigError("train.nesterov needs train.optimizer=sgd and train.momentum > 0")
+    _at_least("train.weight_decay", tr.weight_decay, 0.0)
+    _at_least("train.lr_decay", tr.lr_decay, 1.0)
+    _at_least("train.decay_after", tr.decay_after, 0)
+    _at_least("train.clip_norm", tr.clip_norm, 0.0, allow_none=True, strict=True)
+    _at_least("train.clip_value", tr.clip_value, 0.0, allow_none=True, strict=True)
+    _at_least("train.epochs", tr.epochs, 1, allow_none=True)
+    _at_least("train.max_steps", tr.max_steps, 1, allow_none=True)
+    _at_least("train.budget_seconds", tr.budget_seconds, 0.0, allow_none=True, strict=True)
+    _at_least("train.steps_per_epoch", tr.steps_per_epoch, 1, allow_none=True)
+    _at_least("train.eval_every", tr.eval_every, 1, allow_none=True)
+    _at_least("train.patience", tr.patience, 1, allow_none=True)
+    _at_least("train.input_noise", tr.input_noise, 0.0)
+    _at_least("train.checkpoint_every", tr.checkpoint_every, 1, allow_none=True)
+    _at_least("train.log_every", tr.log_every, 1)
+    if tr.epochs is None and tr.max_steps is None and tr.budget_seconds is None:
+        raise ConfigError(
+            "training needs a limit: set train.epochs, train.max_steps or train.budget_seconds"
+        )
+    if tr.schedule == "cosine" and tr.max_steps is None and tr.epochs is None:
+        raise ConfigError("train.schedule=cosine needs train.max_steps or train.epochs")
+    _at_least("run.threads", config.run.threads, 1, allow_none=True)
+
+
+def _check_type(where: str, value: Any, annotation: Any) -> None:
+    args = typing.get_args(annotation)
+    allowed = tuple(a for a in args if a is not type(None)) if args else (annotation,)
+    if value is None:
+        if type(None) in args:
+            return
+        raise ConfigError(f"{where} must not be None")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if bool not in allowed and isinstance(value, bool):
+        raise ConfigError(f"{where} must be {_type_name(annotation)}, got {value!r}")
+    if not isinstance(value, allowed):
+        raise ConfigError(f"{where} must be {_type_name(annotation)}, got {value!r}")
+
+
+def _type_name(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    if args:
+        return " or ".join("None" if a is type(None) else a.__name__ for a in args)
+    return annotation.__name__
+
+
+def to_dict(config: ExperimentConfig) -> dict:
+    """A plain, JSON-serialisable dict of the whole config."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict) -> ExperimentConfig:
+    """Rebuild a config from :func:`to_dict`'s output; unknown keys are rejected, checked."""
+    config = ExperimentConfig()
+    for section_name, values in data.items():
+        if section_name not in sections():
+            raise ConfigError(f"unknown config section {section_name!r}")
+        section = getattr(config, section_name)
+        known = field_types(type(section))
+        for name, value in values.items():
+            if name not in known:
+                raise ConfigError(f"unknown config field {section_name}.{name}")
+            if known[name] is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            setattr(section, name, value)
+    validate(config)
+    return config
+
+
+def describe_fields() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, comment) for every field, for --help and the docs."""
+    rows = []
+    for section_name, section_type in sections().items():
+        comments = field_comments(section_type)
+        default = section_type()
+        for name, annotation in field_types(section_type).items():
+            rows.append(
+                (
+                    f"{section_name}.{name}",
+                    _type_name(annotation),
+                    getattr(default, name),
+                    comments.get(name, ""),
+                )
+            )
+    return rows

@@ -1,0 +1,39 @@
+"""Evaluation: one pass over a split with the task's metric."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    task,
+    split: str,
+    batch_size: int,
+    *,
+    seq_len: int | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """The task's metrics (``metric().compute()``) over ``split`` (at most ``max_batches``).
+
+    Stream tasks carry the recurrent state from batch to batch, as in training; the model is put
+    in eval mode (no dropout, no input noise) and left there.
+    """
+    model.eval()
+    metric = task.metric()
+    state = None
+    seen = 0
+    for batch in task.batches(split, batch_size, seq_len=seq_len):
+        if max_batches is not None and seen >= max_batches:
+            break
+        logits, state = model(batch.inputs, state if batch.continues else None, batch.lengths)
+        metric.update(logits, batch)
+        seen += 1
+    if seen == 0:
+        raise ValueError(
+            f"task {task.name!r} gave no {split} batches of size {batch_size}; "
+            "use a smaller task.eval_batch_size"
+        )
+    return metric.compute()

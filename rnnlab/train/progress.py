@@ -1,0 +1,103 @@
+"""Visible progress: a tqdm bar on a terminal, plain lines otherwise, optional TensorBoard.
+
+The bar shows loss, the task's metric and tokens/s. It is drawn only when stderr is a terminal
+and the run is not ``--quiet``; elsewhere (logs, CI, pipes) the same numbers are printed as a
+line at each evaluation, and ``--quiet`` prints nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class Progress:
+    """Progress over ``total`` steps (None: unknown), starting at ``initial``."""
+
+    def __init__(
+        self,
+        total: int | None,
+        initial: int = 0,
+        *,
+        quiet: bool = False,
+        enabled: bool = True,
+        description: str = "train",
+        stream=None,
+    ):
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet or not enabled
+        interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = None
+        if not self.quiet and interactive:
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=description,
+                unit="step",
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=True,
+            )
+
+    def update(self, steps: int, **numbers) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+            if numbers:
+                self.bar.set_postfix(_format(numbers), refresh=False)
+
+    def note(self, text: str) -> None:
+        """A line of text above the bar (or on its own line without one)."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _format(numbers: dict) -> dict:
+    out = {}
+    for key, value in numbers.items():
+        if isinstance(value, float):
+            out[key] = f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+        else:
+            out[key] = value
+    return out
+
+
+class TensorBoard:
+    """Scalars to TensorBoard when ``torch.utils.tensorboard`` and tensorboard import; a no-op
+    otherwise (``available`` says which)."""
+
+    def __init__(self, directory: Path | None):
+        self.writer = None
+        if directory is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra: skip silently
+            return
+        self.writer = SummaryWriter(log_dir=str(directory))
+
+    @property
+    def available(self) -> bool:
+        return self.writer is not None
+
+    def scalars(self, split: str, values: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{split}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

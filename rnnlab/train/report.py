@@ -1,0 +1,96 @@
+"""Tables and plots from run directories (what ``rnnlab report`` and ``rnnlab compare`` print)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rnnlab.train.plots import learning_curves
+from rnnlab.train.run import RunDir
+
+COLUMNS = ("run", "model", "parameters", "steps", "tokens/s", "valid", "test", "status")
+
+
+def row(run: RunDir, label: str | None = None) -> dict:
+    """One table row from a run's summary.json (or its metrics, for a run still going)."""
+    summary = run.summary()
+    config = run.config()
+    body = "grid" if config.model.body == "grid" else config.model.cell
+    out = {
+        "run": label or run.path.name,
+        "task": config.task.name,
+        "model": f"{config.model.num_layers}x{config.model.hidden_size} {body}",
+        "path": str(run.path),
+    }
+    if summary is None:
+        records = run.metrics()
+        out.update(
+            status="running or killed",
+            steps=max((r["step"] for r in records), default=0),
+        )
+        return out
+    primary = summary["primary"]
+    out.update(
+        parameters=summary["parameters"],
+        steps=summary["steps"],
+        tokens_per_s=summary.get("tokens_per_s"),
+        train_seconds=summary.get("train_seconds"),
+        primary=primary,
+        higher_is_better=summary.get("higher_is_better"),
+        status=summary["status"],
+    )
+    for split in ("valid", "test"):
+        if split in summary:
+            out[split] = summary[split][primary]
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    """A Markdown table of rows from :func:`row`; valid/test are the primary metric."""
+    primaries = sorted({r["primary"] for r in rows if "primary" in r})
+    metric = " / ".join(primaries) if primaries else "metric"
+    header = [
+        "run",
+        "model",
+        "parameters",
+        "steps",
+        "tokens/s",
+        f"valid {metric}",
+        f"test {metric}",
+        "status",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [
+            r["run"],
+            r["model"],
+            _number(r.get("parameters"), "{:,}"),
+            _number(r.get("steps"), "{:,}"),
+            _number(r.get("tokens_per_s"), "{:,.0f}"),
+            _number(r.get("valid"), "{:.4f}"),
+            _number(r.get("test"), "{:.4f}"),
+            r.get("status", ""),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def report(run_dirs: list[str], out: str | None = None, *, x: str = "step") -> tuple[str, Path]:
+    """Table (printed by the CLI) and curves for ``run_dirs``; writes report.md, report.json and
+    curves.png into ``out`` (default reports/<timestamp>). Returns (table text, out dir)."""
+    runs = [RunDir(path) for path in run_dirs]
+    for run in runs:
+        run.require()
+    out_dir = Path(out) if out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [row(run) for run in runs]
+    text = table(rows)
+    (out_dir / "report.md").write_text(text + "\n", encoding="utf-8")
+    (out_dir / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    learning_curves(runs, out_dir / "curves.png", x=x)
+    return text, out_dir

@@ -1,0 +1,179 @@
+"""The run directory: everything needed to understand, resume and report one training run.
+
+::
+
+    runs/20250101-120000-text-lstm/
+        config.json        the full ExperimentConfig (plain JSON; `rnnlab train` reads it back)
+        command.txt        the command line(s) that started and resumed the run, one per line
+        version.json       code version: git describe / commit / dirty, rnnlab, torch, python
+        task.json          the task's provenance (task.info: files, checksums, split sizes)
+        model.txt          the model's description, parameter count and module tree
+        metrics.jsonl      one JSON object per line: {"split", "step", "epoch", "loss", ...}
+        checkpoint.pt      the latest state (parameters, optimiser, RNG, data position, ...)
+        best.pt            parameters at the best validation metric so far
+        summary.json       written when the run stops: status, steps, time, final metrics
+        curves.png         learning curves (train loss, valid metric)
+        tensorboard/       event files, with --run.tensorboard and tensorboard installed
+
+Only rank 0 of a distributed run writes here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rnnlab.train.checkpoint import write_text_atomic
+from rnnlab.train.config import ExperimentConfig, from_dict, to_dict
+
+CONFIG = "config.json"
+COMMAND = "command.txt"
+VERSION = "version.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+MODEL = "model.txt"
+TASK = "task.json"
+
+
+def default_dir(config: ExperimentConfig) -> Path:
+    """``<root>/<timestamp>-<task>-<cell or grid>``, made unique with a suffix if it exists."""
+    body = "grid" if config.model.body == "grid" else config.model.cell
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(config.run.root) / f"{stamp}-{config.task.name}-{body}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def code_version() -> dict:
+    """git describe / commit / dirty flag of the rnnlab source tree (when it is a checkout),
+    and the rnnlab, torch and Python versions."""
+    import torch
+
+    import rnnlab
+
+    info: dict = {
+        "rnnlab": _package_version(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    source = Path(rnnlab.__file__).resolve().parent.parent
+    for key, args in (
+        ("git_describe", ["describe", "--always", "--dirty", "--tags"]),
+        ("git_commit", ["rev-parse", "HEAD"]),
+    ):
+        try:
+            result = subprocess.run(
+                ["git", "-C", str(source), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0:
+            info[key] = result.stdout.strip()
+    return info
+
+
+def _package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("rnnlab")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class RunDir:
+    """Reads and writes the files of one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # --- creation -----------------------------------------------------------------------------
+    def create(self, config: ExperimentConfig, argv: list[str] | None) -> None:
+        """Make the directory and write config.json, command.txt and version.json."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.file(CONFIG).exists():
+            raise FileExistsError(
+                f"{self.path} already holds a run; continue it with --resume {self.path} "
+                "or choose another --run.dir"
+            )
+        write_text_atomic(json.dumps(to_dict(config), indent=2) + "\n", self.file(CONFIG))
+        write_text_atomic(json.dumps(code_version(), indent=2) + "\n", self.file(VERSION))
+        self.append_command(argv)
+
+    def append_command(self, argv: list[str] | None) -> None:
+        argv = sys.argv if argv is None else ["rnnlab", *argv]
+        with open(self.file(COMMAND), "a", encoding="utf-8") as handle:
+            handle.write(shlex.join(argv) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        write_text_atomic(text, self.file(name))
+
+    def write_json(self, name: str, data) -> None:
+        write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", self.file(name))
+
+    # --- reading ------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.file(CONFIG).is_file()
+
+    def require(self) -> None:
+        if not self.exists():
+            raise FileNotFoundError(
+                f"{self.path} is not a run directory (no {CONFIG}); "
+                "give a directory made by `rnnlab train`"
+            )
+
+    def config(self) -> ExperimentConfig:
+        self.require()
+        return from_dict(json.loads(self.file(CONFIG).read_text(encoding="utf-8")))
+
+    def summary(self) -> dict | None:
+        path = self.file(SUMMARY)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def metrics(self) -> list[dict]:
+        """Every record of metrics.jsonl (a torn last line from a crash is skipped)."""
+        path = self.file(METRICS)
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    # --- metrics log --------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        """Append one record to metrics.jsonl and flush it to disk."""
+        with open(self.file(METRICS), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records after ``step``: what a killed run logged past its last checkpoint is
+        logged again, identically, when it resumes."""
+        kept = [r for r in self.metrics() if r.get("step", 0) <= step and not r.get("final")]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        write_text_atomic(text, self.file(METRICS))
