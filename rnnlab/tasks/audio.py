@@ -75,21 +75,28 @@ def check_manifest(wavs: dict[str, bytes], source) -> None:
 
 
 def read_archive(file: Path) -> dict[str, bytes]:
-    """``{name: wav bytes}`` of every ``*_*_*.wav`` in a tar archive (any compression)."""
+    """``{name: wav bytes}`` of every ``recordings/<digit>_<speaker>_<index>.wav`` in a tar
+    archive (any compression)."""
     wavs = {}
     try:
         with tarfile.open(file) as archive:
             for member in archive:
-                match = NAME.search(member.name)
-                if member.isfile() and match:
+                in_recordings = ("/" + member.name).rsplit("/", 2)[-2] == "recordings"
+                if member.isfile() and in_recordings and NAME.search(member.name):
                     wavs[member.name.rsplit("/", 1)[-1]] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ValueError(f"{file} is not a readable tar archive: {error}") from error
     return wavs
 
 
+def read_folder_names(folder: Path) -> list[Path]:
+    """The FSDD-named WAV files in ``folder`` (none if it is not a folder)."""
+    return [p for p in folder.glob("*.wav") if NAME.search(p.name)] if folder.is_dir() else []
+
+
 def read_folder(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.glob("*.wav") if NAME.search(p.name)}
+    """``{name: wav bytes}`` of the FSDD-named WAV files in ``folder``."""
+    return {p.name: p.read_bytes() for p in read_folder_names(folder)}
 
 
 FILES = [
@@ -173,8 +180,10 @@ def load_fsdd(source: str, features: str, verify: bool) -> dict:
         data[split]["names"].append(name)
     for split in SPLITS:
         if not data[split]["frames"]:
-            raise ValueError(f"{path}: no recordings fall in the {split} split (index 0-4 test, "
-                             "5-9 valid, 10-49 train)")
+            raise ValueError(
+                f"{path}: no recordings fall in the {split} split (index 0-4 test, "
+                "5-9 valid, 10-49 train)"
+            )
     train = torch.cat(data["train"]["frames"])  # (all train frames, F)
     mean, std = train.mean(0), train.std(0).clamp_min(1e-5)
     for split in SPLITS:
@@ -207,8 +216,9 @@ class SpokenDigits(DatasetTask):
         "features -> 7."
     )
 
-    def __init__(self, path=None, *, features: str = "logmel", download: bool = True,
-                 verify: bool = True):
+    def __init__(
+        self, path=None, *, features: str = "logmel", download: bool = True, verify: bool = True
+    ):
         if features not in ("logmel", "spectrogram"):
             raise ValueError(f"features must be 'logmel' or 'spectrogram', got {features!r}")
         source = Path(path).expanduser() if path is not None else None
@@ -241,7 +251,3 @@ class SpokenDigits(DatasetTask):
 
     def metric(self) -> ClassMetric:
         return ClassMetric()
-
-
-def read_folder_names(folder: Path) -> list[Path]:
-    return [p for p in folder.glob("*.wav") if NAME.search(p.name)] if folder.is_dir() else []

