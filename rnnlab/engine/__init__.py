@@ -1,0 +1,8 @@
+"""The sequence engine: run any compiled cell over sequences (layers, directions, lengths)."""
+
+from .interop import from_torch
+from .rnn import RNN
+from .state import detach, map_state
+from .unroll import reverse_padded, unroll
+
+__all__ = ["RNN", "detach", "from_torch", "map_state", "reverse_padded", "unroll"]

@@ -1,0 +1,18 @@
+"""rnnlab: build, train, compare and search recurrent neural networks on PyTorch.
+
+    >>> import rnnlab, torch
+    >>> rnn = rnnlab.RNN("lstm", input_size=8, hidden_size=16, num_layers=2)
+    >>> output, state = rnn(torch.randn(5, 3, 8))     # (T, B, I) -> (T, B, 16)
+"""
+
+from . import cells, lang
+from .engine import RNN, detach
+
+__version__ = "0.1.0"
+
+try:  # the Grid LSTM lives in its own layer; it is optional while it is being built
+    from .grid import GridLSTM  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["RNN", "GridLSTM", "cells", "detach", "lang", "__version__"]

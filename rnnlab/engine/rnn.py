@@ -1,0 +1,221 @@
+"""``rnnlab.RNN``: any cell over sequences, as a drop-in for torch.nn.LSTM.
+
+Time-major inside: tensors are (T, B, features) unless ``batch_first``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .. import cells
+from ..lang import CellDef, Graph
+from .unroll import reverse_padded, unroll
+
+
+class RNN(nn.Module):
+    r"""A multi-layer, optionally bidirectional and skip-connected recurrent network of any cell.
+
+    For each layer l and direction d, the cell runs over the layer input:
+    ``output_t, state_t = cell(x_t, state_{t-1})``. Layer l > 0 reads the outputs of layer l−1
+    (both directions concatenated), after dropout. With ``skip=True`` (Graves 2013, "Generating
+    Sequences with RNNs"), every layer also reads the network input, and the network output is
+    the concatenation of every layer's output.
+
+    Args:
+        cell: a registered cell name (``rnnlab.cells.names()``), a CellDef or a cell Graph.
+        input_size: features of the input x.
+        hidden_size: size of every state vector.
+        num_layers: stacked layers (default 1).
+        bidirectional: run a second cell over the reversed sequence in each layer.
+        batch_first: input and output are (B, T, F) instead of (T, B, F).
+        dropout: dropout probability on the input of each layer after the first.
+        skip: skip connections from the input to every layer and every layer to the output.
+        **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
+
+    Shapes:
+        input: (T, B, input_size), (B, T, input_size) when batch_first, or a PackedSequence.
+        state: the cell's State NamedTuple, each field (num_layers · D, B, hidden_size) with
+            D = 2 if bidirectional else 1 — for ``lstm`` ``(h, c)``, as torch.nn.LSTM. A bare
+            tensor is accepted for one-field cells (``rnn``, ``gru``, ``mut*``).
+        output: (T, B, D · hidden_size), or (T, B, num_layers · D · hidden_size) with skip;
+            a PackedSequence when the input is one.
+
+    Example::
+
+        >>> rnn = rnnlab.RNN("cifg", input_size=10, hidden_size=20, num_layers=2)
+        >>> output, (h, c) = rnn(torch.randn(5, 3, 10))
+        >>> output.shape, h.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+    """
+
+    def __init__(
+        self,
+        cell: str | CellDef | Graph,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        skip: bool = False,
+        **cell_options,
+    ):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.skip = bool(skip)
+        self.num_directions = 2 if bidirectional else 1
+        D = self.num_directions
+        layers = {}
+        for layer in range(num_layers):
+            size = input_size if layer == 0 else D * hidden_size + (input_size if skip else 0)
+            for suffix in ("", "_reverse")[:D]:
+                layers[f"layer{layer}{suffix}"] = cells.make(cell, size, hidden_size,
+                                                             **cell_options)
+        self.cells = nn.ModuleDict(layers)
+        first = self.cells["layer0"]
+        self.cell_name = first.name
+        self.State = first.State
+
+    @property
+    def output_size(self) -> int:
+        """Features of each output step."""
+        return (self.num_layers if self.skip else 1) * self.num_directions * self.hidden_size
+
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        return self.State._fields
+
+    def extra_repr(self) -> str:
+        options = [f"{self.cell_name!r}", f"{self.input_size}", f"{self.hidden_size}"]
+        for name in ("num_layers", "bidirectional", "batch_first", "dropout", "skip"):
+            value = getattr(self, name)
+            if value != {"num_layers": 1}.get(name, False if name != "dropout" else 0.0):
+                options.append(f"{name}={value}")
+        return ", ".join(options)
+
+    def initial_state(self, batch_size: int, device=None, dtype=None):
+        """Zero state: each field (num_layers · D, batch_size, hidden_size)."""
+        ref = next(self.parameters())
+        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        return self.State(*(
+            torch.zeros(shape, device=device or ref.device, dtype=dtype or ref.dtype)
+            for _ in self.state_fields
+        ))
+
+    # ---- input checks ------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a tensor or a PackedSequence, got {type(x).__name__}")
+        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        if x.dim() != 3:
+            raise ValueError(
+                f"input must be 3-D {layout} with input_size={self.input_size}, got shape "
+                f"{tuple(x.shape)}; for a single step use rnnlab.cells.make(...)"
+            )
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input has {x.shape[-1]} features, expected input_size={self.input_size} "
+                f"(shape {layout}, got {tuple(x.shape)})"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"input must be floating point, got {x.dtype}; embed token ids first")
+        return x.transpose(0, 1) if self.batch_first else x
+
+    def _check_state(self, state, batch_size: int) -> tuple[torch.Tensor, ...]:
+        fields = self.state_fields
+        if isinstance(state, torch.Tensor) and len(fields) == 1:
+            state = (state,)
+        if not isinstance(state, (tuple, list)) or len(state) != len(fields):
+            raise ValueError(
+                f"state must be a {self.State.__name__}{fields} of {len(fields)} tensor(s) "
+                f"for cell {self.cell_name!r}, got {type(state).__name__}"
+                + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
+            )
+        expected = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        for name, t in zip(fields, state):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != expected:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(
+                    f"state field {name!r} must have shape {expected} = (num_layers * "
+                    f"num_directions, batch, hidden_size), got {got}"
+                )
+        return tuple(state)
+
+    # ---- forward -----------------------------------------------------------------------
+    def forward(self, input, state=None):
+        """Run the network; returns ``(output, state)`` (see the class docstring for shapes)."""
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            padded, lengths = pad_packed_sequence(input, batch_first=False)
+            if input.sorted_indices is not None:
+                padded = padded.index_select(1, input.sorted_indices)
+                lengths = lengths.index_select(0, input.sorted_indices.cpu())
+            x = padded
+            if x.shape[-1] != self.input_size:
+                raise ValueError(
+                    f"packed input has {x.shape[-1]} features, expected {self.input_size}"
+                )
+        else:
+            x = self._check_input(input)
+            lengths = None
+        T, B, _ = x.shape
+        if state is None:
+            state = self.initial_state(B, x.device, x.dtype)
+        state = self._check_state(state, B)
+        if packed and input.sorted_indices is not None:
+            state = tuple(s.index_select(1, input.sorted_indices) for s in state)
+
+        D = self.num_directions
+        finals: list[tuple] = []
+        layer_outputs = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            if layer > 0:
+                layer_input = layer_outputs[-1]
+                if self.dropout and self.training:
+                    layer_input = F.dropout(layer_input, self.dropout, training=True)
+                if self.skip:
+                    layer_input = torch.cat([x, layer_input], dim=-1)
+            outputs = []
+            for d in range(D):
+                cell = self.cells[f"layer{layer}" + ("_reverse" if d else "")]
+                k = layer * D + d
+                s = tuple(field[k] for field in state)
+                seq = reverse_padded(layer_input, lengths) if d else layer_input
+                out, final = unroll(cell, seq, s, lengths)
+                outputs.append(reverse_padded(out, lengths) if d else out)
+                finals.append(final)
+            layer_outputs.append(outputs[0] if D == 1 else torch.cat(outputs, dim=-1))
+        output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
+        new_state = tuple(torch.stack(parts) for parts in zip(*finals))
+        if packed:
+            data = pack_padded_sequence(output, lengths, enforce_sorted=True)
+            output = PackedSequence(data.data, data.batch_sizes, input.sorted_indices,
+                                    input.unsorted_indices)
+            if input.unsorted_indices is not None:
+                new_state = tuple(s.index_select(1, input.unsorted_indices) for s in new_state)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, self.State(*new_state)
+
+    # ---- interop -----------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.Module) -> RNN:
+        """An rnnlab RNN computing the same function as a torch.nn.RNN / LSTM / GRU."""
+        from .interop import from_torch
+
+        return from_torch(module)
