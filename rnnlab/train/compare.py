@@ -20,7 +20,6 @@ With ``match_params`` (the default), every configuration after the first that do
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ from rnnlab.train.config import (
 from rnnlab.train.model import SequenceModel, count_parameters
 from rnnlab.train.plots import learning_curves
 from rnnlab.train.report import row, table
-from rnnlab.train.run import RunDir
 from rnnlab.train.trainer import train
 
 # Seed 000's experiment: 3-layer stacked LSTM vs 3-layer Grid LSTM, character prediction.
@@ -225,19 +223,7 @@ def compare(
 
 def seed_experiment_config(budget_seconds: float = DEFAULT_BUDGET) -> ExperimentConfig:
     """The shared settings of seed 000's experiment (before the user's overrides)."""
-    config = apply_overrides(ExperimentConfig(), [*SEED_SETTINGS])
-    config.train.budget_seconds = budget_seconds
-    validate(config)
-    return config
+    return apply_overrides(
+        ExperimentConfig(), [*SEED_SETTINGS, f"train.budget_seconds={budget_seconds}"]
+    )
 
-
-__all__ = [
-    "Contender",
-    "compare",
-    "contenders",
-    "match_hidden_size",
-    "parse_spec",
-    "seed_experiment_config",
-    "RunDir",
-    "dataclasses",
-]

@@ -295,6 +295,14 @@ def validate(config: ExperimentConfig) -> None:
 
     t, m, tr = config.task, config.model, config.train
     _choice("task.name", t.name, sorted(rnnlab.tasks.names()))
+    accepted = [k for k in rnnlab.tasks.factory_options(t.name) if k not in ("args", "kwargs")]
+    unknown = [k for k in t.options if k not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"task {t.name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(accepted) or '(none)'}; task settings: "
+            f"{', '.join(field_types(TaskConfig))}"
+        )
     _at_least("task.batch_size", t.batch_size, 1)
     _at_least("task.seq_len", t.seq_len, 1, allow_none=True)
     _at_least("task.eval_batch_size", t.eval_batch_size, 1, allow_none=True)

@@ -60,14 +60,12 @@ def code_version() -> dict:
     and the rnnlab, torch and Python versions."""
     import torch
 
-    import rnnlab
-
     info: dict = {
         "rnnlab": _package_version(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    source = Path(rnnlab.__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]  # the tree holding the rnnlab package
     for key, args in (
         ("git_describe", ["describe", "--always", "--dirty", "--tags"]),
         ("git_commit", ["rev-parse", "HEAD"]),

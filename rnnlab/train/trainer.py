@@ -40,7 +40,7 @@ from rnnlab.train.evaluate import evaluate
 from rnnlab.train.model import SequenceModel, count_parameters, describe
 from rnnlab.train.optim import clip_gradients, learning_rate, make_optimizer, set_learning_rate
 from rnnlab.train.progress import Progress, TensorBoard
-from rnnlab.train.run import BEST, CHECKPOINT, MODEL, SUMMARY, TASK, RunDir, default_dir
+from rnnlab.train.run import BEST, CHECKPOINT, CONFIG, MODEL, SUMMARY, TASK, RunDir, default_dir
 
 GENERATED_EPOCH = 100  # steps per nominal epoch of tasks whose train data is generated, unbounded
 
@@ -456,6 +456,7 @@ def _train(config, world, *, argv, resume, stream):
         if world.main:
             run.create(config, argv)
     if resume is not None and world.main:
+        run.write_json(CONFIG, to_dict(config))  # overrides given on resuming are kept
         run.append_command(argv)
         run.truncate_metrics(payload["counters"]["step"])
         if run.file(SUMMARY).exists():
