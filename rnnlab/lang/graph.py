@@ -265,8 +265,8 @@ class Graph:
         """The same cell at other sizes (parameter shapes follow)."""
         return dc_replace(self, input_size=input_size, hidden_size=hidden_size)
 
-    def fresh_name(self, stem: str = "t") -> str:
-        """A node name not yet used in the graph."""
+    def fresh_name(self, stem: str = "_t") -> str:
+        """A node name not yet used in the graph ("_" names print inlined)."""
         k = len(self.nodes)
         while f"{stem}{k}" in self.nodes:
             k += 1
