@@ -70,7 +70,7 @@ class Cell(nn.Module):
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
-            for name, p in self.named_parameters(recurse=False):
+            for p in self.parameters(recurse=False):
                 if self.init == "uniform":
                     p.uniform_(-bound, bound)
                 elif p.dim() == 1:

@@ -19,7 +19,9 @@ def map_state(fn, state: Any) -> Any:
         return type(state)(map_state(fn, s) for s in state)
     if isinstance(state, dict):
         return {k: map_state(fn, v) for k, v in state.items()}
-    raise TypeError(f"state must be made of tensors, tuples, lists or dicts; got {type(state).__name__}")
+    raise TypeError(
+        f"state must be made of tensors, tuples, lists or dicts; got {type(state).__name__}"
+    )
 
 
 def detach(state: Any) -> Any:

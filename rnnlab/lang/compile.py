@@ -198,7 +198,9 @@ class _Compiler:
         self.group_of: dict[str, int] = {}
         for level in sorted(by_level):
             roots = by_level[level]
-            arg_sets = {r: [self.nodes[t].args[0] for t in self.roots[r].step_linear] for r in roots}
+            arg_sets = {
+                r: [self.nodes[t].args[0] for t in self.roots[r].step_linear] for r in roots
+            }
             all_args = list(dict.fromkeys(a for r in roots for a in arg_sets[r]))
             size = self.g.sizes
             total = sum(size[a] for a in all_args) * len(roots)
@@ -320,7 +322,7 @@ class _Compiler:
 
         self.xs_index: dict[str, int] = {}
         # 1) per recurrent group: its x-part, (T·B, rows·H)
-        for gi, group in enumerate(self.groups):
+        for group in self.groups:
             roots = [self.roots[r] for r in group.roots]
             if not any(r.has_xpart for r in roots):
                 continue

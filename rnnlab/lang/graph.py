@@ -14,7 +14,8 @@ of shape (hidden_size,); a name used twice is one shared parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace as dc_replace
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from functools import cached_property
 
 from .ops import OPS, spec

@@ -246,7 +246,8 @@ class TestRawInputTerms:
 
     @pytest.mark.parametrize("name", ["mut1", "mut2"])
     def test_mismatched_sizes_are_refused_with_advice(self, name):
-        with pytest.raises(ValueError, match="needs input_size == hidden_size.*raw_input='project'"):
+        advice = "needs input_size == hidden_size.*raw_input='project'"
+        with pytest.raises(ValueError, match=advice):
             cells.make(name, 3, 5)
 
     @pytest.mark.parametrize("name", ["mut1", "mut2"])
