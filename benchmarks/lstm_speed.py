@@ -1,0 +1,94 @@
+"""Training throughput of rnnlab's ``lstm`` against its peers, in one process.
+
+Peers: torch.nn.LSTM (C++ loop), and a hand-written Python loop over torch.nn.LSTMCell.
+Each measures tokens/s of a training step (forward + backward of the sum of outputs) on the
+same input; the table reports ratios to torch.nn.LSTM. Timings are the best of ``--repeat``
+runs so that other load on the machine disturbs them less.
+
+    python benchmarks/lstm_speed.py                      # T=100, B=32, I=128, H=128 and 256
+    python benchmarks/lstm_speed.py --hidden 512 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+import rnnlab
+
+
+class LSTMCellLoop(nn.Module):
+    """The usual hand-written loop: one nn.LSTMCell call per time step."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        outs = []
+        for t in range(x.shape[0]):
+            h, c = self.cell(x[t], (h, c))
+            outs.append(h)
+        return torch.stack(outs), (h, c)
+
+
+def tokens_per_second(model: nn.Module, x: torch.Tensor, repeat: int, train: bool) -> float:
+    """Best-of-``repeat`` throughput of one forward (+ backward when training)."""
+    model.train(train)
+    best = float("inf")
+    for k in range(repeat + 1):  # the first run warms up and is not counted
+        start = time.perf_counter()
+        if train:
+            model.zero_grad(set_to_none=True)
+            out, _ = model(x)
+            out.sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+        elapsed = time.perf_counter() - start
+        if k:
+            best = min(best, elapsed)
+    return x.shape[0] * x.shape[1] / best
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="sequence length T")
+    parser.add_argument("--batch", type=int, default=32, help="batch size B")
+    parser.add_argument("--input", type=int, default=128, help="input size I")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 256], help="hidden sizes")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs (best is kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"T={args.steps} B={args.batch} I={args.input} threads={torch.get_num_threads()} "
+          f"torch {torch.__version__}; tokens/s, best of {args.repeat}")
+    header = f"{'H':>5} {'mode':>9} {'model':>22} {'tokens/s':>10} {'vs nn.LSTM':>10}"
+    print(header)
+    print("-" * len(header))
+    for H in args.hidden:
+        x = torch.randn(args.steps, args.batch, args.input)
+        reference = nn.LSTM(args.input, H)
+        models = {
+            "torch.nn.LSTM": reference,
+            "rnnlab lstm": rnnlab.RNN.from_torch(reference),
+            "python LSTMCell loop": LSTMCellLoop(args.input, H),
+        }
+        for train in (True, False):
+            mode = "train" if train else "inference"
+            base = None
+            for name, model in models.items():
+                speed = tokens_per_second(model, x, args.repeat, train)
+                base = base or speed
+                print(f"{H:>5} {mode:>9} {name:>22} {speed:>10.0f} {speed / base:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
