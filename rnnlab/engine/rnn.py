@@ -109,11 +109,13 @@ class RNN(nn.Module):
 
     def initial_state(self, batch_size: int, device=None, dtype=None):
         """Zero state: each field (num_layers · D, batch_size, hidden_size)."""
-        ref = next(self.parameters())
+        ref = next(self.parameters(), None)  # a mutated cell may have no parameters at all
+        if ref is not None:
+            device = device if device is not None else ref.device
+            dtype = dtype if dtype is not None else ref.dtype
         shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
         return self.State(*(
-            torch.zeros(shape, device=device or ref.device, dtype=dtype or ref.dtype)
-            for _ in self.state_fields
+            torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_fields
         ))
 
     # ---- input checks ------------------------------------------------------------------

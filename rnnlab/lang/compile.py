@@ -19,6 +19,7 @@ gradients flow to ``W_i``, ``R_i`` … as written in the paper.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -85,6 +86,26 @@ class Program:
         return self.step_fn(xs, state, weights)
 
 
+def _fold(node, args: list[float]) -> float:
+    """The value of an op over constants, computed once at compile time."""
+    a = args[0]
+    if node.op == "add":
+        return a + args[1]
+    if node.op == "sub":
+        return a - args[1]
+    if node.op == "mul":
+        return a * args[1]
+    if node.op == "tanh":
+        return math.tanh(a)
+    if node.op == "sigmoid":
+        return 1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a))
+    if node.op == "relu":
+        return max(a, 0.0)
+    if node.op == "scale":
+        return float(node.value) * a
+    return a  # identity
+
+
 def _ident(name: str, taken: set[str]) -> str:
     base = "v_" + re.sub(r"\W", "_", name.replace("'", "_new"))
     ident, k = base, 1
@@ -113,6 +134,7 @@ class _Compiler:
         """kind: 'static' (params/consts), 'x' (depends on x only) or 'step' (on the state)."""
         self.kind: dict[str, str] = {}
         self.level: dict[str, int] = {}
+        self.constant: dict[str, float] = {}  # nodes made of constants only, folded
         for name in self.g.order:
             node = self.nodes[name]
             if node.op == "input":
@@ -125,6 +147,10 @@ class _Compiler:
                 kinds = {self.kind[a] for a in node.args}
                 kind = "step" if "step" in kinds else ("x" if "x" in kinds else "static")
             self.kind[name] = kind
+            if node.op == "const":
+                self.constant[name] = float(node.value)
+            elif node.args and all(a in self.constant for a in node.args):
+                self.constant[name] = _fold(node, [self.constant[a] for a in node.args])
             lv = max((self.level.get(a, 0) for a in node.args), default=0)
             self.level[name] = lv + 1 if node.op == "linear" and kind == "step" else lv
 
@@ -305,7 +331,7 @@ class _Compiler:
             ident = self.idents[name]
             if node.op == "input":
                 return "x2d"
-            if node.op in ("param", "const"):
+            if node.op == "param" or name in self.constant:
                 return self._static(name)
             if name in self.roots and name in self.block_cols:
                 a, b = self.block_cols[name]
@@ -384,8 +410,8 @@ class _Compiler:
 
     def _static(self, name: str) -> str:
         node = self.nodes[name]
-        if node.op == "const":
-            return repr(float(node.value))
+        if name in self.constant:
+            return repr(self.constant[name])
         ref = node.ref
         return self._weight(ref, lambda params, ref=ref: params[ref])
 
@@ -395,7 +421,7 @@ class _Compiler:
         if node.op == "linear":
             ref = node.ref
             w = self._weight(f"{ref}^T", lambda params, ref=ref: params[ref].t())
-            return f"torch.mm({args[0]}, {w})"
+            return f"torch.matmul({args[0]}, {w})"  # a parameter-only argument is 1-D
         if node.op in _BIN:
             return f"{args[0]} {_BIN[node.op]} {args[1]}"
         if node.op in _ACT:
@@ -487,7 +513,7 @@ class _Compiler:
 
         def value(name: str) -> str:
             node = self.nodes[name]
-            if node.op in ("param", "const"):
+            if node.op == "param" or name in self.constant:
                 return self._static(name)
             if name in emitted:
                 return self.idents[name]
@@ -516,7 +542,15 @@ class _Compiler:
             emitted.add(name)
             return ident
 
-        out = value(g.output)
-        writes = [value(g.writes[s]) for s in g.states]
+        batch = f"{self.idents[g.states[0]]}.shape[0]"
+
+        def batched(name: str) -> str:
+            """Outputs and new state always have batch rows, even if made of parameters."""
+            if self.kind[name] != "static":
+                return value(name)
+            return f"({value(name)}).expand({batch}, {g.hidden_size})"
+
+        out = batched(g.output)
+        writes = [batched(g.writes[s]) for s in g.states]
         lines.append(f"    return {out}, ({''.join(w + ', ' for w in writes)})")
         return lines

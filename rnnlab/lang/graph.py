@@ -105,7 +105,7 @@ class Graph:
             for arg in self.nodes[name].args:
                 users[arg].append(name)
         for state, node in self.writes.items():
-            users[node].append(f"{state}'")
+            users[node].append(f"<write {state}>")
         users[self.output].append("<output>")
         return {name: tuple(u) for name, u in users.items()}
 
