@@ -7,7 +7,8 @@ taking the same repetition indices from every speaker and digit keeps it balance
 10–49 train (2,400).
 
 Each recording becomes a sequence of frames computed with ``torch.stft`` (no audio library):
-a 25 ms Hann window (200 samples) every 10 ms (80 samples), a 256-point FFT, the power
+a 25 ms Hann window (200 samples, centred in each 256-sample FFT frame) every 10 ms
+(80 samples; ``1 + (N - 256) // 80`` frames for N samples), a 256-point FFT, the power
 spectrum, then either 40 log-mel bands (HTK mel scale, 0–4 kHz; ``features="logmel"``) or the
 129 log power bins (``features="spectrogram"``); ``log(x + 1e-6)``. Each feature is then
 standardised with the train split's mean and standard deviation over frames.
@@ -144,21 +145,43 @@ def mel_filterbank(bands: int = MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RAT
 
 def frames(x: torch.Tensor, features: str) -> torch.Tensor:
     """Samples ``(N,)`` -> log features ``(T, F)``; see the module docstring."""
-    if x.numel() < WINDOW:  # shorter than one window: pad so it gives one frame
-        x = torch.nn.functional.pad(x, (0, WINDOW - x.numel()))
-    spectrum = torch.stft(
-        x,
-        n_fft=N_FFT,
-        hop_length=HOP,
-        win_length=WINDOW,
-        window=torch.hann_window(WINDOW),
-        center=False,
-        return_complex=True,
-    )  # (N_FFT // 2 + 1, T)
-    power = spectrum.abs().square()
-    if features == "logmel":
-        power = mel_filterbank() @ power  # (MELS, T)
-    return torch.log(power + 1e-6).t().contiguous()  # (T, F)
+    return frames_of([x], features)[0]
+
+
+def frames_of(signals: list[torch.Tensor], features: str, chunk: int = 256) -> list[torch.Tensor]:
+    """Log features ``(T_i, F)`` of many signals ``(N_i,)``, with few ``torch.stft`` calls.
+
+    Signals are sorted by length and transformed ``chunk`` at a time, each chunk zero-padded
+    to its longest signal. With ``center=False`` a frame only reads samples inside its own
+    window, so each signal keeps its first ``1 + (N_i - 256) // 80`` frames, exactly the frames
+    it would get alone; the rest (which read padding) are dropped.
+    """
+    window = torch.hann_window(WINDOW)
+    bank = mel_filterbank() if features == "logmel" else None
+    out: list[torch.Tensor | None] = [None] * len(signals)
+    order = sorted(range(len(signals)), key=lambda i: signals[i].numel())
+    for first in range(0, len(order), chunk):
+        group = order[first : first + chunk]
+        sizes = [max(signals[i].numel(), N_FFT) for i in group]  # short ones give one frame
+        padded = torch.zeros(len(group), max(sizes))
+        for row, i in enumerate(group):
+            padded[row, : signals[i].numel()] = signals[i]
+        spectrum = torch.stft(
+            padded,
+            n_fft=N_FFT,
+            hop_length=HOP,
+            win_length=WINDOW,
+            window=window,
+            center=False,
+            return_complex=True,
+        )  # (G, N_FFT // 2 + 1, T_max)
+        power = spectrum.abs().square()
+        if bank is not None:
+            power = bank @ power  # (G, MELS, T_max)
+        logs = torch.log(power + 1e-6).transpose(1, 2)  # (G, T_max, F)
+        for row, i in enumerate(group):
+            out[i] = logs[row, : 1 + (sizes[row] - N_FFT) // HOP].contiguous()
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -171,11 +194,13 @@ def load_fsdd(source: str, features: str, verify: bool) -> dict:
     if verify:
         check_manifest(wavs, path)
     data = {s: {"frames": [], "digits": [], "names": []} for s in SPLITS}
-    for name in sorted(wavs):
+    names = sorted(wavs)
+    computed = frames_of([samples(wavs[name], name) for name in names], features)
+    for name, features_of_name in zip(names, computed, strict=True):
         digit, _, index = NAME.search(name).groups()
         index = int(index)
         split = "test" if index < 5 else "valid" if index < 10 else "train"
-        data[split]["frames"].append(frames(samples(wavs[name], name), features))
+        data[split]["frames"].append(features_of_name)
         data[split]["digits"].append(int(digit))
         data[split]["names"].append(name)
     for split in SPLITS:

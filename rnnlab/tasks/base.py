@@ -159,8 +159,9 @@ class Task(abc.ABC):
     Subclasses set ``name``, ``input``, ``output`` and ``stateful`` and implement
     :meth:`batches`, :meth:`batches_per_epoch`, :meth:`metric` and :meth:`describe`.
     ``info`` holds provenance (files read, sha256 of data, split sizes) for run records.
-    Tasks whose input or output is :class:`Tokens` also have ``vocab``, ``encode`` and
-    ``decode``.
+    Tasks whose input or output is :class:`Tokens` also have ``vocab`` (``list[str]``, id ->
+    symbol), ``encode(text) -> (N,) int64`` and ``decode(ids) -> str`` (and ``vocabulary``,
+    the :class:`~rnnlab.tasks.vocab.Vocabulary` behind them).
     """
 
     name: str

@@ -198,9 +198,10 @@ class MusicTask(DatasetTask):
         pieces = [self.rolls[split][i] for i in indices]
         lengths = torch.tensor([len(p) for p in pieces], dtype=torch.int64)
         steps = int(lengths.max())
-        frames = torch.zeros(steps + 1, len(pieces), KEYS)  # frame 0 is the silent start
+        frames = np.zeros((len(pieces), steps + 1, KEYS), dtype=np.float32)  # (B, T+1, K)
         for b, piece in enumerate(pieces):
-            frames[1 : len(piece) + 1, b] = torch.from_numpy(piece).to(torch.float32)
+            frames[b, 1 : len(piece) + 1] = piece  # frame 0 is the silent start
+        frames = torch.from_numpy(frames).transpose(0, 1).contiguous()  # (T+1, B, K)
         return Batch(inputs=frames[:-1], targets=frames[1:], lengths=lengths)
 
     def metric(self) -> BinaryMetric:

@@ -44,7 +44,8 @@ class StreamTask(Task):
                     f"{0 if split not in splits else splits[split].numel()}; the corpus is "
                     "empty or too short"
                 )
-        self.vocab = vocab
+        self.vocabulary = vocab
+        self.vocab = vocab.symbols  # list[str]: id -> symbol
         # ids stay in the corpus's compact dtype (uint8 for 100M-byte corpora); each batch is
         # converted to int64 as it is cut
         self.splits = {k: v.contiguous() for k, v in splits.items()}
@@ -59,11 +60,11 @@ class StreamTask(Task):
 
     def encode(self, text: str) -> Tensor:
         """Text -> ``(N,)`` int64 ids."""
-        return self.vocab.encode(text)
+        return self.vocabulary.encode(text)
 
     def decode(self, ids: Tensor) -> str:
         """Ids -> text."""
-        return self.vocab.decode(ids)
+        return self.vocabulary.decode(ids)
 
     def _streams(self, split: str, batch_size: int) -> tuple[Tensor, Tensor]:
         check_split(split)

@@ -123,21 +123,23 @@ class TokenSequenceTask(GeneratedTask):
     ``answer_start`` is the index in ``text`` of the first symbol whose prediction counts.
     """
 
-    vocab: Vocabulary
+    vocab: list[str]  # id -> symbol
+    vocabulary: Vocabulary
 
     def set_vocab(self, symbols: list[str]) -> None:
-        self.vocab = Vocabulary(symbols)
+        self.vocabulary = Vocabulary(symbols)
+        self.vocab = self.vocabulary.symbols
         self.input = Tokens(len(self.vocab))
         self.output = Tokens(len(self.vocab))
         self.info["vocab_size"] = len(self.vocab)
 
     def encode(self, text: str) -> torch.Tensor:
         """Text -> ``(N,)`` int64 ids."""
-        return self.vocab.encode(text)
+        return self.vocabulary.encode(text)
 
     def decode(self, ids) -> str:
         """Ids -> text."""
-        return self.vocab.decode(ids)
+        return self.vocabulary.decode(ids)
 
     def collate(self, examples: list[tuple[str, int]]) -> Batch:
         """Pad ``(text, answer_start)`` examples into a teacher-forced batch.
@@ -146,10 +148,10 @@ class TokenSequenceTask(GeneratedTask):
         marks targets at text positions ``>= answer_start``; ``lengths`` ``(B,)`` when the
         examples differ in length.
         """
-        ids = [self.vocab.encode(text) for text, _ in examples]
+        ids = [self.vocabulary.encode(text) for text, _ in examples]
         lengths = torch.tensor([len(x) - 1 for x in ids], dtype=torch.int64)
         steps = int(lengths.max())
-        pad = self.vocab.index.get(PAD, 0)
+        pad = self.vocabulary.index.get(PAD, 0)
         padded = torch.full((steps + 1, len(ids)), pad, dtype=torch.int64)
         for b, x in enumerate(ids):
             padded[: len(x), b] = x
@@ -388,7 +390,9 @@ class Xml(TokenSequenceTask):
         </xkcdc>
 
     A sequence is the first ``seq_len + 1`` characters of such a stream; the model predicts
-    every next character.
+    every next character. The length is fixed when the task is made (so valid and test stay
+    the same); the ``seq_len`` argument of :meth:`batches` is ignored, as for the other
+    generated tasks.
 
     Args:
         seq_len: characters per sequence (targets). Default 100.
@@ -461,16 +465,6 @@ class Xml(TokenSequenceTask):
                 size += len(parts[-1])
             examples.append(("".join(parts)[: self.seq_len + 1], 1))
         return examples
-
-    def batches(self, split, batch_size, *, seq_len=None, start=0, seed=0):
-        """As :meth:`GeneratedTask.batches`; the sequence length is fixed at construction
-        (``make("xml", seq_len=...)``), so ``seq_len`` here must be None or equal to it."""
-        if seq_len is not None and seq_len != self.seq_len:
-            raise ValueError(
-                f"xml sequences are {self.seq_len} characters (fixed so valid/test stay the "
-                f"same); got seq_len={seq_len}. Use make('xml', seq_len={seq_len})."
-            )
-        return super().batches(split, batch_size, start=start, seed=seed)
 
     def metric(self) -> TokenMetric:
         return TokenMetric("accuracy")

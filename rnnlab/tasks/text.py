@@ -460,7 +460,7 @@ class PennTreebankChars(StreamTask):
         "spelled out, '_' between words, one end-of-line symbol per sentence (50 symbols; "
         "train / valid / test = 5,017,482 / 393,042 / 442,423 symbols). Read from ptb.char.* "
         "files or derived byte-exactly from the word-level PTB. Contiguous streams for "
-        "truncated BPTT; metric: bits per character. Example: 'the_company_sai' -> next "
+        "truncated BPTT. Metric: bits per character. Example: 'the_company_sai' -> next "
         "character 'd'."
     )
 
