@@ -1,0 +1,35 @@
+"""Grid LSTM (Kalchbrenner, Danihelka & Graves 2016): N-dimensional blocks and their networks.
+
+- ``GridBlock``: the N-dimensional block; ``rnnlab.grid.transform``: its per-dimension transforms.
+- ``DeepGridLSTM``: 1-D grid, a deep feed-forward network of blocks along depth.
+- ``GridLSTM``: 2-D grid, time × depth over a sequence (like a stacked LSTM).
+- ``ImageGridLSTM``, ``SpectrogramGridLSTM``: 3-D grids over 2-D inputs and depth.
+- ``GridLSTMNd``: the N-D grid over an (N−1)-D input and depth.
+"""
+
+from rnnlab.grid.block import BlockState, GridBlock
+from rnnlab.grid.deep import DeepGridLSTM
+from rnnlab.grid.image import ImageGridLSTM, SpectrogramGridLSTM
+from rnnlab.grid.multidim import GridLSTMNd
+from rnnlab.grid.scan import GridScan
+from rnnlab.grid.schedule import SCHEDULES, State
+from rnnlab.grid.sequence import GridLSTM
+from rnnlab.grid.transform import LSTM, TRANSFORMS, Activation, StandardLSTM, Transform
+
+__all__ = [
+    "LSTM",
+    "SCHEDULES",
+    "TRANSFORMS",
+    "Activation",
+    "BlockState",
+    "DeepGridLSTM",
+    "GridBlock",
+    "GridLSTM",
+    "GridLSTMNd",
+    "GridScan",
+    "ImageGridLSTM",
+    "SpectrogramGridLSTM",
+    "StandardLSTM",
+    "State",
+    "Transform",
+]

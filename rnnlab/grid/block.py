@@ -1,0 +1,290 @@
+"""The N-dimensional Grid LSTM block (Kalchbrenner, Danihelka & Graves 2016, section 3).
+
+A block receives N hidden vectors and N memory vectors, one of each per dimension, and returns
+N of each. With ``H = [h_1; …; h_N]`` (the hidden vectors concatenated), dimension k computes
+
+    (h'_k, m'_k) = transform_k(W_k H + b_k, m_k)
+
+where ``transform_k`` is the LSTM transform (``m'_k = g_f ⊙ m_k + g_u ⊙ g_c``,
+``h'_k = tanh(g_o ⊙ m'_k)``), its usual-output form, or a non-LSTM ``h'_k = α(V_k H + b_k)``
+(see ``transform.py``). Each dimension keeps its own memory.
+
+Priority dimensions (the paper's section 3.4) are computed after the others: the block works in
+stages, first all non-priority dimensions together from the incoming ``H``, then each priority
+dimension in the order given, each reading an ``H`` in which every dimension computed before it
+already holds its new hidden vector.
+
+Speed: the dimensions of one stage read the same ``H``, so their weights sit side by side in one
+matrix and a stage is one GEMM. A block module can also hold ``copies`` independent weight sets
+of the same configuration, stacked along a leading axis (one per layer of a grid that is untied
+along depth), so that many blocks with different weights run as one batched GEMM
+(``torch.baddbmm``); with one copy (tied weights), blocks are rows of one plain GEMM.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from rnnlab.grid.transform import TRANSFORMS, Transform
+
+
+class BlockState(NamedTuple):
+    """The vectors on a block's edges: ``h`` and ``m``, each (…, N, hidden_size).
+
+    ``h[..., k, :]`` and ``m[..., k, :]`` are dimension k's hidden and memory vectors.
+    """
+
+    h: torch.Tensor
+    m: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Dimensions of one stage that share a transform: a contiguous chunk of the stage's GEMM."""
+
+    transform: Transform
+    dims: tuple[int, ...]
+    start: int  # first column of the chunk in the stage's pre-activations
+    stop: int
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """Dimensions computed together from one ``H``, in ``groups`` of equal transforms."""
+
+    dims: tuple[int, ...]
+    groups: tuple[_Group, ...]
+
+
+def resolve_transform(spec: str | Transform) -> Transform:
+    """A transform from its name in ``TRANSFORMS`` or a ``Transform`` instance."""
+    if isinstance(spec, Transform):
+        return spec
+    if isinstance(spec, str) and spec in TRANSFORMS:
+        return TRANSFORMS[spec]
+    raise ValueError(
+        f"unknown Grid LSTM transform {spec!r}; expected one of {sorted(TRANSFORMS)} "
+        "or a rnnlab.grid.transform.Transform instance"
+    )
+
+
+class GridBlock(nn.Module):
+    r"""An N-dimensional Grid LSTM block: N hidden and N memory vectors in, N of each out.
+
+    Equations (Kalchbrenner et al. 2016, eqs. 3–5), for each dimension k::
+
+        H        = [h_1; …; h_N]                    (N · hidden_size)
+        z_k      = W_k H + b_k
+        LSTM:      g_u, g_f, g_o = σ(z_k^u), σ(z_k^f), σ(z_k^o);  g_c = tanh(z_k^c)
+                   m'_k = g_f ⊙ m_k + g_u ⊙ g_c;   h'_k = tanh(g_o ⊙ m'_k)
+        non-LSTM:  h'_k = α(z_k);  m'_k = m_k (unused)
+
+    Args:
+        num_dims: N, the number of dimensions (at least 1).
+        hidden_size: size d of every hidden and memory vector.
+        transforms: one transform per dimension: a name from ``rnnlab.grid.transform.TRANSFORMS``
+            (``"lstm"`` the paper's form, ``"lstm_standard"`` with ``h' = g_o ⊙ tanh(m')``,
+            ``"tanh"``, ``"relu"``, ``"identity"``) or a ``Transform``; a single value applies
+            to every dimension. Default ``"lstm"``.
+        priority: dimensions computed after all others, in this order; each reads the new
+            hidden vectors of every dimension computed before it. Default none.
+        copies: number of independent weight sets (e.g. one per layer of an untied grid);
+            ``forward``'s ``index`` chooses which copies run. Default 1.
+
+    Parameters (``D = N · d``; the weights are stored input-major for ``x @ W``):
+        ``weights[s]``: (copies, D, out_s) and ``biases[s]``: (copies, out_s) for stage s, the
+        columns of its dimensions side by side, ``4d`` for an LSTM dimension (gates in the order
+        u, f, o, c) and ``d`` for a non-LSTM one. ``dimension_parameters(k)`` returns
+        dimension k's ``W_k`` (out_k, D) and ``b_k`` in the paper's orientation.
+        Initialisation: weights ~ U(−1/√D, 1/√D); biases 0, LSTM forget gates +1.
+
+    Shape:
+        ``forward(state, index=None)`` with ``state = BlockState(h, m)``:
+
+        - one copy (``copies == 1``, ``index=None``): ``h``, ``m`` (*, N, d), any leading axes,
+          all rows sharing the weights;
+        - ``index`` an int: ``h``, ``m`` (*, N, d), run with copy ``index``;
+        - ``index`` a slice of n copies: ``h``, ``m`` (n, *, N, d), row i of the leading axis
+          runs with copy ``index.start + i``.
+
+        Returns the new ``BlockState`` with the same shapes.
+
+    Example::
+
+        >>> block = GridBlock(3, 16, transforms=("lstm", "lstm", "tanh"), priority=(2,))
+        >>> state = BlockState(torch.zeros(8, 3, 16), torch.zeros(8, 3, 16))
+        >>> block(state).h.shape
+        torch.Size([8, 3, 16])
+    """
+
+    def __init__(
+        self,
+        num_dims: int,
+        hidden_size: int,
+        transforms: str | Transform | Sequence[str | Transform] = "lstm",
+        priority: Sequence[int] = (),
+        copies: int = 1,
+    ):
+        super().__init__()
+        if num_dims < 1:
+            raise ValueError(f"num_dims must be at least 1, got {num_dims}")
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be positive, got {hidden_size}")
+        if copies < 1:
+            raise ValueError(f"copies must be at least 1, got {copies}")
+        if isinstance(transforms, (str, Transform)):
+            transforms = [transforms] * num_dims
+        if len(transforms) != num_dims:
+            raise ValueError(
+                f"transforms must give one transform per dimension: expected {num_dims}, "
+                f"got {len(transforms)} ({list(transforms)!r})"
+            )
+        priority = tuple(priority)
+        if len(set(priority)) != len(priority) or not all(0 <= k < num_dims for k in priority):
+            raise ValueError(
+                f"priority must list distinct dimensions in 0..{num_dims - 1}, got {priority}"
+            )
+        self.num_dims = num_dims
+        self.hidden_size = hidden_size
+        self.copies = copies
+        self.transforms = tuple(resolve_transform(t) for t in transforms)
+        self.priority = priority
+
+        first = tuple(k for k in range(num_dims) if k not in priority)
+        stage_dims = ([first] if first else []) + [(k,) for k in priority]
+        self.stages = tuple(self._plan_stage(dims) for dims in stage_dims)
+        fan_in = num_dims * hidden_size
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(copies, fan_in, stage.groups[-1].stop))
+            for stage in self.stages
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(copies, stage.groups[-1].stop)) for stage in self.stages
+        )
+        self.reset_parameters()
+
+    def _plan_stage(self, dims: tuple[int, ...]) -> _Stage:
+        groups, start = [], 0
+        for transform in dict.fromkeys(self.transforms[k] for k in dims):
+            members = tuple(k for k in dims if self.transforms[k] == transform)
+            stop = start + len(members) * transform.width * self.hidden_size
+            groups.append(_Group(transform, members, start, stop))
+            start = stop
+        return _Stage(dims, tuple(groups))
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.num_dims * self.hidden_size)
+        for weight in self.weights:
+            nn.init.uniform_(weight, -bound, bound)
+        for stage, bias in zip(self.stages, self.biases, strict=True):
+            for group in stage.groups:
+                chunk = bias[:, group.start : group.stop].unflatten(-1, (len(group.dims), -1))
+                group.transform.init_bias(chunk)
+
+    def dimension_parameters(self, k: int, copy: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dimension k's ``W_k`` (out_k, N · d) and ``b_k`` (out_k,) in copy ``copy`` (views)."""
+        for s, stage in enumerate(self.stages):
+            for group in stage.groups:
+                if k in group.dims:
+                    width = (group.stop - group.start) // len(group.dims)
+                    start = group.start + group.dims.index(k) * width
+                    columns = slice(start, start + width)
+                    return self.weights[s][copy, :, columns].T, self.biases[s][copy, columns]
+        raise ValueError(f"dimension must be in 0..{self.num_dims - 1}, got {k}")
+
+    def forward(self, state: BlockState, index: int | slice | None = None) -> BlockState:
+        h, m = state
+        expected = (self.num_dims, self.hidden_size)
+        if tuple(h.shape[-2:]) != expected or h.shape != m.shape:
+            raise ValueError(
+                f"block state must be h and m of equal shape (…, {expected[0]}, {expected[1]}) "
+                f"(num_dims, hidden_size); got h {tuple(h.shape)} and m {tuple(m.shape)}"
+            )
+        if isinstance(index, int):
+            new = self.forward_with(
+                BlockState(*(t.unsqueeze(0) for t in state)),
+                self.parameters_for(slice(index, index + 1)),
+            )
+            return BlockState(new.h.squeeze(0), new.m.squeeze(0))
+        return self.forward_with(state, self.parameters_for(index))
+
+    def parameters_for(self, index: slice | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per stage, the weight and bias that ``index`` selects.
+
+        ``None`` (one copy): W (D, out_s), b (out_s,). A slice of n copies: W (n, D, out_s),
+        b (n, out_s). The whole range and the single copy are used without a slicing op, so
+        their gradients flow into the parameters without a zero-filled buffer per call.
+        """
+        if index is None:
+            if self.copies != 1:
+                raise ValueError(
+                    f"this block holds {self.copies} weight copies (untied); pass index= "
+                    "an int or a slice of copies"
+                )
+            return [
+                (w.squeeze(0), b.squeeze(0)) for w, b in zip(self.weights, self.biases, strict=True)
+            ]
+        if index.indices(self.copies) == (0, self.copies, 1):
+            return list(zip(self.weights, self.biases, strict=True))
+        return [(w[index], b[index]) for w, b in zip(self.weights, self.biases, strict=True)]
+
+    def per_copy(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Each copy's per-stage (W (D, out_s), b (out_s,)), split once for ``forward_with``."""
+        stages = [
+            (w.unbind(0), b.unbind(0)) for w, b in zip(self.weights, self.biases, strict=True)
+        ]
+        return [[(w[c], b[c]) for w, b in stages] for c in range(self.copies)]
+
+    def forward_with(
+        self, state: BlockState, parameters: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> BlockState:
+        """The block's equations with the given per-stage (W, b) (see ``parameters_for``).
+
+        With W (D, out_s) every row of ``state`` shares the weights; with W (n, D, out_s) the
+        state's leading axis has n rows, row i using W[i]. Shapes are checked by ``forward``,
+        not here (the schedules call this in their inner loop).
+        """
+        h, m = state
+        if len(self.stages) == 1 and len(self.stages[0].groups) == 1:
+            # One stage, one transform over all dimensions: no per-dimension bookkeeping.
+            group = self.stages[0].groups[0]
+            z = _affine(h.flatten(-2), *parameters[0])  # (…, N · width · d)
+            h, m = group.transform(z.unflatten(-1, (self.num_dims, -1)), m)
+            return BlockState(h, m)
+        hs, ms = list(h.unbind(-2)), list(m.unbind(-2))
+        for stage, (weight, bias) in zip(self.stages, parameters, strict=True):
+            z = _affine(torch.cat(hs, dim=-1), weight, bias)  # H with the newest vectors
+            for group in stage.groups:
+                z_group = z[..., group.start : group.stop].unflatten(-1, (len(group.dims), -1))
+                m_group = torch.stack([ms[k] for k in group.dims], dim=-2)
+                h_new, m_new = group.transform(z_group, m_group)
+                for i, k in enumerate(group.dims):
+                    hs[k], ms[k] = h_new[..., i, :], m_new[..., i, :]
+        return BlockState(torch.stack(hs, dim=-2), torch.stack(ms, dim=-2))
+
+    def extra_repr(self) -> str:
+        names = {v: k for k, v in TRANSFORMS.items()}
+        transforms = [names.get(t, repr(t)) for t in self.transforms]
+        return (
+            f"num_dims={self.num_dims}, hidden_size={self.hidden_size}, "
+            f"transforms={transforms}, priority={self.priority}, copies={self.copies}"
+        )
+
+
+def _affine(H: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``H W + b``: one GEMM for shared weights (D, out), one batched GEMM for (n, D, out)."""
+    if weight.dim() == 2:
+        return torch.addmm(bias, H.reshape(-1, H.shape[-1]), weight).view(*H.shape[:-1], -1)
+    if H.shape[0] != weight.shape[0]:
+        raise ValueError(
+            f"{weight.shape[0]} weight copies selected but the state's leading axis has "
+            f"{H.shape[0]} rows; expected one row per selected copy"
+        )
+    rows = H.reshape(H.shape[0], -1, H.shape[-1])  # (n, M, D)
+    return torch.baddbmm(bias.unsqueeze(1), rows, weight).view(*H.shape[:-1], -1)

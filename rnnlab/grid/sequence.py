@@ -1,0 +1,172 @@
+"""The 2-D Grid LSTM over a sequence: a grid of blocks along time × depth."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.grid.scan import GridScan
+from rnnlab.grid.schedule import State
+from rnnlab.grid.transform import Transform
+
+_DIMENSIONS = {"time": 0, "depth": 1}
+
+
+class GridLSTM(nn.Module):
+    r"""2-D Grid LSTM (Kalchbrenner, Danihelka & Graves 2016): blocks on a time × depth grid.
+
+    Like a stacked LSTM, but the connections along depth are LSTM transforms too. The block at
+    time t and layer l has two dimensions, time (0) and depth (1)::
+
+        H            = [h^time_{t-1,l}; h^depth_{t,l-1}]
+        (h, m)^time_{t,l}  = LSTM_time(H, m^time_{t-1,l})      weights W^time_l
+        (h, m)^depth_{t,l} = LSTM_depth(H, m^depth_{t,l-1})    weights W^depth_l
+
+    with the paper's LSTM transform ``m' = g_f ⊙ m + g_u ⊙ g_c``, ``h' = tanh(g_o ⊙ m')``.
+    The input enters at the bottom of depth by a linear projection: ``h^depth_{t,0} = I x_t``,
+    ``m^depth_{t,0} = 0`` (the depth memory starts empty at every step). The output at t is
+    ``h^depth_{t,L}``, the top layer's depth hidden vector. The time vectors of each layer are
+    the carried state. Weights are shared along time; along depth they are one set per layer
+    (``tied=False``) or one set for all layers (``tied=True``).
+
+    Blocks with t + l equal do not depend on each other; the default ``schedule="wavefront"``
+    computes each such anti-diagonal in one batched GEMM, T + L − 1 sequential steps in all.
+
+    Args:
+        input_size: features of x.
+        hidden_size: size of every hidden and memory vector; also the output size.
+        num_layers: blocks along depth. Default 1.
+        tied: share one block's weights across layers. Default False.
+        batch_first: input and output as (B, T, ·) instead of (T, B, ·). Default False.
+        time_transform, depth_transform: the transform of each dimension: ``"lstm"`` (the
+            paper's), ``"lstm_standard"`` (``h' = g_o ⊙ tanh(m')``), or a non-LSTM ``"tanh"``,
+            ``"relu"``, ``"identity"`` (see ``rnnlab.grid.transform``). Default ``"lstm"``.
+        priority: ``None``, ``"time"`` or ``"depth"``: the dimension computed second, reading the
+            other's new hidden vector. Default None.
+        schedule: ``"wavefront"`` or ``"naive"`` (one block at a time; same results, slower).
+
+    Shape:
+        - input: (T, B, input_size), (B, T, input_size) with ``batch_first``, or a
+          ``PackedSequence`` (variable lengths).
+        - state: ``State(h, m)``, each (num_layers, B, hidden_size), the time vectors of each
+          layer entering t = 0; zeros when omitted. Pass the returned state to the next call
+          to continue the sequences (truncated BPTT: detach it first).
+        - output: (T, B, hidden_size) (or batch-first, or a ``PackedSequence`` for one), and the
+          ``State`` after each sequence's last valid step.
+
+    Example::
+
+        >>> grid = GridLSTM(input_size=10, hidden_size=20, num_layers=3)
+        >>> output, state = grid(torch.randn(5, 4, 10))
+        >>> output.shape, state.h.shape
+        (torch.Size([5, 4, 20]), torch.Size([3, 4, 20]))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        tied: bool = False,
+        batch_first: bool = False,
+        time_transform: str | Transform = "lstm",
+        depth_transform: str | Transform = "lstm",
+        priority: str | None = None,
+        schedule: str = "wavefront",
+    ):
+        super().__init__()
+        if priority is not None and priority not in _DIMENSIONS:
+            raise ValueError(f"priority must be None, 'time' or 'depth', got {priority!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.output_size = hidden_size
+        self.num_layers = num_layers
+        self.tied = tied
+        self.batch_first = batch_first
+        self.scan = GridScan(
+            input_size,
+            hidden_size,
+            num_layers,
+            num_axes=1,
+            tied=tied,
+            transforms=(time_transform, depth_transform),
+            priority=() if priority is None else (_DIMENSIONS[priority],),
+            schedule=schedule,
+        )
+
+    @property
+    def block(self):
+        """The ``GridBlock`` holding the weights (one copy per layer unless tied)."""
+        return self.scan.block
+
+    @property
+    def schedule(self) -> str:
+        return self.scan.schedule
+
+    @schedule.setter
+    def schedule(self, name: str) -> None:
+        self.scan.schedule = name
+
+    def initial_state(self, batch_size: int) -> State:
+        """Zeros: ``State(h, m)``, each (num_layers, batch_size, hidden_size)."""
+        weight = self.scan.projection.weight
+        zeros = weight.new_zeros(self.num_layers, batch_size, self.hidden_size)
+        return State(zeros, zeros)
+
+    def forward(
+        self, input: torch.Tensor | PackedSequence, state: State | None = None
+    ) -> tuple[torch.Tensor | PackedSequence, State]:
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+            lengths = lengths.to(x.device)
+        else:
+            self._check_input(input)
+            x = input.transpose(0, 1) if self.batch_first else input
+            lengths = None
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input has {x.shape[-1]} features, expected input_size={self.input_size}"
+            )
+        state = self.initial_state(x.shape[1]) if state is None else self._check_state(state, x)
+        output, state = self.scan(x, state, lengths)
+        if packed:
+            return self._pack_like(output, lengths, input), state
+        return (output.transpose(0, 1) if self.batch_first else output), state
+
+    def _check_input(self, input: torch.Tensor) -> None:
+        if not isinstance(input, torch.Tensor) or input.dim() != 3:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            got = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
+            raise ValueError(
+                f"GridLSTM expects a 3-D input {layout} or a PackedSequence, got {got}; "
+                "for a single sequence add a batch axis of size 1"
+            )
+
+    def _check_state(self, state, x: torch.Tensor) -> State:
+        if not (isinstance(state, tuple) and len(state) == 2):
+            raise TypeError(
+                f"state must be a State(h, m) as returned by GridLSTM, got {type(state).__name__}"
+            )
+        state = State(*state)
+        expected = (self.num_layers, x.shape[1], self.hidden_size)
+        for name, tensor in zip(State._fields, state, strict=True):
+            if tuple(tensor.shape) != expected:
+                raise ValueError(
+                    f"state.{name} has shape {tuple(tensor.shape)}, expected {expected} "
+                    "(num_layers, batch, hidden_size); pass the state returned for this batch "
+                    "or None to start from zeros"
+                )
+        return state
+
+    @staticmethod
+    def _pack_like(
+        output: torch.Tensor, lengths: torch.Tensor, like: PackedSequence
+    ) -> PackedSequence:
+        """Pack a padded (T, B, d) output in the same order as the input ``like``."""
+        order = like.sorted_indices
+        if order is not None:
+            output, lengths = output[:, order], lengths[order]
+        data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
+        return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
