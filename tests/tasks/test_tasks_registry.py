@@ -34,7 +34,7 @@ DATA = {  # the shared-data file each data task needs, and its options
 
 
 @pytest.fixture
-def task_named(build, need, tmp_path, monkeypatch):
+def task_named(build, request, tmp_path, monkeypatch):
     """Build a task cheaply: small generated sets, shared data, or a small stand-in corpus."""
 
     def make(name):
@@ -52,7 +52,7 @@ def task_named(build, need, tmp_path, monkeypatch):
             with zipfile.ZipFile(archive, "w") as z:
                 z.writestr(name, (b"the quick brown fox jumps over the lazy dog " * 50)[:2000])
             return tasks.make(name, path=archive, verify=False)
-        file = need(DATA[name])
+        file = request.getfixturevalue("need")(DATA[name])  # skips if the data is missing
         return build(name, path=str(file.parents[1]))
 
     return make
