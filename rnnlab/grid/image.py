@@ -71,8 +71,9 @@ class SpectrogramGridLSTM(ImageGridLSTM):
     A spectrogram (B, T, F) is cut along frequency into bands of ``band_size`` bins every
     ``band_stride`` bins (as in time-frequency LSTMs, Li et al. 2015), giving a (T × bands)
     grid whose positions hold ``band_size`` features; then as ``ImageGridLSTM`` with axis 0 time
-    and axis 1 frequency. With corners on the left (``"top_left"``, ``"bottom_left"``) the
-    scans run forward in time, so the output at t depends only on frames up to t.
+    and axis 1 frequency (rows are frames, columns bands). Scans from the top corners
+    (``"top_left"``: low to high frequency, ``"top_right"``: high to low) run forward in time,
+    so with only those the output at t depends only on frames up to t.
 
     Args:
         band_size: frequency bins per band (the input size of a block).
