@@ -18,15 +18,14 @@ space          as input                                    as output (what ``log
 
 Example::
 
-    >>> import rnnlab.tasks as tasks
-    >>> task = tasks.make("arithmetic")
-    >>> batch = next(task.batches("train", batch_size=4))
-    >>> batch.inputs.shape[1], batch.targets.shape == batch.inputs.shape
-    (4, True)
-    >>> logits = torch.zeros(*batch.targets.shape, task.output.size)  # (T, B, V)
-    >>> metric = task.metric()
-    >>> metric.update(logits, batch)
-    >>> metric.compute()["accuracy"]  # over the answer characters only
+    import rnnlab.tasks as tasks
+    task = tasks.make("arithmetic")
+    batch = next(task.batches("train", batch_size=4))   # inputs, targets (T, 4); mask (T, 4)
+    logits = model(batch.inputs)                        # (T, 4, task.output.size)
+    task.loss(logits, batch).backward()                 # cross-entropy on the answer only
+    metric = task.metric()
+    metric.update(logits.detach(), batch)
+    metric.compute()    # {"loss", "bits_per_char", "perplexity", "accuracy", "sequence_accuracy"}
 """
 
 from __future__ import annotations

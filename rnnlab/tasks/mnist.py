@@ -172,6 +172,10 @@ class SequentialMnist(ImageSequenceTask):
         verify: bool = True,
     ):
         check_positive("valid_size", valid_size)
+        if path is not None and Path(path).expanduser().is_file():
+            raise ValueError(
+                f"MNIST has four IDX files; pass the folder holding them, not the file {path}"
+            )
         arrays, sources = {}, {}
         for stem in IDX_SHA256:
             arrays[stem], sources[stem] = read_idx(stem, path, download, verify)

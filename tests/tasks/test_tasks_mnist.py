@@ -72,6 +72,8 @@ def test_idx_errors_are_clear(tmp_path, need):
         tasks.make("mnist", path=tmp_path)
     with pytest.raises(ValueError, match="truncated or corrupt"):
         tasks.make("mnist", path=tmp_path, verify=False)
+    with pytest.raises(ValueError, match="pass the folder"):
+        tasks.make("mnist", path=tmp_path / "t10k-labels-idx1-ubyte.gz")
 
 
 def test_digits_needs_sklearn_or_says_so():

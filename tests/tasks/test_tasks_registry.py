@@ -181,3 +181,13 @@ def test_vocab_is_a_list_of_symbols(build, name):
     assert len(task.vocab) == task.input.size == task.output.size
     ids = task.encode("".join(task.vocab))
     assert ids.tolist() == list(range(len(task.vocab)))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import rnnlab.tasks.vocab
+
+    for module in (tasks, rnnlab.tasks.vocab):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
