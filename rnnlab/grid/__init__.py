@@ -1,6 +1,7 @@
 """Grid LSTM (Kalchbrenner, Danihelka & Graves 2016): N-dimensional blocks and their networks.
 
-- ``GridBlock``: the N-dimensional block; ``rnnlab.grid.transform``: its per-dimension transforms.
+- ``GridBlock``: the N-dimensional block; ``rnnlab.grid.transform``: its per-dimension transforms;
+  ``CellTransform``: a cell of the zoo as a dimension's transform.
 - ``DeepGridLSTM``: 1-D grid, a deep feed-forward network of blocks along depth.
 - ``GridLSTM``: 2-D grid, time × depth over a sequence (like a stacked LSTM).
 - ``ImageGridLSTM``, ``SpectrogramGridLSTM``: 3-D grids over 2-D inputs and depth.
@@ -8,6 +9,7 @@
 """
 
 from rnnlab.grid.block import BlockState, GridBlock
+from rnnlab.grid.cell_transform import CellTransform
 from rnnlab.grid.deep import DeepGridLSTM
 from rnnlab.grid.image import ImageGridLSTM, SpectrogramGridLSTM
 from rnnlab.grid.multidim import GridLSTMNd
@@ -22,6 +24,7 @@ __all__ = [
     "TRANSFORMS",
     "Activation",
     "BlockState",
+    "CellTransform",
     "DeepGridLSTM",
     "GridBlock",
     "GridLSTM",

@@ -7,7 +7,8 @@ N of each. With ``H = [h_1; …; h_N]`` (the hidden vectors concatenated), dimen
 
 where ``transform_k`` is the LSTM transform (``m'_k = g_f ⊙ m_k + g_u ⊙ g_c``,
 ``h'_k = tanh(g_o ⊙ m'_k)``), its usual-output form, or a non-LSTM ``h'_k = α(V_k H + b_k)``
-(see ``transform.py``). Each dimension keeps its own memory.
+(see ``transform.py``), or one step of a gated cell of the zoo (see ``cell_transform.py``).
+Each dimension keeps its own memory.
 
 Priority dimensions (the paper's section 3.4) are computed after the others: the block works in
 stages, first all non-priority dimensions together from the incoming ``H``, then each priority
@@ -31,7 +32,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from rnnlab.grid.cell_transform import CellTransform
 from rnnlab.grid.transform import TRANSFORMS, Transform
+
+TransformSpec = str | Transform | CellTransform
 
 
 class BlockState(NamedTuple):
@@ -56,21 +60,41 @@ class _Group:
 
 @dataclass(frozen=True)
 class _Stage:
-    """Dimensions computed together from one ``H``, in ``groups`` of equal transforms."""
+    """Dimensions computed together from one ``H``.
+
+    ``groups``: built-in transforms, fused into one GEMM whose weights are ``weights[slot]``;
+    ``cells``: dimensions run by zoo cells.
+    """
 
     dims: tuple[int, ...]
     groups: tuple[_Group, ...]
+    cells: tuple[int, ...]
+    slot: int | None
 
 
-def resolve_transform(spec: str | Transform) -> Transform:
-    """A transform from its name in ``TRANSFORMS`` or a ``Transform`` instance."""
-    if isinstance(spec, Transform):
+class Weights(NamedTuple):
+    """What one ``forward_with`` call runs with (see ``GridBlock.weights_for``).
+
+    ``stages``: per stage, the fused (W, b), or None for a stage of zoo cells only.
+    ``copies``: the copy every row uses (an int), or the copy of each row of the leading axis
+    (a range).
+    """
+
+    stages: list[tuple[torch.Tensor, torch.Tensor] | None]
+    copies: int | range
+
+
+def resolve_transform(spec: TransformSpec) -> Transform | CellTransform:
+    """A transform from its name in ``TRANSFORMS``, ``"cell:<zoo name>"``, or an instance."""
+    if isinstance(spec, (Transform, CellTransform)):
         return spec
     if isinstance(spec, str) and spec in TRANSFORMS:
         return TRANSFORMS[spec]
+    if isinstance(spec, str) and spec.startswith("cell:"):
+        return CellTransform(spec.removeprefix("cell:"))
     raise ValueError(
-        f"unknown Grid LSTM transform {spec!r}; expected one of {sorted(TRANSFORMS)} "
-        "or a rnnlab.grid.transform.Transform instance"
+        f"unknown Grid LSTM transform {spec!r}; expected one of {sorted(TRANSFORMS)}, "
+        "'cell:<name>' for a cell of rnnlab.cells, or a Transform or CellTransform instance"
     )
 
 
@@ -84,14 +108,16 @@ class GridBlock(nn.Module):
         LSTM:      g_u, g_f, g_o = σ(z_k^u), σ(z_k^f), σ(z_k^o);  g_c = tanh(z_k^c)
                    m'_k = g_f ⊙ m_k + g_u ⊙ g_c;   h'_k = tanh(g_o ⊙ m'_k)
         non-LSTM:  h'_k = α(z_k);  m'_k = m_k (unused)
+        zoo cell:  _, (h'_k, m'_k) = cell_k([h_j for j ≠ k], (h_k, m_k))
 
     Args:
         num_dims: N, the number of dimensions (at least 1).
         hidden_size: size d of every hidden and memory vector.
         transforms: one transform per dimension: a name from ``rnnlab.grid.transform.TRANSFORMS``
             (``"lstm"`` the paper's form, ``"lstm_standard"`` with ``h' = g_o ⊙ tanh(m')``,
-            ``"tanh"``, ``"relu"``, ``"identity"``) or a ``Transform``; a single value applies
-            to every dimension. Default ``"lstm"``.
+            ``"tanh"``, ``"relu"``, ``"identity"``), a ``Transform``, or a zoo cell as
+            ``CellTransform("gru")`` or ``"cell:gru"``; a single value applies to every
+            dimension. Default ``"lstm"``.
         priority: dimensions computed after all others, in this order; each reads the new
             hidden vectors of every dimension computed before it. Default none.
         copies: number of independent weight sets (e.g. one per layer of an untied grid);
@@ -103,6 +129,8 @@ class GridBlock(nn.Module):
         u, f, o, c) and ``d`` for a non-LSTM one. ``dimension_parameters(k)`` returns
         dimension k's ``W_k`` (out_k, D) and ``b_k`` in the paper's orientation.
         Initialisation: weights ~ U(−1/√D, 1/√D); biases 0, LSTM forget gates +1.
+        A zoo-cell dimension k has its own modules instead, ``cells[str(k)][copy]``, built and
+        initialised by ``rnnlab.cells.make``.
 
     Shape:
         ``forward(state, index=None)`` with ``state = BlockState(h, m)``:
@@ -127,7 +155,7 @@ class GridBlock(nn.Module):
         self,
         num_dims: int,
         hidden_size: int,
-        transforms: str | Transform | Sequence[str | Transform] = "lstm",
+        transforms: TransformSpec | Sequence[TransformSpec] = "lstm",
         priority: Sequence[int] = (),
         copies: int = 1,
     ):
@@ -138,7 +166,7 @@ class GridBlock(nn.Module):
             raise ValueError(f"hidden_size must be positive, got {hidden_size}")
         if copies < 1:
             raise ValueError(f"copies must be at least 1, got {copies}")
-        if isinstance(transforms, (str, Transform)):
+        if isinstance(transforms, (str, Transform, CellTransform)):
             transforms = [transforms] * num_dims
         if len(transforms) != num_dims:
             raise ValueError(
@@ -158,44 +186,64 @@ class GridBlock(nn.Module):
 
         first = tuple(k for k in range(num_dims) if k not in priority)
         stage_dims = ([first] if first else []) + [(k,) for k in priority]
-        self.stages = tuple(self._plan_stage(dims) for dims in stage_dims)
+        stages, widths = [], []
+        for dims in stage_dims:
+            stage, width = self._plan_stage(dims, len(widths))
+            stages.append(stage)
+            if width:
+                widths.append(width)
+        self.stages = tuple(stages)
         fan_in = num_dims * hidden_size
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(copies, fan_in, stage.groups[-1].stop))
-            for stage in self.stages
+            nn.Parameter(torch.empty(copies, fan_in, width)) for width in widths
         )
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.empty(copies, stage.groups[-1].stop)) for stage in self.stages
+        self.biases = nn.ParameterList(nn.Parameter(torch.empty(copies, width)) for width in widths)
+        self.cells = nn.ModuleDict(
+            {
+                str(k): nn.ModuleList(t.build(num_dims, hidden_size) for _ in range(copies))
+                for k, t in enumerate(self.transforms)
+                if isinstance(t, CellTransform)
+            }
         )
         self.reset_parameters()
 
-    def _plan_stage(self, dims: tuple[int, ...]) -> _Stage:
+    def _plan_stage(self, dims: tuple[int, ...], slot: int) -> tuple[_Stage, int]:
+        """A stage of ``dims`` whose fused weights would be ``weights[slot]``; and their width."""
+        fused = [k for k in dims if isinstance(self.transforms[k], Transform)]
         groups, start = [], 0
-        for transform in dict.fromkeys(self.transforms[k] for k in dims):
-            members = tuple(k for k in dims if self.transforms[k] == transform)
+        for transform in dict.fromkeys(self.transforms[k] for k in fused):
+            members = tuple(k for k in fused if self.transforms[k] == transform)
             stop = start + len(members) * transform.width * self.hidden_size
             groups.append(_Group(transform, members, start, stop))
             start = stop
-        return _Stage(dims, tuple(groups))
+        cells = tuple(k for k in dims if k not in fused)
+        return _Stage(dims, tuple(groups), cells, slot if groups else None), start
 
     def reset_parameters(self) -> None:
+        """Weights ~ U(−1/√D, 1/√D), biases as each transform says; zoo cells keep their own."""
         bound = 1.0 / math.sqrt(self.num_dims * self.hidden_size)
         for weight in self.weights:
             nn.init.uniform_(weight, -bound, bound)
-        for stage, bias in zip(self.stages, self.biases, strict=True):
+        for stage in self.stages:
             for group in stage.groups:
-                chunk = bias[:, group.start : group.stop].unflatten(-1, (len(group.dims), -1))
-                group.transform.init_bias(chunk)
+                bias = self.biases[stage.slot][:, group.start : group.stop]
+                group.transform.init_bias(bias.unflatten(-1, (len(group.dims), -1)))
 
     def dimension_parameters(self, k: int, copy: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Dimension k's ``W_k`` (out_k, N · d) and ``b_k`` (out_k,) in copy ``copy`` (views)."""
-        for s, stage in enumerate(self.stages):
+        if str(k) in self.cells:
+            raise ValueError(
+                f"dimension {k} is a zoo cell ({self.transforms[k]!r}); its parameters are "
+                f"those of block.cells['{k}'][{copy}]"
+            )
+        for stage in self.stages:
             for group in stage.groups:
                 if k in group.dims:
                     width = (group.stop - group.start) // len(group.dims)
                     start = group.start + group.dims.index(k) * width
                     columns = slice(start, start + width)
-                    return self.weights[s][copy, :, columns].T, self.biases[s][copy, columns]
+                    weight, bias = self.weights[stage.slot], self.biases[stage.slot]
+                    return weight[copy, :, columns].T, bias[copy, columns]
         raise ValueError(f"dimension must be in 0..{self.num_dims - 1}, got {k}")
 
     def forward(self, state: BlockState, index: int | slice | None = None) -> BlockState:
@@ -208,18 +256,19 @@ class GridBlock(nn.Module):
             )
         if isinstance(index, int):
             new = self.forward_with(
-                BlockState(*(t.unsqueeze(0) for t in state)),
-                self.parameters_for(slice(index, index + 1)),
+                BlockState(h.unsqueeze(0), m.unsqueeze(0)),
+                self.weights_for(slice(index, index + 1)),
             )
             return BlockState(new.h.squeeze(0), new.m.squeeze(0))
-        return self.forward_with(state, self.parameters_for(index))
+        return self.forward_with(state, self.weights_for(index))
 
-    def parameters_for(self, index: slice | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per stage, the weight and bias that ``index`` selects.
+    def weights_for(self, index: slice | None) -> Weights:
+        """The weights that ``index`` selects: ``None`` for the one copy, or a slice of copies.
 
-        ``None`` (one copy): W (D, out_s), b (out_s,). A slice of n copies: W (n, D, out_s),
-        b (n, out_s). The whole range and the single copy are used without a slicing op, so
-        their gradients flow into the parameters without a zero-filled buffer per call.
+        Per fused stage, ``None`` gives W (D, out_s) and b (out_s,); a slice of n copies gives
+        W (n, D, out_s) and b (n, out_s). The whole range and the single copy are used without
+        a slicing op, so their gradients reach the parameters without a zero-filled buffer per
+        call.
         """
         if index is None:
             if self.copies != 1:
@@ -227,46 +276,65 @@ class GridBlock(nn.Module):
                     f"this block holds {self.copies} weight copies (untied); pass index= "
                     "an int or a slice of copies"
                 )
-            return [
-                (w.squeeze(0), b.squeeze(0)) for w, b in zip(self.weights, self.biases, strict=True)
-            ]
-        if index.indices(self.copies) == (0, self.copies, 1):
-            return list(zip(self.weights, self.biases, strict=True))
-        return [(w[index], b[index]) for w, b in zip(self.weights, self.biases, strict=True)]
+            stages = [(w.squeeze(0), b.squeeze(0)) for w, b in self._fused()]
+            return Weights(self._by_stage(stages), 0)
+        copies = range(*index.indices(self.copies))
+        if copies == range(self.copies):
+            return Weights(self._by_stage(list(self._fused())), copies)
+        return Weights(self._by_stage([(w[index], b[index]) for w, b in self._fused()]), copies)
 
-    def per_copy(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Each copy's per-stage (W (D, out_s), b (out_s,)), split once for ``forward_with``."""
-        stages = [
-            (w.unbind(0), b.unbind(0)) for w, b in zip(self.weights, self.biases, strict=True)
+    def per_copy(self) -> list[Weights]:
+        """Each copy's weights, W (D, out_s) per stage, split once for many ``forward_with``."""
+        split = [(w.unbind(0), b.unbind(0)) for w, b in self._fused()]
+        return [
+            Weights(self._by_stage([(w[c], b[c]) for w, b in split]), c) for c in range(self.copies)
         ]
-        return [[(w[c], b[c]) for w, b in stages] for c in range(self.copies)]
 
-    def forward_with(
-        self, state: BlockState, parameters: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> BlockState:
-        """The block's equations with the given per-stage (W, b) (see ``parameters_for``).
+    def _fused(self):
+        return zip(self.weights, self.biases, strict=True)
+
+    def _by_stage(self, fused: list) -> list:
+        return [None if stage.slot is None else fused[stage.slot] for stage in self.stages]
+
+    def forward_with(self, state: BlockState, weights: Weights) -> BlockState:
+        """The block's equations with the given weights (see ``weights_for``, ``per_copy``).
 
         With W (D, out_s) every row of ``state`` shares the weights; with W (n, D, out_s) the
         state's leading axis has n rows, row i using W[i]. Shapes are checked by ``forward``,
         not here (the schedules call this in their inner loop).
         """
         h, m = state
-        if len(self.stages) == 1 and len(self.stages[0].groups) == 1:
+        stage = self.stages[0]
+        if len(self.stages) == 1 and len(stage.groups) == 1 and not stage.cells:
             # One stage, one transform over all dimensions: no per-dimension bookkeeping.
-            group = self.stages[0].groups[0]
-            z = _affine(h.flatten(-2), *parameters[0])  # (…, N · width · d)
-            h, m = group.transform(z.unflatten(-1, (self.num_dims, -1)), m)
+            z = _affine(h.flatten(-2), *weights.stages[0])  # (…, N · width · d)
+            h, m = stage.groups[0].transform(z.unflatten(-1, (self.num_dims, -1)), m)
             return BlockState(h, m)
         hs, ms = list(h.unbind(-2)), list(m.unbind(-2))
-        for stage, (weight, bias) in zip(self.stages, parameters, strict=True):
-            z = _affine(torch.cat(hs, dim=-1), weight, bias)  # H with the newest vectors
-            for group in stage.groups:
-                z_group = z[..., group.start : group.stop].unflatten(-1, (len(group.dims), -1))
-                m_group = torch.stack([ms[k] for k in group.dims], dim=-2)
-                h_new, m_new = group.transform(z_group, m_group)
-                for i, k in enumerate(group.dims):
-                    hs[k], ms[k] = h_new[..., i, :], m_new[..., i, :]
+        for stage, fused in zip(self.stages, weights.stages, strict=True):
+            new = {}  # every dimension of a stage reads the H the stage started with
+            if fused is not None:
+                z = _affine(torch.cat(hs, dim=-1), *fused)  # H with the newest vectors
+                for group in stage.groups:
+                    z_group = z[..., group.start : group.stop].unflatten(-1, (len(group.dims), -1))
+                    m_group = torch.stack([ms[k] for k in group.dims], dim=-2)
+                    h_new, m_new = group.transform(z_group, m_group)
+                    for i, k in enumerate(group.dims):
+                        new[k] = h_new[..., i, :], m_new[..., i, :]
+            for k in stage.cells:
+                new[k] = self._cell_step(k, hs, ms[k], weights.copies)
+            for k, (h_k, m_k) in new.items():
+                hs[k], ms[k] = h_k, m_k
         return BlockState(torch.stack(hs, dim=-2), torch.stack(ms, dim=-2))
+
+    def _cell_step(self, k, hs, m, copies):
+        """Dimension k's zoo cell: x = the other hidden vectors, state = (h_k, m_k)."""
+        x = torch.cat(hs[:k] + hs[k + 1 :], dim=-1)  # (…, (N − 1) · d)
+        step, cells = self.transforms[k], self.cells[str(k)]
+        if isinstance(copies, int):
+            return step(cells[copies], x, hs[k], m)
+        rows = [step(cells[c], x[i], hs[k][i], m[i]) for i, c in enumerate(copies)]
+        return torch.stack([h for h, _ in rows]), torch.stack([m for _, m in rows])
 
     def extra_repr(self) -> str:
         names = {v: k for k, v in TRANSFORMS.items()}
