@@ -44,8 +44,8 @@ def sample(
         raise ValueError(f"length must be >= 0, got {length}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    words = bool(getattr(getattr(task, "vocab", None), "words", False))
-    start = _start_ids(task, prime, words)
+    words = word_level(task)
+    start = _start_ids(task, prime)
     generator = torch.Generator()
     if seed is not None:
         generator.manual_seed(seed)
@@ -71,13 +71,26 @@ def sample(
     return f"{prime} {text}" if words and text else prime + text
 
 
-def _start_ids(task, prime: str, words: bool) -> torch.Tensor:
+def word_level(task) -> bool:
+    """True when the task's symbols are words (decoded text is joined by spaces)."""
+    vocabulary = getattr(task, "vocabulary", None)
+    if hasattr(vocabulary, "words"):
+        return bool(vocabulary.words)
+    return getattr(task, "unit", "char") == "word"
+
+
+def _symbols(task) -> list[str]:
+    vocab = getattr(task, "vocab", None)
+    return list(getattr(vocab, "symbols", vocab) or [])
+
+
+def _start_ids(task, prime: str) -> torch.Tensor:
     if prime:
         ids = task.encode(prime)
         if ids.numel() == 0:
             raise ValueError(f"prime {prime!r} encodes to no symbols; give some text")
         return ids.long()
-    symbols = getattr(getattr(task, "vocab", None), "symbols", None) or []
+    symbols = _symbols(task)
     for candidate in ("<eos>", "\n"):
         if candidate in symbols:
             return torch.tensor([symbols.index(candidate)])

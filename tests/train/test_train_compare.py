@@ -1,0 +1,64 @@
+"""The comparison: configuration parsing, parameter matching, seed 000's default experiment."""
+
+import pytest
+
+import rnnlab.tasks
+from rnnlab.train.compare import (
+    DEFAULT_BUDGET,
+    SEED_SPECS,
+    contenders,
+    match_hidden_size,
+    parameter_count,
+    parse_spec,
+    seed_experiment_config,
+)
+from rnnlab.train.config import ConfigError, ExperimentConfig
+
+
+def test_spec_parsing_resolves_short_keys():
+    assert parse_spec("small:cell=gru,hidden_size=64,lr=0.01") == (
+        "small",
+        ["model.cell=gru", "model.hidden_size=64", "train.lr=0.01"],
+    )
+    assert parse_spec("model.num_layers=2") == (None, ["model.num_layers=2"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_spec("cell")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_spec("colour=red")
+
+
+def test_labels_are_derived_and_unique():
+    items = contenders(seed_experiment_config(), ["cell=gru", "cell=gru", "body=grid"])
+    assert [c.label for c in items] == ["gru", "gru-2", "grid"]
+    with pytest.raises(ConfigError, match="one task"):
+        contenders(ExperimentConfig(), ["task=copy", "task=xml"])
+
+
+def test_seed_experiment_is_3_layer_lstm_against_3_layer_grid_lstm_of_equal_size():
+    base = seed_experiment_config()
+    assert base.task.name == "text" and base.train.budget_seconds == DEFAULT_BUDGET
+    assert 2 * DEFAULT_BUDGET < 300  # both models together fit in five minutes
+    lstm, grid = contenders(base, list(SEED_SPECS))
+    assert (lstm.config.model.body, lstm.config.model.cell) == ("stack", "lstm")
+    assert grid.config.model.body == "grid"
+    assert lstm.config.model.num_layers == grid.config.model.num_layers == 3
+    task = rnnlab.tasks.make("text")
+    target = parameter_count(lstm.config, task)
+    grid.config.model.hidden_size = match_hidden_size(grid.config, task, target)
+    assert abs(parameter_count(grid.config, task) - target) / target < 0.1
+    # same data and budget: only the model section differs
+    assert lstm.config.task == grid.config.task and lstm.config.train == grid.config.train
+
+
+def test_matching_finds_the_closest_hidden_size():
+    config = seed_experiment_config()
+    config.model.cell = "gru"
+    task = rnnlab.tasks.make("copy")
+    target = 50_000
+    best = match_hidden_size(config, task, target)
+
+    def gap(hidden):
+        config.model.hidden_size = hidden
+        return abs(parameter_count(config, task) - target)
+
+    assert gap(best) <= gap(best - 1) and gap(best) <= gap(best + 1)
