@@ -12,7 +12,6 @@ show the shapes and the speed only). About 20 s on 2 CPU cores::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import nn
 
 import rnnlab.tasks
 from rnnlab.grid import ImageGridLSTM
+from rnnlab.tasks.download import data_dir
 
 
 class DigitClassifier(nn.Module):
@@ -46,9 +46,7 @@ def data_folder(given: str | None) -> Path:
     """``--data``, else ``$RNNLAB_DATA``, else the shared data folder beside the repository."""
     if given:
         return Path(given)
-    if os.environ.get("RNNLAB_DATA"):
-        return Path(os.environ["RNNLAB_DATA"])
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return data_dir() or Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def image_batches(folder: Path, split: str, batch_size: int):

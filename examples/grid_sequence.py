@@ -12,7 +12,6 @@ batches). Without the data folder it trains on the Grid LSTM paper's 15-digit ad
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import nn
 
 import rnnlab.tasks
 from rnnlab.grid import GridLSTM
+from rnnlab.tasks.download import data_dir
 
 
 class CharModel(nn.Module):
@@ -41,9 +41,7 @@ def data_folder(given: str | None) -> Path:
     """``--data``, else ``$RNNLAB_DATA``, else the shared data folder beside the repository."""
     if given:
         return Path(given)
-    if os.environ.get("RNNLAB_DATA"):
-        return Path(os.environ["RNNLAB_DATA"])
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return data_dir() or Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"no {text / 'input.txt'}: training on generated 15-digit addition instead")
         task = rnnlab.tasks.make("addition")
-    print(task.describe().split(". ")[0] + ".")
+    print(f"task: {task!r}")
     model = CharModel(len(task.vocab), args.hidden_size, args.num_layers, args.tied)
     print(
         f"GridLSTM, {args.num_layers} layers of {args.hidden_size}, tied={args.tied}: "

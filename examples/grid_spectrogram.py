@@ -14,7 +14,6 @@ Without the data folder it runs on random spectrograms (shapes and speed only). 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import nn
 
 import rnnlab.tasks
 from rnnlab.grid import SpectrogramGridLSTM
+from rnnlab.tasks.download import data_dir
 
 
 class DigitRecogniser(nn.Module):
@@ -52,9 +52,7 @@ def data_folder(given: str | None) -> Path:
     """``--data``, else ``$RNNLAB_DATA``, else the shared data folder beside the repository."""
     if given:
         return Path(given)
-    if os.environ.get("RNNLAB_DATA"):
-        return Path(os.environ["RNNLAB_DATA"])
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return data_dir() or Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def spectrogram_batches(folder: Path, split: str, batch_size: int):

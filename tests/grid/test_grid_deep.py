@@ -4,6 +4,7 @@ import pytest
 import torch
 from grid_reference import transform
 
+import rnnlab.tasks
 from rnnlab.grid import DeepGridLSTM
 
 
@@ -33,3 +34,53 @@ def test_bad_input():
         DeepGridLSTM(16, 8, 2)(torch.randn(3, 15))
     with pytest.raises(ValueError, match="num_layers must be at least 1, got 0"):
         DeepGridLSTM(16, 8, 0)
+
+
+@pytest.fixture
+def one_thread():
+    """Parity training is deterministic per thread count; one thread also keeps it fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_parity(bits: int, max_steps: int, seed: int = 0) -> tuple[float, int]:
+    """Train a 1-D grid on k-bit parity (all bits at once) until 99% valid accuracy."""
+    torch.manual_seed(seed)
+    task = rnnlab.tasks.make("parity", bits=bits, valid_size=2000)
+    net = DeepGridLSTM(bits, 32, 8)
+    head = torch.nn.Linear(32, 2)
+    model = torch.nn.Sequential(net, head)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    valid = next(task.batches("valid", 2000))
+    accuracy = 0.0
+    for step, batch in enumerate(task.batches("train", 512, seed=seed), start=1):
+        logits = model(batch.inputs[0] * 2 - 1)  # (1, B, k) bits in {0, 1} → centred ±1
+        loss = torch.nn.functional.cross_entropy(logits, batch.targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0:
+            with torch.no_grad():
+                predicted = model(valid.inputs[0] * 2 - 1).argmax(-1)
+            accuracy = (predicted == valid.targets).float().mean().item()
+            if accuracy >= 0.99 or step >= max_steps:
+                return accuracy, step
+
+
+def test_learns_10_bit_parity(one_thread):
+    """A small functional check: 10-bit parity, the bits given all at once.
+
+    Seeds 0-3 took 1,000, 500, 1,300 and 1,000 steps of 512 strings (a few seconds on one
+    core); the budget leaves room for a different trajectory on another machine.
+    """
+    accuracy, steps = train_parity(bits=10, max_steps=3000, seed=1)
+    assert accuracy >= 0.99, f"10-bit parity: {accuracy:.3f} after {steps} steps"
+
+
+@pytest.mark.slow
+def test_learns_16_bit_parity(one_thread):
+    """16-bit parity: seeds took 1,800 to 3,700 steps of 512 strings (10 to 30 s on one core)."""
+    accuracy, steps = train_parity(bits=16, max_steps=8000)
+    assert accuracy >= 0.99, f"16-bit parity: {accuracy:.3f} after {steps} steps"
