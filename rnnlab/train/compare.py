@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import rnnlab.tasks
 from rnnlab.train.config import (
     SHORTCUTS,
     ConfigError,
@@ -39,7 +38,7 @@ from rnnlab.train.config import (
 from rnnlab.train.model import SequenceModel, count_parameters
 from rnnlab.train.plots import learning_curves
 from rnnlab.train.report import row, table
-from rnnlab.train.trainer import train
+from rnnlab.train.trainer import make_task, train
 
 # Seed 000's experiment: 3-layer stacked LSTM vs 3-layer Grid LSTM, character prediction.
 SEED_SPECS = ("lstm:body=stack,cell=lstm", "grid:body=grid")
@@ -179,7 +178,7 @@ def compare(
     """
     validate(base)
     items = contenders(base, list(specs or SEED_SPECS))
-    task = rnnlab.tasks.make(base.task.name, **base.task.options)
+    task = make_task(base)
     first = items[0]
     first.parameters = parameter_count(first.config, task)
     for item in items[1:]:

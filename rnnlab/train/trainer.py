@@ -68,10 +68,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def make_task(config: ExperimentConfig):
+    """The configured task. ``task.seq_len`` also reaches the task's constructor when it takes
+    one (tasks such as xml fix their sequence length when they are made)."""
+    options = dict(config.task.options)
+    takes = rnnlab.tasks.factory_options(config.task.name)
+    if config.task.seq_len is not None and "seq_len" in takes:
+        options.setdefault("seq_len", config.task.seq_len)
+    return rnnlab.tasks.make(config.task.name, **options)
+
+
 def build(config: ExperimentConfig):
     """Seed, make the task and the model exactly as a training run does: (task, model)."""
     seed_everything(config.train.seed)
-    task = rnnlab.tasks.make(config.task.name, **config.task.options)
+    task = make_task(config)
     model = SequenceModel(task.input, task.output, config.model)
     return task, model
 
@@ -109,7 +119,7 @@ class Trainer:
             "train", config.task.batch_size, seq_len=config.task.seq_len
         )
         self.steps_per_epoch = spe or GENERATED_EPOCH
-        limits = [n for n in (t.max_steps, t.epochs and t.epochs * spe) if n]
+        limits = [n for n in (t.max_steps, t.epochs and t.epochs * self.steps_per_epoch) if n]
         self.total_steps = min(limits) if limits else None
         self.eval_every = t.eval_every or spe
         self.tensorboard = TensorBoard(

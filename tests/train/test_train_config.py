@@ -98,3 +98,12 @@ def test_every_field_has_a_comment():
             if key.startswith(name + "."):
                 assert comment, f"{key} has no comment on its default"
         assert comments
+
+
+def test_the_docs_list_every_field_with_its_default():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    for key, _, default, _ in describe_fields():
+        assert f"| `{key}` |" in docs, f"docs/training.md does not document {key}"
+        assert f"`{default!r}`" in docs

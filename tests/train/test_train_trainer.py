@@ -172,3 +172,15 @@ def test_starting_twice_in_one_directory_is_refused(tmp_path):
     train(config)
     with pytest.raises(FileExistsError, match="--resume"):
         train(config)
+
+
+def test_generated_tasks_get_nominal_epochs_and_seq_len_reaches_the_task(tmp_path):
+    # xml fixes its sequence length when it is made; epochs of generated data are 100 steps
+    config = tiny_config("train.epochs=1", "train.eval_every=1000", "task.eval_max_batches=1",
+                         f"run.dir={tmp_path / 'r'}",
+                         task=["task.name=xml", "task.seq_len=12", "task.valid_size=8",
+                               "task.test_size=8"])
+    _, summary = train(config)
+    assert summary["steps"] == trainer_module.GENERATED_EPOCH
+    assert summary["epochs"] == 1.0
+    assert summary["tokens"] == 100 * 4 * 12
