@@ -4,6 +4,12 @@
 the loop (one GEMM), then each step does the cell's recurrent GEMM(s) and its elementwise code.
 Variable lengths follow torch's packed layout: the batch is sorted by decreasing length and at
 step t only the first ``batch_sizes[t]`` rows are computed.
+
+``unroll`` first offers the sequence to the fused engine (``rnnlab.engine.fused``: the whole
+loop as one autograd op with a generated backward step, in C++ where a compiler is available);
+where that engine does not apply, or is switched off (``RNNLAB_FAST=0``,
+``rnnlab.engine.fused.backend("reference")``), it runs the reference loop below: the cell's
+generated step, called T times under autograd.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cells import Cell
+from . import fused
 
 
 def batch_sizes_of(lengths: torch.Tensor) -> list[int]:
@@ -33,19 +40,39 @@ def unroll(cell: Cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
         output (T, B, hidden_size) with zeros after each sequence's end, and the state after
         each sequence's last step.
     """
+    sizes = batch_sizes_of(lengths) if lengths is not None else None
+    result = fused.fused_unroll(cell, x, state, lengths, sizes)
+    if result is not None:
+        return result
+    return reference_unroll(cell, x, state, lengths)
+
+
+def reference_unroll(cell: Cell, x: torch.Tensor, state: tuple,
+                     lengths: torch.Tensor | None = None):
+    """``unroll`` by stepping the cell's generated code under autograd (same arguments)."""
     weights = cell.weights()
-    hoisted = [t.unbind(0) for t in cell.program.hoist(x, weights)]
-    step = cell.program.step
+    sizes = batch_sizes_of(lengths) if lengths is not None else None
+    return step_loop(cell.program.step, cell.program.hoist(x, weights), tuple(state), weights,
+                     sizes, x.shape[0])
+
+
+def step_loop(step, hoisted: list, state: tuple, weights: dict, sizes: list[int] | None,
+              T: int):
+    """The reference time loop: ``step`` over T steps of hoisted inputs (each (T, B, n)).
+
+    ``sizes`` is None or the active rows at each step (``batch_sizes_of(lengths)``).
+    """
+    B = state[0].shape[0]
+    hoisted = [t.unbind(0) for t in hoisted]
     outputs = []
-    if lengths is None:
-        for t in range(x.shape[0]):
+    if sizes is None:
+        for t in range(T):
             h, state = step(tuple(a[t] for a in hoisted), state, weights)
             outputs.append(h)
         return torch.stack(outputs), state
-    B = x.shape[1]
     finished: list[tuple] = []  # states of rows that ended, highest rows first
     rows = B
-    for t, active in enumerate(batch_sizes_of(lengths)):
+    for t, active in enumerate(sizes):
         if active < rows:
             finished.append(tuple(s[active:rows] for s in state))
             state = tuple(s[:active] for s in state)
@@ -55,8 +82,8 @@ def unroll(cell: Cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     finished.append(state)
     final = tuple(torch.cat(parts) for parts in zip(*finished[::-1]))
     output = torch.stack(outputs)
-    if output.shape[0] < x.shape[0]:  # padding beyond the longest sequence
-        output = F.pad(output, (0, 0, 0, 0, 0, x.shape[0] - output.shape[0]))
+    if output.shape[0] < T:  # padding beyond the longest sequence
+        output = F.pad(output, (0, 0, 0, 0, 0, T - output.shape[0]))
     return output, final
 
 

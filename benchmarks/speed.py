@@ -1,0 +1,212 @@
+"""Issue 6: every cell trains at least as fast as torch.nn.LSTM on CPU, per FLOP.
+
+All figures come from one process. For each hidden size H the peers run interleaved, round
+after round, and each keeps its best time (``--repeat`` rounds after one warm-up round), so
+that load from other processes on the machine disturbs the comparison as little as possible.
+
+Measured, per model and mode (train = forward + backward of the summed outputs; inference =
+forward under no_grad), on x of shape (T, B, I):
+
+* tokens/s, and its ratio to torch.nn.LSTM (goal 1: rnnlab ``lstm`` >= 1.0x);
+* achieved GFLOP/s, counting only the model's own GEMM work: forward 2·B·(in·out) per linear
+  map per step (= 2·(weight matrix entries) per token), backward twice that; and its ratio
+  to torch.nn.LSTM's (goal 2: every registered cell >= 0.9x);
+* the share of this machine's GEMM speed for the same shapes (goal 3: >= 80% at H >= 512):
+  the time the LSTM's GEMMs alone take, one after the other, each by the fastest of
+  torch.mm and the BLAS calls of rnnlab's native loop (packed or not), measured in this run.
+
+Peers: torch.nn.LSTM, torch.nn.GRU, a hand-written Python loop over nn.LSTMCell, and
+torchrecurrent's PeepholeLSTM and MUT1-3 when that package is installed.
+
+    python benchmarks/speed.py                        # defaults: about 5-8 minutes on 2 cores
+    python benchmarks/speed.py --quick                # a smaller run, about a minute
+    python benchmarks/speed.py --hidden 256 --cells lstm gru mut1 --repeat 9
+    RNNLAB_FAST=python python benchmarks/speed.py     # the engine without its C++ loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+from torch import nn
+
+import rnnlab
+from rnnlab.engine import fused
+from rnnlab.engine.fast import native
+
+
+class LSTMCellLoop(nn.Module):
+    """The usual hand-written loop: one nn.LSTMCell call per time step."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        outs = []
+        for t in range(x.shape[0]):
+            h, c = self.cell(x[t], (h, c))
+            outs.append(h)
+        return torch.stack(outs), (h, c)
+
+
+def gemm_flops_per_token(model: nn.Module) -> int:
+    """Forward FLOPs per token of the model's GEMMs: 2 per weight-matrix entry."""
+    return sum(2 * p.numel() for p in model.parameters() if p.dim() == 2)
+
+
+def rnnlab_model(name: str, I: int, H: int) -> nn.Module:
+    try:
+        return rnnlab.RNN(name, I, H)
+    except ValueError:  # MUT1/MUT2 add the raw input: learn a projection when I != H
+        return rnnlab.RNN(name, I, H, raw_input="project")
+
+
+def peers(I: int, H: int, with_torchrecurrent: bool) -> dict[str, nn.Module]:
+    models = {"torch.nn.LSTM": nn.LSTM(I, H), "torch.nn.GRU": nn.GRU(I, H),
+              "LSTMCell loop": LSTMCellLoop(I, H)}
+    if with_torchrecurrent:
+        try:
+            import torchrecurrent as tr
+        except ImportError:
+            return models
+        models["torchrecurrent PeepholeLSTM"] = tr.PeepholeLSTM(I, H)
+        for k in (1, 2, 3):
+            models[f"torchrecurrent MUT{k}"] = getattr(tr, f"MUT{k}")(I, H)
+    return models
+
+
+def run_once(model: nn.Module, x: torch.Tensor, train: bool) -> float:
+    start = time.perf_counter()
+    if train:
+        model.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        out.sum().backward()
+    else:
+        with torch.no_grad():
+            model(x)
+    return time.perf_counter() - start
+
+
+def best_times(models: dict, x: torch.Tensor, train: bool, repeat: int) -> dict[str, float]:
+    """Interleaved rounds; the first is a warm-up. Returns the best time of each model."""
+    best = {name: float("inf") for name in models}
+    for k in range(repeat + 1):
+        for name, model in models.items():
+            model.train(train)
+            elapsed = run_once(model, x, train)
+            if k:
+                best[name] = min(best[name], elapsed)
+    return best
+
+
+def gemm_time(m: int, n: int, k: int, calls: int, repeat: int) -> float:
+    """Best time of ``calls`` GEMMs (m×k)·(k×n): torch.mm or the native loop's BLAS calls."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    best = float("inf")
+    reps = max(1, min(calls, 50))
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        best = min(best, (time.perf_counter() - start) / reps)
+        for packed in (True, False):
+            t = native.time_gemm(m, n, k, reps, packed)
+            if t is not None:
+                best = min(best, t)
+    return best * calls
+
+
+def lstm_gemm_peak(T: int, B: int, I: int, H: int, train: bool, repeat: int) -> float:
+    """Seconds the LSTM's GEMMs of one sequence take at this machine's GEMM speed."""
+    G = 4 * H
+    total = gemm_time(T * B, G, I, 1, repeat)  # input projections of all steps
+    total += gemm_time(B, G, H, T, repeat)  # one recurrent GEMM per step
+    if train:
+        total += gemm_time(T * B, I, G, 1, repeat)  # dx = dX Wᵀ
+        total += gemm_time(I, G, T * B, 1, repeat)  # dW = xᵀ dX
+        total += gemm_time(B, H, G, T, repeat)  # dh = dG Rᵀ per step
+        total += gemm_time(H, G, T * B, 1, repeat)  # dR = hᵀ dG
+    return total
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="sequence length T")
+    parser.add_argument("--batch", type=int, default=32, help="batch size B")
+    parser.add_argument("--input", type=int, default=128, help="input size I")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256, 512, 1024],
+                        help="hidden sizes for rnnlab lstm and the peers (goals 1, 3, 5)")
+    parser.add_argument("--cells", nargs="*", default=None,
+                        help="rnnlab cells for goal 2 (default: every registered cell)")
+    parser.add_argument("--cell-hidden", type=int, nargs="+", default=[256],
+                        help="hidden sizes at which every cell is measured (goal 2)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds (best is kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--no-peers", action="store_true", help="only nn.LSTM and rnnlab")
+    parser.add_argument("--quick", action="store_true",
+                        help="T=50, H 128 256, cells lstm gru mut1 peephole, 3 rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.hidden, args.repeat = 50, [128, 256], 3
+        args.cells = args.cells or ["lstm", "gru", "mut1", "peephole", "fgr"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cells = args.cells if args.cells is not None else rnnlab.cells.names()
+    T, B, I = args.steps, args.batch, args.input
+    torch.manual_seed(0)
+    engine = fused.get_backend()
+    if engine in ("auto", "native"):
+        engine += f" (native: {native.why_unavailable()})"
+    print(f"T={T} B={B} I={I}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}; rnnlab engine {engine}")
+    print(f"best of {args.repeat} interleaved rounds; load average at start "
+          f"{os.getloadavg()[0]:.1f}")
+    started = time.time()
+    header = (f"{'H':>5} {'mode':>5} {'model':>28} {'tokens/s':>10} {'vs LSTM':>8} "
+              f"{'GFLOP/s':>8} {'/LSTM':>6} {'%peak':>6}")
+    print(header)
+    print("-" * len(header))
+    sizes = sorted(set(args.hidden) | set(args.cell_hidden))
+    for H in sizes:
+        x = torch.randn(T, B, I)
+        models = {"torch.nn.LSTM": nn.LSTM(I, H)} if args.no_peers else peers(
+            I, H, with_torchrecurrent=True)
+        if H in args.hidden:
+            models["rnnlab lstm"] = rnnlab.RNN.from_torch(models["torch.nn.LSTM"])
+        if H in args.cell_hidden:
+            for name in cells:
+                if f"rnnlab {name}" not in models:
+                    models[f"rnnlab {name}"] = rnnlab_model(name, I, H)
+        if H not in args.hidden:  # only the cells (and nn.LSTM as the reference) here
+            models = {k: v for k, v in models.items()
+                      if k == "torch.nn.LSTM" or k.startswith("rnnlab")}
+        for train in (True, False):
+            mode = "train" if train else "infer"
+            times = best_times(models, x, train, args.repeat)
+            peak = lstm_gemm_peak(T, B, I, H, train, args.repeat)
+            factor = 3 if train else 1
+            base = times["torch.nn.LSTM"]
+            base_flops = gemm_flops_per_token(models["torch.nn.LSTM"])
+            for name, model in models.items():
+                flops = factor * gemm_flops_per_token(model) * T * B
+                gflops = flops / times[name] / 1e9
+                base_gflops = factor * base_flops * T * B / base / 1e9
+                share = factor * base_flops * T * B / peak / 1e9  # peak GFLOP/s, LSTM shapes
+                pct = f"{100 * gflops / share:5.0f}%" if "LSTM" in name or name.endswith(
+                    " lstm") else ""
+                print(f"{H:>5} {mode:>5} {name:>28} {T * B / times[name]:>10.0f} "
+                      f"{base / times[name]:>8.2f} {gflops:>8.1f} {gflops / base_gflops:>6.2f} "
+                      f"{pct:>6}", flush=True)
+    print(f"total {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The native executor: build the C++ loop once per machine, load it, run plans with it.
+
+The library (``vm_source.SOURCE``) does not depend on torch's C++ headers: it is one plain C++
+file compiled in about two seconds with the system compiler (``$CXX``, else ``c++``/``g++``/
+``clang++``) and called through ctypes, which releases the GIL for the whole loop. GEMMs go to
+the BLAS that torch itself uses (MKL's ``sgemm_``/``dgemm_`` and its packed-GEMM API, found in
+torch's own shared libraries).
+
+The build is cached in ``$RNNLAB_CACHE_DIR`` (default ``~/.cache/rnnlab``) under a hash of the
+source, the compiler and the CPU, written atomically so that concurrent processes can share it.
+When anything is missing (no compiler, no BLAS symbol, a failed build) ``NativeLoops.create``
+returns None, ``why_unavailable`` says why, and the engine runs the same plan with torch ops.
+``RNNLAB_NATIVE_PACK=0`` turns off the packed GEMMs (for measurements).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .plan import FILL, GemmI, Op, Plan, Refill
+from .vm_source import SOURCE
+
+GEMM, REFILL = 100, 101
+FIELDS = 16
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17",
+         "-shared", "-fPIC"]
+_BLAS_SYMBOLS = ("sgemm_", "dgemm_", "cblas_sgemm_pack_get_size", "cblas_sgemm_pack",
+                 "cblas_sgemm_compute", "cblas_dgemm_pack_get_size", "cblas_dgemm_pack",
+                 "cblas_dgemm_compute")
+
+_state: dict = {}  # "lib", "blas", "error" once tried
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("RNNLAB_CACHE_DIR")
+    if root:
+        return Path(root) / "native"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rnnlab" / "native"
+
+
+def compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def library_path(cxx: str) -> Path:
+    """Where the library for this source, compiler and CPU lives."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60)
+    key = hashlib.sha256("\n".join(
+        [SOURCE, " ".join(FLAGS), version.stdout, _cpu_signature(), platform.platform()]
+    ).encode()).hexdigest()[:20]
+    return cache_dir() / f"rnnlab_native_{key}.so"
+
+
+def build(cxx: str, path: Path) -> None:
+    """Compile the library to ``path`` (atomically; raises RuntimeError with the log)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        source = Path(tmp) / "rnnlab_native.cpp"
+        source.write_text(SOURCE)
+        out = Path(tmp) / path.name
+        for flags in (FLAGS, [f for f in FLAGS if f != "-march=native"]):
+            result = subprocess.run([cxx, *flags, str(source), "-o", str(out)],
+                                    capture_output=True, text=True, timeout=600)
+            if result.returncode == 0:
+                os.replace(out, path)
+                return
+        raise RuntimeError(f"{cxx} failed to build the native engine:\n{result.stderr[-2000:]}")
+
+
+def _find_blas() -> list[int]:
+    """Addresses of the BLAS entry points in torch's libraries (0 where absent)."""
+    libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    candidates = sorted(glob.glob(os.path.join(libdir, "libtorch_cpu.*")))
+    handles = []
+    for path in candidates:
+        try:
+            handles.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    handles.append(ctypes.CDLL(None))
+    found = []
+    for name in _BLAS_SYMBOLS:
+        address = 0
+        for h in handles:
+            try:
+                address = ctypes.cast(getattr(h, name), ctypes.c_void_p).value or 0
+            except AttributeError:
+                continue
+            if address:
+                break
+        found.append(address)
+    return found
+
+
+def load():
+    """The loaded library (building it if needed), or None; see ``why_unavailable``."""
+    if "lib" in _state:
+        return _state["lib"]
+    _state["lib"] = None
+    try:
+        blas = _find_blas()
+        if not blas[0] or not blas[1]:
+            raise RuntimeError("no BLAS sgemm_/dgemm_ found in torch's libraries")
+        if os.environ.get("RNNLAB_NATIVE_PACK", "1") == "0":
+            blas[2:] = [0] * 6
+        cxx = compiler()
+        if cxx is None:
+            raise RuntimeError("no C++ compiler found (set $CXX)")
+        path = library_path(cxx)
+        if not path.exists():
+            build(cxx, path)
+        lib = ctypes.CDLL(str(path))
+        lib.rnnlab_run.restype = ctypes.c_int
+        lib.rnnlab_run.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        lib.rnnlab_time_gemm.restype = ctypes.c_double
+        lib.rnnlab_time_gemm.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p]
+        _state["blas"] = (ctypes.c_int64 * len(blas))(*blas)
+        _state["lib"] = lib
+        _state["path"] = path
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        _state["error"] = str(error)
+    return _state["lib"]
+
+
+def time_gemm(m: int, n: int, k: int, reps: int, packed: bool = True) -> float | None:
+    """Seconds per float32 GEMM (m×k)·(k×n) through the loop's BLAS calls, or None."""
+    lib = load()
+    if lib is None:
+        return None
+    return lib.rnnlab_time_gemm(m, n, k, reps, int(packed), _state["blas"])
+
+
+def why_unavailable() -> str:
+    load()
+    return _state.get("error", "available")
+
+
+def _array(values: list[int]):
+    return (ctypes.c_int64 * max(len(values), 1))(*values)
+
+
+class NativeLoops:
+    """A plan encoded for the C++ loop."""
+
+    @classmethod
+    def create(cls, plan: Plan):
+        lib = load()
+        return None if lib is None else cls(plan, lib)
+
+    def __init__(self, plan: Plan, lib):
+        self.plan = plan
+        self.lib = lib
+        self.keys = list(dict.fromkeys(g.weight for g in plan.ir.gemms))
+        consts: dict[float, int] = {}
+        width = 1
+        for ins in plan.forward + plan.backward:
+            if isinstance(ins, Op):
+                for x in (ins.a, ins.b):
+                    if isinstance(x, float):
+                        consts.setdefault(x, len(consts))
+                        width = max(width, ins.width)
+        self.consts, self.const_width = consts, width
+        self.const_buf = len(plan.buffers)  # an extra shared buffer: each constant, repeated
+        self._const_tensors: dict[torch.dtype, torch.Tensor] = {}
+        self.code = {False: self._encode(plan.forward), True: self._encode(plan.backward)}
+
+    def buffer_shape(self, index: int, T: int, B: int) -> tuple[int, ...]:
+        buf = self.plan.buffers[index]
+        if buf.shared:
+            return (buf.width,)
+        if buf.temp:
+            return (1, 1, buf.width)  # one row, reused by every batch row
+        return ({"T": T, "T+1": T + 1, "1": 1, "2": 2}[buf.slices], B, buf.width)
+
+    def _operand(self, x) -> list[int]:
+        if x is None:
+            return [-1, 0, 0]
+        if isinstance(x, float):
+            return [self.const_buf, self.consts[x] * self.const_width, 0]
+        return [x.buf, x.col, x.toff]
+
+    def _encode(self, code: list):
+        rows = []
+        for ins in code:
+            if isinstance(ins, Op):
+                a = 0.0 if ins.code == FILL else ins.a
+                op = 0 if ins.code == FILL else ins.code  # fill = copy from a constant
+                row = [op, ins.width, int(ins.acc), *self._operand(ins.dst), *self._operand(a),
+                       *self._operand(ins.b), 0, 0, 0, 0]
+            elif isinstance(ins, GemmI):
+                row = [GEMM, ins.n, int(ins.acc), *self._operand(ins.dst),
+                       *self._operand(ins.a), *self._operand(ins.bias), ins.k,
+                       self.keys.index(ins.weight), int(ins.transpose), int(ins.bias is not None)]
+            else:
+                assert isinstance(ins, Refill)
+                row = [REFILL, ins.width, 0, *self._operand(ins.dst), *self._operand(ins.src),
+                       -1, 0, 0, 0, 0, 0, 0]
+            assert len(row) == FIELDS
+            rows += row
+        return _array(rows), len(code)
+
+    def _constants(self, like: torch.Tensor) -> torch.Tensor:
+        t = self._const_tensors.get(like.dtype)
+        if t is None:
+            values = sorted(self.consts, key=self.consts.get)
+            t = torch.tensor(values or [0.0], dtype=like.dtype).repeat_interleave(
+                self.const_width)
+            self._const_tensors[like.dtype] = t
+        return t
+
+    def run(self, backward: bool, tensors: list, weights: dict, sizes: list[int] | None,
+            B: int, steps: int):
+        """Run the forward (or backward) loop over ``steps`` steps on the buffers."""
+        like = tensors[self.plan.S]
+        table = []
+        for i, buf in enumerate(self.plan.buffers):
+            t = tensors[i]
+            if t is None:
+                table += [0, 1, 0, 0]
+                continue
+            if t.dim() and t.stride(-1) != 1 and t.shape[-1] > 1:
+                raise ValueError(f"native buffer {buf.name} needs unit column stride")
+            if buf.shared or buf.temp:
+                table += [t.data_ptr(), 1, 0, 0]
+            else:
+                table += [t.data_ptr(), t.shape[0], t.stride(0), t.stride(1)]
+        consts = self._constants(like)
+        table += [consts.data_ptr(), 1, 0, 0]
+        keep, wtable = [], []
+        for key in self.keys:
+            w = weights[key]
+            if w.stride(1) == 1 and w.stride(0) >= w.shape[1]:
+                wtable += [w.data_ptr(), w.stride(0), 0]
+            elif w.stride(0) == 1 and w.stride(1) >= w.shape[0]:
+                wtable += [w.data_ptr(), w.stride(1), 1]
+            else:
+                w = w.contiguous()
+                keep.append(w)
+                wtable += [w.data_ptr(), w.shape[1], 0]
+        code, n = self.code[backward]
+        dtype = {torch.float32: 0, torch.float64: 1}[like.dtype]
+        size_array = _array(sizes) if sizes is not None else None
+        rc = self.lib.rnnlab_run(dtype, code, n, _array(table), len(self.plan.buffers) + 1,
+                                 _array(wtable), len(self.keys), size_array, B, steps,
+                                 int(backward), _state["blas"])
+        if rc:
+            raise RuntimeError(f"the native engine failed (code {rc})")

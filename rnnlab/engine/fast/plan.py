@@ -1,0 +1,494 @@
+"""Plan the fused loops of a cell: where every lane lives, and one step's instructions.
+
+A plan turns the lanes of one step (``lift.StepIR``) into
+
+* **buffers**, each a 3-D tensor (slices, B, columns): the hoisted inputs, the state history
+  ``S`` (slice t holds the state entering step t), the output ``Y``, each GEMM's result ``G``,
+  the values kept for the backward pass ``P``, per-step scratch, and their adjoints;
+* **instructions** of one forward step and one backward step over those buffers: ``Op``
+  (elementwise, on whole lanes), ``GemmI`` (one BLAS call) and ``Refill`` (variable lengths).
+
+An operand names a buffer, a first column and a step offset: slice ``(t + toff) % slices`` of
+the buffer at step t. So a history buffer (T+1 slices) written at offset +1 and read at 0 carries
+the state, and a two-slice buffer alternates between steps. The same instructions run in two
+executors: ``pyexec`` (torch ops, no compiler) and ``native`` (a C++ loop, row by row).
+
+The backward step is derived here, op by op in reverse, from each op's derivative:
+``d(a+b)``: both get dy; ``d(a−b)``: dy and −dy; ``d(a⊙b)``: dy⊙b and dy⊙a; tanh: dy⊙(1−y²);
+σ: dy⊙y⊙(1−y); ReLU: dy where y > 0; ``xs + A @ W``: the hoisted input gets dy (the same
+buffer), A gets dy @ Wᵀ. The weight gradients are not summed step by step: every step's
+argument rows and result adjoints stay in (T, B, ·) buffers, and after the loop
+``dW = Aᵀ dG`` is one GEMM over T·B rows (as cuDNN and oneDNN do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .lift import Ew, Gemm, Param, StepIR
+
+# Elementwise instruction codes. acc=True adds the result to the destination instead.
+COPY, NEG, ADD, SUB, MUL, TANH, SIGMOID, RELU, TANH_BWD, SIGMOID_BWD, RELU_BWD, FILL = range(12)
+CODE_NAMES = ("copy", "neg", "add", "sub", "mul", "tanh", "sigmoid", "relu", "tanh_bwd",
+              "sigmoid_bwd", "relu_bwd", "fill")
+_FORWARD_CODES = {"add": ADD, "sub": SUB, "mul": MUL, "tanh": TANH, "sigmoid": SIGMOID,
+                  "relu": RELU, "copy": COPY}
+_BACKWARD_CODES = {"tanh": TANH_BWD, "sigmoid": SIGMOID_BWD, "relu": RELU_BWD}
+
+
+@dataclass
+class Buffer:
+    """A (slices, B, width) tensor. ``slices``: "T", "T+1", "1" or "2" (see the module doc)."""
+
+    name: str
+    slices: str
+    width: int
+    shared: bool = False  # one row for the whole batch (parameters and their gradient sums)
+    temp: bool = False  # scratch within one stage of one step (native: a single row)
+    zeros: bool = False  # must start at zero
+    given: bool = False  # supplied by the caller (inputs, parameters, incoming gradients)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Columns ``col …`` of slice ``(t + toff) % slices`` of buffer ``buf``."""
+
+    buf: int
+    col: int
+    toff: int = 0
+
+
+@dataclass(frozen=True)
+class Op:
+    """``dst (+)= code(a, b)`` over ``width`` columns; a, b are Refs, numbers or None."""
+
+    code: int
+    dst: Ref
+    a: object
+    b: object
+    width: int
+    acc: bool = False
+
+
+@dataclass(frozen=True)
+class GemmI:
+    """``dst (+)= [bias +] a @ op(w[weight])``; a is (rows, k), op(W) is W or Wᵀ, (k, n)."""
+
+    dst: Ref
+    a: Ref
+    k: int
+    n: int
+    weight: str
+    transpose: bool
+    bias: Ref | None = None
+    acc: bool = False
+
+
+@dataclass(frozen=True)
+class Refill:
+    """Rows that become active at this step (going backward) take their values from ``src``."""
+
+    dst: Ref
+    src: Ref
+    width: int
+
+
+@dataclass
+class Plan:
+    """Buffers and per-step instructions of a fused forward (and backward) pass."""
+
+    ir: StepIR
+    training: bool
+    buffers: list[Buffer] = field(default_factory=list)
+    forward: list = field(default_factory=list)
+    backward: list = field(default_factory=list)
+    xs: list[int] = field(default_factory=list)  # buffer of each hoisted input
+    params: dict[str, int] = field(default_factory=dict)  # weight key -> buffer (vectors)
+    state_cols: list[int] = field(default_factory=list)  # column of each state field in S
+    S: int = -1
+    Y: int = -1
+    # backward
+    dY: int = -1
+    dF: int = -1  # gradient of the final states, in S's layout
+    dS: int = -1  # adjoint of the state: slice t % 2 enters step t
+    dG: list[int] = field(default_factory=list)  # per GEMM: adjoint of its result (T slices)
+    dX: dict[int, int] = field(default_factory=dict)  # hoisted input -> adjoint (when read
+    #                                                    elementwise)
+    dP: dict[str, int] = field(default_factory=dict)  # vector weight key -> gradient sum
+    gemm_args: list[Ref] = field(default_factory=list)  # per GEMM: its argument rows (T slices)
+
+    def add(self, buffer: Buffer) -> int:
+        self.buffers.append(buffer)
+        return len(self.buffers) - 1
+
+
+def make_plan(ir: StepIR, training: bool, lengths: bool) -> Plan:
+    """Plan the loops of ``ir``; ``training`` adds the backward step, ``lengths`` variable
+    lengths (buffers then start at zero so that rows past their end stay zero)."""
+    return _Planner(ir, training, lengths).plan
+
+
+class _Planner:
+    def __init__(self, ir: StepIR, training: bool, lengths: bool):
+        self.ir = ir
+        self.H = ir.hidden_size
+        self.training = training
+        self.lengths = lengths
+        self.plan = Plan(ir, training)
+        self._analyse()
+        self._forward_buffers()
+        self._forward()
+        if training:
+            self._backward_buffers()
+            self._backward()
+        self.plan.forward = merge(self.plan.forward)
+        self.plan.backward = merge(self.plan.backward)
+
+    # ---- analysis -----------------------------------------------------------------------------
+    def _analyse(self):
+        ir = self.ir
+        n = len(ir.sources)
+        self.stage = [0] * n  # the stage (run of elementwise ops between GEMMs) of each lane
+        self.op_stage: list[int] = []
+        self.readers: list[list[int]] = [[] for _ in range(n)]  # stages of elementwise readers
+        self.gemm_uses: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (gemm, position)
+        self.needed = [False] * n  # value read by the backward step
+        stage = 0
+        for op in ir.ops:
+            if isinstance(op, Gemm):
+                stage += 1
+                for p, lane in enumerate(op.args):
+                    self.gemm_uses[lane].append((op.index, p))
+                for lane in op.out:
+                    self.stage[lane] = stage
+            else:
+                self.stage[op.out] = stage
+                for a in op.args:
+                    if isinstance(a, int):
+                        self.readers[a].append(stage)
+                if op.op == "mul":
+                    for a, b in (op.args, op.args[::-1]):
+                        if isinstance(a, int) and not isinstance(b, float):
+                            self.needed[a] = True  # d(other) = dy ⊙ a
+                elif op.op in _BACKWARD_CODES:
+                    self.needed[op.out] = True
+            self.op_stage.append(stage)
+        self.writes_of: list[list[int]] = [[] for _ in range(n)]
+        for j, lane in enumerate(ir.writes):
+            self.writes_of[lane].append(j)
+        self.crossing = [
+            ir.sources[x][0] == "ew" and any(s > self.stage[x] for s in self.readers[x])
+            for x in range(n)
+        ]
+        self.param_width: dict[str, int] = {}
+        for op in ir.ops:
+            for a in op.args if isinstance(op, Ew) else ():
+                if isinstance(a, Param):
+                    width = (a.index + 1) * self.H
+                    self.param_width[a.key] = max(self.param_width.get(a.key, 0), width)
+        self.params = list(self.param_width)
+        # state layout: the arguments of the first GEMM that reads several states come first,
+        # in its order, so that its argument is a column range of S
+        order: list[int] = []
+        for g in ir.gemms:
+            src = [ir.sources[x] for x in g.args]
+            if len(g.args) > 1 and all(s[0] == "state" for s in src):
+                js = [s[1] for s in src]
+                if len(set(js)) == len(js):
+                    order = js
+                    break
+        order += [j for j in range(ir.num_states) if j not in order]
+        self.state_order = order
+
+    # ---- forward ------------------------------------------------------------------------------
+    def _forward_buffers(self):
+        p, ir, H = self.plan, self.ir, self.H
+        history = self.training or self.lengths
+        p.xs = [p.add(Buffer(f"xs{k}", "T", w, given=True)) for k, w in enumerate(ir.xs_widths)]
+        p.params = {key: p.add(Buffer(f"w[{key}]", "1", self.param_width[key], shared=True,
+                                      given=True)) for key in self.params}
+        p.S = p.add(Buffer("S", "T+1" if history else "2", len(self.state_order) * H,
+                           zeros=self.lengths))
+        p.state_cols = [self.state_order.index(j) * H for j in range(ir.num_states)]
+        p.Y = p.add(Buffer("Y", "T", H, zeros=self.lengths))
+        self.G = []
+        for g in ir.gemms:
+            keep = self.training and any(self.needed[x] for x in g.out)
+            self.G.append(p.add(Buffer(f"G{g.index}", "T" if keep else "1", len(g.out) * H)))
+        # each GEMM reads its argument from S when it is a run of state columns, else from its
+        # own buffer A (kept for the weight gradient when training)
+        self.A: list[Ref] = []
+        self.dedicated: list[bool] = []
+        for g in ir.gemms:
+            src = [ir.sources[x] for x in g.args]
+            cols = [p.state_cols[s[1]] for s in src if s[0] == "state"]
+            if len(cols) == len(src) and cols == list(range(cols[0], cols[0] + len(cols) * H, H)):
+                self.A.append(Ref(p.S, cols[0]))
+                self.dedicated.append(False)
+            else:
+                buf = p.add(Buffer(f"A{g.index}", "T" if self.training else "1",
+                                   len(g.args) * H, zeros=self.lengths))
+                self.A.append(Ref(buf, 0))
+                self.dedicated.append(True)
+        p.gemm_args = list(self.A)
+        # homes of the elementwise lanes
+        n = len(ir.sources)
+        self.home: dict[int, Ref] = {}
+        slots = {"P": [], "M": [], "R": []}
+        for x in range(n):
+            if ir.sources[x][0] != "ew":
+                continue
+            dedicated_uses = [(g, q) for g, q in self.gemm_uses[x] if self.dedicated[g]]
+            if self.writes_of[x]:
+                self.home[x] = Ref(p.S, p.state_cols[self.writes_of[x][0]], 1)
+            elif dedicated_uses:
+                g, q = dedicated_uses[0]
+                self.home[x] = Ref(self.A[g].buf, q * H)
+            elif self.training and self.needed[x]:
+                slots["P"].append(x)
+            elif self.crossing[x]:
+                slots["M"].append(x)
+            elif x == ir.output:
+                self.home[x] = Ref(p.Y, 0)
+            else:
+                slots["R"].append(x)
+        for name, lanes in slots.items():
+            if not lanes:
+                continue
+            buf = p.add(Buffer(name, "T" if name == "P" else "1", len(lanes) * H,
+                               temp=name == "R"))
+            for k, x in enumerate(lanes):
+                self.home[x] = Ref(buf, k * H)
+
+    def loc(self, x: int) -> Ref:
+        """Where lane x's value is during (forward) and after (backward) its step."""
+        src = self.ir.sources[x]
+        if src[0] == "xs":
+            return Ref(self.plan.xs[src[1]], src[2] * self.H)
+        if src[0] == "state":
+            return Ref(self.plan.S, self.plan.state_cols[src[1]])
+        if src[0] == "gemm":
+            return Ref(self.G[src[1]], src[2] * self.H)
+        return self.home[x]
+
+    def operand(self, a):
+        if isinstance(a, Param):
+            return Ref(self.plan.params[a.key], a.index * self.H)
+        if isinstance(a, int):
+            return self.loc(a)
+        return float(a)
+
+    def sinks(self, x: int) -> list[Ref]:
+        """Every place lane x must be written at its step."""
+        p, out = self.plan, []
+        for j in self.writes_of[x]:
+            out.append(Ref(p.S, p.state_cols[j], 1))
+        for g, q in self.gemm_uses[x]:
+            if self.dedicated[g]:
+                out.append(Ref(self.A[g].buf, q * self.H))
+        if x == self.ir.output:
+            out.append(Ref(p.Y, 0))
+        return out
+
+    def _forward(self):
+        ir, H, code = self.ir, self.H, self.plan.forward
+        for op in ir.ops:
+            if isinstance(op, Ew):
+                dst = self.home[op.out]
+                args = [self.operand(a) for a in op.args] + [None]
+                code.append(Op(_FORWARD_CODES[op.op], dst, args[0], args[1], H))
+                for ref in self.sinks(op.out):
+                    if ref != dst:
+                        code.append(Op(COPY, ref, dst, None, H))
+            else:
+                g = op.index
+                if self.dedicated[g]:  # computed lanes were written there by their op
+                    for q, x in enumerate(op.args):
+                        if ir.sources[x][0] != "ew":
+                            code.append(Op(COPY, Ref(self.A[g].buf, q * H), self.loc(x), None, H))
+                bias = Ref(self.plan.xs[op.bias], 0) if op.bias is not None else None
+                code.append(GemmI(Ref(self.G[g], 0), self.A[g], len(op.args) * H,
+                                  len(op.out) * H, op.weight, False, bias))
+        p = self.plan
+        for j, x in enumerate(ir.writes):  # values passed through from elsewhere
+            if ir.sources[x][0] != "ew":
+                code.append(Op(COPY, Ref(p.S, p.state_cols[j], 1), self.loc(x), None, H))
+        if ir.sources[ir.output][0] != "ew":
+            code.append(Op(COPY, Ref(p.Y, 0), self.loc(ir.output), None, H))
+
+    # ---- backward -----------------------------------------------------------------------------
+    def _backward_buffers(self):
+        p, ir, H = self.plan, self.ir, self.H
+        width = len(self.state_order) * H
+        p.dY = p.add(Buffer("dY", "T", H, given=True))
+        p.dF = p.add(Buffer("dF", "1", width, given=True))
+        p.dS = p.add(Buffer("dS", "2", width))
+        p.dG = [p.add(Buffer(f"dG{g.index}", "T", len(g.out) * H, zeros=self.lengths))
+                for g in ir.gemms]
+        self.dA = [p.add(Buffer(f"dA{g.index}", "1", len(g.args) * H)) if self.dedicated[i]
+                   else None for i, g in enumerate(ir.gemms)]
+        used = [a for op in ir.ops for a in (op.args if isinstance(op, Ew) else ())
+                if isinstance(a, int)] + [ir.output, *ir.writes]
+        read_xs = sorted({ir.sources[x][1] for x in used if ir.sources[x][0] == "xs"})
+        p.dX = {k: p.add(Buffer(f"dX{k}", "T", ir.xs_widths[k], zeros=True)) for k in read_xs}
+        p.dP = {key: p.add(Buffer(f"d w[{key}]", "1", self.param_width[key], shared=True,
+                                  zeros=True)) for key in self.params}
+        crossing = [x for x in range(len(ir.sources)) if self.crossing[x]]
+        self.dM = {}
+        if crossing:
+            buf = p.add(Buffer("dM", "1", len(crossing) * H))
+            self.dM = {x: Ref(buf, k * H) for k, x in enumerate(crossing)}
+        ew = [x for x in range(len(ir.sources)) if ir.sources[x][0] == "ew"]
+        buf = p.add(Buffer("dR", "1", max(len(ew), 1) * H, temp=True))
+        self.dR = {x: Ref(buf, k * H) for k, x in enumerate(ew)}
+
+    def fixed(self, x: int) -> Ref | None:
+        """The one place lane x's adjoint must end up in, if it has one."""
+        src, p = self.ir.sources[x], self.plan
+        if src[0] == "state":
+            return Ref(p.dS, p.state_cols[src[1]])
+        if src[0] == "gemm":
+            return Ref(p.dG[src[1]], src[2] * self.H)
+        if src[0] == "xs":
+            return Ref(p.dX[src[1]], src[2] * self.H)
+        return self.dM.get(x)
+
+    def contribute(self, x, code: int, a, b=None):
+        """Add ``code(a, b)`` to the adjoint of operand x (a lane, a Param or a number)."""
+        H, out = self.H, self.plan.backward
+        if isinstance(x, float):
+            return
+        if isinstance(x, Param):
+            out.append(Op(code, Ref(self.plan.dP[x.key], x.index * H), a, b, H, acc=True))
+            return
+        current = self.adj.get(x)
+        if current is None:
+            dst = self.fixed(x)
+            if dst is None and code == COPY:
+                self.adj[x] = (a, False)  # an alias: no copy until someone adds to it
+                return
+            dst = dst or self.dR[x]
+            out.append(Op(code, dst, a, b, H))
+            self.adj[x] = (dst, True)
+            return
+        ref, owned = current
+        if not owned:
+            dst = self.dR[x]
+            out.append(Op(COPY, dst, ref, None, H))
+            self.adj[x] = (dst, True)
+            ref = dst
+        out.append(Op(code, ref, a, b, H, acc=True))
+
+    def _backward(self):
+        ir, p, H, out = self.ir, self.plan, self.H, self.plan.backward
+        width = len(self.state_order) * H
+        out.append(Refill(Ref(p.dS, 0, 1), Ref(p.dF, 0), width))
+        self.adj: dict[int, tuple] = {}
+
+        def external(x):
+            if x == ir.output:
+                self.contribute(x, COPY, Ref(p.dY, 0))
+            for j in self.writes_of[x]:
+                self.contribute(x, COPY, Ref(p.dS, p.state_cols[j], 1))
+
+        for x in dict.fromkeys([ir.output, *ir.writes]):
+            if ir.sources[x][0] != "ew":
+                external(x)
+        for op in reversed(ir.ops):
+            if isinstance(op, Ew):
+                y = op.out
+                external(y)
+                for g, q in self.gemm_uses[y]:
+                    if self.dedicated[g]:
+                        self.contribute(y, COPY, Ref(self.dA[g], q * H))
+                if y not in self.adj:
+                    continue  # zero adjoint
+                dy = self.adj[y][0]
+                a = op.args[0]
+                if op.op == "copy":
+                    self.contribute(a, COPY, dy)
+                elif op.op in ("add", "sub"):
+                    self.contribute(a, COPY, dy)
+                    self.contribute(op.args[1], COPY if op.op == "add" else NEG, dy)
+                elif op.op == "mul":
+                    b = op.args[1]
+                    self.contribute(a, MUL, dy, self.operand(b))
+                    self.contribute(b, MUL, dy, self.operand(a))
+                else:
+                    self.contribute(a, _BACKWARD_CODES[op.op], dy, self.loc(y))
+            else:
+                g = op.index
+                for i, x in enumerate(op.out):
+                    if x not in self.adj:
+                        out.append(Op(FILL, Ref(p.dG[g], i * H), 0.0, None, H))
+                        self.adj[x] = (Ref(p.dG[g], i * H), True)
+                K, N = len(op.args) * H, len(op.out) * H
+                if self.dedicated[g]:
+                    out.append(GemmI(Ref(self.dA[g], 0), Ref(p.dG[g], 0), N, K, op.weight, True))
+                    for q, x in enumerate(op.args):
+                        if ir.sources[x][0] != "ew":
+                            self.contribute(x, COPY, Ref(self.dA[g], q * H))
+                else:
+                    started = [x in self.adj for x in op.args]
+                    if any(started):
+                        for x in op.args:
+                            if x not in self.adj:
+                                out.append(Op(FILL, self.fixed(x), 0.0, None, H))
+                    out.append(GemmI(Ref(p.dS, self.A[g].col), Ref(p.dG[g], 0), N, K,
+                                     op.weight, True, acc=any(started)))
+                    for x in op.args:
+                        self.adj[x] = (self.fixed(x), True)
+        lane_of_state = {src[1]: x for x, src in enumerate(ir.sources) if src[0] == "state"}
+        for j in range(ir.num_states):
+            if lane_of_state.get(j) not in self.adj:
+                out.append(Op(FILL, Ref(p.dS, p.state_cols[j]), 0.0, None, H))
+
+
+# ---- merging ------------------------------------------------------------------------------------
+def _overlap(a: Ref, wa: int, b: Ref, wb: int) -> bool:
+    return a.buf == b.buf and a.toff == b.toff and a.col < b.col + wb and b.col < a.col + wa
+
+
+def _adjacent(x, y, wx: int, wy: int):
+    """+1 if y continues x to the right, -1 to the left, 0 if both are the same number, None."""
+    if isinstance(x, float) or isinstance(y, float) or x is None or y is None:
+        return 0 if x == y and not isinstance(x, Ref) else None
+    if x.buf != y.buf or x.toff != y.toff:
+        return None
+    if y.col == x.col + wx:
+        return 1
+    if x.col == y.col + wy:
+        return -1
+    return None
+
+
+def _mergeable(p: Op, q: Op) -> bool:
+    if not (isinstance(p, Op) and isinstance(q, Op)) or p.code != q.code or p.acc != q.acc:
+        return False
+    sides = {_adjacent(u, v, p.width, q.width) for u, v in ((p.dst, q.dst), (p.a, q.a), (p.b, q.b))}
+    sides.discard(0)
+    if len(sides) != 1 or None in sides:
+        return False
+    # q must not read what p writes (its inputs are read before p's outputs exist once merged)
+    for src in (q.a, q.b):
+        if isinstance(src, Ref) and _overlap(src, q.width, p.dst, p.width):
+            return False
+    for src in (p.a, p.b):
+        if isinstance(src, Ref) and _overlap(src, p.width, q.dst, q.width):
+            return False
+    return True
+
+
+def merge(code: list) -> list:
+    """Join consecutive elementwise instructions that continue each other column-wise
+    (sigmoid of gate i, then of f, then of o become one sigmoid over three lanes)."""
+    out: list = []
+    for ins in code:
+        if out and _mergeable(out[-1], ins):
+            p = out[-1]
+            left = _adjacent(p.dst, ins.dst, p.width, ins.width) == -1
+            first = ins if left else p
+            out[-1] = Op(p.code, first.dst, first.a, first.b, p.width + ins.width, p.acc)
+        else:
+            out.append(ins)
+    return out

@@ -1,0 +1,171 @@
+"""Run a plan's instructions with torch ops: the fused engine without a compiler.
+
+Each instruction becomes one torch call over all active rows, written straight into its
+destination (``out=``), and the whole time loop is generated as Python source (see
+``PythonLoops.source``) so that a step costs one call per instruction and nothing else. Works on
+any device and dtype torch does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .plan import (
+    ADD,
+    COPY,
+    FILL,
+    MUL,
+    NEG,
+    RELU,
+    RELU_BWD,
+    SIGMOID,
+    SIGMOID_BWD,
+    SUB,
+    TANH,
+    TANH_BWD,
+    GemmI,
+    Op,
+    Plan,
+    Ref,
+    Refill,
+)
+
+_aten = torch.ops.aten
+# code -> (value without out=, call writing into D); A, B are the operands, D the destination
+_CALLS = {
+    COPY: ("{A}", "{D}.copy_({A})"),
+    NEG: ("torch.neg({A})", "torch.neg({A}, out={D})"),
+    ADD: ("torch.add({A}, {B})", "torch.add({A}, {B}, out={D})"),
+    SUB: ("torch.sub({A}, {B})", "torch.sub({A}, {B}, out={D})"),
+    MUL: ("torch.mul({A}, {B})", "torch.mul({A}, {B}, out={D})"),
+    TANH: ("torch.tanh({A})", "torch.tanh({A}, out={D})"),
+    SIGMOID: ("torch.sigmoid({A})", "torch.sigmoid({A}, out={D})"),
+    RELU: ("torch.clamp_min({A}, 0)", "torch.clamp_min({A}, 0, out={D})"),
+    TANH_BWD: ("aten.tanh_backward({A}, {B})",
+               "aten.tanh_backward.grad_input({A}, {B}, grad_input={D})"),
+    SIGMOID_BWD: ("aten.sigmoid_backward({A}, {B})",
+                  "aten.sigmoid_backward.grad_input({A}, {B}, grad_input={D})"),
+    RELU_BWD: ("aten.threshold_backward({A}, {B}, 0)",
+               "aten.threshold_backward.grad_input({A}, {B}, 0, grad_input={D})"),
+}
+# accumulating forms that need no temporary
+_ACCUMULATE = {COPY: "{D}.add_({A})", NEG: "{D}.sub_({A})", MUL: "{D}.addcmul_({A}, {B})",
+               ADD: "{D}.add_({A}).add_({B})", SUB: "{D}.add_({A}).sub_({B})"}
+
+
+def buffer_shape(plan: Plan, index: int, T: int, B: int) -> tuple[int, ...]:
+    """Shape of a buffer for this executor: shared ones are vectors, others (slices, B, w)."""
+    buf = plan.buffers[index]
+    slices = {"T": T, "T+1": T + 1, "1": 1, "2": 2}[buf.slices]
+    return (buf.width,) if buf.shared else (slices, B, buf.width)
+
+
+class PythonLoops:
+    """The forward and backward loops of a plan as generated Python functions."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.forward = _Loop(plan, "forward", plan.forward, reverse=False)
+        self.backward = _Loop(plan, "backward", plan.backward, reverse=True) \
+            if plan.training else None
+
+    @property
+    def source(self) -> str:
+        return self.forward.source + ("\n" + self.backward.source if self.backward else "")
+
+
+class _Loop:
+    """One generated loop: its source, the operand views it reads and its constants."""
+
+    def __init__(self, plan: Plan, name: str, code: list, reverse: bool):
+        self.plan = plan
+        self.operands: list[tuple[int, int, int]] = []  # (buffer, column, width) per view
+        self._index: dict[tuple[int, int, int], int] = {}
+        self.consts: list[float] = []
+        full = [self._line(ins, rows=False) for ins in code]
+        part = [self._line(ins, rows=True) for ins in code]
+        steps = "range(steps - 1, -1, -1)" if reverse else "range(steps)"
+        lines = [f"def {name}(V, W, C, sizes, B, steps):"]
+        lines += [f"    v{k} = V[{k}]" for k in range(len(self.operands))]
+        lines += [f"    c{k} = C[{k}]" for k in range(len(self.consts))]
+        lines.append(f"    for t in {steps}:")
+        lines.append("        n = B if sizes is None else sizes[t]")
+        if reverse:
+            lines.append("        n1 = 0 if t + 1 == steps else (B if sizes is None else "
+                         "sizes[t + 1])")
+        lines.append("        if n == B:")
+        lines += ["            " + s for s in full] or ["            pass"]
+        lines.append("        else:")
+        lines += ["            " + s for s in part] or ["            pass"]
+        self.source = "\n".join(lines) + "\n"
+        namespace = {"torch": torch, "aten": _aten}
+        exec(compile(self.source, f"<rnnlab fused {name} loop>", "exec"), namespace)
+        self.fn = namespace[name]
+
+    def _view(self, ref: Ref, width: int) -> int:
+        key = (ref.buf, ref.col, width)
+        if key not in self._index:
+            self._index[key] = len(self.operands)
+            self.operands.append(key)
+        return self._index[key]
+
+    def _expr(self, x, width: int, rows: bool) -> str:
+        """Source for an operand at step t (``rows``: only the n active rows)."""
+        if isinstance(x, float):
+            if x not in self.consts:
+                self.consts.append(x)
+            return f"c{self.consts.index(x)}"
+        buf = self.plan.buffers[x.buf]
+        v = f"v{self._view(x, width)}"
+        if buf.shared:
+            return v
+        if buf.slices == "1":
+            e = f"{v}[0]"
+        elif buf.slices == "2":
+            e = f"{v}[(t + {x.toff}) & 1]"
+        else:
+            e = f"{v}[t + {x.toff}]" if x.toff else f"{v}[t]"
+        return e + "[:n]" if rows else e
+
+    def _line(self, ins, rows: bool) -> str:
+        if isinstance(ins, Refill):
+            d = self._expr(ins.dst, ins.width, False)
+            s = self._expr(ins.src, ins.width, False)
+            return f"if n1 < n: {d}[n1:n].copy_({s}[n1:n])"
+        if isinstance(ins, GemmI):
+            w = f"W[{ins.weight!r}]" + (".t()" if ins.transpose else "")
+            d = self._expr(ins.dst, ins.n, rows)
+            a = self._expr(ins.a, ins.k, rows)
+            if ins.bias is not None:
+                return f"torch.addmm({self._expr(ins.bias, ins.n, rows)}, {a}, {w}, out={d})"
+            if ins.acc:
+                return f"{d}.addmm_({a}, {w})"
+            return f"torch.mm({a}, {w}, out={d})"
+        assert isinstance(ins, Op)
+        d = self._expr(ins.dst, ins.width, rows)
+        if ins.code == FILL:
+            return f"{d}.fill_({ins.a!r})"
+        a = self._expr(ins.a, ins.width, rows)
+        b = self._expr(ins.b, ins.width, rows) if ins.b is not None else None
+        value, into = _CALLS[ins.code]
+        if self.plan.buffers[ins.dst.buf].shared:  # a gradient sum over the rows
+            assert ins.acc, "a shared destination only accumulates"
+            return f"{d}.add_(({value.format(A=a, B=b)}).sum(0))"
+        if ins.acc:
+            if ins.code in _ACCUMULATE:
+                return _ACCUMULATE[ins.code].format(D=d, A=a, B=b)
+            return f"{d}.add_({value.format(A=a, B=b)})"
+        return into.format(D=d, A=a, B=b)
+
+    def run(self, tensors: list, weights: dict, sizes: list[int] | None, B: int, steps: int):
+        """Run the loop over ``steps`` steps on the buffers (``sizes``: active rows per step)."""
+        views = []
+        for buf, col, width in self.operands:
+            t = tensors[buf]
+            if self.plan.buffers[buf].shared:
+                views.append(t[col:col + width])
+            else:
+                views.append(t[:, :, col:col + width].unbind(0))
+        like = tensors[self.plan.S]
+        consts = [torch.tensor(c, dtype=like.dtype, device=like.device) for c in self.consts]
+        self.fn(views, weights, consts, sizes, B, steps)

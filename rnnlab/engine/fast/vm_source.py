@@ -1,0 +1,349 @@
+"""C++ source of the native executor (built by ``native.py``).
+
+One generic loop runs any plan: the plan arrives as a table of instructions and buffers, so
+the library is compiled once per machine, not once per cell, and a cell found by the search
+runs natively the moment it exists. Per step it walks the instructions: a GEMM is one BLAS
+call (the weights packed once per sequence where MKL's packed API is there); a run of
+elementwise instructions is executed row by row, so a row's gate values stay in L1 between
+instructions and every inner loop is a plain vectorisable loop over columns.
+
+float tanh and sigmoid are computed with a vectorisable exp (range reduction to
+|r| <= ln2/2, degree-7 Taylor polynomial, exponent by bit manipulation; about 2 ulp) so that
+the compiler can use SIMD on them; double uses the C library.
+"""
+
+SOURCE = r"""
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum Code : int64_t {
+  COPY = 0, NEG, ADD, SUB, MUL, TANH, SIGMOID, RELU, TANH_BWD, SIGMOID_BWD, RELU_BWD,
+  GEMM = 100, REFILL = 101
+};
+
+// one instruction: 16 int64 fields
+enum Field {
+  F_CODE = 0, F_WIDTH, F_ACC, F_DBUF, F_DCOL, F_DTOFF, F_ABUF, F_ACOL, F_ATOFF,
+  F_BBUF, F_BCOL, F_BTOFF, F_K, F_WEIGHT, F_TRANS, F_BIAS, F_FIELDS
+};
+
+struct Buf { char* data; int64_t slices, s0, s1; };    // strides in elements
+struct Weight { char* data; int64_t ld, stored_t; };   // stored_t: storage holds W transposed
+
+typedef void (*gemm_t)(const char*, const char*, const int*, const int*, const int*,
+                       const void*, const void*, const int*, const void*, const int*,
+                       const void*, void*, const int*);
+typedef size_t (*pack_size_t)(int, int, int, int);
+typedef void (*spack_t)(int, int, int, int, int, int, float, const float*, int, float*);
+typedef void (*dpack_t)(int, int, int, int, int, int, double, const double*, int, double*);
+typedef void (*scompute_t)(int, int, int, int, int, int, const float*, int, const float*, int,
+                           float, float*, int);
+typedef void (*dcompute_t)(int, int, int, int, int, int, const double*, int, const double*,
+                           int, double, double*, int);
+
+struct Blas {
+  gemm_t gemm;
+  pack_size_t pack_size;
+  void* pack;
+  void* compute;
+};
+
+// ---- elementwise functions -------------------------------------------------------------------
+inline float exp_reduced(float x) {  // e^x for x in [-87.3, 88.3]
+  float k = x * 1.44269504088896341f;
+  k = (k + 12582912.0f) - 12582912.0f;  // round to nearest integer
+  float r = x - k * 0.693145751953125f;
+  r = r - k * 1.42860682030941723212e-6f;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid_f(float x) {
+  float m = -x;
+  m = m < -87.3f ? -87.3f : m;
+  m = m > 88.3f ? 88.3f : m;
+  float e = exp_reduced(m);
+  float y = 1.0f / (1.0f + e);
+  return x != x ? x : y;
+}
+
+inline float tanh_f(float x) {
+  float a = std::fabs(x);
+  a = a > 9.0f ? 9.0f : a;
+  float y = 2.0f * a;
+  // expm1(y): Taylor series where e^y - 1 would cancel, e^y - 1 elsewhere
+  float s = 1.0f / 3628800;
+  s = s * y + 1.0f / 362880;
+  s = s * y + 1.0f / 40320;
+  s = s * y + 1.0f / 5040;
+  s = s * y + 1.0f / 720;
+  s = s * y + 1.0f / 120;
+  s = s * y + 1.0f / 24;
+  s = s * y + 1.0f / 6;
+  s = s * y + 0.5f;
+  s = s * y + 1.0f;
+  s = s * y;
+  float big = exp_reduced(y) - 1.0f;
+  float em1 = y < 0.625f ? s : big;
+  float t = em1 / (em1 + 2.0f);
+  t = std::copysign(t, x);
+  return x != x ? x : t;
+}
+
+inline float sigmoid_(float x) { return sigmoid_f(x); }
+inline float tanh_(float x) { return tanh_f(x); }
+inline double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline double tanh_(double x) { return std::tanh(x); }
+
+#define LOOP(EXPR)                                                        \
+  if (acc) {                                                              \
+    for (int64_t j = 0; j < w; ++j) d[j] += (EXPR);                       \
+  } else {                                                                \
+    for (int64_t j = 0; j < w; ++j) d[j] = (EXPR);                        \
+  }
+
+template <typename T>
+void elementwise(int64_t code, bool acc, int64_t w, T* d, const T* a, const T* b) {
+  switch (code) {
+    case COPY: LOOP(a[j]) break;
+    case NEG: LOOP(-a[j]) break;
+    case ADD: LOOP(a[j] + b[j]) break;
+    case SUB: LOOP(a[j] - b[j]) break;
+    case MUL: LOOP(a[j] * b[j]) break;
+    case TANH: LOOP(tanh_(a[j])) break;
+    case SIGMOID: LOOP(sigmoid_(a[j])) break;
+    case RELU: LOOP(a[j] < T(0) ? T(0) : a[j]) break;
+    case TANH_BWD: LOOP(a[j] * (T(1) - b[j] * b[j])) break;
+    case SIGMOID_BWD: LOOP(a[j] * ((T(1) - b[j]) * b[j])) break;
+    case RELU_BWD: LOOP(b[j] <= T(0) ? T(0) : a[j]) break;
+    default: break;
+  }
+}
+
+// ---- the loop ---------------------------------------------------------------------------------
+template <typename T>
+struct Runner {
+  const int64_t* code;
+  int64_t n;
+  std::vector<Buf> bufs;
+  std::vector<Weight> weights;
+  const int64_t* sizes;
+  int64_t B, steps;
+  Blas blas;
+  bool packed_ok;
+  std::vector<void*> packed;  // per instruction: the packed weight, or null
+
+  T* at(int64_t buf, int64_t col, int64_t toff, int64_t t) const {
+    const Buf& x = bufs[buf];
+    int64_t slice = (t + toff) % x.slices;
+    return reinterpret_cast<T*>(x.data) + slice * x.s0 + col;
+  }
+  int64_t rows(int64_t t) const { return sizes ? sizes[t] : B; }
+
+  // C(m x n, row-major) = [beta C +] A(m x k) @ op(W), op(W) given by the instruction
+  void gemm(int64_t index, int64_t t, int64_t m) {
+    const int64_t* ins = code + index * F_FIELDS;
+    const int64_t nn = ins[F_WIDTH], k = ins[F_K];
+    const Weight& wt = weights[ins[F_WEIGHT]];
+    bool trans = (ins[F_TRANS] != 0) != (wt.stored_t != 0);
+    T* C = at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t);
+    const T* A = at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t);
+    int ldc = static_cast<int>(bufs[ins[F_DBUF]].s1);
+    int lda = static_cast<int>(bufs[ins[F_ABUF]].s1);
+    T beta = ins[F_ACC] ? T(1) : T(0);
+    if (ins[F_BIAS]) {
+      const Buf& bb = bufs[ins[F_BBUF]];
+      const T* bias = at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t);
+      for (int64_t r = 0; r < m; ++r)
+        std::memcpy(C + r * ldc, bias + r * bb.s1, sizeof(T) * nn);
+      beta = T(1);
+    }
+    int M = static_cast<int>(nn), N = static_cast<int>(m), K = static_cast<int>(k);
+    int ldw = static_cast<int>(wt.ld);
+    void* p = packed[index];
+    if (p && m == B) {
+      if (sizeof(T) == 4)
+        reinterpret_cast<scompute_t>(blas.compute)(102, 151, 111, M, N, K,
+            reinterpret_cast<const float*>(p), M, reinterpret_cast<const float*>(A), lda,
+            static_cast<float>(beta), reinterpret_cast<float*>(C), ldc);
+      else
+        reinterpret_cast<dcompute_t>(blas.compute)(102, 151, 111, M, N, K,
+            reinterpret_cast<const double*>(p), M, reinterpret_cast<const double*>(A), lda,
+            static_cast<double>(beta), reinterpret_cast<double*>(C), ldc);
+      return;
+    }
+    T one = T(1);
+    blas.gemm(trans ? "T" : "N", "N", &M, &N, &K, &one, wt.data, &ldw, A, &lda, &beta, C, &ldc);
+  }
+
+  void pack_weights() {
+    packed.assign(n, nullptr);
+    if (!packed_ok) return;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t* ins = code + i * F_FIELDS;
+      if (ins[F_CODE] != GEMM) continue;
+      const Weight& wt = weights[ins[F_WEIGHT]];
+      bool trans = (ins[F_TRANS] != 0) != (wt.stored_t != 0);
+      int M = static_cast<int>(ins[F_WIDTH]), N = static_cast<int>(B);
+      int K = static_cast<int>(ins[F_K]);
+      size_t bytes = blas.pack_size(161, M, N, K);
+      void* dest = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+      if (!dest) continue;
+      if (sizeof(T) == 4)
+        reinterpret_cast<spack_t>(blas.pack)(102, 161, trans ? 112 : 111, M, N, K, 1.0f,
+            reinterpret_cast<const float*>(wt.data), static_cast<int>(wt.ld),
+            reinterpret_cast<float*>(dest));
+      else
+        reinterpret_cast<dpack_t>(blas.pack)(102, 161, trans ? 112 : 111, M, N, K, 1.0,
+            reinterpret_cast<const double*>(wt.data), static_cast<int>(wt.ld),
+            reinterpret_cast<double*>(dest));
+      packed[i] = dest;
+    }
+  }
+
+  void stage(int64_t begin, int64_t end, int64_t t) {
+    const int64_t m = rows(t);
+    const int64_t next = (t + 1 < steps) ? rows(t + 1) : 0;
+    const int64_t count = end - begin;
+    std::vector<T*> d(count), a(count), b(count);
+    std::vector<int64_t> sd(count), sa(count), sb(count);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t* ins = code + (begin + i) * F_FIELDS;
+      d[i] = at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t);
+      sd[i] = bufs[ins[F_DBUF]].s1;
+      a[i] = ins[F_ABUF] >= 0 ? at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t) : nullptr;
+      sa[i] = ins[F_ABUF] >= 0 ? bufs[ins[F_ABUF]].s1 : 0;
+      b[i] = ins[F_BBUF] >= 0 ? at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t) : nullptr;
+      sb[i] = ins[F_BBUF] >= 0 ? bufs[ins[F_BBUF]].s1 : 0;
+    }
+    for (int64_t i = 0; i < count; ++i) {  // rows that turn active going backward
+      const int64_t* ins = code + (begin + i) * F_FIELDS;
+      if (ins[F_CODE] != REFILL) continue;
+      for (int64_t r = next; r < m; ++r)
+        std::memcpy(d[i] + r * sd[i], a[i] + r * sa[i], sizeof(T) * ins[F_WIDTH]);
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t* ins = code + (begin + i) * F_FIELDS;
+        if (ins[F_CODE] == REFILL) continue;
+        elementwise<T>(ins[F_CODE], ins[F_ACC] != 0, ins[F_WIDTH], d[i] + r * sd[i],
+                       a[i] ? a[i] + r * sa[i] : nullptr, b[i] ? b[i] + r * sb[i] : nullptr);
+      }
+    }
+  }
+
+  void step(int64_t t) {
+    int64_t i = 0;
+    while (i < n) {
+      if (code[i * F_FIELDS + F_CODE] == GEMM) {
+        gemm(i, t, rows(t));
+        ++i;
+        continue;
+      }
+      int64_t j = i;
+      while (j < n && code[j * F_FIELDS + F_CODE] != GEMM) ++j;
+      stage(i, j, t);
+      i = j;
+    }
+  }
+
+  void run(bool reverse) {
+    pack_weights();
+    if (reverse)
+      for (int64_t t = steps - 1; t >= 0; --t) step(t);
+    else
+      for (int64_t t = 0; t < steps; ++t) step(t);
+    for (void* p : packed) std::free(p);
+  }
+};
+
+}  // namespace
+
+extern "C" int rnnlab_run(int64_t dtype, const int64_t* code, int64_t n, const int64_t* bufs,
+                          int64_t num_bufs, const int64_t* weights, int64_t num_weights,
+                          const int64_t* sizes, int64_t B, int64_t steps, int64_t reverse,
+                          const int64_t* blas) {
+  auto fill = [&](auto& r) {
+    r.code = code;
+    r.n = n;
+    for (int64_t i = 0; i < num_bufs; ++i)
+      r.bufs.push_back(Buf{reinterpret_cast<char*>(bufs[4 * i]), bufs[4 * i + 1],
+                           bufs[4 * i + 2], bufs[4 * i + 3]});
+    for (int64_t i = 0; i < num_weights; ++i)
+      r.weights.push_back(Weight{reinterpret_cast<char*>(weights[3 * i]), weights[3 * i + 1],
+                                 weights[3 * i + 2]});
+    r.sizes = sizes;
+    r.B = B;
+    r.steps = steps;
+  };
+  if (dtype == 0) {
+    Runner<float> r;
+    fill(r);
+    r.blas = Blas{reinterpret_cast<gemm_t>(blas[0]), reinterpret_cast<pack_size_t>(blas[2]),
+                  reinterpret_cast<void*>(blas[3]), reinterpret_cast<void*>(blas[4])};
+    r.packed_ok = blas[2] && blas[3] && blas[4];
+    if (!r.blas.gemm) return 2;
+    r.run(reverse != 0);
+  } else {
+    Runner<double> r;
+    fill(r);
+    r.blas = Blas{reinterpret_cast<gemm_t>(blas[1]), reinterpret_cast<pack_size_t>(blas[5]),
+                  reinterpret_cast<void*>(blas[6]), reinterpret_cast<void*>(blas[7])};
+    r.packed_ok = blas[5] && blas[6] && blas[7];
+    if (!r.blas.gemm) return 2;
+    r.run(reverse != 0);
+  }
+  return 0;
+}
+
+// Seconds per call of C(m x n) = A(m x k) @ W(k x n) in float32 with the same BLAS calls as the
+// loop (packed weight when asked and available): the machine's GEMM speed for a shape.
+extern "C" double rnnlab_time_gemm(int64_t m, int64_t n, int64_t k, int64_t reps,
+                                   int64_t packed, const int64_t* blas) {
+  std::vector<float> A(m * k), W(k * n), C(m * n);
+  for (size_t i = 0; i < A.size(); ++i) A[i] = float(i % 97) / 97.0f - 0.5f;
+  for (size_t i = 0; i < W.size(); ++i) W[i] = float(i % 89) / 89.0f - 0.5f;
+  int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
+  float one = 1.0f, zero = 0.0f;
+  void* dest = nullptr;
+  if (packed && blas[2] && blas[3] && blas[4]) {
+    size_t bytes = reinterpret_cast<pack_size_t>(blas[2])(161, M, N, K);
+    dest = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    reinterpret_cast<spack_t>(blas[3])(102, 161, 111, M, N, K, 1.0f, W.data(), M,
+                                       reinterpret_cast<float*>(dest));
+  }
+  auto call = [&]() {
+    if (dest)
+      reinterpret_cast<scompute_t>(blas[4])(102, 151, 111, M, N, K,
+          reinterpret_cast<const float*>(dest), M, A.data(), K, 0.0f, C.data(), M);
+    else
+      reinterpret_cast<gemm_t>(blas[0])("N", "N", &M, &N, &K, &one, W.data(), &M, A.data(), &K,
+                                        &zero, C.data(), &M);
+  };
+  call();
+  auto start = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r) call();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::free(dest);
+  return seconds / reps;
+}
+
+extern "C" int rnnlab_abi_version() { return 1; }
+"""

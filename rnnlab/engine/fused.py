@@ -1,0 +1,339 @@
+"""The fused sequence engine: a whole sequence as one autograd op.
+
+``unroll`` hands a cell to this engine first. It reads the cell's compiled step as lanes
+(``fast.lift``), plans buffers and the instructions of one forward and one backward step
+(``fast.plan``), and runs the time loop as a single ``torch.autograd.Function``:
+
+* forward runs the loop without autograd and keeps only what the backward step reads (gate
+  values, the state history, each GEMM's argument rows);
+* backward runs the derived backward step in reverse time, then computes every weight gradient
+  as ONE GEMM over all T·B rows (``dW = Aᵀ dG``) and hands the hoisted inputs' gradient back to
+  autograd, which turns it into ``dW_x = xᵀ dX`` and ``dx = dX W_x`` (one GEMM each).
+
+Two executors run the same instructions (``backend``):
+
+* ``"native"``: a small C++ loop (``fast.native``), compiled once per machine with the system
+  C++ compiler and cached; elementwise work is fused row by row and GEMMs call BLAS directly,
+  with the recurrent weights packed once per sequence. CPU, float32 and float64.
+* ``"python"``: the same instructions as torch calls in a generated Python loop
+  (``fast.pyexec``); needs no compiler and runs on any device and dtype.
+
+``"auto"`` (the default) takes native where it is available and supported, else python (on
+CPU; other devices use the reference loop), and ``"reference"`` turns the engine off so that
+``unroll`` steps the cell's generated code under autograd. Choose with the environment variable
+``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``), ``set_backend`` or the
+context manager ``backend(name)``. Every case the engine does not cover (a step form it does
+not read, double backward is refused rather than wrong) falls back to the reference loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import torch
+
+from .fast.lift import Unsupported, lift
+from .fast.plan import Plan, make_plan
+from .fast.pyexec import PythonLoops, buffer_shape
+
+BACKENDS = ("auto", "native", "python", "reference")
+_ALIASES = {"0": "reference", "off": "reference", "false": "reference", "1": "auto",
+            "on": "auto", "true": "auto", "": "auto"}
+
+
+def _from_env() -> str:
+    value = os.environ.get("RNNLAB_FAST", "auto").strip().lower()
+    value = _ALIASES.get(value, value)
+    if value not in BACKENDS:
+        raise ValueError(f"RNNLAB_FAST must be one of {BACKENDS} (or 0/1), got {value!r}")
+    return value
+
+
+_backend = _from_env()
+
+
+def get_backend() -> str:
+    """The engine in use: "auto", "native", "python" or "reference"."""
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    """Choose the engine for every later ``unroll`` (see the module docstring)."""
+    global _backend
+    name = _ALIASES.get(str(name).lower(), str(name).lower())
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+@contextmanager
+def backend(name: str):
+    """``with backend("python"): ...`` runs the block with that engine, then restores."""
+    previous = _backend
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+# ---- compiled plans ---------------------------------------------------------------------------
+class Compiled:
+    """A plan and its executors for one step program at given sizes."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.python = PythonLoops(plan)
+        self._native = None
+        self._native_tried = False
+        ir = plan.ir
+        self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
+        self.keys = self.gemm_keys + list(plan.params)
+        # vectors computed from parameters alone (see fast.lift): (code, expected shape)
+        self.statics = {key: (compile(src, f"<rnnlab static {key}>", "eval"),
+                              (plan.buffers[plan.params[key]].width,))
+                        for key, src in ir.statics.items()}
+        self.num_forward = next((i for i, b in enumerate(plan.buffers) if b.name == "dY"),
+                                len(plan.buffers))
+
+    def native(self):
+        """The native executor, or None where it cannot be built."""
+        if not self._native_tried:
+            self._native_tried = True
+            from .fast import native
+
+            self._native = native.NativeLoops.create(self.plan)
+        return self._native
+
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 256
+_WIDTHS: dict = {}  # (source, input width, weight shapes) -> widths of the hoisted inputs
+
+
+def compiled(cell, xs_widths: tuple, shapes: dict, training: bool, lengths: bool):
+    """The Compiled plan of a cell (cached), or an Unsupported exception instance."""
+    key = (cell.program.source, cell.hidden_size, xs_widths, tuple(sorted(shapes.items())),
+           len(cell.graph.states), training, lengths)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    try:
+        ir = lift(cell.program.source, cell.hidden_size, xs_widths, shapes,
+                  len(cell.graph.states))
+        value = Compiled(make_plan(ir, training, lengths))
+    except Unsupported as error:
+        value = error
+    _CACHE[key] = value
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
+
+
+# ---- running ------------------------------------------------------------------------------------
+class _Run:
+    """Everything about one call that is not a tensor input of the autograd op."""
+
+    def __init__(self, comp: Compiled, executor, T: int, B: int, sizes, lengths, step):
+        self.comp = comp
+        self.step = step  # the cell's generated step, for the double-backward fallback
+        self.executor = executor  # a PythonLoops or a NativeLoops
+        self.T, self.B = T, B
+        self.sizes = sizes  # active rows per step, or None (all B rows for T steps)
+        self.steps = len(sizes) if sizes is not None else T
+        self.lengths = lengths
+
+
+def _allocate(run: _Run, indices, like: torch.Tensor, given: dict) -> list:
+    plan, native = run.comp.plan, run.executor is not run.comp.python
+    tensors: list = [None] * len(plan.buffers)
+    for i in indices:
+        buf = plan.buffers[i]
+        if i in given:
+            tensors[i] = given[i]
+            continue
+        if native:
+            shape = run.executor.buffer_shape(i, run.T, run.B)
+        else:
+            shape = buffer_shape(plan, i, run.T, run.B)
+        make = torch.zeros if buf.zeros else torch.empty
+        tensors[i] = make(shape, dtype=like.dtype, device=like.device)
+    return tensors
+
+
+def _execute(run: _Run, backward: bool, tensors: list, weights: dict):
+    if run.executor is run.comp.python:
+        loop = run.executor.backward if backward else run.executor.forward
+        loop.run(tensors, weights, run.sizes, run.B, run.steps)
+    else:
+        run.executor.run(backward, tensors, weights, run.sizes, run.B, run.steps)
+
+
+def _forward(run: _Run, xs, states, weights: dict):
+    """Run the forward loop; returns (output, finals, buffers)."""
+    plan = run.comp.plan
+    given = {plan.xs[k]: x for k, x in enumerate(xs)}
+    given.update({i: weights[key] for key, i in plan.params.items()})
+    tensors = _allocate(run, range(run.comp.num_forward), xs[0] if xs else states[0], given)
+    S = tensors[plan.S]
+    order = sorted(range(len(states)), key=lambda j: plan.state_cols[j])
+    S[0].copy_(torch.cat([states[j] for j in order], 1))
+    _execute(run, False, tensors, weights)
+    H = plan.ir.hidden_size
+    if run.lengths is None:
+        last = S[run.steps % S.shape[0]]
+    else:
+        last = S[run.lengths.to(S.device), torch.arange(run.B, device=S.device)]
+    finals = [last[:, c:c + H].clone() for c in plan.state_cols]  # S may be saved: copy
+    return tensors[plan.Y], finals, tensors
+
+
+class FusedSequence(torch.autograd.Function):
+    """The whole sequence as one op: (hoisted inputs, states, weights) -> (output, finals)."""
+
+    @staticmethod
+    def forward(ctx, run: _Run, num_xs: int, num_states: int, *inputs):
+        xs = inputs[:num_xs]
+        states = inputs[num_xs:num_xs + num_states]
+        weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
+        output, finals, tensors = _forward(run, xs, states, weights)
+        ctx.run, ctx.tensors, ctx.counts = run, tensors, (num_xs, num_states)
+        ctx.save_for_backward(*inputs)
+        return (output, *finals)
+
+    @staticmethod
+    def backward(ctx, d_output, *d_finals):
+        run, tensors = ctx.run, ctx.tensors
+        plan = run.comp.plan
+        num_xs, num_states = ctx.counts
+        inputs = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
+            return (None, None, None,
+                    *_differentiable_gradients(run, inputs, num_xs, num_states, d_output,
+                                               d_finals))
+        weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
+        like = d_output
+        order = sorted(range(num_states), key=lambda j: plan.state_cols[j])
+        dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
+        given = {plan.dY: d_output, plan.dF: dF}
+        if run.executor is not run.comp.python:
+            given = {i: t.contiguous() for i, t in given.items()}
+        n = run.comp.num_forward
+        tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), like, given)[n:]
+        _execute(run, True, tensors, weights)
+        return (None, None, None, *_gradients(run, tensors, inputs, num_xs, num_states))
+
+
+def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d_output,
+                              d_finals) -> list:
+    """Gradients through the reference loop under autograd (for double backward)."""
+    from .unroll import step_loop
+
+    xs, states = inputs[:num_xs], inputs[num_xs:num_xs + num_states]
+    weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
+    output, finals = step_loop(run.step, list(xs), tuple(states), weights, run.sizes, run.T)
+    wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
+    grads = torch.autograd.grad([output, *finals], [inputs[i] for i in wanted],
+                                [d_output, *d_finals], create_graph=True, allow_unused=True)
+    result: list = [None] * len(inputs)
+    for i, g in zip(wanted, grads):
+        result[i] = g
+    return result
+
+
+def _gradients(run: _Run, tensors: list, inputs, num_xs: int, num_states: int) -> list:
+    plan, ir = run.comp.plan, run.comp.plan.ir
+    T, B, H = run.T, run.B, ir.hidden_size
+    d_xs: list = [None] * num_xs
+    for g, gemm in zip(plan.dG, ir.gemms):
+        if gemm.bias is not None:
+            dG = tensors[g]
+            d_xs[gemm.bias] = dG if d_xs[gemm.bias] is None else d_xs[gemm.bias] + dG
+    for k, i in plan.dX.items():
+        d_xs[k] = tensors[i] if d_xs[k] is None else d_xs[k] + tensors[i]
+    dS = tensors[plan.dS][0]
+    if run.sizes is not None and run.sizes[0] < B:  # sequences of length 0 keep their state
+        dS = dS.clone()
+        dS[run.sizes[0]:] = tensors[plan.dF][0, run.sizes[0]:]
+    d_states = [dS[:, c:c + H].clone() for c in plan.state_cols]
+    d_weights = {}
+    for ref, dG, gemm in zip(plan.gemm_args, plan.dG, ir.gemms):
+        K = len(gemm.args) * H
+        A = tensors[ref.buf][:T, :, ref.col:ref.col + K].reshape(T * B, K)
+        dW = A.t() @ tensors[dG].reshape(T * B, -1)
+        key = gemm.weight
+        d_weights[key] = dW if key not in d_weights else d_weights[key] + dW
+    for key, i in plan.dP.items():
+        d_weights[key] = tensors[i].reshape(-1)
+    return [*d_xs, *d_states, *(d_weights[k] for k in run.comp.keys)]
+
+
+def choose_executor(comp: Compiled, x: torch.Tensor):
+    """The executor for this call under the current backend, or None (use the reference)."""
+    name = _backend
+    if name == "reference":
+        return None
+    native_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if name in ("auto", "native") and native_ok:
+        executor = comp.native()
+        if executor is not None:
+            return executor
+        if name == "native":
+            from .fast import native
+
+            raise RuntimeError(f"the native engine is unavailable: {native.why_unavailable()}")
+    if name == "native" and not native_ok:
+        raise RuntimeError(f"the native engine runs float32/float64 on CPU, got {x.dtype} on "
+                           f"{x.device}; use backend('auto')")
+    if name == "auto" and x.device.type != "cpu":
+        return None
+    return comp.python
+
+
+def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | None = None,
+                 sizes: list[int] | None = None):
+    """``unroll`` on the fused engine; returns None where it does not apply.
+
+    Args:
+        cell: a compiled Cell; x (T, B, input_size); state: tuple of (B, hidden_size);
+        lengths: None or (B,) sorted decreasing; sizes: the active rows per step for lengths.
+    """
+    if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
+            or sizes == []):
+        return None
+    weights = cell.weights()
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    state = tuple(state)
+    training = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, *state, *weights.values()))
+    # the hoisted widths follow from the program, x's width and the weights: once known, an
+    # unsupported step is refused before any work is done
+    widths_key = (cell.program.source, x.shape[-1], tuple(sorted(shapes.items())))
+    hoisted = None
+    if widths_key not in _WIDTHS:
+        hoisted = cell.program.hoist(x, weights)
+        _WIDTHS[widths_key] = tuple(t.shape[-1] for t in hoisted)
+    comp = compiled(cell, _WIDTHS[widths_key], shapes, training, lengths is not None)
+    if isinstance(comp, Unsupported):
+        return None
+    executor = choose_executor(comp, x)
+    if executor is None:
+        return None
+    for key, (code, shape) in comp.statics.items():
+        value = eval(code, {"torch": torch, "w": weights})
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            return None
+        weights[key] = value
+    if hoisted is None:
+        hoisted = cell.program.hoist(x, weights)
+    T, B = x.shape[:2]
+    run = _Run(comp, executor, T, B, sizes, lengths, cell.program.step)
+    xs = [t if t.stride(-1) == 1 else t.contiguous() for t in hoisted]
+    if not training:
+        output, finals, _ = _forward(run, xs, state, {k: weights[k] for k in comp.keys})
+        return output, tuple(finals)
+    outputs = FusedSequence.apply(run, len(xs), len(state), *xs, *state,
+                                  *(weights[k] for k in comp.keys))
+    return outputs[0], tuple(outputs[1:])

@@ -1,0 +1,292 @@
+"""The fused engine equals the reference loop: every cell, both executors, lengths, layers."""
+
+import random
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnlab
+from rnnlab import cells
+from rnnlab.engine import fused
+from rnnlab.engine.fast import native
+from rnnlab.engine.fast.lift import Unsupported
+from rnnlab.engine.unroll import reference_unroll, unroll
+from rnnlab.lang import GraphError
+from rnnlab.lang.mutate import mutate
+
+ALL = cells.names()
+EXECUTORS = ["python", "native"]
+
+
+def executor(name: str):
+    """The backend name for a test, skipping native where it cannot be built."""
+    if name == "native" and native.load() is None:
+        pytest.skip(f"native engine unavailable: {native.why_unavailable()}")
+    return fused.backend(name)
+
+
+def make(name, input_size, hidden_size, dtype=torch.double):
+    options = {"raw_input": "project"} if name in ("mut1", "mut2") and \
+        input_size != hidden_size else {}
+    torch.manual_seed(0)
+    return cells.make(name, input_size, hidden_size, **options).to(dtype)
+
+
+def run(cell, x, state, lengths, backend_name):
+    """Outputs, final state and gradients of a fixed random projection of both."""
+    params = [x, *state, *cell.parameters()]
+    with executor(backend_name):
+        out, final = unroll(cell, x, state, lengths)
+    fast = type(out.grad_fn).__name__ == "FusedSequenceBackward"
+    assert fast == (backend_name != "reference"), f"{backend_name} ran {out.grad_fn}"
+    g = torch.Generator().manual_seed(1)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for k, f in enumerate(final):
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum() * (k + 1)
+    grads = torch.autograd.grad(loss, [p for p in params if p.requires_grad], allow_unused=True)
+    return out, final, grads
+
+
+def assert_same(a, b, **tol):
+    out_a, final_a, grads_a = a
+    out_b, final_b, grads_b = b
+    torch.testing.assert_close(out_a, out_b, **tol)
+    for x, y in zip(final_a, final_b):
+        torch.testing.assert_close(x, y, **tol)
+    for x, y in zip(grads_a, grads_b):
+        if x is None or y is None:
+            assert (x is None or not x.any()) and (y is None or not y.any())
+        else:
+            torch.testing.assert_close(x, y, **tol)
+
+
+def inputs(cell, T, B, dtype=torch.double, lengths=None):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(T, B, cell.input_size, generator=g, dtype=dtype, requires_grad=True)
+    state = tuple(torch.randn(B, cell.hidden_size, generator=g, dtype=dtype, requires_grad=True)
+                  for _ in cell.graph.states)
+    return x, state, (torch.tensor(lengths) if lengths is not None else None)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+@pytest.mark.parametrize("lengths", [None, [7, 5, 5, 2]])
+@pytest.mark.parametrize("name", ALL)
+def test_every_cell_equals_reference(name, engine, lengths):
+    cell = make(name, 5, 4)
+    x, state, L = inputs(cell, 7, 4, lengths=lengths)
+    expected = run(cell, x, state, L, "reference")
+    assert_same(run(cell, x, state, L, engine), expected)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+@pytest.mark.parametrize("name", ALL)
+def test_float32_at_working_size(name, engine):
+    """Float32 (the native loop's own tanh and sigmoid) at a realistic size."""
+    cell = make(name, 24, 32, torch.float32)
+    x, state, _ = inputs(cell, 12, 6, torch.float32)
+    expected = run(cell, x, state, None, "reference")
+    assert_same(run(cell, x, state, None, engine), expected, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+@pytest.mark.parametrize("name", ALL)
+def test_gradcheck(name, engine):
+    cell = make(name, 3, 3)
+    x, state, L = inputs(cell, 4, 3, lengths=[4, 3, 1])
+    names = [n for n, _ in cell.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
+
+    def f(x, *flat):
+        state, weights = flat[:len(cell.graph.states)], flat[len(cell.graph.states):]
+        with executor(engine):
+            out, final = _functional_unroll(cell, names, weights, x, state, L)
+        assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
+        return (out, *final)
+
+    assert torch.autograd.gradcheck(f, (x, *state, *params), fast_mode=True)
+
+
+def _functional_unroll(cell, names, weights, x, state, lengths):
+    """unroll with the cell's parameters replaced by ``weights`` (so gradcheck can vary them)."""
+    original = {n: getattr(cell, n) for n in names}
+    try:
+        for n, w in zip(names, weights):
+            cell._parameters[n] = w
+        return unroll(cell, x, state, lengths)
+    finally:
+        for n, p in original.items():
+            cell._parameters[n] = p
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+@pytest.mark.parametrize("name", ALL)
+def test_layers_directions_and_packed_through_rnn(name, engine):
+    torch.manual_seed(0)
+    options = {"raw_input": "project"} if name in ("mut1", "mut2") else {}
+    net = rnnlab.RNN(name, 3, 4, num_layers=2, bidirectional=True, **options).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 4, 3, generator=g, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([3, 6, 1, 5])
+    results = []
+    for backend_name in ("reference", engine):
+        with executor(backend_name):
+            packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, state = net(packed)
+            loss = (out.data * torch.linspace(-1, 1, out.data.numel(), dtype=out.data.dtype)
+                    .reshape(out.data.shape)).sum()
+            loss = loss + sum((s * (k + 2)).sum() for k, s in enumerate(state))
+            grads = torch.autograd.grad(loss, [x, *net.parameters()])
+        results.append((out.data, state, grads))
+    (o1, s1, g1), (o2, s2, g2) = results
+    torch.testing.assert_close(o1, o2)
+    for a, b in zip(s1, s2):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_inference_builds_no_graph_and_matches(engine):
+    cell = make("peephole", 5, 4)
+    x, state, _ = inputs(cell, 6, 3)
+    with torch.no_grad():
+        expected = reference_unroll(cell, x, state)
+        with executor(engine):
+            out, final = unroll(cell, x, state)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, expected[0])
+    for a, b in zip(final, expected[1]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_only_parameters_require_grad_and_output_modified_in_place(engine):
+    cell = make("lstm", 5, 4)
+    x, state, _ = inputs(cell, 6, 3)
+    x, state = x.detach(), tuple(s.detach() for s in state)
+    grads = []
+    for backend_name in ("reference", engine):
+        with executor(backend_name):
+            out, final = unroll(cell, x, state)
+        out.mul_(3.0)  # the engine keeps no reference to its output
+        grads.append(torch.autograd.grad((out ** 2).sum() + final[1].sum(),
+                                         list(cell.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_zero_and_full_lengths(engine):
+    cell = make("gru", 3, 4)
+    x, state, L = inputs(cell, 5, 4, lengths=[5, 5, 2, 0])
+    assert_same(run(cell, x, state, L, engine), run(cell, x, state, L, "reference"))
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_double_backward_equals_reference(engine):
+    values = []
+    for backend_name in ("reference", engine):
+        net = rnnlab.RNN("mut3", 3, 4).double()
+        torch.manual_seed(0)
+        for p in net.parameters():
+            torch.nn.init.uniform_(p, -0.5, 0.5)
+        x = torch.randn(5, 2, 3, dtype=torch.double, requires_grad=True,
+                        generator=torch.Generator().manual_seed(4))
+        with executor(backend_name):
+            out, _ = net(x)
+            g, = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+            penalty = g.pow(2).sum()
+            second = torch.autograd.grad(penalty, list(net.parameters()))
+        values.append((penalty.detach(), second))
+    torch.testing.assert_close(values[0][0], values[1][0])
+    for a, b in zip(values[0][1], values[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_bfloat16_runs_on_the_python_executor():
+    cell = make("lstm", 8, 8, torch.bfloat16)
+    x, state, _ = inputs(cell, 5, 3, torch.bfloat16)
+    expected = run(cell, x, state, None, "reference")
+    with fused.backend("auto"):
+        comp = fused.compiled(cell, (32,), {k: tuple(v.shape) for k, v in cell.weights().items()},
+                              True, False)
+        assert fused.choose_executor(comp, x) is comp.python
+    assert_same(run(cell, x, state, None, "auto"), expected, rtol=0.05, atol=0.05)
+
+
+def test_backend_switches():
+    assert fused.get_backend() in fused.BACKENDS
+    before = fused.get_backend()
+    with fused.backend("0"):
+        assert fused.get_backend() == "reference"
+        with fused.backend("python"):
+            assert fused.get_backend() == "python"
+        assert fused.get_backend() == "reference"
+    assert fused.get_backend() == before
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fused.set_backend("fastest")
+
+
+def test_reference_backend_never_calls_the_engine(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the fused engine ran")
+
+    monkeypatch.setattr(fused, "compiled", boom)
+    cell = make("lstm", 3, 3)
+    x, state, _ = inputs(cell, 4, 2)
+    with fused.backend("reference"):
+        unroll(cell, x, state)
+
+
+@pytest.mark.parametrize("seed_cell", ["lstm", "gru", "mut2"])
+def test_mutated_cells_equal_reference(seed_cell):
+    """Cells as the evolutionary search makes them: relu, scaling, odd wiring."""
+    rng = random.Random(seed_cell)
+    seed = cells.graph(seed_cell, 4, 4)
+    checked = 0
+    for _ in range(12):
+        graph = seed
+        for _ in range(rng.randint(1, 3)):
+            try:
+                graph = mutate(graph, rng)
+            except GraphError:  # a mutation chain can dead-end; keep what we have
+                break
+        c = cells.make(graph, 4, 4).double()
+        for p in c.parameters():
+            torch.nn.init.uniform_(p, -0.6, 0.6, generator=torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(6)
+        x = torch.randn(5, 3, 4, generator=g, dtype=torch.double, requires_grad=True)
+        state = tuple(torch.randn(3, 4, generator=g, dtype=torch.double, requires_grad=True)
+                      for _ in c.graph.states)
+        lengths = torch.tensor([5, 4, 2])
+        w = c.weights()
+        widths = tuple(t.shape[-1] for t in c.program.hoist(x, w))
+        if isinstance(fused.compiled(c, widths, {k: tuple(v.shape) for k, v in w.items()},
+                                     True, True), Unsupported):
+            continue
+        expected = run(c, x, state, lengths, "reference")
+        for engine in EXECUTORS:
+            assert_same(run(c, x, state, lengths, engine), expected)
+        checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_parameter_only_work_is_supported(engine):
+    """Terms of parameters alone (the search makes them) are computed once per sequence."""
+    from rnnlab.lang import cell, sigmoid, tanh
+
+    @cell("static_terms", state=("h",))
+    def static_terms(x, state, p):
+        g = sigmoid(p.W @ x + p.R @ state.h + p.U @ tanh(p.c))
+        h = g * (p.a * p.b) + (1 - g) * state.h
+        return h, (h,)
+
+    c = cells.make(static_terms, 3, 4).double()
+    w = c.weights()
+    x, state, L = inputs(c, 5, 3, lengths=[5, 3, 2])
+    widths = tuple(t.shape[-1] for t in c.program.hoist(x, w))
+    comp = fused.compiled(c, widths, {k: tuple(v.shape) for k, v in w.items()}, True, True)
+    assert not isinstance(comp, Unsupported) and comp.statics
+    assert_same(run(c, x, state, L, engine), run(c, x, state, L, "reference"))

@@ -1,0 +1,86 @@
+"""Reading steps as lanes and planning loops: the zoo, the LSTM's shape, search-made cells."""
+
+import pytest
+import torch
+
+from rnnlab import cells
+from rnnlab.engine import fused
+from rnnlab.engine.fast.lift import Gemm, Unsupported, lift
+from rnnlab.engine.fast.plan import SIGMOID, GemmI, Op, make_plan
+from rnnlab.engine.unroll import reference_unroll, unroll
+from rnnlab.lang import cell, sigmoid
+
+
+def lanes_of(c):
+    w = c.weights()
+    xs = c.program.hoist(torch.zeros(1, 1, c.input_size), w)
+    return lift(c.program.source, c.hidden_size, tuple(t.shape[-1] for t in xs),
+                {k: tuple(v.shape) for k, v in w.items()}, len(c.graph.states))
+
+
+@pytest.mark.parametrize("name", cells.names())
+def test_every_zoo_cell_is_read(name):
+    options = {"raw_input": "project"} if name in ("mut1", "mut2") else {}
+    ir = lanes_of(cells.make(name, 6, 5, **options))
+    assert len(ir.writes) == len(cells.make(name, 5, 5).graph.states)
+    for training in (True, False):
+        for lengths in (True, False):
+            make_plan(ir, training, lengths)
+
+
+def test_lstm_plan_is_one_gemm_per_step_each_way():
+    ir = lanes_of(cells.make("lstm", 6, 5))
+    assert len(ir.gemms) == 1
+    plan = make_plan(ir, training=True, lengths=False)
+    assert sum(isinstance(i, GemmI) for i in plan.forward) == 1
+    # backward per step: only dh = dG Rᵀ; dR is one GEMM over all steps after the loop
+    assert sum(isinstance(i, GemmI) for i in plan.backward) == 1
+    # the three sigmoid gates are one instruction over three lanes
+    sig = [i for i in plan.forward if isinstance(i, Op) and i.code == SIGMOID]
+    assert [i.width for i in sig] == [15]
+
+
+def test_gru_plan_reads_hidden_state_from_the_history():
+    ir = lanes_of(cells.make("gru", 6, 5))
+    plan = make_plan(ir, training=True, lengths=False)
+    gemms = [i for i in plan.forward if isinstance(i, GemmI)]
+    assert len(gemms) == 2
+    assert gemms[0].a.buf == plan.S  # R0 reads h straight from the state history
+    assert plan.buffers[gemms[1].a.buf].name == "A1"  # R1 reads r ⊙ h, kept for dR
+
+
+def test_unsupported_step_falls_back_to_reference(monkeypatch):
+    @cell("gated_product", state=("h",))
+    def gated_product(x, state, p):
+        h = sigmoid(p.W @ x + p.R @ state.h) * (p.a * p.b)
+        return h, (h,)
+
+    c = cells.make(gated_product, 3, 3).double()
+    x = torch.randn(4, 2, 3, dtype=torch.double, requires_grad=True)
+    state = (torch.zeros(2, 3, dtype=torch.double),)
+    expected = reference_unroll(c, x, state)[0]
+
+    def refuse(*args, **kwargs):
+        raise Unsupported("a form the reader does not know")
+
+    monkeypatch.setattr(fused, "lift", refuse)
+    monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
+    with fused.backend("auto"):
+        out, _ = unroll(c, x, state)
+    assert type(out.grad_fn).__name__ != "FusedSequenceBackward"
+    torch.testing.assert_close(out, expected)
+
+
+def test_reader_refuses_unknown_forms():
+    source = "def hoist(x2d, w):\n    return ()\n\ndef step(xs, state, w):\n" \
+             "    (v_h, ) = state\n    v_y = torch.exp(v_h)\n    return v_y, (v_y, )\n"
+    with pytest.raises(Unsupported, match="torch.exp"):
+        lift(source, 4, (), {}, 1)
+
+
+def test_gemm_ops_keep_their_order_and_bias():
+    ir = lanes_of(cells.make("mut3", 4, 4))
+    gemms = [op for op in ir.ops if isinstance(op, Gemm)]
+    assert [g.index for g in gemms] == [0, 1, 2]
+    assert all(g.bias is not None for g in gemms)
+
