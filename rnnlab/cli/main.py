@@ -228,7 +228,8 @@ def cmd_report(args, parser) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each subcommand's parser by name."""
     parser = argparse.ArgumentParser(
         prog="rnnlab",
         description="Build, train, compare and sample recurrent neural networks.",
@@ -301,14 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="output directory [default: reports/<time>]")
     report.add_argument("--x", choices=("step", "time"), default="step",
                         help="x axis of the curves")
-    return parser
+    return parser, dict(commands.choices)
 
 
 def parse(argv: list[str]):
     """(parser, subparser, namespace, extra): config options are gathered in ``args.config``."""
-    parser = build_parser()
+    parser, subcommands = build_parser()
     args, extra = parser.parse_known_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
+    sub = subcommands[args.command]
     config_args = argparse.Namespace(
         **{k: v for k, v in vars(args).items() if "." in k}
     )

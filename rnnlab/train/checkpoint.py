@@ -26,28 +26,20 @@ FORMAT = 1  # bumped when the checkpoint layout changes
 
 def save_atomic(payload: dict, path: str | os.PathLike) -> None:
     """Write ``payload`` to ``path`` with torch.save, atomically (temp file, fsync, os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    _write_atomic(path, "wb", lambda handle: torch.save(payload, handle))
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
     """Write a small text file (JSON summaries) atomically, like :func:`save_atomic`."""
+    _write_atomic(path, "w", lambda handle: handle.write(text))
+
+
+def _write_atomic(path: str | os.PathLike, mode: str, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

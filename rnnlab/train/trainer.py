@@ -55,7 +55,8 @@ class Counters:
 
     step: int = 0  # optimiser steps taken; also the index of the next training batch
     tokens: int = 0  # input steps trained on, over all ranks
-    train_seconds: float = 0.0  # time spent in training steps and periodic evaluations
+    train_seconds: float = 0.0  # time in training steps and periodic evaluations (the budget)
+    step_seconds: float = 0.0  # time in training steps alone (for tokens/s)
     best_value: float | None = None  # best validation value of the primary metric
     best_step: int | None = None  # step at which it was reached
     bad_evaluations: int = 0  # evaluations since the last improvement (early stopping)
@@ -121,7 +122,7 @@ class Trainer:
         self.steps_per_epoch = spe or GENERATED_EPOCH
         limits = [n for n in (t.max_steps, t.epochs and t.epochs * self.steps_per_epoch) if n]
         self.total_steps = min(limits) if limits else None
-        self.eval_every = t.eval_every or spe
+        self.eval_every = t.eval_every or self.steps_per_epoch
         self.tensorboard = TensorBoard(
             run.file("tensorboard") if (config.run.tensorboard and self.world.main) else None
         )
@@ -304,6 +305,7 @@ class Trainer:
                 window_metric.update(logits, local)
                 elapsed = time.perf_counter() - started
                 c.train_seconds += elapsed
+                c.step_seconds += elapsed
                 window["loss"] += loss
                 window["norm"] += norm
                 window["steps"] += 1
@@ -412,7 +414,7 @@ class Trainer:
             "tokens": c.tokens,
             "train_seconds": c.train_seconds,
             "wall_seconds_last_session": wall_seconds,
-            "tokens_per_s": c.tokens / c.train_seconds if c.train_seconds else None,
+            "tokens_per_s": c.tokens / c.step_seconds if c.step_seconds else None,
             "primary": self.metric_info.primary,
             "higher_is_better": self.metric_info.higher_is_better,
             "best_valid": c.best_value,

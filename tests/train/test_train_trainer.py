@@ -176,7 +176,7 @@ def test_starting_twice_in_one_directory_is_refused(tmp_path):
 
 def test_generated_tasks_get_nominal_epochs_and_seq_len_reaches_the_task(tmp_path):
     # xml fixes its sequence length when it is made; epochs of generated data are 100 steps
-    config = tiny_config("train.epochs=1", "train.eval_every=1000", "task.eval_max_batches=1",
+    config = tiny_config("train.epochs=1", "task.eval_max_batches=1",
                          f"run.dir={tmp_path / 'r'}",
                          task=["task.name=xml", "task.seq_len=12", "task.valid_size=8",
                                "task.test_size=8"])
@@ -184,3 +184,5 @@ def test_generated_tasks_get_nominal_epochs_and_seq_len_reaches_the_task(tmp_pat
     assert summary["steps"] == trainer_module.GENERATED_EPOCH
     assert summary["epochs"] == 1.0
     assert summary["tokens"] == 100 * 4 * 12
+    valid = [r for r in read_metrics(tmp_path / "r") if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [100, 100]  # at the epoch's end, then the final one
