@@ -334,7 +334,7 @@ class GridBlock(nn.Module):
         if isinstance(copies, int):
             return step(cells[copies], x, hs[k], m)
         rows = [step(cells[c], x[i], hs[k][i], m[i]) for i, c in enumerate(copies)]
-        return torch.stack([h for h, _ in rows]), torch.stack([m for _, m in rows])
+        return torch.stack([h_row for h_row, _ in rows]), torch.stack([m_row for _, m_row in rows])
 
     def extra_repr(self) -> str:
         names = {v: k for k, v in TRANSFORMS.items()}
