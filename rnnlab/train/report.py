@@ -9,8 +9,6 @@ from pathlib import Path
 from rnnlab.train.plots import learning_curves
 from rnnlab.train.run import RunDir
 
-COLUMNS = ("run", "model", "parameters", "steps", "tokens/s", "valid", "test", "status")
-
 
 def row(run: RunDir, label: str | None = None) -> dict:
     """One table row from a run's summary.json (or its metrics, for a run still going)."""
@@ -47,27 +45,34 @@ def row(run: RunDir, label: str | None = None) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """A Markdown table of rows from :func:`row`; valid/test are the primary metric."""
+    """A Markdown table of rows from :func:`row`; valid / test are the task's primary metric
+    (named in the header, or in a column of its own when the runs differ in it)."""
     primaries = sorted({r["primary"] for r in rows if "primary" in r})
-    metric = " / ".join(primaries) if primaries else "metric"
+    shared = len(primaries) <= 1
+    tasks = len({r["task"] for r in rows}) > 1
+    metric = primaries[0] if primaries else "metric"
     header = [
         "run",
+        *(["task"] if tasks else []),
         "model",
         "parameters",
         "steps",
         "tokens/s",
-        f"valid {metric}",
-        f"test {metric}",
+        *([] if shared else ["metric"]),
+        f"valid {metric}" if shared else "valid",
+        f"test {metric}" if shared else "test",
         "status",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [
             r["run"],
+            *([r["task"]] if tasks else []),
             r["model"],
             _number(r.get("parameters"), "{:,}"),
             _number(r.get("steps"), "{:,}"),
             _number(r.get("tokens_per_s"), "{:,.0f}"),
+            *([] if shared else [r.get("primary", "-")]),
             _number(r.get("valid"), "{:.4f}"),
             _number(r.get("test"), "{:.4f}"),
             r.get("status", ""),

@@ -353,6 +353,8 @@ class Trainer:
             self.log_window(window, window_metric, progress)
         if c.last_checkpoint != c.step:
             self.checkpoint()
+        which = f"best parameters, step {c.best_step}" if c.best_step is not None else "last"
+        progress.note(f"{status} at step {c.step}; evaluating on valid and test ({which})")
         progress.close()
         if status == "early_stopped":
             message = f"no improvement in {t.patience} evaluations"
