@@ -163,6 +163,8 @@ def cmd_evaluate(args, parser) -> int:
     from rnnlab.train.evaluate import evaluate
     from rnnlab.train.pretrained import load_trained
 
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     config, task, model = load_trained(args.run_dir, args.which)
     splits = ("valid", "test") if args.split == "all" else (args.split,)
     batch_size = args.batch_size or config.task.eval_batch_size or config.task.batch_size
