@@ -29,16 +29,20 @@ not read, double backward is refused rather than wrong) falls back to the refere
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
 
-from .fast.lift import Unsupported, lift
+from .fast.lift import Unsupported, lift, read_projection
 from .fast.plan import Plan, make_plan
 from .fast.pyexec import PythonLoops, buffer_shape
 
 BACKENDS = ("auto", "native", "python", "reference")
+# compute a plain input projection (x Wᵀ + b, column slices) in the engine rather than in the
+# compiler's hoist (no slicing through autograd, GEMMs in place); RNNLAB_OWN_PROJECTION=0: off
+OWN_PROJECTION = os.environ.get("RNNLAB_OWN_PROJECTION", "1") != "0"
 _ALIASES = {"0": "reference", "off": "reference", "false": "reference", "1": "auto",
             "on": "auto", "true": "auto", "": "auto"}
 
@@ -97,6 +101,10 @@ class Compiled:
                         for key, src in ir.statics.items()}
         self.num_forward = next((i for i, b in enumerate(plan.buffers) if b.name == "dY"),
                                 len(plan.buffers))
+        # buffers that leave the engine (the output, gradients it returns): never reused
+        self.escaping = {plan.Y, *plan.dxs.values(), *plan.dP.values()}
+        if plan.projection is None:  # each hoisted input's gradient is its GEMM's dG
+            self.escaping |= {ref.buf for ref, g in zip(plan.dG, ir.gemms) if g.bias is not None}
 
     def native(self):
         """The native executor, or None where it cannot be built."""
@@ -123,13 +131,29 @@ def compiled(cell, xs_widths: tuple, shapes: dict, training: bool, lengths: bool
     try:
         ir = lift(cell.program.source, cell.hidden_size, xs_widths, shapes,
                   len(cell.graph.states))
-        value = Compiled(make_plan(ir, training, lengths))
+        projection = read_projection(cell.program.source, len(xs_widths)) \
+            if OWN_PROJECTION else None
+        width = _projection_width(projection, xs_widths, shapes, cell.input_size)
+        value = Compiled(make_plan(ir, training, lengths, projection if width else None, width))
     except Unsupported as error:
         value = error
     _CACHE[key] = value
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return value
+
+
+def _projection_width(projection, xs_widths: tuple, shapes: dict, input_size: int) -> int:
+    """Columns of X for a plain input projection that fits its hoisted inputs, else 0."""
+    if projection is None:
+        return 0
+    w = shapes.get(projection.weight)
+    b = shapes.get(projection.bias) if projection.bias is not None else None
+    if w is None or len(w) != 2 or w[0] != input_size or (projection.bias and b != (w[1],)):
+        return 0
+    if any(hi - lo != n or hi > w[1] for (lo, hi), n in zip(projection.cols, xs_widths)):
+        return 0
+    return w[1]
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -144,6 +168,51 @@ class _Run:
         self.sizes = sizes  # active rows per step, or None (all B rows for T steps)
         self.steps = len(sizes) if sizes is not None else T
         self.lengths = lengths
+        self.threads = executor.threads() if executor is not comp.python else 1
+
+
+class Workspace:
+    """Buffers the engine reuses between calls.
+
+    Fresh memory costs a page fault per 4 KiB on first touch, which is as slow as the arithmetic
+    of a small LSTM step. Internal buffers (state history, kept gate values, scratch) therefore
+    go back here when a pass is done and serve the next call of the same shape; what is handed
+    to the caller (outputs, gradients) never does. At most ``limit`` bytes are kept
+    (``RNNLAB_WORKSPACE_MB``, default 512); ``clear()`` releases them.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.bytes = 0
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+        self.lock = threading.Lock()
+
+    def take(self, shape: tuple, like: torch.Tensor, zeros: bool) -> torch.Tensor:
+        key = (shape, like.dtype, like.device)
+        with self.lock:
+            stack = self.free.get(key)
+            t = stack.pop() if stack else None
+            if t is not None:
+                self.bytes -= t.nbytes
+        if t is None:
+            return (torch.zeros if zeros else torch.empty)(shape, dtype=like.dtype,
+                                                           device=like.device)
+        return t.zero_() if zeros else t
+
+    def give(self, tensors) -> None:
+        with self.lock:
+            for t in tensors:
+                if self.bytes + t.nbytes <= self.limit:
+                    self.free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
+                    self.bytes += t.nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.free.clear()
+            self.bytes = 0
+
+
+workspace = Workspace(int(os.environ.get("RNNLAB_WORKSPACE_MB", "512")) << 20)
 
 
 def _allocate(run: _Run, indices, like: torch.Tensor, given: dict) -> list:
@@ -155,12 +224,23 @@ def _allocate(run: _Run, indices, like: torch.Tensor, given: dict) -> list:
             tensors[i] = given[i]
             continue
         if native:
-            shape = run.executor.buffer_shape(i, run.T, run.B)
+            shape = run.executor.buffer_shape(i, run.T, run.B, run.threads)
         else:
             shape = buffer_shape(plan, i, run.T, run.B)
-        make = torch.zeros if buf.zeros else torch.empty
-        tensors[i] = make(shape, dtype=like.dtype, device=like.device)
+        if i in run.comp.escaping:
+            tensors[i] = (torch.zeros if buf.zeros else torch.empty)(
+                shape, dtype=like.dtype, device=like.device)
+        else:
+            tensors[i] = workspace.take(shape, like, buf.zeros)
     return tensors
+
+
+def _release(run: _Run, tensors: list, indices) -> None:
+    """Hand internal buffers back to the workspace."""
+    plan = run.comp.plan
+    workspace.give(tensors[i] for i in indices
+                   if tensors[i] is not None and not plan.buffers[i].given
+                   and i not in run.comp.escaping)
 
 
 def _execute(run: _Run, backward: bool, tensors: list, weights: dict):
@@ -168,15 +248,25 @@ def _execute(run: _Run, backward: bool, tensors: list, weights: dict):
         loop = run.executor.backward if backward else run.executor.forward
         loop.run(tensors, weights, run.sizes, run.B, run.steps)
     else:
-        run.executor.run(backward, tensors, weights, run.sizes, run.B, run.steps)
+        run.executor.run(backward, tensors, weights, run.sizes, run.B, run.steps, run.threads)
 
 
-def _forward(run: _Run, xs, states, weights: dict):
-    """Run the forward loop; returns (output, finals, buffers)."""
+def _forward(run: _Run, front, states, weights: dict):
+    """Run the forward loop; returns (output, finals, buffers).
+
+    ``front``: the hoisted inputs, or with the engine's own projection (x, W[, b])."""
     plan = run.comp.plan
-    given = {plan.xs[k]: x for k, x in enumerate(xs)}
+    if plan.projection is None:
+        given = {plan.xs[k]: x for k, x in enumerate(front)}
+    else:
+        given = {plan.bias: front[2]} if plan.bias >= 0 else {}
     given.update({i: weights[key] for key, i in plan.params.items()})
-    tensors = _allocate(run, range(run.comp.num_forward), xs[0] if xs else states[0], given)
+    tensors = _allocate(run, range(run.comp.num_forward), front[0] if front else states[0],
+                        given)
+    if plan.projection is not None:  # X = x W for every step: one GEMM
+        x, W = front[0], front[1]
+        X = tensors[plan.X]
+        torch.mm(x.reshape(run.T * run.B, x.shape[-1]), W, out=X.view(run.T * run.B, -1))
     S = tensors[plan.S]
     order = sorted(range(len(states)), key=lambda j: plan.state_cols[j])
     S[0].copy_(torch.cat([states[j] for j in order], 1))
@@ -186,7 +276,7 @@ def _forward(run: _Run, xs, states, weights: dict):
         last = S[run.steps % S.shape[0]]
     else:
         last = S[run.lengths.to(S.device), torch.arange(run.B, device=S.device)]
-    finals = [last[:, c:c + H].clone() for c in plan.state_cols]  # S may be saved: copy
+    finals = [last[:, c:c + H].clone() for c in plan.state_cols]  # S is reused: copy
     return tensors[plan.Y], finals, tensors
 
 
@@ -194,36 +284,42 @@ class FusedSequence(torch.autograd.Function):
     """The whole sequence as one op: (hoisted inputs, states, weights) -> (output, finals)."""
 
     @staticmethod
-    def forward(ctx, run: _Run, num_xs: int, num_states: int, *inputs):
-        xs = inputs[:num_xs]
-        states = inputs[num_xs:num_xs + num_states]
-        weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
-        output, finals, tensors = _forward(run, xs, states, weights)
-        ctx.run, ctx.tensors, ctx.counts = run, tensors, (num_xs, num_states)
+    def forward(ctx, run: _Run, num_front: int, num_states: int, *inputs):
+        front = inputs[:num_front]
+        states = inputs[num_front:num_front + num_states]
+        weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
+        output, finals, tensors = _forward(run, front, states, weights)
+        ctx.run, ctx.tensors, ctx.counts = run, tensors, (num_front, num_states)
         ctx.save_for_backward(*inputs)
         return (output, *finals)
 
     @staticmethod
     def backward(ctx, d_output, *d_finals):
-        run, tensors = ctx.run, ctx.tensors
+        run = ctx.run
         plan = run.comp.plan
-        num_xs, num_states = ctx.counts
+        num_front, num_states = ctx.counts
         inputs = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
             return (None, None, None,
-                    *_differentiable_gradients(run, inputs, num_xs, num_states, d_output,
+                    *_differentiable_gradients(run, inputs, num_front, num_states, d_output,
                                                d_finals))
-        weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
-        like = d_output
+        weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
+        tensors, ctx.tensors = ctx.tensors, None
+        if tensors is None:  # a second backward through a retained graph: redo the forward
+            _, _, tensors = _forward(run, inputs[:num_front],
+                                     inputs[num_front:num_front + num_states], weights)
         order = sorted(range(num_states), key=lambda j: plan.state_cols[j])
         dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
         given = {plan.dY: d_output, plan.dF: dF}
         if run.executor is not run.comp.python:
             given = {i: t.contiguous() for i, t in given.items()}
         n = run.comp.num_forward
-        tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), like, given)[n:]
+        tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output,
+                                          given)[n:]
         _execute(run, True, tensors, weights)
-        return (None, None, None, *_gradients(run, tensors, inputs, num_xs, num_states))
+        grads = _gradients(run, tensors, inputs, num_front, num_states)
+        _release(run, tensors, range(len(plan.buffers)))
+        return (None, None, None, *grads)
 
 
 def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d_output,
@@ -231,9 +327,18 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
     """Gradients through the reference loop under autograd (for double backward)."""
     from .unroll import step_loop
 
-    xs, states = inputs[:num_xs], inputs[num_xs:num_xs + num_states]
+    front, states = inputs[:num_xs], inputs[num_xs:num_xs + num_states]
     weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
-    output, finals = step_loop(run.step, list(xs), tuple(states), weights, run.sizes, run.T)
+    projection = run.comp.plan.projection
+    if projection is None:
+        xs = list(front)
+    else:  # the projection as the compiler's hoist computes it, under autograd
+        x, W = front[0], front[1]
+        X = x.reshape(run.T * run.B, -1) @ W
+        if projection.bias is not None:
+            X = X + front[2]
+        xs = [X[:, lo:hi].reshape(run.T, run.B, hi - lo) for lo, hi in projection.cols]
+    output, finals = step_loop(run.step, xs, tuple(states), weights, run.sizes, run.T)
     wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
     grads = torch.autograd.grad([output, *finals], [inputs[i] for i in wanted],
                                 [d_output, *d_finals], create_graph=True, allow_unused=True)
@@ -243,16 +348,27 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
     return result
 
 
-def _gradients(run: _Run, tensors: list, inputs, num_xs: int, num_states: int) -> list:
+def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int) -> list:
     plan, ir = run.comp.plan, run.comp.plan.ir
     T, B, H = run.T, run.B, ir.hidden_size
-    d_xs: list = [None] * num_xs
-    for g, gemm in zip(plan.dG, ir.gemms):
-        if gemm.bias is not None:
-            dG = tensors[g]
-            d_xs[gemm.bias] = dG if d_xs[gemm.bias] is None else d_xs[gemm.bias] + dG
-    for k, i in plan.dX.items():
-        d_xs[k] = tensors[i] if d_xs[k] is None else d_xs[k] + tensors[i]
+    d_front: list = [None] * num_front
+    if plan.projection is None:  # the hoisted inputs: each the adjoint of its GEMM's result
+        for ref, gemm in zip(plan.dG, ir.gemms):
+            if gemm.bias is not None:
+                dG = tensors[ref.buf]
+                k = gemm.bias
+                d_front[k] = dG if d_front[k] is None else d_front[k] + dG
+        for k, i in plan.dxs.items():
+            d_front[k] = tensors[i] if d_front[k] is None else d_front[k] + tensors[i]
+    else:  # X = x W + b: dW = xᵀ dX, db = Σ dX, dx = dX Wᵀ, one GEMM each
+        x, W = inputs[0], inputs[1]
+        dX = tensors[plan.dX].view(T * B, -1)
+        x2d = x.reshape(T * B, x.shape[-1])
+        if x.requires_grad:
+            d_front[0] = (dX @ W.t()).view(x.shape)
+        d_front[1] = x2d.t() @ dX
+        if num_front > 2:
+            d_front[2] = dX.sum(0)
     dS = tensors[plan.dS][0]
     if run.sizes is not None and run.sizes[0] < B:  # sequences of length 0 keep their state
         dS = dS.clone()
@@ -260,14 +376,14 @@ def _gradients(run: _Run, tensors: list, inputs, num_xs: int, num_states: int) -
     d_states = [dS[:, c:c + H].clone() for c in plan.state_cols]
     d_weights = {}
     for ref, dG, gemm in zip(plan.gemm_args, plan.dG, ir.gemms):
-        K = len(gemm.args) * H
+        K, N = len(gemm.args) * H, len(gemm.out) * H
         A = tensors[ref.buf][:T, :, ref.col:ref.col + K].reshape(T * B, K)
-        dW = A.t() @ tensors[dG].reshape(T * B, -1)
+        dW = A.t() @ tensors[dG.buf][:, :, dG.col:dG.col + N].reshape(T * B, N)
         key = gemm.weight
         d_weights[key] = dW if key not in d_weights else d_weights[key] + dW
-    for key, i in plan.dP.items():
-        d_weights[key] = tensors[i].reshape(-1)
-    return [*d_xs, *d_states, *(d_weights[k] for k in run.comp.keys)]
+    for key, i in plan.dP.items():  # native: one partial sum per thread
+        d_weights[key] = tensors[i].reshape(-1, plan.buffers[i].width).sum(0)
+    return [*d_front, *d_states, *(d_weights[k] for k in run.comp.keys)]
 
 
 def choose_executor(comp: Compiled, x: torch.Tensor):
@@ -326,14 +442,22 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
             return None
         weights[key] = value
-    if hoisted is None:
-        hoisted = cell.program.hoist(x, weights)
+    projection = comp.plan.projection
+    if projection is not None:  # the engine computes x W + b itself
+        front = [x, weights[projection.weight]]
+        if projection.bias is not None:
+            front.append(weights[projection.bias])
+    else:
+        if hoisted is None:
+            hoisted = cell.program.hoist(x, weights)
+        front = [t if t.stride(-1) == 1 else t.contiguous() for t in hoisted]
     T, B = x.shape[:2]
     run = _Run(comp, executor, T, B, sizes, lengths, cell.program.step)
-    xs = [t if t.stride(-1) == 1 else t.contiguous() for t in hoisted]
     if not training:
-        output, finals, _ = _forward(run, xs, state, {k: weights[k] for k in comp.keys})
+        output, finals, tensors = _forward(run, front, state,
+                                           {k: weights[k] for k in comp.keys})
+        _release(run, tensors, range(comp.num_forward))
         return output, tuple(finals)
-    outputs = FusedSequence.apply(run, len(xs), len(state), *xs, *state,
+    outputs = FusedSequence.apply(run, len(front), len(state), *front, *state,
                                   *(weights[k] for k in comp.keys))
     return outputs[0], tuple(outputs[1:])

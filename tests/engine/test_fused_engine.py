@@ -290,3 +290,41 @@ def test_parameter_only_work_is_supported(engine):
     comp = fused.compiled(c, widths, {k: tuple(v.shape) for k, v in w.items()}, True, True)
     assert not isinstance(comp, Unsupported) and comp.statics
     assert_same(run(c, x, state, L, engine), run(c, x, state, L, "reference"))
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_retained_graph_backward_twice_and_reused_workspace(engine):
+    """Buffers go back to the workspace after backward; a second backward redoes the forward."""
+    cell = make("cifg", 5, 4)
+    grads = []
+    for backend_name in ("reference", engine):
+        x, state, L = inputs(cell, 6, 3, lengths=[6, 4, 1])
+        with executor(backend_name):
+            out, final = unroll(cell, x, state, L)
+            loss = (out ** 2).sum() + final[1].sum()
+            loss.backward(retain_graph=True)
+            for _ in range(2):  # other calls now hold the workspace buffers
+                unroll(cell, x * 2, state, L)[0].sum().backward()
+            first = [p.grad.clone() for p in cell.parameters()]
+            cell.zero_grad()
+            loss.backward()
+        grads.append((first, [p.grad.clone() for p in cell.parameters()]))
+        cell.zero_grad()
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["lstm", "peephole", "gru", "fgr", "mut1"])
+def test_native_rows_split_between_threads(name, monkeypatch):
+    """Every stage split between threads (per-thread scratch and gradient sums)."""
+    if native.load() is None or not native._state.get("openmp"):
+        pytest.skip("the native engine without OpenMP runs on one thread")
+    monkeypatch.setattr(native, "PARALLEL_WORK", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        cell = make(name, 5, 4)
+        x, state, L = inputs(cell, 6, 7, lengths=[6, 6, 5, 4, 4, 2, 1])
+        assert_same(run(cell, x, state, L, "native"), run(cell, x, state, L, "reference"))
+    finally:
+        torch.set_num_threads(threads)

@@ -393,3 +393,66 @@ class _Reader:
             parts.append(tuple(value[at:at + s // self.H]))
             at += s // self.H
         return parts
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A hoist that is one input GEMM and column slices of it:
+    ``X = x Wᵀ (+ b)``, hoisted input k = ``X[:, cols[k][0]:cols[k][1]]``."""
+
+    weight: str  # key of the (input, N) matrix in w
+    bias: str | None  # key of the (N,) bias in w
+    cols: tuple[tuple[int, int], ...]
+
+
+def read_projection(source: str, num_xs: int) -> Projection | None:
+    """The plain input projection of ``def hoist`` in ``source``, or None for any other form."""
+    tree = ast.parse(source)
+    hoist = next((f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "hoist"),
+                 None)
+    if hoist is None or len(hoist.body) != 2:
+        return None
+    assign, ret = hoist.body
+    if not (isinstance(assign, ast.Assign) and len(assign.targets) == 1
+            and isinstance(assign.targets[0], ast.Name) and isinstance(ret, ast.Return)
+            and isinstance(assign.value, ast.Call)):
+        return None
+    name, call = assign.targets[0].id, assign.value
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "torch" and not call.keywords):
+        return None
+
+    def key(node):
+        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+                and node.value.id == "w" and isinstance(node.slice, ast.Constant)
+                and isinstance(node.slice.value, str)):
+            return node.slice.value
+        return None
+
+    def is_input(node):
+        return isinstance(node, ast.Name) and node.id == "x2d"
+
+    if func.attr == "addmm" and len(call.args) == 3 and is_input(call.args[1]):
+        bias, weight = key(call.args[0]), key(call.args[2])
+        if bias is None:
+            return None
+    elif func.attr == "mm" and len(call.args) == 2 and is_input(call.args[0]):
+        bias, weight = None, key(call.args[1])
+    else:
+        return None
+    if weight is None or not isinstance(ret.value, ast.Tuple) or len(ret.value.elts) != num_xs:
+        return None
+    cols = []
+    for e in ret.value.elts:  # X[:, a:b]
+        if not (isinstance(e, ast.Subscript) and isinstance(e.value, ast.Name)
+                and e.value.id == name and isinstance(e.slice, ast.Tuple)
+                and len(e.slice.elts) == 2):
+            return None
+        rows, span = e.slice.elts
+        if not (isinstance(rows, ast.Slice) and rows.lower is None and rows.upper is None
+                and rows.step is None and isinstance(span, ast.Slice) and span.step is None
+                and isinstance(span.lower, ast.Constant) and isinstance(span.upper, ast.Constant)):
+            return None
+        cols.append((span.lower.value, span.upper.value))
+    return Projection(weight, bias, tuple(cols))

@@ -34,11 +34,14 @@ GEMM, REFILL = 100, 101
 FIELDS = 16
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17",
          "-shared", "-fPIC"]
+OPENMP = ["-fopenmp"]  # used when torch runs on libgomp, so that both share one thread pool
 _BLAS_SYMBOLS = ("sgemm_", "dgemm_", "cblas_sgemm_pack_get_size", "cblas_sgemm_pack",
                  "cblas_sgemm_compute", "cblas_dgemm_pack_get_size", "cblas_dgemm_pack",
                  "cblas_dgemm_compute")
 
-_state: dict = {}  # "lib", "blas", "error" once tried
+# elements of a stage (rows × columns) from which its rows are split between threads
+PARALLEL_WORK = int(os.environ.get("RNNLAB_NATIVE_PARALLEL_WORK", 1 << 14))
+_state: dict = {}  # "lib", "blas", "error", "openmp" once tried
 
 
 def cache_dir() -> Path:
@@ -67,29 +70,53 @@ def _cpu_signature() -> str:
     return platform.processor() + platform.machine()
 
 
-def library_path(cxx: str) -> Path:
-    """Where the library for this source, compiler and CPU lives."""
+def torch_uses_libgomp() -> bool:
+    """Whether torch's OpenMP runtime in this process is GNU libgomp."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "libgomp" in f.read()
+    except OSError:
+        return False
+
+
+def library_path(cxx: str, flags: list[str]) -> Path:
+    """Where the library for this source, compiler, flags and CPU lives."""
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60)
     key = hashlib.sha256("\n".join(
-        [SOURCE, " ".join(FLAGS), version.stdout, _cpu_signature(), platform.platform()]
+        [SOURCE, " ".join(flags), version.stdout, _cpu_signature(), platform.platform()]
     ).encode()).hexdigest()[:20]
     return cache_dir() / f"rnnlab_native_{key}.so"
 
 
-def build(cxx: str, path: Path) -> None:
+def build(cxx: str, path: Path, flags: list[str]) -> None:
     """Compile the library to ``path`` (atomically; raises RuntimeError with the log)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         source = Path(tmp) / "rnnlab_native.cpp"
         source.write_text(SOURCE)
         out = Path(tmp) / path.name
-        for flags in (FLAGS, [f for f in FLAGS if f != "-march=native"]):
-            result = subprocess.run([cxx, *flags, str(source), "-o", str(out)],
+        for attempt in (flags, [f for f in flags if f != "-march=native"]):
+            result = subprocess.run([cxx, *attempt, str(source), "-o", str(out)],
                                     capture_output=True, text=True, timeout=600)
             if result.returncode == 0:
                 os.replace(out, path)
                 return
         raise RuntimeError(f"{cxx} failed to build the native engine:\n{result.stderr[-2000:]}")
+
+
+def _build_and_load(cxx: str):
+    """Build (if not cached) and load; with OpenMP first where torch uses libgomp."""
+    variants = ([FLAGS + OPENMP] if torch_uses_libgomp() else []) + [FLAGS]
+    error = None
+    for flags in variants:
+        path = library_path(cxx, flags)
+        try:
+            if not path.exists():
+                build(cxx, path, flags)
+            return ctypes.CDLL(str(path)), path
+        except (OSError, RuntimeError) as e:  # e.g. a libgomp newer than torch's
+            error = e
+    raise RuntimeError(str(error))
 
 
 def _find_blas() -> list[int]:
@@ -131,15 +158,14 @@ def load():
         cxx = compiler()
         if cxx is None:
             raise RuntimeError("no C++ compiler found (set $CXX)")
-        path = library_path(cxx)
-        if not path.exists():
-            build(cxx, path)
-        lib = ctypes.CDLL(str(path))
+        lib, path = _build_and_load(cxx)
         lib.rnnlab_run.restype = ctypes.c_int
         lib.rnnlab_run.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
                                    ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                   ctypes.c_int64, ctypes.c_int64]
+        _state["openmp"] = bool(lib.rnnlab_openmp())
         lib.rnnlab_time_gemm.restype = ctypes.c_double
         lib.rnnlab_time_gemm.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p]
         _state["blas"] = (ctypes.c_int64 * len(blas))(*blas)
@@ -192,12 +218,22 @@ class NativeLoops:
         self._const_tensors: dict[torch.dtype, torch.Tensor] = {}
         self.code = {False: self._encode(plan.forward), True: self._encode(plan.backward)}
 
-    def buffer_shape(self, index: int, T: int, B: int) -> tuple[int, ...]:
+    @staticmethod
+    def threads() -> int:
+        """Threads the loop may use: torch's, when the library shares its OpenMP runtime."""
+        return torch.get_num_threads() if _state.get("openmp") else 1
+
+    def per_thread(self, index: int) -> bool:
+        """Scratch rows and gradient sums: one slice per thread."""
         buf = self.plan.buffers[index]
+        return buf.temp or (buf.shared and not buf.given)
+
+    def buffer_shape(self, index: int, T: int, B: int, threads: int) -> tuple[int, ...]:
+        buf = self.plan.buffers[index]
+        if self.per_thread(index):  # one row per thread, reused by every batch row
+            return (threads, 1, buf.width)
         if buf.shared:
             return (buf.width,)
-        if buf.temp:
-            return (1, 1, buf.width)  # one row, reused by every batch row
         return ({"T": T, "T+1": T + 1, "1": 1, "2": 2}[buf.slices], B, buf.width)
 
     def _operand(self, x) -> list[int]:
@@ -237,23 +273,25 @@ class NativeLoops:
         return t
 
     def run(self, backward: bool, tensors: list, weights: dict, sizes: list[int] | None,
-            B: int, steps: int):
+            B: int, steps: int, threads: int):
         """Run the forward (or backward) loop over ``steps`` steps on the buffers."""
         like = tensors[self.plan.S]
         table = []
         for i, buf in enumerate(self.plan.buffers):
             t = tensors[i]
             if t is None:
-                table += [0, 1, 0, 0]
+                table += [0, 1, 0, 0, 0]
                 continue
             if t.dim() and t.stride(-1) != 1 and t.shape[-1] > 1:
                 raise ValueError(f"native buffer {buf.name} needs unit column stride")
-            if buf.shared or buf.temp:
-                table += [t.data_ptr(), 1, 0, 0]
+            if self.per_thread(i):
+                table += [t.data_ptr(), 1, t.stride(0), 0, 1]
+            elif buf.shared:
+                table += [t.data_ptr(), 1, 0, 0, 0]
             else:
-                table += [t.data_ptr(), t.shape[0], t.stride(0), t.stride(1)]
+                table += [t.data_ptr(), t.shape[0], t.stride(0), t.stride(1), 0]
         consts = self._constants(like)
-        table += [consts.data_ptr(), 1, 0, 0]
+        table += [consts.data_ptr(), 1, 0, 0, 0]
         keep, wtable = [], []
         for key in self.keys:
             w = weights[key]
@@ -270,6 +308,6 @@ class NativeLoops:
         size_array = _array(sizes) if sizes is not None else None
         rc = self.lib.rnnlab_run(dtype, code, n, _array(table), len(self.plan.buffers) + 1,
                                  _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(backward), _state["blas"])
+                                 int(backward), _state["blas"], threads, PARALLEL_WORK)
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .lift import Ew, Gemm, Param, StepIR
+from .lift import Ew, Gemm, Param, Projection, StepIR
 
 # Elementwise instruction codes. acc=True adds the result to the destination instead.
 COPY, NEG, ADD, SUB, MUL, TANH, SIGMOID, RELU, TANH_BWD, SIGMOID_BWD, RELU_BWD, FILL = range(12)
@@ -72,7 +72,10 @@ class Op:
 
 @dataclass(frozen=True)
 class GemmI:
-    """``dst (+)= [bias +] a @ op(w[weight])``; a is (rows, k), op(W) is W or Wᵀ, (k, n)."""
+    """``dst (+)= [bias +] a @ op(w[weight])``; a is (rows, k), op(W) is W or Wᵀ, (k, n).
+
+    ``bias`` is rows (a hoisted input) or one shared vector; with ``acc`` both the bias and the
+    product are added to what ``dst`` holds (the input projection computed in place)."""
 
     dst: Ref
     a: Ref
@@ -99,10 +102,14 @@ class Plan:
 
     ir: StepIR
     training: bool
+    projection: Projection | None = None  # the engine computes the input projection itself
     buffers: list[Buffer] = field(default_factory=list)
     forward: list = field(default_factory=list)
     backward: list = field(default_factory=list)
-    xs: list[int] = field(default_factory=list)  # buffer of each hoisted input
+    xs: list[int] = field(default_factory=list)  # buffer of each hoisted input (no projection)
+    X: int = -1  # with a projection: x Wᵀ for all steps, (T, B, N); GEMMs add to it in place
+    bias: int = -1  # with a projection: the bias vector b (given)
+    dX: int = -1  # with a projection: adjoint of X (every GEMM's dG is a column range of it)
     params: dict[str, int] = field(default_factory=dict)  # weight key -> buffer (vectors)
     state_cols: list[int] = field(default_factory=list)  # column of each state field in S
     S: int = -1
@@ -111,9 +118,9 @@ class Plan:
     dY: int = -1
     dF: int = -1  # gradient of the final states, in S's layout
     dS: int = -1  # adjoint of the state: slice t % 2 enters step t
-    dG: list[int] = field(default_factory=list)  # per GEMM: adjoint of its result (T slices)
-    dX: dict[int, int] = field(default_factory=dict)  # hoisted input -> adjoint (when read
-    #                                                    elementwise)
+    dG: list[Ref] = field(default_factory=list)  # per GEMM: adjoint of its result (T slices)
+    dxs: dict[int, int] = field(default_factory=dict)  # hoisted input read elementwise ->
+    #                                                     its adjoint
     dP: dict[str, int] = field(default_factory=dict)  # vector weight key -> gradient sum
     gemm_args: list[Ref] = field(default_factory=list)  # per GEMM: its argument rows (T slices)
 
@@ -122,19 +129,28 @@ class Plan:
         return len(self.buffers) - 1
 
 
-def make_plan(ir: StepIR, training: bool, lengths: bool) -> Plan:
+def make_plan(ir: StepIR, training: bool, lengths: bool, projection: Projection | None = None,
+              projection_width: int = 0) -> Plan:
     """Plan the loops of ``ir``; ``training`` adds the backward step, ``lengths`` variable
-    lengths (buffers then start at zero so that rows past their end stay zero)."""
-    return _Planner(ir, training, lengths).plan
+    lengths (buffers then start at zero so that rows past their end stay zero).
+
+    With ``projection`` (the hoist is ``x Wᵀ + b`` and column slices, ``projection_width``
+    columns) the engine computes it itself, when every hoisted input is only a GEMM bias."""
+    biases = [g.bias for g in ir.gemms if g.bias is not None]
+    if projection is not None and (any(src[0] == "xs" for src in ir.sources)
+                                   or len(set(biases)) != len(biases)):
+        projection = None  # a hoisted input read elementwise or twice: keep the hoist
+    return _Planner(ir, training, lengths, projection, projection_width).plan
 
 
 class _Planner:
-    def __init__(self, ir: StepIR, training: bool, lengths: bool):
+    def __init__(self, ir: StepIR, training: bool, lengths: bool, projection, width: int):
         self.ir = ir
         self.H = ir.hidden_size
         self.training = training
         self.lengths = lengths
-        self.plan = Plan(ir, training)
+        self.plan = Plan(ir, training, projection)
+        self.projection_width = width
         self._analyse()
         self._forward_buffers()
         self._forward()
@@ -204,17 +220,28 @@ class _Planner:
     def _forward_buffers(self):
         p, ir, H = self.plan, self.ir, self.H
         history = self.training or self.lengths
-        p.xs = [p.add(Buffer(f"xs{k}", "T", w, given=True)) for k, w in enumerate(ir.xs_widths)]
+        if p.projection is None:
+            p.xs = [p.add(Buffer(f"xs{k}", "T", w, given=True))
+                    for k, w in enumerate(ir.xs_widths)]
+        else:
+            p.X = p.add(Buffer("X", "T", self.projection_width))
+            if p.projection.bias is not None:
+                p.bias = p.add(Buffer(f"w[{p.projection.bias}]", "1", self.projection_width,
+                                      shared=True, given=True))
         p.params = {key: p.add(Buffer(f"w[{key}]", "1", self.param_width[key], shared=True,
                                       given=True)) for key in self.params}
         p.S = p.add(Buffer("S", "T+1" if history else "2", len(self.state_order) * H,
                            zeros=self.lengths))
         p.state_cols = [self.state_order.index(j) * H for j in range(ir.num_states)]
         p.Y = p.add(Buffer("Y", "T", H, zeros=self.lengths))
-        self.G = []
+        self.G: list[Ref] = []  # where each GEMM's result is
         for g in ir.gemms:
+            if p.projection is not None and g.bias is not None:  # in place, in X
+                self.G.append(self.xs_ref(g.bias))
+                continue
             keep = self.training and any(self.needed[x] for x in g.out)
-            self.G.append(p.add(Buffer(f"G{g.index}", "T" if keep else "1", len(g.out) * H)))
+            self.G.append(Ref(p.add(Buffer(f"G{g.index}", "T" if keep else "1",
+                                           len(g.out) * H)), 0))
         # each GEMM reads its argument from S when it is a run of state columns, else from its
         # own buffer A (kept for the weight gradient when training)
         self.A: list[Ref] = []
@@ -260,15 +287,24 @@ class _Planner:
             for k, x in enumerate(lanes):
                 self.home[x] = Ref(buf, k * H)
 
+    def xs_ref(self, k: int) -> Ref:
+        """Hoisted input k: its own buffer, or its columns of X."""
+        p = self.plan
+        if p.projection is None:
+            return Ref(p.xs[k], 0)
+        return Ref(p.X, p.projection.cols[k][0])
+
     def loc(self, x: int) -> Ref:
         """Where lane x's value is during (forward) and after (backward) its step."""
         src = self.ir.sources[x]
         if src[0] == "xs":
-            return Ref(self.plan.xs[src[1]], src[2] * self.H)
+            base = self.xs_ref(src[1])
+            return Ref(base.buf, base.col + src[2] * self.H)
         if src[0] == "state":
             return Ref(self.plan.S, self.plan.state_cols[src[1]])
         if src[0] == "gemm":
-            return Ref(self.G[src[1]], src[2] * self.H)
+            base = self.G[src[1]]
+            return Ref(base.buf, base.col + src[2] * self.H)
         return self.home[x]
 
     def operand(self, a):
@@ -306,9 +342,17 @@ class _Planner:
                     for q, x in enumerate(op.args):
                         if ir.sources[x][0] != "ew":
                             code.append(Op(COPY, Ref(self.A[g].buf, q * H), self.loc(x), None, H))
-                bias = Ref(self.plan.xs[op.bias], 0) if op.bias is not None else None
-                code.append(GemmI(Ref(self.G[g], 0), self.A[g], len(op.args) * H,
-                                  len(op.out) * H, op.weight, False, bias))
+                p = self.plan
+                if op.bias is None:
+                    code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
+                                      op.weight, False))
+                elif p.projection is None:
+                    code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
+                                      op.weight, False, self.xs_ref(op.bias)))
+                else:  # X already holds x Wᵀ: add the bias and the recurrent product to it
+                    bias = Ref(p.bias, self.G[g].col) if p.bias >= 0 else None
+                    code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
+                                      op.weight, False, bias, acc=True))
         p = self.plan
         for j, x in enumerate(ir.writes):  # values passed through from elsewhere
             if ir.sources[x][0] != "ew":
@@ -323,14 +367,24 @@ class _Planner:
         p.dY = p.add(Buffer("dY", "T", H, given=True))
         p.dF = p.add(Buffer("dF", "1", width, given=True))
         p.dS = p.add(Buffer("dS", "2", width))
-        p.dG = [p.add(Buffer(f"dG{g.index}", "T", len(g.out) * H, zeros=self.lengths))
-                for g in ir.gemms]
+        if p.projection is not None:
+            covered = sum(b - a for a, b in p.projection.cols) == self.projection_width
+            p.dX = p.add(Buffer("dX", "T", self.projection_width,
+                                zeros=self.lengths or not covered))
+        p.dG = []
+        for g in ir.gemms:
+            if p.projection is not None and g.bias is not None:
+                p.dG.append(Ref(p.dX, p.projection.cols[g.bias][0]))
+            else:
+                p.dG.append(Ref(p.add(Buffer(f"dG{g.index}", "T", len(g.out) * H,
+                                             zeros=self.lengths)), 0))
         self.dA = [p.add(Buffer(f"dA{g.index}", "1", len(g.args) * H)) if self.dedicated[i]
                    else None for i, g in enumerate(ir.gemms)]
         used = [a for op in ir.ops for a in (op.args if isinstance(op, Ew) else ())
                 if isinstance(a, int)] + [ir.output, *ir.writes]
         read_xs = sorted({ir.sources[x][1] for x in used if ir.sources[x][0] == "xs"})
-        p.dX = {k: p.add(Buffer(f"dX{k}", "T", ir.xs_widths[k], zeros=True)) for k in read_xs}
+        p.dxs = {k: p.add(Buffer(f"dxs{k}", "T", ir.xs_widths[k], zeros=True))
+                 for k in read_xs}
         p.dP = {key: p.add(Buffer(f"d w[{key}]", "1", self.param_width[key], shared=True,
                                   zeros=True)) for key in self.params}
         crossing = [x for x in range(len(ir.sources)) if self.crossing[x]]
@@ -348,9 +402,10 @@ class _Planner:
         if src[0] == "state":
             return Ref(p.dS, p.state_cols[src[1]])
         if src[0] == "gemm":
-            return Ref(p.dG[src[1]], src[2] * self.H)
+            base = p.dG[src[1]]
+            return Ref(base.buf, base.col + src[2] * self.H)
         if src[0] == "xs":
-            return Ref(p.dX[src[1]], src[2] * self.H)
+            return Ref(p.dxs[src[1]], src[2] * self.H)
         return self.dM.get(x)
 
     def contribute(self, x, code: int, a, b=None):
@@ -418,13 +473,13 @@ class _Planner:
                     self.contribute(a, _BACKWARD_CODES[op.op], dy, self.loc(y))
             else:
                 g = op.index
-                for i, x in enumerate(op.out):
+                for x in op.out:
                     if x not in self.adj:
-                        out.append(Op(FILL, Ref(p.dG[g], i * H), 0.0, None, H))
-                        self.adj[x] = (Ref(p.dG[g], i * H), True)
+                        out.append(Op(FILL, self.fixed(x), 0.0, None, H))
+                        self.adj[x] = (self.fixed(x), True)
                 K, N = len(op.args) * H, len(op.out) * H
                 if self.dedicated[g]:
-                    out.append(GemmI(Ref(self.dA[g], 0), Ref(p.dG[g], 0), N, K, op.weight, True))
+                    out.append(GemmI(Ref(self.dA[g], 0), p.dG[g], N, K, op.weight, True))
                     for q, x in enumerate(op.args):
                         if ir.sources[x][0] != "ew":
                             self.contribute(x, COPY, Ref(self.dA[g], q * H))
@@ -434,7 +489,7 @@ class _Planner:
                         for x in op.args:
                             if x not in self.adj:
                                 out.append(Op(FILL, self.fixed(x), 0.0, None, H))
-                    out.append(GemmI(Ref(p.dS, self.A[g].col), Ref(p.dG[g], 0), N, K,
+                    out.append(GemmI(Ref(p.dS, self.A[g].col), p.dG[g], N, K,
                                      op.weight, True, acc=any(started)))
                     for x in op.args:
                         self.adj[x] = (self.fixed(x), True)

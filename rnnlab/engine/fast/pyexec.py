@@ -137,7 +137,10 @@ class _Loop:
             d = self._expr(ins.dst, ins.n, rows)
             a = self._expr(ins.a, ins.k, rows)
             if ins.bias is not None:
-                return f"torch.addmm({self._expr(ins.bias, ins.n, rows)}, {a}, {w}, out={d})"
+                bias = self._expr(ins.bias, ins.n, rows)
+                if ins.acc:
+                    return f"{d}.add_({bias}).addmm_({a}, {w})"
+                return f"torch.addmm({bias}, {a}, {w}, out={d})"
             if ins.acc:
                 return f"{d}.addmm_({a}, {w})"
             return f"torch.mm({a}, {w}, out={d})"

@@ -20,6 +20,9 @@ SOURCE = r"""
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -34,7 +37,8 @@ enum Field {
   F_BBUF, F_BCOL, F_BTOFF, F_K, F_WEIGHT, F_TRANS, F_BIAS, F_FIELDS
 };
 
-struct Buf { char* data; int64_t slices, s0, s1; };    // strides in elements
+// strides in elements; a per-thread buffer (scratch, gradient sums) has one slice per thread
+struct Buf { char* data; int64_t slices, s0, s1, per_thread; };
 struct Weight { char* data; int64_t ld, stored_t; };   // stored_t: storage holds W transposed
 
 typedef void (*gemm_t)(const char*, const char*, const int*, const int*, const int*,
@@ -146,14 +150,19 @@ struct Runner {
   std::vector<Weight> weights;
   const int64_t* sizes;
   int64_t B, steps;
+  int64_t threads = 1;  // at most as many as per-thread buffers have slices
+  int64_t parallel_work = 1 << 14;  // elements per stage below which one thread is faster
   Blas blas;
   bool packed_ok;
   std::vector<void*> packed;  // per instruction: the packed weight, or null
 
   T* at(int64_t buf, int64_t col, int64_t toff, int64_t t) const {
     const Buf& x = bufs[buf];
-    int64_t slice = (t + toff) % x.slices;
+    int64_t slice = x.per_thread ? 0 : (t + toff) % x.slices;
     return reinterpret_cast<T*>(x.data) + slice * x.s0 + col;
+  }
+  int64_t thread_stride(int64_t buf) const {
+    return buf >= 0 && bufs[buf].per_thread ? bufs[buf].s0 : 0;
   }
   int64_t rows(int64_t t) const { return sizes ? sizes[t] : B; }
 
@@ -168,11 +177,18 @@ struct Runner {
     int ldc = static_cast<int>(bufs[ins[F_DBUF]].s1);
     int lda = static_cast<int>(bufs[ins[F_ABUF]].s1);
     T beta = ins[F_ACC] ? T(1) : T(0);
-    if (ins[F_BIAS]) {
-      const Buf& bb = bufs[ins[F_BBUF]];
+    if (ins[F_BIAS]) {  // rows of a hoisted input, or one shared vector (row stride 0)
+      const int64_t sb = bufs[ins[F_BBUF]].s1;
       const T* bias = at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t);
-      for (int64_t r = 0; r < m; ++r)
-        std::memcpy(C + r * ldc, bias + r * bb.s1, sizeof(T) * nn);
+      for (int64_t r = 0; r < m; ++r) {
+        T* c = C + r * ldc;
+        const T* b = bias + r * sb;
+        if (beta != T(0)) {
+          for (int64_t j = 0; j < nn; ++j) c[j] += b[j];
+        } else {
+          std::memcpy(c, b, sizeof(T) * nn);
+        }
+      }
       beta = T(1);
     }
     int M = static_cast<int>(nn), N = static_cast<int>(m), K = static_cast<int>(k);
@@ -218,35 +234,54 @@ struct Runner {
     }
   }
 
+  // A run of elementwise instructions over the active rows, split between threads by rows.
   void stage(int64_t begin, int64_t end, int64_t t) {
     const int64_t m = rows(t);
     const int64_t next = (t + 1 < steps) ? rows(t + 1) : 0;
     const int64_t count = end - begin;
-    std::vector<T*> d(count), a(count), b(count);
-    std::vector<int64_t> sd(count), sa(count), sb(count);
+    struct Row { const int64_t* ins; T *d, *a, *b; int64_t sd, sa, sb, pd, pa, pb; };
+    std::vector<Row> ops;
+    ops.reserve(count);
+    int64_t work = 0;
     for (int64_t i = 0; i < count; ++i) {
       const int64_t* ins = code + (begin + i) * F_FIELDS;
-      d[i] = at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t);
-      sd[i] = bufs[ins[F_DBUF]].s1;
-      a[i] = ins[F_ABUF] >= 0 ? at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t) : nullptr;
-      sa[i] = ins[F_ABUF] >= 0 ? bufs[ins[F_ABUF]].s1 : 0;
-      b[i] = ins[F_BBUF] >= 0 ? at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t) : nullptr;
-      sb[i] = ins[F_BBUF] >= 0 ? bufs[ins[F_BBUF]].s1 : 0;
-    }
-    for (int64_t i = 0; i < count; ++i) {  // rows that turn active going backward
-      const int64_t* ins = code + (begin + i) * F_FIELDS;
-      if (ins[F_CODE] != REFILL) continue;
-      for (int64_t r = next; r < m; ++r)
-        std::memcpy(d[i] + r * sd[i], a[i] + r * sa[i], sizeof(T) * ins[F_WIDTH]);
-    }
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t i = 0; i < count; ++i) {
-        const int64_t* ins = code + (begin + i) * F_FIELDS;
-        if (ins[F_CODE] == REFILL) continue;
-        elementwise<T>(ins[F_CODE], ins[F_ACC] != 0, ins[F_WIDTH], d[i] + r * sd[i],
-                       a[i] ? a[i] + r * sa[i] : nullptr, b[i] ? b[i] + r * sb[i] : nullptr);
+      Row op{ins, at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t), nullptr, nullptr,
+             bufs[ins[F_DBUF]].s1, 0, 0, thread_stride(ins[F_DBUF]), thread_stride(ins[F_ABUF]),
+             thread_stride(ins[F_BBUF])};
+      if (ins[F_ABUF] >= 0) {
+        op.a = at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t);
+        op.sa = bufs[ins[F_ABUF]].s1;
       }
+      if (ins[F_BBUF] >= 0) {
+        op.b = at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t);
+        op.sb = bufs[ins[F_BBUF]].s1;
+      }
+      if (ins[F_CODE] == REFILL) {  // rows that turn active going backward
+        for (int64_t r = next; r < m; ++r)
+          std::memcpy(op.d + r * op.sd, op.a + r * op.sa, sizeof(T) * ins[F_WIDTH]);
+        continue;
+      }
+      work += ins[F_WIDTH];
+      ops.push_back(op);
     }
+    auto rows_of = [&](int64_t tid, int64_t nt) {
+      const int64_t r0 = m * tid / nt, r1 = m * (tid + 1) / nt;
+      for (int64_t r = r0; r < r1; ++r)
+        for (const Row& op : ops)
+          elementwise<T>(op.ins[F_CODE], op.ins[F_ACC] != 0, op.ins[F_WIDTH],
+                         op.d + r * op.sd + tid * op.pd,
+                         op.a ? op.a + r * op.sa + tid * op.pa : nullptr,
+                         op.b ? op.b + r * op.sb + tid * op.pb : nullptr);
+    };
+#ifdef _OPENMP
+    const int64_t nt = std::min<int64_t>(threads, m);
+    if (nt > 1 && work * m >= parallel_work) {
+#pragma omp parallel num_threads(static_cast<int>(nt))
+      rows_of(omp_get_thread_num(), omp_get_num_threads());
+      return;
+    }
+#endif
+    rows_of(0, 1);
   }
 
   void step(int64_t t) {
@@ -279,19 +314,21 @@ struct Runner {
 extern "C" int rnnlab_run(int64_t dtype, const int64_t* code, int64_t n, const int64_t* bufs,
                           int64_t num_bufs, const int64_t* weights, int64_t num_weights,
                           const int64_t* sizes, int64_t B, int64_t steps, int64_t reverse,
-                          const int64_t* blas) {
+                          const int64_t* blas, int64_t threads, int64_t parallel_work) {
   auto fill = [&](auto& r) {
     r.code = code;
     r.n = n;
     for (int64_t i = 0; i < num_bufs; ++i)
-      r.bufs.push_back(Buf{reinterpret_cast<char*>(bufs[4 * i]), bufs[4 * i + 1],
-                           bufs[4 * i + 2], bufs[4 * i + 3]});
+      r.bufs.push_back(Buf{reinterpret_cast<char*>(bufs[5 * i]), bufs[5 * i + 1],
+                           bufs[5 * i + 2], bufs[5 * i + 3], bufs[5 * i + 4]});
     for (int64_t i = 0; i < num_weights; ++i)
       r.weights.push_back(Weight{reinterpret_cast<char*>(weights[3 * i]), weights[3 * i + 1],
                                  weights[3 * i + 2]});
     r.sizes = sizes;
     r.B = B;
     r.steps = steps;
+    r.threads = threads > 0 ? threads : 1;
+    r.parallel_work = parallel_work;
   };
   if (dtype == 0) {
     Runner<float> r;
@@ -345,5 +382,13 @@ extern "C" double rnnlab_time_gemm(int64_t m, int64_t n, int64_t k, int64_t reps
   return seconds / reps;
 }
 
-extern "C" int rnnlab_abi_version() { return 1; }
+extern "C" int rnnlab_abi_version() { return 2; }
+
+extern "C" int rnnlab_openmp() {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
 """
