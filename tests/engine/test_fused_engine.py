@@ -314,12 +314,14 @@ def test_retained_graph_backward_twice_and_reused_workspace(engine):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("mode", ["batch split", "shared steps"])
 @pytest.mark.parametrize("name", ["lstm", "peephole", "gru", "fgr", "mut1"])
-def test_native_rows_split_between_threads(name, monkeypatch):
-    """Every stage split between threads (per-thread scratch and gradient sums)."""
+def test_native_threads(name, mode, monkeypatch):
+    """Threads that each own batch rows, or share every step (per-thread scratch and sums)."""
     if native.load() is None or not native._state.get("openmp"):
         pytest.skip("the native engine without OpenMP runs on one thread")
     monkeypatch.setattr(native, "PARALLEL_WORK", 0)
+    monkeypatch.setattr(native, "SPLIT_BYTES", 1 << 40 if mode == "batch split" else 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:

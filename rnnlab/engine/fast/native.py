@@ -39,8 +39,11 @@ _BLAS_SYMBOLS = ("sgemm_", "dgemm_", "cblas_sgemm_pack_get_size", "cblas_sgemm_p
                  "cblas_sgemm_compute", "cblas_dgemm_pack_get_size", "cblas_dgemm_pack",
                  "cblas_dgemm_compute")
 
-# elements of a stage (rows × columns) from which its rows are split between threads
-PARALLEL_WORK = int(os.environ.get("RNNLAB_NATIVE_PARALLEL_WORK", 1 << 14))
+# Threads split the batch (each runs the whole loop on its rows, no synchronisation per step)
+# while the recurrent weights are at most this many bytes; above, every step is shared (BLAS
+# splits each GEMM, and a stage's rows are split from PARALLEL_WORK elements on)
+SPLIT_BYTES = int(os.environ.get("RNNLAB_NATIVE_SPLIT_BYTES", 2 << 20))
+PARALLEL_WORK = int(os.environ.get("RNNLAB_NATIVE_PARALLEL_WORK", 1 << 16))
 _state: dict = {}  # "lib", "blas", "error", "openmp" once tried
 
 
@@ -164,7 +167,7 @@ def load():
                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
                                    ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                   ctypes.c_int64, ctypes.c_int64]
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
         _state["openmp"] = bool(lib.rnnlab_openmp())
         lib.rnnlab_time_gemm.restype = ctypes.c_double
         lib.rnnlab_time_gemm.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p]
@@ -306,8 +309,11 @@ class NativeLoops:
         code, n = self.code[backward]
         dtype = {torch.float32: 0, torch.float64: 1}[like.dtype]
         size_array = _array(sizes) if sizes is not None else None
+        weight_bytes = sum(weights[k].numel() * weights[k].element_size() for k in self.keys)
+        split = threads > 1 and B >= 2 * threads and weight_bytes <= SPLIT_BYTES
         rc = self.lib.rnnlab_run(dtype, code, n, _array(table), len(self.plan.buffers) + 1,
                                  _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(backward), _state["blas"], threads, PARALLEL_WORK)
+                                 int(backward), _state["blas"], threads, PARALLEL_WORK,
+                                 int(split))
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")

@@ -142,6 +142,10 @@ void elementwise(int64_t code, bool acc, int64_t w, T* d, const T* a, const T* b
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
+// Rows of a batch never meet inside a step, so the loop can run in two ways:
+// * split: each thread owns a block of batch rows and runs the whole time loop on it, with
+//   single-threaded GEMMs; no synchronisation between steps (small and medium sizes);
+// * shared: all threads work on every step, BLAS splitting each GEMM, stages split by rows.
 template <typename T>
 struct Runner {
   const int64_t* code;
@@ -151,10 +155,10 @@ struct Runner {
   const int64_t* sizes;
   int64_t B, steps;
   int64_t threads = 1;  // at most as many as per-thread buffers have slices
-  int64_t parallel_work = 1 << 14;  // elements per stage below which one thread is faster
+  int64_t parallel_work = 1 << 14;  // shared mode: stage elements from which rows are split
+  bool split = false;
   Blas blas;
   bool packed_ok;
-  std::vector<void*> packed;  // per instruction: the packed weight, or null
 
   T* at(int64_t buf, int64_t col, int64_t toff, int64_t t) const {
     const Buf& x = bufs[buf];
@@ -166,20 +170,20 @@ struct Runner {
   }
   int64_t rows(int64_t t) const { return sizes ? sizes[t] : B; }
 
-  // C(m x n, row-major) = [beta C +] A(m x k) @ op(W), op(W) given by the instruction
-  void gemm(int64_t index, int64_t t, int64_t m) {
+  // rows [lo, lo + m) of C(n) = [bias +] [C +] A(k) @ op(W)
+  void gemm(int64_t index, int64_t t, int64_t lo, int64_t m, const std::vector<void*>& packed,
+            int64_t packed_rows) {
     const int64_t* ins = code + index * F_FIELDS;
     const int64_t nn = ins[F_WIDTH], k = ins[F_K];
     const Weight& wt = weights[ins[F_WEIGHT]];
     bool trans = (ins[F_TRANS] != 0) != (wt.stored_t != 0);
-    T* C = at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t);
-    const T* A = at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t);
-    int ldc = static_cast<int>(bufs[ins[F_DBUF]].s1);
-    int lda = static_cast<int>(bufs[ins[F_ABUF]].s1);
+    const int64_t ldc = bufs[ins[F_DBUF]].s1, lda = bufs[ins[F_ABUF]].s1;
+    T* C = at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t) + lo * ldc;
+    const T* A = at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t) + lo * lda;
     T beta = ins[F_ACC] ? T(1) : T(0);
     if (ins[F_BIAS]) {  // rows of a hoisted input, or one shared vector (row stride 0)
       const int64_t sb = bufs[ins[F_BBUF]].s1;
-      const T* bias = at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t);
+      const T* bias = at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t) + lo * sb;
       for (int64_t r = 0; r < m; ++r) {
         T* c = C + r * ldc;
         const T* b = bias + r * sb;
@@ -192,32 +196,34 @@ struct Runner {
       beta = T(1);
     }
     int M = static_cast<int>(nn), N = static_cast<int>(m), K = static_cast<int>(k);
-    int ldw = static_cast<int>(wt.ld);
-    void* p = packed[index];
-    if (p && m == B) {
+    int ldw = static_cast<int>(wt.ld), ia = static_cast<int>(lda), ic = static_cast<int>(ldc);
+    void* p = packed.empty() ? nullptr : packed[index];
+    if (p && m == packed_rows) {
       if (sizeof(T) == 4)
         reinterpret_cast<scompute_t>(blas.compute)(102, 151, 111, M, N, K,
-            reinterpret_cast<const float*>(p), M, reinterpret_cast<const float*>(A), lda,
-            static_cast<float>(beta), reinterpret_cast<float*>(C), ldc);
+            reinterpret_cast<const float*>(p), M, reinterpret_cast<const float*>(A), ia,
+            static_cast<float>(beta), reinterpret_cast<float*>(C), ic);
       else
         reinterpret_cast<dcompute_t>(blas.compute)(102, 151, 111, M, N, K,
-            reinterpret_cast<const double*>(p), M, reinterpret_cast<const double*>(A), lda,
-            static_cast<double>(beta), reinterpret_cast<double*>(C), ldc);
+            reinterpret_cast<const double*>(p), M, reinterpret_cast<const double*>(A), ia,
+            static_cast<double>(beta), reinterpret_cast<double*>(C), ic);
       return;
     }
     T one = T(1);
-    blas.gemm(trans ? "T" : "N", "N", &M, &N, &K, &one, wt.data, &ldw, A, &lda, &beta, C, &ldc);
+    blas.gemm(trans ? "T" : "N", "N", &M, &N, &K, &one, wt.data, &ldw, A, &ia, &beta, C, &ic);
   }
 
-  void pack_weights() {
+  // every GEMM's weight packed for blocks of ``rows`` rows (empty without the packed API)
+  std::vector<void*> pack_weights(int64_t rows_) {
+    std::vector<void*> packed;
+    if (!packed_ok || rows_ <= 0) return packed;
     packed.assign(n, nullptr);
-    if (!packed_ok) return;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t* ins = code + i * F_FIELDS;
       if (ins[F_CODE] != GEMM) continue;
       const Weight& wt = weights[ins[F_WEIGHT]];
       bool trans = (ins[F_TRANS] != 0) != (wt.stored_t != 0);
-      int M = static_cast<int>(ins[F_WIDTH]), N = static_cast<int>(B);
+      int M = static_cast<int>(ins[F_WIDTH]), N = static_cast<int>(rows_);
       int K = static_cast<int>(ins[F_K]);
       size_t bytes = blas.pack_size(161, M, N, K);
       void* dest = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
@@ -232,19 +238,22 @@ struct Runner {
             reinterpret_cast<double*>(dest));
       packed[i] = dest;
     }
+    return packed;
   }
 
-  // A run of elementwise instructions over the active rows, split between threads by rows.
-  void stage(int64_t begin, int64_t end, int64_t t) {
-    const int64_t m = rows(t);
+  // A run of elementwise instructions over rows [lo, hi) that are active at step t; in shared
+  // mode split between threads by rows.
+  void stage(int64_t begin, int64_t end, int64_t t, int64_t lo, int64_t hi, int64_t tid,
+             bool may_share) {
+    const int64_t m = std::min(hi, rows(t));
     const int64_t next = (t + 1 < steps) ? rows(t + 1) : 0;
-    const int64_t count = end - begin;
     struct Row { const int64_t* ins; T *d, *a, *b; int64_t sd, sa, sb, pd, pa, pb; };
-    std::vector<Row> ops;
-    ops.reserve(count);
-    int64_t work = 0;
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t* ins = code + (begin + i) * F_FIELDS;
+    Row ops[64];
+    std::vector<Row> more;
+    Row* list = end - begin <= 64 ? ops : (more.resize(end - begin), more.data());
+    int64_t count = 0, work = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t* ins = code + i * F_FIELDS;
       Row op{ins, at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t), nullptr, nullptr,
              bufs[ins[F_DBUF]].s1, 0, 0, thread_stride(ins[F_DBUF]), thread_stride(ins[F_ABUF]),
              thread_stride(ins[F_BBUF])};
@@ -257,55 +266,77 @@ struct Runner {
         op.sb = bufs[ins[F_BBUF]].s1;
       }
       if (ins[F_CODE] == REFILL) {  // rows that turn active going backward
-        for (int64_t r = next; r < m; ++r)
+        for (int64_t r = std::max(lo, next); r < m; ++r)
           std::memcpy(op.d + r * op.sd, op.a + r * op.sa, sizeof(T) * ins[F_WIDTH]);
         continue;
       }
       work += ins[F_WIDTH];
-      ops.push_back(op);
+      list[count++] = op;
     }
-    auto rows_of = [&](int64_t tid, int64_t nt) {
-      const int64_t r0 = m * tid / nt, r1 = m * (tid + 1) / nt;
+    auto rows_of = [&](int64_t r0, int64_t r1, int64_t id) {
       for (int64_t r = r0; r < r1; ++r)
-        for (const Row& op : ops)
+        for (int64_t i = 0; i < count; ++i) {
+          const Row& op = list[i];
           elementwise<T>(op.ins[F_CODE], op.ins[F_ACC] != 0, op.ins[F_WIDTH],
-                         op.d + r * op.sd + tid * op.pd,
-                         op.a ? op.a + r * op.sa + tid * op.pa : nullptr,
-                         op.b ? op.b + r * op.sb + tid * op.pb : nullptr);
+                         op.d + r * op.sd + id * op.pd,
+                         op.a ? op.a + r * op.sa + id * op.pa : nullptr,
+                         op.b ? op.b + r * op.sb + id * op.pb : nullptr);
+        }
     };
 #ifdef _OPENMP
-    const int64_t nt = std::min<int64_t>(threads, m);
-    if (nt > 1 && work * m >= parallel_work) {
+    const int64_t nt = std::min<int64_t>(threads, m - lo);
+    if (may_share && nt > 1 && work * (m - lo) >= parallel_work) {
 #pragma omp parallel num_threads(static_cast<int>(nt))
-      rows_of(omp_get_thread_num(), omp_get_num_threads());
+      {
+        const int64_t id = omp_get_thread_num(), k = omp_get_num_threads();
+        rows_of(lo + (m - lo) * id / k, lo + (m - lo) * (id + 1) / k, id);
+      }
       return;
     }
 #endif
-    rows_of(0, 1);
+    rows_of(lo, m, tid);
   }
 
-  void step(int64_t t) {
+  void step(int64_t t, int64_t lo, int64_t hi, int64_t tid, const std::vector<void*>& packed,
+            int64_t packed_rows, bool may_share) {
+    const int64_t m = std::min(hi, rows(t)) - lo;
+    if (m <= 0) return;
     int64_t i = 0;
     while (i < n) {
       if (code[i * F_FIELDS + F_CODE] == GEMM) {
-        gemm(i, t, rows(t));
+        gemm(i, t, lo, m, packed, packed_rows);
         ++i;
         continue;
       }
       int64_t j = i;
       while (j < n && code[j * F_FIELDS + F_CODE] != GEMM) ++j;
-      stage(i, j, t);
+      stage(i, j, t, lo, hi, tid, may_share);
       i = j;
     }
   }
 
-  void run(bool reverse) {
-    pack_weights();
+  void loop(bool reverse, int64_t lo, int64_t hi, int64_t tid, bool may_share) {
+    std::vector<void*> packed = pack_weights(hi - lo);
     if (reverse)
-      for (int64_t t = steps - 1; t >= 0; --t) step(t);
+      for (int64_t t = steps - 1; t >= 0; --t) step(t, lo, hi, tid, packed, hi - lo, may_share);
     else
-      for (int64_t t = 0; t < steps; ++t) step(t);
+      for (int64_t t = 0; t < steps; ++t) step(t, lo, hi, tid, packed, hi - lo, may_share);
     for (void* p : packed) std::free(p);
+  }
+
+  void run(bool reverse) {
+#ifdef _OPENMP
+    const int64_t nt = std::min(threads, B);
+    if (split && nt > 1) {
+#pragma omp parallel num_threads(static_cast<int>(nt))
+      {
+        const int64_t id = omp_get_thread_num(), k = omp_get_num_threads();
+        loop(reverse, B * id / k, B * (id + 1) / k, id, false);
+      }
+      return;
+    }
+#endif
+    loop(reverse, 0, B, 0, true);
   }
 };
 
@@ -314,7 +345,8 @@ struct Runner {
 extern "C" int rnnlab_run(int64_t dtype, const int64_t* code, int64_t n, const int64_t* bufs,
                           int64_t num_bufs, const int64_t* weights, int64_t num_weights,
                           const int64_t* sizes, int64_t B, int64_t steps, int64_t reverse,
-                          const int64_t* blas, int64_t threads, int64_t parallel_work) {
+                          const int64_t* blas, int64_t threads, int64_t parallel_work,
+                          int64_t split) {
   auto fill = [&](auto& r) {
     r.code = code;
     r.n = n;
@@ -329,6 +361,7 @@ extern "C" int rnnlab_run(int64_t dtype, const int64_t* code, int64_t n, const i
     r.steps = steps;
     r.threads = threads > 0 ? threads : 1;
     r.parallel_work = parallel_work;
+    r.split = split != 0;
   };
   if (dtype == 0) {
     Runner<float> r;
@@ -382,7 +415,7 @@ extern "C" double rnnlab_time_gemm(int64_t m, int64_t n, int64_t k, int64_t reps
   return seconds / reps;
 }
 
-extern "C" int rnnlab_abi_version() { return 2; }
+extern "C" int rnnlab_abi_version() { return 3; }
 
 extern "C" int rnnlab_openmp() {
 #ifdef _OPENMP
