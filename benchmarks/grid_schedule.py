@@ -1,17 +1,24 @@
-"""Training speed of the Grid LSTM's wavefront schedule vs the naive order vs a stacked LSTM.
+"""Training speed of the Grid LSTM's schedules against stacked LSTMs, in achieved GFLOP/s.
 
-Measures tokens per second of one forward + backward pass (T · B tokens) of
+Measures one forward + backward pass (loss: mean of the output) on x (T, B, input_size) of
 
-- ``GridLSTM(schedule="wavefront")``: one batched GEMM per anti-diagonal, T + L − 1 steps;
-- the same module with ``schedule="naive"``: one block at a time, T · L steps;
-- ``torch.nn.LSTM`` with about the same number of parameters (same FLOPs per token);
+- ``GridLSTM(schedule="layerwise")``: one layer at a time, the depth inputs of all T steps in
+  one GEMM, one small GEMM per step (L · T steps);
+- the same module with ``schedule="wavefront"``: one batched GEMM per anti-diagonal
+  (T + L − 1 steps), and ``schedule="naive"``: one block at a time (T · L steps);
+- ``torch.nn.LSTM`` with about the same number of parameters (so about the same FLOPs);
 - ``rnnlab.RNN("lstm", …)`` likewise, when the tree has it;
 
-all in this process, interleaved, the median of ``--repeats`` timed passes each, and prints the
-ratios to the wavefront schedule. Run::
+all in this process, interleaved round after round so that other load on the machine hits
+every model alike, one warm-up round, then the median of ``--repeats`` timed passes each.
+It prints tokens/s and achieved GFLOP/s, counting only each model's own GEMM work: a forward
+pass does 2 · rows · in · out FLOPs per GEMM (2 per weight-matrix entry per token, the grid's
+tied block once per layer), a training pass about 3 × that. Ratios are to torch.nn.LSTM.
+Run::
 
-    python benchmarks/grid_schedule.py                       # small defaults, well under 2 min
-    python benchmarks/grid_schedule.py --hidden-size 256 --num-layers 4 --seq-len 100
+    python benchmarks/grid_schedule.py                       # defaults: about a minute
+    python benchmarks/grid_schedule.py --tied
+    python benchmarks/grid_schedule.py --hidden-size 256 --seq-len 100 --repeats 5
 """
 
 from __future__ import annotations
@@ -42,6 +49,22 @@ def matching_lstm_size(target: int, input_size: int, num_layers: int) -> int:
     return min(sizes, key=lambda h: abs(lstm_parameters(input_size, h, num_layers) - target))
 
 
+def grid_flops_per_token(grid: GridLSTM) -> int:
+    """Forward GEMM FLOPs per token: the projection ``I x``, then one block per layer.
+
+    A block's stage GEMMs are (N · d) × out_s: 2 · D · out_s FLOPs each per token, whichever
+    schedule splits them into parts.
+    """
+    block = sum(2 * w.shape[1] * w.shape[2] for w in grid.block.weights)
+    return 2 * grid.input_size * grid.hidden_size + grid.num_layers * block
+
+
+def lstm_flops_per_token(input_size: int, hidden_size: int, num_layers: int) -> int:
+    """Forward GEMM FLOPs per token of a stacked LSTM: W x and R h per layer, 4 gates."""
+    first = 2 * (input_size + hidden_size) * 4 * hidden_size
+    return first + (num_layers - 1) * 2 * (2 * hidden_size) * 4 * hidden_size
+
+
 def seconds_per_pass(model: nn.Module, x: torch.Tensor) -> float:
     """Wall time of one forward + backward pass (loss: mean of the output)."""
     start = time.perf_counter()
@@ -70,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden-size", type=int, default=128, help="Grid LSTM hidden size")
     parser.add_argument("--num-layers", type=int, default=3, help="L, layers of every model")
     parser.add_argument("--tied", action="store_true", help="tie the grid's weights along depth")
+    parser.add_argument("--schedules", nargs="+", default=["layerwise", "wavefront", "naive"])
     parser.add_argument("--repeats", type=int, default=7, help="timed passes per model")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -78,12 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     grid = GridLSTM(args.input_size, args.hidden_size, args.num_layers, tied=args.tied)
-    lstm_size = matching_lstm_size(count_parameters(grid), args.input_size, args.num_layers)
-    models = {
-        "grid wavefront": Schedule(grid, "wavefront"),
-        "grid naive": Schedule(grid, "naive"),
-        f"nn.LSTM h={lstm_size}": nn.LSTM(args.input_size, lstm_size, args.num_layers),
-    }
+    # A tied grid has 1/L of the parameters but the same FLOPs as an untied one: match FLOPs.
+    untied = GridLSTM(args.input_size, args.hidden_size, args.num_layers)
+    lstm_size = matching_lstm_size(count_parameters(untied), args.input_size, args.num_layers)
+    lstm_flops = lstm_flops_per_token(args.input_size, lstm_size, args.num_layers)
+    models = {f"grid {name}": Schedule(grid, name) for name in args.schedules}
+    flops = dict.fromkeys(models, grid_flops_per_token(grid))
+    models[f"nn.LSTM h={lstm_size}"] = nn.LSTM(args.input_size, lstm_size, args.num_layers)
     try:
         from rnnlab import RNN
     except ImportError:
@@ -92,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         models[f"rnnlab.RNN lstm h={lstm_size}"] = RNN(
             "lstm", args.input_size, lstm_size, args.num_layers
         )
+    for name in models:
+        flops.setdefault(name, lstm_flops)
 
     x = torch.randn(args.seq_len, args.batch_size, args.input_size)
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -106,14 +133,19 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"T={args.seq_len} B={args.batch_size} input={args.input_size} "
         f"hidden={args.hidden_size} layers={args.num_layers} tied={args.tied} "
-        f"threads={args.threads} repeats={args.repeats} (median forward+backward)"
+        f"threads={args.threads} repeats={args.repeats} (median forward+backward; "
+        "training FLOPs = 3 × forward GEMM FLOPs)"
     )
     rate = {name: tokens / statistics.median(t) for name, t in times.items()}
-    base = rate["grid wavefront"]
-    print(f"{'model':<28}{'params':>10}{'tokens/s':>12}{'wavefront ÷ this':>18}")
+    gflops = {name: 3 * flops[name] * rate[name] / 1e9 for name in models}
+    base = next(name for name in models if name.startswith("nn.LSTM"))
+    header = f"{'model':<26}{'params':>9}{'MFLOP/tok':>11}{'tokens/s':>10}{'GFLOP/s':>9}"
+    print(f"{header}{'÷ nn.LSTM':>11}")
     for name, model in models.items():
-        params = count_parameters(model)
-        print(f"{name:<28}{params:>10}{rate[name]:>12.0f}{base / rate[name]:>18.2f}")
+        print(
+            f"{name:<26}{count_parameters(model):>9}{3 * flops[name] / 1e6:>11.2f}"
+            f"{rate[name]:>10.0f}{gflops[name]:>9.2f}{gflops[name] / gflops[base]:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from rnnlab.grid.cell_transform import CellTransform
 from rnnlab.grid.deep import DeepGridLSTM
 from rnnlab.grid.image import ImageGridLSTM, SpectrogramGridLSTM
 from rnnlab.grid.multidim import GridLSTMNd
-from rnnlab.grid.scan import GridScan
-from rnnlab.grid.schedule import SCHEDULES, State
+from rnnlab.grid.scan import SCHEDULES, GridScan
+from rnnlab.grid.schedule import State
 from rnnlab.grid.sequence import GridLSTM
 from rnnlab.grid.transform import LSTM, TRANSFORMS, Activation, StandardLSTM, Transform
 

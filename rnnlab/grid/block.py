@@ -236,14 +236,27 @@ class GridBlock(nn.Module):
                 f"dimension {k} is a zoo cell ({self.transforms[k]!r}); its parameters are "
                 f"those of block.cells['{k}'][{copy}]"
             )
-        for stage in self.stages:
+        stage, columns = self.columns(k)
+        slot = self.stages[stage].slot
+        return self.weights[slot][copy, :, columns].T, self.biases[slot][copy, columns]
+
+    def columns(self, k: int) -> tuple[int, slice]:
+        """Where dimension k's pre-activations are computed: its stage and its columns there.
+
+        ``weights_for(…).stages[stage]`` is that stage's fused (W, b); ``W[..., columns]`` is
+        dimension k's ``W_k`` input-major (N · d, out_k). Only for built-in transforms.
+        """
+        for index, stage in enumerate(self.stages):
             for group in stage.groups:
                 if k in group.dims:
                     width = (group.stop - group.start) // len(group.dims)
                     start = group.start + group.dims.index(k) * width
-                    columns = slice(start, start + width)
-                    weight, bias = self.weights[stage.slot], self.biases[stage.slot]
-                    return weight[copy, :, columns].T, bias[copy, columns]
+                    return index, slice(start, start + width)
+        if str(k) in self.cells:
+            raise ValueError(
+                f"dimension {k} is a zoo cell ({self.transforms[k]!r}); it computes its own "
+                "pre-activations and has no columns in the block's fused weights"
+            )
         raise ValueError(f"dimension must be in 0..{self.num_dims - 1}, got {k}")
 
     def forward(self, state: BlockState, index: int | slice | None = None) -> BlockState:

@@ -8,8 +8,12 @@ import torch
 from torch import nn
 
 from rnnlab.grid.block import GridBlock
-from rnnlab.grid.schedule import SCHEDULES, State
+from rnnlab.grid.layerwise import layerwise
+from rnnlab.grid.schedule import State, naive, wavefront
 from rnnlab.grid.transform import Transform
+
+SCHEDULES = {"layerwise": layerwise, "wavefront": wavefront, "naive": naive}
+"""The orders a grid's blocks can be computed in, by name; all give the same results."""
 
 
 class GridScan(nn.Module):
@@ -31,8 +35,9 @@ class GridScan(nn.Module):
             Weights are always shared along the input axes.
         transforms, priority: per-dimension transforms and priority dimensions of the block
             (see ``GridBlock``), dimension K being depth.
-        schedule: ``"wavefront"`` (a hyperplane of blocks per step) or ``"naive"`` (one block at
-            a time); see ``schedule.py``.
+        schedule: ``"wavefront"`` (a hyperplane of blocks per step), ``"layerwise"`` (one layer
+            at a time, its depth inputs in one GEMM; one input axis only, see ``layerwise.py``)
+            or ``"naive"`` (one block at a time); see ``schedule.py``.
 
     Shape:
         ``forward(x, state=None, lengths=None)``: x (S_1, …, S_K, B, input_size); ``state`` a
@@ -70,13 +75,18 @@ class GridScan(nn.Module):
 
     @property
     def schedule(self) -> str:
-        """``"wavefront"`` or ``"naive"``; may be changed after construction."""
+        """A name from ``SCHEDULES``; may be changed after construction."""
         return self._schedule
 
     @schedule.setter
     def schedule(self, name: str) -> None:
         if name not in SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+        if name == "layerwise" and self.num_axes != 1:
+            raise ValueError(
+                "schedule='layerwise' runs grids with one input axis (sequences); this grid has "
+                f"{self.num_axes}: use 'wavefront'"
+            )
         self._schedule = name
 
     def initial_state(self, x: torch.Tensor) -> State:

@@ -1,5 +1,8 @@
 """Orders in which the blocks of a grid are computed: wavefront (fast) and naive (reference).
 
+(A third order for sequence grids, one layer at a time, is in ``layerwise.py``; the registry of
+all of them is ``rnnlab.grid.scan.SCHEDULES``.)
+
 The grid has K input axes of sizes S_1 … S_K (time; or rows and columns of an image) and a
 depth axis of L layers, so N = K + 1 dimensions. Block ``(p, l)`` at input position
 ``p = (p_1, …, p_K)`` and layer ``l`` runs ``block`` with weight copy ``l`` (or the one shared
@@ -245,5 +248,3 @@ def naive(
     m = torch.stack([carry[key][1] for key in keys]).view(num_layers, *sizes[1:], batch, d)
     return outputs, State(h, m)
 
-
-SCHEDULES = {"wavefront": wavefront, "naive": naive}

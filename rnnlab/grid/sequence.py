@@ -30,8 +30,14 @@ class GridLSTM(nn.Module):
     the carried state. Weights are shared along time; along depth they are one set per layer
     (``tied=False``) or one set for all layers (``tied=True``).
 
-    Blocks with t + l equal do not depend on each other; the default ``schedule="wavefront"``
-    computes each such anti-diagonal in one batched GEMM, T + L − 1 sequential steps in all.
+    The default ``schedule="layerwise"`` runs one layer at a time, as a stacked LSTM does: once
+    the layer below is done, every part of the layer's GEMMs that reads the depth vectors is one
+    GEMM over all T · B rows, and so is the whole depth dimension unless the time dimension
+    reads its new hidden vector (``priority="time"``); what stays in the time loop is one
+    (B × d) · (d × 4d) GEMM per step for an LSTM time transform, and that loop runs as a single
+    autograd op (see ``rnnlab.grid.layerwise``). ``"wavefront"`` computes each anti-diagonal
+    (blocks with t + l equal, which do not depend on each other) in one batched GEMM, T + L − 1
+    steps in all.
 
     Args:
         input_size: features of x.
@@ -44,7 +50,9 @@ class GridLSTM(nn.Module):
             ``"relu"``, ``"identity"`` (see ``rnnlab.grid.transform``). Default ``"lstm"``.
         priority: ``None``, ``"time"`` or ``"depth"``: the dimension computed second, reading the
             other's new hidden vector. Default None.
-        schedule: ``"wavefront"`` or ``"naive"`` (one block at a time; same results, slower).
+        schedule: ``"layerwise"`` (default), ``"wavefront"`` or ``"naive"`` (one block at a
+            time); all give the same results, in this order of speed. A zoo-cell transform
+            (``CellTransform``) cannot be split, so with one ``"layerwise"`` runs the wavefront.
 
     Shape:
         - input: (T, B, input_size), (B, T, input_size) with ``batch_first``, or a
@@ -73,7 +81,7 @@ class GridLSTM(nn.Module):
         time_transform: str | Transform = "lstm",
         depth_transform: str | Transform = "lstm",
         priority: str | None = None,
-        schedule: str = "wavefront",
+        schedule: str = "layerwise",
     ):
         super().__init__()
         if priority is not None and priority not in _DIMENSIONS:

@@ -65,9 +65,10 @@ class LSTM(Transform):
 
     def __call__(self, z: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = m.shape[-1]
-        g_u, g_f, g_o = torch.sigmoid(z[..., : 3 * d]).chunk(3, dim=-1)
-        g_c = torch.tanh(z[..., 3 * d :])
-        m = g_f * m + g_u * g_c
+        z_sigmoid, z_c = z.split([3 * d, d], dim=-1)  # split, not slices: no zero-filled grads
+        g_u, g_f, g_o = torch.sigmoid(z_sigmoid).chunk(3, dim=-1)
+        g_c = torch.tanh(z_c)
+        m = torch.addcmul(g_f * m, g_u, g_c)  # g_f ⊙ m + g_u ⊙ g_c
         return self.output(g_o, m), m
 
     def output(self, g_o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

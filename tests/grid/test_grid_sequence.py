@@ -19,7 +19,7 @@ def inputs(t=T, b=B):
     return torch.randn(t, b, I, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("schedule", ["wavefront", "naive"])
+@pytest.mark.parametrize("schedule", ["layerwise", "wavefront", "naive"])
 @pytest.mark.parametrize(
     "options, names",
     [
@@ -72,7 +72,7 @@ def test_state_carries_across_calls():
     torch.testing.assert_close(state.m, whole_state.m)
 
 
-@pytest.mark.parametrize("schedule", ["wavefront", "naive"])
+@pytest.mark.parametrize("schedule", ["layerwise", "wavefront", "naive"])
 def test_packed_sequence_equals_each_sequence_alone(schedule):
     grid = make(schedule=schedule, tied=schedule == "naive")
     lengths = [3, 7, 1, 5]
@@ -108,7 +108,7 @@ def test_packed_sequence_gradients_equal_each_sequence_alone():
         torch.testing.assert_close(sequence.grad, packed_grad)
 
 
-@pytest.mark.parametrize("schedule", ["wavefront", "naive"])
+@pytest.mark.parametrize("schedule", ["layerwise", "wavefront", "naive"])
 def test_causal_along_time(schedule):
     grid = make(schedule=schedule)
     x = inputs(t=6).requires_grad_()
