@@ -35,14 +35,15 @@ from contextlib import contextmanager
 
 import torch
 
-from .fast.lift import Unsupported, lift, read_projection
+from .fast.lift import Unsupported, lift, lift_hoist
 from .fast.plan import Plan, make_plan
 from .fast.pyexec import PythonLoops, buffer_shape
 
 BACKENDS = ("auto", "native", "python", "reference")
-# compute a plain input projection (x Wᵀ + b, column slices) in the engine rather than in the
-# compiler's hoist (no slicing through autograd, GEMMs in place); RNNLAB_OWN_PROJECTION=0: off
-OWN_PROJECTION = os.environ.get("RNNLAB_OWN_PROJECTION", "1") != "0"
+# compute the hoist (x W + b, then x-only elementwise work) in the engine rather than run the
+# compiler's hoist under autograd: no slicing and concatenation through autograd, GEMMs that
+# add to X in place, one pass over all rows each way. RNNLAB_OWN_HOIST=0 turns it off.
+OWN_HOIST = os.environ.get("RNNLAB_OWN_HOIST", "1") != "0"
 _ALIASES = {"0": "reference", "off": "reference", "false": "reference", "1": "auto",
             "on": "auto", "true": "auto", "": "auto"}
 
@@ -92,19 +93,22 @@ class Compiled:
         self.python = PythonLoops(plan)
         self._native = None
         self._native_tried = False
+        self.shapes: dict = {}  # (T, B, threads, native) -> buffer shapes
         ir = plan.ir
         self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
         self.keys = self.gemm_keys + list(plan.params)
         # vectors computed from parameters alone (see fast.lift): (code, expected shape)
+        statics = {**ir.statics, **(plan.hoist.statics if plan.hoist else {})}
         self.statics = {key: (compile(src, f"<rnnlab static {key}>", "eval"),
                               (plan.buffers[plan.params[key]].width,))
-                        for key, src in ir.statics.items()}
+                        for key, src in statics.items() if key in plan.params}
         self.num_forward = next((i for i, b in enumerate(plan.buffers) if b.name == "dY"),
                                 len(plan.buffers))
         # buffers that leave the engine (the output, gradients it returns): never reused
-        self.escaping = {plan.Y, *plan.dxs.values(), *plan.dP.values()}
-        if plan.projection is None:  # each hoisted input's gradient is its GEMM's dG
+        self.escaping = {plan.Y, *plan.dP.values()}
+        if plan.hoist is None:  # each hoisted input's gradient is its GEMM's dG (or dxs)
             self.escaping |= {ref.buf for ref, g in zip(plan.dG, ir.gemms) if g.bias is not None}
+            self.escaping |= set(plan.dxs.values())
 
     def native(self):
         """The native executor, or None where it cannot be built."""
@@ -131,10 +135,12 @@ def compiled(cell, xs_widths: tuple, shapes: dict, training: bool, lengths: bool
     try:
         ir = lift(cell.program.source, cell.hidden_size, xs_widths, shapes,
                   len(cell.graph.states))
-        projection = read_projection(cell.program.source, len(xs_widths)) \
-            if OWN_PROJECTION else None
-        width = _projection_width(projection, xs_widths, shapes, cell.input_size)
-        value = Compiled(make_plan(ir, training, lengths, projection if width else None, width))
+        hoist = lift_hoist(cell.program.source, cell.hidden_size, cell.input_size, shapes,
+                           len(xs_widths)) if OWN_HOIST else None
+        if hoist is not None and [len(o) * cell.hidden_size for o in hoist.outputs] \
+                != list(xs_widths):
+            hoist = None
+        value = Compiled(make_plan(ir, training, lengths, hoist))
     except Unsupported as error:
         value = error
     _CACHE[key] = value
@@ -143,26 +149,14 @@ def compiled(cell, xs_widths: tuple, shapes: dict, training: bool, lengths: bool
     return value
 
 
-def _projection_width(projection, xs_widths: tuple, shapes: dict, input_size: int) -> int:
-    """Columns of X for a plain input projection that fits its hoisted inputs, else 0."""
-    if projection is None:
-        return 0
-    w = shapes.get(projection.weight)
-    b = shapes.get(projection.bias) if projection.bias is not None else None
-    if w is None or len(w) != 2 or w[0] != input_size or (projection.bias and b != (w[1],)):
-        return 0
-    if any(hi - lo != n or hi > w[1] for (lo, hi), n in zip(projection.cols, xs_widths)):
-        return 0
-    return w[1]
-
-
 # ---- running ------------------------------------------------------------------------------------
 class _Run:
     """Everything about one call that is not a tensor input of the autograd op."""
 
-    def __init__(self, comp: Compiled, executor, T: int, B: int, sizes, lengths, step):
+    def __init__(self, comp: Compiled, executor, T: int, B: int, sizes, lengths, program):
         self.comp = comp
-        self.step = step  # the cell's generated step, for the double-backward fallback
+        self.step = program.step  # the generated code, for the double-backward fallback
+        self.hoist = program.hoist
         self.executor = executor  # a PythonLoops or a NativeLoops
         self.T, self.B = T, B
         self.sizes = sizes  # active rows per step, or None (all B rows for T steps)
@@ -215,18 +209,32 @@ class Workspace:
 workspace = Workspace(int(os.environ.get("RNNLAB_WORKSPACE_MB", "512")) << 20)
 
 
+def _shapes(run: _Run) -> list:
+    """Every buffer's shape for this call (cached per sizes, threads and executor)."""
+    comp = run.comp
+    native = run.executor is not comp.python
+    key = (run.T, run.B, run.threads, native)
+    shapes = comp.shapes.get(key)
+    if shapes is None:
+        n = len(comp.plan.buffers)
+        shapes = [run.executor.buffer_shape(i, run.T, run.B, run.threads) if native
+                  else buffer_shape(comp.plan, i, run.T, run.B) for i in range(n)]
+        if len(comp.shapes) > 64:
+            comp.shapes.clear()
+        comp.shapes[key] = shapes
+    return shapes
+
+
 def _allocate(run: _Run, indices, like: torch.Tensor, given: dict) -> list:
-    plan, native = run.comp.plan, run.executor is not run.comp.python
+    plan = run.comp.plan
     tensors: list = [None] * len(plan.buffers)
+    shapes = _shapes(run)
     for i in indices:
         buf = plan.buffers[i]
         if i in given:
             tensors[i] = given[i]
             continue
-        if native:
-            shape = run.executor.buffer_shape(i, run.T, run.B, run.threads)
-        else:
-            shape = buffer_shape(plan, i, run.T, run.B)
+        shape = shapes[i]
         if i in run.comp.escaping:
             tensors[i] = (torch.zeros if buf.zeros else torch.empty)(
                 shape, dtype=like.dtype, device=like.device)
@@ -243,35 +251,48 @@ def _release(run: _Run, tensors: list, indices) -> None:
                    and i not in run.comp.escaping)
 
 
-def _execute(run: _Run, backward: bool, tensors: list, weights: dict):
-    if run.executor is run.comp.python:
-        loop = run.executor.backward if backward else run.executor.forward
-        loop.run(tensors, weights, run.sizes, run.B, run.steps)
-    else:
-        run.executor.run(backward, tensors, weights, run.sizes, run.B, run.steps, run.threads)
+def _execute(run: _Run, name: str, tensors: list, weights: dict):
+    """Run the time loop ("forward", "backward") or a pass over all T·B rows at once
+    ("prologue", "epilogue": buffers seen as one step of T·B rows)."""
+    if name in ("forward", "backward"):
+        run.executor.run(name, tensors, weights, run.sizes, run.B, run.steps, run.threads)
+        return
+    plan, rows = run.comp.plan, run.T * run.B
+    flat = [t.view(1, rows, t.shape[-1]) if t is not None and t.dim() == 3
+            and plan.buffers[i].slices == "T" and t.shape[0] == run.T and t.shape[1] == run.B
+            else t for i, t in enumerate(tensors)]
+    run.executor.run(name, flat, weights, None, rows, 1, run.threads)
 
 
 def _forward(run: _Run, front, states, weights: dict):
     """Run the forward loop; returns (output, finals, buffers).
 
-    ``front``: the hoisted inputs, or with the engine's own projection (x, W[, b])."""
+    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]])."""
     plan = run.comp.plan
-    if plan.projection is None:
+    if plan.hoist is None:
         given = {plan.xs[k]: x for k, x in enumerate(front)}
     else:
         given = {plan.bias: front[2]} if plan.bias >= 0 else {}
+        if plan.x >= 0:
+            given[plan.x] = front[0].contiguous()
     given.update({i: weights[key] for key, i in plan.params.items()})
     tensors = _allocate(run, range(run.comp.num_forward), front[0] if front else states[0],
                         given)
-    if plan.projection is not None:  # X = x W for every step: one GEMM
-        x, W = front[0], front[1]
-        X = tensors[plan.X]
-        torch.mm(x.reshape(run.T * run.B, x.shape[-1]), W, out=X.view(run.T * run.B, -1))
+    if plan.hoist is not None:
+        if plan.X >= 0:  # X = x W (+ b) for every step: one GEMM
+            x2d = front[0].reshape(run.T * run.B, front[0].shape[-1])
+            X = tensors[plan.X].view(run.T * run.B, -1)
+            if plan.bias_in_X:
+                torch.addmm(front[2], x2d, front[1], out=X)
+            else:
+                torch.mm(x2d, front[1], out=X)
+        if plan.prologue:
+            _execute(run, "prologue", tensors, weights)
     S = tensors[plan.S]
-    order = sorted(range(len(states)), key=lambda j: plan.state_cols[j])
-    S[0].copy_(torch.cat([states[j] for j in order], 1))
-    _execute(run, False, tensors, weights)
     H = plan.ir.hidden_size
+    for j, c in enumerate(plan.state_cols):
+        S[0, :, c:c + H].copy_(states[j])
+    _execute(run, "forward", tensors, weights)
     if run.lengths is None:
         last = S[run.steps % S.shape[0]]
     else:
@@ -316,7 +337,9 @@ class FusedSequence(torch.autograd.Function):
         n = run.comp.num_forward
         tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output,
                                           given)[n:]
-        _execute(run, True, tensors, weights)
+        _execute(run, "backward", tensors, weights)
+        if plan.epilogue:
+            _execute(run, "epilogue", tensors, weights)
         grads = _gradients(run, tensors, inputs, num_front, num_states)
         _release(run, tensors, range(len(plan.buffers)))
         return (None, None, None, *grads)
@@ -329,15 +352,16 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
 
     front, states = inputs[:num_xs], inputs[num_xs:num_xs + num_states]
     weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
-    projection = run.comp.plan.projection
-    if projection is None:
+    if run.comp.plan.hoist is None:
         xs = list(front)
-    else:  # the projection as the compiler's hoist computes it, under autograd
-        x, W = front[0], front[1]
-        X = x.reshape(run.T * run.B, -1) @ W
-        if projection.bias is not None:
-            X = X + front[2]
-        xs = [X[:, lo:hi].reshape(run.T, run.B, hi - lo) for lo, hi in projection.cols]
+    else:  # the compiler's hoist, under autograd
+        w = dict(weights)
+        hoist = run.comp.plan.hoist
+        if hoist.weight is not None:
+            w[hoist.weight] = front[1]
+        if hoist.bias is not None:
+            w[hoist.bias] = front[2]
+        xs = list(run.hoist(front[0], w))
     output, finals = step_loop(run.step, xs, tuple(states), weights, run.sizes, run.T)
     wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
     grads = torch.autograd.grad([output, *finals], [inputs[i] for i in wanted],
@@ -352,7 +376,7 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
     plan, ir = run.comp.plan, run.comp.plan.ir
     T, B, H = run.T, run.B, ir.hidden_size
     d_front: list = [None] * num_front
-    if plan.projection is None:  # the hoisted inputs: each the adjoint of its GEMM's result
+    if plan.hoist is None:  # the hoisted inputs: each the adjoint of its GEMM's result
         for ref, gemm in zip(plan.dG, ir.gemms):
             if gemm.bias is not None:
                 dG = tensors[ref.buf]
@@ -361,14 +385,19 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
         for k, i in plan.dxs.items():
             d_front[k] = tensors[i] if d_front[k] is None else d_front[k] + tensors[i]
     else:  # X = x W + b: dW = xᵀ dX, db = Σ dX, dx = dX Wᵀ, one GEMM each
-        x, W = inputs[0], inputs[1]
-        dX = tensors[plan.dX].view(T * B, -1)
+        x = inputs[0]
         x2d = x.reshape(T * B, x.shape[-1])
-        if x.requires_grad:
-            d_front[0] = (dX @ W.t()).view(x.shape)
-        d_front[1] = x2d.t() @ dX
-        if num_front > 2:
-            d_front[2] = dX.sum(0)
+        if plan.X >= 0:
+            W = inputs[1]
+            dX = tensors[plan.dX].view(T * B, -1)
+            if x.requires_grad:
+                d_front[0] = (dX @ W.t()).view(x.shape)
+            d_front[1] = x2d.t() @ dX
+            if num_front > 2:
+                d_front[2] = dX.sum(0)
+        if plan.dx >= 0 and x.requires_grad:  # x read elementwise by the hoist
+            dx = tensors[plan.dx].view(x.shape)
+            d_front[0] = dx if d_front[0] is None else d_front[0] + dx
     dS = tensors[plan.dS][0]
     if run.sizes is not None and run.sizes[0] < B:  # sequences of length 0 keep their state
         dS = dS.clone()
@@ -442,17 +471,19 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
             return None
         weights[key] = value
-    projection = comp.plan.projection
-    if projection is not None:  # the engine computes x W + b itself
-        front = [x, weights[projection.weight]]
-        if projection.bias is not None:
-            front.append(weights[projection.bias])
+    hoist = comp.plan.hoist
+    if hoist is not None:  # the engine computes the hoist itself
+        front = [x]
+        if hoist.weight is not None:
+            front.append(weights[hoist.weight])
+            if hoist.bias is not None:
+                front.append(weights[hoist.bias])
     else:
         if hoisted is None:
             hoisted = cell.program.hoist(x, weights)
         front = [t if t.stride(-1) == 1 else t.contiguous() for t in hoisted]
     T, B = x.shape[:2]
-    run = _Run(comp, executor, T, B, sizes, lengths, cell.program.step)
+    run = _Run(comp, executor, T, B, sizes, lengths, cell.program)
     if not training:
         output, finals, tensors = _forward(run, front, state,
                                            {k: weights[k] for k in comp.keys})

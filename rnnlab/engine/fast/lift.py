@@ -395,64 +395,169 @@ class _Reader:
         return parts
 
 
+@dataclass
+class HoistIR:
+    """The hoist in lanes over all T·B rows: ``X = x W (+ b)`` (one GEMM, done by torch), then
+    elementwise work; hoisted input k = the lanes ``outputs[k]``.
+
+    ``sources[lane]``: ``("X", i)`` lane i of X, ``("x", i)`` lane i of the input itself,
+    ``("ew", n)`` the n-th op of ``ops``."""
+
+    hidden_size: int
+    weight: str | None  # key of the (input, N) matrix of X = x W (+ b); None: no GEMM
+    bias: str | None
+    width: int  # N
+    sources: list[tuple]
+    ops: list  # Ew
+    outputs: list[tuple[int, ...]]
+    statics: dict[str, str]
+
+
 @dataclass(frozen=True)
-class Projection:
-    """A hoist that is one input GEMM and column slices of it:
-    ``X = x Wᵀ (+ b)``, hoisted input k = ``X[:, cols[k][0]:cols[k][1]]``."""
+class _Zeros:
+    """``x2d.new_zeros(rows, n)``: a zero block of ``lanes`` lanes."""
 
-    weight: str  # key of the (input, N) matrix in w
-    bias: str | None  # key of the (N,) bias in w
-    cols: tuple[tuple[int, int], ...]
+    lanes: int
 
 
-def read_projection(source: str, num_xs: int) -> Projection | None:
-    """The plain input projection of ``def hoist`` in ``source``, or None for any other form."""
+def lift_hoist(source: str, hidden_size: int, input_size: int,
+               weight_shapes: dict[str, tuple[int, ...]], num_xs: int) -> HoistIR | None:
+    """The ``hoist`` function of ``source`` in lanes, or None for a form it does not read."""
     tree = ast.parse(source)
-    hoist = next((f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "hoist"),
-                 None)
-    if hoist is None or len(hoist.body) != 2:
+    fn = next((f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "hoist"),
+              None)
+    if fn is None:
         return None
-    assign, ret = hoist.body
-    if not (isinstance(assign, ast.Assign) and len(assign.targets) == 1
-            and isinstance(assign.targets[0], ast.Name) and isinstance(ret, ast.Return)
-            and isinstance(assign.value, ast.Call)):
-        return None
-    name, call = assign.targets[0].id, assign.value
-    func = call.func
-    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-            and func.value.id == "torch" and not call.keywords):
+    try:
+        return _HoistReader(hidden_size, input_size, weight_shapes, num_xs).read_hoist(fn)
+    except Unsupported:
         return None
 
-    def key(node):
-        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-                and node.value.id == "w" and isinstance(node.slice, ast.Constant)
-                and isinstance(node.slice.value, str)):
-            return node.slice.value
-        return None
 
-    def is_input(node):
-        return isinstance(node, ast.Name) and node.id == "x2d"
+class _HoistReader(_Reader):
+    def __init__(self, H, input_size, weight_shapes, num_xs):
+        super().__init__(H, (), weight_shapes, 0)
+        self.input_size = input_size
+        self.num_xs = num_xs
+        self.matrix: str | None = None  # the name bound to X
+        self.weight = self.bias = None
+        self.width = 0
+        self.X_lanes: dict[int, int] = {}
+        self.x_lanes: tuple[int, ...] | None = None
 
-    if func.attr == "addmm" and len(call.args) == 3 and is_input(call.args[1]):
-        bias, weight = key(call.args[0]), key(call.args[2])
-        if bias is None:
-            return None
-    elif func.attr == "mm" and len(call.args) == 2 and is_input(call.args[0]):
-        bias, weight = None, key(call.args[1])
-    else:
-        return None
-    if weight is None or not isinstance(ret.value, ast.Tuple) or len(ret.value.elts) != num_xs:
-        return None
-    cols = []
-    for e in ret.value.elts:  # X[:, a:b]
-        if not (isinstance(e, ast.Subscript) and isinstance(e.value, ast.Name)
-                and e.value.id == name and isinstance(e.slice, ast.Tuple)
-                and len(e.slice.elts) == 2):
-            return None
-        rows, span = e.slice.elts
+    def read_hoist(self, fn: ast.FunctionDef) -> HoistIR:
+        body = list(fn.body)
+        if body and isinstance(body[0], ast.Assign) and self.projection(body[0]):
+            body = body[1:]
+        if not body or not isinstance(body[-1], ast.Return):
+            raise Unsupported("hoist without a return")
+        for stmt in body[:-1]:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)):
+                raise Unsupported(f"hoist statement not understood: {ast.unparse(stmt)}")
+            self.env[stmt.targets[0].id] = self.expr(stmt.value)
+        value = body[-1].value
+        if not isinstance(value, ast.Tuple) or len(value.elts) != self.num_xs:
+            raise Unsupported("hoist returns other than one value per hoisted input")
+        outputs = [tuple(self.as_lanes(self.expr(e))) for e in value.elts]
+        return HoistIR(self.H, self.weight, self.bias, self.width, self.sources, self.ops,
+                       outputs, self.statics)
+
+    def projection(self, stmt: ast.Assign) -> bool:
+        """``X = torch.addmm(w[b], x2d, w[W])`` or ``torch.mm(x2d, w[W])``."""
+        call = stmt.value
+        if not (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name) and call.func.value.id == "torch"
+                and not call.keywords):
+            return False
+        args = call.args
+        is_x = [isinstance(a, ast.Name) and a.id == "x2d" for a in args]
+        if call.func.attr == "addmm" and len(args) == 3 and is_x[1]:
+            bias, weight = self.weight_key(args[0]), self.weight_key(args[2])
+        elif call.func.attr == "mm" and len(args) == 2 and is_x[0]:
+            bias, weight = None, self.weight_key(args[1])
+        else:
+            return False
+        shape = self.shapes.get(weight)
+        if shape is None or len(shape) != 2 or shape[0] != self.input_size or shape[1] % self.H:
+            raise Unsupported(f"input weight w[{weight!r}] has shape {shape}")
+        if bias is not None and self.shapes.get(bias) != (shape[1],):
+            raise Unsupported(f"input bias w[{bias!r}] does not match")
+        self.matrix, self.weight, self.bias, self.width = stmt.targets[0].id, weight, bias, \
+            shape[1]
+        return True
+
+    def as_lanes(self, value) -> list:
+        """A value as lanes the loop can read: parameters and zeros become copied lanes."""
+        if isinstance(value, _Zeros):
+            return [self.ew("copy", (0.0,)) for _ in range(value.lanes)]
+        if isinstance(value, _Static):
+            return [self.ew("copy", (p,)) for p in self.params_of(value)]
+        lanes = self.lanes(value)
+        return [x if isinstance(x, int) else self.ew("copy", (x,)) for x in lanes]
+
+    def lanes(self, value) -> tuple:
+        if isinstance(value, _Zeros):
+            return tuple(self.as_lanes(value))
+        return super().lanes(value)
+
+    def binary(self, op: str, a, b):
+        a = 0.0 if isinstance(a, _Zeros) else a  # zeros broadcast like the number 0
+        b = 0.0 if isinstance(b, _Zeros) else b
+        return super().binary(op, a, b)
+
+    def expr(self, node: ast.expr):
+        if isinstance(node, ast.Name) and node.id == "x2d":
+            if self.x_lanes is None:
+                if self.input_size % self.H:
+                    raise Unsupported("the raw input is read but is not whole lanes")
+                self.x_lanes = tuple(self.new_lane(("x", i))
+                                     for i in range(self.input_size // self.H))
+            return self.x_lanes
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+                and node.value.id == self.matrix and self.matrix is not None:
+            return self.columns(node)
+        if isinstance(node, ast.Call):
+            func = node.func
+            if (isinstance(func, ast.Attribute) and func.attr == "new_zeros"
+                    and isinstance(func.value, ast.Name) and func.value.id == "x2d"
+                    and len(node.args) == 2 and isinstance(node.args[1], ast.Constant)):
+                n = node.args[1].value
+                if not isinstance(n, int) or n % self.H:
+                    raise Unsupported("zeros that are not whole lanes")
+                return _Zeros(n // self.H)
+            if (isinstance(func, ast.Attribute) and func.attr == "cat"
+                    and isinstance(func.value, ast.Name) and func.value.id == "torch"):
+                if (len(node.args) != 2 or not isinstance(node.args[0], ast.List)
+                        or not (isinstance(node.args[1], ast.Constant)
+                                and node.args[1].value == 1)):
+                    raise Unsupported(f"cat not understood: {ast.unparse(node)}")
+                return tuple(x for e in node.args[0].elts for x in self.as_lanes(self.expr(e)))
+            if (isinstance(func, ast.Attribute) and func.attr in ("matmul", "mm", "addmm")
+                    and isinstance(func.value, ast.Name) and func.value.id == "torch"):
+                value = self.expr(node.args[0]) if func.attr == "matmul" else None
+                if isinstance(value, _Static):
+                    return super().expr(node)
+                raise Unsupported("a second GEMM in the hoist")
+        return super().expr(node)
+
+    def columns(self, node: ast.Subscript) -> tuple:
+        """``X[:, a:b]``: lanes a/H … of X."""
+        sl = node.slice
+        if not (isinstance(sl, ast.Tuple) and len(sl.elts) == 2):
+            raise Unsupported(f"X subscript not understood: {ast.unparse(node)}")
+        rows, span = sl.elts
         if not (isinstance(rows, ast.Slice) and rows.lower is None and rows.upper is None
                 and rows.step is None and isinstance(span, ast.Slice) and span.step is None
                 and isinstance(span.lower, ast.Constant) and isinstance(span.upper, ast.Constant)):
-            return None
-        cols.append((span.lower.value, span.upper.value))
-    return Projection(weight, bias, tuple(cols))
+            raise Unsupported(f"X subscript not understood: {ast.unparse(node)}")
+        lo, hi = span.lower.value, span.upper.value
+        if lo % self.H or hi % self.H or not 0 <= lo < hi <= self.width:
+            raise Unsupported(f"columns {lo}:{hi} of X are not whole lanes")
+        out = []
+        for i in range(lo // self.H, hi // self.H):
+            if i not in self.X_lanes:
+                self.X_lanes[i] = self.new_lane(("X", i))
+            out.append(self.X_lanes[i])
+        return tuple(out)

@@ -210,7 +210,7 @@ class NativeLoops:
         self.keys = list(dict.fromkeys(g.weight for g in plan.ir.gemms))
         consts: dict[float, int] = {}
         width = 1
-        for ins in plan.forward + plan.backward:
+        for ins in plan.prologue + plan.forward + plan.backward + plan.epilogue:
             if isinstance(ins, Op):
                 for x in (ins.a, ins.b):
                     if isinstance(x, float):
@@ -219,7 +219,13 @@ class NativeLoops:
         self.consts, self.const_width = consts, width
         self.const_buf = len(plan.buffers)  # an extra shared buffer: each constant, repeated
         self._const_tensors: dict[torch.dtype, torch.Tensor] = {}
-        self.code = {False: self._encode(plan.forward), True: self._encode(plan.backward)}
+        self.code = {name: self._encode(getattr(plan, name))
+                     for name in ("prologue", "forward", "backward", "epilogue")}
+        # the buffer table handed to the loop: 5 fields per buffer, then the constants
+        self._kinds = [(i, 1 if self.per_thread(i) else 2 if buf.shared else 0)
+                       for i, buf in enumerate(plan.buffers)]
+        self._table = (ctypes.c_int64 * (5 * len(plan.buffers) + 5))()
+        self._table[-4] = 1
 
     @staticmethod
     def threads() -> int:
@@ -275,29 +281,31 @@ class NativeLoops:
             self._const_tensors[like.dtype] = t
         return t
 
-    def run(self, backward: bool, tensors: list, weights: dict, sizes: list[int] | None,
+    def run(self, name: str, tensors: list, weights: dict, sizes: list[int] | None,
             B: int, steps: int, threads: int):
-        """Run the forward (or backward) loop over ``steps`` steps on the buffers."""
+        """Run one loop ("prologue", "forward", "backward", "epilogue") over ``steps`` steps of
+        ``B`` rows on the buffers."""
         like = tensors[self.plan.S]
-        table = []
-        for i, buf in enumerate(self.plan.buffers):
+        table = self._table
+        for i, kind in self._kinds:  # only pointers and strides change from call to call
             t = tensors[i]
             if t is None:
-                table += [0, 1, 0, 0, 0]
-                continue
-            if t.dim() and t.stride(-1) != 1 and t.shape[-1] > 1:
-                raise ValueError(f"native buffer {buf.name} needs unit column stride")
-            if self.per_thread(i):
-                table += [t.data_ptr(), 1, t.stride(0), 0, 1]
-            elif buf.shared:
-                table += [t.data_ptr(), 1, 0, 0, 0]
-            else:
-                table += [t.data_ptr(), t.shape[0], t.stride(0), t.stride(1), 0]
-        consts = self._constants(like)
-        table += [consts.data_ptr(), 1, 0, 0, 0]
+                table[5 * i:5 * i + 5] = (0, 1, 0, 0, 0)
+            elif kind == 0:  # per batch row
+                if t.stride(2) != 1 and t.shape[2] > 1:
+                    raise ValueError(f"native buffer {self.plan.buffers[i].name} needs unit "
+                                     "column stride")
+                table[5 * i:5 * i + 5] = (t.data_ptr(), t.shape[0], t.stride(0), t.stride(1), 0)
+            elif kind == 1:  # one row per thread
+                table[5 * i:5 * i + 5] = (t.data_ptr(), 1, t.stride(0), 0, 1)
+            else:  # one row shared by all
+                table[5 * i:5 * i + 5] = (t.data_ptr(), 1, 0, 0, 0)
+        table[-5] = self._constants(like).data_ptr()
         keep, wtable = [], []
+        weight_bytes = 0
         for key in self.keys:
             w = weights[key]
+            weight_bytes += w.numel() * w.element_size()
             if w.stride(1) == 1 and w.stride(0) >= w.shape[1]:
                 wtable += [w.data_ptr(), w.stride(0), 0]
             elif w.stride(0) == 1 and w.stride(1) >= w.shape[0]:
@@ -306,14 +314,13 @@ class NativeLoops:
                 w = w.contiguous()
                 keep.append(w)
                 wtable += [w.data_ptr(), w.shape[1], 0]
-        code, n = self.code[backward]
-        dtype = {torch.float32: 0, torch.float64: 1}[like.dtype]
+        code, n = self.code[name]
+        dtype = 0 if like.dtype == torch.float32 else 1
         size_array = _array(sizes) if sizes is not None else None
-        weight_bytes = sum(weights[k].numel() * weights[k].element_size() for k in self.keys)
         split = threads > 1 and B >= 2 * threads and weight_bytes <= SPLIT_BYTES
-        rc = self.lib.rnnlab_run(dtype, code, n, _array(table), len(self.plan.buffers) + 1,
+        rc = self.lib.rnnlab_run(dtype, code, n, table, len(self.plan.buffers) + 1,
                                  _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(backward), _state["blas"], threads, PARALLEL_WORK,
+                                 int(name == "backward"), _state["blas"], threads, PARALLEL_WORK,
                                  int(split))
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")

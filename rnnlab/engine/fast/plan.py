@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .lift import Ew, Gemm, Param, Projection, StepIR
+from .lift import Ew, Gemm, HoistIR, Param, StepIR
 
 # Elementwise instruction codes. acc=True adds the result to the destination instead.
 COPY, NEG, ADD, SUB, MUL, TANH, SIGMOID, RELU, TANH_BWD, SIGMOID_BWD, RELU_BWD, FILL = range(12)
@@ -102,14 +102,23 @@ class Plan:
 
     ir: StepIR
     training: bool
-    projection: Projection | None = None  # the engine computes the input projection itself
+    hoist: HoistIR | None = None  # the engine computes the hoist itself (prologue, epilogue)
     buffers: list[Buffer] = field(default_factory=list)
     forward: list = field(default_factory=list)
     backward: list = field(default_factory=list)
-    xs: list[int] = field(default_factory=list)  # buffer of each hoisted input (no projection)
-    X: int = -1  # with a projection: x Wᵀ for all steps, (T, B, N); GEMMs add to it in place
-    bias: int = -1  # with a projection: the bias vector b (given)
-    dX: int = -1  # with a projection: adjoint of X (every GEMM's dG is a column range of it)
+    xs: list[int] = field(default_factory=list)  # buffer of each hoisted input
+    # with the engine's own hoist: X = x W (+ b) over all rows (T, B, N), computed by torch;
+    # the prologue (one pass over all T·B rows) computes the other hoisted inputs from it, and
+    # a hoisted input that is just columns of X (a GEMM's bias) is those columns: its GEMM adds
+    # to X in place. The epilogue takes the hoisted inputs' adjoints back to dX.
+    prologue: list = field(default_factory=list)
+    epilogue: list = field(default_factory=list)
+    X: int = -1
+    bias: int = -1  # the bias vector b (given) when the in-place GEMMs add it, else -1
+    bias_in_X: bool = False  # X includes b (the prologue reads X)
+    x: int = -1  # the input x (given) when the prologue reads it
+    dX: int = -1
+    dx: int = -1  # adjoint of the input read by the prologue
     params: dict[str, int] = field(default_factory=dict)  # weight key -> buffer (vectors)
     state_cols: list[int] = field(default_factory=list)  # column of each state field in S
     S: int = -1
@@ -129,36 +138,35 @@ class Plan:
         return len(self.buffers) - 1
 
 
-def make_plan(ir: StepIR, training: bool, lengths: bool, projection: Projection | None = None,
-              projection_width: int = 0) -> Plan:
+def make_plan(ir: StepIR, training: bool, lengths: bool, hoist: HoistIR | None = None) -> Plan:
     """Plan the loops of ``ir``; ``training`` adds the backward step, ``lengths`` variable
-    lengths (buffers then start at zero so that rows past their end stay zero).
-
-    With ``projection`` (the hoist is ``x Wᵀ + b`` and column slices, ``projection_width``
-    columns) the engine computes it itself, when every hoisted input is only a GEMM bias."""
-    biases = [g.bias for g in ir.gemms if g.bias is not None]
-    if projection is not None and (any(src[0] == "xs" for src in ir.sources)
-                                   or len(set(biases)) != len(biases)):
-        projection = None  # a hoisted input read elementwise or twice: keep the hoist
-    return _Planner(ir, training, lengths, projection, projection_width).plan
+    lengths (buffers then start at zero so that rows past their end stay zero). With ``hoist``
+    (``lift.lift_hoist``) the engine computes the hoisted inputs itself; without, they are
+    given."""
+    return _Planner(ir, training, lengths, hoist).plan
 
 
 class _Planner:
-    def __init__(self, ir: StepIR, training: bool, lengths: bool, projection, width: int):
+    def __init__(self, ir: StepIR, training: bool, lengths: bool, hoist: HoistIR | None):
         self.ir = ir
         self.H = ir.hidden_size
         self.training = training
         self.lengths = lengths
-        self.plan = Plan(ir, training, projection)
-        self.projection_width = width
+        self.plan = Plan(ir, training, hoist)
         self._analyse()
+        if hoist is not None:
+            self._analyse_hoist()
         self._forward_buffers()
+        if hoist is not None:
+            self._prologue()
         self._forward()
         if training:
             self._backward_buffers()
             self._backward()
-        self.plan.forward = merge(self.plan.forward)
-        self.plan.backward = merge(self.plan.backward)
+            if hoist is not None:
+                self._epilogue()
+        for name in ("prologue", "forward", "backward", "epilogue"):
+            setattr(self.plan, name, merge(getattr(self.plan, name)))
 
     # ---- analysis -----------------------------------------------------------------------------
     def _analyse(self):
@@ -215,19 +223,145 @@ class _Planner:
                     break
         order += [j for j in range(ir.num_states) if j not in order]
         self.state_order = order
+        self.aliased: dict[int, int] = {}  # hoisted input -> its first column in X
+        self.X_read = False
+
+    def _analyse_hoist(self):
+        """Which hoisted inputs are plain columns of X, and what the prologue reads."""
+        ir, hoist, H = self.ir, self.plan.hoist, self.H
+        read = {a for op in hoist.ops for a in op.args if isinstance(a, int)}
+        positions: dict[int, list] = {}
+        for k, lanes in enumerate(hoist.outputs):
+            for i, x in enumerate(lanes):
+                positions.setdefault(x, []).append((k, i))
+        step_read = {src[1] for src in ir.sources if src[0] == "xs"}
+        biases = [g.bias for g in ir.gemms if g.bias is not None]
+        for k, lanes in enumerate(hoist.outputs):
+            src = [hoist.sources[x] for x in lanes]
+            if (lanes and all(s[0] == "X" for s in src)
+                    and [s[1] for s in src] == list(range(src[0][1], src[0][1] + len(src)))
+                    and k not in step_read and biases.count(k) == 1
+                    and not any(x in read or len(positions[x]) > 1 for x in lanes)):
+                self.aliased[k] = src[0][1] * H
+        aliased_lanes = {x for k in self.aliased for x in hoist.outputs[k]}
+        self.X_read = any(hoist.sources[x][0] == "X" and x not in aliased_lanes
+                          for x in read | set(positions))
+        self.hoist_positions = {x: [(k, i) for k, i in pos if k not in self.aliased]
+                                for x, pos in positions.items()}
+        self.hoist_needed = [False] * len(hoist.sources)
+        for op in hoist.ops:
+            if op.op == "mul":
+                for a, b in (op.args, op.args[::-1]):
+                    if isinstance(a, int) and not isinstance(b, float):
+                        self.hoist_needed[a] = True
+            elif op.op in _BACKWARD_CODES:
+                self.hoist_needed[op.out] = True
+            for a in op.args:
+                if isinstance(a, Param):
+                    width = (a.index + 1) * H
+                    self.param_width[a.key] = max(self.param_width.get(a.key, 0), width)
+        self.params = list(self.param_width)
+
+    def hoist_loc(self, x: int) -> Ref:
+        """Where hoist lane x's value is (over all T·B rows)."""
+        src, p = self.plan.hoist.sources[x], self.plan
+        if src[0] == "X":
+            return Ref(p.X, src[1] * self.H)
+        if src[0] == "x":
+            return Ref(p.x, src[1] * self.H)
+        return self.hoist_home[x]
+
+    def hoist_operand(self, a):
+        if isinstance(a, int):
+            return self.hoist_loc(a)
+        return self.operand(a)
+
+    def _prologue(self):
+        """The hoist's elementwise work over all T·B rows, into the hoisted inputs."""
+        p, hoist, H, code = self.plan, self.plan.hoist, self.H, self.plan.prologue
+        self.hoist_home: dict[int, Ref] = {}
+        saved, scratch = [], []
+        for x, src in enumerate(hoist.sources):
+            if src[0] != "ew":
+                continue
+            if self.hoist_positions.get(x):
+                k, i = self.hoist_positions[x][0]
+                self.hoist_home[x] = Ref(p.xs[k], i * H)
+            elif self.training and self.hoist_needed[x]:
+                saved.append(x)
+            else:
+                scratch.append(x)
+        for name, lanes, temp in (("Ph", saved, False), ("Rh", scratch, True)):
+            if lanes:
+                buf = p.add(Buffer(name, "T", len(lanes) * H, temp=temp))
+                for k, x in enumerate(lanes):
+                    self.hoist_home[x] = Ref(buf, k * H)
+        for op in hoist.ops:
+            dst = self.hoist_home[op.out]
+            args = [self.hoist_operand(a) for a in op.args] + [None]
+            code.append(Op(_FORWARD_CODES[op.op], dst, args[0], args[1], H))
+        for x, pos in self.hoist_positions.items():
+            for k, i in pos:
+                ref = Ref(p.xs[k], i * H)
+                if ref != self.hoist_loc(x):
+                    code.append(Op(COPY, ref, self.hoist_loc(x), None, H))
+
+    def _epilogue(self):
+        """The hoist's backward over all T·B rows: hoisted inputs' adjoints back to dX, dx."""
+        p, ir, hoist, H = self.plan, self.ir, self.plan.hoist, self.H
+        if p.x >= 0:
+            p.dx = p.add(Buffer("dx", "T", p.buffers[p.x].width, zeros=True))
+        ew = [x for x, src in enumerate(hoist.sources) if src[0] == "ew"]
+        buf = p.add(Buffer("dRh", "T", max(len(ew), 1) * H, temp=True))
+        scratch = {x: Ref(buf, k * H) for k, x in enumerate(ew)}
+
+        def fixed(x):
+            src = hoist.sources[x]
+            if src[0] == "X":
+                return Ref(p.dX, src[1] * H)
+            if src[0] == "x":
+                return Ref(p.dx, src[1] * H)
+            return None
+
+        adj: dict[int, tuple] = {}
+        self.pass_ = (adj, fixed, scratch, p.epilogue)
+        dG_of = {g.bias: p.dG[i] for i, g in enumerate(ir.gemms) if g.bias is not None}
+        for x, pos in self.hoist_positions.items():  # the step's adjoints of hoisted inputs
+            for k, i in pos:
+                if k in dG_of:
+                    self.contribute(x, COPY, Ref(dG_of[k].buf, dG_of[k].col + i * H))
+                if k in p.dxs:
+                    self.contribute(x, COPY, Ref(p.dxs[k], i * H))
+        for op in reversed(hoist.ops):
+            if op.out in adj:
+                self.derive(op, self.hoist_loc, self.hoist_operand)
+        aliased_cols = {self.aliased[k] + i * H for k in self.aliased
+                        for i in range(len(hoist.outputs[k]))}
+        lane_of = {src[1]: x for x, src in enumerate(hoist.sources) if src[0] == "X"}
+        for i in range(hoist.width // H):  # columns of dX nobody writes
+            if i * H not in aliased_cols and lane_of.get(i) not in adj:
+                p.epilogue.append(Op(FILL, Ref(p.dX, i * H), 0.0, None, H))
 
     # ---- forward ------------------------------------------------------------------------------
     def _forward_buffers(self):
         p, ir, H = self.plan, self.ir, self.H
         history = self.training or self.lengths
-        if p.projection is None:
+        hoist = p.hoist
+        if hoist is None:
             p.xs = [p.add(Buffer(f"xs{k}", "T", w, given=True))
                     for k, w in enumerate(ir.xs_widths)]
         else:
-            p.X = p.add(Buffer("X", "T", self.projection_width))
-            if p.projection.bias is not None:
-                p.bias = p.add(Buffer(f"w[{p.projection.bias}]", "1", self.projection_width,
-                                      shared=True, given=True))
+            if hoist.weight is not None:
+                p.X = p.add(Buffer("X", "T", hoist.width))
+                p.bias_in_X = hoist.bias is not None and self.X_read
+                if hoist.bias is not None and not self.X_read:
+                    p.bias = p.add(Buffer(f"w[{hoist.bias}]", "1", hoist.width, shared=True,
+                                          given=True))
+            if any(src[0] == "x" for src in hoist.sources):
+                p.x = p.add(Buffer("x", "T", len([s for s in hoist.sources if s[0] == "x"]) * H,
+                                   given=True))
+            p.xs = [-1 if k in self.aliased else p.add(Buffer(f"xs{k}", "T", w))
+                    for k, w in enumerate(ir.xs_widths)]
         p.params = {key: p.add(Buffer(f"w[{key}]", "1", self.param_width[key], shared=True,
                                       given=True)) for key in self.params}
         p.S = p.add(Buffer("S", "T+1" if history else "2", len(self.state_order) * H,
@@ -236,7 +370,7 @@ class _Planner:
         p.Y = p.add(Buffer("Y", "T", H, zeros=self.lengths))
         self.G: list[Ref] = []  # where each GEMM's result is
         for g in ir.gemms:
-            if p.projection is not None and g.bias is not None:  # in place, in X
+            if g.bias is not None and g.bias in self.aliased:  # in place, in X
                 self.G.append(self.xs_ref(g.bias))
                 continue
             keep = self.training and any(self.needed[x] for x in g.out)
@@ -289,10 +423,9 @@ class _Planner:
 
     def xs_ref(self, k: int) -> Ref:
         """Hoisted input k: its own buffer, or its columns of X."""
-        p = self.plan
-        if p.projection is None:
-            return Ref(p.xs[k], 0)
-        return Ref(p.X, p.projection.cols[k][0])
+        if k in self.aliased:
+            return Ref(self.plan.X, self.aliased[k])
+        return Ref(self.plan.xs[k], 0)
 
     def loc(self, x: int) -> Ref:
         """Where lane x's value is during (forward) and after (backward) its step."""
@@ -346,10 +479,10 @@ class _Planner:
                 if op.bias is None:
                     code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
                                       op.weight, False))
-                elif p.projection is None:
+                elif op.bias not in self.aliased:
                     code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
                                       op.weight, False, self.xs_ref(op.bias)))
-                else:  # X already holds x Wᵀ: add the bias and the recurrent product to it
+                else:  # X already holds x W: add (the bias and) the recurrent product to it
                     bias = Ref(p.bias, self.G[g].col) if p.bias >= 0 else None
                     code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
                                       op.weight, False, bias, acc=True))
@@ -367,14 +500,12 @@ class _Planner:
         p.dY = p.add(Buffer("dY", "T", H, given=True))
         p.dF = p.add(Buffer("dF", "1", width, given=True))
         p.dS = p.add(Buffer("dS", "2", width))
-        if p.projection is not None:
-            covered = sum(b - a for a, b in p.projection.cols) == self.projection_width
-            p.dX = p.add(Buffer("dX", "T", self.projection_width,
-                                zeros=self.lengths or not covered))
+        if p.X >= 0:
+            p.dX = p.add(Buffer("dX", "T", p.hoist.width, zeros=self.lengths))
         p.dG = []
         for g in ir.gemms:
-            if p.projection is not None and g.bias is not None:
-                p.dG.append(Ref(p.dX, p.projection.cols[g.bias][0]))
+            if g.bias is not None and g.bias in self.aliased:
+                p.dG.append(Ref(p.dX, self.aliased[g.bias]))
             else:
                 p.dG.append(Ref(p.add(Buffer(f"dG{g.index}", "T", len(g.out) * H,
                                              zeros=self.lengths)), 0))
@@ -409,36 +540,59 @@ class _Planner:
         return self.dM.get(x)
 
     def contribute(self, x, code: int, a, b=None):
-        """Add ``code(a, b)`` to the adjoint of operand x (a lane, a Param or a number)."""
-        H, out = self.H, self.plan.backward
+        """Add ``code(a, b)`` to the adjoint of operand x (a lane, a Param or a number), in the
+        pass ``self.pass_`` = (adjoints, fixed place of a lane or None, scratch, code)."""
+        H = self.H
+        adj, fixed, scratch, out = self.pass_
         if isinstance(x, float):
             return
         if isinstance(x, Param):
             out.append(Op(code, Ref(self.plan.dP[x.key], x.index * H), a, b, H, acc=True))
             return
-        current = self.adj.get(x)
+        current = adj.get(x)
         if current is None:
-            dst = self.fixed(x)
+            dst = fixed(x)
             if dst is None and code == COPY:
-                self.adj[x] = (a, False)  # an alias: no copy until someone adds to it
+                adj[x] = (a, False)  # an alias: no copy until someone adds to it
                 return
-            dst = dst or self.dR[x]
+            dst = dst or scratch[x]
             out.append(Op(code, dst, a, b, H))
-            self.adj[x] = (dst, True)
+            adj[x] = (dst, True)
             return
         ref, owned = current
         if not owned:
-            dst = self.dR[x]
-            out.append(Op(COPY, dst, ref, None, H))
-            self.adj[x] = (dst, True)
+            dst = scratch[x]
+            out.append(Op(ADD if code == COPY else COPY, dst, ref, a if code == COPY else None,
+                          H))
+            adj[x] = (dst, True)
+            if code == COPY:
+                return
             ref = dst
         out.append(Op(code, ref, a, b, H, acc=True))
+
+    def derive(self, op: Ew, value, operand):
+        """Contributions of one elementwise op to its arguments' adjoints (reverse mode)."""
+        y = op.out
+        dy = self.pass_[0][y][0]
+        a = op.args[0]
+        if op.op == "copy":
+            self.contribute(a, COPY, dy)
+        elif op.op in ("add", "sub"):
+            self.contribute(a, COPY, dy)
+            self.contribute(op.args[1], COPY if op.op == "add" else NEG, dy)
+        elif op.op == "mul":
+            b = op.args[1]
+            self.contribute(a, MUL, dy, operand(b))
+            self.contribute(b, MUL, dy, operand(a))
+        else:
+            self.contribute(a, _BACKWARD_CODES[op.op], dy, value(y))
 
     def _backward(self):
         ir, p, H, out = self.ir, self.plan, self.H, self.plan.backward
         width = len(self.state_order) * H
         out.append(Refill(Ref(p.dS, 0, 1), Ref(p.dF, 0), width))
         self.adj: dict[int, tuple] = {}
+        self.pass_ = (self.adj, self.fixed, self.dR, out)
 
         def external(x):
             if x == ir.output:
@@ -456,21 +610,8 @@ class _Planner:
                 for g, q in self.gemm_uses[y]:
                     if self.dedicated[g]:
                         self.contribute(y, COPY, Ref(self.dA[g], q * H))
-                if y not in self.adj:
-                    continue  # zero adjoint
-                dy = self.adj[y][0]
-                a = op.args[0]
-                if op.op == "copy":
-                    self.contribute(a, COPY, dy)
-                elif op.op in ("add", "sub"):
-                    self.contribute(a, COPY, dy)
-                    self.contribute(op.args[1], COPY if op.op == "add" else NEG, dy)
-                elif op.op == "mul":
-                    b = op.args[1]
-                    self.contribute(a, MUL, dy, self.operand(b))
-                    self.contribute(b, MUL, dy, self.operand(a))
-                else:
-                    self.contribute(a, _BACKWARD_CODES[op.op], dy, self.loc(y))
+                if y in self.adj:  # else its adjoint is zero
+                    self.derive(op, self.loc, self.operand)
             else:
                 g = op.index
                 for x in op.out:

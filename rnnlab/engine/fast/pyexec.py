@@ -65,13 +65,18 @@ class PythonLoops:
 
     def __init__(self, plan: Plan):
         self.plan = plan
-        self.forward = _Loop(plan, "forward", plan.forward, reverse=False)
-        self.backward = _Loop(plan, "backward", plan.backward, reverse=True) \
-            if plan.training else None
+        self.loops = {name: _Loop(plan, name, getattr(plan, name), reverse=name == "backward")
+                      for name in ("prologue", "forward", "backward", "epilogue")
+                      if getattr(plan, name) or name == "forward"}
 
     @property
     def source(self) -> str:
-        return self.forward.source + ("\n" + self.backward.source if self.backward else "")
+        return "\n".join(loop.source for loop in self.loops.values())
+
+    def run(self, name: str, tensors: list, weights: dict, sizes: list[int] | None, B: int,
+            steps: int, threads: int):
+        """Run one loop ("prologue", "forward", "backward", "epilogue") on the buffers."""
+        self.loops[name].run(tensors, weights, sizes, B, steps)
 
 
 class _Loop:
