@@ -98,10 +98,11 @@ def run_once(model: nn.Module, x: torch.Tensor, train: bool) -> float:
 
 def best_times(entries: dict, rounds: int, max_rounds: int) -> dict[str, float]:
     """Interleaved rounds over ``entries`` (name -> callable returning seconds); the first is a
-    warm-up. At least ``rounds`` timed rounds, and more (up to ``max_rounds``) while a round
-    still improves some best time by over 3%: a burst of load from another process then costs
-    rounds, not a wrong table."""
+    warm-up. At least ``rounds`` timed rounds, and more (up to ``max_rounds``) until three
+    rounds in a row improve no best time by over 3%: a burst of load from another process then
+    costs rounds, not a wrong table."""
     best = {name: float("inf") for name in entries}
+    quiet = 0
     for k in range(max_rounds + 1):
         improved = False
         for name, run in entries.items():
@@ -110,7 +111,8 @@ def best_times(entries: dict, rounds: int, max_rounds: int) -> dict[str, float]:
                 improved = True
             if k:
                 best[name] = min(best[name], elapsed)
-        if k >= rounds and not improved:
+        quiet = 0 if improved else quiet + 1
+        if k >= rounds and quiet >= 3:
             break
     return best
 
@@ -161,7 +163,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cell-hidden", type=int, nargs="+", default=[256],
                         help="hidden sizes at which every cell is measured (goal 2)")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (best is kept)")
-    parser.add_argument("--max-repeat", type=int, default=15,
+    parser.add_argument("--max-repeat", type=int, default=20,
                         help="more rounds while the best times still improve")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="only nn.LSTM and rnnlab")

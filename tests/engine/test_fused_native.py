@@ -1,0 +1,94 @@
+"""The native loop: its own tanh and sigmoid, falling back without it, its build cache."""
+
+import pytest
+import torch
+
+from rnnlab import cells
+from rnnlab.engine import fused
+from rnnlab.engine.fast import native
+from rnnlab.engine.unroll import reference_unroll, unroll
+from rnnlab.lang import cell, sigmoid, tanh
+
+
+@pytest.fixture(scope="module")
+def library():
+    if native.load() is None:
+        pytest.skip(f"native engine unavailable: {native.why_unavailable()}")
+    return native.load()
+
+
+@cell("tanh_only", state=("h",))
+def tanh_only(x, state, p):
+    h = tanh(p.W @ x + p.R @ state.h)
+    return h, (h,)
+
+
+@cell("sigmoid_only", state=("h",))
+def sigmoid_only(x, state, p):
+    h = sigmoid(p.W @ x + p.R @ state.h)
+    return h, (h,)
+
+
+@pytest.mark.parametrize("defn, exact", [(tanh_only, torch.tanh), (sigmoid_only, torch.sigmoid)])
+def test_activations_match_torch(library, defn, exact):
+    """W = I, R = 0, one step: the activation of x itself (a row holding ±inf or NaN is NaN but
+    there after the GEMM, in both engines), compared with torch's on the same inputs."""
+    H = 64
+    c = cells.make(defn, H, H)
+    with torch.no_grad():
+        c.W.copy_(torch.eye(H))
+        c.R.zero_()
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([
+        torch.linspace(-20, 20, 4096 * 4), torch.randn(4096, generator=g) * 3,
+        torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e-8, 3e-4, 0.2999, 0.3001, 9.5, -9.5,
+                      88.0, -88.0, 100.0, -100.0, float("inf"), float("-inf"), float("nan")]),
+    ])
+    values = torch.cat([values, values.new_zeros((-values.numel()) % H)])
+    x = values.reshape(1, -1, H)
+    state = (torch.zeros(x.shape[1], H),)
+    with torch.no_grad(), fused.backend("native"):
+        out, _ = unroll(c, x, state)
+    with torch.no_grad():
+        expected = reference_unroll(c, x, state)[0]
+    assert torch.equal(expected[x.isfinite() & expected.isfinite()],
+                       exact(x)[x.isfinite() & expected.isfinite()])
+    finite = expected.isfinite() & expected.ne(0)
+    rel = ((out - expected).abs() / expected.abs())[finite]
+    assert rel.max() < 4e-7, rel.max()
+    assert (out - expected).abs()[expected.isfinite()].max() < 2e-7
+    assert torch.equal(out.isnan(), expected.isnan())
+
+
+def test_without_native_the_python_executor_runs(monkeypatch):
+    c = cells.make("lstm", 5, 4).double()
+    x = torch.randn(6, 3, 5, dtype=torch.double, requires_grad=True)
+    state = tuple(torch.randn(3, 4, dtype=torch.double) for _ in range(2))
+    monkeypatch.setattr(native, "_state", {"lib": None, "error": "no compiler (test)"})
+    monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
+    with fused.backend("auto"):
+        out, _ = unroll(c, x, state)
+        w = c.weights()
+        comp = fused.compiled(c, tuple(t.shape[-1] for t in c.program.hoist(x, w)),
+                              {k: tuple(v.shape) for k, v in w.items()}, True, False)
+        assert fused.choose_executor(comp, x) is comp.python
+    assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
+    torch.testing.assert_close(out, reference_unroll(c, x, state)[0])
+    with fused.backend("native"), pytest.raises(RuntimeError, match="no compiler"):
+        unroll(c, x, state)
+
+
+def test_build_is_cached_and_rebuildable(library, tmp_path, monkeypatch):
+    cxx = native.compiler()
+    flags = native.FLAGS + (native.OPENMP if native._state.get("openmp") else [])
+    assert native.library_path(cxx, flags).exists()  # load() built or found it
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path))
+    path = native.library_path(cxx, native.FLAGS)
+    assert str(path).startswith(str(tmp_path))
+    native.build(cxx, path, native.FLAGS)
+    assert path.exists() and not list(path.parent.glob("tmp*"))
+
+
+def test_gemm_timing_entry_point(library):
+    seconds = native.time_gemm(8, 32, 16, 3)
+    assert seconds is not None and 0 < seconds < 1
