@@ -28,10 +28,15 @@ So each step is one (B × d) · (d × 4d) GEMM for LSTM transforms (two, d × 8d
 time priority), L · T steps in all, against T + L − 1 larger steps for the wavefront; the FLOPs
 are the same, but most of them now run in GEMMs of T · B rows.
 
+With an LSTM time transform (``"lstm"``, ``"lstm_standard"``) the time-first loop, hoisted GEMM
+included, is one autograd op with a hand-derived backward (``recurrence.py``), so a layer's
+backward graph does not grow with T. Otherwise the loop runs under autograd, and stays O(T):
+the hoisted pre-activations are split with one ``unbind`` and the per-step results joined with
+one ``torch.stack`` (indexing per step would give each step a zero-filled T-sized gradient).
+
 Sequence ends (``lengths``): past its length a sequence's time state stays frozen, and blocks
 there read the frozen vectors, exactly as in the other schedules (so even their unspecified
-outputs agree). Autograd stays O(T): the hoisted pre-activations are split with one ``unbind``
-and the per-step results joined with one ``torch.stack``.
+outputs agree).
 
 A zoo-cell dimension (``CellTransform``) computes its own pre-activations, so nothing of it can
 be hoisted: a block with one runs the wavefront schedule instead.

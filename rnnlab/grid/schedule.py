@@ -247,4 +247,3 @@ def naive(
     h = torch.stack([carry[key][0] for key in keys]).view(num_layers, *sizes[1:], batch, d)
     m = torch.stack([carry[key][1] for key in keys]).view(num_layers, *sizes[1:], batch, d)
     return outputs, State(h, m)
-
