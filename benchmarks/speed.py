@@ -20,7 +20,7 @@ forward under no_grad), on x of shape (T, B, I):
 Peers: torch.nn.LSTM, torch.nn.GRU, a hand-written Python loop over nn.LSTMCell, and
 torchrecurrent's PeepholeLSTM and MUT1-3 when that package is installed.
 
-    python benchmarks/speed.py                        # defaults: about 5-8 minutes on 2 cores
+    python benchmarks/speed.py                        # defaults: 5-10 minutes on 2 cores
     python benchmarks/speed.py --quick                # a smaller run, about a minute
     python benchmarks/speed.py --hidden 256 --cells lstm gru mut1 --repeat 9
     RNNLAB_FAST=python python benchmarks/speed.py     # the engine without its C++ loop
@@ -96,16 +96,19 @@ def run_once(model: nn.Module, x: torch.Tensor, train: bool) -> float:
     return time.perf_counter() - start
 
 
-def best_times(entries: dict, rounds: int, max_rounds: int) -> dict[str, float]:
+def best_times(entries: dict, rounds: int, max_rounds: int, coarse=()) -> dict[str, float]:
     """Interleaved rounds over ``entries`` (name -> callable returning seconds); the first is a
     warm-up. At least ``rounds`` timed rounds, and more (up to ``max_rounds``) until three
     rounds in a row improve no best time by over 3%: a burst of load from another process then
-    costs rounds, not a wrong table."""
+    costs rounds, not a wrong table. Entries named in ``coarse`` (slow Python loops, far
+    behind) run in the first two timed rounds only."""
     best = {name: float("inf") for name in entries}
     quiet = 0
     for k in range(max_rounds + 1):
         improved = False
         for name, run in entries.items():
+            if name in coarse and k > 2:
+                continue
             elapsed = run()
             if k and elapsed < 0.97 * best[name]:
                 improved = True
@@ -163,7 +166,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cell-hidden", type=int, nargs="+", default=[256],
                         help="hidden sizes at which every cell is measured (goal 2)")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (best is kept)")
-    parser.add_argument("--max-repeat", type=int, default=20,
+    parser.add_argument("--max-repeat", type=int, default=12,
                         help="more rounds while the best times still improve")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="only nn.LSTM and rnnlab")
@@ -208,7 +211,8 @@ def main(argv=None) -> None:
             mode = "train" if train else "infer"
             entries = {name: timed(model, x, train) for name, model in models.items()}
             entries["LSTM GEMMs alone"] = lstm_gemms(T, B, I, H, train)
-            times = best_times(entries, args.repeat, args.max_repeat)
+            slow = {n for n in models if n.startswith(("LSTMCell", "torchrecurrent"))}
+            times = best_times(entries, args.repeat, args.max_repeat, coarse=slow)
             peak = times.pop("LSTM GEMMs alone")
             factor = 3 if train else 1
             base = times["torch.nn.LSTM"]

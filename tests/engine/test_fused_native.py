@@ -92,3 +92,29 @@ def test_build_is_cached_and_rebuildable(library, tmp_path, monkeypatch):
 def test_gemm_timing_entry_point(library):
     seconds = native.time_gemm(8, 32, 16, 3)
     assert seconds is not None and 0 < seconds < 1
+
+
+def test_concurrent_calls_from_python_threads(library):
+    """The loop runs without the GIL: calls from several threads must not share state."""
+    import threading
+
+    c = cells.make("gru", 6, 8)
+    xs = [torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    state = (torch.zeros(3, 8),)
+    with torch.no_grad():
+        expected = [reference_unroll(c, x, state)[0] for x in xs]
+    results: dict = {}
+
+    def work(k):
+        with torch.no_grad():
+            for _ in range(20):
+                results[k] = unroll(c, xs[k], state)[0]
+
+    with fused.backend("native"):
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for k, e in enumerate(expected):
+        torch.testing.assert_close(results[k], e)

@@ -84,3 +84,20 @@ def test_gemm_ops_keep_their_order_and_bias():
     assert [g.index for g in gemms] == [0, 1, 2]
     assert all(g.bias is not None for g in gemms)
 
+
+
+@pytest.mark.parametrize("name, prologue", [("lstm", False), ("gru", False),
+                                            ("gru_torch", True), ("mut1", True)])
+def test_the_engine_computes_the_hoist(name, prologue):
+    """x W + b and the hoist's x-only work (zeros, concatenation, σ, tanh) over all T·B rows."""
+    from rnnlab.engine.fast.lift import lift_hoist
+
+    c = cells.make(name, 8, 8)
+    w = c.weights()
+    k = len(c.program.hoist(torch.zeros(1, 1, 8), w))
+    hoist = lift_hoist(c.program.source, 8, 8, {n: tuple(v.shape) for n, v in w.items()}, k)
+    assert hoist is not None and hoist.weight == "Wx"
+    plan = make_plan(lanes_of(c), training=True, lengths=False, hoist=hoist)
+    assert bool(plan.prologue) == prologue and bool(plan.epilogue) == prologue
+    if not prologue:  # every hoisted input is columns of X: the GEMMs add to X in place
+        assert all(i.dst.buf == plan.X for i in plan.forward if isinstance(i, GemmI))

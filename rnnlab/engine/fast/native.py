@@ -224,8 +224,7 @@ class NativeLoops:
         # the buffer table handed to the loop: 5 fields per buffer, then the constants
         self._kinds = [(i, 1 if self.per_thread(i) else 2 if buf.shared else 0)
                        for i, buf in enumerate(plan.buffers)]
-        self._table = (ctypes.c_int64 * (5 * len(plan.buffers) + 5))()
-        self._table[-4] = 1
+        self._table_type = ctypes.c_int64 * (5 * len(plan.buffers) + 5)
 
     @staticmethod
     def threads() -> int:
@@ -286,7 +285,8 @@ class NativeLoops:
         """Run one loop ("prologue", "forward", "backward", "epilogue") over ``steps`` steps of
         ``B`` rows on the buffers."""
         like = tensors[self.plan.S]
-        table = self._table
+        table = self._table_type()  # per call: the loop runs without the GIL
+        table[-4] = 1
         for i, kind in self._kinds:  # only pointers and strides change from call to call
             t = tensors[i]
             if t is None:
