@@ -1,14 +1,16 @@
 """The fused sequence engine: a whole sequence as one autograd op.
 
-``unroll`` hands a cell to this engine first. It reads the cell's compiled step as lanes
-(``fast.lift``), plans buffers and the instructions of one forward and one backward step
-(``fast.plan``), and runs the time loop as a single ``torch.autograd.Function``:
+``unroll`` hands a cell to this engine first. It reads the cell's compiled code as lanes
+(``fast.lift``: the step, and the hoist when it is the input GEMM plus elementwise work), plans
+buffers and the instructions of a prologue (the hoist over all T·B rows), one forward step, one
+backward step and an epilogue (``fast.plan``), and runs it all as one
+``torch.autograd.Function``:
 
-* forward runs the loop without autograd and keeps only what the backward step reads (gate
-  values, the state history, each GEMM's argument rows);
-* backward runs the derived backward step in reverse time, then computes every weight gradient
-  as ONE GEMM over all T·B rows (``dW = Aᵀ dG``) and hands the hoisted inputs' gradient back to
-  autograd, which turns it into ``dW_x = xᵀ dX`` and ``dx = dX W_x`` (one GEMM each).
+* forward computes ``X = x W + b`` (one GEMM) and the prologue, then runs the loop without
+  autograd, keeping only what the backward step reads (gate values, the state history, each
+  GEMM's argument rows);
+* backward runs the derived backward step in reverse time and the epilogue, then computes every
+  weight gradient as ONE GEMM over all T·B rows (``dR = Aᵀ dG``, ``dW = xᵀ dX``, ``dx = dX Wᵀ``).
 
 Two executors run the same instructions (``backend``):
 
@@ -22,8 +24,9 @@ Two executors run the same instructions (``backend``):
 CPU; other devices use the reference loop), and ``"reference"`` turns the engine off so that
 ``unroll`` steps the cell's generated code under autograd. Choose with the environment variable
 ``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``), ``set_backend`` or the
-context manager ``backend(name)``. Every case the engine does not cover (a step form it does
-not read, double backward is refused rather than wrong) falls back to the reference loop.
+context manager ``backend(name)``. A step form the reader does not know runs on the reference
+loop; double backward (``create_graph=True``) differentiates the reference loop inside this
+op's backward, so it stays exact. See docs/speed.md for the design and the measurements.
 """
 
 from __future__ import annotations
