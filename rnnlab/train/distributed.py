@@ -54,7 +54,14 @@ def setup() -> World:
 
 
 def teardown(world: World) -> None:
+    """Leave the process group; all ranks leave together.
+
+    Without the barrier a rank that finishes first tears down its gloo connections while the
+    other is still closing its own, which can abort the other process at exit ("terminate
+    called without an active exception").
+    """
     if world.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
