@@ -19,7 +19,9 @@ gradients flow to ``W_i``, ``R_i`` … as written in the paper.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 
@@ -84,6 +86,11 @@ class Program:
     def step(self, xs: tuple, state: tuple, weights: dict):
         """One step: xs (the hoisted tensors at t, each (B, n)), state -> (output, state)."""
         return self.step_fn(xs, state, weights)
+
+
+def _total(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of parameters sharing a block (usually just one: no copy, unlike ``sum``)."""
+    return functools.reduce(operator.add, tensors)
 
 
 def _fold(node, args: list[float]) -> float:
@@ -302,14 +309,14 @@ class _Compiler:
             biases = [[self.nodes[b].ref for b in bs] for _, _, bs in blocks]
 
             def build_wx(params, refs=refs):
-                return torch.cat([sum(params[r] for r in rs) for rs in refs]).t()
+                return torch.cat([_total([params[r] for r in rs]) for rs in refs]).t()
 
             wx = self._weight("Wx", build_wx)
             if any(biases):
                 def build_bx(params, biases=biases, H=H, refs=refs):
                     like = params[refs[0][0]]
                     return torch.cat([
-                        sum(params[b] for b in bs) if bs else like.new_zeros(H) for bs in biases
+                        _total([params[b] for b in bs]) if bs else like.new_zeros(H) for bs in biases
                     ])
 
                 lines.append(f"    X = torch.addmm({self._weight('bx', build_bx)}, x2d, {wx})")
@@ -460,7 +467,7 @@ class _Compiler:
             def build(params, rows=rows, sizes=sizes, H=H):
                 like = next(params[rs[0]] for row in rows for rs in row if rs)
                 return torch.cat([
-                    torch.cat([sum(params[r] for r in rs) if rs else like.new_zeros(H, n)
+                    torch.cat([_total([params[r] for r in rs]) if rs else like.new_zeros(H, n)
                                for rs, n in zip(row, sizes)], 1)
                     for row in rows
                 ]).t()

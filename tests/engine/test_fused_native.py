@@ -82,7 +82,7 @@ def test_build_is_cached_and_rebuildable(library, tmp_path, monkeypatch):
     cxx = native.compiler()
     flags = native.FLAGS + (native.OPENMP if native._state.get("openmp") else [])
     assert native.library_path(cxx, flags).exists()  # load() built or found it
-    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path))
     path = native.library_path(cxx, native.FLAGS)
     assert str(path).startswith(str(tmp_path))
     native.build(cxx, path, native.FLAGS)

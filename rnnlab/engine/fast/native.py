@@ -6,7 +6,7 @@ file compiled in about two seconds with the system compiler (``$CXX``, else ``c+
 the BLAS that torch itself uses (MKL's ``sgemm_``/``dgemm_`` and its packed-GEMM API, found in
 torch's own shared libraries).
 
-The build is cached in ``$RNNLAB_CACHE_DIR`` (default ``~/.cache/rnnlab``) under a hash of the
+The build is cached in ``$RNNLAB_CACHE`` (default ``~/.cache/rnnlab``) under a hash of the
 source, the compiler and the CPU, written atomically so that concurrent processes can share it.
 When anything is missing (no compiler, no BLAS symbol, a failed build) ``NativeLoops.create``
 returns None, ``why_unavailable`` says why, and the engine runs the same plan with torch ops.
@@ -48,7 +48,7 @@ _state: dict = {}  # "lib", "blas", "error", "openmp" once tried
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("RNNLAB_CACHE_DIR")
+    root = os.environ.get("RNNLAB_CACHE")
     if root:
         return Path(root) / "native"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
