@@ -316,7 +316,8 @@ class _Compiler:
                 def build_bx(params, biases=biases, H=H, refs=refs):
                     like = params[refs[0][0]]
                     return torch.cat([
-                        _total([params[b] for b in bs]) if bs else like.new_zeros(H) for bs in biases
+                        _total([params[b] for b in bs]) if bs else like.new_zeros(H)
+                        for bs in biases
                     ])
 
                 lines.append(f"    X = torch.addmm({self._weight('bx', build_bx)}, x2d, {wx})")
