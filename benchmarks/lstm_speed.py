@@ -15,26 +15,10 @@ import argparse
 import time
 
 import torch
+from speed import LSTMCellLoop  # the same peer as the full speed benchmark
 from torch import nn
 
 import rnnlab
-
-
-class LSTMCellLoop(nn.Module):
-    """The usual hand-written loop: one nn.LSTMCell call per time step."""
-
-    def __init__(self, input_size: int, hidden_size: int):
-        super().__init__()
-        self.cell = nn.LSTMCell(input_size, hidden_size)
-
-    def forward(self, x):
-        h = x.new_zeros(x.shape[1], self.cell.hidden_size)
-        c = torch.zeros_like(h)
-        outs = []
-        for t in range(x.shape[0]):
-            h, c = self.cell(x[t], (h, c))
-            outs.append(h)
-        return torch.stack(outs), (h, c)
 
 
 def tokens_per_second(model: nn.Module, x: torch.Tensor, repeat: int, train: bool) -> float:
