@@ -12,10 +12,9 @@ runs so that other load on the machine disturbs them less.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from speed import LSTMCellLoop  # the same peer as the full speed benchmark
+from speed import LSTMCellLoop, run_once  # the same peer and timing as speed.py
 from torch import nn
 
 import rnnlab
@@ -24,19 +23,8 @@ import rnnlab
 def tokens_per_second(model: nn.Module, x: torch.Tensor, repeat: int, train: bool) -> float:
     """Best-of-``repeat`` throughput of one forward (+ backward when training)."""
     model.train(train)
-    best = float("inf")
-    for k in range(repeat + 1):  # the first run warms up and is not counted
-        start = time.perf_counter()
-        if train:
-            model.zero_grad(set_to_none=True)
-            out, _ = model(x)
-            out.sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
-        elapsed = time.perf_counter() - start
-        if k:
-            best = min(best, elapsed)
+    run_once(model, x, train)  # warm-up, not counted
+    best = min(run_once(model, x, train) for _ in range(repeat))
     return x.shape[0] * x.shape[1] / best
 
 
