@@ -10,7 +10,7 @@ def add_parser(subparsers):
         NAME, help="cells with their equations, model bodies, and tasks",
         description="List the cells (with their equations), the model bodies and the tasks.",
     )
-    parser.add_argument("what", nargs="?", choices=("cells", "tasks"),
+    parser.add_argument("what", nargs="?", choices=("cells", "bodies", "tasks"),
                         help="only one kind")
     parser.set_defaults(handler=run)
     return parser
@@ -19,6 +19,7 @@ def add_parser(subparsers):
 def run(args, parser, extra, argv) -> int:
     import rnnlab.cells
     import rnnlab.tasks
+    from rnnlab.train.bodies import BODIES, body_settings
 
     if args.what in (None, "cells"):
         print("cells (rnnlab.cells.names(); use with --cell=NAME or rnnlab.RNN(NAME, ...)):\n")
@@ -26,7 +27,12 @@ def run(args, parser, extra, argv) -> int:
             print(f"[{name}]")
             print(str(rnnlab.cells.make(name, 8, 8)).rstrip())
             print()
-        print("[grid] --body=grid: rnnlab.GridLSTM, a 2-D (time x depth) Grid LSTM\n")
+    if args.what in (None, "bodies"):
+        print("model bodies (use with --model.body=NAME; settings as --model.SETTING=VALUE):\n")
+        for name, body in BODIES.items():
+            print(f"[{name}] {body.summary}")
+            print(f"  settings: {', '.join(body_settings(name))}")
+            print()
     if args.what in (None, "tasks"):
         print("tasks (use with --task=NAME; options as --task.OPTION=VALUE):\n")
         for name, text in rnnlab.tasks.describe_all().items():

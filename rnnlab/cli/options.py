@@ -95,10 +95,7 @@ def task_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[tupl
                 value = rest.pop(0)
             pairs.append((key, value))
         else:
-            parser.error(
-                f"unrecognized argument {item!r}; `rnnlab {parser.prog.split()[-1]} --help` "
-                "lists the options"
-            )
+            parser.error(f"unrecognized argument {item!r}")
     return pairs
 
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlab.train import bodies
 from rnnlab.train.config import (
     SHORTCUTS,
     ConfigError,
@@ -35,7 +36,7 @@ from rnnlab.train.config import (
     to_dict,
     validate,
 )
-from rnnlab.train.model import SequenceModel, count_parameters
+from rnnlab.train.model import count_parameters, model_for
 from rnnlab.train.plots import learning_curves
 from rnnlab.train.report import row, table
 from rnnlab.train.trainer import make_task, train
@@ -105,7 +106,7 @@ def parse_spec(spec: str) -> tuple[str | None, list[str]]:
 
 
 def _auto_label(config: ExperimentConfig, taken: set[str]) -> str:
-    base = "grid" if config.model.body == "grid" else config.model.cell
+    base = bodies.label(config.model)
     label, n = base, 1
     while label in taken:
         n += 1
@@ -132,7 +133,7 @@ def contenders(base: ExperimentConfig, specs: list[str]) -> list[Contender]:
 
 
 def parameter_count(config: ExperimentConfig, task) -> int:
-    return count_parameters(SequenceModel(task.input, task.output, config.model))
+    return count_parameters(model_for(task, config.model))
 
 
 def match_hidden_size(config: ExperimentConfig, task, target: int) -> int:

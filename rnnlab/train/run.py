@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from rnnlab.train import bodies
 from rnnlab.train.checkpoint import write_text_atomic
 from rnnlab.train.config import ExperimentConfig, from_dict, to_dict
 
@@ -45,7 +46,7 @@ TASK = "task.json"
 
 def default_dir(config: ExperimentConfig) -> Path:
     """``<root>/<timestamp>-<task>-<cell or grid>``, made unique with a suffix if it exists."""
-    body = "grid" if config.model.body == "grid" else config.model.cell
+    body = bodies.label(config.model)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.run.root) / f"{stamp}-{config.task.name}-{body}"
     path, n = base, 1

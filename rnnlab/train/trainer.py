@@ -37,7 +37,7 @@ from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import distributed as dist
 from rnnlab.train.config import ExperimentConfig, to_dict
 from rnnlab.train.evaluate import evaluate
-from rnnlab.train.model import SequenceModel, count_parameters, describe
+from rnnlab.train.model import SequenceModel, count_parameters, describe, model_for
 from rnnlab.train.optim import clip_gradients, learning_rate, make_optimizer, set_learning_rate
 from rnnlab.train.progress import Progress, TensorBoard
 from rnnlab.train.run import BEST, CHECKPOINT, CONFIG, MODEL, SUMMARY, TASK, RunDir, default_dir
@@ -83,7 +83,7 @@ def build(config: ExperimentConfig):
     """Seed, make the task and the model exactly as a training run does: (task, model)."""
     seed_everything(config.train.seed)
     task = make_task(config)
-    model = SequenceModel(task.input, task.output, config.model)
+    model = model_for(task, config.model)
     return task, model
 
 
