@@ -17,6 +17,9 @@ def add_parser(subparsers):
                         help="best validated parameters (best.pt) or the last (checkpoint.pt)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per batch; default: the run's eval batch size")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="evaluate on this file or folder instead of the data the run was "
+                        "trained on (which is checked by sha256 otherwise)")
     parser.set_defaults(handler=run)
     return parser
 
@@ -27,7 +30,7 @@ def run(args, parser, extra, argv) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
-    config, task, model = load_trained(args.run_dir, args.which)
+    config, task, model = load_trained(args.run_dir, args.which, data=args.data)
     splits = ("valid", "test") if args.split == "all" else (args.split,)
     batch_size = args.batch_size or config.task.eval_batch_size or config.task.batch_size
     metric = task.metric()

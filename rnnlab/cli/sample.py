@@ -26,14 +26,14 @@ def add_parser(subparsers):
 def run(args, parser, extra, argv) -> int:
     import math
 
-    from rnnlab.train.pretrained import load_trained
+    from rnnlab.train.pretrained import load_for_sampling
     from rnnlab.train.sampling import sample
 
     if args.length < 0:
         parser.error(f"--length must be >= 0, got {args.length}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         parser.error(f"--temperature must be >= 0 (0 is greedy), got {args.temperature}")
-    _, task, model = load_trained(args.run_dir, args.which)
+    task, model = load_for_sampling(args.run_dir, args.which)
     text = sample(
         model, task, prime=args.prime, length=args.length, temperature=args.temperature,
         seed=args.seed,

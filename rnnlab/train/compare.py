@@ -188,8 +188,10 @@ def compare(
             item.config.model.hidden_size = match_hidden_size(item.config, task, first.parameters)
         item.parameters = parameter_count(item.config, task)
     del task
+    corpus = base.task.options.get("path")
+    corpus = f"-{Path(str(corpus)).stem}" if corpus else ""
     out_dir = Path(out) if out else Path(base.run.root) / (
-        f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{base.task.name}"
+        f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{base.task.name}{corpus}"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     echo(f"comparing on task {base.task.name!r} -> {out_dir}")
@@ -226,8 +228,9 @@ def compare(
     }
     (out_dir / "compare.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     labels = [c.label for c in items]
-    learning_curves(runs, out_dir / "curves.png", labels=labels, x="time")
-    learning_curves(runs, out_dir / "curves_by_step.png", labels=labels, x="step")
+    budget = base.train.budget_seconds
+    learning_curves(runs, out_dir / "curves.png", labels=labels, x="time", budget=budget)
+    learning_curves(runs, out_dir / "curves_by_step.png", labels=labels, x="step", budget=budget)
     return text, out_dir, rows
 
 
