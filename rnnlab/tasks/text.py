@@ -134,6 +134,8 @@ class StdlibText(StreamTask):
             many characters). Default 1,500,000.
         seq_len: truncated-BPTT length. Default 100.
         fractions: contiguous train / valid / test fractions. Default (0.9, 0.05, 0.05).
+        vocab: the symbols to encode with (a trained run's, to evaluate it on other text);
+            None: the corpus's own characters.
     """
 
     name = "text"
@@ -148,7 +150,13 @@ class StdlibText(StreamTask):
     )
 
     def __init__(
-        self, path=None, *, chars: int = 1_500_000, seq_len: int = 100, fractions=(0.9, 0.05, 0.05)
+        self,
+        path=None,
+        *,
+        chars: int = 1_500_000,
+        seq_len: int = 100,
+        fractions=(0.9, 0.05, 0.05),
+        vocab: list[str] | None = None,
     ):
         if path is None:
             text, files = stdlib_corpus(chars)
@@ -161,10 +169,13 @@ class StdlibText(StreamTask):
         else:
             text, source = read_corpus(path)
         _check_text(self.name, text)
-        vocab = char_vocabulary(text)
-        splits = split_by_fraction(vocab.encode(text), tuple(fractions))
+        vocabulary = char_vocabulary(text) if vocab is None else Vocabulary(list(vocab))
+        splits = split_by_fraction(vocabulary.encode(text), tuple(fractions))
         self.setup(
-            vocab, splits, seq_len, {**source, "sha256": sha256_text(text), "chars": len(text)}
+            vocabulary,
+            splits,
+            seq_len,
+            {**source, "sha256": sha256_text(text), "chars": len(text)},
         )
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from rnnlab.tasks import factory_options
 from rnnlab.tasks.base import Tokens
 from rnnlab.tasks.vocab import Vocabulary
 from rnnlab.train import checkpoint as ckpt
@@ -36,7 +37,7 @@ def _load_parameters(model, path: Path, which: str) -> None:
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0][:160]
+        reason = " ".join(str(error).split())[:200]
         raise ckpt.CheckpointError(
             f"{path} does not fit this run's model ({reason}); it is damaged or from another run"
         ) from None
@@ -56,6 +57,8 @@ def load_trained(run_dir: str | os.PathLike, which: str = "best", *, data: str |
     if data is not None:
         config = copy.deepcopy(config)
         config.task.options["path"] = str(Path(data).expanduser().resolve())
+        if run.file(VOCAB).is_file() and "vocab" in factory_options(config.task.name):
+            config.task.options["vocab"] = run.read_json(VOCAB).get("symbols")
     task, model = build(config)
     recorded = run.read_json(TASK) if run.file(TASK).is_file() else {}
     old, new = recorded.get("sha256"), getattr(task, "info", {}).get("sha256")

@@ -564,7 +564,7 @@ def _train(config, world, *, argv, resume, stream):
         try:
             trainer.restore(payload)
         except (RuntimeError, KeyError, TypeError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0][:160]
+            reason = " ".join(str(error).split())[:200]
             raise ckpt.CheckpointError(
                 f"{run.file(source)} does not fit this run's model and config ({reason}); "
                 "it is damaged or from another run"
