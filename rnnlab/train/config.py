@@ -18,6 +18,7 @@ are passed to ``rnnlab.tasks.make``. Configs round-trip through plain JSON dicts
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -154,12 +155,13 @@ def field_types(section_type: type) -> dict[str, Any]:
 
 def field_comments(section_type: type) -> dict[str, str]:
     """Field name -> the comment written beside its default (the field's documentation)."""
-    comments: dict[str, str] = {}
+    comments: dict[str, str] = {}  # the cached dicts are copied into this one, never changed
     for source_type in reversed(getattr(section_type, "comment_sources", (section_type,))):
         comments.update(_source_comments(source_type))
     return comments
 
 
+@functools.cache
 def _source_comments(section_type: type) -> dict[str, str]:
     import inspect
 
