@@ -3,8 +3,8 @@
 Each image is cut into patches (MNIST: 4 × 4 pixels, a 7 × 7 grid), scanned from all four
 corners by separate grids whose outputs are concatenated, averaged over the image and
 classified: ``--model.body=grid_image`` through the trainer. Reads MNIST from the shared data
-folder; without it, uses scikit-learn's 8 × 8 digits (2 × 2 patches). About a minute on 2 CPU cores
-(the final evaluation covers the whole valid and test splits)::
+folder; without it, uses scikit-learn's 8 × 8 digits (2 × 2 patches).
+About a minute on 2 CPU cores (the final evaluation covers the whole valid and test splits)::
 
     python examples/grid_image.py
     python examples/grid_image.py --steps 1000 --hidden-size 32   # a real run

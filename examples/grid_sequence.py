@@ -4,8 +4,8 @@ The seed deck's experiment in miniature: next-character prediction on Tiny Shake
 3-layer Grid LSTM (``--model.body=grid``), carrying the state across batches (truncated BPTT).
 Without the data folder it trains on the Grid LSTM paper's 15-digit addition task (generated)
 instead. The same as ``rnnlab train --body=grid --task=tinyshakespeare ...``, through the
-trainer, so the run directory holds the config, metrics, checkpoints and curves. About a minute on 2 CPU cores
-(the final evaluation covers the whole valid and test splits)::
+trainer, so the run directory holds the config, metrics, checkpoints and curves.
+About a minute on 2 CPU cores (the final evaluation covers the whole valid and test splits)::
 
     python examples/grid_sequence.py
     python examples/grid_sequence.py --steps 2000 --hidden-size 256   # a real run

@@ -5,8 +5,8 @@ into frequency bands of 10 mels every 6 (6 overlapping bands, as in time-frequen
 scanned forward in time from both top corners (low → high and high → low frequency), so the
 output at frame t only depends on frames up to t; the digit is read from each recording's last
 frame: ``--model.body=grid_spectrogram`` through the trainer. Without the data folder it reads
-scikit-learn's 8 × 8 digits row by row as 8-bin "spectrograms" (bands of 4 every 2). About a minute on 2 CPU cores
-(the final evaluation covers the whole valid and test splits)::
+scikit-learn's 8 × 8 digits row by row as 8-bin "spectrograms" (bands of 4 every 2).
+About a minute on 2 CPU cores (the final evaluation covers the whole valid and test splits)::
 
     python examples/grid_spectrogram.py
     python examples/grid_spectrogram.py --steps 1500 --hidden-size 32   # a real run
