@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnlab.train.bodies import BODIES, BodyError, check_settings
+from rnnlab.train.bodies import BODIES, BodyError, check_settings, settings_fields
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "cosine")
@@ -67,8 +67,6 @@ class SharedModelConfig:
 def _model_config() -> type:
     """ModelConfig: the shared fields, then every body's settings (rnnlab.train.bodies) as
     fields, so that each is an option ``--model.<setting>`` with its type and comment."""
-    from rnnlab.train.bodies import BODIES, settings_fields
-
     extra = [
         (name, annotation, field(default=default))
         for name, (annotation, default) in settings_fields().items()
