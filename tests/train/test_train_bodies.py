@@ -52,12 +52,15 @@ def built_task(name: str):
     options = dict(CHEAP.get(name, {}))
     if "download" in tasks.factory_options(name):
         options["download"] = False
-    if "path" in tasks.factory_options(name) and name not in CHEAP:
-        os.environ.setdefault("RNNLAB_DATA", DATA)
+    saved = os.environ.get("RNNLAB_DATA")
+    os.environ["RNNLAB_DATA"] = saved or DATA  # only while the task reads its data
     try:
         return tasks.make(name, **options)
     except FileNotFoundError:
         return None
+    finally:
+        if saved is None:
+            del os.environ["RNNLAB_DATA"]
 
 
 def task_params():
