@@ -332,7 +332,8 @@ def _build_deep(settings: DeepGridSettings, model, input_size: int) -> nn.Module
 class ImageGridBody(nn.Module):
     """The input ``(T, B, F)`` as a one-channel T × F image cut into ``patch`` × ``patch``
     tiles (zero-padded to a multiple), an ``ImageGridLSTM`` over the tiles, and the mean of its
-    outputs over all positions: ``(B, output_size)``."""
+    outputs over all positions: ``(B, output_size)``. Padded batches (``lengths``) enter as
+    they are: the padding is part of the image."""
 
     def __init__(self, grid: nn.Module, patch: int):
         super().__init__()
@@ -394,7 +395,8 @@ def _build_image(settings: ImageGridSettings, model, input_size: int) -> nn.Modu
 
 class SpectrogramGridBody(nn.Module):
     """``SpectrogramGridLSTM`` over ``(T, B, F)`` features: ``(T, B, bands · D)``, the outputs
-    of every frequency band at each frame, concatenated."""
+    of every frequency band at each frame, concatenated. From the top corners the output at
+    frame t reads frames up to t only, so padding after a sequence's end does not reach it."""
 
     def __init__(self, grid: nn.Module, bands: int):
         super().__init__()
