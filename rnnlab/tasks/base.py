@@ -155,7 +155,7 @@ class Metric(abc.ABC):
 class Task(abc.ABC):
     """A benchmark task: its spaces, its batches for train / valid / test, its loss and metric.
 
-    Subclasses set ``name``, ``input``, ``output`` and ``stateful`` and implement
+    Subclasses set ``name``, ``input``, ``output``, ``stateful`` and ``causal`` and implement
     :meth:`batches`, :meth:`batches_per_epoch`, :meth:`metric` and :meth:`describe`.
     ``info`` holds provenance (files read, sha256 of data, split sizes) for run records.
     Tasks whose input or output is :class:`Tokens` also have ``vocab`` (``list[str]``, id ->
@@ -168,6 +168,15 @@ class Task(abc.ABC):
     output: Tokens | Binary | Classes
     stateful: bool = False
     info: dict
+
+    @property
+    def causal(self) -> bool:
+        """True when the target at step t is a prediction from the inputs up to t only (language
+        modelling, music, the synthetic sequence tasks): a model that reads later inputs would
+        see the answer, and is refused. Per-sequence tasks (``Classes`` output: the label is read
+        after the whole sequence) are not causal. A task family states it as a class attribute
+        ``causal = True / False``; this default only covers families that do not."""
+        return not isinstance(self.output, Classes)
 
     @abc.abstractmethod
     def batches(
