@@ -134,8 +134,10 @@ class StudySpace:
                     f"settings.{key} is sampled from the space; set its range under space "
                     "instead"
                 )
-        # every setting must be a valid config override (unknown keys, bad values)
-        self.trial_config("lstm", "jsb", sample={n: r.low for n, r in self.space.items()})
+
+    def lowest(self) -> dict[str, float]:
+        """The low end of every range, as a sample (to check a trial config before running)."""
+        return {n: (int(r.low) if r.integer else r.low) for n, r in self.space.items()}
 
     def fingerprint(self) -> dict:
         """A JSON-able description of everything that decides a trial's distribution."""
