@@ -37,7 +37,6 @@ from rnnlab.study.analysis import (  # noqa: E402
     summarize,
     welch,
 )
-from rnnlab.study.fanova import PAIR  # noqa: E402
 from rnnlab.study.space import PAPER_NAMES, VANILLA  # noqa: E402
 
 VANILLA_COLOR, VARIANT_COLOR = "#d62728", "#1f77b4"
@@ -178,7 +177,7 @@ def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path:
         ax.set_xlabel(LABELS[hp])
         ax.set_ylabel(f"test {metric}")
         ax.grid(alpha=0.3)
-        if col == 0:
+        if col == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     figure.suptitle(f"{task}: marginal prediction per cell (lines) over the trials (dots)")
     figure.tight_layout()
@@ -289,7 +288,7 @@ def markdown(
                   "| Δ mean vs vanilla | Welch p | |",
                   "|---|---|---|---|---|---|---|---|---|"]
         rows = {r["cell"]: r for r in welch_rows.get(task, [])}
-        for cell, trials in cells.items():
+        for cell in cells:
             s = summaries[task][cell]
             test, best = s["test"], s["test_best10"]
             r = rows.get(cell)

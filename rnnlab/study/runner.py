@@ -47,7 +47,7 @@ class StudyRun:
     name: str = "greff"  # prefix of the Optuna study names
     tasks: tuple[str, ...] = ("jsb",)  # rnnlab task names
     cells: tuple[str, ...] = GREFF_CELLS  # rnnlab cell names; the first vanilla is "peephole"
-    trials: int = 10  # settled trials wanted per (task, cell)
+    trials: int = 12  # settled trials wanted per (task, cell)
     storage: str | None = None  # Optuna storage URL; None: <out>/trials.journal
     out: str | None = None  # study folder (journal, report); None: studies/<name>
     workers: int = 1  # processes on this machine
@@ -162,6 +162,9 @@ def _work(job: _WorkerJob, progress=None) -> None:
 
     from rnnlab.trials import open_storage, run_trials, study_counts
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says enough
     run = job.run
     torch.set_num_threads(run.threads)
     storage = open_storage(run.storage, run.directory)
@@ -248,8 +251,11 @@ class Watch:
 def run_study(run: StudyRun, *, stream=None) -> dict:
     """Fill every study of ``run`` to ``run.trials`` settled trials; returns
     ``{"seconds": wall time, "settled": trials settled, "storage": description}``."""
+    import optuna
+
     from rnnlab.trials import describe_storage, open_storage, run_workers
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run.trials < 0:
         raise StudyError(f"--trials must be >= 0, got {run.trials}")
     if run.workers < 1:
