@@ -180,14 +180,14 @@ def run_command(args, parser) -> int:
         if value is not None and value < 1:
             parser.error(f"--{flag} must be >= 1, got {value}")
     budget: dict = {}
-    if args.trial_seconds not in (None, "none"):
-        budget["train.budget_seconds"] = args.trial_seconds
     for item in args.set:
         key, eq, text = item.partition("=")
         if not eq:
             parser.error(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
         key = SHORTCUTS.get(key.strip(), key.strip())
         budget[key] = _typed(key, text)
+    if args.trial_seconds not in (None, "none"):  # --trial-seconds wins over --set and the file
+        budget["train.budget_seconds"] = args.trial_seconds
     if args.epochs is not None:
         budget["train.epochs"] = args.epochs
     if args.patience is not None:
@@ -235,7 +235,6 @@ def _write_report(args, directory: str, out: str) -> int:
     from rnnlab.trials import describe_storage, open_storage
 
     _quiet_optuna()
-    storage = open_storage(args.storage, directory)
     if args.storage is None and not os.path.exists(os.path.join(directory, "trials.journal")):
         from rnnlab.study.analysis import StudyNotFound
 
@@ -243,6 +242,7 @@ def _write_report(args, directory: str, out: str) -> int:
             f"no study in {directory} (no trials.journal); run `rnnlab study run --name "
             f"{args.name}` first, or give --dir or --storage"
         )
+    storage = open_storage(args.storage, directory)
     path, study = write_report(
         storage, args.name, out, storage_text=describe_storage(args.storage, directory)
     )

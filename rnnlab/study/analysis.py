@@ -74,6 +74,8 @@ def load(storage, name: str, tasks=None, cells=None) -> dict[str, dict[str, Cell
     import optuna
     from optuna.trial import TrialState
 
+    from rnnlab.trials import settled
+
     found: dict[str, dict[str, CellTrials]] = {}
     for study_name in study_names(storage, name):
         study = optuna.load_study(study_name=study_name, storage=storage)
@@ -87,8 +89,8 @@ def load(storage, name: str, tasks=None, cells=None) -> dict[str, dict[str, Cell
         for trial in study.get_trials(deepcopy=False):
             if trial.state == TrialState.COMPLETE and "test" in trial.user_attrs:
                 rows.append(trial)
-            elif trial.state == TrialState.FAIL and not trial.user_attrs.get("stale"):
-                failed += 1
+            elif trial.state == TrialState.FAIL and settled(trial):
+                failed += 1  # raised by the objective (e.g. diverged); not stale or surplus
         result = CellTrials(
             study=study_name, task=task, cell=cell, failed=failed,
             requested=attrs.get("requested"), space=attrs.get("space"),
@@ -229,7 +231,7 @@ def _features(cells: list[CellTrials]):
 
 
 def importance(
-    cells: dict[str, CellTrials], *, min_trials: int = 5, seed: int = 0
+    cells: dict[str, CellTrials], *, min_trials: int = 5, seed: int = 0, n_trees: int = 64
 ) -> dict[str, FanovaResult]:
     """fANOVA of the test metric per cell, and pooled over the task's cells under ``"all"``.
 
@@ -245,5 +247,5 @@ def importance(
         X, y, bounds, names, log = _features(group)
         if np.ptp(y) == 0:
             continue
-        out[name] = fanova(X, y, bounds, names, log=log, seed=seed)
+        out[name] = fanova(X, y, bounds, names, log=log, seed=seed, n_trees=n_trees)
     return out

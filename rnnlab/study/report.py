@@ -332,10 +332,10 @@ def markdown(
 
 
 def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
-                 tasks=None, cells=None) -> tuple[Path, dict]:
+                 tasks=None, cells=None, n_trees: int = 64) -> tuple[Path, dict]:
     """Read every study of ``name`` from ``storage`` and write the report files into ``out``.
 
-    Returns (report.md path, study.json contents). Raises StudyNotFound when the name has no
+    ``n_trees``: trees of each fANOVA forest. Returns (report.md path, study.json contents). Raises StudyNotFound when the name has no
     study, ValueError when no study has a complete trial.
     """
     data = load(storage, name, tasks=tasks, cells=cells)
@@ -348,7 +348,7 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
     out.mkdir(parents=True, exist_ok=True)
     summaries = {t: {c: summarize(trials) for c, trials in cs.items()} for t, cs in data.items()}
     welch_rows = {t: welch(cs) for t, cs in data.items()}
-    fanovas = {t: importance(cs) for t, cs in data.items()}
+    fanovas = {t: importance(cs, n_trees=n_trees) for t, cs in data.items()}
     files = ["boxplot.png", "welch.csv", "importance.json", "importance.png"]
     plot_boxes(data, out / "boxplot.png")
     write_welch([{"task": t, **r} for t, rows in welch_rows.items() for r in rows],

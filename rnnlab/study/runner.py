@@ -182,6 +182,8 @@ def _work(job: _WorkerJob, progress=None) -> None:
                 storage, name, run.trials, objective,
                 direction=job.directions[task], seed=run.seed,
                 lease_seconds=run.lease_seconds,
+                # waiting on another worker's last trial: look again every second at most
+                poll_seconds=min(1.0, run.lease_seconds / 4),
                 progress=progress,
                 stop_when=None if waiting else (lambda name=name: all_claimed(name)),
             )
