@@ -335,8 +335,9 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
                  tasks=None, cells=None, n_trees: int = 64) -> tuple[Path, dict]:
     """Read every study of ``name`` from ``storage`` and write the report files into ``out``.
 
-    ``n_trees``: trees of each fANOVA forest. Returns (report.md path, study.json contents). Raises StudyNotFound when the name has no
-    study, ValueError when no study has a complete trial.
+    ``n_trees``: trees of each fANOVA forest. Returns (report.md path, study.json contents).
+    Raises StudyNotFound when the name has no study, ValueError when no study has a complete
+    trial.
     """
     data = load(storage, name, tasks=tasks, cells=cells)
     if not any(c.n for cells_ in data.values() for c in cells_.values()):

@@ -158,11 +158,10 @@ class _WorkerJob:
 
 def _work(job: _WorkerJob, progress=None) -> None:
     """One worker: fill every study of the run (see the module docstring for the order)."""
+    import optuna
     import torch
 
     from rnnlab.trials import open_storage, run_trials, study_counts
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says enough
     run = job.run

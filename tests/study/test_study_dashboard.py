@@ -13,10 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from study_helpers import tiny_args
 
 from rnnlab.cli.main import main
-
-from study_helpers import tiny_args
 
 REPO = Path(__file__).resolve().parents[2]
 

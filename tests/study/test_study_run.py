@@ -13,12 +13,11 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from study_helpers import TINY, tiny_args
 
 from rnnlab.cli.main import main
 from rnnlab.study import StudyRun, load_space, run_study
 from rnnlab.trials import open_storage
-
-from study_helpers import TINY, tiny_args
 
 REPO = Path(__file__).resolve().parents[2]
 
