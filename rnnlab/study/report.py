@@ -158,14 +158,15 @@ def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path:
     forest's marginal prediction (fANOVA ``a_d``)."""
     names = list(LABELS)
     figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
-    colors = plt.get_cmap("tab10")
+    # tab10 without its red, which marks the vanilla LSTM
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]
     metric = next((c.metric for c in cells.values() if c.n), "metric")
     for col, hp in enumerate(names):
         ax = axes[0][col]
         for i, (cell, trials) in enumerate(cells.items()):
             if not trials.n:
                 continue
-            color = VANILLA_COLOR if cell == VANILLA else colors(i % 10)
+            color = VANILLA_COLOR if cell == VANILLA else palette[i % len(palette)]
             ax.plot(trials.params[hp], trials.test, ".", color=color, alpha=0.3, markersize=4)
             result = by_cell.get(cell)
             if result is not None and result.curves:
@@ -174,6 +175,7 @@ def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path:
                         label=_name(cell))
         if hp in ("lr", "hidden_size", "momentum"):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(LABELS[hp])
         ax.set_ylabel(f"test {metric}")
         ax.grid(alpha=0.3)
