@@ -22,7 +22,8 @@ running trials) that come before it already reach N, or a claim with the same in
 it (two workers re-queued the same stale trial), it is marked FAIL (``surplus``) unrun.
 
 **Reproducible trials**: each trial carries ``index`` (its number; a re-run keeps the index of
-the attempt it replaces) and ``seed`` (derived from the study seed and the index), and the study
+the attempt it replaces, so the indices of a study are unique and stable but need not be
+0 … N−1) and ``seed`` (derived from the study seed and the index), and the study
 samples with :class:`SeededSampler`, so a parameter depends only on (seed, index, name) — not on
 which worker drew it or in what order.
 """

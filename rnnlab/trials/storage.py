@@ -24,6 +24,9 @@ from pathlib import Path
 import optuna
 
 JOURNAL_FILE = "trials.journal"
+# A journal append holds the file lock for milliseconds; a lock older than this was left by a
+# worker killed while appending and is broken (Optuna's default waits 30 s).
+LOCK_GRACE_SECONDS = 3
 _RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
@@ -79,7 +82,9 @@ def open_storage(
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            journal = optuna.storages.journal
+            lock = journal.JournalFileSymlinkLock(str(path), grace_period=LOCK_GRACE_SECONDS)
+            backend = journal.JournalFileBackend(str(path), lock_obj=lock)
             return optuna.storages.JournalStorage(backend)
         except OSError as error:
             raise StorageError(f"cannot open journal file {path}: {error.strerror}") from None
