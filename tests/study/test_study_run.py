@@ -90,8 +90,8 @@ def test_sigkilled_worker_trial_is_rerun_and_total_exact(tmp_path):
             time.sleep(0.2)
             try:
                 # a trial that has trained for a while: the worker is inside the trainer, not
-                # holding the journal's file lock (a lock left by a killed process is only
-                # broken after Optuna's 30 s grace period)
+                # holding the journal's file lock (a lock left by a killed process costs the
+                # others a grace period of seconds)
                 running = [t for t in _trials(storage, "greff.memorize.peephole")
                            if t.state == TrialState.RUNNING and "lease_until" in t.user_attrs
                            and time.time() - t.datetime_start.timestamp() > 0.6]
