@@ -53,6 +53,7 @@ COMMANDS = [
     "sample",
     "compare",
     "report",
+    "study",
 ]
 
 

@@ -1,0 +1,38 @@
+"""Greff et al.'s LSTM variant study on Optuna storage (DESIGN.md layer 7).
+
+    rnnlab study run                      # the default study: jsb, 9 cells, a few minutes
+    rnnlab study run --trials 200 ...     # the paper's scale; add --workers / machines
+    rnnlab study report                   # box plots, Welch tests, fANOVA, report.md
+    rnnlab study dashboard                # optuna-dashboard on 127.0.0.1
+
+``space.py``: the hyperparameter space and fixed settings; ``objective.py``: one trial (the
+ordinary trainer); ``runner.py``: studies on a storage, workers, progress; ``analysis.py``:
+loading and statistics; ``fanova.py``: main effects and pairwise interactions (Hutter et al.
+2014); ``report.py``: the report files; ``dashboard.py``: the live view. See docs/study.md.
+"""
+
+from rnnlab.study.analysis import CellTrials, StudyNotFound, importance, load, summarize, welch
+from rnnlab.study.fanova import FanovaResult, fanova, fanova_forest
+from rnnlab.study.runner import StudyError, StudyRun, run_study, study_name
+from rnnlab.study.space import GREFF_CELLS, PAPER_SETTINGS, PAPER_SPACE, StudySpace, load_space
+
+__all__ = [
+    "GREFF_CELLS",
+    "PAPER_SETTINGS",
+    "PAPER_SPACE",
+    "CellTrials",
+    "FanovaResult",
+    "StudyError",
+    "StudyNotFound",
+    "StudyRun",
+    "StudySpace",
+    "fanova",
+    "fanova_forest",
+    "importance",
+    "load",
+    "load_space",
+    "run_study",
+    "study_name",
+    "summarize",
+    "welch",
+]

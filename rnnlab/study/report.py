@@ -1,0 +1,377 @@
+"""The study report: what ``rnnlab study report`` writes into its folder.
+
+::
+
+    boxplot.png       test metric per cell, all trials and the best 10% (by validation), one
+                      row per task, the vanilla LSTM highlighted (Greff et al. 2016, Fig. 3)
+    welch.csv         each variant vs vanilla: means, difference, Welch's t and p, significant
+    importance.json   fANOVA per task and cell (and pooled, "all"): {"main": {...},
+                      "pairwise": {"lr×hidden_size": ...}} as fractions of variance
+    importance.png    the pooled main effects and interactions per task, each cell as a dot
+    marginal_<task>.png   the forest's marginal prediction of the test metric against each
+                      hyperparameter, one line per cell, over the trials themselves
+    report.md         all of the above with numbers, and the paper's findings beside ours
+    study.json        per task and cell: complete / failed / requested trials and statistics
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rnnlab.study.analysis import (  # noqa: E402
+    ALPHA,
+    BEST_FRACTION,
+    CellTrials,
+    importance,
+    load,
+    summarize,
+    welch,
+)
+from rnnlab.study.space import PAPER_NAMES, VANILLA  # noqa: E402
+
+VANILLA_COLOR, VARIANT_COLOR = "#d62728", "#1f77b4"
+LABELS = {
+    "lr": "learning rate",
+    "hidden_size": "hidden size",
+    "momentum": "1 − momentum",
+    "input_noise": "input noise std",
+}
+
+# Greff et al. 2016's findings (Sections 5-6), for the report's comparison.
+PAPER_FINDINGS = {
+    "importance": "The learning rate is by far the most important hyperparameter, then the "
+    "hidden size; input noise and momentum matter little.",
+    "interactions": "Interactions between hyperparameters are small (a few per cent of the "
+    "variance); they can be tuned independently.",
+    "worst": "NFG (no forget gate) and NOAF (no output activation) hurt performance most.",
+    "harmless": "CIFG (coupled gates) and NP (no peepholes) lose nothing against vanilla.",
+    "better": "No variant improves significantly on the vanilla LSTM.",
+    "jsb_range": "JSB Chorales: the best 10% of trials reach a test NLL of about 8.4-8.8 "
+    "nats per time step (read from the paper's figure).",
+}
+
+
+def _name(cell: str) -> str:
+    return PAPER_NAMES.get(cell, cell)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+# --- plots ---------------------------------------------------------------------------------------
+def plot_boxes(data: dict[str, dict[str, CellTrials]], path: Path) -> Path:
+    """Box plots of the test metric per cell: all trials (left) and the best 10% (right)."""
+    figure, axes = plt.subplots(len(data), 2, figsize=(13, 4.2 * len(data)), squeeze=False)
+    for row, (task, cells) in enumerate(data.items()):
+        names = [c for c in cells if cells[c].n]
+        metric = next((cells[c].metric for c in names), "metric")
+        for col, (title, pick) in enumerate(
+            (("all trials", lambda t: t.test),
+             (f"best {BEST_FRACTION:.0%} by validation", lambda t: t.test[t.best()]))
+        ):
+            ax = axes[row][col]
+            values = [pick(cells[c]) for c in names]
+            if not values:
+                ax.set_visible(False)
+                continue
+            boxes = ax.boxplot(values, patch_artist=True, showfliers=False, widths=0.6)
+            for cell, patch in zip(names, boxes["boxes"]):
+                vanilla = cell == VANILLA
+                patch.set_facecolor(VANILLA_COLOR if vanilla else VARIANT_COLOR)
+                patch.set_alpha(0.8 if vanilla else 0.45)
+            for i, v in enumerate(values, start=1):  # the trials themselves, jittered
+                jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(v))
+                ax.plot(i + jitter, v, ".", color="k", alpha=0.35, markersize=3)
+            if VANILLA in names:
+                median = float(np.median(values[names.index(VANILLA)]))
+                ax.axhline(median, color=VANILLA_COLOR, linestyle="--", linewidth=1,
+                           label="vanilla median")
+                ax.legend(loc="upper right", fontsize=8)
+            ax.set_xticks(range(1, len(names) + 1))
+            ax.set_xticklabels([_name(c) for c in names], rotation=30, ha="right")
+            for label, cell in zip(ax.get_xticklabels(), names):
+                if cell == VANILLA:
+                    label.set_color(VANILLA_COLOR)
+                    label.set_fontweight("bold")
+            counts = ", ".join(str(len(v)) for v in values)
+            ax.set_title(f"{task}: {title} (n = {counts})", fontsize=10)
+            ax.set_ylabel(f"test {metric}")
+            ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_importance(fanovas: dict[str, dict], path: Path) -> Path:
+    """Per task: bars of the pooled fANOVA fractions (main effects, then pairs), cells as dots."""
+    figure, axes = plt.subplots(len(fanovas), 1, figsize=(11, 3.8 * len(fanovas)),
+                                squeeze=False)
+    for row, (task, by_cell) in enumerate(fanovas.items()):
+        ax = axes[row][0]
+        pooled = by_cell.get("all")
+        if pooled is None:
+            ax.set_visible(False)
+            continue
+        keys = list(pooled.main) + list(pooled.pairwise)
+        heights = [pooled.main.get(k, pooled.pairwise.get(k)) for k in keys]
+        colors = ["#2ca02c"] * len(pooled.main) + ["#9467bd"] * len(pooled.pairwise)
+        ax.bar(range(len(keys)), heights, color=colors, alpha=0.7, label="all cells pooled")
+        for cell, result in by_cell.items():
+            if cell == "all":
+                continue
+            values = [result.main.get(k, result.pairwise.get(k)) for k in keys]
+            ax.plot(range(len(keys)), values, "o", markersize=4, alpha=0.7,
+                    color=VANILLA_COLOR if cell == VANILLA else "k")
+        ax.plot([], [], "o", color="k", label="one cell")
+        ax.plot([], [], "o", color=VANILLA_COLOR, label="vanilla")
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, rotation=25, ha="right")
+        ax.set_ylabel("fraction of variance")
+        ax.set_title(f"{task}: fANOVA main effects (green) and pairwise interactions (purple) "
+                     "of the test metric")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path: Path) -> Path:
+    """The test metric against each hyperparameter: every trial as a dot, and per cell the
+    forest's marginal prediction (fANOVA ``a_d``)."""
+    names = list(LABELS)
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
+    # tab10 without its red, which marks the vanilla LSTM
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]
+    metric = next((c.metric for c in cells.values() if c.n), "metric")
+    for col, hp in enumerate(names):
+        ax = axes[0][col]
+        for i, (cell, trials) in enumerate(cells.items()):
+            if not trials.n:
+                continue
+            color = VANILLA_COLOR if cell == VANILLA else palette[i % len(palette)]
+            ax.plot(trials.params[hp], trials.test, ".", color=color, alpha=0.3, markersize=4)
+            result = by_cell.get(cell)
+            if result is not None and result.curves:
+                x, mean, _ = result.curves[hp]
+                ax.plot(x, mean, "-", color=color, linewidth=2.2 if cell == VANILLA else 1.2,
+                        label=_name(cell))
+        if hp in ("lr", "hidden_size", "momentum"):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(LABELS[hp])
+        ax.set_ylabel(f"test {metric}")
+        ax.grid(alpha=0.3)
+        if col == 0 and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    figure.suptitle(f"{task}: marginal prediction per cell (lines) over the trials (dots)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+# --- tables --------------------------------------------------------------------------------------
+WELCH_COLUMNS = (
+    "task", "cell", "n", "n_vanilla", "mean", "mean_vanilla", "difference", "t", "p",
+    "significant", "worse", "best10_mean", "best10_mean_vanilla", "best10_difference",
+    "best10_t", "best10_p", "best10_significant",
+)
+
+
+def write_welch(rows: list[dict], path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=WELCH_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in WELCH_COLUMNS})
+    return path
+
+
+def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: dict) -> list:
+    """(topic, the paper's finding, ours) rows for report.md, computed from this study."""
+    out = []
+    pooled = fan.get("all")
+    if pooled is not None:
+        ranked = sorted(pooled.main.items(), key=lambda kv: -kv[1])
+        ours = ", then ".join(f"{k} {v:.0%}" for k, v in ranked)
+        out.append(("importance", PAPER_FINDINGS["importance"], f"{task}: {ours}."))
+        total = sum(max(v, 0.0) for v in pooled.pairwise.values())
+        top = max(pooled.pairwise.items(), key=lambda kv: kv[1])
+        out.append((
+            "interactions", PAPER_FINDINGS["interactions"],
+            f"{task}: all six pairs together {total:.0%}; largest {top[0]} {top[1]:.0%}.",
+        ))
+    if rows:
+        worse = sorted(
+            (r for r in rows if r["difference"] is not None),
+            key=lambda r: -(r["difference"] if not cells[VANILLA].higher_is_better
+                           else -r["difference"]),
+        )
+        text = "; ".join(
+            f"{_name(r['cell'])} {r['difference']:+.3g} (p = {_fmt(r['p'], 2)})" for r in worse[:2]
+        )
+        sig = [_name(r["cell"]) for r in rows if r["significant"] and r["worse"]]
+        out.append((
+            "worst variants", PAPER_FINDINGS["worst"],
+            f"{task}: largest mean differences from vanilla: {text}. Significantly worse "
+            f"(p < {ALPHA}): {', '.join(sig) or 'none'}.",
+        ))
+        harmless = []
+        for cell in ("cifg", "np"):
+            row = next((r for r in rows if r["cell"] == cell), None)
+            if row is not None:
+                verdict = "significantly worse" if row["significant"] and row["worse"] else (
+                    "significantly better" if row["significant"] else "no significant difference"
+                )
+                harmless.append(f"{_name(cell)} {row['difference']:+.3g} (p = "
+                                f"{_fmt(row['p'], 2)}, {verdict})")
+        if harmless:
+            out.append(("CIFG and NP", PAPER_FINDINGS["harmless"], f"{task}: "
+                        + "; ".join(harmless) + "."))
+        better = [_name(r["cell"]) for r in rows if r["significant"] and r["worse"] is False]
+        out.append((
+            "better than vanilla", PAPER_FINDINGS["better"],
+            f"{task}: significantly better than vanilla: {', '.join(better) or 'none'}.",
+        ))
+    if task == "jsb" and VANILLA in cells and cells[VANILLA].n:
+        best = cells[VANILLA].test[cells[VANILLA].best()]
+        out.append((
+            "JSB level", PAPER_FINDINGS["jsb_range"],
+            f"jsb: vanilla's best {BEST_FRACTION:.0%} by validation reach a test NLL of "
+            f"{best.min():.2f}-{best.max():.2f} (median {np.median(best):.2f}).",
+        ))
+    return out
+
+
+def markdown(
+    name: str, storage: str, data: dict, summaries: dict, welch_rows: dict, fanovas: dict,
+    files: list[str],
+) -> str:
+    lines = [f"# Study `{name}`: Greff et al.'s LSTM variants", ""]
+    first = next(iter(next(iter(data.values())).values()))
+    lines += [f"Storage: {storage}.", ""]
+    if first.space:
+        space = first.space
+        ranges = ", ".join(
+            f"{k} {'log-' if v['log'] else ''}uniform [{v['low']:g}, {v['high']:g}]"
+            for k, v in space["space"].items()
+        )
+        settings = ", ".join(f"{k}={v}" for k, v in space["settings"].items())
+        lines += [f"Space: {ranges} (momentum = 1 − one_minus_momentum); seed "
+                  f"{space.get('seed')}.", "", f"Fixed settings of every trial: {settings}.", ""]
+    lines += ["Each trial's value is the validation metric of its best validated parameters; "
+              "the plots and tests use the test metric of the same parameters. Every cell sees "
+              "the same hyperparameter draws (trial i of each cell uses the same sample).", ""]
+    for task, cells in data.items():
+        metric = next((c.metric for c in cells.values() if c.n), "metric")
+        wall = sum(float(c.wall_seconds.sum()) for c in cells.values())
+        lines += [f"## {task}", "",
+                  f"Test {metric} per cell; trial wall time summed over cells {wall / 60:.1f} "
+                  "min (worker-minutes).", "",
+                  "| cell | trials (failed) | mean ± std | median | best 10% mean | best trial "
+                  "| Δ mean vs vanilla | Welch p | |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        rows = {r["cell"]: r for r in welch_rows.get(task, [])}
+        for cell in cells:
+            s = summaries[task][cell]
+            test, best = s["test"], s["test_best10"]
+            r = rows.get(cell)
+            mark = ""
+            if r is not None and r["significant"]:
+                mark = "worse *" if r["worse"] else "better *"
+            lines.append(
+                f"| {_name(cell)} | {s['complete']} ({s['failed']}) | "
+                f"{_fmt(test.get('mean'))} ± {_fmt(test.get('std'), 2)} | "
+                f"{_fmt(test.get('median'))} | {_fmt(best.get('mean'))} | "
+                f"{_fmt(s.get('best_trial', {}).get('test'))} | "
+                f"{_fmt(r['difference']) if r else '–'} | {_fmt(r['p'], 2) if r else '–'} | "
+                f"{mark} |"
+            )
+        lines += ["", f"`*`: Welch's t-test against vanilla, p < {ALPHA}.", ""]
+        fan = fanovas.get(task, {})
+        if fan:
+            params = list(LABELS)
+            pairs = list(next(iter(fan.values())).pairwise)
+            lines += ["fANOVA of the test metric (fractions of variance; `all` pools every "
+                      "cell's trials):", "",
+                      "| cell | " + " | ".join(params) + " | pairs total | largest pair |",
+                      "|---|" + "---|" * (len(params) + 2)]
+            for cell, result in fan.items():
+                total = sum(max(v, 0.0) for v in result.pairwise.values())
+                top = max(result.pairwise.items(), key=lambda kv: kv[1]) if pairs else ("–", 0)
+                lines.append(
+                    f"| {_name(cell)} | "
+                    + " | ".join(f"{result.main[p]:.2f}" for p in params)
+                    + f" | {total:.2f} | {top[0]} {top[1]:.2f} |"
+                )
+            lines.append("")
+        findings = _findings(task, cells, welch_rows.get(task, []), fan)
+        if findings:
+            lines += ["### The paper's findings beside ours", "",
+                      "| | Greff et al. 2016 | this study |", "|---|---|---|"]
+            lines += [f"| {topic} | {paper} | {ours} |" for topic, paper, ours in findings]
+            lines.append("")
+    lines += ["## Files", ""] + [f"- `{f}`" for f in files] + [""]
+    return "\n".join(lines)
+
+
+def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
+                 tasks=None, cells=None, n_trees: int = 64) -> tuple[Path, dict]:
+    """Read every study of ``name`` from ``storage`` and write the report files into ``out``.
+
+    ``n_trees``: trees of each fANOVA forest. Returns (report.md path, study.json contents).
+    Raises StudyNotFound when the name has no study, ValueError when no study has a complete
+    trial.
+    """
+    data = load(storage, name, tasks=tasks, cells=cells)
+    if not any(c.n for cells_ in data.values() for c in cells_.values()):
+        raise ValueError(
+            f"study {name} has no complete trial yet; run `rnnlab study run --name {name}` "
+            "(or wait for its workers) before the report"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {t: {c: summarize(trials) for c, trials in cs.items()} for t, cs in data.items()}
+    welch_rows = {t: welch(cs) for t, cs in data.items()}
+    fanovas = {t: importance(cs, n_trees=n_trees) for t, cs in data.items()}
+    files = ["boxplot.png", "welch.csv", "importance.json", "importance.png"]
+    plot_boxes(data, out / "boxplot.png")
+    write_welch([{"task": t, **r} for t, rows in welch_rows.items() for r in rows],
+                out / "welch.csv")
+    (out / "importance.json").write_text(json.dumps(
+        {t: {c: r.to_dict() for c, r in by.items()} for t, by in fanovas.items()}, indent=2
+    ) + "\n", encoding="utf-8")
+    plot_importance(fanovas, out / "importance.png")
+    for task, cells_ in data.items():
+        plot_marginals(task, cells_, fanovas.get(task, {}), out / f"marginal_{task}.png")
+        files.append(f"marginal_{task}.png")
+    files += ["report.md", "study.json"]
+    study = {
+        "name": name,
+        "storage": storage_text,
+        "tasks": summaries,
+        "welch": welch_rows,
+        "space": next((c.space for cs in data.values() for c in cs.values() if c.space), None),
+    }
+    (out / "study.json").write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
+    text = markdown(name, storage_text, data, summaries, welch_rows, fanovas, files)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    return out / "report.md", study

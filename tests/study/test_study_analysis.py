@@ -1,0 +1,116 @@
+"""Reading studies back, summary statistics, Welch tests and the report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from scipy.stats import ttest_ind
+
+from rnnlab.study.analysis import StudyNotFound, importance, load, summarize, welch
+from rnnlab.study.report import write_report
+from rnnlab.study.space import load_space
+
+OFFSETS = {"peephole": 0.0, "nfg": 3.0, "cifg": 0.05}  # nfg clearly worse, cifg the same
+N = 30
+
+
+def _storage_with_trials():
+    """A study of three cells whose test metric is a known function of lr and hidden size."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    space = load_space(None)
+    fingerprint = json.loads(json.dumps({**space.fingerprint(), "seed": 0}))
+    rng = np.random.default_rng(0)
+    distributions = {
+        "hidden_size": IntDistribution(20, 200, log=True),
+        "lr": FloatDistribution(1e-6, 1e-2, log=True),
+        "one_minus_momentum": FloatDistribution(0.01, 1, log=True),
+        "input_noise": FloatDistribution(0, 1),
+    }
+    expected = {}
+    for cell, offset in OFFSETS.items():
+        study = optuna.create_study(storage=storage, study_name=f"s.jsb.{cell}")
+        for key, value in (("space", fingerprint), ("task", "jsb"), ("cell", cell),
+                           ("requested", N)):
+            study.set_user_attr(key, value)
+        tests = []
+        for i in range(N):
+            lr = float(np.exp(rng.uniform(np.log(1e-6), np.log(1e-2))))
+            hidden = int(np.exp(rng.uniform(np.log(20), np.log(200))))
+            test = 8 + 2 * abs(np.log10(lr) + 2) + 100 / hidden + offset + rng.normal(0, 0.1)
+            tests.append(test)
+            study.add_trial(optuna.trial.create_trial(
+                params={"hidden_size": hidden, "lr": lr,
+                        "one_minus_momentum": float(rng.uniform(0.01, 1)),
+                        "input_noise": float(rng.uniform(0, 1))},
+                distributions=distributions, value=test - 0.1,
+                user_attrs={"valid": test - 0.1, "test": test, "metric": "nll",
+                            "higher_is_better": False, "parameters": 1000 * hidden,
+                            "epochs": 3.0, "wall_seconds": 2.0, "index": i},
+            ))
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, user_attrs={"error": "TrainingDiverged: nan"},
+        ))
+        expected[cell] = np.array(tests)
+    return storage, expected
+
+
+def test_load_summarize_and_welch_match_scipy():
+    storage, expected = _storage_with_trials()
+    data = load(storage, "s")
+    assert list(data) == ["jsb"] and list(data["jsb"]) == ["peephole", "nfg", "cifg"]
+    vanilla = data["jsb"]["peephole"]
+    assert vanilla.n == N and vanilla.failed == 1 and vanilla.requested == N
+    np.testing.assert_allclose(vanilla.test, expected["peephole"])
+    summary = summarize(vanilla)
+    assert summary["test"]["mean"] == pytest.approx(expected["peephole"].mean())
+    assert summary["test_best10"]["n"] == 3
+    rows = {r["cell"]: r for r in welch(data["jsb"])}
+    t, p = ttest_ind(expected["nfg"], expected["peephole"], equal_var=False)
+    assert rows["nfg"]["p"] == pytest.approx(p) and rows["nfg"]["t"] == pytest.approx(t)
+    assert rows["nfg"]["significant"] and rows["nfg"]["worse"]
+    assert rows["nfg"]["difference"] == pytest.approx(
+        expected["nfg"].mean() - expected["peephole"].mean())
+    assert not rows["cifg"]["significant"]
+
+
+def test_importance_finds_the_learning_rate():
+    storage, _ = _storage_with_trials()
+    result = importance(load(storage, "s")["jsb"], n_trees=16)
+    assert set(result) == {"peephole", "nfg", "cifg", "all"}
+    main = result["peephole"].main
+    assert max(main, key=main.get) == "lr"
+    assert main["lr"] > 0.5 and main["input_noise"] < 0.1
+    assert set(result["all"].pairwise) == {
+        "hidden_size×lr", "hidden_size×momentum", "hidden_size×input_noise", "lr×momentum",
+        "lr×input_noise", "momentum×input_noise",
+    }
+
+
+def test_report_writes_every_file(tmp_path):
+    storage, _ = _storage_with_trials()
+    path, study = write_report(storage, "s", tmp_path, storage_text="memory", n_trees=8)
+    for name in ("boxplot.png", "welch.csv", "importance.json", "importance.png",
+                 "marginal_jsb.png", "report.md", "study.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    importance_json = json.loads((tmp_path / "importance.json").read_text())
+    assert set(importance_json["jsb"]["all"]) >= {"main", "pairwise"}
+    assert "lr×momentum" in importance_json["jsb"]["peephole"]["pairwise"]
+    rows = list(csv.DictReader(open(tmp_path / "welch.csv")))
+    assert [r["cell"] for r in rows] == ["nfg", "cifg"]
+    assert rows[0]["significant"] == "True"
+    text = path.read_text()
+    assert "Greff et al. 2016" in text and "NFG" in text and "fANOVA" in text
+    assert study["tasks"]["jsb"]["nfg"]["complete"] == N
+    assert study["tasks"]["jsb"]["nfg"]["failed"] == 1
+
+
+def test_missing_study_is_a_clear_error():
+    storage, _ = _storage_with_trials()
+    with pytest.raises(StudyNotFound, match="rnnlab study run --name other"):
+        load(storage, "other")

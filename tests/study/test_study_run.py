@@ -1,0 +1,167 @@
+"""Running studies for real: workers, exact counts, top-up, a SIGKILLed worker, PostgreSQL,
+the command line end to end, and its one-line errors. Trials are tiny (study_helpers.TINY)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from study_helpers import TINY, tiny_args
+
+from rnnlab.cli.main import main
+from rnnlab.study import StudyRun, load_space, run_study
+from rnnlab.trials import open_storage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _trials(storage, name):
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _check_exact(storage, name, n):
+    trials = _trials(storage, name)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n, [(t.number, t.state, t.user_attrs) for t in trials]
+    indices = [t.user_attrs["index"] for t in complete]
+    assert len(set(indices)) == n  # no trial repeated
+    for t in complete:  # what every trial stores
+        for key in ("valid", "test", "parameters", "epochs", "wall_seconds", "momentum"):
+            assert key in t.user_attrs, key
+    return complete
+
+
+def _run(tmp_path, storage_url=None, name="t", cells=("peephole", "cifg"), **kw):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run = StudyRun(name=name, tasks=("memorize",), cells=cells,
+                   storage=storage_url, out=str(tmp_path), space=load_space(None, TINY),
+                   quiet=True, lease_seconds=2.0, **kw)
+    run_study(run)
+    return open_storage(storage_url, tmp_path)
+
+
+def test_two_worker_processes_complete_exactly_n(tmp_path):
+    storage = _run(tmp_path, trials=4, workers=2, cells=("cifg",))
+    _check_exact(storage, "t.memorize.cifg", 4)
+
+
+def test_rerun_tops_up_without_repeating(tmp_path):
+    storage = _run(tmp_path, trials=2, workers=1)
+    before = {t.number: (t.params, t.value) for t in _trials(storage, "t.memorize.cifg")}
+    storage = _run(tmp_path, trials=4, workers=1)
+    complete = _check_exact(storage, "t.memorize.cifg", 4)
+    after = {t.number: (t.params, t.value) for t in complete}
+    assert all(after[number] == before[number] for number in before)  # kept, not re-run
+    # every cell sees the same draws: trial i of cifg has trial i of peephole's parameters
+    vanilla = {t.user_attrs["index"]: t.params for t in _trials(storage, "t.memorize.peephole")}
+    assert all(vanilla[t.user_attrs["index"]] == t.params for t in complete)
+
+
+def test_two_workers_on_postgresql(tmp_path, postgres_url):
+    storage = _run(tmp_path, storage_url=postgres_url, name="pg2", trials=4, workers=2,
+                   cells=("cifg",))
+    _check_exact(storage, "pg2.memorize.cifg", 4)
+    # a second run on the server tops up without repeating
+    storage = _run(tmp_path, storage_url=postgres_url, name="pg2", trials=5, workers=1,
+                   cells=("cifg",))
+    _check_exact(storage, "pg2.memorize.cifg", 5)
+
+
+def test_sigkilled_worker_trial_is_rerun_and_total_exact(tmp_path):
+    # trials of 1.5 s of training, so that the worker is caught inside one
+    args = ["study", "run", *tiny_args({"train.steps_per_epoch": 100000}, seconds="1.5"),
+            "--cells", "peephole", "--trials", "2", "--workers", "1", "--lease-seconds", "2",
+            "--dir", str(tmp_path), "--no-report", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    worker = subprocess.Popen([sys.executable, "-m", "rnnlab", *args], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = open_storage(None, tmp_path)
+    deadline = time.time() + 60
+    running = []
+    try:
+        while time.time() < deadline and not running:
+            time.sleep(0.2)
+            try:
+                # a trial that has trained for a while: the worker is inside the trainer, not
+                # holding the journal's file lock (a lock left by a killed process costs the
+                # others a grace period of seconds)
+                running = [t for t in _trials(storage, "greff.memorize.peephole")
+                           if t.state == TrialState.RUNNING and "lease_until" in t.user_attrs
+                           and time.time() - t.datetime_start.timestamp() > 0.6]
+            except KeyError:  # the study is not created yet
+                pass
+        assert running, "the worker never started a trial"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    killed = running[0]
+    assert main(args) == 0  # the same command again finishes the study
+    storage = open_storage(None, tmp_path)
+    complete = _check_exact(storage, "greff.memorize.peephole", 2)
+    rerun = [t for t in complete if t.user_attrs["index"] == killed.user_attrs["index"]]
+    assert rerun and rerun[0].params == killed.params
+    assert rerun[0].user_attrs["seed"] == killed.user_attrs["seed"]
+    stale = [t for t in _trials(storage, "greff.memorize.peephole") if t.user_attrs.get("stale")]
+    assert [t.number for t in stale] == [killed.number]
+
+
+def test_command_line_run_writes_the_report(tmp_path, capsys):
+    args = ["study", "run", *tiny_args(), "--cells", "peephole,nfg", "--trials", "5",
+            "--workers", "1", "--dir", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    for name in ("boxplot.png", "welch.csv", "importance.json", "importance.png",
+                 "marginal_memorize.png", "report.md", "study.json"):
+        assert (tmp_path / "report" / name).is_file(), name
+    assert "complete trials per cell: peephole 5, nfg 5" in capsys.readouterr().out
+    # the same command again: nothing to do, nothing repeated
+    assert main(args + ["--no-report"]) == 0
+    assert len(_trials(open_storage(None, tmp_path), "greff.memorize.nfg")) == 5
+    # a different space under the same name is refused, saying how to go on
+    capsys.readouterr()
+    assert main(args + ["--set", "train.lr=0.5"]) == 1  # sampled, not a fixed setting
+    assert "train.lr is sampled from the space" in capsys.readouterr().err
+    changed = ["study", "run", *tiny_args({"train.steps_per_epoch": 4}), "--cells", "nfg",
+               "--trials", "5", "--dir", str(tmp_path), "--quiet"]
+    assert main(changed) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "different search space" in err and "train.steps_per_epoch: 3 -> 4" in err
+    assert "--name" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--cells", "peephole,lstmx"], "unknown cell 'lstmx'"),
+        (["run", "--task", "timit"], "unknown task 'timit'"),
+        (["run", "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"],
+         "cannot reach storage"),
+        (["run", "--storage", "redis://x"], "unknown storage"),
+        (["report"], "no study in"),
+        (["dashboard"], "no study in"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    code = main(["study", *args, "--dir", str(tmp_path / "none"), "--quiet"][
+        : None if args[0] == "run" else -1])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert "secret" not in err
+
+
+def test_report_of_an_empty_study_is_one_line(tmp_path, capsys):
+    # the studies exist, no trial has completed yet
+    args = ["study", "run", *tiny_args(), "--cells", "peephole", "--trials", "0",
+            "--dir", str(tmp_path), "--quiet"]
+    assert main(args + ["--no-report"]) == 0
+    assert main(["study", "report", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no complete trial" in err
