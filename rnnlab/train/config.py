@@ -56,7 +56,7 @@ class ModelConfig:
     """Input (embedding or projection) -> recurrent body -> head."""
 
     body: str = "stack"  # "stack": layers of `cell` via rnnlab.RNN; "grid": rnnlab.GridLSTM
-    cell: str = "lstm"  # a name from rnnlab.cells.names() (ignored by body=grid)
+    cell: str = "lstm"  # a name from rnnlab.cells.names() or a cell file *.json (body=stack)
     hidden_size: int = 128  # units per layer (per direction)
     num_layers: int = 1  # stacked layers (grid: blocks along depth)
     embedding_size: int | None = None  # size of the embedding / input projection; None: hidden
@@ -309,7 +309,13 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("task.eval_max_batches", t.eval_max_batches, 1, allow_none=True)
 
     _choice("model.body", m.body, BODIES)
-    _choice("model.cell", m.cell, sorted(rnnlab.cells.names()))
+    if rnnlab.cells.is_cell_file(m.cell):  # a JSON cell (rnnlab search export): check it now
+        try:
+            rnnlab.cells.load(m.cell)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"model.cell: {error}") from None
+    else:
+        _choice("model.cell", m.cell, sorted(rnnlab.cells.names()))
     _at_least("model.hidden_size", m.hidden_size, 1)
     _at_least("model.num_layers", m.num_layers, 1)
     _at_least("model.embedding_size", m.embedding_size, 1, allow_none=True)

@@ -45,7 +45,7 @@ TASK = "task.json"
 
 def default_dir(config: ExperimentConfig) -> Path:
     """``<root>/<timestamp>-<task>-<cell or grid>``, made unique with a suffix if it exists."""
-    body = "grid" if config.model.body == "grid" else config.model.cell
+    body = "grid" if config.model.body == "grid" else Path(config.model.cell).stem  # x.json: x
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.run.root) / f"{stamp}-{config.task.name}-{body}"
     path, n = base, 1
