@@ -1,0 +1,178 @@
+"""The trial pool: exact counts across processes, re-runs of killed workers, seeded sampling.
+
+Each scenario runs on the embedded journal file and on a real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from rnnlab.trials import (
+    open_storage,
+    run_trials,
+    run_workers,
+    settled,
+    study_counts,
+    trial_index,
+    trial_seed,
+)
+
+HERE = os.path.dirname(__file__)
+WORKER = os.path.join(HERE, "trials_worker.py")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(params=["journal", "postgres"])
+def storage_url(request, tmp_path):
+    if request.param == "journal":
+        return str(tmp_path / "trials.journal")
+    return request.getfixturevalue("postgres_url")
+
+
+def square(trial):
+    x = trial.suggest_float("x", -1.0, 1.0)
+    return x * x
+
+
+def trials_of(url, name):
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+
+
+def complete(trials):
+    return [t for t in trials if t.state == TrialState.COMPLETE]
+
+
+def fresh_name():
+    return "t-" + uuid.uuid4().hex[:8]
+
+
+def test_exact_count_and_top_up_keep_earlier_trials(storage_url):
+    name = fresh_name()
+    assert run_trials(open_storage(storage_url), name, 3, square, seed=1) == 3
+    first = {t.user_attrs["index"]: t.params for t in trials_of(storage_url, name)}
+    assert run_trials(open_storage(storage_url), name, 5, square, seed=1) == 2
+    assert run_trials(open_storage(storage_url), name, 5, square, seed=1) == 0
+    trials = complete(trials_of(storage_url, name))
+    assert len(trials) == 5
+    assert sorted(trial_index(t) for t in trials) == [0, 1, 2, 3, 4]
+    for t in trials[:3]:
+        assert t.params == first[trial_index(t)]
+
+
+def test_parameters_and_seed_depend_on_seed_and_index_only(tmp_path):
+    a, b, c = (str(tmp_path / f"{k}.journal") for k in "abc")
+    run_trials(open_storage(a), "s", 4, square, seed=5)
+    run_trials(open_storage(b), "s", 2, square, seed=5)
+    run_trials(open_storage(b), "s", 4, square, seed=5)
+    run_trials(open_storage(c), "s", 4, square, seed=6)
+
+    def by_index(url):
+        return {trial_index(t): (t.params["x"], trial_seed(t)) for t in trials_of(url, "s")}
+
+    assert by_index(a) == by_index(b)
+    assert set(by_index(a).values()).isdisjoint(by_index(c).values())
+    assert len({x for x, _ in by_index(a).values()}) == 4
+
+
+def test_objective_error_is_settled_not_retried(tmp_path):
+    url = str(tmp_path / "t.journal")
+    calls = []
+
+    def flaky(trial):
+        calls.append(trial.number)
+        if trial.number == 1:
+            raise ValueError("diverged\nsecond line")
+        return square(trial)
+
+    run_trials(open_storage(url), "s", 3, flaky)
+    trials = trials_of(url, "s")
+    assert calls == [0, 1, 2]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["error"] == "ValueError: diverged"
+    assert all(settled(t) for t in trials)
+    counts = study_counts(open_storage(url), "s")
+    assert (counts["complete"], counts["failed"], counts["settled"]) == (2, 1, 3)
+
+
+def test_interrupt_requeues_the_running_trial(tmp_path):
+    url = str(tmp_path / "t.journal")
+
+    def interrupted(trial):
+        square(trial)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(open_storage(url), "s", 2, interrupted)
+    trials = trials_of(url, "s")
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["interrupted"]
+    assert trials[1].state == TrialState.WAITING and trial_index(trials[1]) == 0
+    run_trials(open_storage(url), "s", 2, square)
+    done = complete(trials_of(url, "s"))
+    assert sorted(trial_index(t) for t in done) == [0, 2]
+    rerun = next(t for t in done if trial_index(t) == 0)
+    assert rerun.params == trials[0].params and trial_seed(rerun) == trial_seed(trials[0])
+
+
+def test_two_worker_processes_complete_exactly_n(storage_url):
+    name = fresh_name()
+    sys.path.insert(0, HERE)
+    try:
+        import trials_worker
+    finally:
+        sys.path.remove(HERE)
+    seen = []
+    run_workers(2, trials_worker.work, (storage_url, name, 6, 0.3),
+                watch=lambda: seen.append(study_counts(open_storage(storage_url), name)),
+                poll_seconds=0.5)
+    trials = trials_of(storage_url, name)
+    done = complete(trials)
+    assert len(done) == 6
+    assert sorted(trial_index(t) for t in done) == sorted({trial_index(t) for t in done})
+    assert len({t.user_attrs["pid"] for t in done}) == 2  # both workers did trials
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
+    assert seen and seen[-1]["settled"] == 6
+
+
+def test_sigkilled_worker_trial_is_rerun_with_same_parameters(storage_url):
+    name = fresh_name()
+    victim = subprocess.Popen([sys.executable, WORKER, storage_url, name, "3", "60"])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                running = [t for t in trials_of(storage_url, name)
+                           if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
+            except KeyError:  # study not created yet
+                running = []
+            if running:
+                break
+            time.sleep(0.2)
+        assert running, "the worker never started a trial"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        victim.kill()
+    killed = running[0]
+    assert run_trials(open_storage(storage_url), name, 3, square, seed=7,
+                      lease_seconds=2, poll_seconds=0.2) == 3
+    trials = trials_of(storage_url, name)
+    assert trials[killed.number].state == TrialState.FAIL
+    assert trials[killed.number].user_attrs["stale"]
+    done = complete(trials)
+    assert len(done) == 3
+    rerun = next(t for t in done if trial_index(t) == trial_index(killed))
+    assert rerun.params == killed.params and trial_seed(rerun) == trial_seed(killed)
+
+
+def test_failed_worker_is_reported(tmp_path):
+    with pytest.raises(RuntimeError, match=r"rnnlab-worker-\d \(exit code 1\)"):
+        run_workers(2, run_trials, ("not a storage", "s", 1, None))
