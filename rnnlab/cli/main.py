@@ -10,6 +10,7 @@
     rnnlab compare [CONFIG ...]                  configurations side by side (no CONFIG: seed
                                                  000's 3-layer LSTM vs 3-layer Grid LSTM)
     rnnlab report runs/<a> runs/<b>              table and learning curves of finished runs
+    rnnlab search run|top|export|report          evolutionary cell search (docs/search.md)
 
 Every config field is an option ``--section.field=value`` (``rnnlab train --help`` lists them
 with their defaults and meaning); ``--cell``, ``--body``, ``--task`` and ``--seed`` are
@@ -304,6 +305,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report.add_argument("--out", default=None, help="output directory [default: reports/<time>]")
     report.add_argument("--x", choices=("step", "time"), default="step",
                         help="x axis of the curves")
+    from rnnlab.cli import search as search_cli
+
+    search_cli.add_parser(commands)
     return parser, dict(commands.choices)
 
 
@@ -342,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args, sub, extra, argv)
         if args.command == "report":
             return cmd_report(args, sub)
+        if args.command == "search":
+            from rnnlab.cli.search import run as run_search
+
+            return run_search(args)
     except TrainingDiverged as error:
         print(f"rnnlab: training diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED
