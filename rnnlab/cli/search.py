@@ -55,10 +55,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "options: the small preset, about 10 minutes on 2 cores, then the top list.",
     )
     _where(run)
-    run.add_argument("--preset", choices=tuple(PRESETS), default="small",
+    run.add_argument("--preset", choices=tuple(PRESETS), default=None,
                      help="defaults for the options below: small (the quick search) or paper "
                           "(the paper's scale) [default: small]")
-    run.add_argument("--tasks", default="arithmetic,xml,ptb",
+    run.add_argument("--tasks", default=None,
                      help="comma-separated search tasks [default: arithmetic,xml,ptb]")
     run.add_argument("--steps", type=int, default=None,
                      help="candidate evaluations in all (small 24, paper 10000)")
@@ -74,7 +74,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=None, help="batch size (32)")
     run.add_argument("--filter-steps", type=int, default=None,
                      help="most steps of the memorisation filter (small 800, paper 3000)")
-    run.add_argument("--filter-threshold", type=float, default=0.95,
+    run.add_argument("--filter-threshold", type=float, default=None,
                      help="accuracy the memorisation filter asks for [default: 0.95]")
     run.add_argument("--eval-batches", type=int, default=None,
                      help="valid batches for each accuracy (small 8, paper 30)")
@@ -85,7 +85,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                      help="worker processes on this machine [default: 1]; start more "
                           "machines with the same command and --storage")
     run.add_argument("--threads", type=int, default=1, help="torch threads per worker [1]")
-    run.add_argument("--seed", type=int, default=0, help="search seed [default: 0]")
+    run.add_argument("--seed", type=int, default=None, help="search seed [default: 0]")
     run.add_argument("--lease-seconds", type=float, default=60.0,
                      help="a worker silent this long is presumed dead and its candidate is "
                           "re-run [default: 60]")
@@ -119,26 +119,36 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def _config(args):
+    """The SearchConfig the arguments ask for. Resuming ``run`` (the search exists): options
+    not given on the command line are those the search was started with, so `rnnlab search
+    run --name X --steps 200` extends X whatever preset or budget it used."""
     from rnnlab.search import Budget, SearchConfig
+    from rnnlab.search.loop import existing_identity
 
-    preset = PRESETS[getattr(args, "preset", "small")]
+    preset = dict(PRESETS[getattr(args, "preset", None) or "small"])
+    preset.update(tasks="arithmetic,xml,ptb", seed=0, filter_threshold=0.95)
+    base = SearchConfig(name=args.name, storage=args.storage, directory=args.dir)
+    stored = existing_identity(base) if args.search_command == "run" else None
+    if stored is not None:
+        preset.update(stored["budget"], tasks=",".join(stored["tasks"]),
+                      settings=stored["settings"], seed=stored["seed"])
+        if stored.get("steps"):
+            preset["steps"] = stored["steps"]
 
     def pick(name):
         value = getattr(args, name, None)
         return preset[name] if value is None else value
 
-    tasks = tuple(t.strip() for t in getattr(args, "tasks", "arithmetic,xml,ptb").split(",")
-                  if t.strip())
+    tasks = tuple(t.strip() for t in pick("tasks").split(",") if t.strip())
     budget = Budget(hidden=pick("hidden"), batch_size=pick("batch_size"),
                     train_steps=pick("train_steps"), filter_steps=pick("filter_steps"),
-                    eval_batches=pick("eval_batches"),
-                    filter_threshold=getattr(args, "filter_threshold", 0.95))
+                    eval_batches=pick("eval_batches"), filter_threshold=pick("filter_threshold"))
     return SearchConfig(
         name=args.name, tasks=tasks, steps=pick("steps"), settings=pick("settings"),
         population=getattr(args, "population", 100), reevaluate=getattr(args, "reevaluate", 0.2),
-        seed=getattr(args, "seed", 0), budget=budget, storage=args.storage, directory=args.dir,
+        seed=pick("seed"), budget=budget, storage=args.storage, directory=args.dir,
         workers=getattr(args, "workers", 1), threads=getattr(args, "threads", 1),
-        lease_seconds=getattr(args, "lease_seconds", 60.0),
+        lease_seconds=getattr(args, "lease_seconds", 60.0), quiet=getattr(args, "quiet", False),
     )
 
 
@@ -150,7 +160,7 @@ def run(args) -> int:
     try:
         config = _config(args)
         if args.search_command == "run":
-            search.run(config, quiet=args.quiet)
+            search.run(config)
             print()
             print(search.top(config, n=args.n))
         elif args.search_command == "top":

@@ -82,6 +82,7 @@ class SearchConfig:
     workers: int = 1
     threads: int = 1  # torch threads per worker
     lease_seconds: float = 60.0
+    quiet: bool = False  # no progress lines
 
     @property
     def folder(self) -> Path:
@@ -148,6 +149,21 @@ def stored_identity(storage, name: str, where: str) -> dict:
     return identity
 
 
+def existing_identity(config: SearchConfig) -> dict | None:
+    """The options the search ``config.name`` was started with, or None if it does not exist
+    yet (a missing default journal file is not created)."""
+    if config.storage is None and not (config.folder / "trials.journal").exists():
+        return None
+    storage = storage_of(config)
+    try:
+        attrs = optuna.load_study(study_name=config.name, storage=storage).user_attrs
+    except KeyError:
+        return None
+    if "search" in attrs:
+        return {**attrs["search"], "steps": attrs.get("steps")}
+    return None
+
+
 def _register(storage, config: SearchConfig) -> None:
     """Create the study (or check a resumed one was started with the same options)."""
     study = optuna.create_study(storage=storage, study_name=config.name, direction="maximize",
@@ -157,6 +173,8 @@ def _register(storage, config: SearchConfig) -> None:
                           "choose another --name")
     mine = config.identity()
     stored = study.user_attrs.get("search")
+    if study.user_attrs.get("steps") != config.steps:
+        study.set_user_attr("steps", config.steps)  # the default of a later resume
     if stored is None:
         study.set_user_attr("search", mine)
         return
@@ -394,7 +412,7 @@ def work(config: SearchConfig) -> int:
 
 
 def _progress(config: SearchConfig):
-    if config.workers > 1:
+    if config.workers > 1 or config.quiet:
         return None
     start = time.time()
 
@@ -407,9 +425,10 @@ def _progress(config: SearchConfig):
     return show
 
 
-def run(config: SearchConfig, quiet: bool = False) -> None:
+def run(config: SearchConfig) -> None:
     """Run (or resume, or extend) the search with ``config.workers`` worker processes."""
     config.check()
+    quiet = config.quiet
     storage = storage_of(config)
     _register(storage, config)  # fail fast on a mismatched resume, before spawning
     if not quiet:
