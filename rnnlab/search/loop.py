@@ -339,10 +339,16 @@ class _Objective:
                   if t.user_attrs.get("status") == "evaluated"}
         rejected: list[dict] = []
         parent = None
-        if index < len(SEEDS) or not listed:
+        seeds = {s: _graph_of(s, c.budget) for s in SEEDS}
+        seen = {t.user_attrs.get("hash") for t in trial.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))}
+        missing = [s for s, g in seeds.items() if architecture_hash(g) not in seen]
+        if index < len(SEEDS) or missing or not listed:
+            # the seeds first (by index; a re-run or a gap in the indices still gets both)
             kind = "seed"
-            graph = _graph_of(SEEDS[index] if index < len(SEEDS) else rng.choice(SEEDS),
-                              c.budget)
+            pick = (SEEDS[index] if index < len(SEEDS)
+                    else missing[0] if missing else rng.choice(SEEDS))
+            graph = seeds[pick]
         elif rng.random() < c.reevaluate:
             kind = "reevaluation"
             chosen = rng.choice(listed)
