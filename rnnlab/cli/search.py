@@ -22,9 +22,9 @@ import sys
 # paper trained to convergence; 20 settings per re-evaluation as in the paper).
 PRESETS = {
     "small": {"steps": 24, "settings": 1, "hidden": 32, "batch_size": 32, "train_steps": 150,
-              "filter_steps": 800, "eval_batches": 8},
+              "filter_steps": 800, "eval_batches": 8, "seq_len": 20},
     "paper": {"steps": 10000, "settings": 20, "hidden": 128, "batch_size": 32,
-              "train_steps": 2000, "filter_steps": 3000, "eval_batches": 30},
+              "train_steps": 2000, "filter_steps": 3000, "eval_batches": 30, "seq_len": 35},
 }
 
 
@@ -72,6 +72,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                           "paper 2000)")
     run.add_argument("--hidden", type=int, default=None, help="hidden size (small 32, paper 128)")
     run.add_argument("--batch-size", type=int, default=None, help="batch size (32)")
+    run.add_argument("--seq-len", type=int, default=None,
+                     help="truncated-BPTT length on ptb (small 20, paper 35)")
     run.add_argument("--filter-steps", type=int, default=None,
                      help="most steps of the memorisation filter (small 800, paper 3000)")
     run.add_argument("--filter-threshold", type=float, default=None,
@@ -142,7 +144,8 @@ def _config(args):
     tasks = tuple(t.strip() for t in pick("tasks").split(",") if t.strip())
     budget = Budget(hidden=pick("hidden"), batch_size=pick("batch_size"),
                     train_steps=pick("train_steps"), filter_steps=pick("filter_steps"),
-                    eval_batches=pick("eval_batches"), filter_threshold=pick("filter_threshold"))
+                    eval_batches=pick("eval_batches"), filter_threshold=pick("filter_threshold"),
+                    seq_len=pick("seq_len"))
     return SearchConfig(
         name=args.name, tasks=tasks, steps=pick("steps"), settings=pick("settings"),
         population=getattr(args, "population", 100), reevaluate=getattr(args, "reevaluate", 0.2),

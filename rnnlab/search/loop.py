@@ -107,6 +107,7 @@ class SearchConfig:
         b = self.budget
         for what, value in (("hidden", b.hidden), ("batch_size", b.batch_size),
                             ("train_steps", b.train_steps), ("filter_steps", b.filter_steps),
+                            ("seq_len", b.seq_len),
                             ("eval_batches", b.eval_batches)):
             if not isinstance(value, int) or value < 1:
                 raise SearchError(f"budget {what} must be a positive integer, got {value!r}")

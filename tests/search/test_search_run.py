@@ -30,7 +30,7 @@ TINY_ARGS = ["--tasks=arithmetic", "--hidden=8", "--batch-size=8", "--train-step
 
 def config(tmp_path, **changes) -> SearchConfig:
     options = dict(name="s", tasks=("arithmetic",), steps=6, budget=TINY, directory=str(tmp_path),
-                   quiet=True, reevaluate=0.3)
+                   quiet=True, reevaluate=0.3, lease_seconds=2.0)  # short lease: quick polls
     options.update(changes)
     return SearchConfig(**options)
 
@@ -95,11 +95,11 @@ def test_sigkilled_worker_loses_only_its_running_candidate(tmp_path):
     slow = TINY_ARGS[:]
     slow[3] = "--train-steps=150"  # each candidate takes a second or so
     command = [sys.executable, "-m", "rnnlab", "search", "run", f"--dir={tmp_path}",
-               "--steps=3", "--lease-seconds=2", "--quiet", *slow]
+               "--steps=2", "--lease-seconds=2", "--quiet", *slow]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    c = config(tmp_path, name="search", steps=3)
+    c = config(tmp_path, name="search", steps=2)
     deadline = time.time() + 60
     running = []
     while time.time() < deadline and not running:
@@ -118,7 +118,7 @@ def test_sigkilled_worker_loses_only_its_running_candidate(tmp_path):
     assert rc.returncode == 0, rc.stderr
     ts = trials(c)
     done = indices(ts)
-    assert len(done) == 3 and len(set(done)) == 3  # exactly the asked count, no repeats
+    assert len(done) == 2 and len(set(done)) == 2  # exactly the asked count, no repeats
     assert killed in done  # the killed candidate was re-run under its own index
     assert set(done_before) <= set(done)
     stale = [t for t in ts if t.state == TrialState.FAIL and t.user_attrs.get("stale")]
@@ -127,9 +127,9 @@ def test_sigkilled_worker_loses_only_its_running_candidate(tmp_path):
 
 def test_two_workers_on_postgresql(postgres_url, tmp_path):
     name = "s-" + uuid.uuid4().hex[:8]
-    c = config(tmp_path, name=name, storage=postgres_url, steps=5, workers=2)
+    c = config(tmp_path, name=name, storage=postgres_url, steps=3, workers=2)
     run(c)
-    assert indices(trials(c)) == list(range(5))
+    assert indices(trials(c)) == list(range(3))
     assert name in top(c, n=1)
 
 
@@ -174,6 +174,8 @@ def test_bad_input_is_one_line(argv, expected, tmp_path, capsys):
 def test_train_with_a_bad_cell_file_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    assert main(["train", f"--cell={bad}", "--task=arithmetic", "--quiet"]) != 0
+    with pytest.raises(SystemExit) as exit_:  # a bad config value: usage error, status 2
+        main(["train", f"--cell={bad}", "--task=arithmetic", "--quiet"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "not valid JSON" in err and "Traceback" not in err
