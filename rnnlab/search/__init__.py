@@ -11,7 +11,7 @@ filter, settings, fitness), ``loop`` (the search on ``rnnlab.trials`` storage), 
 (top list, export, report). See docs/search.md.
 """
 
-from .canonical import architecture_hash, canonical_form
+from .canonical import architecture_hash, canonical_form, similarity
 from .checks import degenerate_reason, engine_used
 from .evaluate import Budget, fitness
 from .loop import REFERENCES, SearchConfig, SearchError, architectures, run
@@ -20,5 +20,5 @@ from .results import export, report, top
 __all__ = [
     "REFERENCES", "Budget", "SearchConfig", "SearchError", "architecture_hash",
     "architectures", "canonical_form", "degenerate_reason", "engine_used", "export", "fitness",
-    "report", "run", "top",
+    "report", "run", "similarity", "top",
 ]

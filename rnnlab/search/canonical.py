@@ -155,3 +155,21 @@ def canonical_form(graph: Graph) -> str:
 def architecture_hash(graph: Graph) -> str:
     """A short stable identifier of ``graph``'s architecture (hex, HASH_LENGTH digits)."""
     return hashlib.sha256(canonical_form(graph).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def subexpressions(graph: Graph) -> set[str]:
+    """Keys of every subexpression of ``graph`` with parameters anonymous (pass 1)."""
+    graph = graph.validate().pruned()
+    keys = _Keys(graph, None)
+    return {keys.key(name) for name in graph.order if name in graph.live}
+
+
+def similarity(a: Graph, b: Graph) -> float:
+    """Jaccard similarity of two cells' subexpression sets (1: the same architecture up to
+    parameter sharing; 0: nothing in common but the leaves they both read).
+
+    A rough "how MUT1-like is this cell" measure: two cells score high when they compute many
+    of the same sub-terms, e.g. the GRU's interpolation ``(1 − z) ⊙ h + z ⊙ h~``.
+    """
+    sa, sb = subexpressions(a), subexpressions(b)
+    return len(sa & sb) / len(sa | sb)

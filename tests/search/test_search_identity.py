@@ -12,7 +12,7 @@ import rnnlab
 from rnnlab.lang import Graph, GraphError, Node
 from rnnlab.lang.mutate import mutate
 from rnnlab.lang.serialize import CellFileError
-from rnnlab.search import architecture_hash, canonical_form, degenerate_reason
+from rnnlab.search import architecture_hash, canonical_form, degenerate_reason, similarity
 
 
 def renamed(graph: Graph, rng: random.Random) -> Graph:
@@ -73,6 +73,12 @@ def test_hash_reassociation_identity_and_parameter_sharing():
     assert architecture_hash(shared) != architecture_hash(a)  # one matrix read twice
     minus = cell(lambda x, h, p: tanh(p.W @ x - p.R @ h + p.b))
     assert architecture_hash(minus) != architecture_hash(a)  # − is not commutative
+
+
+def test_similarity_ranks_the_gru_family():
+    g = {n: rnnlab.cells.graph(n, 8, 8) for n in ("gru", "mut3", "lstm")}
+    assert similarity(g["gru"], renamed(g["gru"], random.Random(1))) == 1.0
+    assert similarity(g["gru"], g["mut3"]) > similarity(g["gru"], g["lstm"]) > 0.0
 
 
 def test_mutants_hash_stably():
