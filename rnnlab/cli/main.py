@@ -54,6 +54,7 @@ COMMANDS = [
     "compare",
     "report",
     "study",
+    "search",
 ]
 
 

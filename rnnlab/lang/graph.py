@@ -277,3 +277,17 @@ class Graph:
         from .printing import equations
 
         return equations(self)
+
+    # ---- files (logic in serialize.py) ------------------------------------------------------
+    def to_json(self, indent: int | None = 1) -> str:
+        """The graph as versioned JSON text; ``Graph.from_json`` reads it back exactly."""
+        from .serialize import to_json
+
+        return to_json(self, indent)
+
+    @staticmethod
+    def from_json(text: str) -> Graph:
+        """A validated Graph from ``to_json`` text; a bad text raises one CellFileError line."""
+        from .serialize import from_json
+
+        return from_json(text)

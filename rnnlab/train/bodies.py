@@ -33,6 +33,7 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -48,7 +49,7 @@ class BodyError(ValueError):
 class StackSettings:
     """body=stack: layers of one cell of the zoo (rnnlab.RNN)."""
 
-    cell: str = "lstm"  # stack: a name from rnnlab.cells.names()
+    cell: str = "lstm"  # stack: a name from rnnlab.cells.names() or a cell file *.json
     bidirectional: bool = False  # stack: a second stack backwards in time (reads the future)
     skip: bool = False  # stack: the head reads every layer's output, concatenated
     forget_bias: float | None = None  # stack: initial forget-gate bias; None: the cell's default
@@ -219,7 +220,12 @@ class StackBody(nn.Module):
 def _check_stack(settings: StackSettings) -> None:
     import rnnlab.cells
 
-    if settings.cell not in rnnlab.cells.names():
+    if rnnlab.cells.is_cell_file(settings.cell):  # a JSON cell (rnnlab search export)
+        try:
+            rnnlab.cells.load(settings.cell)
+        except (OSError, ValueError) as error:
+            raise BodyError(f"model.cell: {error}") from None
+    elif settings.cell not in rnnlab.cells.names():
         raise BodyError(
             f"model.cell must be one of {', '.join(sorted(rnnlab.cells.names()))}; "
             f"got {settings.cell!r}"
@@ -445,7 +451,7 @@ BODIES: dict[str, Body] = {
         _build_stack,
         reads_future=lambda s: s.bidirectional,
         layer_dropout=True,
-        label=lambda s: s.cell,
+        label=lambda s: Path(s.cell).stem,  # cells/x.json: x
         check=_check_stack,
         noun="stack",
     ),
