@@ -263,7 +263,12 @@ def test_a_damaged_checkpoint_is_named_in_one_line(finished, tmp_path, damage, n
     assert f"{path} is damaged" in err and "weights_only" not in err
 
 
-@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("damage", [
+    "truncated",
+    # the loaders' answers to other damage are covered by the fuzz test; these retrain
+    pytest.param("empty", marks=pytest.mark.slow),
+    pytest.param("random", marks=pytest.mark.slow),
+])
 def test_resume_falls_back_to_the_previous_checkpoint_saying_so(tmp_path, damage, capsys,
                                                                  monkeypatch):
     run = tmp_path / "run"
