@@ -269,6 +269,10 @@ def run_study(run: StudyRun, *, stream=None) -> dict:
     started = time.perf_counter()
     watch = Watch(run, storage, stream)
     job = _WorkerJob(run, directions)
+    if watch.last >= watch.total:  # every study is already full: start no worker
+        watch.close()
+        return {"seconds": time.perf_counter() - started, "settled": watch.last,
+                "storage": describe_storage(run.storage, run.directory)}
     try:
         if run.workers == 1:
             run_workers(1, _work, (job, watch))
