@@ -48,24 +48,33 @@ def dilated_unroll(cell, x: torch.Tensor, slots: tuple, lengths: torch.Tensor | 
         return output, tuple(f[None] for f in final)
     T, B, F = x.shape
     steps = -(-T // d)  # sub-sequence length: ceil(T / d)
-    padded = x.new_zeros(steps * d, B, F)
-    padded[:T] = x
-    rows = padded.view(steps, d * B, F)  # row j·B + b: phase j of sequence b
-    if lengths is None:
-        lengths = torch.full((B,), T, dtype=torch.int64)
-    lengths = lengths.cpu()
+    if steps * d != T:
+        padded = x.new_zeros(steps * d, B, F)
+        padded[:T] = x
+        x = padded
+    rows = x.view(steps, d * B, F)  # row j·B + b: phase j of sequence b (a view, no copy)
+    full = lengths is None
+    lengths = torch.full((B,), T, dtype=torch.int64) if full else lengths.cpu()
     phase = torch.arange(d)[:, None]  # (d, 1)
-    sub_lengths = ((lengths[None, :] - phase).clamp(min=0) + d - 1) // d  # (d, B) ceil
+    sub_lengths = ((lengths[None, :] - phase).clamp(min=0) + d - 1) // d  # (d, B): ceil
     sub_lengths = sub_lengths.reshape(-1)  # (d·B,), row order
-    order = torch.sort(sub_lengths, descending=True, stable=True).indices
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel())
-    index = order.to(x.device)
-    state = tuple(s.reshape(d * B, -1).index_select(0, index) for s in slots)
-    out, final = unroll(cell, rows.index_select(1, index), state, sub_lengths[order])
-    back = inverse.to(x.device)
-    out = out.index_select(1, back).reshape(steps * d, B, -1)[:T]
-    final = tuple(f.index_select(0, back).view(d, B, -1) for f in final)
+    state = tuple(s.reshape(d * B, -1) for s in slots)
+    if bool((sub_lengths.diff() <= 0).all()):  # already in decreasing order: no permutation
+        uniform = bool((sub_lengths == steps).all())
+        out, final = unroll(cell, rows, state, None if uniform else sub_lengths)
+    else:  # packed sequences of mixed lengths: sort the rows for the engine, then unsort
+        order = torch.sort(sub_lengths, descending=True, stable=True).indices
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        index, back = order.to(x.device), inverse.to(x.device)
+        out, final = unroll(cell, rows.index_select(1, index),
+                            tuple(s.index_select(0, index) for s in state), sub_lengths[order])
+        out = out.index_select(1, back)
+        final = tuple(f.index_select(0, back) for f in final)
+    out = out.reshape(steps * d, B, -1)[:T]
+    final = tuple(f.view(d, B, -1) for f in final)
+    if full and T % d == 0:
+        return out, final  # slot i is phase (T + i) mod d = i
     # new slot i of sequence b: the final state of phase (L_b + i) mod d
     take = ((lengths[None, :] + phase) % d).to(x.device)  # (d, B)
     columns = torch.arange(B, device=x.device)[None, :]
