@@ -12,7 +12,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import cells
 from ..lang import CellDef, Graph
-from .unroll import reverse_padded, unroll
+from .dilation import dilated_unroll
+from .unroll import reverse_padded
 
 
 class RNN(nn.Module):
@@ -22,7 +23,9 @@ class RNN(nn.Module):
     ``output_t, state_t = cell(x_t, state_{t-1})``. Layer l > 0 reads the outputs of layer l−1
     (both directions concatenated), after dropout. With ``skip=True`` (Graves 2013, "Generating
     Sequences with RNNs"), every layer also reads the network input, and the network output is
-    the concatenation of every layer's output.
+    the concatenation of every layer's output. With ``dilations`` (Chang et al. 2017, "Dilated
+    Recurrent Neural Networks"), layer l recurs across time on ``state_{t - d_l}`` instead of
+    ``state_{t-1}`` (see :mod:`rnnlab.engine.dilation`).
 
     Args:
         cell: a registered cell name (``rnnlab.cells.names()``), a CellDef or a cell Graph.
@@ -33,13 +36,18 @@ class RNN(nn.Module):
         batch_first: input and output are (B, T, F) instead of (T, B, F).
         dropout: dropout probability on the input of each layer after the first.
         skip: skip connections from the input to every layer and every layer to the output.
+        dilations: one positive int per layer, the step distance of its recurrence (default all
+            1: the ordinary RNN); e.g. ``(1, 2, 4)``. A layer of dilation d carries d state
+            slots per direction.
         **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
 
     Shapes:
         input: (T, B, input_size), (B, T, input_size) when batch_first, or a PackedSequence.
         state: the cell's State NamedTuple, each field (num_layers · D, B, hidden_size) with
             D = 2 if bidirectional else 1 — for ``lstm`` ``(h, c)``, as torch.nn.LSTM. A bare
-            tensor is accepted for one-field cells (``rnn``, ``gru``, ``mut*``).
+            tensor is accepted for one-field cells (``rnn``, ``gru``, ``mut*``). With
+            dilations, each field is (D · sum(dilations), B, hidden_size): layer l, direction
+            k has the d_l slots starting at D · (d_0 + … + d_{l−1}) + k · d_l.
         output: (T, B, D · hidden_size), or (T, B, num_layers · D · hidden_size) with skip;
             a PackedSequence when the input is one.
 
@@ -61,6 +69,7 @@ class RNN(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         skip: bool = False,
+        dilations: tuple[int, ...] | list[int] | None = None,
         **cell_options,
     ):
         super().__init__()
@@ -79,6 +88,17 @@ class RNN(nn.Module):
         self.skip = bool(skip)
         self.num_directions = 2 if bidirectional else 1
         D = self.num_directions
+        if dilations is None:
+            dilations = (1,) * num_layers
+        dilations = tuple(dilations)
+        if len(dilations) != num_layers or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dilations
+        ):
+            raise ValueError(
+                f"dilations must be {num_layers} positive integer(s), one per layer, got "
+                f"{dilations!r}"
+            )
+        self.dilations = dilations
         layers = {}
         for layer in range(num_layers):
             size = input_size if layer == 0 else D * hidden_size + (input_size if skip else 0)
@@ -99,21 +119,34 @@ class RNN(nn.Module):
     def state_fields(self) -> tuple[str, ...]:
         return self.State._fields
 
+    @property
+    def state_slots(self) -> int:
+        """Rows of each state field: num_layers · D, or D · sum(dilations) with dilations."""
+        return self.num_directions * sum(self.dilations)
+
+    def _slot_range(self, layer: int, direction: int) -> slice:
+        d = self.dilations[layer]
+        start = self.num_directions * sum(self.dilations[:layer]) + direction * d
+        return slice(start, start + d)
+
     def extra_repr(self) -> str:
         options = [f"{self.cell_name!r}", f"{self.input_size}", f"{self.hidden_size}"]
         for name in ("num_layers", "bidirectional", "batch_first", "dropout", "skip"):
             value = getattr(self, name)
             if value != {"num_layers": 1}.get(name, False if name != "dropout" else 0.0):
                 options.append(f"{name}={value}")
+        if any(d != 1 for d in self.dilations):
+            options.append(f"dilations={self.dilations}")
         return ", ".join(options)
 
     def initial_state(self, batch_size: int, device=None, dtype=None):
-        """Zero state: each field (num_layers · D, batch_size, hidden_size)."""
+        """Zero state: each field (num_layers · D, batch_size, hidden_size) (with dilations:
+        (D · sum(dilations), batch_size, hidden_size))."""
         ref = next(self.parameters(), None)  # a mutated cell may have no parameters at all
         if ref is not None:
             device = device if device is not None else ref.device
             dtype = dtype if dtype is not None else ref.dtype
-        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        shape = (self.state_slots, batch_size, self.hidden_size)
         return self.State(*(
             torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_fields
         ))
@@ -147,13 +180,15 @@ class RNN(nn.Module):
                 f"for cell {self.cell_name!r}, got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
             )
-        expected = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        expected = (self.state_slots, batch_size, self.hidden_size)
+        rows = ("num_layers * num_directions" if self.state_slots == self.num_layers
+                * self.num_directions else "num_directions * sum(dilations)")
         for name, t in zip(fields, state):
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != expected:
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(
-                    f"state field {name!r} must have shape {expected} = (num_layers * "
-                    f"num_directions, batch, hidden_size), got {got}"
+                    f"state field {name!r} must have shape {expected} = ({rows}, batch, "
+                    f"hidden_size), got {got}"
                 )
         return tuple(state)
 
@@ -195,15 +230,14 @@ class RNN(nn.Module):
             outputs = []
             for d in range(D):
                 cell = self.cells[f"layer{layer}" + ("_reverse" if d else "")]
-                k = layer * D + d
-                s = tuple(field[k] for field in state)
+                slots = tuple(field[self._slot_range(layer, d)] for field in state)
                 seq = reverse_padded(layer_input, lengths) if d else layer_input
-                out, final = unroll(cell, seq, s, lengths)
+                out, final = dilated_unroll(cell, seq, slots, lengths, self.dilations[layer])
                 outputs.append(reverse_padded(out, lengths) if d else out)
                 finals.append(final)
             layer_outputs.append(outputs[0] if D == 1 else torch.cat(outputs, dim=-1))
         output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
-        new_state = tuple(torch.stack(parts) for parts in zip(*finals))
+        new_state = tuple(torch.cat(parts) for parts in zip(*finals))
         if packed:
             data = pack_padded_sequence(output, lengths, enforce_sorted=True)
             output = PackedSequence(data.data, data.batch_sizes, input.sorted_indices,
