@@ -8,7 +8,7 @@
     body: rnnlab.RNN(cell, E, H, num_layers, ...) or rnnlab.GridLSTM(E, H, num_layers)
                                 -> (T, B, D)  with D = body.output_size
                                    dropout
-    head: Tokens(V) / Binary(K): Linear(D, V or K) at every step      -> (T, B, V or K)
+    head: Tokens(V) / Binary(K) / Labels(V): Linear(D, V or K) at every step -> (T, B, V or K)
           Classes(C): Linear(D, C) on each sequence's last valid step -> (B, C)
 
 For ``Classes`` the head reads step ``lengths[b] - 1`` of sequence ``b``; with a bidirectional
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.tasks.base import Binary, Classes, Features, Tokens
+from rnnlab.tasks.base import Binary, Classes, Features, Labels, Tokens
 from rnnlab.train.config import ModelConfig
 
 
@@ -99,8 +99,10 @@ class SequenceModel(nn.Module):
             self.input = nn.Linear(input_space.size, width)
         else:
             raise TypeError(f"input space must be Tokens, Features or Binary, got {input_space!r}")
-        if not isinstance(output_space, (Tokens, Binary, Classes)):
-            raise TypeError(f"output space must be Tokens, Binary or Classes, got {output_space!r}")
+        if not isinstance(output_space, (Tokens, Binary, Classes, Labels)):
+            raise TypeError(
+                f"output space must be Tokens, Binary, Classes or Labels, got {output_space!r}"
+            )
         self.body = build_body(config, width)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.body.output_size, output_space.size)
