@@ -98,7 +98,7 @@ def describe(name: str) -> str:
 
 
 # Importing the families registers their tasks.
-from rnnlab.tasks import audio, mnist, music, speech, synthetic, text  # noqa: E402, F401
+from rnnlab.tasks import audio, mnist, music, speech, synthetic, text, translation  # noqa: E402, F401, I001
 
 __all__ = [
     "Batch",
