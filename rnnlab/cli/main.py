@@ -55,6 +55,8 @@ COMMANDS = [
     "report",
     "study",
     "search",
+    "translate",
+    "transcribe",
 ]
 
 

@@ -8,6 +8,10 @@ body                   module                                                   
 ``grid_deep``          ``rnnlab.grid.DeepGridLSTM``: 1-D grid along depth, at every step   E
 ``grid_image``         ``ImageGridLSTM`` over the (T × F) input cut into patches, pooled   raw F
 ``grid_spectrogram``   ``SpectrogramGridLSTM``: time × frequency bands × depth             raw F
+``highway``            ``rnnlab.grid.HighwayNetwork`` at every step (beside grid_deep)      E
+``freq_time``          ``rnnlab.models.FreqTimeLSTM``: frequency LSTM -> time LSTM          raw F
+``seq2seq``            ``rnnlab.models.AttentionSeq2Seq``: attention encoder-decoder        ids
+``reencoder``          ``rnnlab.models.Reencoder``: 3-D grid, target × source × depth       ids
 =====================  ==================================================================  =====
 
 Each entry of :data:`BODIES` is a :class:`Body`: a one-line summary, its own settings dataclass
@@ -54,6 +58,9 @@ class StackSettings:
     skip: bool = False  # stack: the head reads every layer's output, concatenated
     forget_bias: float | None = None  # stack: initial forget-gate bias; None: the cell's default
     init: str | None = None  # stack: weight initialisation scheme of the cell; None: its default
+    dilations: str | None = None  # stack: per-layer recurrence distance, comma-separated (1,2,4:
+    #                               layer l reads the state of step t - d_l; Chang et al. 2017);
+    #                               None: every layer 1
 
 
 @dataclass
@@ -108,6 +115,41 @@ class SpectrogramGridSettings:
     band_stride: int | None = None  # grid_spectrogram: features between band starts; None: size
 
 
+@dataclass
+class HighwaySettings:
+    """body=highway: a Highway network at every step (Srivastava et al. 2015)."""
+
+    activation: str = "relu"  # highway: H's nonlinearity, relu or tanh
+    transform_bias: float = -2.0  # highway: initial transform-gate bias (negative: carry)
+
+
+@dataclass
+class FreqTimeSettings:
+    """body=freq_time: Li et al.'s F-T-LSTM (frequency LSTM per frame -> time LSTM)."""
+
+    cell: str = "lstm"
+    bidirectional: bool = False
+    band_size: int = 10
+    band_stride: int | None = None
+    frequency_size: int = 16  # freq_time: units of the LSTM scanning the frequency bands
+
+
+@dataclass
+class Seq2SeqSettings:
+    """body=seq2seq: Bahdanau et al.'s attention encoder-decoder (translation tasks)."""
+
+    cell: str = "lstm"
+    attention_size: int | None = None  # seq2seq: width of the attention MLP; None: hidden_size
+
+
+@dataclass
+class ReencoderSettings:
+    """body=reencoder: the 3-D Grid LSTM translator (target x source x depth)."""
+
+    transforms: str = "lstm"
+    tied: bool = False
+
+
 # --- the registry -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Body:
@@ -121,6 +163,8 @@ class Body:
         layer_dropout: ``model.dropout`` also acts between the body's layers.
         raw_input: the body reads the task's features as they are (no embedding/projection).
         per_sequence: the body returns one vector per sequence (needs a Classes output).
+        token_input: the body reads the task's token ids itself, as ``source=target`` pairs
+            (an encoder-decoder of a translation task; see rnnlab.models.layout).
         label: ``settings -> str``, a short name for run directories and tables.
         noun: what the body is called in a model description (``Grid LSTM``).
         check: ``settings -> None``: raises :class:`BodyError` for a bad value, before building.
@@ -133,6 +177,7 @@ class Body:
     layer_dropout: bool = False
     raw_input: bool = False
     per_sequence: bool = False
+    token_input: bool = False
     label: Callable[[Any], str] | None = None
     noun: str = ""
     check: Callable[[Any], None] = lambda settings: None
@@ -232,6 +277,21 @@ def _check_stack(settings: StackSettings) -> None:
         )
 
 
+def _dilations(settings: StackSettings, num_layers: int) -> tuple[int, ...] | None:
+    if settings.dilations is None:
+        return None
+    try:
+        values = tuple(int(part) for part in _names(settings.dilations))
+    except ValueError:
+        values = ()
+    if len(values) != num_layers or min(values, default=0) < 1:
+        raise BodyError(
+            f"model.dilations for body=stack is {num_layers} positive integer(s), one per layer, "
+            f"comma-separated (e.g. 1,2,4); got {settings.dilations!r}"
+        )
+    return values
+
+
 def _build_stack(settings: StackSettings, model, input_size: int) -> nn.Module:
     import rnnlab
 
@@ -249,6 +309,7 @@ def _build_stack(settings: StackSettings, model, input_size: int) -> nn.Module:
         bidirectional=settings.bidirectional,
         dropout=model.dropout if model.num_layers > 1 else 0.0,
         skip=settings.skip,
+        dilations=_dilations(settings, model.num_layers),
         **options,
     )
     return StackBody(rnn)
@@ -305,7 +366,8 @@ def _build_grid(settings: GridSettings, model, input_size: int) -> nn.Module:
 
 
 class DeepGridBody(nn.Module):
-    """``DeepGridLSTM`` applied to every step on its own (no state across time)."""
+    """A feed-forward network (``DeepGridLSTM``, ``HighwayNetwork``) applied to every step on
+    its own (no state across time)."""
 
     def __init__(self, grid: nn.Module):
         super().__init__()
@@ -444,6 +506,93 @@ def _build_spectrogram(settings: SpectrogramGridSettings, model, input_size: int
     return SpectrogramGridBody(grid, bands)
 
 
+def _check_highway(settings: HighwaySettings) -> None:
+    from rnnlab.grid.highway import ACTIVATIONS
+
+    if settings.activation not in ACTIVATIONS:
+        raise BodyError(f"model.activation for body=highway is one of {', '.join(ACTIVATIONS)}; "
+                        f"got {settings.activation!r}")
+
+
+def _build_highway(settings: HighwaySettings, model, input_size: int) -> nn.Module:
+    from rnnlab.grid import HighwayNetwork
+
+    _check_highway(settings)
+    return DeepGridBody(HighwayNetwork(input_size, model.hidden_size, model.num_layers,
+                                       settings.activation, settings.transform_bias))
+
+
+def _check_cell_name(cell: str, body: str) -> None:
+    import rnnlab.cells
+
+    if cell not in rnnlab.cells.names():
+        raise BodyError(f"model.cell for body={body} is one of "
+                        f"{', '.join(sorted(rnnlab.cells.names()))}; got {cell!r}")
+
+
+def _check_freq_time(settings: FreqTimeSettings) -> None:
+    _check_cell_name(settings.cell, "freq_time")
+    if settings.band_size < 1 or (settings.band_stride or 1) < 1 or settings.frequency_size < 1:
+        raise BodyError(
+            "model.band_size, model.band_stride and model.frequency_size of body=freq_time must "
+            f"be >= 1, got {settings.band_size}, {settings.band_stride}, {settings.frequency_size}"
+        )
+
+
+def _build_freq_time(settings: FreqTimeSettings, model, input_size: int) -> nn.Module:
+    from rnnlab.models import FreqTimeLSTM
+
+    _check_freq_time(settings)
+    if settings.band_size > input_size:
+        raise BodyError(f"model.band_size={settings.band_size} of body=freq_time exceeds the "
+                        f"task's {input_size} features")
+    return FreqTimeLSTM(
+        input_size, model.hidden_size, model.num_layers, band_size=settings.band_size,
+        band_stride=settings.band_stride, frequency_size=settings.frequency_size,
+        bidirectional=settings.bidirectional, cell=settings.cell,
+    )
+
+
+def _check_seq2seq(settings: Seq2SeqSettings) -> None:
+    _check_cell_name(settings.cell, "seq2seq")
+    if settings.attention_size is not None and settings.attention_size < 1:
+        raise BodyError(f"model.attention_size must be >= 1, got {settings.attention_size}")
+
+
+def _build_seq2seq(settings: Seq2SeqSettings, model, input_size: int) -> nn.Module:
+    from rnnlab.models import AttentionSeq2Seq
+    from rnnlab.tasks.translation import PAD_ID, SEP_ID
+
+    _check_seq2seq(settings)
+    return AttentionSeq2Seq(
+        input_size, model.embedding_size or model.hidden_size, model.hidden_size,
+        model.num_layers, separator=SEP_ID, pad=PAD_ID, cell=settings.cell,
+        attention_size=settings.attention_size,
+    )
+
+
+def _reencoder_transforms(settings: ReencoderSettings):
+    transforms = _transforms(settings, ("target", "source", "depth"), "reencoder")
+    for transform in (transforms,) if isinstance(transforms, str) else transforms:
+        _check_transform(transform, "reencoder")
+    return transforms
+
+
+def _build_reencoder(settings: ReencoderSettings, model, input_size: int) -> nn.Module:
+    from rnnlab.models import Reencoder
+    from rnnlab.tasks.translation import PAD_ID, SEP_ID
+
+    transforms = _reencoder_transforms(settings)
+    try:
+        return Reencoder(
+            input_size, model.embedding_size or model.hidden_size, model.hidden_size,
+            model.num_layers, separator=SEP_ID, pad=PAD_ID, tied=settings.tied,
+            transforms=transforms,
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        raise _grid_error("reencoder", error) from None
+
+
 BODIES: dict[str, Body] = {
     "stack": Body(
         "layers of one cell (rnnlab.RNN); --model.cell=NAME",
@@ -490,6 +639,42 @@ BODIES: dict[str, Body] = {
         raw_input=True,
         check=_spectrogram_options,
         noun="3-D spectrogram Grid LSTM",
+    ),
+    "highway": Body(
+        "Highway network at every step, no recurrence in time (rnnlab.grid.HighwayNetwork, "
+        "Srivastava et al. 2015), the 1-D grid's feed-forward relative",
+        HighwaySettings,
+        _build_highway,
+        check=_check_highway,
+        noun="Highway network",
+    ),
+    "freq_time": Body(
+        "F-T-LSTM: an LSTM over the frequency bands of each frame feeds an LSTM over time "
+        "(rnnlab.models.FreqTimeLSTM, Li et al. 2015); speech",
+        FreqTimeSettings,
+        _build_freq_time,
+        reads_future=lambda s: s.bidirectional,
+        raw_input=True,
+        check=_check_freq_time,
+        noun="F-T-LSTM",
+    ),
+    "seq2seq": Body(
+        "encoder-decoder with additive attention (rnnlab.models.AttentionSeq2Seq, Bahdanau "
+        "et al. 2015); translation tasks",
+        Seq2SeqSettings,
+        _build_seq2seq,
+        token_input=True,
+        check=_check_seq2seq,
+        noun="attention encoder-decoder",
+    ),
+    "reencoder": Body(
+        "3-D Grid LSTM over target x source x depth instead of an encoder-decoder "
+        "(rnnlab.models.Reencoder, Kalchbrenner et al. 2016); translation tasks",
+        ReencoderSettings,
+        _build_reencoder,
+        token_input=True,
+        check=_reencoder_transforms,
+        noun="Reencoder (3-D Grid LSTM)",
     ),
 }
 
@@ -551,9 +736,11 @@ def check_settings(model_config) -> None:
         )
 
 
-def check_task(model_config, task_input, task_output, causal: bool, task_name: str) -> None:
+def check_task(model_config, task_input, task_output, causal: bool, task_name: str,
+               pairs: bool = False) -> None:
     """Refuse a body that cannot serve the task: one that reads the future on a causal task,
-    a per-sequence body on a per-step task, a raw-input body on token input."""
+    a per-sequence body on a per-step task, a raw-input body on token input, an
+    encoder-decoder on a task without ``source=target`` pairs."""
     from rnnlab.tasks.base import Classes, Tokens
 
     name = model_config.body
@@ -570,6 +757,11 @@ def check_task(model_config, task_input, task_output, causal: bool, task_name: s
         raise BodyError(
             f"body={name} gives one vector per sequence; task {task_name!r} needs an output at "
             "every step. Use it on a classification task (mnist, digits, fsdd, parity)"
+        )
+    if body.token_input and not pairs:
+        raise BodyError(
+            f"body={name} is an encoder-decoder: it reads 'source=target' sequences; task "
+            f"{task_name!r} has none. Use it on a translation task (numbers, parallel)"
         )
     if body.raw_input and isinstance(task_input, Tokens):
         raise BodyError(

@@ -10,7 +10,7 @@
                                 -> (T, B, D)  with D = body.output_size (per-sequence bodies:
                                    (B, D))
                                    dropout
-    head: Tokens(V) / Binary(K): Linear(D, V or K) at every step      -> (T, B, V or K)
+    head: Tokens(V) / Binary(K) / Labels(V): Linear(D, V or K) at every step -> (T, B, V or K)
           Classes(C): Linear(D, C) on each sequence's last valid step -> (B, C)
 
 For ``Classes`` the head reads step ``lengths[b] - 1`` of sequence ``b``; with a bidirectional
@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnlab.tasks.base import Binary, Classes, Features, Tokens
+from rnnlab.tasks.base import Binary, Classes, Features, Labels, Tokens
 from rnnlab.train import bodies
 from rnnlab.train.config import ModelConfig
 
@@ -62,6 +62,7 @@ class SequenceModel(nn.Module):
         *,
         causal: bool | None = None,
         task_name: str = "this task",
+        pairs: bool = False,
     ):
         super().__init__()
         self.config = config
@@ -69,17 +70,23 @@ class SequenceModel(nn.Module):
         self.output_space = output_space
         if not isinstance(input_space, (Tokens, Features, Binary)):
             raise TypeError(f"input space must be Tokens, Features or Binary, got {input_space!r}")
-        if not isinstance(output_space, (Tokens, Binary, Classes)):
-            raise TypeError(f"output space must be Tokens, Binary or Classes, got {output_space!r}")
+        if not isinstance(output_space, (Tokens, Binary, Classes, Labels)):
+            raise TypeError(
+                f"output space must be Tokens, Binary, Classes or Labels, got {output_space!r}"
+            )
         if causal is None:
             causal = not isinstance(output_space, Classes)
         self.causal = causal
         bodies.check_settings(config)
-        bodies.check_task(config, input_space, output_space, causal, task_name)
+        bodies.check_task(config, input_space, output_space, causal, task_name, pairs)
         entry = bodies.BODIES[config.body]
         self.per_sequence = entry.per_sequence
+        self.token_input = entry.token_input
         width = config.embedding_size or config.hidden_size
-        if entry.raw_input:
+        if entry.token_input:  # an encoder-decoder embeds the ids itself
+            self.input = nn.Identity()
+            width = input_space.size
+        elif entry.raw_input:
             self.input = nn.Identity()
             width = input_space.size
         elif isinstance(input_space, Tokens):
@@ -96,7 +103,10 @@ class SequenceModel(nn.Module):
         return isinstance(self.output_space, Classes)
 
     def embed(self, inputs: Tensor, input_noise: float = 0.0) -> Tensor:
-        """(T, B) ids or (T, B, F) floats -> (T, B, E), with training noise and dropout."""
+        """(T, B) ids or (T, B, F) floats -> (T, B, E), with training noise and dropout; ids
+        unchanged for a body that embeds them itself."""
+        if self.token_input:
+            return inputs
         noisy = self.training and input_noise > 0
         if isinstance(self.input, nn.Embedding):
             x = self.input(inputs)
@@ -147,7 +157,8 @@ class SequenceModel(nn.Module):
 def model_for(task, config: ModelConfig) -> SequenceModel:
     """The model for ``task`` (its spaces and ``causal`` declaration) as ``config`` says."""
     return SequenceModel(
-        task.input, task.output, config, causal=task.causal, task_name=task.name
+        task.input, task.output, config, causal=task.causal, task_name=task.name,
+        pairs=getattr(task, "pairs", False),
     )
 
 

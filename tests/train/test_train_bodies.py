@@ -21,7 +21,7 @@ from rnnlab.train.model import SequenceModel
 REPO = Path(__file__).resolve().parents[2]
 DATA = os.environ.get("RNNLAB_DATA") or str(REPO.parent / "shared" / "data")
 CHEAP = {"text": {"chars": 20000}, "parity": {"bits": 12}}
-SLOW_TO_LOAD = {"fsdd", "enwik8", "text8"}  # seconds to build: checked in the slow suite
+SLOW_TO_LOAD = {"fsdd", "enwik8", "text8", "digits_ctc"}  # seconds to build: slow suite
 
 # Body variants: (name, settings, reads the future?)
 VARIANTS = {
@@ -37,7 +37,15 @@ VARIANTS = {
     ),
     "grid_spectrogram_bottom": ({"body": "grid_spectrogram", "band_size": 1,
                                  "corners": "bottom_left"}, True),
+    "stack_dilated": ({"num_layers": 2, "dilations": "1,2"}, False),
+    "highway": ({"body": "highway", "num_layers": 2}, False),
+    "freq_time": ({"body": "freq_time", "band_size": 1}, False),
+    "freq_time_bidirectional": ({"body": "freq_time", "band_size": 1, "bidirectional": True},
+                                True),
+    "seq2seq": ({"body": "seq2seq"}, False),
+    "reencoder": ({"body": "reencoder"}, False),
 }
+TOKEN_BODIES = ("seq2seq", "reencoder")  # read source=target ids themselves
 
 
 def model_config(variant: str) -> ModelConfig:
@@ -48,8 +56,22 @@ def model_config(variant: str) -> ModelConfig:
 
 
 @functools.cache
+def parallel_files() -> dict:
+    """A small aligned corpus for the parallel task (it has no data of its own)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rnnlab-parallel-"))
+    lines = [f"w{i} x{i % 7}" for i in range(80)]
+    (folder / "a.txt").write_text("\n".join(lines), encoding="utf-8")
+    (folder / "b.txt").write_text("\n".join(line.upper() for line in lines), encoding="utf-8")
+    return {"path": str(folder / "a.txt"), "target_path": str(folder / "b.txt")}
+
+
+@functools.cache
 def built_task(name: str):
     options = dict(CHEAP.get(name, {}))
+    if name == "parallel":
+        options.update(parallel_files())
     if "download" in tasks.factory_options(name):
         options["download"] = False
     saved = os.environ.get("RNNLAB_DATA")
@@ -80,11 +102,12 @@ def expected_refusal(task, variant: str) -> bool:
     """Independently of the registry: which combinations cannot be right."""
     settings, future = VARIANTS[variant]
     per_sequence = variant == "grid_image"
-    raw = variant.startswith(("grid_image", "grid_spectrogram"))
+    raw = variant.startswith(("grid_image", "grid_spectrogram", "freq_time"))
     return (
         (task.causal and future)
         or (per_sequence and not isinstance(task.output, Classes))
         or (raw and isinstance(task.input, Tokens))
+        or (variant in TOKEN_BODIES and not getattr(task, "pairs", False))
     )
 
 
@@ -96,14 +119,19 @@ def test_every_task_and_body_reads_no_future_input_where_the_task_forbids_it(tas
         pytest.skip(f"no data for {task_name}")
     torch.manual_seed(0)
     config = model_config(variant)
-    if config.body == "grid_spectrogram" and not isinstance(task.input, Tokens):
+    if config.body in ("grid_spectrogram", "freq_time") and not isinstance(task.input, Tokens):
         config.band_size = -(-task.input.size // 2)  # two bands: fast, and still a grid
+    pairs = getattr(task, "pairs", False)
     if expected_refusal(task, variant):
         with pytest.raises(BodyError, match=f"body={config.body}"):
-            SequenceModel(task.input, task.output, config, causal=task.causal, task_name=task.name)
+            SequenceModel(task.input, task.output, config, causal=task.causal, task_name=task.name,
+                          pairs=pairs)
         return
     model = SequenceModel(task.input, task.output, config, causal=task.causal,
-                          task_name=task.name).double()
+                          task_name=task.name, pairs=pairs).double()
+    if variant in TOKEN_BODIES:
+        check_ids_never_read_ahead(model, task)
+        return
     steps, batch = 6, 2
     inputs = random_inputs(task.input, steps, batch)
     leaf = model.embed(inputs).detach().double().requires_grad_()  # (T, B, E): the body's input
@@ -119,6 +147,21 @@ def test_every_task_and_body_reads_no_future_input_where_the_task_forbids_it(tas
         assert grad[t].abs().sum() > 0, "the check cannot see a dependence on the present input"
         if task.causal:
             assert torch.all(grad[t + 1:] == 0), f"output at {t} reads later inputs ({variant})"
+
+
+def check_ids_never_read_ahead(model, task) -> None:
+    """An encoder-decoder reads ids, not vectors: change each token in turn (the separator
+    excepted, it defines the layout) and check that no earlier output moves."""
+    batch = next(task.batches("valid", 2))
+    base, _ = model(batch.inputs, None, batch.lengths)
+    for q in range(batch.inputs.shape[0]):
+        changed = batch.inputs.clone()
+        separator = changed[q] == 1  # id 1 in every translation vocabulary
+        other = (changed[q] + 1) % task.input.size
+        other = torch.where(other == 1, (other + 1) % task.input.size, other)
+        changed[q] = torch.where(separator, changed[q], other)
+        out, _ = model(changed, None, batch.lengths)
+        torch.testing.assert_close(out[:q], base[:q])
 
 
 def test_the_bidirectional_language_model_is_refused_from_the_command_line_config():
@@ -137,12 +180,15 @@ OTHER = {
     "cell": "gru", "bidirectional": True, "skip": True, "forget_bias": 3.0, "init": "orthogonal",
     "transforms": "tanh", "priority": "depth", "tied": True, "schedule": "wavefront",
     "patch": 3, "corners": "top_right", "combine": "concat", "band_size": 2, "band_stride": 1,
+    "dilations": "1,2", "activation": "tanh", "transform_bias": 0.5, "frequency_size": 3,
+    "attention_size": 5,
 }
 ONE_DIMENSION = {"grid": "time", "grid_image": "rows", "grid_spectrogram": "time",
                  "grid_deep": "depth"}
 # Spaces each body can serve (per-sequence and raw-input bodies need features and labels).
 SPACES = {"grid_image": (tasks.Features(6), Classes(3)),
-          "grid_spectrogram": (tasks.Features(12), Classes(3))}
+          "grid_spectrogram": (tasks.Features(12), Classes(3)),
+          "freq_time": (tasks.Features(12), Classes(3))}
 # Settings that act only together with another: combine needs several corners, the corner of
 # a spectrogram grid matters only with more than one band.
 CONTEXT = {("grid_image", "combine"): {"corners": "all"},
@@ -154,9 +200,14 @@ def outputs(body: str, **settings):
     input_space, output_space = SPACES.get(body, (Tokens(7), Tokens(7)))
     torch.manual_seed(0)
     config = ModelConfig(body=body, hidden_size=4, num_layers=2, **settings)
-    model = SequenceModel(input_space, output_space, config, causal=False)
+    model = SequenceModel(input_space, output_space, config, causal=False,
+                          pairs=body in TOKEN_BODIES)
     torch.manual_seed(1)
-    logits, _ = model(random_inputs(input_space, 5, 2))
+    inputs = random_inputs(input_space, 5, 2)
+    if body in TOKEN_BODIES:  # source = target: ids other than the separator 1, one at step 2
+        inputs = torch.where(inputs == 1, 2, inputs)
+        inputs[2] = 1
+    logits, _ = model(inputs)
     return model, logits
 
 
