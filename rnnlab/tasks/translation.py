@@ -182,7 +182,8 @@ class ParallelText(TokenSequenceTask):
         "Translation on your own parallel corpus: two aligned UTF-8 files (path=, target_path=), "
         "line i of one translating line i of the other; split by a hash of the source line (1 in "
         "10 test, 1 in 10 valid); character vocabulary; read as 'source=target' with teacher "
-        "forcing as the numbers task. Metric: character accuracy and exact match."
+        "forcing as the numbers task. Metric: character accuracy and exact match. Example: "
+        "'the cat=' -> 'le chat'."
     )
 
     def __init__(self, path=None, target_path=None, valid_size: int = 1, test_size: int = 1):
