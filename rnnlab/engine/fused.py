@@ -1,9 +1,9 @@
 """The fused sequence engine: a whole sequence as one autograd op.
 
-``unroll`` hands a cell to this engine first. It reads the cell's compiled code as lanes
-(``fast.lift``: the step, and the hoist when it is the input GEMM plus elementwise work), plans
-buffers and the instructions of a prologue (the hoist over all T·B rows), one forward step, one
-backward step and an epilogue (``fast.plan``), and runs it all as one
+``unroll`` hands a cell to this engine first. It lays the cell's plan (``rnnlab.lang.compile``)
+out as lanes (``fast.lanes``: the step, and the hoist when it is the input GEMM plus elementwise
+work), plans buffers and the instructions of a prologue (the hoist over all T·B rows), one
+forward step, one backward step and an epilogue (``fast.plan``), and runs it all as one
 ``torch.autograd.Function``:
 
 * forward computes ``X = x W + b`` (one GEMM) and the prologue, then runs the loop without
@@ -22,23 +22,26 @@ Two executors run the same instructions (``backend``):
 
 ``"auto"`` (the default) takes native where it is available and supported, else python (on
 CPU; other devices use the reference loop), and ``"reference"`` turns the engine off so that
-``unroll`` steps the cell's generated code under autograd. Choose with the environment variable
-``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``), ``set_backend`` or the
-context manager ``backend(name)``. A step form the reader does not know runs on the reference
-loop; double backward (``create_graph=True``) differentiates the reference loop inside this
-op's backward, so it stays exact. See docs/speed.md for the design and the measurements.
+``unroll`` runs the plan's step with torch ops under autograd. Choose with the environment
+variable ``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``),
+``set_backend`` or the context manager ``backend(name)``. ``explain(cell)`` says which path a
+cell takes and why; a cell that falls back warns once. Double backward (``create_graph=True``)
+differentiates the reference loop inside this op's backward, so it stays exact. See
+docs/speed.md for the design and the measurements.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
 
-from .fast.lift import Unsupported, lift, lift_hoist
+from ..lang.compile import Program
+from .fast.lanes import Unsupported, hoist_lanes, step_lanes
 from .fast.plan import Plan, make_plan
 from .fast.pyexec import PythonLoops, buffer_shape
 
@@ -89,22 +92,20 @@ def backend(name: str):
 
 # ---- compiled plans ---------------------------------------------------------------------------
 class Compiled:
-    """A plan and its executors for one step program at given sizes."""
+    """A plan and its executors for one program."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, program: Program, plan: Plan):
         self.plan = plan
         self.python = PythonLoops(plan)
         self._native = None
         self._native_tried = False
+        self._lock = threading.Lock()
         self.shapes: dict = {}  # (T, B, threads, native) -> buffer shapes
         ir = plan.ir
         self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
         self.keys = self.gemm_keys + list(plan.params)
-        # vectors computed from parameters alone (see fast.lift): (code, expected shape)
-        statics = {**ir.statics, **(plan.hoist.statics if plan.hoist else {})}
-        self.statics = {key: (compile(src, f"<rnnlab static {key}>", "eval"),
-                              (plan.buffers[plan.params[key]].width,))
-                        for key, src in statics.items() if key in plan.params}
+        # vectors of parameters alone that the loops read (computed by Program.prepare)
+        self.statics = tuple(k for k in program.static_keys if k in plan.params)
         self.num_forward = next((i for i, b in enumerate(plan.buffers) if b.name == "dY"),
                                 len(plan.buffers))
         # buffers that leave the engine (the output, gradients it returns): never reused
@@ -115,41 +116,84 @@ class Compiled:
 
     def native(self):
         """The native executor, or None where it cannot be built."""
-        if not self._native_tried:
-            self._native_tried = True
-            from .fast import native
+        with self._lock:
+            if not self._native_tried:
+                from .fast import native
 
-            self._native = native.NativeLoops.create(self.plan)
+                self._native = native.NativeLoops.create(self.plan)
+                self._native_tried = True
         return self._native
 
 
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 256
-_WIDTHS: dict = {}  # (source, input width, weight shapes) -> widths of the hoisted inputs
+_CACHE_LOCK = threading.Lock()
+_WARNED: set = set()
 
 
-def compiled(cell, xs_widths: tuple, shapes: dict, training: bool, lengths: bool):
-    """The Compiled plan of a cell (cached), or an Unsupported exception instance."""
-    key = (cell.program.source, cell.hidden_size, xs_widths, tuple(sorted(shapes.items())),
-           len(cell.graph.states), training, lengths)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+def compiled(program: Program, training: bool, lengths: bool):
+    """The Compiled plan of a program (cached by the plan's structure), or an Unsupported
+    exception instance saying why the engine cannot run it. Safe to call from threads."""
+    key = (program.key, training, lengths, OWN_HOIST)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
     try:
-        ir = lift(cell.program.source, cell.hidden_size, xs_widths, shapes,
-                  len(cell.graph.states))
-        hoist = lift_hoist(cell.program.source, cell.hidden_size, cell.input_size, shapes,
-                           len(xs_widths)) if OWN_HOIST else None
-        if hoist is not None and [len(o) * cell.hidden_size for o in hoist.outputs] \
-                != list(xs_widths):
-            hoist = None
-        value = Compiled(make_plan(ir, training, lengths, hoist))
+        ir = step_lanes(program)
+        hoist = hoist_lanes(program) if OWN_HOIST else None
+        value = Compiled(program, make_plan(ir, training, lengths, hoist))
     except Unsupported as error:
         value = error
-    _CACHE[key] = value
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        value = _CACHE.setdefault(key, value)  # a racing thread's equal plan wins
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return value
+
+
+def _warn_once(program: Program, reason: str) -> None:
+    if program.key not in _WARNED:
+        _WARNED.add(program.key)
+        warnings.warn(f"rnnlab: cell {program.graph.name!r} runs on the slow reference loop: "
+                      f"{reason}", RuntimeWarning, stacklevel=4)
+
+
+def explain(cell, device="cpu", dtype=torch.float32, training: bool = True) -> str:
+    """How ``unroll`` would run ``cell`` (a Cell, Graph or Program) on this device and dtype.
+
+    Returns ``"fused (native): …"`` or ``"fused (torch): …"`` with the plan's shape, or
+    ``"reference: <reason>"``."""
+    from ..lang import Graph
+    from ..lang.compile import compile_graph
+
+    if isinstance(cell, Graph):
+        program = compile_graph(cell)
+    elif isinstance(cell, Program):
+        program = cell
+    elif hasattr(cell, "program"):
+        program = cell.program
+    else:
+        raise TypeError(f"explain() takes a Cell, Graph or Program, got {type(cell).__name__}")
+    if _backend == "reference":
+        return "reference: the fused engine is switched off (backend 'reference')"
+    comp = compiled(program, training, False)
+    if isinstance(comp, Unsupported):
+        return f"reference: {comp}"
+    x = torch.empty(0, dtype=dtype, device=device)
+    try:
+        executor = choose_executor(comp, x)
+    except RuntimeError as error:
+        return f"reference: {error}"
+    if executor is None:
+        return (f"reference: backend 'auto' runs the fused engine on CPU only, got {device} "
+                "(backend('python') runs it there with torch ops)")
+    ir = comp.plan.ir
+    which = "torch" if executor is comp.python else "native"
+    hoist = "by the engine" if comp.plan.hoist is not None else "with torch"
+    ew = sum(1 for op in ir.ops if not hasattr(op, "weight"))
+    return (f"fused ({which}): {len(ir.gemms)} GEMM(s) and {ew} lane op(s) per step, "
+            f"hoist {hoist}, {len(comp.statics)} static vector(s)")
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -158,7 +202,7 @@ class _Run:
 
     def __init__(self, comp: Compiled, executor, T: int, B: int, sizes, lengths, program):
         self.comp = comp
-        self.step = program.step  # the generated code, for the double-backward fallback
+        self.step = program.step  # the reference step, for the double-backward fallback
         self.hoist = program.hoist
         self.executor = executor  # a PythonLoops or a NativeLoops
         self.T, self.B = T, B
@@ -451,29 +495,18 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
             or sizes == []):
         return None
+    program = cell.program
     weights = cell.weights()
-    shapes = {k: tuple(v.shape) for k, v in weights.items()}
     state = tuple(state)
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
-    # the hoisted widths follow from the program, x's width and the weights: once known, an
-    # unsupported step is refused before any work is done
-    widths_key = (cell.program.source, x.shape[-1], tuple(sorted(shapes.items())))
-    hoisted = None
-    if widths_key not in _WIDTHS:
-        hoisted = cell.program.hoist(x, weights)
-        _WIDTHS[widths_key] = tuple(t.shape[-1] for t in hoisted)
-    comp = compiled(cell, _WIDTHS[widths_key], shapes, training, lengths is not None)
+    comp = compiled(program, training, lengths is not None)
     if isinstance(comp, Unsupported):
+        _warn_once(program, str(comp))
         return None
     executor = choose_executor(comp, x)
     if executor is None:
         return None
-    for key, (code, shape) in comp.statics.items():
-        value = eval(code, {"torch": torch, "w": weights})
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            return None
-        weights[key] = value
     hoist = comp.plan.hoist
     if hoist is not None:  # the engine computes the hoist itself
         front = [x]
@@ -482,11 +515,10 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
             if hoist.bias is not None:
                 front.append(weights[hoist.bias])
     else:
-        if hoisted is None:
-            hoisted = cell.program.hoist(x, weights)
-        front = [t if t.stride(-1) == 1 else t.contiguous() for t in hoisted]
+        front = [t if t.stride(-1) == 1 else t.contiguous()
+                 for t in program.hoist(x, weights)]
     T, B = x.shape[:2]
-    run = _Run(comp, executor, T, B, sizes, lengths, cell.program)
+    run = _Run(comp, executor, T, B, sizes, lengths, program)
     if not training:
         output, finals, tensors = _forward(run, front, state,
                                            {k: weights[k] for k in comp.keys})

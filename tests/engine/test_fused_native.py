@@ -68,10 +68,9 @@ def test_without_native_the_python_executor_runs(monkeypatch):
     monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
     with fused.backend("auto"):
         out, _ = unroll(c, x, state)
-        w = c.weights()
-        comp = fused.compiled(c, tuple(t.shape[-1] for t in c.program.hoist(x, w)),
-                              {k: tuple(v.shape) for k, v in w.items()}, True, False)
+        comp = fused.compiled(c.program, True, False)
         assert fused.choose_executor(comp, x) is comp.python
+        assert fused.explain(c, dtype=torch.double).startswith("fused (torch)")
     assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
     torch.testing.assert_close(out, reference_unroll(c, x, state)[0])
     with fused.backend("native"), pytest.raises(RuntimeError, match="no compiler"):
