@@ -16,6 +16,8 @@ built-in cell runs (``rnnlab.RNN``, the trainer, the command line)::
 
 from __future__ import annotations
 
+import inspect
+
 from ..lang import CellDef, Graph
 from ..lang.trace import KNOWN_MODULE_OPTIONS
 from .module import Cell
@@ -50,6 +52,12 @@ def get(name: str) -> CellDef:
         raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(REGISTRY)}") from None
 
 
+def doc(cell: str | CellDef) -> str:
+    """A cell's description: the docstring of its function (first line: the one-line summary)."""
+    defn = get(cell) if isinstance(cell, str) else cell
+    return inspect.getdoc(defn.fn) or ""
+
+
 def graph(cell: str | CellDef, input_size: int, hidden_size: int, **options) -> Graph:
     """The validated graph of a cell at the given sizes."""
     defn = get(cell) if isinstance(cell, str) else cell
@@ -77,4 +85,4 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
     return Cell(g, **module_options)
 
 
-__all__ = ["REGISTRY", "Cell", "get", "graph", "make", "names", "register"]
+__all__ = ["REGISTRY", "Cell", "doc", "get", "graph", "make", "names", "register"]

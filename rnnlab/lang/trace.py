@@ -108,9 +108,6 @@ class Param:
     def vector(self) -> Var:
         return self.builder.add(Node("param", ref=self.name))
 
-    def _as_var(self) -> Var:
-        return self.vector()
-
     def __add__(self, other): return self.vector() + other
     def __radd__(self, other): return other + self.vector()
     def __sub__(self, other): return self.vector() - other
@@ -196,12 +193,12 @@ def as_hidden(x: Var, p: Params) -> Var:
 
 @dataclass(frozen=True)
 class CellDef:
-    """A cell written as a function: its name, state names and the function itself."""
+    """A cell written as a function: its name, state names and the function itself (its
+    docstring is the cell's description, ``rnnlab.cells.doc(name)``)."""
 
     name: str
     fn: Callable
     state: tuple[str, ...]
-    doc: str = ""
     options: dict = field(default_factory=dict)
 
     def graph(self, input_size: int, hidden_size: int, **options) -> Graph:
@@ -213,7 +210,7 @@ def cell(name: str, state: tuple[str, ...] = ("h",)) -> Callable[[Callable], Cel
     """Decorator: turn ``fn(x, state, p) -> (output, new_state)`` into a CellDef."""
 
     def wrap(fn: Callable) -> CellDef:
-        return CellDef(name=name, fn=fn, state=tuple(state), doc=(fn.__doc__ or "").strip())
+        return CellDef(name=name, fn=fn, state=tuple(state))
 
     return wrap
 
