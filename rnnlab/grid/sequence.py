@@ -125,6 +125,11 @@ class GridLSTM(nn.Module):
     def forward(
         self, input: torch.Tensor | PackedSequence, state: State | None = None
     ) -> tuple[torch.Tensor | PackedSequence, State]:
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            raise RuntimeError(
+                "GridLSTM cannot be traced or scripted by torch.jit (its loops run as fused "
+                "ops chosen per call); use torch.compile(model) instead"
+            )
         packed = isinstance(input, PackedSequence)
         if packed:
             x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
@@ -136,6 +141,16 @@ class GridLSTM(nn.Module):
         if x.shape[-1] != self.input_size:
             raise ValueError(
                 f"input has {x.shape[-1]} features, expected input_size={self.input_size}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"input has 0 time steps (shape {tuple(x.shape)}); a sequence "
+                             "needs at least one step")
+        weight = self.scan.projection.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(
+                f"input is {x.dtype} on {x.device} but the module's parameters are "
+                f"{weight.dtype} on {weight.device}; convert one to match "
+                f"(input.to({weight.dtype}) or module.to({x.dtype}))"
             )
         state = self.initial_state(x.shape[1]) if state is None else self._check_state(state, x)
         output, state = self.scan(x, state, lengths)

@@ -26,10 +26,24 @@ _STATE_TYPES: dict[tuple[str, ...], type] = {}
 
 
 def state_type(names: tuple[str, ...]) -> type:
-    """The NamedTuple class ``State`` with the given fields (one class per field list)."""
+    """The NamedTuple class ``State`` with the given fields (one class per field list).
+
+    Each class is reachable as ``rnnlab.lang.trace.State__<field>__<field>…`` so that modules
+    holding it, and the states themselves, pickle (and unpickle in a fresh process)."""
+    names = tuple(names)
     if names not in _STATE_TYPES:
-        _STATE_TYPES[names] = namedtuple("State", names)
+        cls = namedtuple("State", names)
+        cls.__qualname__ = "State__" + "__".join(names)
+        cls.__module__ = __name__
+        _STATE_TYPES[names] = cls
     return _STATE_TYPES[names]
+
+
+def __getattr__(name: str):
+    """``State__h__c`` -> the State class of fields (h, c) (used by pickle)."""
+    if name.startswith("State__"):
+        return state_type(tuple(name[len("State__"):].split("__")))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Builder:

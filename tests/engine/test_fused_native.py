@@ -93,18 +93,23 @@ def test_gemm_timing_entry_point(library):
     assert seconds is not None and 0 < seconds < 1
 
 
-def test_concurrent_calls_from_python_threads(library):
-    """The loop runs without the GIL: calls from several threads must not share state."""
+def test_concurrent_calls_from_python_threads(library, monkeypatch):
+    """The loop runs without the GIL: calls from several threads must not share state, and
+    first calls (planning, the native executor) made at the same moment must be safe: the
+    caches start empty and a barrier releases every thread's first call together."""
     import threading
 
+    monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
     c = cells.make("gru", 6, 8)
     xs = [torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(k)) for k in range(6)]
     state = (torch.zeros(3, 8),)
     with torch.no_grad():
         expected = [reference_unroll(c, x, state)[0] for x in xs]
     results: dict = {}
+    barrier = threading.Barrier(len(xs))
 
     def work(k):
+        barrier.wait()
         with torch.no_grad():
             for _ in range(20):
                 results[k] = unroll(c, xs[k], state)[0]

@@ -1,0 +1,90 @@
+"""The library as torch users use it: pickling, copying, saving, torch.jit, torch weights,
+and one clear error for inputs of the wrong kind."""
+
+import copy
+import io
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import rnnlab
+
+
+@pytest.fixture(params=["rnn", "grid"])
+def model(request):
+    torch.manual_seed(0)
+    if request.param == "rnn":
+        return rnnlab.RNN("lstm", 3, 4, num_layers=2)
+    return rnnlab.GridLSTM(3, 4, num_layers=2)
+
+
+def test_pickle_deepcopy_and_torch_save(model):
+    x = torch.randn(5, 2, 3)
+    expected = model(x)[0]
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model),
+                  torch.load(buffer, weights_only=False)):
+        torch.testing.assert_close(other(x)[0], expected)
+        assert other.state_dict().keys() == model.state_dict().keys()
+
+
+def test_unpickles_in_a_fresh_process(tmp_path):
+    """The state class and the plan come back without the cells having been built first."""
+    net = rnnlab.RNN("peephole", 3, 4)
+    x = torch.randn(4, 2, 3)
+    torch.save({"net": net, "x": x, "y": net(x)[0]}, tmp_path / "m.pt")
+    code = ("import torch; d = torch.load(r'%s', weights_only=False); "
+            "torch.testing.assert_close(d['net'](d['x'])[0], d['y']); print('ok')"
+            % (tmp_path / "m.pt"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_jit_trace_is_refused_naming_torch_compile(model):
+    with pytest.raises(RuntimeError, match="torch.compile"):
+        torch.jit.trace(model, torch.randn(5, 2, 3), check_trace=False)
+
+
+@pytest.mark.parametrize("make", [lambda: rnnlab.RNN("gru", 3, 4),
+                                  lambda: rnnlab.GridLSTM(3, 4)])
+def test_zero_steps_and_wrong_dtype_are_clear_errors(make):
+    net = make()
+    with pytest.raises(ValueError, match="0 time steps"):
+        net(torch.randn(0, 2, 3))
+    with pytest.raises(TypeError, match=r"float64 .* parameters are torch.float32.*convert"):
+        net(torch.randn(5, 2, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind, mode", [(torch.nn.LSTM, "LSTM"), (torch.nn.GRU, "GRU"),
+                                        (torch.nn.RNN, "RNN_TANH")])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_torch_state_dict_loads(kind, mode, bidirectional, tmp_path):
+    torch.manual_seed(0)
+    module = kind(3, 5, num_layers=2, bidirectional=bidirectional)
+    torch.save(module.state_dict(), tmp_path / "w.pt")
+    state = torch.load(tmp_path / "w.pt")
+    x = torch.randn(6, 2, 3)
+    expected = module(x)[0]
+    net = rnnlab.RNN.from_torch(state, mode=mode)
+    torch.testing.assert_close(net(x)[0], expected, atol=1e-5, rtol=1e-4)
+    cell = {"LSTM": "lstm", "GRU": "gru_torch", "RNN_TANH": "rnn"}[mode]
+    fresh = rnnlab.RNN(cell, 3, 5, num_layers=2, bidirectional=bidirectional)
+    assert fresh.load_torch_state_dict(state) is fresh
+    torch.testing.assert_close(fresh(x)[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_torch_state_dict_mismatches_are_clear():
+    state = torch.nn.LSTM(3, 5).state_dict()
+    with pytest.raises(ValueError, match=r"this RNN is \(3, 6, 1, False\)"):
+        rnnlab.RNN("lstm", 3, 6).load_torch_state_dict(state)
+    with pytest.raises(ValueError, match="another kind of module"):
+        rnnlab.RNN.from_torch(state, mode="GRU")
+    with pytest.raises(ValueError, match="cells lstm, gru_torch and rnn"):
+        rnnlab.RNN("cifg", 3, 5).load_torch_state_dict(state)
+    with pytest.raises(ValueError, match="needs mode="):
+        rnnlab.RNN.from_torch(state)
