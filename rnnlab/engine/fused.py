@@ -495,9 +495,16 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
             or sizes == []):
         return None
-    program = cell.program
-    weights = cell.weights()
-    state = tuple(state)
+    if lengths is None and torch.compiler.is_compiling():  # one opaque op to torch.compile
+        from .custom_op import compiled_unroll
+
+        return compiled_unroll(cell.program, cell.weights(), x, tuple(state))
+    return run_program(cell.program, cell.weights(), x, tuple(state), lengths, sizes)
+
+
+def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
+                lengths: torch.Tensor | None = None, sizes: list[int] | None = None):
+    """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``)."""
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
     comp = compiled(program, training, lengths is not None)

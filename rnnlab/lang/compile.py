@@ -28,7 +28,9 @@ assembled from the named parameters once per call (``Program.prepare``), so grad
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -155,6 +157,18 @@ class Program:
     writes: tuple[int, ...]
     _key: tuple | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        self.handle = _register(self)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("handle", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.handle = _register(self)
+
     @property
     def hidden_size(self) -> int:
         return self.graph.hidden_size
@@ -215,6 +229,21 @@ class Program:
     def source(self) -> str:
         """The plan printed as Python-like text (for reading; nothing runs it)."""
         return _print(self)
+
+
+_PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_HANDLES = itertools.count(1)
+
+
+def _register(program: Program) -> int:
+    """A number naming the program while it lives (custom ops take numbers, not objects)."""
+    handle = next(_HANDLES)
+    _PROGRAMS[handle] = program
+    return handle
+
+
+def program_by_handle(handle: int) -> Program:
+    return _PROGRAMS[handle]
 
 
 def _print(p: Program) -> str:
