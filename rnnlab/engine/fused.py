@@ -134,10 +134,15 @@ _WARNED: set = set()
 def compiled(program: Program, training: bool, lengths: bool):
     """The Compiled plan of a program (cached by the plan's structure), or an Unsupported
     exception instance saying why the engine cannot run it. Safe to call from threads."""
+    mine = program.plans  # the program's own cache first: no hashing of its structure
+    value = mine.get((training, lengths, OWN_HOIST))
+    if value is not None:
+        return value
     key = (program.key, training, lengths, OWN_HOIST)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
+            mine[training, lengths, OWN_HOIST] = _CACHE[key]
             return _CACHE[key]
     try:
         ir = step_lanes(program)
@@ -149,6 +154,7 @@ def compiled(program: Program, training: bool, lengths: bool):
         value = _CACHE.setdefault(key, value)  # a racing thread's equal plan wins
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
+    mine[training, lengths, OWN_HOIST] = value
     return value
 
 

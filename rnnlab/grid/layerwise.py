@@ -202,14 +202,28 @@ def _cell_of(block, k, copy, dim):
         return None
     d = block.hidden_size
     program = _program(transform.cell, d)
+    W, R = (dim.reads_depth, dim.reads_time) if k == TIME else (dim.reads_time, dim.reads_depth)
+    if _is_gate_layout(program):  # the block's matrices are the plan's, as they are
+        return program, {"Wx": W, "bx": dim.bias, "R0": R}, True
     params = {}
-    for prefix, matrix in (("W", dim.reads_depth if k == TIME else dim.reads_time),
-                           ("R", dim.reads_time if k == TIME else dim.reads_depth)):
+    for prefix, matrix in (("W", W), ("R", R)):
         for gate, part in zip(_GATES, matrix.T.split(d), strict=True):
             params[f"{prefix}_{gate}"] = part
     for gate, part in zip(_GATES, dim.bias.split(d), strict=True):
         params[f"b_{gate}"] = part
     return program, program.prepare(params), True
+
+
+def _is_gate_layout(program) -> bool:
+    """Whether the plan's fused weights are [W_u W_f W_o W_c]ᵀ, [b_u … b_c], [R_u … R_c]ᵀ:
+    then the block's input-major (d, 4d) matrices (gates u, f, o, c) are those weights."""
+    specs = program.weight_specs
+    gates = tuple((f"{{}}_{g}",) for g in _GATES)
+    expect = {"Wx": ("input", tuple((s[0].format("W"),) for s in gates)),
+              "bx": ("bias", tuple((s[0].format("b"),) for s in gates)),
+              "R0": ("recurrent", tuple(((s[0].format("R"),),) for s in gates))}
+    return set(specs) == set(expect) and all(
+        (specs[k].kind, specs[k].refs) == v for k, v in expect.items())
 
 
 _PROGRAMS: dict = {}

@@ -159,15 +159,18 @@ class Program:
 
     def __post_init__(self):
         self.handle = _register(self)
+        self.plans: dict = {}  # the engine's plans of this program (see rnnlab.engine.fused)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("handle", None)
+        for transient in ("handle", "plans", "source"):
+            state.pop(transient, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.handle = _register(self)
+        self.plans = {}
 
     @property
     def hidden_size(self) -> int:
@@ -191,10 +194,11 @@ class Program:
         """The plan's structure (no names of the cell, no parameter values): equal keys run the
         same loops, so caches are keyed by it."""
         if self._key is None:
-            self._key = (self.hidden_size, self.input_size, len(self.graph.states),
-                         tuple(sorted(self.weight_specs.items())), self.statics,
-                         tuple(sorted(self.static_keys.items())), self.hoist_code, self.xs,
-                         self.step_code, self.output, self.writes)
+            key = (self.hidden_size, self.input_size, len(self.graph.states),
+                   tuple(sorted(self.weight_specs.items())), self.statics,
+                   tuple(sorted(self.static_keys.items())), self.hoist_code, self.xs,
+                   self.step_code, self.output, self.writes)
+            self._key = _HashedKey(key)
         return self._key
 
     def prepare(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -229,6 +233,21 @@ class Program:
     def source(self) -> str:
         """The plan printed as Python-like text (for reading; nothing runs it)."""
         return _print(self)
+
+
+class _HashedKey(tuple):
+    """A plan's structure as a tuple whose hash is computed once (it is deep)."""
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self):
+        return self._hash
+
+    def __reduce__(self):
+        return (_HashedKey, (tuple(self),))
 
 
 _PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()

@@ -207,7 +207,8 @@ struct Runner {
   // every GEMM's weight packed for blocks of ``rows`` rows (empty without the packed API)
   std::vector<void*> pack_weights(int64_t rows_) {
     std::vector<void*> packed;
-    if (!packed_ok || rows_ <= 0) return packed;
+    // packing reads the whole weight once, as one GEMM does: worth it over several steps only
+    if (!packed_ok || rows_ <= 0 || steps < 3) return packed;
     packed.assign(n, nullptr);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t* ins = code + i * F_FIELDS;
