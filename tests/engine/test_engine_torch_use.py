@@ -127,3 +127,27 @@ def test_torch_compile_fullgraph(cell):
 @pytest.mark.slow
 def test_torch_compile_inductor():
     _compiled_matches_eager("inductor")
+
+
+def test_cached_inference_weights_follow_parameter_updates():
+    """No-grad calls reuse the assembled weights only while no parameter changed: after an
+    optimizer step, load_state_dict or .double() the next call uses the new values."""
+    torch.manual_seed(0)
+    net = rnnlab.RNN("peephole", 3, 4)
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        before = net(x)[0]
+        assert torch.equal(net(x)[0], before)  # served from the cache
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    net(x)[0].square().sum().backward()
+    optimizer.step()
+    fresh = copy.deepcopy(net)
+    with torch.inference_mode():
+        after = net(x)[0]
+        assert not torch.allclose(after, before)
+        torch.testing.assert_close(after, fresh(x)[0])
+    net.load_state_dict(rnnlab.RNN("peephole", 3, 4).state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], copy.deepcopy(net)(x)[0])
+        torch.testing.assert_close(net.double()(x.double())[0].float(),
+                                   copy.deepcopy(net)(x.double())[0].float())
