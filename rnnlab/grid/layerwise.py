@@ -201,9 +201,9 @@ def _cell_of(block, k, copy, dim):
     if not isinstance(transform, LSTM):
         return None
     d = block.hidden_size
-    program = _program(transform.cell, d)
+    program, gate_layout = _program(transform.cell, d)
     W, R = (dim.reads_depth, dim.reads_time) if k == TIME else (dim.reads_time, dim.reads_depth)
-    if _is_gate_layout(program):  # the block's matrices are the plan's, as they are
+    if gate_layout:  # the block's matrices are the plan's, as they are
         return program, {"Wx": W, "bx": dim.bias, "R0": R}, True
     params = {}
     for prefix, matrix in (("W", W), ("R", R)):
@@ -230,12 +230,14 @@ _PROGRAMS: dict = {}
 
 
 def _program(name: str, d: int):
-    """The plan of zoo cell ``name`` at input and hidden size d (compiled once)."""
+    """The plan of zoo cell ``name`` at input and hidden size d (compiled once), and whether
+    its weights are laid out as the block's (``_is_gate_layout``)."""
     if (name, d) not in _PROGRAMS:
         from rnnlab import cells
         from rnnlab.lang.compile import compile_graph
 
-        _PROGRAMS[name, d] = compile_graph(cells.graph(name, d, d))
+        program = compile_graph(cells.graph(name, d, d))
+        _PROGRAMS[name, d] = program, _is_gate_layout(program)
     return _PROGRAMS[name, d]
 
 
