@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"T=1, B=1, {args.layers} layers, {args.threads} thread(s), inference_mode; best of "
-          f"{args.rounds} rounds of {args.calls} calls; median in brackets")
+          f"{args.rounds} rounds of {args.calls} calls, and the median round")
     print(f"{'H':>6} {'model':<14} {'µs/step':>10} {'median':>10} {'× nn.LSTM':>10}")
     for H in args.hidden:
         models = {
