@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from .. import cells
 from ..lang import CellDef, Graph
+from .packing import unpack
 from .unroll import reverse_padded, unroll
 
 
@@ -184,11 +185,8 @@ class RNN(nn.Module):
             )
         packed = isinstance(input, PackedSequence)
         if packed:
-            padded, lengths = pad_packed_sequence(input, batch_first=False)
-            if input.sorted_indices is not None:
-                padded = padded.index_select(1, input.sorted_indices)
-                lengths = lengths.index_select(0, input.sorted_indices.cpu())
-            x = padded
+            opened = unpack(input)
+            x, lengths = opened.x, opened.lengths
             if x.shape[-1] != self.input_size:
                 raise ValueError(
                     f"packed input has {x.shape[-1]} features, expected {self.input_size}"
@@ -201,8 +199,8 @@ class RNN(nn.Module):
         if state is None:
             state = self.initial_state(B, x.device, x.dtype)
         state = self._check_state(state, B)
-        if packed and input.sorted_indices is not None:
-            state = tuple(s.index_select(1, input.sorted_indices) for s in state)
+        if packed:
+            state = opened.sort_state(state)
 
         D = self.num_directions
         finals: list[tuple] = []
@@ -228,11 +226,8 @@ class RNN(nn.Module):
         output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
         new_state = tuple(torch.stack(parts) for parts in zip(*finals))
         if packed:
-            data = pack_padded_sequence(output, lengths, enforce_sorted=True)
-            output = PackedSequence(data.data, data.batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
-            if input.unsorted_indices is not None:
-                new_state = tuple(s.index_select(1, input.unsorted_indices) for s in new_state)
+            output = opened.pack(output)
+            new_state = opened.unsort_state(new_state)
         elif self.batch_first:
             output = output.transpose(0, 1)
         return output, self.State(*new_state)

@@ -151,3 +151,23 @@ def test_cached_inference_weights_follow_parameter_updates():
         torch.testing.assert_close(net(x)[0], copy.deepcopy(net)(x)[0])
         torch.testing.assert_close(net.double()(x.double())[0].float(),
                                    copy.deepcopy(net)(x.double())[0].float())
+
+
+@pytest.mark.parametrize("make", [lambda: rnnlab.RNN("lstm", 3, 4, num_layers=2),
+                                  lambda: rnnlab.GridLSTM(3, 4, num_layers=2)])
+def test_one_packed_path_with_a_given_state(make):
+    """Both modules take unsorted packed batches and a state in the caller's batch order and
+    give each sequence what it gets alone (rnnlab.engine.packing)."""
+    from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+    torch.manual_seed(1)
+    net = make().double()
+    seqs = [torch.randn(n, 3, dtype=torch.float64) for n in (2, 5, 3)]
+    state = tuple(torch.randn(2, 3, 4, dtype=torch.float64) for _ in range(2))
+    output, final = net(pack_sequence(seqs, enforce_sorted=False), state)
+    padded, _ = pad_packed_sequence(output)
+    for b, seq in enumerate(seqs):
+        alone, alone_final = net(seq[:, None], tuple(s[:, b:b + 1] for s in state))
+        torch.testing.assert_close(padded[:len(seq), b], alone[:, 0])
+        for f, g in zip(final, alone_final):
+            torch.testing.assert_close(f[:, b], g[:, 0])
