@@ -215,6 +215,7 @@ class _Run:
         self.sizes = sizes  # active rows per step, or None (all B rows for T steps)
         self.steps = len(sizes) if sizes is not None else T
         self.lengths = lengths
+        self.handle = program.handle
         self.threads = executor.threads() if executor is not comp.python else 1
 
 
@@ -370,32 +371,39 @@ class FusedSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_output, *d_finals):
         run = ctx.run
-        plan = run.comp.plan
         num_front, num_states = ctx.counts
         inputs = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
             return (None, None, None,
                     *_differentiable_gradients(run, inputs, num_front, num_states, d_output,
                                                d_finals))
-        weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
         tensors, ctx.tensors = ctx.tensors, None
-        if tensors is None:  # a second backward through a retained graph: redo the forward
-            _, _, tensors = _forward(run, inputs[:num_front],
-                                     inputs[num_front:num_front + num_states], weights)
-        order = sorted(range(num_states), key=lambda j: plan.state_cols[j])
-        dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
-        given = {plan.dY: d_output, plan.dF: dF}
-        if run.executor is not run.comp.python:
-            given = {i: t.contiguous() for i, t in given.items()}
-        n = run.comp.num_forward
-        tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output,
-                                          given)[n:]
-        _execute(run, "backward", tensors, weights)
-        if plan.epilogue:
-            _execute(run, "epilogue", tensors, weights)
-        grads = _gradients(run, tensors, inputs, num_front, num_states)
-        _release(run, tensors, range(len(plan.buffers)))
+        grads = backward_pass(run, tensors, inputs, num_front, num_states, d_output, d_finals)
         return (None, None, None, *grads)
+
+
+def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d_output,
+                  d_finals, need_dx: bool | None = None) -> list:
+    """The backward loop and the weight gradients of one forward (``tensors``: its buffers, or
+    None to redo it); returns the gradients of ``inputs`` (front, states, weights)."""
+    plan = run.comp.plan
+    weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
+    if tensors is None:  # a second backward through a retained graph: redo the forward
+        _, _, tensors = _forward(run, inputs[:num_front],
+                                 inputs[num_front:num_front + num_states], weights)
+    order = sorted(range(num_states), key=lambda j: plan.state_cols[j])
+    dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
+    given = {plan.dY: d_output, plan.dF: dF}
+    if run.executor is not run.comp.python:
+        given = {i: t.contiguous() for i, t in given.items()}
+    n = run.comp.num_forward
+    tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output, given)[n:]
+    _execute(run, "backward", tensors, weights)
+    if plan.epilogue:
+        _execute(run, "epilogue", tensors, weights)
+    grads = _gradients(run, tensors, inputs, num_front, num_states, need_dx)
+    _release(run, tensors, range(len(plan.buffers)))
+    return grads
 
 
 def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d_output,
@@ -425,7 +433,8 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
     return result
 
 
-def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int) -> list:
+def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int,
+               need_dx: bool | None = None) -> list:
     plan, ir = run.comp.plan, run.comp.plan.ir
     T, B, H = run.T, run.B, ir.hidden_size
     d_front: list = [None] * num_front
@@ -439,16 +448,17 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
             d_front[k] = tensors[i] if d_front[k] is None else d_front[k] + tensors[i]
     else:  # X = x W + b: dW = xᵀ dX, db = Σ dX, dx = dX Wᵀ, one GEMM each
         x = inputs[0]
+        need_dx = x.requires_grad if need_dx is None else need_dx
         x2d = x.reshape(T * B, x.shape[-1])
         if plan.X >= 0:
             W = inputs[1]
             dX = tensors[plan.dX].view(T * B, -1)
-            if x.requires_grad:
+            if need_dx:
                 d_front[0] = (dX @ W.t()).view(x.shape)
             d_front[1] = x2d.t() @ dX
             if num_front > 2:
                 d_front[2] = dX.sum(0)
-        if plan.dx >= 0 and x.requires_grad:  # x read elementwise by the hoist
+        if plan.dx >= 0 and need_dx:  # x read elementwise by the hoist
             dx = tensors[plan.dx].view(x.shape)
             d_front[0] = dx if d_front[0] is None else d_front[0] + dx
     dS = tensors[plan.dS][0]
@@ -513,6 +523,26 @@ def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
     """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``)."""
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
+    prepared = prepare_call(program, weights, x, lengths, sizes, training)
+    if prepared is None:
+        return None
+    run, front = prepared
+    comp = run.comp
+    if not training:
+        output, finals, tensors = _forward(run, front, state,
+                                           {k: weights[k] for k in comp.keys})
+        _release(run, tensors, range(comp.num_forward))
+        return output, tuple(finals)
+    outputs = FusedSequence.apply(run, len(front), len(state), *front, *state,
+                                  *(weights[k] for k in comp.keys))
+    return outputs[0], tuple(outputs[1:])
+
+
+def prepare_call(program: Program, weights: dict, x: torch.Tensor, lengths, sizes,
+                 training: bool):
+    """The run of one call and the engine's front inputs (x[, W[, b]] with the engine's own
+    hoist, else the hoisted inputs computed by torch), or None where the engine does not
+    apply."""
     comp = compiled(program, training, lengths is not None)
     if isinstance(comp, Unsupported):
         _warn_once(program, str(comp))
@@ -531,12 +561,4 @@ def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
         front = [t if t.stride(-1) == 1 else t.contiguous()
                  for t in program.hoist(x, weights)]
     T, B = x.shape[:2]
-    run = _Run(comp, executor, T, B, sizes, lengths, program)
-    if not training:
-        output, finals, tensors = _forward(run, front, state,
-                                           {k: weights[k] for k in comp.keys})
-        _release(run, tensors, range(comp.num_forward))
-        return output, tuple(finals)
-    outputs = FusedSequence.apply(run, len(front), len(state), *front, *state,
-                                  *(weights[k] for k in comp.keys))
-    return outputs[0], tuple(outputs[1:])
+    return _Run(comp, executor, T, B, sizes, lengths, program), front

@@ -171,3 +171,19 @@ def test_one_packed_path_with_a_given_state(make):
         torch.testing.assert_close(padded[:len(seq), b], alone[:, 0])
         for f, g in zip(final, alone_final):
             torch.testing.assert_close(f[:, b], g[:, 0])
+
+
+def test_torch_compile_backward_twice_through_a_retained_graph():
+    torch.manual_seed(0)
+    model = _Head("lstm")
+    x = torch.randn(5, 3, 6)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    grads = []
+    for run in (compiled, model):
+        model.zero_grad()
+        loss = run(x).square().sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
