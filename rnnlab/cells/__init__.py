@@ -16,6 +16,7 @@ built-in cell runs (``rnnlab.RNN``, the trainer, the command line)::
 
 from __future__ import annotations
 
+import inspect
 from pathlib import PurePath
 
 from ..lang import CellDef, Graph
@@ -50,6 +51,12 @@ def get(name: str) -> CellDef:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(REGISTRY)}") from None
+
+
+def doc(cell: str | CellDef) -> str:
+    """A cell's description: the docstring of its function (first line: the one-line summary)."""
+    defn = get(cell) if isinstance(cell, str) else cell
+    return inspect.getdoc(defn.fn) or ""
 
 
 def graph(cell: str | CellDef, input_size: int, hidden_size: int, **options) -> Graph:
@@ -100,5 +107,5 @@ def load(path) -> Graph:
     return load_file(path)
 
 
-__all__ = ["REGISTRY", "Cell", "get", "graph", "is_cell_file", "load", "make", "names",
+__all__ = ["REGISTRY", "Cell", "doc", "get", "graph", "is_cell_file", "load", "make", "names",
            "register"]

@@ -24,7 +24,8 @@ def run(args, parser, extra, argv) -> int:
     if args.what in (None, "cells"):
         print("cells (rnnlab.cells.names(); use with --cell=NAME or rnnlab.RNN(NAME, ...)):\n")
         for name in rnnlab.cells.names():
-            print(f"[{name}]")
+            summary = (rnnlab.cells.doc(name) or "").strip().split("\n")[0]
+            print(f"[{name}] {summary}".rstrip())
             print(str(rnnlab.cells.make(name, 8, 8)).rstrip())
             print()
     if args.what in (None, "bodies"):

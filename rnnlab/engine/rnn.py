@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from .. import cells
 from ..lang import CellDef, Graph
 from .dilation import dilated_unroll
+from .packing import unpack
 from .unroll import reverse_padded
 
 
@@ -168,7 +169,23 @@ class RNN(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"input must be floating point, got {x.dtype}; embed token ids first")
+        T = x.shape[1] if self.batch_first else x.shape[0]
+        if T == 0:
+            raise ValueError(
+                f"input has 0 time steps (shape {layout} = {tuple(x.shape)}); a sequence needs "
+                "at least one step"
+            )
+        self._check_dtype(x)
         return x.transpose(0, 1) if self.batch_first else x
+
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        ref = next(self.parameters(), None)
+        if ref is not None and (x.dtype != ref.dtype or x.device != ref.device):
+            raise TypeError(
+                f"input is {x.dtype} on {x.device} but the module's parameters are {ref.dtype} "
+                f"on {ref.device}; convert one to match (input.to({ref.dtype}) or "
+                f"module.to({x.dtype}))"
+            )
 
     def _check_state(self, state, batch_size: int) -> tuple[torch.Tensor, ...]:
         fields = self.state_fields
@@ -195,17 +212,21 @@ class RNN(nn.Module):
     # ---- forward -----------------------------------------------------------------------
     def forward(self, input, state=None):
         """Run the network; returns ``(output, state)`` (see the class docstring for shapes)."""
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            raise RuntimeError(
+                "rnnlab.RNN cannot be traced or scripted by torch.jit (its loop is one fused op "
+                "whose plan is chosen per call); use torch.compile(model) instead, which treats "
+                "the fused engine as a single custom op"
+            )
         packed = isinstance(input, PackedSequence)
         if packed:
-            padded, lengths = pad_packed_sequence(input, batch_first=False)
-            if input.sorted_indices is not None:
-                padded = padded.index_select(1, input.sorted_indices)
-                lengths = lengths.index_select(0, input.sorted_indices.cpu())
-            x = padded
+            opened = unpack(input)
+            x, lengths = opened.x, opened.lengths
             if x.shape[-1] != self.input_size:
                 raise ValueError(
                     f"packed input has {x.shape[-1]} features, expected {self.input_size}"
                 )
+            self._check_dtype(x)
         else:
             x = self._check_input(input)
             lengths = None
@@ -213,8 +234,8 @@ class RNN(nn.Module):
         if state is None:
             state = self.initial_state(B, x.device, x.dtype)
         state = self._check_state(state, B)
-        if packed and input.sorted_indices is not None:
-            state = tuple(s.index_select(1, input.sorted_indices) for s in state)
+        if packed:
+            state = opened.sort_state(state)
 
         D = self.num_directions
         finals: list[tuple] = []
@@ -239,19 +260,43 @@ class RNN(nn.Module):
         output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
         new_state = tuple(torch.cat(parts) for parts in zip(*finals))
         if packed:
-            data = pack_padded_sequence(output, lengths, enforce_sorted=True)
-            output = PackedSequence(data.data, data.batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
-            if input.unsorted_indices is not None:
-                new_state = tuple(s.index_select(1, input.unsorted_indices) for s in new_state)
+            output = opened.pack(output)
+            new_state = opened.unsort_state(new_state)
         elif self.batch_first:
             output = output.transpose(0, 1)
         return output, self.State(*new_state)
 
     # ---- interop -----------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, module: nn.Module) -> RNN:
-        """An rnnlab RNN computing the same function as a torch.nn.RNN / LSTM / GRU."""
+    def from_torch(cls, module, **options) -> RNN:
+        """An rnnlab RNN computing the same function as a torch.nn.RNN / LSTM / GRU, given the
+        module or its saved ``state_dict()`` (then ``mode="LSTM"|"GRU"|"RNN_TANH"`` and the
+        module's ``batch_first``/``dropout``; sizes, layers and directions are read from the
+        weights)."""
         from .interop import from_torch
 
-        return from_torch(module)
+        return from_torch(module, **options)
+
+    def load_torch_state_dict(self, state_dict: dict) -> RNN:
+        """Load the weights of a saved torch.nn.LSTM / GRU / RNN ``state_dict()`` into this
+        network (an ``lstm``, ``gru_torch`` or ``rnn`` RNN of the same sizes); returns self."""
+        from .interop import TORCH_MODES, from_torch
+
+        mode = next((m for m, spec in TORCH_MODES.items() if spec[0] == self.cell_name), None)
+        if mode is None:
+            raise ValueError(
+                f"torch weights map onto the cells lstm, gru_torch and rnn; this RNN's cell is "
+                f"{self.cell_name!r}"
+            )
+        other = from_torch(state_dict, mode=mode)
+        mine = (self.input_size, self.hidden_size, self.num_layers, self.bidirectional)
+        theirs = (other.input_size, other.hidden_size, other.num_layers, other.bidirectional)
+        if mine != theirs or self.skip:
+            raise ValueError(
+                f"the state dict is for (input_size, hidden_size, num_layers, bidirectional) = "
+                f"{theirs}, this RNN is {mine}" + (" with skip connections" if self.skip else "")
+            )
+        self.load_state_dict(other.state_dict())
+        for p, q in zip(self.parameters(), other.parameters()):
+            p.requires_grad_(q.requires_grad)
+        return self

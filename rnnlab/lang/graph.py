@@ -14,7 +14,7 @@ of shape (hidden_size,); a name used twice is one shared parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from functools import cached_property
 
@@ -59,7 +59,6 @@ class Graph:
     input_size: int
     hidden_size: int
     name: str = "cell"
-    _checked: bool = field(default=False, compare=False, repr=False)
 
     # ---- derived structure -------------------------------------------------------------
     @cached_property

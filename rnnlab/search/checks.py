@@ -61,21 +61,8 @@ def degenerate_reason(graph: Graph, seed: int = 0) -> str | None:
 
 
 def engine_used(graph: Graph) -> str:
-    """``"fused"`` if rnnlab's fused sequence engine runs this cell in training, ``"reference"``
-    if it falls back to the step-by-step reference loop, ``"unknown"`` if it cannot tell.
+    """``"fused"`` if rnnlab's fused sequence engine runs this cell in training, else
+    ``"reference"`` (the step-by-step loop), as ``rnnlab.engine.explain`` decides."""
+    from ..engine import explain
 
-    Asks the fused engine directly with a tiny training-mode sequence: ``fused_unroll``
-    returns None exactly where the engine does not apply and ``unroll`` falls back.
-    """
-    from .. import cells
-
-    try:
-        from ..engine import fused
-
-        cell = cells.make(graph, graph.input_size, graph.hidden_size)
-        x = torch.randn(2, 1, graph.input_size, requires_grad=True)
-        state = tuple(torch.zeros(1, graph.hidden_size) for _ in graph.states)
-        result = fused.fused_unroll(cell, x, state)
-        return "reference" if result is None else "fused"
-    except Exception:  # noqa: BLE001 - the engine is being rebuilt: report, never stop the search
-        return "unknown"
+    return "fused" if explain(graph).startswith("fused") else "reference"
