@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rnnlab.tasks.base import Classes
+from rnnlab.tasks.base import Classes, Labels
 
 
 def evaluate(
@@ -57,6 +57,8 @@ def evaluate_counted(
         )
     if isinstance(task.output, Classes):
         counted, unit = metric.count, "sequences"
+    elif isinstance(task.output, Labels):
+        counted, unit = metric.utterances, "utterances"
     elif hasattr(metric, "frames"):
         counted, unit = metric.frames, "frames"
     else:
