@@ -100,7 +100,7 @@ def test_sigkilled_worker_loses_only_its_running_candidate(tmp_path):
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     c = config(tmp_path, name="search", steps=2)
-    deadline = time.time() + 60
+    deadline = time.time() + 120  # slow when the machine is loaded
     running = []
     while time.time() < deadline and not running:
         time.sleep(0.2)
@@ -111,10 +111,14 @@ def test_sigkilled_worker_loses_only_its_running_candidate(tmp_path):
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert running, "the worker never started a candidate"
+    # read again after the kill: the candidate seen running may have finished in between
+    running = [t for t in trials(c) if t.state == TrialState.RUNNING]
+    if not running:
+        pytest.skip("the candidate finished between the poll and SIGKILL (rare race)")
     killed = running[0].user_attrs["index"]
     done_before = indices(trials(c))
     assert killed not in done_before
-    rc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    rc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rc.returncode == 0, rc.stderr
     ts = trials(c)
     done = indices(ts)
