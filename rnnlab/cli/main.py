@@ -304,6 +304,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report.add_argument("--out", default=None, help="output directory [default: reports/<time>]")
     report.add_argument("--x", choices=("step", "time"), default="step",
                         help="x axis of the curves")
+    from rnnlab.cli import reproduce as reproduce_cli  # reproduce, gradflow
+
+    reproduce_cli.register(commands)
     return parser, dict(commands.choices)
 
 
@@ -342,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args, sub, extra, argv)
         if args.command == "report":
             return cmd_report(args, sub)
+        if args.command in ("reproduce", "gradflow"):
+            from rnnlab.cli import reproduce as reproduce_cli
+
+            return reproduce_cli.run(args, sub, argv)
     except TrainingDiverged as error:
         print(f"rnnlab: training diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED

@@ -29,6 +29,8 @@ BODIES = ("stack", "grid")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "cosine")
 BPTT_MODES = ("truncated", "full")
+LOSS_REDUCTIONS = ("token", "sequence")  # see rnnlab/train/loss.py
+TRAIN_METRICS = ("window", "last")
 
 # Short spellings accepted by the command line, mapped to the full field they set.
 SHORTCUTS = {
@@ -48,6 +50,8 @@ class TaskConfig:
     seq_len: int | None = None  # truncated-BPTT length for stream tasks; None: the task's default
     eval_batch_size: int | None = None  # sequences per valid/test batch; None: batch_size
     eval_max_batches: int | None = None  # cap on valid batches per evaluation; None: whole split
+    test_batch_size: int | None = None  # batch of the final test evaluation; None: as valid
+    #                                     (1: a stream task's test file as one stream, Zaremba 2014)
     options: dict = field(default_factory=dict)  # extra keyword options for rnnlab.tasks.make
 
 
@@ -66,6 +70,11 @@ class ModelConfig:
     tied: bool = False  # share one block's weights along depth (body=grid only)
     forget_bias: float | None = None  # initial forget-gate bias; None: the cell's own default
     init: str | None = None  # weight initialisation scheme name for the cell; None: its default
+    init_all: str | None = None  # every parameter (embedding, cells, head): uniform:A = U(-A, A)
+    #                              or scaled:S = U(-S/sqrt(fan_in), ..); then b_f += forget_bias
+    #                              (rnnlab/train/init.py); None: each part's own default
+    input_projection: bool = True  # Features/Binary inputs pass a learned Linear; false: the
+    #                                cell reads the features directly (Chung et al. 2014)
 
 
 @dataclass
@@ -95,6 +104,11 @@ class TrainConfig:
     input_noise: float = 0.0  # std of Gaussian noise added to inputs in training (Greff 2016)
     checkpoint_every: int | None = 100  # also checkpoint every N steps; None: at evaluations only
     log_every: int = 10  # steps between training-metric records in metrics.jsonl
+    loss_reduction: str = "token"  # token: NLL averaged over counted steps; sequence: summed over
+    #                                time, averaged over the batch (Zaremba 2014; rnnlab/train/loss.py)
+    evaluate_last: bool = False  # also evaluate valid/test with the final parameters (summary "last")
+    train_metric: str = "window"  # window: the logged train metric covers every step of the window;
+    #                               last: only its last batch (spares a second softmax per step)
 
 
 @dataclass
@@ -307,6 +321,7 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("task.seq_len", t.seq_len, 1, allow_none=True)
     _at_least("task.eval_batch_size", t.eval_batch_size, 1, allow_none=True)
     _at_least("task.eval_max_batches", t.eval_max_batches, 1, allow_none=True)
+    _at_least("task.test_batch_size", t.test_batch_size, 1, allow_none=True)
 
     _choice("model.body", m.body, BODIES)
     _choice("model.cell", m.cell, sorted(rnnlab.cells.names()))
@@ -320,12 +335,21 @@ def validate(config: ExperimentConfig) -> None:
             "model.bidirectional and model.skip apply to body=stack only; "
             "set them to false for body=grid"
         )
+    if m.init_all is not None:
+        from rnnlab.train.init import parse
+
+        try:
+            parse(m.init_all)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if m.body == "stack" and m.tied:
         raise ConfigError("model.tied applies to body=grid only; set it to false for body=stack")
 
     _choice("train.optimizer", tr.optimizer, OPTIMIZERS)
     _choice("train.schedule", tr.schedule, SCHEDULES)
     _choice("train.bptt", tr.bptt, BPTT_MODES)
+    _choice("train.loss_reduction", tr.loss_reduction, LOSS_REDUCTIONS)
+    _choice("train.train_metric", tr.train_metric, TRAIN_METRICS)
     _at_least("train.lr", tr.lr, 0.0, strict=True)
     if not 0.0 <= tr.momentum < 1.0:
         raise ConfigError(f"train.momentum must be in [0, 1), got {tr.momentum}")

@@ -4,6 +4,7 @@
 
     Tokens(V) ids (T, B)        --Embedding(V, E)-->  (T, B, E)
     Features/Binary (T, B, F)   --Linear(F, E)---->   (T, B, E)
+                                (model.input_projection=false: read directly, E = F)
                                    dropout, Gaussian input noise (training only)
     body: rnnlab.RNN(cell, E, H, num_layers, ...) or rnnlab.GridLSTM(E, H, num_layers)
                                 -> (T, B, D)  with D = body.output_size
@@ -95,6 +96,11 @@ class SequenceModel(nn.Module):
         width = config.embedding_size or config.hidden_size
         if isinstance(input_space, Tokens):
             self.input = nn.Embedding(input_space.size, width)
+        elif isinstance(input_space, (Features, Binary)) and not config.input_projection:
+            # The cell reads the features directly (Chung et al. 2014's networks): no Linear,
+            # no extra parameters; the body's input size is the feature size.
+            self.input = nn.Identity()
+            width = input_space.size
         elif isinstance(input_space, (Features, Binary)):
             self.input = nn.Linear(input_space.size, width)
         else:
@@ -104,6 +110,10 @@ class SequenceModel(nn.Module):
         self.body = build_body(config, width)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.body.output_size, output_space.size)
+        if config.init_all is not None:  # one scheme over every parameter (Zaremba 2014)
+            from rnnlab.train.init import initialize
+
+            initialize(self, config.init_all, config.forget_bias)
 
     @property
     def classifies(self) -> bool:
@@ -117,7 +127,7 @@ class SequenceModel(nn.Module):
             if noisy:
                 x = x + input_noise * torch.randn_like(x)
         else:
-            inputs = inputs.to(self.input.weight.dtype)
+            inputs = inputs.to(self.head.weight.dtype)
             if noisy:
                 inputs = inputs + input_noise * torch.randn_like(inputs)
             x = self.input(inputs)
