@@ -1,10 +1,11 @@
 """How far back a gradient reaches: ‖∂C_T/∂h_t‖ for every step t (BPTT, seed 003).
 
 For a model with a stacked body and a batch of ``T`` steps, the body is unrolled one step at a
-time, ``(output_t, s_t) = body(x_t, s_{t-1})``, from a zero ``s_0``; ``C_T`` is the loss of the prediction made at
-the last step only (averaged over the batch), and for every state ``s_t`` the recurrence reads (t = 0..T−1) and every state field
-(``h``, and ``c`` for an LSTM) of the top layer we record the norm of ``∂C_T/∂s_t`` (Frobenius
-over the batch, divided by √B so that it does not grow with the batch). With
+time, ``(output_t, s_t) = body(x_t, s_{t-1})`` from a zero ``s_0``; ``C_T`` is the loss of the
+prediction made at the last step only (averaged over the batch). For every state ``s_t`` the
+recurrence reads (t = 0..T−1) and every state field (``h``, and ``c`` for an LSTM) of the top
+layer we record the norm of ``∂C_T/∂s_t`` (Frobenius over the batch, divided by √B so that it
+does not grow with the batch). With
 ``h_t = f(h_{t-1}, x_t)``, ``∂C_T/∂h_t = ∂C_T/∂h_T · Π_{k=t+1..T} ∂h_k/∂h_{k-1}``: a vanilla
 RNN's product of Jacobians shrinks geometrically, an LSTM's cell path is scaled by the forget
 gates ``Π f_k`` (so ``forget_bias`` = 1, f ≈ 0.73 at first, keeps it alive longer than 0,

@@ -104,11 +104,11 @@ class TrainConfig:
     input_noise: float = 0.0  # std of Gaussian noise added to inputs in training (Greff 2016)
     checkpoint_every: int | None = 100  # also checkpoint every N steps; None: at evaluations only
     log_every: int = 10  # steps between training-metric records in metrics.jsonl
-    loss_reduction: str = "token"  # token: NLL averaged over counted steps; sequence: summed over
-    #                                time, averaged over the batch (Zaremba 2014; rnnlab/train/loss.py)
-    evaluate_last: bool = False  # also evaluate valid/test with the final parameters (summary "last")
-    train_metric: str = "window"  # window: the logged train metric covers every step of the window;
-    #                               last: only its last batch (spares a second softmax per step)
+    loss_reduction: str = "token"  # token: NLL averaged over counted steps; sequence: summed
+    #                                over time, averaged over the batch (Zaremba 2014; loss.py)
+    evaluate_last: bool = False  # also evaluate valid/test with the final parameters ("last")
+    train_metric: str = "window"  # window: the logged train metric covers every step of a
+    #                               window; last: only its last batch (no second softmax per step)
 
 
 @dataclass
