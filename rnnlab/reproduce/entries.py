@@ -212,6 +212,11 @@ ENTRIES: dict[str, dict] = {
              "settings": {"model.forget_bias": float(bias), "train.seed": seed},
              "small": seed == 0}
             for bias in (0, 1) for seed in (0, 1, 2)
+        ] + [  # seed 003: the vanilla RNN's gradient norm over training, clipped or not
+            {"label": label,
+             "settings": {"model.cell": "rnn", "train.clip_norm": clip, "train.log_every": 5},
+             "small": True}
+            for label, clip in (("rnn-clip1", 1.0), ("rnn-noclip", None))
         ],
         "rows": [
             {"what": "copy-30 symbol accuracy, forget_bias 0", "published": "lower than 1",
@@ -219,7 +224,8 @@ ENTRIES: dict[str, dict] = {
             {"what": "copy-30 symbol accuracy, forget_bias 1", "published": "higher than 0",
              "runs": ["fb1-s0", "fb1-s1", "fb1-s2"], "value": "test.accuracy"},
         ],
-        "gradflow": {"task": "copy", "cells": ["lstm"], "forget_bias": [0.0, 1.0]},
+        "gradflow": {"cells": ["lstm"], "forget_bias": [0.0, 1.0],
+                     "grad_norm": ["rnn-clip1", "rnn-noclip"]},
         "budgets": {"full": {"train.budget_seconds": 120},
                     "small": {"train.budget_seconds": 30}},
         "scaled": "120 s per run, 3 seeds",

@@ -205,7 +205,16 @@ def entry_gradflow(entry, root: Path, record: dict) -> None:
         if (root / run.label / "summary.json").is_file() and run.label.endswith("-s0"):
             _, task, model = load_trained(root / run.label, "last")
             results[f"{run.label} trained"] = gradient_flow(model, probe_batch(task))
+    for cell in ("rnn", "gru"):  # the other cells, fresh, for comparison
+        task, model = fresh_model({**base, "model.cell": cell, "model.hidden_size": 64})
+        results[f"{cell} fresh"] = gradient_flow(model, probe_batch(task))
     csv_path, png_path = write(results, root / "gradflow", f"{entry.name}: gradient flow")
+    finished = [label for label in spec.get("grad_norm", [])
+                if (root / label / "summary.json").is_file()]
+    if finished:
+        path = grad_norm_curves([root / label for label in finished], root / "gradflow",
+                                finished)
+        record["grad_norm"] = str(path.relative_to(root))
     record["gradflow"] = {"csv": str(csv_path.relative_to(root)),
                           "png": str(png_path.relative_to(root))}
     (root / "gradflow" / "labels.json").write_text(json.dumps(list(results), indent=2) + "\n")
