@@ -113,7 +113,7 @@ def write(results: dict[str, dict[str, list[float]]], out: Path, title: str) -> 
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for label, field in columns:
         norms = results[label][field]
-        positive = [max(n, 1e-30) for n in norms]
+        positive = [n if n > 0 else math.nan for n in norms]  # 0: below float32 range
         axis.plot(range(len(norms)), positive, label=f"{label} ({field})",
                   linestyle="-" if field in ("h", "s0") else "--")
     axis.set_yscale("log")

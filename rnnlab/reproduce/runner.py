@@ -65,7 +65,7 @@ def reproduce(
     ``overrides`` are ``section.field=value`` strings applied after the entry's settings and the
     budget (e.g. ``run.threads=2``); they are recorded in reproduction.json.
     """
-    from rnnlab.train.trainer import train
+    from rnnlab.train.trainer import TrainingDiverged, train
 
     entry = entries.get(name)
     extra = budget_settings(entry, budget)
@@ -107,7 +107,11 @@ def reproduce(
             config = existing.config()
         print(f"{name}/{run.label}: training ({'resuming' if resume else 'new'})", flush=True)
         started = time.perf_counter()
-        _, summary = train(config, argv=argv, resume=resume, stream=stream)
+        try:
+            _, summary = train(config, argv=argv, resume=resume, stream=stream)
+        except TrainingDiverged as error:  # recorded in its summary.json; the others still run
+            print(f"{name}/{run.label}: diverged: {error}", flush=True)
+            summary = {"status": "diverged"}
         record["runs"][run.label] = {
             "dir": run.label,
             "wall_seconds": time.perf_counter() - started
@@ -115,6 +119,11 @@ def reproduce(
             "status": summary["status"],
         }
         record_path.write_text(json.dumps(record, indent=2) + "\n")
+    finished = [RunDir(root / r.label) for r in entry.runs if (root / r.label / SUMMARY).is_file()]
+    if finished:
+        from rnnlab.train.plots import learning_curves
+
+        learning_curves(finished, root / "curves.png")  # every run of the entry, one figure
     if entry.gradflow:
         from rnnlab.reproduce.gradflow import entry_gradflow
 

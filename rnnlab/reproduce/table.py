@@ -44,6 +44,8 @@ def row_value(root: Path, row: dict) -> str:
         if not path.is_file():
             return NOT_RUN
         summaries.append(json.loads(path.read_text()))
+    if any(s.get("status") == "diverged" for s in summaries):
+        return "diverged (see docs/reproductions.md)"
     values = [_lookup(s, row["value"]) for s in summaries]
     if any(v is None for v in values):
         return NOT_RUN
