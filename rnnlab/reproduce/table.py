@@ -6,11 +6,12 @@
     rnnlab reproduce --table --out RUNS_ROOT [--readme README.md]
 
 For every entry of :mod:`rnnlab.reproduce.entries` and every published row, the measured value
-is read from the summary.json of the row's runs under ``RUNS_ROOT/NAME/LABEL``: one run gives
-its value, several give mean ± std (or, with ``aggregate: best_valid``, the value of the run
-with the best validation score, as a paper's "best of N draws"). A row whose runs are not all
-finished says "not run yet". With ``--readme`` the table replaces the text between the
-``<!-- reproductions:begin -->`` and ``<!-- reproductions:end -->`` markers.
+is read from the summary.json of the row's finished runs under ``RUNS_ROOT/NAME/LABEL``: one
+run gives its value (with "1 of N runs" when the row has more), several give mean ± std (or,
+with ``aggregate: best_valid``, the value of the run with the best validation score, as a
+paper's "best of N draws"). A row with no finished run says "not run yet". With ``--readme``
+the table replaces the text between the ``<!-- reproductions:begin -->`` and
+``<!-- reproductions:end -->`` markers.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ def _lookup(summary: dict, path: str):
 def row_value(root: Path, row: dict) -> str:
     """The measured text of one row: a number, mean ± std (n), or "not run yet"."""
     summaries = []
-    for label in row["runs"]:
+    for label in row["runs"]:  # the finished ones (a small budget trains some of them)
         path = root / label / "summary.json"
-        if not path.is_file():
-            return NOT_RUN
-        summaries.append(json.loads(path.read_text()))
+        if path.is_file():
+            summaries.append(json.loads(path.read_text()))
+    if not summaries:
+        return NOT_RUN
     if any(s.get("status") == "diverged" for s in summaries):
         return "diverged (see docs/reproductions.md)"
     values = [_lookup(s, row["value"]) for s in summaries]
@@ -58,7 +60,8 @@ def row_value(root: Path, row: dict) -> str:
         best = min(range(len(summaries)), key=lambda i: key(summaries[i]))
         return f"{_fmt(values[best])} (best valid of {len(values)})"
     if len(values) == 1:
-        return _fmt(values[0])
+        total = len(row["runs"])
+        return _fmt(values[0]) + (f" (1 of {total} runs)" if total > 1 else "")
     return f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))} (n={len(values)})"
 
 
