@@ -20,6 +20,19 @@ from pathlib import Path
 COMMANDS = ("reproduce", "gradflow")
 
 
+def add_parser(subparsers):
+    """The rnnlab.cli subcommand protocol: ``"reproduce"`` in COMMANDS adds both subcommands,
+    each with ``handler(args, parser, extra, argv)``."""
+    register(subparsers)
+    for name in COMMANDS:
+        subparsers.choices[name].set_defaults(handler=handler)
+    return subparsers.choices["reproduce"]
+
+
+def handler(args, parser, extra, argv) -> int:
+    return run(args, parser, argv)
+
+
 def register(commands) -> None:
     """Add the ``reproduce`` and ``gradflow`` subcommands to the top-level subparsers."""
     from rnnlab.reproduce.runner import BUDGETS

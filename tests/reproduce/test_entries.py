@@ -125,3 +125,19 @@ def test_reproduce_end_to_end_then_table(tmp_path, capsys):
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="markers"):
         write_readme(readme, table)
+
+
+def test_cli_module_follows_the_subcommand_protocol(capsys):
+    """``add_parser(subparsers)`` adds reproduce and gradflow with a handler each (the protocol
+    of rnnlab.cli modules, so that registering is one name in COMMANDS)."""
+    import argparse
+
+    from rnnlab.cli import reproduce as module
+
+    parser = argparse.ArgumentParser(prog="rnnlab")
+    subparsers = parser.add_subparsers(dest="command")
+    module.add_parser(subparsers)
+    assert {"reproduce", "gradflow"} <= set(subparsers.choices)
+    args = parser.parse_args(["reproduce", "--list"])
+    assert args.handler(args, subparsers.choices["reproduce"], [], ["reproduce", "--list"]) == 0
+    assert "zaremba-ptb-small" in capsys.readouterr().out
