@@ -43,7 +43,7 @@ def test_sequence_reduction_gradient_is_unroll_times_token_gradient(steps):
     assert per_sequence / per_token == pytest.approx(steps, rel=1e-4)
     assert float(summed.detach()) == pytest.approx(steps * float(token.detach()), rel=1e-5)
     # what is logged stays the per-token mean, so curves stay comparable
-    assert float(summed_logged) == pytest.approx(float(token_logged), rel=1e-5)
+    assert float(summed_logged) == pytest.approx(float(token_logged.detach()), rel=1e-5)
 
 
 def test_sequence_reduction_counts_only_masked_steps_over_the_batch():
