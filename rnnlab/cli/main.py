@@ -57,6 +57,7 @@ COMMANDS = [
     "search",
     "translate",
     "transcribe",
+    "reproduce",
 ]
 
 

@@ -6,8 +6,11 @@ deterministic and need no files:
 * train batch ``i`` with seed ``s``: ``default_rng([crc32(name), 0, s, i])``: unbounded, and a
   resumed run (``start=i``) makes exactly the batch it would have made, in O(1);
 * valid / test: ``valid_size`` / ``test_size`` examples from ``default_rng([crc32(name), 1])``
-  and ``[crc32(name), 2]``: fixed, identical on every call and for every batch size. Train is
-  drawn independently of them (not filtered against them).
+  and ``[crc32(name), 2]``: fixed, identical on every call and for every batch size.
+* train never contains a valid or test example: a drawn example equal to one of them is
+  dropped and the same generator draws again until the batch is full (so batches are
+  unchanged wherever the spaces do not collide). docs/tasks.md gives, per task, how much of the
+  test set an unfiltered train stream would have contained (:func:`heldout_overlap`).
 
 Token tasks use teacher forcing: the model reads the question, a separator and the answer
 shifted by one, and predicts the next symbol at every step; ``Batch.mask`` marks the steps that
@@ -107,7 +110,7 @@ class GeneratedTask(Task):
             index = start
             while True:
                 rng = np.random.default_rng([self.tag, 0, seed, index])
-                yield self.collate(self.generate(rng, batch_size))
+                yield self.collate(self.draw_train(rng, batch_size))
                 index += 1
         examples = self.examples(split)
         for first in range(start * batch_size, len(examples), batch_size):
@@ -115,6 +118,60 @@ class GeneratedTask(Task):
 
     def describe(self) -> str:
         return self.summary
+
+    # --- valid / test kept out of train (by construction) ---------------------------------
+    exclude_heldout = True  # False only to measure the overlap (heldout_overlap)
+    MAX_REDRAWS = 1000  # rounds of redrawing before the space is declared used up
+
+    def key(self, example: Any) -> Any:
+        """A hashable identity of an example: its text, or the bytes of its array."""
+        if isinstance(example, np.ndarray):
+            return example.tobytes()
+        if isinstance(example, tuple):
+            return example[0]
+        return example
+
+    def heldout_keys(self) -> set:
+        """The keys of every valid and test example (computed once)."""
+        if getattr(self, "_heldout", None) is None:
+            splits = ("valid", "test")
+            self._heldout = {self.key(e) for split in splits for e in self.examples(split)}
+        return self._heldout
+
+    def draw_train(self, rng: np.random.Generator, count: int) -> list[Any]:
+        """``count`` training examples from ``rng``, none equal to a valid or test example."""
+        examples = self.generate(rng, count)
+        if not self.exclude_heldout:
+            return examples
+        held = self.heldout_keys()
+        kept = [e for e in examples if self.key(e) not in held]
+        rounds = 0
+        while len(kept) < count:
+            rounds += 1
+            if rounds > self.MAX_REDRAWS:
+                raise ValueError(
+                    f"task {self.name!r}: almost every example drawn is a valid/test example "
+                    "(the space is too small for these valid_size/test_size); make the task "
+                    "larger or valid_size/test_size smaller"
+                )
+            kept += [e for e in self.generate(rng, count - len(kept)) if self.key(e) not in held]
+        return kept
+
+
+def heldout_overlap(task: GeneratedTask, examples: int = 65536, seed: int = 0) -> float:
+    """The fraction of distinct test examples that the first ``examples`` training examples
+    would contain if train were *not* filtered (batches of 256 from ``seed``)."""
+    test = {task.key(e) for e in task.examples("test")}
+    seen: set = set()
+    previous = task.exclude_heldout
+    task.exclude_heldout = False
+    try:
+        for index in range(math.ceil(examples / 256)):
+            rng = np.random.default_rng([task.tag, 0, seed, index])
+            seen.update(task.key(e) for e in task.draw_train(rng, 256))
+    finally:
+        task.exclude_heldout = previous
+    return len(test & seen) / len(test)
 
 
 class TokenSequenceTask(GeneratedTask):

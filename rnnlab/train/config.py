@@ -31,6 +31,8 @@ from rnnlab.train.bodies import BODIES, BodyError, check_settings, settings_fiel
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "cosine")
 BPTT_MODES = ("truncated", "full")
+LOSS_REDUCTIONS = ("token", "sequence")  # see rnnlab/train/loss.py
+TRAIN_METRICS = ("window", "last")
 
 # Short spellings accepted by the command line, mapped to the full field they set.
 SHORTCUTS = {
@@ -50,6 +52,8 @@ class TaskConfig:
     seq_len: int | None = None  # truncated-BPTT length for stream tasks; None: the task's default
     eval_batch_size: int | None = None  # sequences per valid/test batch; None: batch_size
     eval_max_batches: int | None = None  # cap on valid batches per evaluation; None: whole split
+    test_batch_size: int | None = None  # batch of the final test evaluation; None: as valid
+    #                                     (1: a stream task's test file as one stream, Zaremba 2014)
     options: dict = field(default_factory=dict)  # extra keyword options for rnnlab.tasks.make
 
 
@@ -62,6 +66,11 @@ class SharedModelConfig:
     num_layers: int = 1  # stacked layers (grid bodies: blocks along depth)
     embedding_size: int | None = None  # size of the embedding / input projection; None: hidden
     dropout: float = 0.0  # dropout on the embedding, between layers and before the head
+    init_all: str | None = None  # every parameter (embedding, cells, head): uniform:A = U(-A, A)
+    #                              or scaled:S = U(-S/sqrt(fan_in), ..); then b_f += forget_bias
+    #                              (rnnlab/train/init.py); None: each part's own default
+    input_projection: bool = True  # Features/Binary inputs pass a learned Linear; false: the
+    #                                cell reads the features directly (Chung et al. 2014)
 
 
 def _model_config() -> type:
@@ -111,6 +120,11 @@ class TrainConfig:
     input_noise: float = 0.0  # std of Gaussian noise added to inputs in training (Greff 2016)
     checkpoint_every: int | None = 100  # also checkpoint every N steps; None: at evaluations only
     log_every: int = 10  # steps between training-metric records in metrics.jsonl
+    loss_reduction: str = "token"  # token: NLL averaged over counted steps; sequence: summed
+    #                                over time, averaged over the batch (Zaremba 2014; loss.py)
+    evaluate_last: bool = False  # also evaluate valid/test with the final parameters ("last")
+    train_metric: str = "window"  # window: the logged train metric covers every step of a
+    #                               window; last: only its last batch (no second softmax per step)
 
 
 @dataclass
@@ -331,6 +345,7 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("task.seq_len", t.seq_len, 1, allow_none=True)
     _at_least("task.eval_batch_size", t.eval_batch_size, 1, allow_none=True)
     _at_least("task.eval_max_batches", t.eval_max_batches, 1, allow_none=True)
+    _at_least("task.test_batch_size", t.test_batch_size, 1, allow_none=True)
 
     _choice("model.body", m.body, BODIES)
     _at_least("model.hidden_size", m.hidden_size, 1)
@@ -342,10 +357,19 @@ def validate(config: ExperimentConfig) -> None:
         check_settings(m)
     except BodyError as error:
         raise ConfigError(str(error)) from None
+    if m.init_all is not None:
+        from rnnlab.train.init import parse
+
+        try:
+            parse(m.init_all)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     _choice("train.optimizer", tr.optimizer, OPTIMIZERS)
     _choice("train.schedule", tr.schedule, SCHEDULES)
     _choice("train.bptt", tr.bptt, BPTT_MODES)
+    _choice("train.loss_reduction", tr.loss_reduction, LOSS_REDUCTIONS)
+    _choice("train.train_metric", tr.train_metric, TRAIN_METRICS)
     _at_least("train.lr", tr.lr, 0.0, strict=True)
     if not 0.0 <= tr.momentum < 1.0:
         raise ConfigError(f"train.momentum must be in [0, 1), got {tr.momentum}")

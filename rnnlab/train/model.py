@@ -4,6 +4,7 @@
 
     Tokens(V) ids (T, B)        --Embedding(V, E)-->  (T, B, E)
     Features/Binary (T, B, F)   --Linear(F, E)---->   (T, B, E)
+                                (model.input_projection=false: read directly, E = F)
                                    dropout, Gaussian input noise (training only)
     body: an entry of rnnlab.train.bodies.BODIES (stack: rnnlab.RNN, grid: rnnlab.GridLSTM,
           grid_deep, grid_image, grid_spectrogram)
@@ -86,7 +87,10 @@ class SequenceModel(nn.Module):
         if entry.token_input:  # an encoder-decoder embeds the ids itself
             self.input = nn.Identity()
             width = input_space.size
-        elif entry.raw_input:
+        elif entry.raw_input or (not isinstance(input_space, Tokens)
+                                 and not config.input_projection):
+            # The body reads the features directly (a raw-input body; or model.input_projection
+            # = false, Chung et al. 2014's networks): no Linear, no extra parameters.
             self.input = nn.Identity()
             width = input_space.size
         elif isinstance(input_space, Tokens):
@@ -97,6 +101,10 @@ class SequenceModel(nn.Module):
         self.bidirectional = getattr(self.body, "bidirectional", False)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.body.output_size, output_space.size)
+        if config.init_all is not None:  # one scheme over every parameter (Zaremba 2014)
+            from rnnlab.train.init import initialize
+
+            initialize(self, config.init_all, config.forget_bias)
 
     @property
     def classifies(self) -> bool:

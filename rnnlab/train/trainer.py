@@ -42,6 +42,7 @@ from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import distributed as dist
 from rnnlab.train.config import ExperimentConfig, to_dict
 from rnnlab.train.evaluate import evaluate_counted
+from rnnlab.train.loss import training_loss
 from rnnlab.train.model import SequenceModel, count_parameters, describe, model_for
 from rnnlab.train.optim import clip_gradients, learning_rate, make_optimizer, set_learning_rate
 from rnnlab.train.progress import Progress, TensorBoard
@@ -215,9 +216,9 @@ class Trainer:
         self.model.train()
         carry = self.carried if (t.bptt == "truncated" and local.continues) else None
         logits, state = self.model(local.inputs, carry, local.lengths, input_noise=t.input_noise)
-        loss = self.task.loss(logits, local)
+        objective, loss = training_loss(self.task, logits, local, t.loss_reduction)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         dist.average_gradients(self.model, self.world)
         norm = clip_gradients(self.model, t)
         value = dist.mean(float(loss.detach()), self.world)
@@ -239,11 +240,14 @@ class Trainer:
         ``task.eval_max_batches`` batches); with ``count``, also what they were counted on
         (``"25,600 tokens"``)."""
         c = self.config.task
+        batch_size = c.eval_batch_size or c.batch_size
+        if split == "test" and c.test_batch_size is not None:
+            batch_size = c.test_batch_size
         values, counted = evaluate_counted(
             self.model,
             self.task,
             split,
-            c.eval_batch_size or c.batch_size,
+            batch_size,
             seq_len=c.seq_len,
             max_batches=None if full else c.eval_max_batches,
         )
@@ -343,7 +347,14 @@ class Trainer:
                 tokens = _input_steps(batch)
                 c.step += 1
                 c.tokens += tokens
-                window_metric.update(logits, local)
+                closes_window = (
+                    c.step % t.log_every == 0
+                    or c.step % self.eval_every == 0
+                    or (t.checkpoint_every is not None and c.step % t.checkpoint_every == 0)
+                    or c.step == self.total_steps
+                )
+                if t.train_metric == "window" or closes_window:
+                    window_metric.update(logits, local)
                 elapsed = time.perf_counter() - started
                 c.train_seconds += elapsed
                 c.step_seconds += elapsed
@@ -481,6 +492,8 @@ class Trainer:
             self.model.load_state_dict(current)
         for split, values in results.items():
             self.log(split, values, final=True)
+        if self.config.train.evaluate_last:  # the papers that report the final weights
+            results["last"] = {s: self.evaluate(s, full=True) for s in ("valid", "test")}
         return results
 
     def summary(self, status: str, message: str, wall_seconds: float, final=None) -> dict:
@@ -505,6 +518,8 @@ class Trainer:
         }
         if final is not None:
             out["valid"], out["test"] = final["valid"], final["test"]
+            if "last" in final:
+                out["last"] = final["last"]
         if self.world.distributed:
             out["parameter_spread_across_ranks"] = dist.parameter_spread(self.model, self.world)
         return out

@@ -1,0 +1,140 @@
+"""rnnlab's trainer against a plain PyTorch loop on Zaremba et al.'s small PTB recipe.
+
+Both train the same network (word embedding 200 -> 2-layer LSTM 200 -> Linear(200, 10000)) on
+the same PTB batches (batch 20, unroll 20, state carried), SGD lr 1, clip 5, loss summed over
+time and averaged over the batch. The plain loop is what one would write by hand:
+``nn.Embedding -> nn.LSTM -> nn.Linear``, ``F.cross_entropy``, ``clip_grad_norm_``,
+``SGD.step``, the data cut from one tensor. The trainer is ``rnnlab.train.train`` with the
+``zaremba-ptb-small`` entry's config, evaluation and periodic checkpoints off (its final
+checkpoint is kept; its final valid/test pass is not timed).
+
+Both run in this one process, interleaved (trainer, plain, trainer, plain, ...), and the
+ratio of the median throughputs is reported, so that load from other processes on the
+machine falls on both alike::
+
+    python benchmarks/trainer_vs_plain.py                    # 150 steps x 5 rounds, 1 thread
+    python benchmarks/trainer_vs_plain.py --steps 300 --rounds 7 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlab.reproduce import entries
+from rnnlab.train import trainer as trainer_module
+from rnnlab.train.config import apply_overrides
+
+
+class PlainLM(nn.Module):
+    def __init__(self, vocab: int, hidden: int, layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, layers)
+        self.head = nn.Linear(hidden, vocab)
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.1, 0.1)
+
+    def forward(self, x, state):
+        out, state = self.lstm(self.embedding(x), state)
+        return self.head(out), state
+
+
+def plain_loop(data: torch.Tensor, vocab: int, steps: int, batch: int, unroll: int) -> float:
+    """Tokens/s of ``steps`` optimiser steps of the hand-written loop."""
+    torch.manual_seed(0)
+    model = PlainLM(vocab, 200, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    n = (data.numel() - 1) // batch
+    x = data[: batch * n].view(batch, n).t().long()
+    y = data[1 : batch * n + 1].view(batch, n).t().long()
+    state = None
+    started = time.perf_counter()
+    for i in range(steps):
+        j = (i * unroll) % (n - unroll)
+        inputs, targets = x[j : j + unroll], y[j : j + unroll]
+        logits, state = model(inputs, state)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum") / batch
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        state = tuple(s.detach() for s in state)
+        float(loss.detach())  # a plain loop looks at its loss too
+    return steps * batch * unroll / (time.perf_counter() - started)
+
+
+class UntimedFinal(trainer_module.Trainer):
+    """The trainer, minus the final full valid/test pass (not part of the loop's speed)."""
+
+    def final_evaluation(self):
+        return None
+
+
+def trainer_loop(steps: int, threads: int, train_metric: str = "last") -> float:
+    """Tokens/s of ``steps`` steps of rnnlab's trainer (wall time of ``fit``)."""
+    config = copy.deepcopy(entries.get("zaremba-ptb-small").runs[0].config())
+    with tempfile.TemporaryDirectory() as tmp:
+        apply_overrides(
+            config,
+            [
+                f"train.max_steps={steps}",
+                "train.epochs=none",
+                "train.checkpoint_every=none",
+                f"train.eval_every={10 * steps}",
+                f"run.dir={tmp}/run",
+                "run.quiet=true",
+                "run.plots=false",
+                f"run.threads={threads}",
+                f"train.train_metric={train_metric}",
+            ],
+        )
+        task, model = trainer_module.build(config)
+        from rnnlab.train.run import RunDir
+
+        run = RunDir(config.run.dir)
+        run.create(config, [])
+        fit = UntimedFinal(config, task, model, run)
+        started = time.perf_counter()
+        fit.fit()
+        seconds = time.perf_counter() - started
+    return steps * config.task.batch_size * config.task.seq_len / seconds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--train-metric", choices=("last", "window"), default="last",
+                        help="the trainer's train.train_metric (the entry uses last)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = entries.get("zaremba-ptb-small").runs[0].config()
+    task = trainer_module.make_task(config)
+    data = task.splits["train"]
+    vocab = task.input.size
+    trainer_loop(20, args.threads)  # warm-up: imports, compilation of the cell
+    plain_loop(data, vocab, 20, 20, 20)
+    ours, plain = [], []
+    for round_ in range(args.rounds):
+        ours.append(trainer_loop(args.steps, args.threads, args.train_metric))
+        plain.append(plain_loop(data, vocab, args.steps, 20, 20))
+        print(f"round {round_ + 1}: trainer {ours[-1]:,.0f} tokens/s, plain {plain[-1]:,.0f}")
+    a, b = statistics.median(ours), statistics.median(plain)
+    print(
+        f"\nmedian over {args.rounds} rounds of {args.steps} steps, {args.threads} thread(s): "
+        f"trainer (train_metric={args.train_metric}) {a:,.0f} tokens/s, plain loop "
+        f"{b:,.0f} tokens/s, ratio {a / b:.3f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

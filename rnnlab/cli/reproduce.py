@@ -1,0 +1,194 @@
+"""``rnnlab reproduce`` and ``rnnlab gradflow``: published results, and how gradients flow.
+
+::
+
+    rnnlab reproduce --list                          the entries: paper, table, published, time
+    rnnlab reproduce NAME [--budget full|small|SECONDS] [--out DIR] [--set section.field=value]
+    rnnlab reproduce --table [--out DIR] [--readme README.md]   the results table from run dirs
+    rnnlab gradflow [MODEL ...] [--out DIR]          ‖∂C_T/∂s_t‖ per step, PNG (log) + CSV
+    rnnlab gradflow --grad-norm RUN_DIR ...          gradient norm over training of runs
+
+A gradflow MODEL is a run directory (its last parameters) or ``label:key=value,...`` settings
+of a fresh model (``rnn:model.cell=rnn``); with none, fresh rnn, lstm (forget_bias 0 and 1) and
+gru on ``copy`` with 50 symbols to remember.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COMMANDS = ("reproduce", "gradflow")
+
+
+def add_parser(subparsers):
+    """The rnnlab.cli subcommand protocol: ``"reproduce"`` in COMMANDS adds both subcommands,
+    each with ``handler(args, parser, extra, argv)``."""
+    register(subparsers)
+    for name in COMMANDS:
+        subparsers.choices[name].set_defaults(handler=handler)
+    return subparsers.choices["reproduce"]
+
+
+def handler(args, parser, extra, argv) -> int:
+    return run(args, parser, argv)
+
+
+def register(commands) -> None:
+    """Add the ``reproduce`` and ``gradflow`` subcommands to the top-level subparsers."""
+    from rnnlab.reproduce.runner import BUDGETS
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="reproduce a published result (--list shows them)",
+        allow_abbrev=False,
+        description="Train a published recipe with the ordinary trainer into run directories; "
+        "`rnnlab reproduce --table` builds the results table from them.",
+    )
+    reproduce.add_argument("name", nargs="?", help="an entry of --list")
+    reproduce.add_argument("--list", action="store_true", help="list the entries")
+    reproduce.add_argument("--table", action="store_true",
+                           help="print the results table built from the runs under --out")
+    reproduce.add_argument("--readme", default=None,
+                           help="with --table: write the table into this README between its "
+                           "reproductions markers")
+    reproduce.add_argument("--budget", default="full",
+                           help=f"{' | '.join(BUDGETS)} | SECONDS per run [default: full]")
+    reproduce.add_argument("--out", default="runs/reproduce",
+                           help="parent of the entries' run directories [default: runs/reproduce]")
+    reproduce.add_argument("--runs", default=None,
+                           help="comma-separated run labels to train (default: the budget's)")
+    reproduce.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                           help="override a setting of every run (repeatable)")
+
+    gradflow = commands.add_parser(
+        "gradflow",
+        help="gradient norm per step back in time (BPTT), PNG and CSV",
+        allow_abbrev=False,
+        description="‖∂C_T/∂s_t‖ for every step t of a batch, for trained runs or fresh models, "
+        "on a log scale; or (--grad-norm) the gradient norm over training of runs.",
+    )
+    gradflow.add_argument("models", nargs="*", metavar="MODEL",
+                          help="RUN_DIR or label:key=value,... (default: rnn, lstm fb 0/1, gru)")
+    gradflow.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                          help="a setting for every fresh model (repeatable), e.g. "
+                          "task.length=100")
+    gradflow.add_argument("--batch", type=int, default=32, help="sequences in the probe batch")
+    gradflow.add_argument("--seed", type=int, default=0, help="seed of fresh models")
+    gradflow.add_argument("--grad-norm", action="store_true",
+                          help="MODELs are run directories: plot their logged gradient norms")
+    gradflow.add_argument("--out", default="gradflow", help="output directory [default: gradflow]")
+
+
+def _settings(parser, items: list[str]) -> dict:
+    """``key=value`` strings -> {section.field: text}; task options as task.options.NAME."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            parser.error(f"a setting must look like section.field=value, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def run(args, parser, argv) -> int:
+    if args.command == "reproduce":
+        return cmd_reproduce(args, parser, argv)
+    return cmd_gradflow(args, parser)
+
+
+def cmd_reproduce(args, parser, argv) -> int:
+    from rnnlab.reproduce import entries
+    from rnnlab.reproduce.runner import listing, reproduce
+
+    if args.list:
+        print(listing(), end="")
+        return 0
+    if args.table:
+        from rnnlab.reproduce.table import build_table, write_readme
+
+        text = build_table(Path(args.out))
+        if args.readme:
+            write_readme(Path(args.readme), text)
+            print(f"written into {args.readme}")
+        print(text, end="")
+        return 0
+    if not args.name:
+        parser.error("name an entry (`rnnlab reproduce --list` shows them), or use --list")
+    if args.name not in entries.names():
+        parser.error(
+            f"unknown reproduction {args.name!r}; entries: {', '.join(entries.names())}"
+        )
+    labels = [x for x in args.runs.split(",") if x] if args.runs else None
+    for item in args.set:
+        if "=" not in item:
+            parser.error(f"--set must look like section.field=value, got {item!r}")
+    root = reproduce(args.name, budget=args.budget, out=args.out, overrides=args.set,
+                     labels=labels, argv=argv)
+    from rnnlab.reproduce.table import build_table
+
+    print(build_table(root.parent, only=[args.name]), end="")
+    return 0
+
+
+def cmd_gradflow(args, parser) -> int:
+    from rnnlab.reproduce import gradflow
+    from rnnlab.train.pretrained import load_trained
+    from rnnlab.train.run import CONFIG
+
+    out = Path(args.out)
+    if args.batch < 1:
+        parser.error(f"--batch must be a positive integer, got {args.batch}")
+    if args.grad_norm:
+        if not args.models:
+            parser.error("--grad-norm needs run directories")
+        path = gradflow.grad_norm_curves([Path(m) for m in args.models], out)
+        print(f"written: {path}, {out / 'grad_norm.csv'}")
+        return 0
+    common = _settings(parser, args.set)
+    common = {("task.options." + k[5:] if k.startswith("task.") and k[5:] not in
+               ("name", "batch_size", "seq_len") else k): v for k, v in common.items()}
+    models = args.models or [
+        "rnn:model.cell=rnn",
+        "lstm fb=0:model.cell=lstm,model.forget_bias=0",
+        "lstm fb=1:model.cell=lstm,model.forget_bias=1",
+        "gru:model.cell=gru",
+    ]
+    results = {}
+    for spec in models:
+        if Path(spec).is_dir() and (Path(spec) / CONFIG).is_file():
+            _, task, model = load_trained(spec, "last")
+            label = Path(spec).name
+        else:
+            label, colon, body = spec.partition(":")
+            if not colon:
+                parser.error(
+                    f"{spec!r} is neither a run directory nor label:key=value,... settings"
+                )
+            settings = {"task.name": "copy", "task.options.length": "50",
+                        "task.options.symbols": "8", "model.hidden_size": "64"}
+            settings.update(common)
+            settings.update(_settings(parser, [s for s in body.split(",") if s]))
+            task, model = _fresh(parser, settings, args.seed)
+        results[label] = gradflow.gradient_flow(model, gradflow.probe_batch(task, args.batch))
+    csv_path, png_path = gradflow.write(results, out, "gradient flow back in time")
+    for label, fields in results.items():
+        first = {k: f"{v[0]:.2e}" for k, v in fields.items()}
+        last = {k: f"{v[-1]:.2e}" for k, v in fields.items()}
+        print(f"{label}: t=0 {first}  t=T-1 {last}")
+    print(f"written: {png_path}, {csv_path}")
+    return 0
+
+
+def _fresh(parser, settings: dict, seed: int):
+    from rnnlab.train.config import ConfigError, ExperimentConfig, apply_overrides
+    from rnnlab.train.trainer import build
+
+    config = ExperimentConfig()
+    try:
+        apply_overrides(
+            config,
+            [f"{k}={v}" for k, v in settings.items()] + [f"train.seed={seed}"],
+        )
+    except ConfigError as error:
+        parser.error(str(error))
+    return build(config)

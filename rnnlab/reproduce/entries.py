@@ -1,0 +1,450 @@
+"""The reproductions, as plain data: each entry is settings for the ordinary trainer.
+
+An entry has a ``base`` (``section.field`` -> value, applied to :class:`ExperimentConfig`'s
+defaults), a list of ``runs`` (a label and the settings that differ), the paper's ``published``
+numbers as ``rows`` (which runs and which summary value each compares to), and ``budgets``:
+``full`` (the paper's setting, or the largest this project affords, said in ``scaled``) and
+``small`` (a quick version; what it scales is said in ``small_scaled``). Nothing here is code:
+:mod:`rnnlab.reproduce.runner` applies the settings and calls :func:`rnnlab.train.train`.
+
+A row's ``value`` is a dotted path into a run's summary.json (``test.perplexity``,
+``last.test.perplexity``); with several ``runs`` the table shows mean ± std over them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from rnnlab.train.config import ExperimentConfig, apply_overrides
+
+# Settings every entry shares: quiet, recorded runs with one intra-op thread (two threads
+# collapse when other processes share the two cores; see rnnlab/train/compare.py).
+COMMON = {"run.quiet": True, "run.threads": 1}
+
+_ZAREMBA = {
+    "task.name": "ptb",
+    "task.seq_len": 20,  # "unrolled for 20 steps"
+    "task.batch_size": 20,
+    "task.eval_batch_size": 20,
+    "task.test_batch_size": 1,  # the test file as one stream, batch 1
+    "model.cell": "lstm",
+    "model.hidden_size": 200,
+    "model.embedding_size": 200,
+    "model.num_layers": 2,
+    "model.dropout": 0.0,
+    "model.forget_bias": 0.0,  # no forget-gate bias: b_f ~ U(-0.1, 0.1) like every parameter
+    "model.init_all": "uniform:0.1",  # every parameter, embedding and softmax included
+    "train.optimizer": "sgd",
+    "train.lr": 1.0,
+    "train.schedule": "zaremba",
+    "train.lr_decay": 2.0,
+    "train.decay_after": 4,
+    "train.clip_norm": 5.0,
+    "train.epochs": 13,
+    "train.loss_reduction": "sequence",  # summed over the 20 steps, averaged over the batch
+    "train.evaluate_last": True,  # the paper reports the final weights; best-valid beside them
+    "train.checkpoint_every": 500,
+    "train.log_every": 50,
+    "train.train_metric": "last",  # no second 10,000-way softmax per step (benchmarks/)
+}
+
+_CHUNG = {
+    "task.name": "jsb",
+    "task.batch_size": 8,
+    "task.eval_batch_size": 64,
+    "model.input_projection": False,  # the cell reads the 88 piano keys directly
+    "train.optimizer": "rmsprop",  # Chung et al.: RMSProp, gradient norm rescaled to 1
+    "train.lr": 1e-3,
+    "train.clip_norm": 1.0,
+    "train.epochs": None,
+    "train.steps_per_epoch": 29,  # 229 training chorales / batch 8
+    "train.eval_every": 29,
+    "train.patience": 15,  # early stopping on valid NLL, as the paper
+    "train.checkpoint_every": None,
+    "train.log_every": 29,
+}
+
+_FORGET = {
+    "task.name": "copy",
+    "task.options": {"length": 10, "symbols": 8},  # each symbol held for 11 steps
+    #   (30 symbols: neither bias left chance, 0.125, within 60 s; docs/reproductions.md)
+    "task.batch_size": 32,
+    "task.eval_batch_size": 500,
+    "model.cell": "lstm",
+    "model.hidden_size": 64,
+    "train.optimizer": "adam",
+    "train.lr": 3e-3,
+    "train.clip_norm": 1.0,
+    "train.epochs": None,
+    "train.eval_every": 100,
+    "train.checkpoint_every": None,
+    "train.log_every": 25,
+}
+
+_JOZEFOWICZ_CELLS = (
+    ("tanh", {"model.cell": "rnn"}),
+    ("lstm", {"model.cell": "lstm", "model.forget_bias": 0.0}),  # the paper's plain LSTM
+    ("lstm-f", {"model.cell": "lstm_f"}),
+    ("lstm-i", {"model.cell": "lstm_i", "model.forget_bias": 0.0}),
+    ("lstm-o", {"model.cell": "lstm_o", "model.forget_bias": 0.0}),
+    ("lstm-b", {"model.cell": "lstm", "model.forget_bias": 1.0}),
+    ("gru", {"model.cell": "gru"}),
+    ("mut1", {"model.cell": "mut1"}),
+    ("mut2", {"model.cell": "mut2"}),
+    ("mut3", {"model.cell": "mut3"}),
+)
+# "a few hyperparameter draws": fixed draws from the paper's ranges (learning rate, init scale);
+# the small budget uses the first only.
+_JOZEFOWICZ_DRAWS = (
+    {"train.lr": 3e-3, "model.init_all": "scaled:1.0"},
+    {"train.lr": 1e-3, "model.init_all": "scaled:1.4"},
+    {"train.lr": 1e-2, "model.init_all": "scaled:0.7"},
+)
+_JOZEFOWICZ_TASKS = (
+    ("arith", {"task.name": "arithmetic", "task.eval_batch_size": 500}),
+    ("xml", {"task.name": "xml", "task.eval_batch_size": 500}),
+)
+_JOZEFOWICZ_PUBLISHED = {  # best next-step accuracy (REFERENCE.md; see docs/reproductions.md)
+    "tanh": (0.295, 0.321), "lstm": (0.892, 0.425), "lstm-f": (0.293, 0.234),
+    "lstm-i": (0.751, 0.414), "lstm-o": (0.867, 0.421), "lstm-b": (0.902, 0.444),
+    "gru": (0.896, 0.460), "mut1": (0.921, 0.475), "mut2": (0.897, 0.473),
+    "mut3": (0.907, 0.465),
+}
+
+_GRID_SYNTH = {
+    "task.batch_size": 64,
+    "task.eval_batch_size": 500,
+    "train.optimizer": "adam",
+    "train.lr": 3e-3,
+    "train.clip_norm": 5.0,
+    "train.epochs": None,
+    "train.eval_every": 200,
+    "train.checkpoint_every": None,
+    "train.log_every": 50,
+}
+
+
+def _jozefowicz_runs() -> list[dict]:
+    runs = []
+    for task_label, task in _JOZEFOWICZ_TASKS:
+        for cell_label, cell in _JOZEFOWICZ_CELLS:
+            for draw_index, draw in enumerate(_JOZEFOWICZ_DRAWS):
+                runs.append(
+                    {
+                        "label": f"{task_label}-{cell_label}-d{draw_index}",
+                        "settings": {**task, **cell, **draw},
+                        "small": draw_index == 0,
+                    }
+                )
+    return runs
+
+
+def _jozefowicz_rows() -> list[dict]:
+    rows = []
+    for column, (task_label, _) in enumerate(_JOZEFOWICZ_TASKS):
+        for cell_label, _ in _JOZEFOWICZ_CELLS:
+            rows.append(
+                {
+                    "what": f"{task_label} next-step accuracy, {cell_label} (best draw)",
+                    "published": _JOZEFOWICZ_PUBLISHED[cell_label][column],
+                    "runs": [f"{task_label}-{cell_label}-d{i}" for i in range(3)],
+                    "value": "test.accuracy",
+                    "aggregate": "best_valid",
+                }
+            )
+    return rows
+
+
+ENTRIES: dict[str, dict] = {
+    "zaremba-ptb-small": {
+        "paper": "Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regularization",
+        "table": "Table 1, non-regularized LSTM (small: 2 x 200, 13 epochs)",
+        "expected_minutes": 35,
+        "base": _ZAREMBA,
+        "runs": [{"label": "lstm-2x200", "settings": {}, "small": True}],
+        "rows": [
+            {"what": "valid perplexity (final weights)", "published": 120.7,
+             "runs": ["lstm-2x200"], "value": "last.valid.perplexity"},
+            {"what": "test perplexity (final weights)", "published": 114.5,
+             "runs": ["lstm-2x200"], "value": "last.test.perplexity"},
+            {"what": "test perplexity (best-valid weights)", "published": 114.5,
+             "runs": ["lstm-2x200"], "value": "test.perplexity"},
+        ],
+        "budgets": {"full": {}, "small": {"train.epochs": 2}},
+        "scaled": "nothing: the paper's model, data, schedule and 13 epochs",
+        "small_scaled": "2 epochs instead of 13",
+    },
+    "chung-jsb": {
+        "paper": "Chung, Gulcehre, Cho & Bengio 2014, Empirical Evaluation of Gated Recurrent "
+        "Neural Networks on Sequence Modeling",
+        "table": "Table 2, JSB Chorales test NLL per time step (~20K parameters)",
+        "expected_minutes": 30,
+        "base": _CHUNG,
+        "runs": [
+            {"label": "tanh-100", "settings": {"model.cell": "rnn", "model.hidden_size": 100},
+             "small": True},
+            {"label": "gru-46", "settings": {"model.cell": "gru", "model.hidden_size": 46},
+             "small": True},
+            {"label": "lstm-36", "settings": {"model.cell": "lstm", "model.hidden_size": 36},
+             "small": True},
+        ],
+        "rows": [
+            {"what": "test NLL, tanh RNN", "published": 9.10, "runs": ["tanh-100"],
+             "value": "test.nll"},
+            {"what": "test NLL, GRU", "published": 8.54, "runs": ["gru-46"], "value": "test.nll"},
+            {"what": "test NLL, LSTM", "published": 8.67, "runs": ["lstm-36"],
+             "value": "test.nll"},
+        ],
+        "budgets": {"full": {"train.budget_seconds": 600},
+                    "small": {"train.budget_seconds": 60}},
+        "scaled": "10 CPU-minutes per network (the paper trains to early stopping); one "
+        "learning rate instead of 10 random draws; no weight noise",
+        "small_scaled": "60 s per network",
+    },
+    "forget-bias": {
+        "paper": "Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba & Sutskever 2015 "
+        "(LSTM-b)",
+        "table": "forget-gate bias 0 vs 1 on a long-range task (copy, 10 symbols of 8)",
+        "expected_minutes": 12,
+        "base": _FORGET,
+        "runs": [
+            {"label": f"fb{bias}-s{seed}",
+             "settings": {"model.forget_bias": float(bias), "train.seed": seed},
+             "small": seed == 0}
+            for bias in (0, 1) for seed in (0, 1, 2)
+        ] + [  # seed 003: the vanilla RNN's gradient norm over training, clipped or not
+            {"label": label,
+             "settings": {"model.cell": "rnn", "train.clip_norm": clip, "train.log_every": 5,
+                          "train.optimizer": "sgd", "train.lr": 0.1,
+                          "model.init_all": "scaled:3"},  # recurrent spectral radius ~1.7
+             "small": True}
+            for label, clip in (("rnn-clip1", 1.0), ("rnn-noclip", None))
+        ],
+        "rows": [
+            {"what": "copy-10 sequence accuracy, forget_bias 0", "published": "lower than 1",
+             "runs": ["fb0-s0", "fb0-s1", "fb0-s2"], "value": "test.sequence_accuracy"},
+            {"what": "copy-10 sequence accuracy, forget_bias 1", "published": "higher than 0",
+             "runs": ["fb1-s0", "fb1-s1", "fb1-s2"], "value": "test.sequence_accuracy"},
+            {"what": "copy-10 symbol accuracy, forget_bias 0", "published": "lower than 1",
+             "runs": ["fb0-s0", "fb0-s1", "fb0-s2"], "value": "test.accuracy"},
+            {"what": "copy-10 symbol accuracy, forget_bias 1", "published": "higher than 0",
+             "runs": ["fb1-s0", "fb1-s1", "fb1-s2"], "value": "test.accuracy"},
+        ],
+        "gradflow": {"cells": ["lstm"], "forget_bias": [0.0, 1.0],
+                     "grad_norm": ["rnn-clip1", "rnn-noclip"]},
+        "budgets": {"full": {"train.budget_seconds": 120},
+                    "small": {"train.budget_seconds": 30}},
+        "scaled": "120 s per run, 3 seeds",
+        "small_scaled": "30 s per run, 1 seed",
+    },
+    "jozefowicz-table": {
+        "paper": "Jozefowicz, Zaremba & Sutskever 2015, An Empirical Exploration of Recurrent "
+        "Network Architectures",
+        "table": "Table 2/3: best next-step accuracy on arithmetic and XML",
+        "expected_minutes": 60,
+        "base": {
+            "task.batch_size": 32,
+            "model.hidden_size": 64,
+            "train.optimizer": "adam",
+            "train.clip_norm": 5.0,
+            "train.epochs": None,
+            "train.eval_every": 200,
+            "train.checkpoint_every": None,
+            "train.log_every": 50,
+        },
+        "runs": _jozefowicz_runs(),
+        "rows": _jozefowicz_rows(),
+        "budgets": {"full": {"train.budget_seconds": 60},
+                    "small": {"train.budget_seconds": 20}},
+        "scaled": "hidden 64 (the paper: sizes up to ~1000 drawn per run), 60 s per run, 3 "
+        "fixed hyperparameter draws per cell instead of the paper's search",
+        "small_scaled": "20 s per run, 1 draw per cell",
+    },
+    "grid-parity": {
+        "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
+        "table": "Section 4.1: k-bit parity, largest k solved (published 250 by a 1-D Grid LSTM)",
+        "expected_minutes": 20,
+        "base": {**_GRID_SYNTH, "task.name": "parity", "task.batch_size": 128,
+                 "model.hidden_size": 256, "model.num_layers": 2},
+        "runs": [
+            {"label": f"{kind}-k{bits}",
+             "settings": {"task.options": {"bits": bits}, **settings},
+             "small": bits <= 32}
+            for bits in (16, 32, 64)
+            for kind, settings in (
+                ("grid", {"model.body": "grid"}),
+                ("tanh", {"model.body": "stack", "model.cell": "rnn"}),
+                ("lstm", {"model.body": "stack", "model.cell": "lstm"}),
+            )
+        ],
+        "rows": [
+            {"what": f"k={bits} test accuracy, {kind}", "published": 1.0 if kind == "grid"
+             else "fails for large k", "runs": [f"{kind}-k{bits}"], "value": "test.accuracy"}
+            for bits in (16, 32, 64) for kind in ("grid", "tanh", "lstm")
+        ],
+        "budgets": {"full": {"train.budget_seconds": 180},
+                    "small": {"train.budget_seconds": 60}},
+        "scaled": "k up to 64 (the paper: 250), 3 CPU-minutes per network, 2 layers of 256",
+        "small_scaled": "k 16 and 32, 60 s per network",
+    },
+    "grid-addition": {
+        "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
+        "table": "Section 4.2: 15-digit addition, tied 2-D Grid LSTM vs stacked LSTM",
+        "expected_minutes": 10,
+        "base": {**_GRID_SYNTH, "task.name": "addition", "model.num_layers": 3},
+        "runs": [
+            {"label": "grid-tied", "settings": {"model.body": "grid", "model.tied": True,
+                                                "model.hidden_size": 64}, "small": True},
+            {"label": "lstm-stack", "settings": {"model.body": "stack", "model.cell": "lstm",
+                                                 "model.hidden_size": 64}, "small": True},
+        ],
+        "rows": [
+            {"what": "15-digit addition sequence accuracy, tied grid", "published": "~1.0",
+             "runs": ["grid-tied"], "value": "test.sequence_accuracy"},
+            {"what": "15-digit addition sequence accuracy, stacked LSTM",
+             "published": "below the grid", "runs": ["lstm-stack"],
+             "value": "test.sequence_accuracy"},
+        ],
+        "budgets": {"full": {"train.budget_seconds": 300},
+                    "small": {"train.budget_seconds": 60}},
+        "scaled": "3 layers of 64 units, 5 CPU-minutes per network (the paper: up to 18 "
+        "layers, trained to convergence)",
+        "small_scaled": "60 s per network",
+    },
+    "grid-memorize": {
+        "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
+        "table": "Section 4.2: sequence memorisation, tied 2-D Grid LSTM vs stacked LSTM",
+        "expected_minutes": 10,
+        "base": {**_GRID_SYNTH, "task.name": "copy", "model.num_layers": 3},
+        "runs": [
+            {"label": "grid-tied", "settings": {"model.body": "grid", "model.tied": True,
+                                                "model.hidden_size": 64}, "small": True},
+            {"label": "lstm-stack", "settings": {"model.body": "stack", "model.cell": "lstm",
+                                                 "model.hidden_size": 64}, "small": True},
+        ],
+        "rows": [
+            {"what": "memorisation sequence accuracy, tied grid", "published": "~1.0",
+             "runs": ["grid-tied"], "value": "test.sequence_accuracy"},
+            {"what": "memorisation sequence accuracy, stacked LSTM",
+             "published": "below the grid", "runs": ["lstm-stack"],
+             "value": "test.sequence_accuracy"},
+        ],
+        "budgets": {"full": {"train.budget_seconds": 300},
+                    "small": {"train.budget_seconds": 60}},
+        "scaled": "copy task, 20 symbols of 64, 3 layers of 64, 5 CPU-minutes per network",
+        "small_scaled": "60 s per network",
+    },
+    "seed-char": {
+        "paper": "seed 000; Kalchbrenner et al. 2016 enwik8 (stacked LSTM 1.67 vs Grid LSTM "
+        "1.47 bits/char, 16-27M parameters)",
+        "table": "Tiny Shakespeare bits/char, 3-layer stacked LSTM vs 3-layer Grid LSTM, equal "
+        "parameters and time",
+        "expected_minutes": 30,
+        "base": {
+            "task.name": "tinyshakespeare",
+            "task.eval_batch_size": 256,
+            "task.eval_max_batches": 1,
+            "model.num_layers": 3,
+            "train.epochs": None,
+            "train.eval_every": 100,
+            "train.checkpoint_every": None,
+        },
+        "runs": [
+            {"label": f"{kind}-s{seed}", "settings": {**settings, "train.seed": seed},
+             "small": seed == 0}
+            for seed in (0, 1, 2)
+            for kind, settings in (
+                ("lstm", {"model.body": "stack", "model.hidden_size": 128}),
+                ("grid", {"model.body": "grid", "model.hidden_size": 90}),  # ~ equal parameters
+            )
+        ],
+        "rows": [
+            {"what": "test bits/char, 3-layer stacked LSTM", "published": 1.67,
+             "runs": ["lstm-s0", "lstm-s1", "lstm-s2"], "value": "test.bits_per_char"},
+            {"what": "test bits/char, 3-layer Grid LSTM", "published": 1.47,
+             "runs": ["grid-s0", "grid-s1", "grid-s2"], "value": "test.bits_per_char"},
+        ],
+        "budgets": {"full": {"train.budget_seconds": 300},
+                    "small": {"train.budget_seconds": 90}},
+        "scaled": "Tiny Shakespeare instead of enwik8 (published numbers are enwik8, not "
+        "comparable in value, only in ordering), ~410K parameters instead of 17-27M, "
+        "5 CPU-minutes per network, 3 seeds",
+        "small_scaled": "90 s per network, 1 seed",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of an entry: its label and its full settings."""
+
+    label: str
+    settings: dict
+    small: bool = True
+
+    def config(self, extra: dict | None = None) -> ExperimentConfig:
+        """ExperimentConfig() with this run's settings and ``extra`` applied, validated."""
+        config = ExperimentConfig()
+        merged = {**self.settings, **(extra or {})}
+        for key, value in merged.items():
+            section, _, name = key.partition(".")
+            if name == "options":
+                getattr(config, section).options.update(copy.deepcopy(value))
+            else:
+                setattr(getattr(config, section), name, value)
+        return apply_overrides(config, [])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One reproduction (see the module docstring)."""
+
+    name: str
+    paper: str
+    table: str
+    expected_minutes: float
+    runs: tuple[Run, ...]
+    rows: tuple[dict, ...]
+    budgets: dict
+    scaled: str
+    small_scaled: str
+    gradflow: dict | None = field(default=None)
+
+    def run(self, label: str) -> Run:
+        for run in self.runs:
+            if run.label == label:
+                return run
+        raise ValueError(
+            f"entry {self.name!r} has no run {label!r}; its runs: "
+            f"{', '.join(r.label for r in self.runs)}"
+        )
+
+
+def names() -> list[str]:
+    return list(ENTRIES)
+
+
+def get(name: str) -> Entry:
+    """The entry ``name`` with every run's settings merged (COMMON, base, run)."""
+    if name not in ENTRIES:
+        raise ValueError(
+            f"unknown reproduction {name!r}; `rnnlab reproduce --list` shows: {', '.join(ENTRIES)}"
+        )
+    data = ENTRIES[name]
+    runs = tuple(
+        Run(r["label"], {**COMMON, **data["base"], **r["settings"]}, r.get("small", True))
+        for r in data["runs"]
+    )
+    return Entry(
+        name=name,
+        paper=data["paper"],
+        table=data["table"],
+        expected_minutes=data["expected_minutes"],
+        runs=runs,
+        rows=tuple(data["rows"]),
+        budgets=data["budgets"],
+        scaled=data["scaled"],
+        small_scaled=data["small_scaled"],
+        gradflow=data.get("gradflow"),
+    )
