@@ -66,9 +66,14 @@ def lstm_flops_per_token(input_size: int, hidden_size: int, num_layers: int) -> 
     return first + (num_layers - 1) * 2 * (2 * hidden_size) * 4 * hidden_size
 
 
-def seconds_per_pass(model: nn.Module, x: torch.Tensor) -> float:
-    """Wall time of one forward + backward pass (loss: mean of the output)."""
+def seconds_per_pass(model: nn.Module, x: torch.Tensor, inference: bool = False) -> float:
+    """Wall time of one forward + backward pass (loss: mean of the output), or of one forward
+    pass under ``torch.inference_mode`` with ``inference``."""
     start = time.perf_counter()
+    if inference:
+        with torch.inference_mode():
+            model(x)
+        return time.perf_counter() - start
     output, _ = model(x)
     output.mean().backward()
     return time.perf_counter() - start
@@ -98,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed passes per model")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inference", action="store_true",
+                        help="time forward passes under torch.inference_mode instead")
     args = parser.parse_args(argv)
+    factor = 1 if args.inference else 3  # training FLOPs = 3 × forward GEMM FLOPs
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -124,22 +132,23 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(args.seq_len, args.batch_size, args.input_size)
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():  # warm-up pass
-        seconds_per_pass(model, x)
+        seconds_per_pass(model, x, args.inference)
     for _ in range(args.repeats):  # interleaved, so load changes hit every model alike
         for name, model in models.items():
             model.zero_grad(set_to_none=True)
-            times[name].append(seconds_per_pass(model, x))
+            times[name].append(seconds_per_pass(model, x, args.inference))
 
     tokens = args.seq_len * args.batch_size
     print(
         f"T={args.seq_len} B={args.batch_size} input={args.input_size} "
         f"hidden={args.hidden_size} layers={args.num_layers} tied={args.tied} "
-        f"threads={args.threads} repeats={args.repeats} (forward+backward; "
-        "training FLOPs = 3 × forward GEMM FLOPs)"
+        f"threads={args.threads} repeats={args.repeats} "
+        + ("(inference_mode forward)" if args.inference else
+           "(forward+backward; training FLOPs = 3 × forward GEMM FLOPs)")
     )
     base = next(name for name in models if name.startswith("nn.LSTM"))
     gflops = {
-        how: {name: 3 * flops[name] * tokens / pick(t) / 1e9 for name, t in times.items()}
+        how: {name: factor * flops[name] * tokens / pick(t) / 1e9 for name, t in times.items()}
         for how, pick in (("median", statistics.median), ("best", min))
     }
     print(
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, model in models.items():
         median, best = gflops["median"], gflops["best"]
         print(
-            f"{name:<26}{count_parameters(model):>9}{3 * flops[name] / 1e6:>11.2f}"
+            f"{name:<26}{count_parameters(model):>9}{factor * flops[name] / 1e6:>11.2f}"
             f"{tokens / statistics.median(times[name]):>10.0f}{median[name]:>9.2f}"
             f"{median[name] / median[base]:>11.2f}"
             f"{best[name]:>14.2f}{best[name] / best[base]:>11.2f}"

@@ -70,6 +70,30 @@ def rnnlab_model(name: str, I: int, H: int) -> nn.Module:
         return rnnlab.RNN(name, I, H, raw_input="project")
 
 
+def mutant_graphs(count: int, I: int, H: int) -> list:
+    """Search-made cells: 1-10 mutation steps from each zoo cell in turn (seed 0)."""
+    import random
+
+    from rnnlab.lang import GraphError
+    from rnnlab.lang.mutate import mutate
+
+    rng = random.Random(0)
+    zoo = []
+    for name in rnnlab.cells.names():
+        options = {"raw_input": "project"} if name in ("mut1", "mut2") else {}
+        zoo.append(rnnlab.cells.graph(name, I, H, **options))
+    graphs = []
+    for k in range(count):
+        g = zoo[k % len(zoo)]
+        for _ in range(rng.randint(1, 10)):
+            try:
+                g = mutate(g, rng)
+            except GraphError:
+                break
+        graphs.append(g)
+    return graphs
+
+
 def peers(I: int, H: int, with_torchrecurrent: bool) -> dict[str, nn.Module]:
     models = {"torch.nn.LSTM": nn.LSTM(I, H), "torch.nn.GRU": nn.GRU(I, H),
               "LSTMCell loop": LSTMCellLoop(I, H)}
@@ -170,6 +194,9 @@ def main(argv=None) -> None:
                         help="more rounds while the best times still improve")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--no-peers", action="store_true", help="only nn.LSTM and rnnlab")
+    parser.add_argument("--mutants", type=int, default=0,
+                        help="also N random search-made cells (1-10 mutations of zoo cells) at "
+                             "the first --cell-hidden size; prints their GFLOP/s distribution")
     parser.add_argument("--quick", action="store_true",
                         help="T=50, H 128 256, cells lstm gru mut1 peephole, 3 rounds")
     args = parser.parse_args(argv)
@@ -204,6 +231,11 @@ def main(argv=None) -> None:
             for name in cells:
                 if f"rnnlab {name}" not in models:
                     models[f"rnnlab {name}"] = rnnlab_model(name, I, H)
+        if args.mutants and H == args.cell_hidden[0]:
+            for k, graph in enumerate(mutant_graphs(args.mutants, I, H)):
+                model = rnnlab.RNN(graph, I, H)
+                if model(x[:2])[0].requires_grad:  # some mutants no longer read a parameter
+                    models[f"mutant {k}"] = model
         if H not in args.hidden:  # only the cells (and nn.LSTM as the reference) here
             models = {k: v for k, v in models.items()
                       if k == "torch.nn.LSTM" or k.startswith("rnnlab")}
@@ -217,6 +249,7 @@ def main(argv=None) -> None:
             factor = 3 if train else 1
             base = times["torch.nn.LSTM"]
             base_flops = gemm_flops_per_token(models["torch.nn.LSTM"])
+            ratios = []
             for name, model in models.items():
                 flops = factor * gemm_flops_per_token(model) * T * B
                 gflops = flops / times[name] / 1e9
@@ -224,9 +257,19 @@ def main(argv=None) -> None:
                 share = factor * base_flops * T * B / peak / 1e9  # peak GFLOP/s, LSTM shapes
                 pct = f"{100 * gflops / share:5.0f}%" if "LSTM" in name or name.endswith(
                     " lstm") else ""
+                if name.startswith("mutant"):
+                    if flops:
+                        ratios.append(gflops / base_gflops)
+                    continue
                 print(f"{H:>5} {mode:>5} {name:>28} {T * B / times[name]:>10.0f} "
                       f"{base / times[name]:>8.2f} {gflops:>8.1f} {gflops / base_gflops:>6.2f} "
                       f"{pct:>6}", flush=True)
+            if ratios:
+                ratios.sort()
+                q = [ratios[int(f * (len(ratios) - 1))] for f in (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)]
+                print(f"{H:>5} {mode:>5} {len(ratios)} mutants, GFLOP/s over nn.LSTM's: min "
+                      f"{q[0]:.2f}, 10% {q[1]:.2f}, 25% {q[2]:.2f}, median {q[3]:.2f}, "
+                      f"75% {q[4]:.2f}, 90% {q[5]:.2f}, max {q[6]:.2f}", flush=True)
     print(f"total {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}")
 
 

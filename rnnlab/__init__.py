@@ -7,12 +7,8 @@
 
 from . import cells, lang
 from .engine import RNN, detach
+from .grid import GridLSTM
 
 __version__ = "0.1.0"
-
-try:  # the Grid LSTM lives in its own layer; it is optional while it is being built
-    from .grid import GridLSTM  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 __all__ = ["RNN", "GridLSTM", "cells", "detach", "lang", "__version__"]

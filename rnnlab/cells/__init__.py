@@ -16,6 +16,9 @@ built-in cell runs (``rnnlab.RNN``, the trainer, the command line)::
 
 from __future__ import annotations
 
+import inspect
+from pathlib import PurePath
+
 from ..lang import CellDef, Graph
 from ..lang.trace import KNOWN_MODULE_OPTIONS
 from .module import Cell
@@ -50,6 +53,12 @@ def get(name: str) -> CellDef:
         raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(REGISTRY)}") from None
 
 
+def doc(cell: str | CellDef) -> str:
+    """A cell's description: the docstring of its function (first line: the one-line summary)."""
+    defn = get(cell) if isinstance(cell, str) else cell
+    return inspect.getdoc(defn.fn) or ""
+
+
 def graph(cell: str | CellDef, input_size: int, hidden_size: int, **options) -> Graph:
     """The validated graph of a cell at the given sizes."""
     defn = get(cell) if isinstance(cell, str) else cell
@@ -61,12 +70,15 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
     """Build a cell module.
 
     Args:
-        cell: a registered name (see ``names()``), a CellDef, or a Graph (re-sized if needed).
+        cell: a registered name (see ``names()``), a CellDef, a Graph (re-sized if needed) or
+            the path of a JSON cell file (ending ``.json``; see ``load``).
         input_size, hidden_size: sizes of x and of every state vector.
         options: ``init`` ("uniform" | "xavier" | "orthogonal"), ``forget_bias`` (cells with a
             forget gate; default 1.0), ``raw_input`` (MUT1/MUT2: "strict" | "project").
     """
     module_options = {k: v for k, v in options.items() if k in KNOWN_MODULE_OPTIONS}
+    if is_cell_file(cell):
+        cell = load(cell)
     if isinstance(cell, Graph):
         extra = set(options) - KNOWN_MODULE_OPTIONS
         if extra:
@@ -77,4 +89,23 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
     return Cell(g, **module_options)
 
 
-__all__ = ["REGISTRY", "Cell", "get", "graph", "make", "names", "register"]
+def is_cell_file(cell) -> bool:
+    """True for a path (str or Path) naming a JSON cell file rather than a registered cell."""
+    return isinstance(cell, (str, PurePath)) and str(cell).lower().endswith(".json")
+
+
+def load(path) -> Graph:
+    """The cell graph stored in a JSON file (``Graph.to_json``, ``rnnlab search export``).
+
+    The file is checked (format, version, fields, then the graph: unknown op, cycle, size
+    mismatch); a bad file raises one ``CellFileError`` line naming it. The graph works wherever
+    a cell does: ``rnnlab.RNN(graph, ...)``, ``make(graph, ...)``, ``rnnlab train
+    --cell=cell.json`` (it is re-sized to the model's input and hidden sizes).
+    """
+    from ..lang.serialize import load as load_file
+
+    return load_file(path)
+
+
+__all__ = ["REGISTRY", "Cell", "doc", "get", "graph", "is_cell_file", "load", "make", "names",
+           "register"]

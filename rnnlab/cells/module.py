@@ -83,8 +83,31 @@ class Cell(nn.Module):
                 self.b_f.fill_(self.forget_bias)
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """The fused weight matrices the generated code reads (built once per call)."""
-        return self.program.prepare(dict(self.named_parameters(recurse=False)))
+        """The fused weight matrices the plan reads.
+
+        Built from the named parameters on every call that needs their gradients; otherwise
+        (no_grad, inference_mode, frozen parameters) built once and reused while no parameter
+        has changed (in-place updates bump a tensor's version, ``.to()`` makes new tensors), so
+        stepping one token at a time does not re-assemble the weights each step."""
+        params = dict(self.named_parameters(recurse=False))
+        if torch.compiler.is_compiling() or (
+                torch.is_grad_enabled() and any(p.requires_grad for p in params.values())):
+            return self.program.prepare(params)
+        key = (torch.is_inference_mode_enabled(),
+               *((p._version, p.data_ptr(), p.dtype, p.device) for p in params.values()))
+        cached = self.__dict__.get("_prepared")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        prepared = self.program.prepare(params)
+        self.__dict__["_prepared"] = (key, prepared)
+        return prepared
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(
+            self.__dict__)
+        state = dict(state)
+        state.pop("_prepared", None)  # a cache of tensors derived from the parameters
+        return state
 
     def initial_state(self, batch_size: int, device=None, dtype=None):
         """A zero state: every field (batch_size, hidden_size)."""

@@ -250,7 +250,37 @@ def mut3(x, state, p):
     return h, (h,)
 
 
+# ------------------------------------------------------------- Grid LSTM transforms
+
+
+@cell("grid_lstm", state=("h", "m"))
+def grid_lstm(x, state, p):
+    """Grid LSTM's LSTM transform (Kalchbrenner, Danihelka & Graves 2016, eqs. 3-5):
+    h' = tanh(g_o ⊙ m'); gates u, f, o, c as in the paper."""
+    h, m = state
+    u = sigmoid(p.W_u @ x + p.R_u @ h + p.b_u)
+    f = sigmoid(p.W_f @ x + p.R_f @ h + p.b_f)
+    o = sigmoid(p.W_o @ x + p.R_o @ h + p.b_o)
+    c = tanh(p.W_c @ x + p.R_c @ h + p.b_c)
+    m = f * m + u * c
+    h = tanh(o * m)
+    return h, (h, m)
+
+
+@cell("grid_lstm_standard", state=("h", "m"))
+def grid_lstm_standard(x, state, p):
+    """Grid LSTM's transform with the usual LSTM output h' = g_o ⊙ tanh(m') (gates u, f, o, c)."""
+    h, m = state
+    u = sigmoid(p.W_u @ x + p.R_u @ h + p.b_u)
+    f = sigmoid(p.W_f @ x + p.R_f @ h + p.b_f)
+    o = sigmoid(p.W_o @ x + p.R_o @ h + p.b_o)
+    c = tanh(p.W_c @ x + p.R_c @ h + p.b_c)
+    m = f * m + u * c
+    h = o * tanh(m)
+    return h, (h, m)
+
+
 BUILTIN = [
     rnn, lstm, peephole, nig, nfg, nog, niaf, noaf, np_, cifg, fgr, gru, gru_torch,
-    mut1, mut2, mut3, lstm_f, lstm_i, lstm_o,
+    mut1, mut2, mut3, lstm_f, lstm_i, lstm_o, grid_lstm, grid_lstm_standard,
 ]

@@ -1,9 +1,9 @@
 """The fused sequence engine: a whole sequence as one autograd op.
 
-``unroll`` hands a cell to this engine first. It reads the cell's compiled code as lanes
-(``fast.lift``: the step, and the hoist when it is the input GEMM plus elementwise work), plans
-buffers and the instructions of a prologue (the hoist over all T·B rows), one forward step, one
-backward step and an epilogue (``fast.plan``), and runs it all as one
+``unroll`` hands a cell to this engine first. It lays the cell's plan (``rnnlab.lang.compile``)
+out as lanes (``fast.lanes``: the step, and the hoist when it is the input GEMM plus elementwise
+work), plans buffers and the instructions of a prologue (the hoist over all T·B rows), one
+forward step, one backward step and an epilogue (``fast.plan``), and runs it all as one
 ``torch.autograd.Function``:
 
 * forward computes ``X = x W + b`` (one GEMM) and the prologue, then runs the loop without
@@ -22,23 +22,26 @@ Two executors run the same instructions (``backend``):
 
 ``"auto"`` (the default) takes native where it is available and supported, else python (on
 CPU; other devices use the reference loop), and ``"reference"`` turns the engine off so that
-``unroll`` steps the cell's generated code under autograd. Choose with the environment variable
-``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``), ``set_backend`` or the
-context manager ``backend(name)``. A step form the reader does not know runs on the reference
-loop; double backward (``create_graph=True``) differentiates the reference loop inside this
-op's backward, so it stays exact. See docs/speed.md for the design and the measurements.
+``unroll`` runs the plan's step with torch ops under autograd. Choose with the environment
+variable ``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``),
+``set_backend`` or the context manager ``backend(name)``. ``explain(cell)`` says which path a
+cell takes and why; a cell that falls back warns once. Double backward (``create_graph=True``)
+differentiates the reference loop inside this op's backward, so it stays exact. See
+docs/speed.md for the design and the measurements.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
 
-from .fast.lift import Unsupported, lift, lift_hoist
+from ..lang.compile import Program
+from .fast.lanes import Unsupported, hoist_lanes, step_lanes
 from .fast.plan import Plan, make_plan
 from .fast.pyexec import PythonLoops, buffer_shape
 
@@ -89,22 +92,20 @@ def backend(name: str):
 
 # ---- compiled plans ---------------------------------------------------------------------------
 class Compiled:
-    """A plan and its executors for one step program at given sizes."""
+    """A plan and its executors for one program."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, program: Program, plan: Plan):
         self.plan = plan
         self.python = PythonLoops(plan)
         self._native = None
         self._native_tried = False
+        self._lock = threading.Lock()
         self.shapes: dict = {}  # (T, B, threads, native) -> buffer shapes
         ir = plan.ir
         self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
         self.keys = self.gemm_keys + list(plan.params)
-        # vectors computed from parameters alone (see fast.lift): (code, expected shape)
-        statics = {**ir.statics, **(plan.hoist.statics if plan.hoist else {})}
-        self.statics = {key: (compile(src, f"<rnnlab static {key}>", "eval"),
-                              (plan.buffers[plan.params[key]].width,))
-                        for key, src in statics.items() if key in plan.params}
+        # vectors of parameters alone that the loops read (computed by Program.prepare)
+        self.statics = tuple(k for k in program.static_keys if k in plan.params)
         self.num_forward = next((i for i, b in enumerate(plan.buffers) if b.name == "dY"),
                                 len(plan.buffers))
         # buffers that leave the engine (the output, gradients it returns): never reused
@@ -115,41 +116,90 @@ class Compiled:
 
     def native(self):
         """The native executor, or None where it cannot be built."""
-        if not self._native_tried:
-            self._native_tried = True
-            from .fast import native
+        with self._lock:
+            if not self._native_tried:
+                from .fast import native
 
-            self._native = native.NativeLoops.create(self.plan)
+                self._native = native.NativeLoops.create(self.plan)
+                self._native_tried = True
         return self._native
 
 
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 256
-_WIDTHS: dict = {}  # (source, input width, weight shapes) -> widths of the hoisted inputs
+_CACHE_LOCK = threading.Lock()
+_WARNED: set = set()
 
 
-def compiled(cell, xs_widths: tuple, shapes: dict, training: bool, lengths: bool):
-    """The Compiled plan of a cell (cached), or an Unsupported exception instance."""
-    key = (cell.program.source, cell.hidden_size, xs_widths, tuple(sorted(shapes.items())),
-           len(cell.graph.states), training, lengths)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+def compiled(program: Program, training: bool, lengths: bool):
+    """The Compiled plan of a program (cached by the plan's structure), or an Unsupported
+    exception instance saying why the engine cannot run it. Safe to call from threads."""
+    mine = program.plans  # the program's own cache first: no hashing of its structure
+    value = mine.get((training, lengths, OWN_HOIST))
+    if value is not None:
+        return value
+    key = (program.key, training, lengths, OWN_HOIST)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            mine[training, lengths, OWN_HOIST] = _CACHE[key]
+            return _CACHE[key]
     try:
-        ir = lift(cell.program.source, cell.hidden_size, xs_widths, shapes,
-                  len(cell.graph.states))
-        hoist = lift_hoist(cell.program.source, cell.hidden_size, cell.input_size, shapes,
-                           len(xs_widths)) if OWN_HOIST else None
-        if hoist is not None and [len(o) * cell.hidden_size for o in hoist.outputs] \
-                != list(xs_widths):
-            hoist = None
-        value = Compiled(make_plan(ir, training, lengths, hoist))
+        ir = step_lanes(program)
+        hoist = hoist_lanes(program) if OWN_HOIST else None
+        value = Compiled(program, make_plan(ir, training, lengths, hoist))
     except Unsupported as error:
         value = error
-    _CACHE[key] = value
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        value = _CACHE.setdefault(key, value)  # a racing thread's equal plan wins
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    mine[training, lengths, OWN_HOIST] = value
     return value
+
+
+def _warn_once(program: Program, reason: str) -> None:
+    if program.key not in _WARNED:
+        _WARNED.add(program.key)
+        warnings.warn(f"rnnlab: cell {program.graph.name!r} runs on the slow reference loop: "
+                      f"{reason}", RuntimeWarning, stacklevel=4)
+
+
+def explain(cell, device="cpu", dtype=torch.float32, training: bool = True) -> str:
+    """How ``unroll`` would run ``cell`` (a Cell, Graph or Program) on this device and dtype.
+
+    Returns ``"fused (native): …"`` or ``"fused (torch): …"`` with the plan's shape, or
+    ``"reference: <reason>"``."""
+    from ..lang import Graph
+    from ..lang.compile import compile_graph
+
+    if isinstance(cell, Graph):
+        program = compile_graph(cell)
+    elif isinstance(cell, Program):
+        program = cell
+    elif hasattr(cell, "program"):
+        program = cell.program
+    else:
+        raise TypeError(f"explain() takes a Cell, Graph or Program, got {type(cell).__name__}")
+    if _backend == "reference":
+        return "reference: the fused engine is switched off (backend 'reference')"
+    comp = compiled(program, training, False)
+    if isinstance(comp, Unsupported):
+        return f"reference: {comp}"
+    x = torch.empty(0, dtype=dtype, device=device)
+    try:
+        executor = choose_executor(comp, x)
+    except RuntimeError as error:
+        return f"reference: {error}"
+    if executor is None:
+        return (f"reference: backend 'auto' runs the fused engine on CPU only, got {device} "
+                "(backend('python') runs it there with torch ops)")
+    ir = comp.plan.ir
+    which = "torch" if executor is comp.python else "native"
+    hoist = "by the engine" if comp.plan.hoist is not None else "with torch"
+    ew = sum(1 for op in ir.ops if not hasattr(op, "weight"))
+    return (f"fused ({which}): {len(ir.gemms)} GEMM(s) and {ew} lane op(s) per step, "
+            f"hoist {hoist}, {len(comp.statics)} static vector(s)")
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -158,13 +208,14 @@ class _Run:
 
     def __init__(self, comp: Compiled, executor, T: int, B: int, sizes, lengths, program):
         self.comp = comp
-        self.step = program.step  # the generated code, for the double-backward fallback
+        self.step = program.step  # the reference step, for the double-backward fallback
         self.hoist = program.hoist
         self.executor = executor  # a PythonLoops or a NativeLoops
         self.T, self.B = T, B
         self.sizes = sizes  # active rows per step, or None (all B rows for T steps)
         self.steps = len(sizes) if sizes is not None else T
         self.lengths = lengths
+        self.handle = program.handle
         self.threads = executor.threads() if executor is not comp.python else 1
 
 
@@ -320,32 +371,39 @@ class FusedSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_output, *d_finals):
         run = ctx.run
-        plan = run.comp.plan
         num_front, num_states = ctx.counts
         inputs = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
             return (None, None, None,
                     *_differentiable_gradients(run, inputs, num_front, num_states, d_output,
                                                d_finals))
-        weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
         tensors, ctx.tensors = ctx.tensors, None
-        if tensors is None:  # a second backward through a retained graph: redo the forward
-            _, _, tensors = _forward(run, inputs[:num_front],
-                                     inputs[num_front:num_front + num_states], weights)
-        order = sorted(range(num_states), key=lambda j: plan.state_cols[j])
-        dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
-        given = {plan.dY: d_output, plan.dF: dF}
-        if run.executor is not run.comp.python:
-            given = {i: t.contiguous() for i, t in given.items()}
-        n = run.comp.num_forward
-        tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output,
-                                          given)[n:]
-        _execute(run, "backward", tensors, weights)
-        if plan.epilogue:
-            _execute(run, "epilogue", tensors, weights)
-        grads = _gradients(run, tensors, inputs, num_front, num_states)
-        _release(run, tensors, range(len(plan.buffers)))
+        grads = backward_pass(run, tensors, inputs, num_front, num_states, d_output, d_finals)
         return (None, None, None, *grads)
+
+
+def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d_output,
+                  d_finals, need_dx: bool | None = None) -> list:
+    """The backward loop and the weight gradients of one forward (``tensors``: its buffers, or
+    None to redo it); returns the gradients of ``inputs`` (front, states, weights)."""
+    plan = run.comp.plan
+    weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
+    if tensors is None:  # a second backward through a retained graph: redo the forward
+        _, _, tensors = _forward(run, inputs[:num_front],
+                                 inputs[num_front:num_front + num_states], weights)
+    order = sorted(range(num_states), key=lambda j: plan.state_cols[j])
+    dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
+    given = {plan.dY: d_output, plan.dF: dF}
+    if run.executor is not run.comp.python:
+        given = {i: t.contiguous() for i, t in given.items()}
+    n = run.comp.num_forward
+    tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output, given)[n:]
+    _execute(run, "backward", tensors, weights)
+    if plan.epilogue:
+        _execute(run, "epilogue", tensors, weights)
+    grads = _gradients(run, tensors, inputs, num_front, num_states, need_dx)
+    _release(run, tensors, range(len(plan.buffers)))
+    return grads
 
 
 def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d_output,
@@ -375,7 +433,8 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
     return result
 
 
-def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int) -> list:
+def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int,
+               need_dx: bool | None = None) -> list:
     plan, ir = run.comp.plan, run.comp.plan.ir
     T, B, H = run.T, run.B, ir.hidden_size
     d_front: list = [None] * num_front
@@ -389,16 +448,17 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
             d_front[k] = tensors[i] if d_front[k] is None else d_front[k] + tensors[i]
     else:  # X = x W + b: dW = xᵀ dX, db = Σ dX, dx = dX Wᵀ, one GEMM each
         x = inputs[0]
+        need_dx = x.requires_grad if need_dx is None else need_dx
         x2d = x.reshape(T * B, x.shape[-1])
         if plan.X >= 0:
             W = inputs[1]
             dX = tensors[plan.dX].view(T * B, -1)
-            if x.requires_grad:
+            if need_dx:
                 d_front[0] = (dX @ W.t()).view(x.shape)
             d_front[1] = x2d.t() @ dX
             if num_front > 2:
                 d_front[2] = dX.sum(0)
-        if plan.dx >= 0 and x.requires_grad:  # x read elementwise by the hoist
+        if plan.dx >= 0 and need_dx:  # x read elementwise by the hoist
             dx = tensors[plan.dx].view(x.shape)
             d_front[0] = dx if d_front[0] is None else d_front[0] + dx
     dS = tensors[plan.dS][0]
@@ -451,42 +511,23 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
             or sizes == []):
         return None
-    weights = cell.weights()
-    shapes = {k: tuple(v.shape) for k, v in weights.items()}
-    state = tuple(state)
+    if lengths is None and torch.compiler.is_compiling():  # one opaque op to torch.compile
+        from .custom_op import compiled_unroll
+
+        return compiled_unroll(cell.program, cell.weights(), x, tuple(state))
+    return run_program(cell.program, cell.weights(), x, tuple(state), lengths, sizes)
+
+
+def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
+                lengths: torch.Tensor | None = None, sizes: list[int] | None = None):
+    """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``)."""
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
-    # the hoisted widths follow from the program, x's width and the weights: once known, an
-    # unsupported step is refused before any work is done
-    widths_key = (cell.program.source, x.shape[-1], tuple(sorted(shapes.items())))
-    hoisted = None
-    if widths_key not in _WIDTHS:
-        hoisted = cell.program.hoist(x, weights)
-        _WIDTHS[widths_key] = tuple(t.shape[-1] for t in hoisted)
-    comp = compiled(cell, _WIDTHS[widths_key], shapes, training, lengths is not None)
-    if isinstance(comp, Unsupported):
+    prepared = prepare_call(program, weights, x, lengths, sizes, training)
+    if prepared is None:
         return None
-    executor = choose_executor(comp, x)
-    if executor is None:
-        return None
-    for key, (code, shape) in comp.statics.items():
-        value = eval(code, {"torch": torch, "w": weights})
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            return None
-        weights[key] = value
-    hoist = comp.plan.hoist
-    if hoist is not None:  # the engine computes the hoist itself
-        front = [x]
-        if hoist.weight is not None:
-            front.append(weights[hoist.weight])
-            if hoist.bias is not None:
-                front.append(weights[hoist.bias])
-    else:
-        if hoisted is None:
-            hoisted = cell.program.hoist(x, weights)
-        front = [t if t.stride(-1) == 1 else t.contiguous() for t in hoisted]
-    T, B = x.shape[:2]
-    run = _Run(comp, executor, T, B, sizes, lengths, cell.program)
+    run, front = prepared
+    comp = run.comp
     if not training:
         output, finals, tensors = _forward(run, front, state,
                                            {k: weights[k] for k in comp.keys})
@@ -495,3 +536,29 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     outputs = FusedSequence.apply(run, len(front), len(state), *front, *state,
                                   *(weights[k] for k in comp.keys))
     return outputs[0], tuple(outputs[1:])
+
+
+def prepare_call(program: Program, weights: dict, x: torch.Tensor, lengths, sizes,
+                 training: bool):
+    """The run of one call and the engine's front inputs (x[, W[, b]] with the engine's own
+    hoist, else the hoisted inputs computed by torch), or None where the engine does not
+    apply."""
+    comp = compiled(program, training, lengths is not None)
+    if isinstance(comp, Unsupported):
+        _warn_once(program, str(comp))
+        return None
+    executor = choose_executor(comp, x)
+    if executor is None:
+        return None
+    hoist = comp.plan.hoist
+    if hoist is not None:  # the engine computes the hoist itself
+        front = [x]
+        if hoist.weight is not None:
+            front.append(weights[hoist.weight])
+            if hoist.bias is not None:
+                front.append(weights[hoist.bias])
+    else:
+        front = [t if t.stride(-1) == 1 else t.contiguous()
+                 for t in program.hoist(x, weights)]
+    T, B = x.shape[:2]
+    return _Run(comp, executor, T, B, sizes, lengths, program), front

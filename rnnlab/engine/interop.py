@@ -20,13 +20,58 @@ _GRU = ("gru_torch", ["W_ir", "W_iz", "W_in"], ["W_hr", "W_hz", "W_hn"], ["b_r",
 _RNN = ("rnn", ["W"], ["R"], ["b"])
 
 
-def from_torch(module: nn.Module) -> RNN:
+# torch's mode name -> (rnnlab cell, module class, gates)
+TORCH_MODES = {"LSTM": ("lstm", nn.LSTM, 4), "GRU": ("gru_torch", nn.GRU, 3),
+               "RNN_TANH": ("rnn", nn.RNN, 1)}
+
+
+def module_from_state_dict(state: dict, mode: str, batch_first: bool = False,
+                           dropout: float = 0.0) -> nn.Module:
+    """The torch.nn.LSTM / GRU / RNN (``mode``) that a saved ``state_dict()`` belongs to."""
+    if mode not in TORCH_MODES:
+        raise ValueError(f"mode must be one of {', '.join(TORCH_MODES)}, got {mode!r}")
+    if not isinstance(state, dict) or "weight_ih_l0" not in state:
+        got = sorted(state)[:4] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"not the state_dict of a torch.nn.{mode[:4].rstrip('_')}: expected "
+                         f"keys weight_ih_l0, weight_hh_l0, …, got {got}")
+    if any(k.startswith("weight_hr") for k in state):
+        raise ValueError("LSTMs with projections (proj_size > 0) have no rnnlab equivalent")
+    _, cls, gates = TORCH_MODES[mode]
+    w_ih, w_hh = state["weight_ih_l0"], state["weight_hh_l0"]
+    hidden = w_hh.shape[1]
+    if w_ih.shape[0] != gates * hidden:
+        raise ValueError(f"weight_ih_l0 has {w_ih.shape[0]} rows; a torch.nn {mode} of hidden "
+                         f"size {hidden} has {gates * hidden}: is this the state dict of "
+                         "another kind of module?")
+    layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in state if "_l" in k)
+    options = {"num_layers": layers, "bias": "bias_ih_l0" in state,
+               "bidirectional": "weight_ih_l0_reverse" in state, "batch_first": batch_first,
+               "dropout": dropout if layers > 1 else 0.0}
+    if mode == "RNN_TANH":
+        options["nonlinearity"] = "tanh"
+    module = cls(w_ih.shape[1], hidden, **options).to(dtype=w_ih.dtype)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"the state dict does not load into torch.nn.{cls.__name__}: "
+                         f"{str(error).splitlines()[0]}") from None
+    return module
+
+
+def from_torch(module, mode: str | None = None, batch_first: bool = False,
+               dropout: float = 0.0) -> RNN:
     """An ``rnnlab.RNN`` computing the same function, with the same parameter values.
 
     Supports torch.nn.LSTM (without projections), torch.nn.GRU and torch.nn.RNN with tanh, any
     num_layers / bidirectional / batch_first / dropout. A module built with ``bias=False`` gets
-    zero biases that are frozen (requires_grad=False), so it trains the same way.
+    zero biases that are frozen (requires_grad=False), so it trains the same way. ``module``
+    may also be a saved ``state_dict()``; then ``mode`` ("LSTM", "GRU" or "RNN_TANH") says
+    which module it came from (see ``module_from_state_dict``).
     """
+    if isinstance(module, dict):
+        if mode is None:
+            raise ValueError("from_torch(state_dict) needs mode='LSTM', 'GRU' or 'RNN_TANH'")
+        module = module_from_state_dict(module, mode, batch_first, dropout)
     if isinstance(module, nn.LSTM):
         if module.proj_size:
             raise ValueError("LSTMs with projections (proj_size > 0) have no rnnlab equivalent")

@@ -8,11 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from .. import cells
 from ..lang import CellDef, Graph
-from .unroll import reverse_padded, unroll
+from .dilation import dilated_unroll
+from .packing import unpack
+from .unroll import reverse_padded
 
 
 class RNN(nn.Module):
@@ -22,7 +24,9 @@ class RNN(nn.Module):
     ``output_t, state_t = cell(x_t, state_{t-1})``. Layer l > 0 reads the outputs of layer l−1
     (both directions concatenated), after dropout. With ``skip=True`` (Graves 2013, "Generating
     Sequences with RNNs"), every layer also reads the network input, and the network output is
-    the concatenation of every layer's output.
+    the concatenation of every layer's output. With ``dilations`` (Chang et al. 2017, "Dilated
+    Recurrent Neural Networks"), layer l recurs across time on ``state_{t - d_l}`` instead of
+    ``state_{t-1}`` (see :mod:`rnnlab.engine.dilation`).
 
     Args:
         cell: a registered cell name (``rnnlab.cells.names()``), a CellDef or a cell Graph.
@@ -33,13 +37,18 @@ class RNN(nn.Module):
         batch_first: input and output are (B, T, F) instead of (T, B, F).
         dropout: dropout probability on the input of each layer after the first.
         skip: skip connections from the input to every layer and every layer to the output.
+        dilations: one positive int per layer, the step distance of its recurrence (default all
+            1: the ordinary RNN); e.g. ``(1, 2, 4)``. A layer of dilation d carries d state
+            slots per direction.
         **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
 
     Shapes:
         input: (T, B, input_size), (B, T, input_size) when batch_first, or a PackedSequence.
         state: the cell's State NamedTuple, each field (num_layers · D, B, hidden_size) with
             D = 2 if bidirectional else 1 — for ``lstm`` ``(h, c)``, as torch.nn.LSTM. A bare
-            tensor is accepted for one-field cells (``rnn``, ``gru``, ``mut*``).
+            tensor is accepted for one-field cells (``rnn``, ``gru``, ``mut*``). With
+            dilations, each field is (D · sum(dilations), B, hidden_size): layer l, direction
+            k has the d_l slots starting at D · (d_0 + … + d_{l−1}) + k · d_l.
         output: (T, B, D · hidden_size), or (T, B, num_layers · D · hidden_size) with skip;
             a PackedSequence when the input is one.
 
@@ -61,6 +70,7 @@ class RNN(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         skip: bool = False,
+        dilations: tuple[int, ...] | list[int] | None = None,
         **cell_options,
     ):
         super().__init__()
@@ -79,6 +89,17 @@ class RNN(nn.Module):
         self.skip = bool(skip)
         self.num_directions = 2 if bidirectional else 1
         D = self.num_directions
+        if dilations is None:
+            dilations = (1,) * num_layers
+        dilations = tuple(dilations)
+        if len(dilations) != num_layers or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dilations
+        ):
+            raise ValueError(
+                f"dilations must be {num_layers} positive integer(s), one per layer, got "
+                f"{dilations!r}"
+            )
+        self.dilations = dilations
         layers = {}
         for layer in range(num_layers):
             size = input_size if layer == 0 else D * hidden_size + (input_size if skip else 0)
@@ -99,21 +120,34 @@ class RNN(nn.Module):
     def state_fields(self) -> tuple[str, ...]:
         return self.State._fields
 
+    @property
+    def state_slots(self) -> int:
+        """Rows of each state field: num_layers · D, or D · sum(dilations) with dilations."""
+        return self.num_directions * sum(self.dilations)
+
+    def _slot_range(self, layer: int, direction: int) -> slice:
+        d = self.dilations[layer]
+        start = self.num_directions * sum(self.dilations[:layer]) + direction * d
+        return slice(start, start + d)
+
     def extra_repr(self) -> str:
         options = [f"{self.cell_name!r}", f"{self.input_size}", f"{self.hidden_size}"]
         for name in ("num_layers", "bidirectional", "batch_first", "dropout", "skip"):
             value = getattr(self, name)
             if value != {"num_layers": 1}.get(name, False if name != "dropout" else 0.0):
                 options.append(f"{name}={value}")
+        if any(d != 1 for d in self.dilations):
+            options.append(f"dilations={self.dilations}")
         return ", ".join(options)
 
     def initial_state(self, batch_size: int, device=None, dtype=None):
-        """Zero state: each field (num_layers · D, batch_size, hidden_size)."""
+        """Zero state: each field (num_layers · D, batch_size, hidden_size) (with dilations:
+        (D · sum(dilations), batch_size, hidden_size))."""
         ref = next(self.parameters(), None)  # a mutated cell may have no parameters at all
         if ref is not None:
             device = device if device is not None else ref.device
             dtype = dtype if dtype is not None else ref.dtype
-        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        shape = (self.state_slots, batch_size, self.hidden_size)
         return self.State(*(
             torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_fields
         ))
@@ -135,7 +169,23 @@ class RNN(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"input must be floating point, got {x.dtype}; embed token ids first")
+        T = x.shape[1] if self.batch_first else x.shape[0]
+        if T == 0:
+            raise ValueError(
+                f"input has 0 time steps (shape {layout} = {tuple(x.shape)}); a sequence needs "
+                "at least one step"
+            )
+        self._check_dtype(x)
         return x.transpose(0, 1) if self.batch_first else x
+
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        ref = next(self.parameters(), None)
+        if ref is not None and (x.dtype != ref.dtype or x.device != ref.device):
+            raise TypeError(
+                f"input is {x.dtype} on {x.device} but the module's parameters are {ref.dtype} "
+                f"on {ref.device}; convert one to match (input.to({ref.dtype}) or "
+                f"module.to({x.dtype}))"
+            )
 
     def _check_state(self, state, batch_size: int) -> tuple[torch.Tensor, ...]:
         fields = self.state_fields
@@ -147,30 +197,36 @@ class RNN(nn.Module):
                 f"for cell {self.cell_name!r}, got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
             )
-        expected = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        expected = (self.state_slots, batch_size, self.hidden_size)
+        rows = ("num_layers * num_directions" if self.state_slots == self.num_layers
+                * self.num_directions else "num_directions * sum(dilations)")
         for name, t in zip(fields, state):
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != expected:
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(
-                    f"state field {name!r} must have shape {expected} = (num_layers * "
-                    f"num_directions, batch, hidden_size), got {got}"
+                    f"state field {name!r} must have shape {expected} = ({rows}, batch, "
+                    f"hidden_size), got {got}"
                 )
         return tuple(state)
 
     # ---- forward -----------------------------------------------------------------------
     def forward(self, input, state=None):
         """Run the network; returns ``(output, state)`` (see the class docstring for shapes)."""
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            raise RuntimeError(
+                "rnnlab.RNN cannot be traced or scripted by torch.jit (its loop is one fused op "
+                "whose plan is chosen per call); use torch.compile(model) instead, which treats "
+                "the fused engine as a single custom op"
+            )
         packed = isinstance(input, PackedSequence)
         if packed:
-            padded, lengths = pad_packed_sequence(input, batch_first=False)
-            if input.sorted_indices is not None:
-                padded = padded.index_select(1, input.sorted_indices)
-                lengths = lengths.index_select(0, input.sorted_indices.cpu())
-            x = padded
+            opened = unpack(input)
+            x, lengths = opened.x, opened.lengths
             if x.shape[-1] != self.input_size:
                 raise ValueError(
                     f"packed input has {x.shape[-1]} features, expected {self.input_size}"
                 )
+            self._check_dtype(x)
         else:
             x = self._check_input(input)
             lengths = None
@@ -178,8 +234,8 @@ class RNN(nn.Module):
         if state is None:
             state = self.initial_state(B, x.device, x.dtype)
         state = self._check_state(state, B)
-        if packed and input.sorted_indices is not None:
-            state = tuple(s.index_select(1, input.sorted_indices) for s in state)
+        if packed:
+            state = opened.sort_state(state)
 
         D = self.num_directions
         finals: list[tuple] = []
@@ -195,29 +251,52 @@ class RNN(nn.Module):
             outputs = []
             for d in range(D):
                 cell = self.cells[f"layer{layer}" + ("_reverse" if d else "")]
-                k = layer * D + d
-                s = tuple(field[k] for field in state)
+                slots = tuple(field[self._slot_range(layer, d)] for field in state)
                 seq = reverse_padded(layer_input, lengths) if d else layer_input
-                out, final = unroll(cell, seq, s, lengths)
+                out, final = dilated_unroll(cell, seq, slots, lengths, self.dilations[layer])
                 outputs.append(reverse_padded(out, lengths) if d else out)
                 finals.append(final)
             layer_outputs.append(outputs[0] if D == 1 else torch.cat(outputs, dim=-1))
         output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
-        new_state = tuple(torch.stack(parts) for parts in zip(*finals))
+        new_state = tuple(torch.cat(parts) for parts in zip(*finals))
         if packed:
-            data = pack_padded_sequence(output, lengths, enforce_sorted=True)
-            output = PackedSequence(data.data, data.batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
-            if input.unsorted_indices is not None:
-                new_state = tuple(s.index_select(1, input.unsorted_indices) for s in new_state)
+            output = opened.pack(output)
+            new_state = opened.unsort_state(new_state)
         elif self.batch_first:
             output = output.transpose(0, 1)
         return output, self.State(*new_state)
 
     # ---- interop -----------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, module: nn.Module) -> RNN:
-        """An rnnlab RNN computing the same function as a torch.nn.RNN / LSTM / GRU."""
+    def from_torch(cls, module, **options) -> RNN:
+        """An rnnlab RNN computing the same function as a torch.nn.RNN / LSTM / GRU, given the
+        module or its saved ``state_dict()`` (then ``mode="LSTM"|"GRU"|"RNN_TANH"`` and the
+        module's ``batch_first``/``dropout``; sizes, layers and directions are read from the
+        weights)."""
         from .interop import from_torch
 
-        return from_torch(module)
+        return from_torch(module, **options)
+
+    def load_torch_state_dict(self, state_dict: dict) -> RNN:
+        """Load the weights of a saved torch.nn.LSTM / GRU / RNN ``state_dict()`` into this
+        network (an ``lstm``, ``gru_torch`` or ``rnn`` RNN of the same sizes); returns self."""
+        from .interop import TORCH_MODES, from_torch
+
+        mode = next((m for m, spec in TORCH_MODES.items() if spec[0] == self.cell_name), None)
+        if mode is None:
+            raise ValueError(
+                f"torch weights map onto the cells lstm, gru_torch and rnn; this RNN's cell is "
+                f"{self.cell_name!r}"
+            )
+        other = from_torch(state_dict, mode=mode)
+        mine = (self.input_size, self.hidden_size, self.num_layers, self.bidirectional)
+        theirs = (other.input_size, other.hidden_size, other.num_layers, other.bidirectional)
+        if mine != theirs or self.skip:
+            raise ValueError(
+                f"the state dict is for (input_size, hidden_size, num_layers, bidirectional) = "
+                f"{theirs}, this RNN is {mine}" + (" with skip connections" if self.skip else "")
+            )
+        self.load_state_dict(other.state_dict())
+        for p, q in zip(self.parameters(), other.parameters()):
+            p.requires_grad_(q.requires_grad)
+        return self

@@ -9,7 +9,7 @@ step t only the first ``batch_sizes[t]`` rows are computed.
 loop as one autograd op with a generated backward step, in C++ where a compiler is available);
 where that engine does not apply, or is switched off (``RNNLAB_FAST=0``,
 ``rnnlab.engine.fused.backend("reference")``), it runs the reference loop below: the cell's
-generated step, called T times under autograd.
+plan's step (``Program.step``: torch ops), called T times under autograd.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def unroll(cell: Cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
 
 def reference_unroll(cell: Cell, x: torch.Tensor, state: tuple,
                      lengths: torch.Tensor | None = None):
-    """``unroll`` by stepping the cell's generated code under autograd (same arguments)."""
+    """``unroll`` by stepping the cell's plan with torch ops under autograd (same arguments)."""
     weights = cell.weights()
     sizes = batch_sizes_of(lengths) if lengths is not None else None
     return step_loop(cell.program.step, cell.program.hoist(x, weights), tuple(state), weights,

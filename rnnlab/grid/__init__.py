@@ -2,7 +2,8 @@
 
 - ``GridBlock``: the N-dimensional block; ``rnnlab.grid.transform``: its per-dimension transforms;
   ``CellTransform``: a cell of the zoo as a dimension's transform.
-- ``DeepGridLSTM``: 1-D grid, a deep feed-forward network of blocks along depth.
+- ``DeepGridLSTM``: 1-D grid, a deep feed-forward network of blocks along depth;
+  ``HighwayNetwork`` (Srivastava et al. 2015), its feed-forward relative, for comparison.
 - ``GridLSTM``: 2-D grid, time × depth over a sequence (like a stacked LSTM).
 - ``ImageGridLSTM``, ``SpectrogramGridLSTM``: 3-D grids over 2-D inputs and depth.
 - ``GridLSTMNd``: the N-D grid over an (N−1)-D input and depth.
@@ -11,6 +12,7 @@
 from rnnlab.grid.block import BlockState, GridBlock
 from rnnlab.grid.cell_transform import CellTransform
 from rnnlab.grid.deep import DeepGridLSTM
+from rnnlab.grid.highway import HighwayNetwork
 from rnnlab.grid.image import ImageGridLSTM, SpectrogramGridLSTM
 from rnnlab.grid.multidim import GridLSTMNd
 from rnnlab.grid.scan import SCHEDULES, GridScan
@@ -30,6 +32,7 @@ __all__ = [
     "GridLSTM",
     "GridLSTMNd",
     "GridScan",
+    "HighwayNetwork",
     "ImageGridLSTM",
     "SpectrogramGridLSTM",
     "StandardLSTM",

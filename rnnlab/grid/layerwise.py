@@ -28,18 +28,22 @@ So each step is one (B × d) · (d × 4d) GEMM for LSTM transforms (two, d × 8d
 time priority), L · T steps in all, against T + L − 1 larger steps for the wavefront; the FLOPs
 are the same, but most of them now run in GEMMs of T · B rows.
 
-With an LSTM time transform (``"lstm"``, ``"lstm_standard"``) the time-first loop, hoisted GEMM
-included, is one autograd op with a hand-derived backward (``recurrence.py``), so a layer's
-backward graph does not grow with T. Otherwise the loop runs under autograd, and stays O(T):
-the hoisted pre-activations are split with one ``unbind`` and the per-step results joined with
-one ``torch.stack`` (indexing per step would give each step a zero-filled T-sized gradient).
+The time-first loop runs on the sequence engine (``rnnlab.engine``): a grid dimension is one
+step of a registered cell — the LSTM transforms are the zoo cells ``grid_lstm`` (the paper's
+``h' = tanh(g_o ⊙ m')``) and ``grid_lstm_standard``, whose paper-named weights are views of the
+block's; a ``CellTransform`` dimension is its own cell — so the time dimension of a layer is the
+engine's unroll of that cell over x = h^depth_{·,l-1} (hoisted GEMM, fused loop and backward,
+one autograd op whose graph does not grow with T), and a zoo-cell depth dimension is one step
+of its cell over all T·B rows. A non-LSTM built-in time transform (``tanh``, ``relu``…) runs
+its loop under autograd, O(T): the hoisted pre-activations are split with one ``unbind`` and
+the per-step results joined with one ``torch.stack``.
 
 Sequence ends (``lengths``): past its length a sequence's time state stays frozen, and blocks
 there read the frozen vectors, exactly as in the other schedules (so even their unspecified
-outputs agree).
+outputs agree): the engine runs the sequences sorted by length and the frozen vectors are put
+back where each sequence has ended.
 
-A zoo-cell dimension (``CellTransform``) computes its own pre-activations, so nothing of it can
-be hoisted: a block with one runs the wavefront schedule instead.
+With time priority (depth first) a block with a zoo-cell dimension runs the wavefront schedule.
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ from typing import NamedTuple
 import torch
 
 from rnnlab.grid.block import GridBlock, Weights
-from rnnlab.grid.recurrence import LSTMRecurrence
+from rnnlab.grid.cell_transform import CellTransform
 from rnnlab.grid.schedule import State, _grid_shape, wavefront
-from rnnlab.grid.transform import LSTM, StandardLSTM, Transform
+from rnnlab.grid.transform import LSTM, Transform
 
 TIME, DEPTH = 0, 1  # the dimensions of a sequence grid's block
 
@@ -73,20 +77,25 @@ def layerwise(
             "the layerwise schedule runs sequence grids (one input axis and depth); this grid "
             f"has {num_axes} input axes: use schedule='wavefront'"
         )
-    if block.cells:
+    depth_first = block.columns(DEPTH)[0] < block.columns(TIME)[0] if not block.cells else \
+        TIME in block.priority and (DEPTH not in block.priority
+                                    or block.priority.index(TIME) < block.priority.index(DEPTH))
+    if block.cells and depth_first:
         return wavefront(block, inputs, state, lengths)
     valid = None  # which sequences are still running at each step: (T, B, 1)
     if lengths is not None:
         steps = torch.arange(inputs.shape[0], device=inputs.device)
         valid = (steps[:, None] < lengths)[..., None]
-    depth_first = block.columns(DEPTH)[0] < block.columns(TIME)[0]
     per_copy = block.per_copy()  # split the stacked weights once, not once per layer
     below = inputs, torch.zeros_like(inputs)  # depth (h, m) entering layer 0: I x and 0
     finals = []
     for l, entering in enumerate(zip(state.h.unbind(0), state.m.unbind(0), strict=True)):
-        weights = per_copy[0 if block.copies == 1 else l]
-        run = _depth_first if depth_first else _time_first
-        below, final = run(block, weights, below, entering, valid)
+        copy = 0 if block.copies == 1 else l
+        if depth_first:
+            below, final = _depth_first(block, per_copy[copy], below, entering, valid)
+        else:
+            below, final = _time_first(block, per_copy[copy], copy, below, entering, valid,
+                                       lengths)
         finals.append(final)
     h, m = zip(*finals, strict=True)
     return below[0], State(torch.stack(h), torch.stack(m))
@@ -108,12 +117,16 @@ def _dimensions(block: GridBlock, weights: Weights) -> tuple[_Dimension, _Dimens
     buffer per slice.
     """
     d, found = block.hidden_size, {}
-    for stage, (W, b) in zip(block.stages, weights.stages, strict=True):
-        dims = sorted(stage.dims, key=lambda k: block.columns(k)[1].start)
+    for stage, fused in zip(block.stages, weights.stages, strict=True):
+        if fused is None:  # zoo cells only
+            continue
+        W, b = fused
+        fused_dims = [k for group in stage.groups for k in group.dims]
+        dims = sorted(fused_dims, key=lambda k: block.columns(k)[1].start)
         widths = [block.transforms[k].width * d for k in dims]
         for k, W_k, b_k in zip(dims, W.split(widths, dim=1), b.split(widths), strict=True):
             found[k] = _Dimension(block.transforms[k], *W_k.split(d), b_k)
-    return found[TIME], found[DEPTH]
+    return found.get(TIME), found.get(DEPTH)
 
 
 def _freeze(valid, t, new, old):
@@ -123,26 +136,34 @@ def _freeze(valid, t, new, old):
     return tuple(torch.where(valid[t], a, b) for a, b in zip(new, old, strict=True))
 
 
-def _time_first(block, weights, below, entering, valid):
+def _time_first(block, weights, copy, below, entering, valid, lengths):
     """One layer whose time dimension does not read the depth's new vector (see the module).
 
     ``below``: depth (h, m) entering the layer, each (T, B, d); ``entering``: time (h, m) at
-    t = 0, each (B, d); ``valid``: None or (T, B, 1). Returns the depth (h, m) leaving
-    upward and the final time (h, m).
+    t = 0, each (B, d); ``valid``: None or (T, B, 1); ``lengths``: None or (B,). Returns the
+    depth (h, m) leaving upward and the final time (h, m).
     """
     h_below, m_below = below
     steps, batch, d = h_below.shape
     time, depth = _dimensions(block, weights)
-    priority = block.columns(TIME)[0] < block.columns(DEPTH)[0]  # depth reads the new h^time
-    if type(time.transform) in (LSTM, StandardLSTM):  # the whole loop as one autograd op
-        standard = type(time.transform) is StandardLSTM
-        Hs, h, m, computed = LSTMRecurrence.apply(
-            h_below, time.reads_depth, time.bias, time.reads_time, *entering, valid, standard
-        )
-        if not priority:
-            v = Hs.split([steps, 1])[0]  # h^time_{t-1}
-        else:
-            v = computed if valid is not None else Hs.split([1, steps])[1]  # h^time_t
+    priority = DEPTH in block.priority and (  # depth reads the new h^time
+        TIME not in block.priority or block.priority.index(TIME) < block.priority.index(DEPTH))
+    time_cell = _cell_of(block, TIME, copy, time)
+    if time_cell is not None:  # the whole loop on the engine
+        program, w, memory = time_cell
+        out, final = _engine(program, w, h_below, entering[:1 + memory], lengths)
+        h, m = final[0], (final[1] if memory else entering[1])
+        before = torch.cat([entering[0].unsqueeze(0), out[:-1]])  # h^time entering each step
+        computed = out
+        if valid is not None:  # past its end a sequence holds its final (frozen) vectors
+            before = torch.where(valid, before, h)
+            if priority:  # what a block there computes from the frozen state
+                rows = steps * batch
+                frozen = tuple(s.unsqueeze(0).expand(steps, batch, d).reshape(rows, d)
+                               for s in (h, m)[:1 + memory])
+                again, _ = _engine(program, w, h_below.reshape(1, rows, d), frozen, None)
+                computed = torch.where(valid, out, again.view(steps, batch, d))
+        v = computed if priority else before
     else:
         P = torch.addmm(time.bias, h_below.reshape(-1, d), time.reads_depth)
         h, m = entering
@@ -153,10 +174,108 @@ def _time_first(block, weights, below, entering, valid):
             computed.append(new[0])
             h, m = _freeze(valid, t, new, (h, m))
         v = torch.stack(computed if priority else before)
+    depth_cell = _cell_of(block, DEPTH, copy, depth)
+    if depth_cell is not None:  # one step of the cell over all T·B rows
+        program, w, memory = depth_cell
+        rows = steps * batch
+        state = (h_below.reshape(rows, d), m_below.reshape(rows, d))[:1 + memory]
+        _, new = _engine(program, w, v.reshape(1, rows, d), state, None)
+        m_up = new[1].view(steps, batch, d) if memory else m_below
+        return (new[0].view(steps, batch, d), m_up), (h, m)
     # The depth dimension of all T blocks at once: [v; h^depth_{·,l-1}] W_depth + b_depth.
     z = torch.addmm(depth.bias, h_below.reshape(-1, d), depth.reads_depth)
     z.addmm_(v.reshape(-1, d), depth.reads_time)  # in place: addmm's backward needs no result
     return depth.transform(z.view(steps, batch, -1), m_below), (h, m)
+
+
+_GATES = ("u", "f", "o", "c")
+
+
+def _cell_of(block, k, copy, dim):
+    """Dimension k of a 2-D block as (plan, prepared weights, carries memory) of the cell that
+    computes it, or None for a built-in non-LSTM transform (see the module docstring)."""
+    transform = block.transforms[k]
+    if isinstance(transform, CellTransform):
+        cell = block.cells[str(k)][copy]
+        return cell.program, cell.weights(), len(cell.graph.states) == 2
+    if not isinstance(transform, LSTM):
+        return None
+    d = block.hidden_size
+    program, gate_layout = _program(transform.cell, d)
+    W, R = (dim.reads_depth, dim.reads_time) if k == TIME else (dim.reads_time, dim.reads_depth)
+    if gate_layout:  # the block's matrices are the plan's, as they are
+        return program, {"Wx": W, "bx": dim.bias, "R0": R}, True
+    params = {}
+    for prefix, matrix in (("W", W), ("R", R)):
+        for gate, part in zip(_GATES, matrix.T.split(d), strict=True):
+            params[f"{prefix}_{gate}"] = part
+    for gate, part in zip(_GATES, dim.bias.split(d), strict=True):
+        params[f"b_{gate}"] = part
+    return program, program.prepare(params), True
+
+
+def _is_gate_layout(program) -> bool:
+    """Whether the plan's fused weights are [W_u W_f W_o W_c]ᵀ, [b_u … b_c], [R_u … R_c]ᵀ:
+    then the block's input-major (d, 4d) matrices (gates u, f, o, c) are those weights."""
+    specs = program.weight_specs
+    gates = tuple((f"{{}}_{g}",) for g in _GATES)
+    expect = {"Wx": ("input", tuple((s[0].format("W"),) for s in gates)),
+              "bx": ("bias", tuple((s[0].format("b"),) for s in gates)),
+              "R0": ("recurrent", tuple(((s[0].format("R"),),) for s in gates))}
+    return set(specs) == set(expect) and all(
+        (specs[k].kind, specs[k].refs) == v for k, v in expect.items())
+
+
+_PROGRAMS: dict = {}
+
+
+def _program(name: str, d: int):
+    """The plan of zoo cell ``name`` at input and hidden size d (compiled once), and whether
+    its weights are laid out as the block's (``_is_gate_layout``)."""
+    if (name, d) not in _PROGRAMS:
+        from rnnlab import cells
+        from rnnlab.lang.compile import compile_graph
+
+        program = compile_graph(cells.graph(name, d, d))
+        _PROGRAMS[name, d] = program, _is_gate_layout(program)
+    return _PROGRAMS[name, d]
+
+
+def _engine(program, weights, x, state, lengths):
+    """The engine's unroll of a plan over x (T, B, n) from ``state``; ``lengths`` (B,) in any
+    order (sequences run sorted by length and come back in their order)."""
+    from rnnlab.engine import fused
+    from rnnlab.engine.unroll import batch_sizes_of, step_loop
+
+    state = tuple(state)
+    order = None
+    if lengths is not None:
+        lengths, order = torch.sort(lengths.cpu(), descending=True, stable=True)
+        index = order.to(x.device)
+        x, state = x.index_select(1, index), tuple(s.index_select(0, index) for s in state)
+        if int(lengths[0]) == 0:
+            return x.new_zeros(*x.shape[:2], state[0].shape[-1]), _unsort(state, order)
+    sizes = batch_sizes_of(lengths) if lengths is not None else None
+    result = None
+    if fused.get_backend() != "reference":
+        result = fused.run_program(program, weights, x, state, lengths, sizes)
+    if result is None:
+        result = step_loop(program.step, program.hoist(x, weights), state, weights, sizes,
+                           x.shape[0])
+        if lengths is not None and result[0].shape[0] < x.shape[0]:
+            pad = x.shape[0] - result[0].shape[0]
+            result = (torch.cat([result[0], result[0].new_zeros(pad, *result[0].shape[1:])]),
+                      result[1])
+    out, final = result
+    if order is None:
+        return out, tuple(final)
+    inverse = torch.argsort(order).to(x.device)
+    return out.index_select(1, inverse), _unsort(final, order)
+
+
+def _unsort(state, order):
+    inverse = torch.argsort(order).to(state[0].device)
+    return tuple(s.index_select(0, inverse) for s in state)
 
 
 def _depth_first(block, weights, below, entering, valid):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
+from rnnlab.engine.packing import unpack
 from rnnlab.grid.scan import GridScan
 from rnnlab.grid.schedule import State
 from rnnlab.grid.transform import Transform
@@ -125,10 +126,15 @@ class GridLSTM(nn.Module):
     def forward(
         self, input: torch.Tensor | PackedSequence, state: State | None = None
     ) -> tuple[torch.Tensor | PackedSequence, State]:
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            raise RuntimeError(
+                "GridLSTM cannot be traced or scripted by torch.jit (its loops run as fused "
+                "ops chosen per call); use torch.compile(model) instead"
+            )
         packed = isinstance(input, PackedSequence)
-        if packed:
-            x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
-            lengths = lengths.to(x.device)
+        if packed:  # the path of rnnlab.RNN: sorted by length, packed back like the input
+            opened = unpack(input)
+            x, lengths = opened.x, opened.lengths.to(opened.x.device)
         else:
             self._check_input(input)
             x = input.transpose(0, 1) if self.batch_first else input
@@ -137,10 +143,21 @@ class GridLSTM(nn.Module):
             raise ValueError(
                 f"input has {x.shape[-1]} features, expected input_size={self.input_size}"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"input has 0 time steps (shape {tuple(x.shape)}); a sequence "
+                             "needs at least one step")
+        weight = self.scan.projection.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(
+                f"input is {x.dtype} on {x.device} but the module's parameters are "
+                f"{weight.dtype} on {weight.device}; convert one to match "
+                f"(input.to({weight.dtype}) or module.to({x.dtype}))"
+            )
         state = self.initial_state(x.shape[1]) if state is None else self._check_state(state, x)
-        output, state = self.scan(x, state, lengths)
         if packed:
-            return self._pack_like(output, lengths, input), state
+            output, final = self.scan(x, State(*opened.sort_state(state)), lengths)
+            return opened.pack(output), State(*opened.unsort_state(final))
+        output, state = self.scan(x, state, lengths)
         return (output.transpose(0, 1) if self.batch_first else output), state
 
     def _check_input(self, input: torch.Tensor) -> None:
@@ -167,14 +184,3 @@ class GridLSTM(nn.Module):
                     "or None to start from zeros"
                 )
         return state
-
-    @staticmethod
-    def _pack_like(
-        output: torch.Tensor, lengths: torch.Tensor, like: PackedSequence
-    ) -> PackedSequence:
-        """Pack a padded (T, B, d) output in the same order as the input ``like``."""
-        order = like.sorted_indices
-        if order is not None:
-            output, lengths = output[:, order], lengths[order]
-        data = pack_padded_sequence(output, lengths.cpu(), enforce_sorted=True).data
-        return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)

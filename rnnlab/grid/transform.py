@@ -56,6 +56,7 @@ class LSTM(Transform):
     """
 
     width = 4
+    cell = "grid_lstm"  # the zoo cell computing this transform (one dimension, one step)
 
     def init_bias(self, bias: torch.Tensor) -> None:
         d = bias.shape[-1] // 4
@@ -78,6 +79,8 @@ class LSTM(Transform):
 @dataclass(frozen=True)
 class StandardLSTM(LSTM):
     """The usual LSTM output instead of the paper's: ``h' = g_o ⊙ tanh(m')``."""
+
+    cell = "grid_lstm_standard"
 
     def output(self, g_o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         return g_o * torch.tanh(m)

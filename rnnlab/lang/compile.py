@@ -1,4 +1,4 @@
-"""Lower a cell graph to fast PyTorch code.
+"""Lower a cell graph to its plan: one data structure that every executor reads.
 
 The plan, for a sequence x of shape (T, B, I):
 
@@ -10,30 +10,308 @@ The plan, for a sequence x of shape (T, B, I):
    recurrent linear maps of one dependency level become one GEMM per step,
    ``pre = addmm(xpart[t], [h; …], R_catᵀ)``; an LSTM therefore does one ``addmm`` per step.
    Sums with the same activation are laid side by side so one ``sigmoid`` covers several gates.
-3. **Generate code.** The step is emitted as Python source (``Program.source``), one line per
-   remaining node, and compiled with ``compile``/``exec``; the hoisting likewise.
+   Recurrent terms of a lower level in a sum that mixes levels (``W x + R h + R2 tanh(R3 h)``)
+   stay per-step terms added after the GEMM.
+3. **Statics.** Work on parameters alone (``tanh(p_c)``, ``U @ p_c``: forms the search makes) is
+   done once per call, before the hoist, and read by the hoist and the step like a parameter.
 
-Weights are assembled from the named parameters once per call (``Program.prepare``), so
-gradients flow to ``W_i``, ``R_i`` … as written in the paper.
+The result is a ``Program``: three lists of ``Instr`` (statics, hoist over T·B rows, one step
+over B rows) over numbered values, plus ``WeightSpec``s saying how each fused weight matrix is
+assembled from the paper-named parameters. It holds no code: the reference executor
+(``Program.hoist``/``step``: torch ops under autograd), the fused engine (which lays the values
+out as H-wide lanes, ``rnnlab.engine.fast.lanes``), and the printer (``Program.source``) all read
+the same instructions, and ``Program.key`` (its structure) keys every cache. Weights are
+assembled from the named parameters once per call (``Program.prepare``), so gradients flow to
+``W_i``, ``R_i`` … as written in the paper.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import itertools
 import operator
-import re
+import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
 from .graph import Graph
+from .ops import OPS, apply, fold
 
-_ACT = {"tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "relu": "torch.relu"}
-_BIN = {"add": "+", "sub": "-", "mul": "*"}
+# activations that may be applied once to several gates laid side by side
+_MERGEABLE = ("sigmoid", "tanh", "relu")
 # Merge recurrent GEMMs of one level into a single block matrix while at most this share of it
 # would be zero blocks (an argument a gate does not read); above it, one GEMM per argument set.
 MAX_ZERO_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Instr:
+    """``out = op(args)``: one instruction of a plan, over numbered values.
+
+    Ops: ``x`` (the input rows), ``state`` (state field ``value``), ``xs`` (hoisted input
+    ``value`` at this step), ``w`` (the prepared weight vector ``key``), ``const`` (the number
+    ``value``), ``zeros`` (a zero block), ``gemm`` (``[bias +] cat(args) @ w[key]``), ``cols``
+    (``width`` columns of ``args[0]`` from column ``value``), ``cat`` (columns side by side),
+    ``expand`` (a vector on every row), and the elementwise ops of the op table
+    (``rnnlab.lang.ops``; ``scale`` multiplies by ``value``). ``width`` is the number of
+    columns (0 for a number)."""
+
+    out: int
+    op: str
+    args: tuple[int, ...] = ()
+    width: int = 0
+    key: str | None = None
+    value: float | None = None
+    bias: int | None = None
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """How a prepared weight is assembled from named parameters.
+
+    kinds: ``param`` (the parameter ``refs[0]`` itself), ``t`` (its transpose), ``input``
+    (the input GEMM's (I, N) matrix: blocks ``refs[k]`` summed, stacked, transposed), ``bias``
+    (its bias: vectors ``refs[k]`` summed, zeros for an empty block), ``recurrent`` (a block
+    matrix: ``refs[row][col]`` summed, zeros (H, sizes[col]) where empty, transposed)."""
+
+    kind: str
+    refs: tuple
+    sizes: tuple[int, ...] = ()
+
+
+def _total(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of parameters sharing a block (usually just one: no copy, unlike ``sum``)."""
+    return functools.reduce(operator.add, tensors)
+
+
+def _assemble(spec: WeightSpec, params: dict[str, torch.Tensor], H: int) -> torch.Tensor:
+    kind, refs = spec.kind, spec.refs
+    if kind == "param":
+        return params[refs[0]]
+    if kind == "t":
+        return params[refs[0]].t()
+    if kind == "input":
+        return torch.cat([_total([params[r] for r in rs]) for rs in refs]).t()
+    like = params[next(r for rs in refs for r in (rs if kind == "bias" else
+                                                  [x for cell in rs for x in cell]))]
+    if kind == "bias":
+        return torch.cat([_total([params[b] for b in bs]) if bs else like.new_zeros(H)
+                          for bs in refs])
+    assert kind == "recurrent", kind
+    return torch.cat([
+        torch.cat([_total([params[r] for r in rs]) if rs else like.new_zeros(H, n)
+                   for rs, n in zip(row, spec.sizes)], 1)
+        for row in refs
+    ]).t()
+
+
+def _execute(code: tuple[Instr, ...], env: dict, w: dict, inputs: dict, rows: int | None):
+    """Run instructions with torch ops (under autograd): the reference executor."""
+    for ins in code:
+        op = ins.op
+        if op == "w":
+            v = w[ins.key]
+        elif op == "const":
+            v = ins.value
+        elif op in ("x", "state", "xs"):
+            v = inputs[op] if op == "x" else inputs[op][int(ins.value)]
+        elif op == "gemm":
+            args = [env[a] for a in ins.args]
+            a = args[0] if len(args) == 1 else torch.cat(args, -1)
+            if ins.bias is None:
+                v = torch.matmul(a, w[ins.key])
+            else:
+                v = torch.addmm(env[ins.bias], a, w[ins.key])
+        elif op == "cols":
+            start = int(ins.value)
+            v = env[ins.args[0]][:, start:start + ins.width]
+        elif op == "cat":
+            v = torch.cat([env[a] for a in ins.args], 1)
+        elif op == "zeros":
+            v = inputs["like"].new_zeros(rows, ins.width)
+        elif op == "expand":
+            v = torch.as_tensor(env[ins.args[0]], dtype=inputs["like"].dtype,
+                                device=inputs["like"].device).expand(rows, ins.width)
+        else:
+            v = apply(op, [env[a] for a in ins.args], ins.value)
+        env[ins.out] = v
+
+
+@dataclass(eq=False)
+class Program:
+    """The plan of one graph (see the module docstring); holds data only, so it pickles.
+
+    ``xs``: the hoist's outputs (value ids), handed to each step as ``xs`` instructions;
+    ``output``/``writes``: the step's output and new state fields."""
+
+    graph: Graph
+    weight_specs: dict[str, WeightSpec]
+    statics: tuple[Instr, ...]
+    static_keys: dict[str, int]  # computed vector -> its value id among ``statics``
+    hoist_code: tuple[Instr, ...]
+    xs: tuple[int, ...]
+    step_code: tuple[Instr, ...]
+    output: int
+    writes: tuple[int, ...]
+    _key: tuple | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.handle = _register(self)
+        self.plans: dict = {}  # the engine's plans of this program (see rnnlab.engine.fused)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for transient in ("handle", "plans", "source"):
+            state.pop(transient, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.handle = _register(self)
+        self.plans = {}
+
+    @property
+    def hidden_size(self) -> int:
+        return self.graph.hidden_size
+
+    @property
+    def input_size(self) -> int:
+        return self.graph.input_size
+
+    @property
+    def num_xs(self) -> int:
+        return len(self.xs)
+
+    @cached_property
+    def xs_widths(self) -> tuple[int, ...]:
+        widths = {ins.out: ins.width for ins in self.hoist_code}
+        return tuple(widths[v] for v in self.xs)
+
+    @property
+    def key(self) -> tuple:
+        """The plan's structure (no names of the cell, no parameter values): equal keys run the
+        same loops, so caches are keyed by it."""
+        if self._key is None:
+            key = (self.hidden_size, self.input_size, len(self.graph.states),
+                   tuple(sorted(self.weight_specs.items())), self.statics,
+                   tuple(sorted(self.static_keys.items())), self.hoist_code, self.xs,
+                   self.step_code, self.output, self.writes)
+            self._key = _HashedKey(key)
+        return self._key
+
+    def prepare(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Assemble the fused weight matrices from the named parameters and compute the
+        statics (vectors of parameters alone); everything ``hoist`` and ``step`` read."""
+        H = self.hidden_size
+        w = {name: _assemble(spec, params, H) for name, spec in self.weight_specs.items()}
+        if self.statics:
+            env: dict = {}
+            _execute(self.statics, env, w, {}, None)
+            for key, v in self.static_keys.items():
+                w[key] = env[v]
+        return w
+
+    def hoist(self, x: torch.Tensor, weights: dict) -> list[torch.Tensor]:
+        """x (T, B, I) -> the per-step inputs of ``step``, each (T, B, n)."""
+        T, B, _ = x.shape
+        x2d = x.reshape(T * B, x.shape[-1])
+        env: dict = {}
+        _execute(self.hoist_code, env, weights, {"x": x2d, "like": x2d}, T * B)
+        return [env[v].reshape(T, B, env[v].shape[-1]) for v in self.xs]
+
+    def step(self, xs: tuple, state: tuple, weights: dict):
+        """One step: xs (the hoisted tensors at t, each (B, n)), state -> (output, state)."""
+        env: dict = {}
+        like = state[0]
+        _execute(self.step_code, env, weights, {"xs": xs, "state": state, "like": like},
+                 like.shape[0])
+        return env[self.output], tuple(env[v] for v in self.writes)
+
+    @cached_property
+    def source(self) -> str:
+        """The plan printed as Python-like text (for reading; nothing runs it)."""
+        return _print(self)
+
+
+class _HashedKey(tuple):
+    """A plan's structure as a tuple whose hash is computed once (it is deep)."""
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self):
+        return self._hash
+
+    def __reduce__(self):
+        return (_HashedKey, (tuple(self),))
+
+
+_PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_HANDLES = itertools.count(1)
+
+
+def _register(program: Program) -> int:
+    """A number naming the program while it lives (custom ops take numbers, not objects)."""
+    handle = next(_HANDLES)
+    _PROGRAMS[handle] = program
+    return handle
+
+
+def program_by_handle(handle: int) -> Program:
+    return _PROGRAMS[handle]
+
+
+def _print(p: Program) -> str:
+    def name(v: int) -> str:
+        return f"v{v}"
+
+    def line(ins: Instr, static: bool) -> str:
+        op, a = ins.op, [name(v) for v in ins.args]
+        if op == "w":
+            e = f"w[{ins.key!r}]"
+        elif op == "const":
+            e = repr(ins.value)
+        elif op == "x":
+            e = "x2d"
+        elif op in ("state", "xs"):
+            e = f"{op}[{int(ins.value)}]"
+        elif op == "gemm":
+            arg = a[0] if len(a) == 1 else f"torch.cat([{', '.join(a)}], 1)"
+            if static:
+                e = f"torch.matmul({arg}, w[{ins.key!r}])"
+            elif ins.bias is None:
+                e = f"torch.mm({arg}, w[{ins.key!r}])"
+            else:
+                e = f"torch.addmm({name(ins.bias)}, {arg}, w[{ins.key!r}])"
+        elif op == "cols":
+            e = f"{a[0]}[:, {int(ins.value)}:{int(ins.value) + ins.width}]"
+        elif op == "cat":
+            e = f"torch.cat([{', '.join(a)}], 1)"
+        elif op == "zeros":
+            e = f"zeros(rows, {ins.width})"
+        elif op == "expand":
+            e = f"{a[0]}.expand(rows, {ins.width})"
+        elif OPS[op].kind == "binary":
+            e = f"{a[0]} {'+-*'['add sub mul'.split().index(op)]} {a[1]}"
+        elif op == "scale":
+            e = f"{ins.value!r} * {a[0]}"
+        else:
+            e = f"torch.{op}({a[0]})"
+        return f"    {name(ins.out)} = {e}"
+
+    lines = []
+    if p.statics:
+        lines += ["def statics(w):", *(line(i, True) for i in p.statics)]
+        lines += [f"    w[{k!r}] = {name(v)}" for k, v in p.static_keys.items()] + [""]
+    lines += ["def hoist(x2d, w):", *(line(i, False) for i in p.hoist_code),
+              f"    return ({''.join(name(v) + ', ' for v in p.xs)})", ""]
+    lines += ["def step(xs, state, w):", *(line(i, False) for i in p.step_code),
+              f"    return {name(p.output)}, ({''.join(name(v) + ', ' for v in p.writes)})"]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -62,68 +340,8 @@ class _Group:
     xpart: int | None = None  # index of its hoisted x-part among the step inputs
 
 
-@dataclass
-class Program:
-    """Generated code for one graph: ``prepare`` weights, ``hoist`` over time, ``step``."""
-
-    graph: Graph
-    source: str
-    hoist_fn: object
-    step_fn: object
-    weight_specs: dict  # prepared name -> how to build it from parameters
-    num_xs: int  # number of hoisted tensors handed to each step
-
-    def prepare(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Assemble the fused weight matrices from the named parameters."""
-        return {name: build(params) for name, build in self.weight_specs.items()}
-
-    def hoist(self, x: torch.Tensor, weights: dict) -> list[torch.Tensor]:
-        """x (T, B, I) -> the per-step inputs of ``step``, each (T, B, n)."""
-        T, B, _ = x.shape
-        flat = self.hoist_fn(x.reshape(T * B, x.shape[-1]), weights)
-        return [t.reshape(T, B, t.shape[-1]) for t in flat]
-
-    def step(self, xs: tuple, state: tuple, weights: dict):
-        """One step: xs (the hoisted tensors at t, each (B, n)), state -> (output, state)."""
-        return self.step_fn(xs, state, weights)
-
-
-def _total(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The sum of parameters sharing a block (usually just one: no copy, unlike ``sum``)."""
-    return functools.reduce(operator.add, tensors)
-
-
-def _fold(node, args: list[float]) -> float:
-    """The value of an op over constants, computed once at compile time."""
-    a = args[0]
-    if node.op == "add":
-        return a + args[1]
-    if node.op == "sub":
-        return a - args[1]
-    if node.op == "mul":
-        return a * args[1]
-    if node.op == "tanh":
-        return math.tanh(a)
-    if node.op == "sigmoid":
-        return 1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a))
-    if node.op == "relu":
-        return max(a, 0.0)
-    if node.op == "scale":
-        return float(node.value) * a
-    return a  # identity
-
-
-def _ident(name: str, taken: set[str]) -> str:
-    base = "v_" + re.sub(r"\W", "_", name.replace("'", "_new"))
-    ident, k = base, 1
-    while ident in taken:
-        ident, k = f"{base}_{k}", k + 1
-    taken.add(ident)
-    return ident
-
-
 def compile_graph(graph: Graph) -> Program:
-    """Plan and generate the code for a validated graph."""
+    """Plan a validated graph (see the module docstring)."""
     return _Compiler(graph.validate()).build()
 
 
@@ -157,7 +375,8 @@ class _Compiler:
             if node.op == "const":
                 self.constant[name] = float(node.value)
             elif node.args and all(a in self.constant for a in node.args):
-                self.constant[name] = _fold(node, [self.constant[a] for a in node.args])
+                self.constant[name] = fold(node.op, [self.constant[a] for a in node.args],
+                                           node.value)
             lv = max((self.level.get(a, 0) for a in node.args), default=0)
             self.level[name] = lv + 1 if node.op == "linear" and kind == "step" else lv
 
@@ -257,38 +476,92 @@ class _Compiler:
         if len(users) != 1 or users[0] not in self.nodes or self.roots[root].step_other:
             return None
         op = self.nodes[users[0]].op
-        return op if op in _ACT else None
+        return op if op in _MERGEABLE else None
 
     def _merge_key(self, root: str) -> int:
         order = {"sigmoid": 0, "tanh": 1, "relu": 2}
         return order.get(self._sole_activation(root), 3)
 
-    # ---- code generation ------------------------------------------------------------------
+    # ---- emitting the plan ------------------------------------------------------------------
     def build(self) -> Program:
-        g = self.g
-        self.idents: dict[str, str] = {}
-        taken: set[str] = {"torch", "xs", "state", "w", "x2d", "X"}
-        for name in g.order:
-            self.idents[name] = _ident(name, taken)
-        self.weight_specs: dict = {}
-        hoist_lines, xs_names = self._hoist_code()
-        step_lines = self._step_code(xs_names)
-        source = "\n".join(
-            ["def hoist(x2d, w):", *hoist_lines, "", "def step(xs, state, w):", *step_lines]
-        )
-        namespace: dict = {"torch": torch}
-        exec(compile(source, f"<rnnlab cell {g.name}>", "exec"), namespace)
-        return Program(g, source, namespace["hoist"], namespace["step"], self.weight_specs,
-                       len(xs_names))
+        self.count = 0
+        self.specs: dict[str, WeightSpec] = {}
+        self.static_code: list[Instr] = []
+        self.static_ids: dict[str, int] = {}  # node -> value id among the statics
+        self.static_keys: dict[str, int] = {}
+        self.widths: dict[int, int] = {}
+        hoist_code: list[Instr] = []
+        xs = self._hoist(hoist_code)
+        step_code: list[Instr] = []
+        output, writes = self._step(step_code, [self.widths[v] for v in xs])
+        return Program(self.g, self.specs, tuple(self.static_code), self.static_keys,
+                       tuple(hoist_code), tuple(xs), tuple(step_code), output, tuple(writes))
 
-    def _weight(self, key: str, build) -> str:
-        self.weight_specs.setdefault(key, build)
-        return f"w[{key!r}]"
+    def emit(self, code: list, op: str, args=(), width: int | None = None, key=None, value=None,
+             bias=None) -> int:
+        """Append ``out = op(args)`` to ``code``; returns the new value's id."""
+        if width is None:  # elementwise: as wide as the widest argument (numbers are 0)
+            width = max((self.widths[a] for a in args), default=0)
+        out = self.count
+        self.count += 1
+        self.widths[out] = width
+        code.append(Instr(out, op, tuple(args), width, key,
+                          None if value is None else float(value), bias))
+        return out
 
-    def _hoist_code(self):
-        """Lines of ``hoist``: the one input GEMM, then x-only nodes and step x-parts."""
+    def _sum(self, code: list, terms: list[int]) -> int:
+        total = terms[0]
+        for t in terms[1:]:
+            total = self.emit(code, "add", (total, t))
+        return total
+
+    def _weight(self, key: str, spec: WeightSpec) -> str:
+        self.specs.setdefault(key, spec)
+        return key
+
+    def _static(self, code: list, name: str) -> int:
+        """A node of parameters and numbers only, as read by the hoist or the step."""
+        node = self.nodes[name]
+        if name in self.constant:
+            return self.emit(code, "const", width=0, value=self.constant[name])
+        if node.op == "param":
+            key = self._weight(node.ref, WeightSpec("param", (node.ref,)))
+        else:  # computed once per call, among the statics
+            key = f"={name}"
+            self.static_keys[key] = self._static_value(name)
+        return self.emit(code, "w", width=self.g.hidden_size, key=key)
+
+    def _static_value(self, name: str) -> int:
+        """Emit a static node among the statics (memoised)."""
+        if name in self.static_ids:
+            return self.static_ids[name]
+        code, node, H = self.static_code, self.nodes[name], self.g.hidden_size
+        if name in self.constant:
+            v = self.emit(code, "const", width=0, value=self.constant[name])
+        elif node.op == "param":
+            key = self._weight(node.ref, WeightSpec("param", (node.ref,)))
+            v = self.emit(code, "w", width=H, key=key)
+        else:
+            v = self._expr(code, name, self._static_value)
+        self.static_ids[name] = v
+        return v
+
+    def _expr(self, code: list, name: str, value) -> int:
+        """A node computed as it is written (one instruction)."""
+        node = self.nodes[name]
+        args = [value(a) for a in node.args]
+        if node.op == "linear":
+            ref = node.ref
+            key = self._weight(f"{ref}^T", WeightSpec("t", (ref,)))
+            return self.emit(code, "gemm", (args[0],), self.g.hidden_size, key=key)
+        if node.op == "identity":
+            return args[0]
+        return self.emit(code, node.op, args, value=node.value)
+
+    def _hoist(self, code: list) -> list[int]:
+        """The hoist: the one input GEMM, then x-only nodes and the steps' x-parts."""
         g, H = self.g, self.g.hidden_size
-        lines: list[str] = []
+        x_id = self.emit(code, "x", width=g.input_size) if self.x is not None else None
         # blocks of the input GEMM, in group order so a group's x-part is one contiguous slice
         blocks: list[tuple[str, list[str], list[str]]] = []  # (owner, matrices, bias params)
         for group in self.groups:
@@ -303,79 +576,79 @@ class _Compiler:
         for name in g.order:
             if self._is_x_linear(name) and name not in in_roots and name in g.live:
                 blocks.append((name, [name], []))
-        self.block_cols: dict[str, tuple[int, int]] = {}
+        self.block_cols: dict[str, int] = {}
+        X = None
         if blocks:
-            refs = [[self.nodes[m].ref for m in mats] for _, mats, _ in blocks]
-            biases = [[self.nodes[b].ref for b in bs] for _, _, bs in blocks]
-
-            def build_wx(params, refs=refs):
-                return torch.cat([_total([params[r] for r in rs]) for rs in refs]).t()
-
-            wx = self._weight("Wx", build_wx)
+            refs = tuple(tuple(self.nodes[m].ref for m in mats) for _, mats, _ in blocks)
+            biases = tuple(tuple(self.nodes[b].ref for b in bs) for _, _, bs in blocks)
+            width = len(blocks) * H
+            bias = None
             if any(biases):
-                def build_bx(params, biases=biases, H=H, refs=refs):
-                    like = params[refs[0][0]]
-                    return torch.cat([
-                        _total([params[b] for b in bs]) if bs else like.new_zeros(H)
-                        for bs in biases
-                    ])
+                self._weight("bx", WeightSpec("bias", biases))
+                bias = self.emit(code, "w", width=width, key="bx")
+            self._weight("Wx", WeightSpec("input", refs))
+            X = self.emit(code, "gemm", (x_id,), width, key="Wx", bias=bias)
+            for k, (owner, _, _) in enumerate(blocks):
+                self.block_cols[owner] = k * H
+        emitted: dict[str, int] = {}
 
-                lines.append(f"    X = torch.addmm({self._weight('bx', build_bx)}, x2d, {wx})")
-            else:
-                lines.append(f"    X = torch.mm(x2d, {wx})")
-            col = 0
-            for owner, _, _ in blocks:
-                self.block_cols[owner] = (col, col + H)
-                col += H
-        # x-only nodes that the step phase reads
-        emitted: set[str] = set()
-        hoisted_out: list[str] = []  # expressions handed to the step
+        def cols(name: str) -> int:
+            return self.emit(code, "cols", (X,), H, value=self.block_cols[name])
 
-        def xvalue(name: str) -> str:
-            """Emit an x-only node in the hoisting code; returns its identifier."""
+        def xvalue(name: str) -> int:
+            """Emit an x-only node in the hoist; returns its value id."""
             if name in emitted:
-                return self.idents[name]
+                return emitted[name]
             node = self.nodes[name]
-            ident = self.idents[name]
             if node.op == "input":
-                return "x2d"
-            if node.op == "param" or name in self.constant:
-                return self._static(name)
-            if name in self.roots and name in self.block_cols:
-                a, b = self.block_cols[name]
-                expr = " + ".join([f"X[:, {a}:{b}]"] + [self._xterm(t, xvalue)
-                                                        for t in self.roots[name].x_extra])
-            elif name in self.block_cols:
-                a, b = self.block_cols[name]
-                expr = f"X[:, {a}:{b}]"
+                return x_id
+            if self.kind[name] == "static":
+                return self._static(code, name)
+            if name in self.block_cols:
+                v = cols(name)
+                if name in self.roots:
+                    v = self._sum(code, [v] + [xvalue(t) for t in self.roots[name].x_extra])
             else:
-                expr = self._expr(name, xvalue)
-            lines.append(f"    {ident} = {expr}")
-            emitted.add(name)
-            return ident
+                v = self._expr(code, name, xvalue)
+            emitted[name] = v
+            return v
 
+        def xpart_piece(root: _Root) -> int:
+            """The x-dependent part of one fused sum over all steps, (T·B, H)."""
+            terms = []
+            if root.name in self.block_cols:  # matrices and biases are in the input GEMM
+                terms.append(cols(root.name))
+            else:
+                terms += [self._static(code, p) for p in root.x_params]
+            terms += [xvalue(t) for t in root.x_extra]
+            if not terms or (root.name not in self.block_cols and all(
+                    self.kind[t] == "static" for t in root.x_params + root.x_extra)):
+                terms.insert(0, self.emit(code, "zeros", width=H))  # a bias alone: broadcast
+            return self._sum(code, terms)
+
+        out: list[int] = []  # the values handed to the step
         self.xs_index: dict[str, int] = {}
         # 1) per recurrent group: its x-part, (T·B, rows·H)
         for group in self.groups:
             roots = [self.roots[r] for r in group.roots]
             if not any(r.has_xpart for r in roots):
                 continue
-            cols = [self.block_cols.get(r.name) for r in roots]
-            contiguous = all(c is not None for c in cols) and all(
-                cols[k][1] == cols[k + 1][0] for k in range(len(cols) - 1)
-            )
+            starts = [self.block_cols.get(r.name) for r in roots]
+            contiguous = all(c is not None for c in starts) and all(
+                starts[k] + H == starts[k + 1] for k in range(len(starts) - 1))
             if contiguous and not any(r.x_extra for r in roots):
-                expr = f"X[:, {cols[0][0]}:{cols[-1][1]}]"
+                v = self.emit(code, "cols", (X,), len(roots) * H, value=starts[0])
             else:
-                pieces = [self._xpart_piece(r, xvalue) for r in roots]
-                expr = pieces[0] if len(pieces) == 1 else f"torch.cat([{', '.join(pieces)}], 1)"
-            group.xpart = len(hoisted_out)
-            hoisted_out.append(expr)
+                pieces = [xpart_piece(r) for r in roots]
+                v = pieces[0] if len(pieces) == 1 else self.emit(code, "cat", pieces,
+                                                                 len(pieces) * H)
+            group.xpart = len(out)
+            out.append(v)
         # 2) fused step roots outside groups (x-part plus per-step terms only)
         for name, root in self.roots.items():
             if self.kind[name] == "step" and name not in self.group_of and root.has_xpart:
-                self.xs_index[name] = len(hoisted_out)
-                hoisted_out.append(self._xpart_piece(root, xvalue))
+                self.xs_index[name] = len(out)
+                out.append(xpart_piece(root))
         # 3) x-only nodes read directly by the step (or written to the state)
         absorbed = {t for r in self.roots.values() for t in r.x_extra + r.x_linear}
         readers = g.consumers
@@ -389,98 +662,34 @@ class _Compiler:
                 for u in readers[name]
             )
             if step_reader and name in g.live:
-                self.xs_index[name] = len(hoisted_out)
-                hoisted_out.append(xvalue(name))
-        lines.append(f"    return ({''.join(e + ', ' for e in hoisted_out)})")
-        return lines, hoisted_out
+                self.xs_index[name] = len(out)
+                out.append(xvalue(name))
+        return out
 
-    def _xterm(self, name: str, value) -> str:
-        return value(name)
+    def _step(self, code: list, xs_widths: list[int]):
+        g, H = self.g, self.g.hidden_size
+        xs = [self.emit(code, "xs", width=w, value=k) for k, w in enumerate(xs_widths)]
+        states = {s: self.emit(code, "state", width=H, value=j) for j, s in enumerate(g.states)}
+        emitted: dict[str, int] = {}
+        group_pieces: dict[int, dict[str, int]] = {}
 
-    def _xpart_piece(self, root: _Root, xvalue) -> str:
-        """The x-dependent part of one fused sum over all steps, (T·B, H)."""
-        terms = []
-        if root.name in self.block_cols:  # matrices and biases are in the input GEMM
-            a, b = self.block_cols[root.name]
-            terms.append(f"X[:, {a}:{b}]")
-        else:
-            terms += [self._static(p) for p in root.x_params]
-        terms += [xvalue(t) for t in root.x_extra]
-        H = self.g.hidden_size
-        base = f"x2d.new_zeros(x2d.shape[0], {H})"
-        if not terms:
-            return base
-        if not any(t.startswith("X[") for t in terms) and all(
-            self.kind[t] == "static" for t in root.x_params + root.x_extra
-        ):
-            terms.insert(0, base)  # a bias alone: broadcast it over the rows
-        return " + ".join(terms)
-
-    def _static(self, name: str) -> str:
-        node = self.nodes[name]
-        if name in self.constant:
-            return repr(self.constant[name])
-        ref = node.ref
-        return self._weight(ref, lambda params, ref=ref: params[ref])
-
-    def _expr(self, name: str, value) -> str:
-        node = self.nodes[name]
-        args = [value(a) for a in node.args]
-        if node.op == "linear":
-            ref = node.ref
-            w = self._weight(f"{ref}^T", lambda params, ref=ref: params[ref].t())
-            return f"torch.matmul({args[0]}, {w})"  # a parameter-only argument is 1-D
-        if node.op in _BIN:
-            return f"{args[0]} {_BIN[node.op]} {args[1]}"
-        if node.op in _ACT:
-            return f"{_ACT[node.op]}({args[0]})"
-        if node.op == "identity":
-            return args[0]
-        if node.op == "scale":
-            return f"{float(node.value)!r} * {args[0]}"
-        raise AssertionError(f"cannot emit op {node.op}")
-
-    def _step_code(self, xs_names):
-        g = self.g
-        lines: list[str] = []
-        if self.xs_index or any(gr.xpart is not None for gr in self.groups):
-            n = len(xs_names)
-            lines.append(f"    ({''.join(f'xs{k}, ' for k in range(n))}) = xs")
-        lines.append(f"    ({''.join(self.idents[s] + ', ' for s in g.states)}) = state")
-        emitted: set[str] = set(g.states)
-        group_pieces: dict[int, dict[str, str]] = {}
-
-        def emit_group(gi: int) -> dict[str, str]:
-            """The per-step GEMM of a group; returns root/activation -> identifier."""
+        def emit_group(gi: int) -> dict[str, int]:
+            """The per-step GEMM of a group; returns root/activation -> value id."""
             if gi in group_pieces:
                 return group_pieces[gi]
             group = self.groups[gi]
             args = [value(a) for a in group.args]
-            sizes = [g.sizes[a] for a in group.args]
             rows = []
             for r in group.roots:
                 by_arg: dict[str, list[str]] = {}
                 for t in self.roots[r].step_linear:
                     by_arg.setdefault(self.nodes[t].args[0], []).append(self.nodes[t].ref)
-                rows.append([by_arg.get(a, []) for a in group.args])
-            H = g.hidden_size
-
-            def build(params, rows=rows, sizes=sizes, H=H):
-                like = next(params[rs[0]] for row in rows for rs in row if rs)
-                return torch.cat([
-                    torch.cat([_total([params[r] for r in rs]) if rs else like.new_zeros(H, n)
-                               for rs, n in zip(row, sizes)], 1)
-                    for row in rows
-                ]).t()
-
-            w = self._weight(f"R{gi}", build)
-            arg = args[0] if len(args) == 1 else f"torch.cat([{', '.join(args)}], 1)"
-            pre = f"pre{gi}"
-            if group.xpart is not None:
-                lines.append(f"    {pre} = torch.addmm(xs{group.xpart}, {arg}, {w})")
-            else:
-                lines.append(f"    {pre} = torch.mm({arg}, {w})")
-            # split into runs: consecutive roots read by the same activation share one call
+                rows.append(tuple(tuple(by_arg.get(a, [])) for a in group.args))
+            key = self._weight(f"R{gi}", WeightSpec(
+                "recurrent", tuple(rows), tuple(g.sizes[a] for a in group.args)))
+            bias = xs[group.xpart] if group.xpart is not None else None
+            pre = self.emit(code, "gemm", args, len(group.roots) * H, key=key, bias=bias)
+            # runs: consecutive roots read by the same activation share one call
             runs: list[list[str]] = []
             for r in group.roots:
                 act = self._sole_activation(r)
@@ -488,77 +697,59 @@ class _Compiler:
                     runs[-1].append(r)
                 else:
                     runs.append([r])
-            idents: dict[str, str] = {}
-            names = [f"{pre}_{k}" for k in range(len(runs))]
-            if len(runs) == 1:
-                names = [pre]
-            else:
-                widths = [len(run) * H for run in runs]
-                lines.append(f"    {', '.join(names)}, = {pre}.split({widths}, 1)")
-            for run, piece in zip(runs, names):
+            ids: dict[str, int] = {}
+            start = 0
+            for run in runs:
+                piece = pre if len(runs) == 1 else self.emit(code, "cols", (pre,), len(run) * H,
+                                                            value=start)
+                start += len(run) * H
                 act = self._sole_activation(run[0])
                 if act is not None:
-                    acted = f"{piece}_{act}"
-                    lines.append(f"    {acted} = {_ACT[act]}({piece})")
-                    outs = [self.g.consumers[r][0] for r in run]
-                    if len(run) == 1:
-                        idents[outs[0]] = acted
-                    else:
-                        targets = [self.idents[o] for o in outs]
-                        lines.append(f"    {', '.join(targets)}, = {acted}.split({H}, 1)")
-                        for o, t in zip(outs, targets):
-                            idents[o] = t
+                    piece = self.emit(code, act, (piece,))
+                    names = [g.consumers[r][0] for r in run]
                 else:
-                    if len(run) == 1:
-                        idents[run[0]] = piece
-                    else:
-                        targets = [self.idents[r] + "_gemm" for r in run]
-                        lines.append(f"    {', '.join(targets)}, = {piece}.split({H}, 1)")
-                        for r, t in zip(run, targets):
-                            idents[r] = t
-            group_pieces[gi] = idents
-            return idents
+                    names = run
+                for k, n in enumerate(names):
+                    ids[n] = piece if len(run) == 1 else self.emit(code, "cols", (piece,), H,
+                                                                   value=k * H)
+            group_pieces[gi] = ids
+            return ids
 
-        def value(name: str) -> str:
+        def value(name: str) -> int:
             node = self.nodes[name]
-            if node.op == "param" or name in self.constant:
-                return self._static(name)
+            if node.op == "state":
+                return states[node.ref]
+            if self.kind[name] == "static":
+                return self._static(code, name)
             if name in emitted:
-                return self.idents[name]
+                return emitted[name]
             if self.kind[name] == "x":
-                return f"xs{self.xs_index[name]}"
-            ident = self.idents[name]
-            if node.op in _ACT and node.args[0] in self.group_of:
+                return xs[self.xs_index[name]]
+            if OPS[node.op].kind == "activation" and node.args[0] in self.group_of:
                 pieces = emit_group(self.group_of[node.args[0]])
                 if name in pieces:  # the activation was applied to the GEMM output directly
-                    emitted.add(name)
-                    if pieces[name] != ident:
-                        lines.append(f"    {ident} = {pieces[name]}")
-                    return ident
+                    emitted[name] = pieces[name]
+                    return pieces[name]
             if name in self.roots:
                 root = self.roots[name]
                 terms = []
                 if name in self.group_of:
                     terms.append(emit_group(self.group_of[name])[name])
                 elif name in self.xs_index:
-                    terms.append(f"xs{self.xs_index[name]}")
+                    terms.append(xs[self.xs_index[name]])
                 terms += [value(t) for t in root.step_other]
-                expr = " + ".join(terms)
+                v = self._sum(code, terms)
             else:
-                expr = self._expr(name, value)
-            lines.append(f"    {ident} = {expr}")
-            emitted.add(name)
-            return ident
+                v = self._expr(code, name, value)
+            emitted[name] = v
+            return v
 
-        batch = f"{self.idents[g.states[0]]}.shape[0]"
-
-        def batched(name: str) -> str:
+        def batched(name: str) -> int:
             """Outputs and new state always have batch rows, even if made of parameters."""
             if self.kind[name] != "static":
                 return value(name)
-            return f"({value(name)}).expand({batch}, {g.hidden_size})"
+            return self.emit(code, "expand", (value(name),), H)
 
-        out = batched(g.output)
+        output = batched(g.output)
         writes = [batched(g.writes[s]) for s in g.states]
-        lines.append(f"    return {out}, ({''.join(w + ', ' for w in writes)})")
-        return lines
+        return output, writes

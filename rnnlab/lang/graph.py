@@ -14,7 +14,7 @@ of shape (hidden_size,); a name used twice is one shared parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from functools import cached_property
 
@@ -59,7 +59,6 @@ class Graph:
     input_size: int
     hidden_size: int
     name: str = "cell"
-    _checked: bool = field(default=False, compare=False, repr=False)
 
     # ---- derived structure -------------------------------------------------------------
     @cached_property
@@ -277,3 +276,17 @@ class Graph:
         from .printing import equations
 
         return equations(self)
+
+    # ---- files (logic in serialize.py) ------------------------------------------------------
+    def to_json(self, indent: int | None = 1) -> str:
+        """The graph as versioned JSON text; ``Graph.from_json`` reads it back exactly."""
+        from .serialize import to_json
+
+        return to_json(self, indent)
+
+    @staticmethod
+    def from_json(text: str) -> Graph:
+        """A validated Graph from ``to_json`` text; a bad text raises one CellFileError line."""
+        from .serialize import from_json
+
+        return from_json(text)

@@ -11,6 +11,10 @@ The search draws p ~ U[0, 1] and transforms each node with probability p by one 
 
 Every operator returns a new graph; ``mutate`` retries a draw whose result fails validation
 (a size mismatch or a cycle), so it only ever returns a valid graph.
+
+``random_graph`` draws whole cells of another shape than the mutations make: sums that mix
+recurrent depths (``W x + R h + R2 tanh(R3 h) + b``), peephole-like products and binary
+combinations, for testing the compiler on forms no zoo cell has.
 """
 
 from __future__ import annotations
@@ -122,3 +126,62 @@ def _random_operator(g: Graph, name: str, rng: random.Random) -> Graph:
             return replace_with_combination(g, name, rng.choice(up), rng.choice(other_up),
                                             rng.choice(BINARY_OPS))
     return g
+
+
+def random_graph(rng: random.Random, input_size: int, hidden_size: int,
+                 name: str = "random") -> Graph:
+    """A random valid cell built from gated sums whose terms reach the state at different
+    depths (see the module docstring); one or two state vectors."""
+    states = rng.choice([("h",), ("h", "c")])
+    for _ in range(100):
+        g = _RandomCell(rng, states).draw(input_size, hidden_size, name)
+        try:
+            return g.pruned().validate()
+        except GraphError:
+            continue
+    raise GraphError("random_graph found no valid cell in 100 draws")  # pragma: no cover
+
+
+class _RandomCell:
+    """The nodes of one ``random_graph`` draw."""
+
+    ACTS = ("tanh", "sigmoid", "relu")
+
+    def __init__(self, rng: random.Random, states: tuple[str, ...]):
+        self.rng = rng
+        self.states = states
+        self.nodes: dict[str, Node] = {"x": Node("input")}
+        self.nodes.update({s: Node("state", ref=s) for s in states})
+
+    def new(self, node: Node) -> str:
+        name = f"_n{len(self.nodes)}"
+        self.nodes[name] = node
+        return name
+
+    def linear(self, arg: str) -> str:
+        return self.new(Node("linear", (arg,), ref=f"M{len(self.nodes)}"))
+
+    def draw(self, input_size: int, hidden_size: int, name: str) -> Graph:
+        rng, vectors = self.rng, list(self.states)
+        for _ in range(rng.randint(1, 4)):
+            terms = [self.linear("x")] if rng.random() < 0.8 else []
+            terms.append(self.linear(rng.choice(vectors)))
+            if rng.random() < 0.7:  # a deeper recurrent term in the same sum
+                inner = self.new(Node(rng.choice(self.ACTS), (self.linear(rng.choice(vectors)),)))
+                terms.append(self.linear(inner))
+            if rng.random() < 0.5:
+                terms.append(self.new(Node("param", ref=f"b{len(self.nodes)}")))
+            if rng.random() < 0.3:
+                peep = self.new(Node("param", ref=f"p{len(self.nodes)}"))
+                terms.append(self.new(Node("mul", (peep, rng.choice(vectors)))))
+            rng.shuffle(terms)
+            total = terms[0]
+            for t in terms[1:]:
+                total = self.new(Node("add", (total, t)))
+            vectors.append(self.new(Node(rng.choice(self.ACTS), (total,))))
+        for _ in range(rng.randint(0, 3)):
+            a, b = rng.choice(vectors), rng.choice(vectors)
+            vectors.append(self.new(Node(rng.choice(BINARY_OPS), (a, b))))
+        made = vectors[len(self.states):]
+        writes = {s: rng.choice(made) for s in self.states}
+        return Graph(self.nodes, self.states, writes, writes["h"], input_size, hidden_size, name)

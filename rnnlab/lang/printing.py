@@ -7,9 +7,7 @@ once are inlined into their reader; new state values carry a prime (``c' = f ⊙
 from __future__ import annotations
 
 from .graph import Graph
-
-_INFIX = {"add": ("+", 1), "sub": ("−", 1), "mul": ("⊙", 2)}
-_PREFIX = {"tanh": "tanh", "sigmoid": "σ", "relu": "ReLU"}
+from .ops import OPS
 
 
 def is_auto(name: str) -> bool:
@@ -48,8 +46,9 @@ def equations(graph: Graph) -> str:
         node = graph.nodes[name]
         if node.op == "linear":
             return f"{node.ref} {ref(node.args[0], 3)}"
-        if node.op in _INFIX:
-            symbol, prec = _INFIX[node.op]
+        spec = OPS[node.op]
+        if spec.kind == "binary":
+            symbol, prec = spec.symbol, spec.precedence
             right_prec = prec + 1 if node.op == "sub" else prec  # a − (b − c) keeps its brackets
             text = f"{ref(node.args[0], prec)} {symbol} {ref(node.args[1], right_prec)}"
             return f"({text})" if prec < parent_prec else text
@@ -57,8 +56,8 @@ def equations(graph: Graph) -> str:
         if node.op == "identity":
             return inner
         if node.op == "scale":
-            return f"Linear({node.value:g}, {inner})"
-        return f"{_PREFIX[node.op]}({inner})"
+            return f"{spec.symbol}({node.value:g}, {inner})"
+        return f"{spec.symbol}({inner})"
 
     lines = [f"{ref(name)} = {expr(name)}" for name in graph.order if name in shown]
     for state in graph.states:

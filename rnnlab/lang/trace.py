@@ -26,10 +26,24 @@ _STATE_TYPES: dict[tuple[str, ...], type] = {}
 
 
 def state_type(names: tuple[str, ...]) -> type:
-    """The NamedTuple class ``State`` with the given fields (one class per field list)."""
+    """The NamedTuple class ``State`` with the given fields (one class per field list).
+
+    Each class is reachable as ``rnnlab.lang.trace.State__<field>__<field>…`` so that modules
+    holding it, and the states themselves, pickle (and unpickle in a fresh process)."""
+    names = tuple(names)
     if names not in _STATE_TYPES:
-        _STATE_TYPES[names] = namedtuple("State", names)
+        cls = namedtuple("State", names)
+        cls.__qualname__ = "State__" + "__".join(names)
+        cls.__module__ = __name__
+        _STATE_TYPES[names] = cls
     return _STATE_TYPES[names]
+
+
+def __getattr__(name: str):
+    """``State__h__c`` -> the State class of fields (h, c) (used by pickle)."""
+    if name.startswith("State__"):
+        return state_type(tuple(name[len("State__"):].split("__")))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Builder:
@@ -107,9 +121,6 @@ class Param:
 
     def vector(self) -> Var:
         return self.builder.add(Node("param", ref=self.name))
-
-    def _as_var(self) -> Var:
-        return self.vector()
 
     def __add__(self, other): return self.vector() + other
     def __radd__(self, other): return other + self.vector()
@@ -196,12 +207,12 @@ def as_hidden(x: Var, p: Params) -> Var:
 
 @dataclass(frozen=True)
 class CellDef:
-    """A cell written as a function: its name, state names and the function itself."""
+    """A cell written as a function: its name, state names and the function itself (its
+    docstring is the cell's description, ``rnnlab.cells.doc(name)``)."""
 
     name: str
     fn: Callable
     state: tuple[str, ...]
-    doc: str = ""
     options: dict = field(default_factory=dict)
 
     def graph(self, input_size: int, hidden_size: int, **options) -> Graph:
@@ -213,7 +224,7 @@ def cell(name: str, state: tuple[str, ...] = ("h",)) -> Callable[[Callable], Cel
     """Decorator: turn ``fn(x, state, p) -> (output, new_state)`` into a CellDef."""
 
     def wrap(fn: Callable) -> CellDef:
-        return CellDef(name=name, fn=fn, state=tuple(state), doc=(fn.__doc__ or "").strip())
+        return CellDef(name=name, fn=fn, state=tuple(state))
 
     return wrap
 

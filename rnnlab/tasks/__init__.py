@@ -98,7 +98,16 @@ def describe(name: str) -> str:
 
 
 # Importing the families registers their tasks.
-from rnnlab.tasks import audio, mnist, music, synthetic, text  # noqa: E402, F401
+from rnnlab.tasks import (  # noqa: E402, F401
+    audio,
+    mnist,
+    music,
+    speech,
+    synthetic,
+    text,
+    timing,
+    translation,
+)
 
 __all__ = [
     "Batch",

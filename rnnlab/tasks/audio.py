@@ -231,6 +231,7 @@ class SpokenDigits(DatasetTask):
 
     name = "fsdd"
     output = Classes(10)
+    causal = False  # one label per recording, read after the whole recording
     summary = (
         "Spoken digit classification on the Free Spoken Digit Dataset (3,000 8-kHz recordings "
         "of 6 speakers saying 0-9; WAVs read with the stdlib wave module): each recording "

@@ -14,6 +14,8 @@ space          as input                                    as output (what ``log
 ``Binary(K)``  ``(T, B, K)`` float32 0/1                   ``(T, B, K)``: K independent sigmoids
 ``Classes(C)`` (not an input space)                        ``(B, C)``: one softmax per sequence,
                                                            read from each sequence's final step
+``Labels(V)``  (not an input space)                        ``(T, B, V)``: per-frame softmax over
+                                                           V − 1 labels and the CTC blank (id 0)
 =============  ==========================================  =========================================
 
 Example::
@@ -76,7 +78,18 @@ class Classes:
     size: int
 
 
-Space = Tokens | Features | Binary | Classes
+@dataclass(frozen=True)
+class Labels:
+    """A label sequence per input sequence, aligned by CTC (Graves et al. 2006); output only.
+
+    ``size`` counts the labels and the blank: logits are ``(T, B, size)``, one softmax per
+    frame, id 0 the blank; targets are ``(S, B)`` label ids in ``[1, size)`` padded with 0.
+    """
+
+    size: int
+
+
+Space = Tokens | Features | Binary | Classes | Labels
 
 
 @dataclass
@@ -86,7 +99,8 @@ class Batch:
     Attributes:
         inputs: ``(T, B)`` int64 if the task's input is :class:`Tokens`, else ``(T, B, F)`` float32.
         targets: :class:`Tokens` output: ``(T, B)`` int64; :class:`Binary`: ``(T, B, K)`` float32;
-            :class:`Classes`: ``(B,)`` int64.
+            :class:`Classes`: ``(B,)`` int64; :class:`Labels`: ``(S, B)`` int64 label ids,
+            padded with 0 (the blank, never a label).
         mask: ``(T, B)`` bool, the target steps that count for loss and metric (``None``: all the
             steps within ``lengths``). Arithmetic, for example, counts only the answer characters.
         lengths: ``(B,)`` int64 valid length of each padded sequence (``None``: all ``T`` valid).
@@ -155,7 +169,7 @@ class Metric(abc.ABC):
 class Task(abc.ABC):
     """A benchmark task: its spaces, its batches for train / valid / test, its loss and metric.
 
-    Subclasses set ``name``, ``input``, ``output`` and ``stateful`` and implement
+    Subclasses set ``name``, ``input``, ``output``, ``stateful`` and ``causal`` and implement
     :meth:`batches`, :meth:`batches_per_epoch`, :meth:`metric` and :meth:`describe`.
     ``info`` holds provenance (files read, sha256 of data, split sizes) for run records.
     Tasks whose input or output is :class:`Tokens` also have ``vocab`` (``list[str]``, id ->
@@ -168,6 +182,15 @@ class Task(abc.ABC):
     output: Tokens | Binary | Classes
     stateful: bool = False
     info: dict
+
+    @property
+    def causal(self) -> bool:
+        """True when the target at step t is a prediction from the inputs up to t only (language
+        modelling, music, the synthetic sequence tasks): a model that reads later inputs would
+        see the answer, and is refused. Per-sequence tasks (``Classes`` output: the label is read
+        after the whole sequence) are not causal. A task family states it as a class attribute
+        ``causal = True / False``; this default only covers families that do not."""
+        return not isinstance(self.output, Classes)
 
     @abc.abstractmethod
     def batches(
@@ -228,6 +251,8 @@ def output_loss(output: Space, logits: Tensor, batch: Batch) -> Tensor:
     * :class:`Binary`: binary cross-entropy summed over the K units, averaged over counted
       frames (the frame-level NLL of polyphonic music); ``logits`` ``(T, B, K)``.
     * :class:`Classes`: cross-entropy averaged over sequences; ``logits`` ``(B, C)``.
+    * :class:`Labels`: the CTC loss (``torch.nn.functional.ctc_loss``, blank 0) averaged over
+      sequences; ``logits`` ``(T, B, V)`` per frame, ``batch.lengths`` the frames of each.
     """
     nll, count = _nll_sum(output, logits, batch)
     return nll / max(count, 1)
@@ -238,6 +263,8 @@ def _nll_sum(output: Space, logits: Tensor, batch: Batch) -> tuple[Tensor, int]:
     _check_logits(output, logits, batch)
     if isinstance(output, Classes):
         return F.cross_entropy(logits, batch.targets, reduction="sum"), batch.targets.shape[0]
+    if isinstance(output, Labels):
+        return ctc_nll_sum(logits, batch), logits.shape[1]
     if isinstance(output, Tokens):
         per_step = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
         per_step = per_step.view(batch.targets.shape)  # (T, B)
@@ -246,14 +273,45 @@ def _nll_sum(output: Space, logits: Tensor, batch: Batch) -> tuple[Tensor, int]:
             logits, batch.targets.to(logits.dtype), reduction="none"
         ).sum(-1)  # (T, B): summed over keys
     else:
-        raise TypeError(f"output space must be Tokens, Binary or Classes, got {output!r}")
+        raise TypeError(
+            f"output space must be Tokens, Binary, Classes or Labels, got {output!r}"
+        )
     mask = batch.step_mask()
     if mask is None:
         return per_step.sum(), per_step.numel()
     return per_step.masked_fill(~mask, 0.0).sum(), int(mask.sum())
 
 
+def ctc_nll_sum(logits: Tensor, batch: Batch) -> Tensor:
+    """Summed CTC negative log-likelihood (nats) of ``batch.targets`` given per-frame logits.
+
+    Frames after ``batch.lengths[b]`` are not read. An alignment that cannot exist (more labels
+    than frames allow) counts as zero loss rather than infinity (``zero_infinity``), so one
+    impossible utterance cannot stop training.
+    """
+    steps, batch_size = logits.shape[:2]
+    frames = batch.lengths if batch.lengths is not None else torch.full((batch_size,), steps)
+    targets = batch.targets.t()  # (B, S)
+    return F.ctc_loss(
+        logits.log_softmax(-1).float(),
+        targets,
+        frames.to(torch.int64),
+        (targets > 0).sum(1),
+        blank=0,
+        reduction="sum",
+        zero_infinity=True,
+    )
+
+
 def _check_logits(output: Space, logits: Tensor, batch: Batch) -> None:
+    if isinstance(output, Labels):
+        expected = (batch.inputs.shape[0], batch.targets.shape[1], output.size)
+        if tuple(logits.shape) != expected:
+            raise ValueError(
+                f"logits must have shape {expected} (T, B, labels + blank): one softmax per "
+                f"input frame, for output {output}, got {tuple(logits.shape)}"
+            )
+        return
     if isinstance(output, Classes):
         expected = (batch.targets.shape[0], output.size)
         what = "(B, C): one row per sequence, read from its last step"

@@ -93,6 +93,7 @@ class ImageSequenceTask(DatasetTask):
 
     summary = "Images read as sequences."
     output = Classes(10)
+    causal = False  # one label per image, read after the whole image
 
     def setup(
         self,

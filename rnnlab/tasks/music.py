@@ -181,6 +181,7 @@ class MusicTask(DatasetTask):
 
     input = Binary(KEYS)
     output = Binary(KEYS)
+    causal = True  # the target at t is the frame after input t
 
     def __init__(self, path=None, *, download: bool = True, verify: bool = True):
         _, file = find(FILES[self.name], path, download=download, verify=verify)

@@ -32,6 +32,7 @@ class StreamTask(Task):
     """
 
     stateful = True
+    causal = True  # the target at t is the token after input t
     summary = "Language modelling on a contiguous token stream."
     unit = "char"  # "char" or "word": picks the primary metric
 

@@ -125,6 +125,7 @@ class TokenSequenceTask(GeneratedTask):
 
     vocab: list[str]  # id -> symbol
     vocabulary: Vocabulary
+    causal = True  # the target at t is the symbol after input t (the answer must be computed)
 
     def set_vocab(self, symbols: list[str]) -> None:
         self.vocabulary = Vocabulary(symbols)
@@ -483,6 +484,8 @@ class Parity(GeneratedTask):
     Bits are 0.0 / 1.0 floats; each bit is uniform and independent, so labels are balanced.
     Targets ``(B,)`` int64: 1 if odd. Metric: ``accuracy``.
     """
+
+    causal = False  # one label per bit string, read after the whole string
 
     name = "parity"
     summary = (

@@ -87,16 +87,55 @@ def stdlib_corpus(chars: int = 1_500_000) -> tuple[str, list[str]]:
     return "".join(parts), names
 
 
+def read_corpus(path) -> tuple[str, dict]:
+    """Your own corpus: a UTF-8 file, or a folder whose files (recursively, hidden ones
+    excepted, sorted by their path inside the folder) are read and concatenated.
+
+    Returns the text and its provenance: the absolute ``source`` and, for a folder, the
+    ``files`` read (the sha256 of the text is added by the task).
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"{root} does not exist; task.path must be a UTF-8 text file or a folder of them"
+        )
+    if root.is_dir():
+        files = sorted(
+            f for f in root.rglob("*")
+            if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts)
+        )
+        if not files:
+            raise ValueError(f"{root} is a folder with no files; expected text files in it")
+    else:
+        files = [root]
+    parts = []
+    for file in files:
+        try:
+            parts.append(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); expected a "
+                "text corpus"
+            ) from None
+    source = {"source": str(root)}
+    if root.is_dir():
+        source["files"] = [str(f.relative_to(root)) for f in files]
+    return "".join(parts), source
+
+
 @register("text")
 class StdlibText(StreamTask):
     """Character LM on a corpus built from this Python's standard library (the default task).
 
     Args:
-        path: a UTF-8 text file to use instead of the stdlib corpus (your own corpus).
+        path: a UTF-8 text file to use instead of the stdlib corpus (your own corpus), or a
+            folder: every file under it (hidden ones excepted), in sorted order, concatenated.
         chars: how much stdlib source to take (whole files, sorted by name, until at least this
             many characters). Default 1,500,000.
         seq_len: truncated-BPTT length. Default 100.
         fractions: contiguous train / valid / test fractions. Default (0.9, 0.05, 0.05).
+        vocab: the symbols to encode with (a trained run's, to evaluate it on other text);
+            None: the corpus's own characters.
     """
 
     name = "text"
@@ -111,7 +150,13 @@ class StdlibText(StreamTask):
     )
 
     def __init__(
-        self, path=None, *, chars: int = 1_500_000, seq_len: int = 100, fractions=(0.9, 0.05, 0.05)
+        self,
+        path=None,
+        *,
+        chars: int = 1_500_000,
+        seq_len: int = 100,
+        fractions=(0.9, 0.05, 0.05),
+        vocab: list[str] | None = None,
     ):
         if path is None:
             text, files = stdlib_corpus(chars)
@@ -122,19 +167,15 @@ class StdlibText(StreamTask):
                 "files": files,
             }
         else:
-            file = Path(path).expanduser()
-            try:
-                text = file.read_text(encoding="utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{file} is not UTF-8 text ({error}); expected a text corpus"
-                ) from error
-            source = {"source": str(file)}
+            text, source = read_corpus(path)
         _check_text(self.name, text)
-        vocab = char_vocabulary(text)
-        splits = split_by_fraction(vocab.encode(text), tuple(fractions))
+        vocabulary = char_vocabulary(text) if vocab is None else Vocabulary(list(vocab))
+        splits = split_by_fraction(vocabulary.encode(text), tuple(fractions))
         self.setup(
-            vocab, splits, seq_len, {**source, "sha256": sha256_text(text), "chars": len(text)}
+            vocabulary,
+            splits,
+            seq_len,
+            {**source, "sha256": sha256_text(text), "chars": len(text)},
         )
 
 

@@ -64,17 +64,37 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load(path: str | os.PathLike) -> dict:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling), on the CPU."""
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded (damaged, truncated, or not a checkpoint)."""
+
+
+def load(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling), on the CPU.
+
+    Raises FileNotFoundError when there is no file, and :class:`CheckpointError` (one line,
+    naming the file) when it is empty, truncated, random bytes, another program's file, or
+    lacks one of the ``required`` entries.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (torch raises many kinds for a damaged file)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "it holds objects other than tensors and plain values"
+        raise CheckpointError(
+            f"{path} is damaged and cannot be loaded ({type(error).__name__}: {reason[:120]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not an rnnlab checkpoint of format {FORMAT}; "
             "it was written by another program or version"
         )
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is damaged: it has no {', '.join(missing)}")
     return payload
 
 

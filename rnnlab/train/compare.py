@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlab.train import bodies
 from rnnlab.train.config import (
     SHORTCUTS,
     ConfigError,
@@ -35,7 +36,7 @@ from rnnlab.train.config import (
     to_dict,
     validate,
 )
-from rnnlab.train.model import SequenceModel, count_parameters
+from rnnlab.train.model import count_parameters, model_for
 from rnnlab.train.plots import learning_curves
 from rnnlab.train.report import row, table
 from rnnlab.train.trainer import make_task, train
@@ -105,7 +106,7 @@ def parse_spec(spec: str) -> tuple[str | None, list[str]]:
 
 
 def _auto_label(config: ExperimentConfig, taken: set[str]) -> str:
-    base = "grid" if config.model.body == "grid" else config.model.cell
+    base = bodies.label(config.model)
     label, n = base, 1
     while label in taken:
         n += 1
@@ -132,7 +133,7 @@ def contenders(base: ExperimentConfig, specs: list[str]) -> list[Contender]:
 
 
 def parameter_count(config: ExperimentConfig, task) -> int:
-    return count_parameters(SequenceModel(task.input, task.output, config.model))
+    return count_parameters(model_for(task, config.model))
 
 
 def match_hidden_size(config: ExperimentConfig, task, target: int) -> int:
@@ -187,8 +188,10 @@ def compare(
             item.config.model.hidden_size = match_hidden_size(item.config, task, first.parameters)
         item.parameters = parameter_count(item.config, task)
     del task
+    corpus = base.task.options.get("path")
+    corpus = f"-{Path(str(corpus)).stem}" if corpus else ""
     out_dir = Path(out) if out else Path(base.run.root) / (
-        f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{base.task.name}"
+        f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{base.task.name}{corpus}"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     echo(f"comparing on task {base.task.name!r} -> {out_dir}")
@@ -225,8 +228,9 @@ def compare(
     }
     (out_dir / "compare.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     labels = [c.label for c in items]
-    learning_curves(runs, out_dir / "curves.png", labels=labels, x="time")
-    learning_curves(runs, out_dir / "curves_by_step.png", labels=labels, x="step")
+    budget = base.train.budget_seconds
+    learning_curves(runs, out_dir / "curves.png", labels=labels, x="time", budget=budget)
+    learning_curves(runs, out_dir / "curves_by_step.png", labels=labels, x="step", budget=budget)
     return text, out_dir, rows
 
 

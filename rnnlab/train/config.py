@@ -18,6 +18,7 @@ are passed to ``rnnlab.tasks.make``. Configs round-trip through plain JSON dicts
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -25,7 +26,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-BODIES = ("stack", "grid")
+from rnnlab.train.bodies import BODIES, BodyError, check_settings, settings_fields
+
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "cosine")
 BPTT_MODES = ("truncated", "full")
@@ -52,20 +54,34 @@ class TaskConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Input (embedding or projection) -> recurrent body -> head."""
+class SharedModelConfig:
+    """Input (embedding or projection) -> recurrent body -> head: the settings of every body."""
 
-    body: str = "stack"  # "stack": layers of `cell` via rnnlab.RNN; "grid": rnnlab.GridLSTM
-    cell: str = "lstm"  # a name from rnnlab.cells.names() (ignored by body=grid)
+    body: str = "stack"  # a name from rnnlab.train.bodies.BODIES (`rnnlab list bodies`)
     hidden_size: int = 128  # units per layer (per direction)
-    num_layers: int = 1  # stacked layers (grid: blocks along depth)
+    num_layers: int = 1  # stacked layers (grid bodies: blocks along depth)
     embedding_size: int | None = None  # size of the embedding / input projection; None: hidden
     dropout: float = 0.0  # dropout on the embedding, between layers and before the head
-    bidirectional: bool = False  # run a second stack backwards in time (body=stack only)
-    skip: bool = False  # head reads every layer's output, concatenated (body=stack only)
-    tied: bool = False  # share one block's weights along depth (body=grid only)
-    forget_bias: float | None = None  # initial forget-gate bias; None: the cell's own default
-    init: str | None = None  # weight initialisation scheme name for the cell; None: its default
+
+
+def _model_config() -> type:
+    """ModelConfig: the shared fields, then every body's settings (rnnlab.train.bodies) as
+    fields, so that each is an option ``--model.<setting>`` with its type and comment."""
+    extra = [
+        (name, annotation, field(default=default))
+        for name, (annotation, default) in settings_fields().items()
+    ]
+    cls = dataclasses.make_dataclass("ModelConfig", extra, bases=(SharedModelConfig,))
+    cls.__module__ = __name__
+    cls.__doc__ = (
+        "The model section: the shared settings and every body's own (a body refuses settings "
+        "it does not read unless they keep their default)."
+    )
+    cls.comment_sources = (SharedModelConfig, *(b.settings for b in BODIES.values()))
+    return cls
+
+
+ModelConfig = _model_config()
 
 
 @dataclass
@@ -137,6 +153,14 @@ def field_types(section_type: type) -> dict[str, Any]:
 
 def field_comments(section_type: type) -> dict[str, str]:
     """Field name -> the comment written beside its default (the field's documentation)."""
+    comments: dict[str, str] = {}  # the cached dicts are copied into this one, never changed
+    for source_type in reversed(getattr(section_type, "comment_sources", (section_type,))):
+        comments.update(_source_comments(source_type))
+    return comments
+
+
+@functools.cache
+def _source_comments(section_type: type) -> dict[str, str]:
     import inspect
 
     source = inspect.getsource(section_type)
@@ -309,19 +333,15 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("task.eval_max_batches", t.eval_max_batches, 1, allow_none=True)
 
     _choice("model.body", m.body, BODIES)
-    _choice("model.cell", m.cell, sorted(rnnlab.cells.names()))
     _at_least("model.hidden_size", m.hidden_size, 1)
     _at_least("model.num_layers", m.num_layers, 1)
     _at_least("model.embedding_size", m.embedding_size, 1, allow_none=True)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
-    if m.body == "grid" and (m.bidirectional or m.skip):
-        raise ConfigError(
-            "model.bidirectional and model.skip apply to body=stack only; "
-            "set them to false for body=grid"
-        )
-    if m.body == "stack" and m.tied:
-        raise ConfigError("model.tied applies to body=grid only; set it to false for body=stack")
+    try:
+        check_settings(m)
+    except BodyError as error:
+        raise ConfigError(str(error)) from None
 
     _choice("train.optimizer", tr.optimizer, OPTIMIZERS)
     _choice("train.schedule", tr.schedule, SCHEDULES)

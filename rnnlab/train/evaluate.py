@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.tasks.base import Classes
 
-@torch.no_grad()
+
 def evaluate(
     model: nn.Module,
     task,
@@ -21,6 +22,24 @@ def evaluate(
     Stream tasks carry the recurrent state from batch to batch, as in training; the model is put
     in eval mode (no dropout, no input noise) and left there.
     """
+    values, _ = evaluate_counted(
+        model, task, split, batch_size, seq_len=seq_len, max_batches=max_batches
+    )
+    return values
+
+
+@torch.no_grad()
+def evaluate_counted(
+    model: nn.Module,
+    task,
+    split: str,
+    batch_size: int,
+    *,
+    seq_len: int | None = None,
+    max_batches: int | None = None,
+) -> tuple[dict[str, float], str]:
+    """:func:`evaluate` and what the metrics were counted on: ``"25,600 tokens"``,
+    ``"1,000 sequences"`` or ``"3,512 frames"``."""
     model.eval()
     metric = task.metric()
     state = None
@@ -36,4 +55,11 @@ def evaluate(
             f"task {task.name!r} gave no {split} batches of size {batch_size}; "
             "use a smaller task.eval_batch_size"
         )
-    return metric.compute()
+    if isinstance(task.output, Classes):
+        counted, unit = metric.count, "sequences"
+    elif hasattr(metric, "frames"):
+        counted, unit = metric.frames, "frames"
+    else:
+        counted = getattr(metric, "count", 0)
+        unit = "characters" if getattr(task, "unit", None) == "char" else "tokens"
+    return metric.compute(), f"{counted:,} {unit}"

@@ -5,16 +5,23 @@
     Tokens(V) ids (T, B)        --Embedding(V, E)-->  (T, B, E)
     Features/Binary (T, B, F)   --Linear(F, E)---->   (T, B, E)
                                    dropout, Gaussian input noise (training only)
-    body: rnnlab.RNN(cell, E, H, num_layers, ...) or rnnlab.GridLSTM(E, H, num_layers)
-                                -> (T, B, D)  with D = body.output_size
+    body: an entry of rnnlab.train.bodies.BODIES (stack: rnnlab.RNN, grid: rnnlab.GridLSTM,
+          grid_deep, grid_image, grid_spectrogram)
+                                -> (T, B, D)  with D = body.output_size (per-sequence bodies:
+                                   (B, D))
                                    dropout
-    head: Tokens(V) / Binary(K): Linear(D, V or K) at every step      -> (T, B, V or K)
+    head: Tokens(V) / Binary(K) / Labels(V): Linear(D, V or K) at every step -> (T, B, V or K)
           Classes(C): Linear(D, C) on each sequence's last valid step -> (B, C)
 
 For ``Classes`` the head reads step ``lengths[b] - 1`` of sequence ``b``; with a bidirectional
-body the backward half is read at step 0, where the backward pass has seen the whole sequence.
-A bidirectional body gets padded batches as a PackedSequence, so padding never enters its
-backward pass.
+stack the backward half is read at step 0, where the backward pass has seen the whole sequence.
+A bidirectional stack gets padded batches as a PackedSequence, so padding never enters its
+backward pass. Bodies that read the task's features directly (``grid_image``,
+``grid_spectrogram``) get them without an embedding or projection.
+
+A body that reads the future (a bidirectional stack, an image grid) is refused on a causal task
+(``Task.causal``: the target at t is a prediction from inputs up to t), where it would see the
+answer.
 
 Input noise (Greff et al. 2016) is added to Features/Binary inputs before the projection; for
 Tokens input, where ids cannot be perturbed, it is added to the embedding vectors.
@@ -24,53 +31,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.tasks.base import Binary, Classes, Features, Tokens
+from rnnlab.tasks.base import Binary, Classes, Features, Labels, Tokens
+from rnnlab.train import bodies
 from rnnlab.train.config import ModelConfig
-
-
-def grid_class():
-    """rnnlab.GridLSTM (from rnnlab.grid while the top-level export is not there)."""
-    import rnnlab
-
-    cls = getattr(rnnlab, "GridLSTM", None)
-    if cls is None:
-        from rnnlab.grid import GridLSTM as cls
-    return cls
-
-
-def rnn_class():
-    """rnnlab.RNN (from rnnlab.engine while the top-level export is not there)."""
-    import rnnlab
-
-    cls = getattr(rnnlab, "RNN", None)
-    if cls is None:
-        from rnnlab.engine import RNN as cls
-    return cls
-
-
-def build_body(config: ModelConfig, input_size: int) -> nn.Module:
-    """The recurrent body named by ``config``: a stack of cells or a Grid LSTM."""
-    if config.body == "grid":
-        return grid_class()(
-            input_size, config.hidden_size, config.num_layers, tied=config.tied
-        )
-    options = {}
-    if config.forget_bias is not None:
-        options["forget_bias"] = config.forget_bias
-    if config.init is not None:
-        options["init"] = config.init
-    return rnn_class()(
-        config.cell,
-        input_size,
-        config.hidden_size,
-        num_layers=config.num_layers,
-        bidirectional=config.bidirectional,
-        dropout=config.dropout if config.num_layers > 1 else 0.0,
-        skip=config.skip,
-        **options,
-    )
 
 
 class SequenceModel(nn.Module):
@@ -80,6 +44,9 @@ class SequenceModel(nn.Module):
         input_space: the task's ``input`` (Tokens, Features or Binary).
         output_space: the task's ``output`` (Tokens, Binary or Classes).
         config: the model section of the experiment config.
+        causal: the task's targets are next-step predictions (``Task.causal``): a body that reads
+            later inputs is refused. None: per-step outputs (Tokens, Binary) are taken as causal,
+            per-sequence ones (Classes) as not.
 
     ``forward(inputs, state=None, lengths=None, input_noise=0.0) -> (logits, state)``:
     inputs ``(T, B)`` ids or ``(T, B, F)`` floats; logits ``(T, B, V)``, ``(T, B, K)`` or
@@ -87,21 +54,47 @@ class SequenceModel(nn.Module):
     next batch of a stream).
     """
 
-    def __init__(self, input_space, output_space, config: ModelConfig):
+    def __init__(
+        self,
+        input_space,
+        output_space,
+        config: ModelConfig,
+        *,
+        causal: bool | None = None,
+        task_name: str = "this task",
+        pairs: bool = False,
+    ):
         super().__init__()
         self.config = config
         self.input_space = input_space
         self.output_space = output_space
-        width = config.embedding_size or config.hidden_size
-        if isinstance(input_space, Tokens):
-            self.input = nn.Embedding(input_space.size, width)
-        elif isinstance(input_space, (Features, Binary)):
-            self.input = nn.Linear(input_space.size, width)
-        else:
+        if not isinstance(input_space, (Tokens, Features, Binary)):
             raise TypeError(f"input space must be Tokens, Features or Binary, got {input_space!r}")
-        if not isinstance(output_space, (Tokens, Binary, Classes)):
-            raise TypeError(f"output space must be Tokens, Binary or Classes, got {output_space!r}")
-        self.body = build_body(config, width)
+        if not isinstance(output_space, (Tokens, Binary, Classes, Labels)):
+            raise TypeError(
+                f"output space must be Tokens, Binary, Classes or Labels, got {output_space!r}"
+            )
+        if causal is None:
+            causal = not isinstance(output_space, Classes)
+        self.causal = causal
+        bodies.check_settings(config)
+        bodies.check_task(config, input_space, output_space, causal, task_name, pairs)
+        entry = bodies.BODIES[config.body]
+        self.per_sequence = entry.per_sequence
+        self.token_input = entry.token_input
+        width = config.embedding_size or config.hidden_size
+        if entry.token_input:  # an encoder-decoder embeds the ids itself
+            self.input = nn.Identity()
+            width = input_space.size
+        elif entry.raw_input:
+            self.input = nn.Identity()
+            width = input_space.size
+        elif isinstance(input_space, Tokens):
+            self.input = nn.Embedding(input_space.size, width)
+        else:
+            self.input = nn.Linear(input_space.size, width)
+        self.body = bodies.build(config, width)
+        self.bidirectional = getattr(self.body, "bidirectional", False)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.body.output_size, output_space.size)
 
@@ -110,14 +103,17 @@ class SequenceModel(nn.Module):
         return isinstance(self.output_space, Classes)
 
     def embed(self, inputs: Tensor, input_noise: float = 0.0) -> Tensor:
-        """(T, B) ids or (T, B, F) floats -> (T, B, E), with training noise and dropout."""
+        """(T, B) ids or (T, B, F) floats -> (T, B, E), with training noise and dropout; ids
+        unchanged for a body that embeds them itself."""
+        if self.token_input:
+            return inputs
         noisy = self.training and input_noise > 0
         if isinstance(self.input, nn.Embedding):
             x = self.input(inputs)
             if noisy:
                 x = x + input_noise * torch.randn_like(x)
         else:
-            inputs = inputs.to(self.input.weight.dtype)
+            inputs = inputs.to(self.head.weight.dtype)
             if noisy:
                 inputs = inputs + input_noise * torch.randn_like(inputs)
             x = self.input(inputs)
@@ -131,15 +127,9 @@ class SequenceModel(nn.Module):
         input_noise: float = 0.0,
     ):
         x = self.embed(inputs, input_noise)  # (T, B, E)
-        steps = x.shape[0]
-        packed = lengths is not None and self.config.bidirectional
-        if packed:
-            x = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-        output, state = self.body(x, state)
-        if isinstance(output, PackedSequence):
-            output, _ = pad_packed_sequence(output, total_length=steps)
-        output = self.dropout(output)  # (T, B, D)
-        if self.classifies:
+        output, state = self.body(x, state, lengths)
+        output = self.dropout(output)  # (T, B, D), or (B, D) from a per-sequence body
+        if self.classifies and not self.per_sequence:
             output = self.last_step(output, lengths)  # (B, D)
         return self.head(output), state
 
@@ -156,12 +146,20 @@ class SequenceModel(nn.Module):
             else lengths.to(output.device).long() - 1
         )
         final = output[last, torch.arange(batch, device=output.device)]  # (B, D)
-        if not self.config.bidirectional:
+        if not self.bidirectional:
             return final
         hidden = self.config.hidden_size
         halves = final.view(batch, -1, 2, hidden).clone()  # (B, layers, direction, H)
         halves[:, :, 1] = output[0].view(batch, -1, 2, hidden)[:, :, 1]
         return halves.view(batch, -1)
+
+
+def model_for(task, config: ModelConfig) -> SequenceModel:
+    """The model for ``task`` (its spaces and ``causal`` declaration) as ``config`` says."""
+    return SequenceModel(
+        task.input, task.output, config, causal=task.causal, task_name=task.name,
+        pairs=getattr(task, "pairs", False),
+    )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -170,13 +168,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def describe(model: SequenceModel) -> str:
-    """One line: body, sizes and parameter count, e.g. ``3-layer lstm stack, hidden 128, ...``."""
+    """One line: body, sizes and parameter count, e.g. ``3-layer lstm stack, hidden 128: ...``."""
     c = model.config
-    if c.body == "grid":
-        what = f"{c.num_layers}-layer Grid LSTM{' (tied)' if c.tied else ''}"
-    else:
-        extras = [w for w, on in (("bidirectional", c.bidirectional), ("skip", c.skip)) if on]
-        what = f"{c.num_layers}-layer {c.cell} stack"
-        if extras:
-            what += f" ({', '.join(extras)})"
-    return f"{what}, hidden {c.hidden_size}: {count_parameters(model):,} parameters"
+    return (
+        f"{c.num_layers}-layer {bodies.describe(c)}, hidden {c.hidden_size}: "
+        f"{count_parameters(model):,} parameters"
+    )

@@ -19,15 +19,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 AXES = {"step": ("step", "optimiser steps"), "time": ("time", "training seconds")}
 
 
-def learning_curves(runs, path, *, labels: list[str] | None = None, x: str = "step") -> Path:
-    """Plot the curves of ``runs`` (RunDir objects) into the PNG ``path``; returns the path."""
+def learning_curves(
+    runs,
+    path,
+    *,
+    labels: list[str] | None = None,
+    x: str = "step",
+    budget: float | None = None,
+) -> Path:
+    """Plot the curves of ``runs`` (RunDir objects) into the PNG ``path``; returns the path.
+
+    The title names the task (and corpus) and the time ``budget``; each legend entry gives the
+    run's parameter count; each run's final full-split validation value is marked with a star.
+    """
     if x not in AXES:
         raise ValueError(f"x must be one of {', '.join(AXES)}, got {x!r}")
     key, axis_label = AXES[x]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     primary_names, train_names = set(), set()
+    final_labelled = False
     for index, run in enumerate(runs):
-        label = labels[index] if labels else run.path.name
+        label = legend_label(run, labels[index] if labels else run.path.name)
         records = [r for r in run.metrics() if not r.get("final")]
         summary = run.summary() or {}
         primary = summary.get("primary") or _guess_primary(records)
@@ -39,9 +51,16 @@ def learning_curves(runs, path, *, labels: list[str] | None = None, x: str = "st
             left.plot([r[key] for r in train], [r[measure] for r in train], label=label)
         if valid:
             primary_names.add(primary)
-            right.plot(
+            (line,) = right.plot(
                 [r[key] for r in valid], [r[primary] for r in valid], marker="o", label=label
             )
+            point = final_point(run, key, primary)
+            if point is not None:
+                right.plot(*point, marker="*", markersize=14, linestyle="none",
+                           color=line.get_color(),
+                           label=None if final_labelled else "final, full split")
+                final_labelled = True
+    figure.suptitle(title(runs, budget), fontsize=10)
     left.set_title("training")
     left.set_xlabel(axis_label)
     left.set_ylabel(" / ".join(sorted(train_names)).replace("loss", "loss (nats)") or "loss")
@@ -58,6 +77,47 @@ def learning_curves(runs, path, *, labels: list[str] | None = None, x: str = "st
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def title(runs, budget: float | None = None) -> str:
+    """``task text (corpus.txt), budget 90 s per model``: what the curves are of."""
+    names = []
+    for run in runs:
+        info = run.read_json("task.json") if run.file("task.json").is_file() else {}
+        name = info.get("name") or _config_task(run)
+        source = info.get("source")
+        if source and source not in ("stdlib",):
+            name += f" ({Path(str(source)).name})"
+        if name not in names:
+            names.append(name)
+    text = "task " + ", ".join(names) if names else "learning curves"
+    if budget:
+        text += f", budget {budget:g} s per model"
+    return text
+
+
+def _config_task(run) -> str:
+    try:
+        return run.config().task.name
+    except (OSError, ValueError):
+        return "?"
+
+
+def legend_label(run, label: str) -> str:
+    """``label (12,345 params)`` when the run's summary gives its parameter count."""
+    summary = run.summary() or {}
+    count = summary.get("parameters")
+    return f"{label} ({count:,} params)" if isinstance(count, int) else label
+
+
+def final_point(run, key: str, primary: str) -> tuple[list, list] | None:
+    """The final full-split validation value of ``run``: ([x], [value]), or None."""
+    summary = run.summary() or {}
+    value = (summary.get("valid") or {}).get(primary)
+    if value is None:
+        return None
+    x = summary.get("steps") if key == "step" else summary.get("train_seconds")
+    return ([x], [value]) if x is not None else None
 
 
 def _guess_primary(records: list[dict]) -> str:

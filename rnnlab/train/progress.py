@@ -1,8 +1,10 @@
 """Visible progress: a tqdm bar on a terminal, plain lines otherwise, optional TensorBoard.
 
-The bar shows loss, the task's metric and tokens/s. It is drawn only when stderr is a terminal
-and the run is not ``--quiet``; elsewhere (logs, CI, pipes) the same numbers are printed as a
-line at each evaluation, and ``--quiet`` prints nothing.
+The bar shows loss, the task's metric and tokens/s. A run with a time budget counts training
+seconds against the budget (``12/90 s``) with the time left; a step-limited run counts steps.
+The bar is drawn only when stderr is a terminal and the run is not ``--quiet``; elsewhere (logs,
+CI, pipes) the same numbers are printed as a line at each evaluation, each with the elapsed
+time and an ETA, and ``--quiet`` prints nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from tqdm import tqdm
 
 
 class Progress:
-    """Progress over ``total`` steps (None: unknown), starting at ``initial``."""
+    """Progress over ``total`` steps (None: unknown), starting at ``initial``; with ``budget``
+    (seconds), over training seconds instead, starting at ``elapsed``."""
 
     def __init__(
         self,
@@ -25,27 +28,65 @@ class Progress:
         enabled: bool = True,
         description: str = "train",
         stream=None,
+        budget: float | None = None,
+        elapsed: float = 0.0,
     ):
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet or not enabled
+        self.total, self.steps = total, initial
+        self.budget, self.elapsed = budget, elapsed
+        self.session_steps, self.session_seconds = 0, 0.0
         interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
         if not self.quiet and interactive:
-            self.bar = tqdm(
-                total=total,
-                initial=initial,
-                desc=description,
-                unit="step",
-                file=self.stream,
-                dynamic_ncols=True,
-                leave=True,
-            )
+            if budget is not None:
+                self.bar = tqdm(
+                    total=budget,
+                    initial=min(elapsed, budget),
+                    desc=f"{description} (time budget)",
+                    unit="s",
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                    "[ETA {remaining}]{postfix}",
+                    file=self.stream,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
+            else:
+                self.bar = tqdm(
+                    total=total,
+                    initial=initial,
+                    desc=description,
+                    unit="step",
+                    file=self.stream,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
 
-    def update(self, steps: int, **numbers) -> None:
+    def update(self, steps: int, seconds: float = 0.0, **numbers) -> None:
+        """``steps`` more steps taking ``seconds`` of training time; ``numbers`` for display."""
+        self.steps += steps
+        self.elapsed += seconds
+        self.session_steps += steps
+        self.session_seconds += seconds
         if self.bar is not None:
-            self.bar.update(steps)
+            if self.budget is not None:
+                self.bar.update(min(seconds, max(self.budget - self.bar.n, 0.0)))
+                numbers = {"step": self.steps, **numbers}
+            else:
+                self.bar.update(steps)
             if numbers:
                 self.bar.set_postfix(_format(numbers), refresh=False)
+
+    def timing(self) -> str:
+        """``12 s of 90 s budget, ETA 78 s`` or ``step 40/100, ETA 30 s``."""
+        if self.budget is not None:
+            left = max(self.budget - self.elapsed, 0.0)
+            return f"{self.elapsed:.0f} s of {self.budget:g} s budget, ETA {left:.0f} s"
+        text = f"step {self.steps}" + (f"/{self.total}" if self.total else "")
+        if self.total and self.session_steps:
+            left = (self.total - self.steps) * self.session_seconds / self.session_steps
+            text += f", ETA {left:.0f} s"
+        return text
 
     def note(self, text: str) -> None:
         """A line of text above the bar (or on its own line without one)."""

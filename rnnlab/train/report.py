@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from rnnlab.train import bodies
 from rnnlab.train.plots import learning_curves
 from rnnlab.train.run import RunDir
 
@@ -14,7 +15,7 @@ def row(run: RunDir, label: str | None = None) -> dict:
     """One table row from a run's summary.json (or its metrics, for a run still going)."""
     summary = run.summary()
     config = run.config()
-    body = "grid" if config.model.body == "grid" else config.model.cell
+    body = bodies.label(config.model)
     out = {
         "run": label or run.path.name,
         "task": config.task.name,

@@ -9,13 +9,17 @@
         task.json          the task's provenance (task.info: files, checksums, split sizes)
         model.txt          the model's description, parameter count and module tree
         metrics.jsonl      one JSON object per line: {"split", "step", "epoch", "loss", ...}
+        vocab.json         the symbols of a Tokens task (sampling needs no corpus)
         checkpoint.pt      the latest state (parameters, optimiser, RNG, data position, ...)
+        checkpoint.prev.pt the one before: a resume falls back to it if checkpoint.pt is damaged
         best.pt            parameters at the best validation metric so far
         summary.json       written when the run stops: status, steps, time, final metrics
+        history.jsonl      one record per resume: the config and summary it replaced
         curves.png         learning curves (train loss, valid metric)
         tensorboard/       event files, with --run.tensorboard and tensorboard installed
 
-Only rank 0 of a distributed run writes here.
+Only rank 0 of a distributed run writes here. Provenance is append-only: a resume appends to
+command.txt and history.jsonl and never drops a final result from metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from rnnlab.train import bodies
 from rnnlab.train.checkpoint import write_text_atomic
 from rnnlab.train.config import ExperimentConfig, from_dict, to_dict
 
@@ -38,6 +43,9 @@ VERSION = "version.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+VOCAB = "vocab.json"
+HISTORY = "history.jsonl"
 BEST = "best.pt"
 MODEL = "model.txt"
 TASK = "task.json"
@@ -45,7 +53,7 @@ TASK = "task.json"
 
 def default_dir(config: ExperimentConfig) -> Path:
     """``<root>/<timestamp>-<task>-<cell or grid>``, made unique with a suffix if it exists."""
-    body = "grid" if config.model.body == "grid" else config.model.cell
+    body = bodies.label(config.model)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.run.root) / f"{stamp}-{config.task.name}-{body}"
     path, n = base, 1
@@ -142,24 +150,62 @@ class RunDir:
 
     def config(self) -> ExperimentConfig:
         self.require()
-        return from_dict(json.loads(self.file(CONFIG).read_text(encoding="utf-8")))
+        data = self.read_json(CONFIG)
+        try:
+            return from_dict(data)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{self.file(CONFIG)} does not hold a valid rnnlab config ({error}); "
+                "restore it from command.txt or start a new run"
+            ) from None
+
+    def read_json(self, name: str, *, kind: type = dict):
+        """The JSON object in file ``name``; an error naming the file if it is not one."""
+        path = self.file(name)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is damaged: not valid JSON ({error})") from None
+        if not isinstance(data, kind):
+            raise ValueError(
+                f"{path} is damaged: expected a JSON {kind.__name__}, got {type(data).__name__}"
+            )
+        return data
 
     def summary(self) -> dict | None:
-        path = self.file(SUMMARY)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return self.read_json(SUMMARY) if self.file(SUMMARY).is_file() else None
 
     def metrics(self) -> list[dict]:
-        """Every record of metrics.jsonl (a torn last line from a crash is skipped)."""
+        """Every record of metrics.jsonl. A torn last line (a crash while writing) is skipped;
+        any other line that is not a JSON object is an error naming the file and line."""
         path = self.file(METRICS)
         if not path.is_file():
             return []
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is damaged: not UTF-8 text ({error})") from None
         records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                if number == len(lines):
+                    continue
+                raise ValueError(
+                    f"{path} is damaged: line {number} is not a JSON record ({line[:40]!r})"
+                ) from None
+            if not isinstance(record, dict) or not isinstance(record.get("step", 0), int):
+                raise ValueError(
+                    f"{path} is damaged: line {number} is not a metrics record ({line[:40]!r})"
+                )
+            records.append(record)
         return records
+
+    def append_history(self, record: dict) -> None:
+        """Append one record to history.jsonl (what a resume replaced)."""
+        with open(self.file(HISTORY), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
 
     # --- metrics log --------------------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -169,9 +215,12 @@ class RunDir:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drop records after ``step``: what a killed run logged past its last checkpoint is
-        logged again, identically, when it resumes."""
-        kept = [r for r in self.metrics() if r.get("step", 0) <= step and not r.get("final")]
+    def truncate_metrics(self, step: int) -> int:
+        """Drop training records after ``step``: what a killed run logged past its last
+        checkpoint is logged again, identically, when it resumes. Final results (``final``) of
+        an earlier session are kept. Returns the number of training records kept."""
+        records = self.metrics()
+        kept = [r for r in records if r.get("final") or r.get("step", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         write_text_atomic(text, self.file(METRICS))
+        return sum(1 for r in kept if not r.get("final"))

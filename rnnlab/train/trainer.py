@@ -23,9 +23,14 @@ checkpoint (taken before the bad step) is kept, and summary.json records what ha
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,11 +41,23 @@ from rnnlab.tasks.base import Tokens
 from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import distributed as dist
 from rnnlab.train.config import ExperimentConfig, to_dict
-from rnnlab.train.evaluate import evaluate
-from rnnlab.train.model import SequenceModel, count_parameters, describe
+from rnnlab.train.evaluate import evaluate_counted
+from rnnlab.train.model import SequenceModel, count_parameters, describe, model_for
 from rnnlab.train.optim import clip_gradients, learning_rate, make_optimizer, set_learning_rate
 from rnnlab.train.progress import Progress, TensorBoard
-from rnnlab.train.run import BEST, CHECKPOINT, CONFIG, MODEL, SUMMARY, TASK, RunDir, default_dir
+from rnnlab.train.run import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    MODEL,
+    PREVIOUS,
+    SUMMARY,
+    TASK,
+    VOCAB,
+    RunDir,
+    default_dir,
+)
 
 GENERATED_EPOCH = 100  # steps per nominal epoch of tasks whose train data is generated, unbounded
 
@@ -61,6 +78,8 @@ class Counters:
     best_step: int | None = None  # step at which it was reached
     bad_evaluations: int = 0  # evaluations since the last improvement (early stopping)
     last_checkpoint: int = -1  # step of the latest checkpoint
+    last_validation: int = -1  # step of the latest validation
+    records: int = 0  # records written to metrics.jsonl so far (a resume checks the file)
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +102,7 @@ def build(config: ExperimentConfig):
     """Seed, make the task and the model exactly as a training run does: (task, model)."""
     seed_everything(config.train.seed)
     task = make_task(config)
-    model = SequenceModel(task.input, task.output, config.model)
+    model = model_for(task, config.model)
     return task, model
 
 
@@ -113,6 +132,7 @@ class Trainer:
         self.optimizer = make_optimizer(model.parameters(), config.train)
         self.counters = Counters()
         self.carried = None  # recurrent state carried into the next training batch
+        self.interrupted = False  # set by Ctrl-C: stop after this step, with a checkpoint
         self.best_params = None  # state_dict at the best validation value
         self.metric_info = task.metric()
         t = config.train
@@ -146,7 +166,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ranks": per_rank,
         }
-        ckpt.save_atomic(payload, self.run.file(CHECKPOINT))
+        latest = self.run.file(CHECKPOINT)
+        if latest.is_file():  # keep the last two: a damaged latest one falls back to this
+            os.replace(latest, self.run.file(PREVIOUS))
+        ckpt.save_atomic(payload, latest)
 
     def restore(self, payload: dict) -> None:
         """Continue from a checkpoint written by :meth:`checkpoint` (same world size)."""
@@ -211,9 +234,12 @@ class Trainer:
         return value, norm, logits.detach(), local
 
     # --- evaluation -------------------------------------------------------------------------
-    def evaluate(self, split: str, *, full: bool = False) -> dict[str, float]:
+    def evaluate(self, split: str, *, full: bool = False, count: bool = False):
+        """The metrics of ``split`` (the whole split with ``full``, else at most
+        ``task.eval_max_batches`` batches); with ``count``, also what they were counted on
+        (``"25,600 tokens"``)."""
         c = self.config.task
-        return evaluate(
+        values, counted = evaluate_counted(
             self.model,
             self.task,
             split,
@@ -221,6 +247,7 @@ class Trainer:
             seq_len=c.seq_len,
             max_batches=None if full else c.eval_max_batches,
         )
+        return (values, counted) if count else values
 
     def better(self, value: float) -> bool:
         best = self.counters.best_value
@@ -230,9 +257,10 @@ class Trainer:
 
     def validate(self, progress: Progress) -> bool:
         """Evaluate valid, update best / early stopping; True when patience has run out."""
-        values = self.evaluate("valid")
+        values, counted = self.evaluate("valid", count=True)
         primary = values[self.metric_info.primary]
         c = self.counters
+        c.last_validation = c.step
         if self.better(primary):
             c.best_value, c.best_step, c.bad_evaluations = primary, c.step, 0
             self.best_params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -244,9 +272,11 @@ class Trainer:
         else:
             c.bad_evaluations += 1
         self.log("valid", values)
+        full = self.config.task.eval_max_batches is None
+        what = "full split" if full else "estimate"
         progress.note(
-            f"step {c.step} epoch {self.epoch():.2f}: valid "
-            + ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+            f"step {c.step} epoch {self.epoch():.2f} ({progress.timing()}): valid {what} on "
+            f"{counted}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items())
         )
         patience = self.config.train.patience
         return patience is not None and c.bad_evaluations >= patience
@@ -263,6 +293,7 @@ class Trainer:
             **values,
             **extra,
         }
+        self.counters.records += 1
         if self.world.main:
             self.run.log(record)
             self.tensorboard.scalars(split, values, self.counters.step)
@@ -278,6 +309,8 @@ class Trainer:
             enabled=self.world.main,
             stream=self.stream,
             description=f"{self.task.name}",
+            budget=t.budget_seconds,
+            elapsed=c.train_seconds,
         )
         batches = self.task.batches(
             "train",
@@ -290,8 +323,16 @@ class Trainer:
         window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0, "norm": 0.0}
         window_metric = self.task.metric()
         status, message = "completed", ""
+        restore_handler = self.catch_interrupts()
         try:
             while True:
+                if dist.stop_vote(self.interrupted, self.world):
+                    # Ctrl-C: stop between steps, with a checkpoint of this step.
+                    if window["steps"]:
+                        self.log_window(window, window_metric, progress)
+                    if c.last_checkpoint != c.step:
+                        self.checkpoint()
+                    raise KeyboardInterrupt
                 stop = self.stop_reason()
                 if dist.stop_vote(stop is not None, self.world):
                     status = stop or "budget"
@@ -311,7 +352,7 @@ class Trainer:
                 window["steps"] += 1
                 window["tokens"] += tokens
                 window["seconds"] += elapsed
-                progress.update(1)
+                progress.update(1, elapsed)
                 evaluate_now = c.step % self.eval_every == 0
                 checkpoint_now = evaluate_now or (
                     t.checkpoint_every is not None and c.step % t.checkpoint_every == 0
@@ -340,6 +381,7 @@ class Trainer:
             self.tensorboard.close()
             raise
         except KeyboardInterrupt:
+            restore_handler()
             progress.close()
             if self.world.main:
                 print(
@@ -349,21 +391,56 @@ class Trainer:
                     flush=True,
                 )
             raise
+        finally:
+            restore_handler()
         if window["steps"]:
             self.log_window(window, window_metric, progress)
-        if c.last_checkpoint != c.step:
+        validated = False
+        if c.step > 0 and c.last_validation != c.step:
+            # Steps after the last periodic validation count too: validate the last parameters
+            # before the best ones are chosen.
+            started = time.perf_counter()
+            self.validate(progress)
+            c.train_seconds += time.perf_counter() - started
+            validated = True
+        if validated or c.last_checkpoint != c.step:
             self.checkpoint()
         which = f"best parameters, step {c.best_step}" if c.best_step is not None else "last"
-        progress.note(f"{status} at step {c.step}; evaluating on valid and test ({which})")
+        progress.note(
+            f"{status} at step {c.step}; evaluating on the full valid and test splits ({which})"
+        )
         progress.close()
         if status == "early_stopped":
             message = f"no improvement in {t.patience} evaluations"
         final = self.final_evaluation()
+        if self.world.main and not self.config.run.quiet:
+            for split in ("valid", "test"):
+                print(
+                    f"final {split} (full split, {self.final_counts[split]}): "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in final[split].items()),
+                    file=self.stream or sys.stderr,
+                    flush=True,
+                )
         summary = self.summary(status, message, time.perf_counter() - wall_start, final)
         if self.world.main:
             self.run.write_json(SUMMARY, summary)
         self.tensorboard.close()
         return summary
+
+    def catch_interrupts(self):
+        """Make the first SIGINT (Ctrl-C) a request to stop after the current step, with a
+        checkpoint; a second one stops at once. Returns the function restoring the handler."""
+        self.interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def request_stop(signum, frame):
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        return lambda: signal.signal(signal.SIGINT, previous)
 
     def stop_reason(self) -> str | None:
         t, c = self.config.train, self.counters
@@ -396,7 +473,10 @@ class Trainer:
         if self.best_params is not None:
             current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(self.best_params)
-        results = {split: self.evaluate(split, full=True) for split in ("valid", "test")}
+        results, counts = {}, {}
+        for split in ("valid", "test"):
+            results[split], counts[split] = self.evaluate(split, full=True, count=True)
+        self.final_counts = counts
         if current is not None:
             self.model.load_state_dict(current)
         for split, values in results.items():
@@ -460,44 +540,163 @@ def train(
 def _train(config, world, *, argv, resume, stream):
     if config.run.threads is not None:
         torch.set_num_threads(config.run.threads)
+    absolute_data_paths(config)
+    payload = None
     if resume is not None:
         run = RunDir(resume)
-        payload = ckpt.load(run.file(CHECKPOINT))
+        payload, source = load_resume_checkpoint(run)
+    # The task and model are made before any run directory: a data error leaves nothing behind.
+    task, model = build(config)
+    if resume is not None:
+        check_same_data(run, task)
     else:
         path = config.run.dir or (str(default_dir(config)) if world.main else None)
         run = RunDir(dist.broadcast(path, world))
-        payload = None
         if world.main:
             run.create(config, argv)
-    if resume is not None and world.main:
-        run.write_json(CONFIG, to_dict(config))  # overrides given on resuming are kept
-        run.append_command(argv)
-        run.truncate_metrics(payload["counters"]["step"])
-        if run.file(SUMMARY).exists():
-            run.file(SUMMARY).unlink()
-
-    task, model = build(config)
+            write_vocabulary(run, task)
+            run.write_json(TASK, {"name": task.name, **getattr(task, "info", {})})
     dist.broadcast_parameters(model, world)
     if world.rank > 0:  # distinct dropout / noise per rank; rank 0 keeps the single-run stream
         torch.manual_seed(config.train.seed + 7919 * world.rank)
     trainer = Trainer(config, task, model, run, world, stream=stream)
     if payload is not None:
-        trainer.restore(payload)
+        try:
+            trainer.restore(payload)
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ckpt.CheckpointError(
+                f"{run.file(source)} does not fit this run's model and config ({reason}); "
+                "it is damaged or from another run"
+            ) from None
+        refuse_finished(run, trainer)
+        if world.main:
+            record_resume(run, trainer, payload, config, argv, source)
     if world.main:
         line = f"{run.path}: {describe(model)}"
         if world.distributed:
             line += f" ({world.size} processes)"
         print(line, flush=True)
         run.write_text(MODEL, describe(model) + "\n\n" + str(model) + "\n")
-        run.write_json(TASK, {"name": task.name, **getattr(task, "info", {})})
     summary = trainer.fit()
     if world.main:
         if config.run.plots:
             from rnnlab.train.plots import learning_curves
 
-            learning_curves([run], run.file("curves.png"))
+            learning_curves([run], run.file("curves.png"), budget=config.train.budget_seconds)
         print(result_line(summary), flush=True)
     return run, summary
+
+
+def absolute_data_paths(config: ExperimentConfig) -> None:
+    """Make a ``task.path`` option absolute, so the run directory records where the data is
+    whatever directory later commands run from."""
+    path = config.task.options.get("path")
+    if isinstance(path, str) and path:
+        config.task.options["path"] = str(Path(path).expanduser().resolve())
+
+
+def load_resume_checkpoint(run: RunDir) -> tuple[dict, str]:
+    """The latest loadable checkpoint of ``run``: checkpoint.pt, or checkpoint.prev.pt when the
+    latest is damaged (saying so). Returns (payload, which file)."""
+    run.require()
+    required = ("config", "counters", "model", "optimizer", "ranks", "world_size")
+    latest, previous = run.file(CHECKPOINT), run.file(PREVIOUS)
+    if not latest.is_file() and not previous.is_file():
+        raise FileNotFoundError(
+            f"{run.path} has no {CHECKPOINT} to resume from (the run stopped before its first "
+            "checkpoint); start it again instead"
+        )
+    try:
+        return ckpt.load(latest, required), CHECKPOINT
+    except (ckpt.CheckpointError, FileNotFoundError) as error:
+        if not previous.is_file():
+            raise
+        try:
+            payload = ckpt.load(previous, required)
+        except ckpt.CheckpointError as second:
+            raise ckpt.CheckpointError(f"{error}; the previous one too: {second}") from None
+        print(
+            f"{error}; resuming from the previous checkpoint {PREVIOUS} "
+            f"(step {payload['counters']['step']})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return payload, PREVIOUS
+
+
+def check_same_data(run: RunDir, task) -> None:
+    """Refuse to continue a run on data whose sha256 differs from the one it recorded."""
+    if not run.file(TASK).is_file():
+        return
+    recorded = run.read_json(TASK)
+    old, new = recorded.get("sha256"), getattr(task, "info", {}).get("sha256")
+    if old and new and old != new:
+        raise ValueError(
+            f"the data of task {task.name!r} changed since {run.path} was trained: "
+            f"{task.info.get('source', 'the data')} has sha256 {new[:16]}..., the run recorded "
+            f"{old[:16]}... ({recorded.get('source', '?')}). Resuming would mix two corpora: "
+            "restore the original data, or start a new run"
+        )
+
+
+def refuse_finished(run: RunDir, trainer: Trainer) -> None:
+    """A finished run is never silently rewritten: resuming one needs a raised limit."""
+    summary = run.summary() if run.file(SUMMARY).is_file() else None
+    if not summary or summary.get("status") not in ("completed", "budget", "early_stopped"):
+        return
+    c, t = trainer.counters, trainer.config.train
+    patience_out = t.patience is not None and c.bad_evaluations >= t.patience
+    if trainer.stop_reason() is not None or (
+        summary["status"] == "early_stopped" and patience_out
+    ):
+        raise ValueError(
+            f"{run.path} is finished ({summary['status']} at step {c.step}); there is nothing "
+            "to resume. To train it further, raise its limit on resuming (e.g. "
+            f"--train.max_steps={2 * max(c.step, 1)}, --train.budget_seconds or "
+            "--train.patience)"
+        )
+
+
+def record_resume(run: RunDir, trainer: Trainer, payload, config, argv, source: str) -> None:
+    """Append what the resume replaces to history.jsonl; check that metrics.jsonl still holds
+    the records the checkpoint counted (saying so when it does not)."""
+    step = payload["counters"]["step"]
+    run.append_history(
+        {
+            "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "from_step": step,
+            "checkpoint": source,
+            "previous_config": run.read_json(CONFIG),
+            "previous_summary": run.summary() if run.file(SUMMARY).is_file() else None,
+            "argv": argv,
+        }
+    )
+    run.write_json(CONFIG, to_dict(config))  # overrides given on resuming are kept
+    run.append_command(argv)
+    expected = payload["counters"].get("records")
+    kept = run.truncate_metrics(step)
+    if expected is not None and kept < expected:
+        print(
+            f"warning: {run.file(METRICS)} holds {kept} records up to step {step}, the checkpoint "
+            f"counted {expected}: {expected - kept} records of this run's history were deleted "
+            "or cut; the learning curves will miss them",
+            file=sys.stderr,
+            flush=True,
+        )
+    if run.file(SUMMARY).exists():
+        run.file(SUMMARY).unlink()  # kept in history.jsonl; rewritten when this session ends
+    print(f"resuming {run.path} from step {step} ({source})", flush=True)
+
+
+def write_vocabulary(run: RunDir, task) -> None:
+    """vocab.json: the symbols of a Tokens task, so sampling needs only the run directory."""
+    vocabulary = getattr(task, "vocabulary", None)
+    if vocabulary is None or not isinstance(task.input, Tokens):
+        return
+    run.write_json(
+        VOCAB, {"symbols": list(vocabulary.symbols), "words": bool(vocabulary.words)}
+    )
 
 
 def result_line(summary: dict) -> str:

@@ -230,6 +230,28 @@ def test_init_schemes(init):
     assert torch.all(cell.b_f == 1.0)
 
 
+@pytest.mark.parametrize("init", ["uniform", "xavier"])
+def test_init_distribution(init):
+    """Every matrix entry is U(−a, a): a = 1/√H (uniform, as torch.nn.LSTM) or Glorot's
+    √(6 / (fan_in + fan_out)). Checked by a Kolmogorov–Smirnov test on all entries, so a
+    scale that is too small (or a normal instead of a uniform) fails, not only one too big."""
+    from scipy import stats
+
+    torch.manual_seed(0)
+    H, I = 64, 48
+    cell = cells.make("lstm", I, H, init=init)
+    for name, p in cell.named_parameters():
+        if init == "xavier" and p.dim() == 1:
+            continue
+        if name == "b_f":
+            continue
+        a = 1 / H**0.5 if init == "uniform" else (6 / (p.shape[0] + p.shape[1])) ** 0.5
+        values = p.detach().flatten().double().numpy()
+        assert stats.kstest(values, stats.uniform(-a, 2 * a).cdf).pvalue > 1e-3, name
+        # and not a narrower uniform that the KS test alone might let pass on few entries
+        assert values.max() > 0.9 * a and values.min() < -0.9 * a, name
+
+
 def test_bad_init_and_unknown_options_are_refused():
     with pytest.raises(ValueError, match="init must be one of"):
         cells.make("lstm", 4, 4, init="normal")

@@ -13,8 +13,9 @@ import rnnlab.tasks
 from rnnlab.cli.main import EXIT_DIVERGED, main
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
+TINY = [  # wide evaluation batches keep the full-split passes at the end of each run short
     "--task.chars=60000", "--task.seq_len=8", "--task.batch_size=4", "--task.eval_max_batches=2",
+    "--task.eval_batch_size=64",
     "--model.hidden_size=12", "--train.epochs=none", "--run.plots=false", "--quiet",
 ]
 
@@ -134,8 +135,8 @@ def test_bad_arguments_are_rejected_with_the_choices(args, words, capsys):
 def test_missing_run_directory(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 1
     assert "not a run directory" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--resume", str(tmp_path / "nothing")])
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
+    assert "not a run directory" in capsys.readouterr().err
 
 
 def test_divergence_exits_with_its_own_status(tmp_path, monkeypatch, capsys):
@@ -160,3 +161,40 @@ def test_python_dash_m_rnnlab():
     assert result.returncode == 0, result.stderr
     assert "--model.hidden_size" in result.stdout and "--train.lr" in result.stdout
     assert "units per layer" in result.stdout  # the field's comment is its help
+
+
+def test_an_argument_error_is_one_line_with_a_pointer_to_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model.hidden_size=big"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("rnnlab train: error: model.hidden_size must be an integer")
+    assert err.rstrip().endswith("(see `rnnlab train --help`)")
+
+
+@pytest.mark.parametrize("command", ["list", "train", "evaluate", "sample", "compare", "report"])
+def test_every_subcommand_help_shows_the_defaults(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    options = [line for line in out.splitlines() if line.strip().startswith("--")
+               and "--help" not in line]
+    if command != "list":
+        assert "default" in out
+    flag, default = HELP_DEFAULTS.get(command, (None, None))
+    if flag:
+        assert f"default: {default}" in out.split("\n  " + flag, 1)[1][:400].replace("'", "")
+    assert options or command == "list"
+
+
+HELP_DEFAULTS = {"evaluate": ("--split", "all"), "sample": ("--temperature", "0.8"),
+                 "compare": ("--budget-seconds", "90"), "report": ("--x", "step"),
+                 "train": ("--train.lr", "0.002")}
+
+
+def test_train_help_says_how_to_train_on_your_own_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--task.path=corpus.txt" in out and "own text" in out.lower()

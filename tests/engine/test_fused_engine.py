@@ -10,7 +10,7 @@ import rnnlab
 from rnnlab import cells
 from rnnlab.engine import fused
 from rnnlab.engine.fast import native
-from rnnlab.engine.fast.lift import Unsupported
+from rnnlab.engine.fast.lanes import Unsupported
 from rnnlab.engine.unroll import reference_unroll, unroll
 from rnnlab.lang import GraphError
 from rnnlab.lang.mutate import mutate
@@ -209,8 +209,7 @@ def test_bfloat16_runs_on_the_python_executor():
     x, state, _ = inputs(cell, 5, 3, torch.bfloat16)
     expected = run(cell, x, state, None, "reference")
     with fused.backend("auto"):
-        comp = fused.compiled(cell, (32,), {k: tuple(v.shape) for k, v in cell.weights().items()},
-                              True, False)
+        comp = fused.compiled(cell.program, True, False)
         assert fused.choose_executor(comp, x) is comp.python
     assert_same(run(cell, x, state, None, "auto"), expected, rtol=0.05, atol=0.05)
 
@@ -260,11 +259,7 @@ def test_mutated_cells_equal_reference(seed_cell):
         state = tuple(torch.randn(3, 4, generator=g, dtype=torch.double, requires_grad=True)
                       for _ in c.graph.states)
         lengths = torch.tensor([5, 4, 2])
-        w = c.weights()
-        widths = tuple(t.shape[-1] for t in c.program.hoist(x, w))
-        if isinstance(fused.compiled(c, widths, {k: tuple(v.shape) for k, v in w.items()},
-                                     True, True), Unsupported):
-            continue
+        assert fused.explain(c, dtype=torch.double).startswith("fused"), str(c.graph)
         expected = run(c, x, state, lengths, "reference")
         for engine in EXECUTORS:
             assert_same(run(c, x, state, lengths, engine), expected)
@@ -284,10 +279,8 @@ def test_parameter_only_work_is_supported(engine):
         return h, (h,)
 
     c = cells.make(static_terms, 3, 4).double()
-    w = c.weights()
     x, state, L = inputs(c, 5, 3, lengths=[5, 3, 2])
-    widths = tuple(t.shape[-1] for t in c.program.hoist(x, w))
-    comp = fused.compiled(c, widths, {k: tuple(v.shape) for k, v in w.items()}, True, True)
+    comp = fused.compiled(c.program, True, True)
     assert not isinstance(comp, Unsupported) and comp.statics
     assert_same(run(c, x, state, L, engine), run(c, x, state, L, "reference"))
 

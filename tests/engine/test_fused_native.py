@@ -68,10 +68,9 @@ def test_without_native_the_python_executor_runs(monkeypatch):
     monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
     with fused.backend("auto"):
         out, _ = unroll(c, x, state)
-        w = c.weights()
-        comp = fused.compiled(c, tuple(t.shape[-1] for t in c.program.hoist(x, w)),
-                              {k: tuple(v.shape) for k, v in w.items()}, True, False)
+        comp = fused.compiled(c.program, True, False)
         assert fused.choose_executor(comp, x) is comp.python
+        assert fused.explain(c, dtype=torch.double).startswith("fused (torch)")
     assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
     torch.testing.assert_close(out, reference_unroll(c, x, state)[0])
     with fused.backend("native"), pytest.raises(RuntimeError, match="no compiler"):
@@ -94,18 +93,23 @@ def test_gemm_timing_entry_point(library):
     assert seconds is not None and 0 < seconds < 1
 
 
-def test_concurrent_calls_from_python_threads(library):
-    """The loop runs without the GIL: calls from several threads must not share state."""
+def test_concurrent_calls_from_python_threads(library, monkeypatch):
+    """The loop runs without the GIL: calls from several threads must not share state, and
+    first calls (planning, the native executor) made at the same moment must be safe: the
+    caches start empty and a barrier releases every thread's first call together."""
     import threading
 
+    monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
     c = cells.make("gru", 6, 8)
     xs = [torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(k)) for k in range(6)]
     state = (torch.zeros(3, 8),)
     with torch.no_grad():
         expected = [reference_unroll(c, x, state)[0] for x in xs]
     results: dict = {}
+    barrier = threading.Barrier(len(xs))
 
     def work(k):
+        barrier.wait()
         with torch.no_grad():
             for _ in range(20):
                 results[k] = unroll(c, xs[k], state)[0]

@@ -1,21 +1,18 @@
-"""Reading steps as lanes and planning loops: the zoo, the LSTM's shape, search-made cells."""
+"""Laying plans out as lanes and planning loops: the zoo, the LSTM's shape, search-made cells."""
 
 import pytest
 import torch
 
 from rnnlab import cells
 from rnnlab.engine import fused
-from rnnlab.engine.fast.lift import Gemm, Unsupported, lift
+from rnnlab.engine.fast.lanes import Gemm, Unsupported, hoist_lanes, step_lanes
 from rnnlab.engine.fast.plan import SIGMOID, GemmI, Op, make_plan
 from rnnlab.engine.unroll import reference_unroll, unroll
 from rnnlab.lang import cell, sigmoid
 
 
 def lanes_of(c):
-    w = c.weights()
-    xs = c.program.hoist(torch.zeros(1, 1, c.input_size), w)
-    return lift(c.program.source, c.hidden_size, tuple(t.shape[-1] for t in xs),
-                {k: tuple(v.shape) for k, v in w.items()}, len(c.graph.states))
+    return step_lanes(c.program)
 
 
 @pytest.mark.parametrize("name", cells.names())
@@ -61,21 +58,27 @@ def test_unsupported_step_falls_back_to_reference(monkeypatch):
     expected = reference_unroll(c, x, state)[0]
 
     def refuse(*args, **kwargs):
-        raise Unsupported("a form the reader does not know")
+        raise Unsupported("a form the engine does not know")
 
-    monkeypatch.setattr(fused, "lift", refuse)
+    monkeypatch.setattr(fused, "step_lanes", refuse)
     monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
-    with fused.backend("auto"):
+    monkeypatch.setattr(fused, "_WARNED", set())
+    with fused.backend("auto"), pytest.warns(RuntimeWarning, match="does not know"):
         out, _ = unroll(c, x, state)
     assert type(out.grad_fn).__name__ != "FusedSequenceBackward"
     torch.testing.assert_close(out, expected)
+    assert fused.explain(c) == "reference: a form the engine does not know"
 
 
-def test_reader_refuses_unknown_forms():
-    source = "def hoist(x2d, w):\n    return ()\n\ndef step(xs, state, w):\n" \
-             "    (v_h, ) = state\n    v_y = torch.exp(v_h)\n    return v_y, (v_y, )\n"
-    with pytest.raises(Unsupported, match="torch.exp"):
-        lift(source, 4, (), {}, 1)
+def test_layout_refuses_unknown_instructions():
+    from dataclasses import replace
+
+    from rnnlab.lang.compile import Instr
+
+    program = cells.make("rnn", 4, 4).program
+    odd = replace(program, step_code=program.step_code + (Instr(999, "exp", (0,), 4),), _key=None)
+    with pytest.raises(Unsupported, match="exp in a step"):
+        step_lanes(odd)
 
 
 def test_gemm_ops_keep_their_order_and_bias():
@@ -90,12 +93,8 @@ def test_gemm_ops_keep_their_order_and_bias():
                                             ("gru_torch", True), ("mut1", True)])
 def test_the_engine_computes_the_hoist(name, prologue):
     """x W + b and the hoist's x-only work (zeros, concatenation, σ, tanh) over all T·B rows."""
-    from rnnlab.engine.fast.lift import lift_hoist
-
     c = cells.make(name, 8, 8)
-    w = c.weights()
-    k = len(c.program.hoist(torch.zeros(1, 1, 8), w))
-    hoist = lift_hoist(c.program.source, 8, 8, {n: tuple(v.shape) for n, v in w.items()}, k)
+    hoist = hoist_lanes(c.program)
     assert hoist is not None and hoist.weight == "Wx"
     plan = make_plan(lanes_of(c), training=True, lengths=False, hoist=hoist)
     assert bool(plan.prologue) == prologue and bool(plan.epilogue) == prologue

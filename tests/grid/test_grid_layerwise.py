@@ -6,7 +6,6 @@ from grid_reference import grid as reference_grid
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from rnnlab.grid import CellTransform, GridLSTM, GridLSTMNd, GridScan, State
-from rnnlab.grid.recurrence import LSTMRecurrence
 
 T, B, I, H = 6, 3, 3, 4
 
@@ -103,7 +102,7 @@ def test_packed_sequences_equal_each_sequence_alone(depth):
         torch.testing.assert_close(sequence.grad, grad)
 
 
-def test_zoo_cell_dimensions_fall_back_to_the_wavefront():
+def test_zoo_cell_depth_dimension_equals_naive():
     torch.manual_seed(4)
     scan = GridScan(I, H, 2, 1, transforms=["lstm", CellTransform("gru")]).double()
     x = torch.randn(T, B, I, dtype=torch.float64)
@@ -148,21 +147,44 @@ def test_an_lstm_time_loop_is_one_autograd_op(lengths):
 
 @pytest.mark.parametrize("standard", [False, True])
 @pytest.mark.parametrize("freeze", [False, True])
-def test_lstm_recurrence_gradcheck(standard, freeze):
+@pytest.mark.parametrize("priority", [(), (1,)])
+def test_engine_time_loop_gradcheck(standard, freeze, priority):
+    """The layer's time loop on the engine (fused forward and backward, frozen sequence ends,
+    the frozen vectors put back) against finite differences."""
     torch.manual_seed(6)
-    steps, batch, n, d = 4, 3, 2, 3
+    time = "lstm_standard" if standard else "lstm"
+    scan = GridScan(2, 3, 2, 1, False, [time, "lstm"], priority, schedule="layerwise").double()
+    lengths = torch.tensor([4, 1, 3]) if freeze else None
 
     def tensor(*shape):
         return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
-    inputs = (tensor(steps, batch, n), tensor(n, 4 * d), tensor(4 * d), tensor(d, 4 * d))
-    state = (tensor(batch, d), tensor(batch, d))
-    valid = (torch.arange(steps)[:, None] < torch.tensor([4, 1, 3]))[..., None] if freeze else None
+    def grid(x, h, m):
+        output, final = scan(x, State(h, m), lengths)
+        return output, final.h, final.m
 
-    def recurrence(*args):
-        return LSTMRecurrence.apply(*args, valid, standard)
+    inputs = (tensor(4, 3, 2), tensor(2, 3, 3), tensor(2, 3, 3))
+    assert torch.autograd.gradcheck(grid, inputs, fast_mode=True)
 
-    assert torch.autograd.gradcheck(recurrence, (*inputs, *state))
+
+def test_zoo_cells_of_both_dimensions_run_on_the_engine():
+    """A zoo cell in time and depth: the time loop is one fused op, depth one step over all
+    T·B rows; equal to the naive schedule with sequence ends."""
+    torch.manual_seed(7)
+    scan = GridScan(I, H, 2, 1, False, [CellTransform("gru"), CellTransform("cifg")]).double()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    state = State(*(torch.randn(2, B, H, dtype=torch.float64) for _ in range(2)))
+    lengths = torch.tensor([6, 2, 4])
+    assert_same(run(scan, x, state, lengths, "layerwise"), run(scan, x, state, lengths, "naive"))
+    scan.schedule = "layerwise"
+    output, _ = scan(x, state)
+    seen, stack = set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+    assert any(type(n).__name__ == "FusedSequenceBackward" for n in seen)
 
 
 def test_layerwise_is_the_grid_lstm_default():

@@ -11,12 +11,12 @@ import torch
 
 import rnnlab.tasks as tasks
 from rnnlab.tasks import text
-from rnnlab.tasks.base import Binary, Classes, Features, Tokens
+from rnnlab.tasks.base import Binary, Classes, Features, Labels, Tokens
 
 ALL = [
-    "addition", "arithmetic", "copy", "digits", "enwik8", "fsdd", "jsb", "memorize", "mnist",
-    "musedata", "nottingham", "parity", "pianomidi", "ptb", "ptb_char", "text", "text8",
-    "tinyshakespeare", "xml",
+    "addition", "arithmetic", "copy", "digits", "digits_ctc", "enwik8", "fsdd", "gts", "jsb",
+    "memorize", "mnist", "msd", "musedata", "nottingham", "numbers", "parallel", "parity",
+    "pianomidi", "ptb", "ptb_char", "text", "text8", "tinyshakespeare", "xml",
 ]  # fmt: skip
 
 SMALL = {"valid_size": 24, "test_size": 24}
@@ -38,8 +38,18 @@ def task_named(build, request, tmp_path, monkeypatch):
     """Build a task cheaply: small generated sets, shared data, or a small stand-in corpus."""
 
     def make(name):
-        if name in ("addition", "arithmetic", "copy", "memorize", "xml", "parity"):
+        if name in ("addition", "arithmetic", "copy", "memorize", "xml", "parity", "msd", "gts",
+                    "numbers"):
             return build(name, **SMALL)
+        if name == "parallel":  # your own aligned files: a small made-up pair
+            lines = [f"line {i} of {i % 9}" for i in range(100)]
+            (tmp_path / "a.txt").write_text("\n".join(lines), encoding="utf-8")
+            (tmp_path / "b.txt").write_text("\n".join(lines).upper(), encoding="utf-8")
+            return tasks.make(name, path=str(tmp_path / "a.txt"),
+                              target_path=str(tmp_path / "b.txt"))
+        if name == "digits_ctc":
+            file = request.getfixturevalue("need")(DATA["fsdd"])
+            return build(name, path=str(file.parents[1]), **SMALL)
         if name == "text":
             return build("text")
         if name == "digits":
@@ -126,6 +136,10 @@ def check_batch(task, batch: tasks.Batch):
         assert int(batch.targets.max()) < task.output.size
     elif isinstance(task.output, Tokens):
         assert batch.targets.shape == (steps, size) and batch.targets.dtype == torch.int64
+    elif isinstance(task.output, Labels):  # a label sequence per input sequence, 0-padded
+        assert batch.targets.shape[1] == size and batch.targets.dtype == torch.int64
+        assert 0 <= int(batch.targets.min()) and int(batch.targets.max()) < task.output.size
+        assert torch.all((batch.targets > 0).sum(0) > 0)
     else:
         assert batch.targets.shape == (steps, size, task.output.size)
     if batch.mask is not None:

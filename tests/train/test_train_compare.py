@@ -62,3 +62,22 @@ def test_matching_finds_the_closest_hidden_size():
         return abs(parameter_count(config, task) - target)
 
     assert gap(best) <= gap(best - 1) and gap(best) <= gap(best + 1)
+
+
+def test_the_compare_directory_names_the_corpus_and_any_body_can_be_compared(tmp_path):
+    from rnnlab.train.compare import compare
+    from rnnlab.train.config import apply_overrides
+
+    corpus = tmp_path / "my_novel.txt"
+    corpus.write_text("a tale of two cities. " * 500, encoding="utf-8")
+    base = apply_overrides(ExperimentConfig(), [
+        "task.name=text", f"task.path={corpus}", "task.seq_len=8", "task.batch_size=4",
+        "task.eval_batch_size=64", "task.eval_max_batches=1", "model.hidden_size=8",
+        "train.epochs=none", "train.max_steps=2", "run.quiet=true", "run.plots=false",
+        f"run.root={tmp_path / 'runs'}",
+    ])
+    text, out_dir, rows = compare(base, ["body=grid_deep,tied=true"],
+                                  match_params=False, echo=lambda *a: None)
+    assert out_dir.name.endswith("-text-my_novel")
+    assert [row["status"] for row in rows] == ["completed"]
+    assert "grid_deep" in text

@@ -64,3 +64,31 @@ def test_only_language_models_sample():
     assert isinstance(Words().output, Tokens)
     with pytest.raises(ValueError, match="temperature"):
         sample(lm(Words()), Words(), temperature=-1)
+
+
+class FixedLogits(torch.nn.Module):
+    """A language model whose next-symbol logits are always ``logits``."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.as_tensor(logits, dtype=torch.float64)
+
+    def forward(self, ids, state=None):
+        return self.logits.expand(ids.shape[0], ids.shape[1], -1), state
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_samples_follow_the_softmax_at_the_temperature(temperature):
+    task = Words()
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    text = sample(FixedLogits(logits), task, prime="a", length=4000, temperature=temperature,
+                  seed=3)
+    drawn = text.split(" ")[1:]
+    counts = torch.tensor([drawn.count(s) for s in ["<eos>", "a", "b", "c"]], dtype=torch.float64)
+    expected = torch.softmax(logits.double() / temperature, -1)
+    # 4,000 draws: each frequency within 4 standard deviations of its probability.
+    spread = 4 * torch.sqrt(expected * (1 - expected) / len(drawn))
+    assert torch.all((counts / len(drawn) - expected).abs() <= spread), (counts, expected)
+    again = sample(FixedLogits(logits), task, prime="a", length=50, temperature=temperature,
+                   seed=3)
+    assert again.split(" ")[:51] == text.split(" ")[:51]

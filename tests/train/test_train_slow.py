@@ -46,9 +46,35 @@ def start_and_kill(command, run_dir: Path, after_step: int):
         if (run_dir / "checkpoint.pt").exists():
             step = ckpt.load(run_dir / "checkpoint.pt")["counters"]["step"]
     assert process.poll() is None, "the run ended before it could be killed"
+    # torchrun may start its workers in sessions of their own: kill every descendant too.
+    family = descendants(process.pid)
     os.killpg(process.pid, signal.SIGKILL)
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     process.wait()
+    time.sleep(0.5)
     assert not (run_dir / "summary.json").exists()
+
+
+def descendants(pid: int) -> list[int]:
+    """The process ids below ``pid`` (from /proc), children before grandchildren."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):

@@ -121,10 +121,12 @@ def test_time_budget_stops_training(tmp_path):
 def test_early_stopping_after_patience(tmp_path, monkeypatch):
     values = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.0, 1.0])
 
-    def fake_evaluate(self, split, *, full=False):
+    def fake_evaluate(self, split, *, full=False, count=False):
         if full:
-            return {"loss": 1.0, "bits_per_char": 1.0}
-        return {"loss": 1.0, "bits_per_char": next(values)}
+            result = {"loss": 1.0, "bits_per_char": 1.0}
+        else:
+            result = {"loss": 1.0, "bits_per_char": next(values)}
+        return (result, "1 token") if count else result
 
     monkeypatch.setattr(Trainer, "evaluate", fake_evaluate)
     config = tiny_config("train.max_steps=100", "train.eval_every=2", "train.patience=3",

@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 from .plan import FILL, GemmI, Op, Plan, Refill
-from .vm_source import SOURCE
+from .vm_source import ABI_VERSION, GEMM, REFILL, SOURCE
 
-GEMM, REFILL = 100, 101
 FIELDS = 16
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17",
          "-shared", "-fPIC"]
@@ -162,6 +161,11 @@ def load():
         if cxx is None:
             raise RuntimeError("no C++ compiler found (set $CXX)")
         lib, path = _build_and_load(cxx)
+        lib.rnnlab_abi_version.restype = ctypes.c_int
+        if lib.rnnlab_abi_version() != ABI_VERSION:
+            raise RuntimeError(f"the native library {path} has ABI version "
+                               f"{lib.rnnlab_abi_version()}, this rnnlab needs {ABI_VERSION}; "
+                               f"delete it (it is rebuilt) or clear {cache_dir()}")
         lib.rnnlab_run.restype = ctypes.c_int
         lib.rnnlab_run.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,

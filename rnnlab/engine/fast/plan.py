@@ -1,6 +1,6 @@
 """Plan the fused loops of a cell: where every lane lives, and one step's instructions.
 
-A plan turns the lanes of one step (``lift.StepIR``) into
+A plan turns the lanes of one step (``lanes.StepIR``) into
 
 * **buffers**, each a 3-D tensor (slices, B, columns): the hoisted inputs, the state history
   ``S`` (slice t holds the state entering step t), the output ``Y``, each GEMM's result ``G``,
@@ -13,27 +13,42 @@ the buffer at step t. So a history buffer (T+1 slices) written at offset +1 and 
 the state, and a two-slice buffer alternates between steps. The same instructions run in two
 executors: ``pyexec`` (torch ops, no compiler) and ``native`` (a C++ loop, row by row).
 
-The backward step is derived here, op by op in reverse, from each op's derivative:
-``d(a+b)``: both get dy; ``d(a−b)``: dy and −dy; ``d(a⊙b)``: dy⊙b and dy⊙a; tanh: dy⊙(1−y²);
-σ: dy⊙y⊙(1−y); ReLU: dy where y > 0; ``xs + A @ W``: the hoisted input gets dy (the same
-buffer), A gets dy @ Wᵀ. The weight gradients are not summed step by step: every step's
-argument rows and result adjoints stay in (T, B, ·) buffers, and after the loop
-``dW = Aᵀ dG`` is one GEMM over T·B rows (as cuDNN and oneDNN do).
+The backward step is derived here, op by op in reverse, from each op's derivative as the op
+table states it (``rnnlab.lang.ops``: ``d(a+b)``: both get dy; ``d(a−b)``: dy and −dy;
+``d(a⊙b)``: dy⊙b and dy⊙a; tanh: dy⊙(1−y²); σ: dy⊙y⊙(1−y); ReLU: dy where y > 0);
+``xs + A @ W``: the hoisted input gets dy (the same buffer), A gets dy @ Wᵀ. The weight
+gradients are not summed step by step: every step's argument rows and result adjoints stay in
+(T, B, ·) buffers, and after the loop ``dW = Aᵀ dG`` is one GEMM over T·B rows (as cuDNN and
+oneDNN do).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .lift import Ew, Gemm, HoistIR, Param, StepIR
+from ...lang.ops import CODE, COPY_GRAD, INSTRUCTIONS, OPS
+from .lanes import Ew, Gemm, HoistIR, Param, StepIR
 
-# Elementwise instruction codes. acc=True adds the result to the destination instead.
-COPY, NEG, ADD, SUB, MUL, TANH, SIGMOID, RELU, TANH_BWD, SIGMOID_BWD, RELU_BWD, FILL = range(12)
-CODE_NAMES = ("copy", "neg", "add", "sub", "mul", "tanh", "sigmoid", "relu", "tanh_bwd",
-              "sigmoid_bwd", "relu_bwd", "fill")
-_FORWARD_CODES = {"add": ADD, "sub": SUB, "mul": MUL, "tanh": TANH, "sigmoid": SIGMOID,
-                  "relu": RELU, "copy": COPY}
-_BACKWARD_CODES = {"tanh": TANH_BWD, "sigmoid": SIGMOID_BWD, "relu": RELU_BWD}
+# Elementwise instruction codes (the op table's order). acc=True adds to the destination.
+COPY, NEG, ADD, SUB, MUL, FILL = (CODE[n] for n in ("copy", "neg", "add", "sub", "mul", "fill"))
+SIGMOID = CODE["sigmoid"]
+CODE_NAMES = tuple(ins.name for ins in INSTRUCTIONS)
+# instruction of a lane op -> per argument: (instruction, operand, operand) of its adjoint
+_GRAD = {spec.instruction: spec.grad for spec in OPS.values() if spec.instruction}
+_GRAD["copy"] = COPY_GRAD
+
+
+def _mark_needed(op: Ew, needed: list) -> None:
+    """Lanes whose values the backward step reads for ``op``: its result or an argument."""
+    args = {"a": op.args[0], "b": op.args[1] if len(op.args) > 1 else None}
+    for k, (_, *operands) in enumerate(_GRAD[op.op]):
+        if isinstance(op.args[k], float):  # no adjoint wanted for a number
+            continue
+        for name in operands:
+            if name == "y":
+                needed[op.out] = True
+            elif name in args and isinstance(args[name], int):
+                needed[args[name]] = True
 
 
 @dataclass
@@ -141,7 +156,7 @@ class Plan:
 def make_plan(ir: StepIR, training: bool, lengths: bool, hoist: HoistIR | None = None) -> Plan:
     """Plan the loops of ``ir``; ``training`` adds the backward step, ``lengths`` variable
     lengths (buffers then start at zero so that rows past their end stay zero). With ``hoist``
-    (``lift.lift_hoist``) the engine computes the hoisted inputs itself; without, they are
+    (``lanes.hoist_lanes``) the engine computes the hoisted inputs itself; without, they are
     given."""
     return _Planner(ir, training, lengths, hoist).plan
 
@@ -190,12 +205,7 @@ class _Planner:
                 for a in op.args:
                     if isinstance(a, int):
                         self.readers[a].append(stage)
-                if op.op == "mul":
-                    for a, b in (op.args, op.args[::-1]):
-                        if isinstance(a, int) and not isinstance(b, float):
-                            self.needed[a] = True  # d(other) = dy ⊙ a
-                elif op.op in _BACKWARD_CODES:
-                    self.needed[op.out] = True
+                _mark_needed(op, self.needed)
             self.op_stage.append(stage)
         self.writes_of: list[list[int]] = [[] for _ in range(n)]
         for j, lane in enumerate(ir.writes):
@@ -250,12 +260,7 @@ class _Planner:
                                 for x, pos in positions.items()}
         self.hoist_needed = [False] * len(hoist.sources)
         for op in hoist.ops:
-            if op.op == "mul":
-                for a, b in (op.args, op.args[::-1]):
-                    if isinstance(a, int) and not isinstance(b, float):
-                        self.hoist_needed[a] = True
-            elif op.op in _BACKWARD_CODES:
-                self.hoist_needed[op.out] = True
+            _mark_needed(op, self.hoist_needed)
             for a in op.args:
                 if isinstance(a, Param):
                     width = (a.index + 1) * H
@@ -299,7 +304,7 @@ class _Planner:
         for op in hoist.ops:
             dst = self.hoist_home[op.out]
             args = [self.hoist_operand(a) for a in op.args] + [None]
-            code.append(Op(_FORWARD_CODES[op.op], dst, args[0], args[1], H))
+            code.append(Op(CODE[op.op], dst, args[0], args[1], H))
         for x, pos in self.hoist_positions.items():
             for k, i in pos:
                 ref = Ref(p.xs[k], i * H)
@@ -465,7 +470,7 @@ class _Planner:
             if isinstance(op, Ew):
                 dst = self.home[op.out]
                 args = [self.operand(a) for a in op.args] + [None]
-                code.append(Op(_FORWARD_CODES[op.op], dst, args[0], args[1], H))
+                code.append(Op(CODE[op.op], dst, args[0], args[1], H))
                 for ref in self.sinks(op.out):
                     if ref != dst:
                         code.append(Op(COPY, ref, dst, None, H))
@@ -572,20 +577,12 @@ class _Planner:
 
     def derive(self, op: Ew, value, operand):
         """Contributions of one elementwise op to its arguments' adjoints (reverse mode)."""
-        y = op.out
-        dy = self.pass_[0][y][0]
-        a = op.args[0]
-        if op.op == "copy":
-            self.contribute(a, COPY, dy)
-        elif op.op in ("add", "sub"):
-            self.contribute(a, COPY, dy)
-            self.contribute(op.args[1], COPY if op.op == "add" else NEG, dy)
-        elif op.op == "mul":
-            b = op.args[1]
-            self.contribute(a, MUL, dy, operand(b))
-            self.contribute(b, MUL, dy, operand(a))
-        else:
-            self.contribute(a, _BACKWARD_CODES[op.op], dy, value(y))
+        dy = self.pass_[0][op.out][0]
+        refs = {"dy": dy, "y": value(op.out), None: None}
+        for k, (instruction, *operands) in enumerate(_GRAD[op.op]):
+            for j, name in enumerate(("a", "b")[:len(op.args)]):
+                refs[name] = operand(op.args[j])
+            self.contribute(op.args[k], CODE[instruction], *(refs[o] for o in operands))
 
     def _backward(self):
         ir, p, H, out = self.ir, self.plan, self.H, self.plan.backward

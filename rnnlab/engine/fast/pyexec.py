@@ -10,44 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from .plan import (
-    ADD,
-    COPY,
-    FILL,
-    MUL,
-    NEG,
-    RELU,
-    RELU_BWD,
-    SIGMOID,
-    SIGMOID_BWD,
-    SUB,
-    TANH,
-    TANH_BWD,
-    GemmI,
-    Op,
-    Plan,
-    Ref,
-    Refill,
-)
+from ...lang.ops import INSTRUCTIONS
+from .plan import ADD, COPY, FILL, MUL, NEG, SUB, GemmI, Op, Plan, Ref, Refill
 
 _aten = torch.ops.aten
-# code -> (value without out=, call writing into D); A, B are the operands, D the destination
-_CALLS = {
-    COPY: ("{A}", "{D}.copy_({A})"),
-    NEG: ("torch.neg({A})", "torch.neg({A}, out={D})"),
-    ADD: ("torch.add({A}, {B})", "torch.add({A}, {B}, out={D})"),
-    SUB: ("torch.sub({A}, {B})", "torch.sub({A}, {B}, out={D})"),
-    MUL: ("torch.mul({A}, {B})", "torch.mul({A}, {B}, out={D})"),
-    TANH: ("torch.tanh({A})", "torch.tanh({A}, out={D})"),
-    SIGMOID: ("torch.sigmoid({A})", "torch.sigmoid({A}, out={D})"),
-    RELU: ("torch.clamp_min({A}, 0)", "torch.clamp_min({A}, 0, out={D})"),
-    TANH_BWD: ("aten.tanh_backward({A}, {B})",
-               "aten.tanh_backward.grad_input({A}, {B}, grad_input={D})"),
-    SIGMOID_BWD: ("aten.sigmoid_backward({A}, {B})",
-                  "aten.sigmoid_backward.grad_input({A}, {B}, grad_input={D})"),
-    RELU_BWD: ("aten.threshold_backward({A}, {B}, 0)",
-               "aten.threshold_backward.grad_input({A}, {B}, 0, grad_input={D})"),
-}
+# code -> (value without out=, call writing into D), from the op table; A, B are the operands,
+# D the destination
+_CALLS = {code: (ins.torch_value, ins.torch_out) for code, ins in enumerate(INSTRUCTIONS)
+          if ins.torch_out is not None}
 # accumulating forms that need no temporary
 _ACCUMULATE = {COPY: "{D}.add_({A})", NEG: "{D}.sub_({A})", MUL: "{D}.addcmul_({A}, {B})",
                ADD: "{D}.add_({A}).add_({B})", SUB: "{D}.add_({A}).sub_({B})"}

@@ -13,7 +13,14 @@ use SIMD on them: relative error below 3e-7 (tanh uses its odd Taylor series bel
 ±inf handled as torch does; double uses the C library.
 """
 
-SOURCE = r"""
+from ...lang.ops import INSTRUCTIONS
+
+# Bump when the table layout handed to ``rnnlab_run`` changes; the loaded library must agree
+# (checked at load) and a stale build is rebuilt. 4: instruction enum generated from the table.
+ABI_VERSION = 4
+GEMM, REFILL = 100, 101
+
+_TEMPLATE = r"""
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,9 +34,10 @@ SOURCE = r"""
 
 namespace {
 
+// generated from the op table (rnnlab.lang.ops.INSTRUCTIONS)
 enum Code : int64_t {
-  COPY = 0, NEG, ADD, SUB, MUL, TANH, SIGMOID, RELU, TANH_BWD, SIGMOID_BWD, RELU_BWD,
-  GEMM = 100, REFILL = 101
+  @CODES@,
+  GEMM = @GEMM@, REFILL = @REFILL@
 };
 
 // one instruction: 16 int64 fields
@@ -119,17 +127,7 @@ inline double tanh_(double x) { return std::tanh(x); }
 template <typename T>
 void elementwise(int64_t code, bool acc, int64_t w, T* d, const T* a, const T* b) {
   switch (code) {
-    case COPY: LOOP(a[j]) break;
-    case NEG: LOOP(-a[j]) break;
-    case ADD: LOOP(a[j] + b[j]) break;
-    case SUB: LOOP(a[j] - b[j]) break;
-    case MUL: LOOP(a[j] * b[j]) break;
-    case TANH: LOOP(tanh_(a[j])) break;
-    case SIGMOID: LOOP(sigmoid_(a[j])) break;
-    case RELU: LOOP(a[j] < T(0) ? T(0) : a[j]) break;
-    case TANH_BWD: LOOP(a[j] * (T(1) - b[j] * b[j])) break;
-    case SIGMOID_BWD: LOOP(a[j] * ((T(1) - b[j]) * b[j])) break;
-    case RELU_BWD: LOOP(b[j] <= T(0) ? T(0) : a[j]) break;
+@CASES@
     default: break;
   }
 }
@@ -209,7 +207,8 @@ struct Runner {
   // every GEMM's weight packed for blocks of ``rows`` rows (empty without the packed API)
   std::vector<void*> pack_weights(int64_t rows_) {
     std::vector<void*> packed;
-    if (!packed_ok || rows_ <= 0) return packed;
+    // packing reads the whole weight once, as one GEMM does: worth it over several steps only
+    if (!packed_ok || rows_ <= 0 || steps < 3) return packed;
     packed.assign(n, nullptr);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t* ins = code + i * F_FIELDS;
@@ -408,7 +407,7 @@ extern "C" double rnnlab_time_gemm(int64_t m, int64_t n, int64_t k, int64_t reps
   return seconds / reps;
 }
 
-extern "C" int rnnlab_abi_version() { return 3; }
+extern "C" int rnnlab_abi_version() { return @ABI@; }
 
 extern "C" int rnnlab_openmp() {
 #ifdef _OPENMP
@@ -418,3 +417,15 @@ extern "C" int rnnlab_openmp() {
 #endif
 }
 """
+
+
+def _generate() -> str:
+    codes = ", ".join(f"{ins.name.upper()} = {k}" for k, ins in enumerate(INSTRUCTIONS))
+    cases = "\n".join(f"    case {ins.name.upper()}: LOOP({ins.cpp}) break;"
+                      for ins in INSTRUCTIONS if ins.cpp is not None)
+    return (_TEMPLATE.replace("@CODES@", codes).replace("@CASES@", cases)
+            .replace("@GEMM@", str(GEMM)).replace("@REFILL@", str(REFILL))
+            .replace("@ABI@", str(ABI_VERSION)))
+
+
+SOURCE = _generate()

@@ -1,0 +1,66 @@
+"""One step at a time (sampling, streaming): per-step latency of T=1, B=1 calls with the state
+carried, under ``torch.inference_mode``, against torch.nn.LSTM of the same size (issue 11).
+
+Peers run interleaved, round after round, each keeping its best round, all in one process:
+
+    python benchmarks/step_latency.py                      # H = 128 and 512, 3 layers, 1 thread
+    python benchmarks/step_latency.py --hidden 64 1024 --layers 2 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import rnnlab
+
+
+def per_step(model, x, calls: int) -> float:
+    """Seconds per call of ``model`` on x with its state carried from call to call."""
+    with torch.inference_mode():
+        _, state = model(x)
+        start = time.perf_counter()
+        for _ in range(calls):
+            _, state = model(x, state)
+        return (time.perf_counter() - start) / calls
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=200, help="calls per round")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"T=1, B=1, {args.layers} layers, {args.threads} thread(s), inference_mode; best of "
+          f"{args.rounds} rounds of {args.calls} calls, and the median round")
+    print(f"{'H':>6} {'model':<14} {'µs/step':>10} {'median':>10} {'× nn.LSTM':>10}")
+    for H in args.hidden:
+        models = {
+            "nn.LSTM": torch.nn.LSTM(H, H, args.layers),
+            "rnnlab lstm": rnnlab.RNN("lstm", H, H, num_layers=args.layers),
+            "rnnlab gru": rnnlab.RNN("gru", H, H, num_layers=args.layers),
+            "GridLSTM": rnnlab.GridLSTM(H, H, args.layers),
+        }
+        x = torch.randn(1, 1, H)
+        times = {name: [] for name in models}
+        for model in models.values():  # warm up: plans, native library, caches
+            per_step(model, x, 5)
+        for _ in range(args.rounds):
+            for name, model in models.items():
+                times[name].append(per_step(model, x, args.calls))
+        base = min(times["nn.LSTM"])
+        for name, values in times.items():
+            values.sort()
+            best, median = values[0], values[len(values) // 2]
+            print(f"{H:>6} {name:<14} {best * 1e6:>10.0f} {median * 1e6:>10.0f} "
+                  f"{best / base:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

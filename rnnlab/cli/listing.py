@@ -1,0 +1,47 @@
+"""``rnnlab list [cells|tasks|bodies]``: the cells with their equations, the tasks, the bodies."""
+
+from __future__ import annotations
+
+NAME = "list"
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        NAME, help="cells with their equations, model bodies, and tasks",
+        description="List the cells (with their equations), the model bodies and the tasks.",
+    )
+    parser.add_argument("what", nargs="?", choices=("cells", "bodies", "tasks"),
+                        help="only one kind")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args, parser, extra, argv) -> int:
+    import rnnlab.cells
+    import rnnlab.tasks
+    from rnnlab.train.bodies import BODIES, body_settings
+
+    if args.what in (None, "cells"):
+        print("cells (rnnlab.cells.names(); use with --cell=NAME or rnnlab.RNN(NAME, ...)):\n")
+        for name in rnnlab.cells.names():
+            summary = (rnnlab.cells.doc(name) or "").strip().split("\n")[0]
+            print(f"[{name}] {summary}".rstrip())
+            print(str(rnnlab.cells.make(name, 8, 8)).rstrip())
+            print()
+    if args.what in (None, "bodies"):
+        print("model bodies (use with --model.body=NAME; settings as --model.SETTING=VALUE):\n")
+        for name, body in BODIES.items():
+            print(f"[{name}] {body.summary}")
+            print(f"  settings: {', '.join(body_settings(name))}")
+            print()
+    if args.what in (None, "tasks"):
+        print("tasks (use with --task=NAME; options as --task.OPTION=VALUE):\n")
+        for name, text in rnnlab.tasks.describe_all().items():
+            options = ", ".join(
+                key for key in rnnlab.tasks.factory_options(name) if key not in ("args", "kwargs")
+            )
+            print(f"[{name}] {text}")
+            if options:
+                print(f"  options: {options}")
+            print()
+    return 0

@@ -1,0 +1,105 @@
+"""What every subcommand shares: the parser class, config options, exit statuses, errors."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+
+from rnnlab.train.config import (
+    SHORTCUTS,
+    ConfigError,
+    ExperimentConfig,
+    describe_fields,
+    field_types,
+    sections,
+    set_field,
+    validate,
+)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and a pointer to ``--help`` (no usage dump).
+
+    Every ``--help`` shows each option's default (``ArgumentDefaultsHelpFormatter``).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        message = " ".join(str(message).split())  # one line, whatever the message held
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--section.field`` option per config field, plus the shortcuts."""
+    group = parser.add_argument_group(
+        "configuration (--section.field=value; `none` clears an optional field)"
+    )
+    for key, type_name, default, comment in describe_fields():
+        section_name, name = key.split(".")
+        annotation = field_types(sections()[section_name])[name]
+        is_bool = annotation is bool
+        group.add_argument(
+            f"--{key}",
+            dest=key,
+            default=argparse.SUPPRESS,
+            metavar="BOOL" if is_bool else type_name.upper().replace(" OR ", "|"),
+            nargs="?" if is_bool else None,
+            const="true" if is_bool else None,
+            help=f"{comment} [default: {default!r}]".replace("%", "%%"),
+        )
+    for short, key in SHORTCUTS.items():
+        group.add_argument(
+            f"--{short}", dest=key, default=argparse.SUPPRESS, metavar="VALUE",
+            help=f"shortcut for --{key}",
+        )
+
+
+def config_from_args(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    extra: list[str],
+    base: ExperimentConfig,
+) -> ExperimentConfig:
+    """``base`` with the --section.field options in ``args`` and task options in ``extra``."""
+    config = copy.deepcopy(base)
+    try:
+        for key, text in vars(args).items():
+            if "." in key:
+                set_field(config, key, text)
+        for key, text in task_options(parser, extra):
+            set_field(config, key, text)
+        validate(config)
+    except ConfigError as error:
+        parser.error(str(error))
+    return config
+
+
+def task_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[tuple[str, str]]:
+    """Unknown ``--task.<option>=value`` (or ``--task.<option> value``) arguments; anything else
+    unknown is a usage error."""
+    pairs, rest = [], list(extra)
+    while rest:
+        item = rest.pop(0)
+        if item.startswith("--task."):
+            key, eq, value = item[2:].partition("=")
+            if not eq:
+                if not rest:
+                    parser.error(f"argument --{key} expects a value")
+                value = rest.pop(0)
+            pairs.append((key, value))
+        else:
+            parser.error(f"unrecognized argument {item!r}")
+    return pairs
+
+
+def fail(command: str, message: str) -> int:
+    """Print ``rnnlab COMMAND: error: MESSAGE`` on one line to stderr; return EXIT_ERROR."""
+    print(f"rnnlab {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return EXIT_ERROR

@@ -1,0 +1,58 @@
+"""A node-by-node interpreter of cell graphs for tests: it shares nothing with the compiler.
+
+It reads ``Graph.nodes`` in dependency order and computes every node with its own torch calls
+(no op table, no plan, no fused weights), one step at a time under autograd, so a compiler that
+drops, merges or reorders terms wrongly disagrees with it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _node_value(graph, name, vals, x_t, state, params):
+    node = graph.nodes[name]
+    op = node.op
+    if op == "input":
+        return x_t
+    if op == "state":
+        return state[graph.states.index(node.ref)]
+    if op == "param":
+        return params[node.ref]
+    if op == "const":
+        return torch.tensor(float(node.value), dtype=x_t.dtype)
+    a = vals[node.args[0]]
+    if op == "linear":  # W (H, n) applied to a (…, n)
+        return torch.einsum("hn,...n->...h", params[node.ref], a)
+    if op == "tanh":
+        return torch.tanh(a)
+    if op == "sigmoid":
+        return 1 / (1 + torch.exp(-a))
+    if op == "relu":
+        return torch.where(a > 0, a, torch.zeros_like(a))
+    if op == "identity":
+        return a
+    if op == "scale":
+        return a * float(node.value)
+    b = vals[node.args[1]]
+    if op == "add":
+        return a + b
+    if op == "sub":
+        return a - b
+    if op == "mul":
+        return a * b
+    raise AssertionError(f"the test interpreter does not know op {op}")
+
+
+def interpret(graph, params: dict, x: torch.Tensor, state: tuple):
+    """Run ``graph`` over x (T, B, I) from ``state``; returns (outputs (T, B, H), final state)."""
+    T, B = x.shape[:2]
+    H = graph.hidden_size
+    outputs = []
+    for t in range(T):
+        vals: dict = {}
+        for name in graph.order:
+            vals[name] = _node_value(graph, name, vals, x[t], state, params)
+        outputs.append(vals[graph.output].expand(B, H))
+        state = tuple(vals[graph.writes[s]].expand(B, H) for s in graph.states)
+    return torch.stack(outputs), state
