@@ -45,11 +45,6 @@ PAPER_NAMES = {
     "cifg": "CIFG",
     "fgr": "FGR",
 }
-# The study's tasks: Greff's JSB Chorales and Nottingham as a second music set. Greff's TIMIT and
-# IAM-OnDB are licensed corpora and are not available here (docs/study.md).
-STUDY_TASKS = ("jsb", "nottingham")
-
-
 @dataclass(frozen=True)
 class Range:
     """One sampled hyperparameter: ``low``..``high``, log-uniform when ``log``.
