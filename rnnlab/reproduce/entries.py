@@ -125,6 +125,30 @@ _GRID_SYNTH = {
 }
 
 
+_TIMING = {
+    "task.batch_size": 32,
+    "task.eval_batch_size": 500,
+    "model.hidden_size": 16,
+    "train.optimizer": "adam",
+    "train.lr": 1e-2,
+    "train.clip_norm": 1.0,
+    "train.epochs": None,
+    "train.eval_every": 100,
+    "train.checkpoint_every": None,
+    "train.log_every": 25,
+}
+_TIMING_CELLS = ("peephole", "np", "lstm")
+_FEEDFORWARD = {  # equal depth (4 layers), equal parameters within 1% (~72K on 16-bit parity)
+    "grid_deep": {"model.body": "grid_deep", "model.hidden_size": 64},
+    "highway": {"model.body": "highway", "model.hidden_size": 88},
+    "plain": {"model.body": "grid_deep", "model.transforms": "tanh", "model.hidden_size": 118},
+}
+_FF_TASKS = {
+    "parity16": {"task.name": "parity", "task.options": {"bits": 16}},
+    "digits": {"task.name": "digits"},
+}
+
+
 def _jozefowicz_runs() -> list[dict]:
     runs = []
     for task_label, task in _JOZEFOWICZ_TASKS:
@@ -157,6 +181,121 @@ def _jozefowicz_rows() -> list[dict]:
 
 
 ENTRIES: dict[str, dict] = {
+    "gers-timing": {
+        "paper": "Gers, Schraudolph & Schmidhuber 2002, Learning Precise Timing with LSTM "
+        "Recurrent Networks (seed 003: peepholes help timing)",
+        "table": "MSD (measuring spike delays) and GTS (generating timed spikes): peephole vs "
+        "no-peephole LSTM",
+        "expected_minutes": 20,
+        "base": _TIMING,
+        "runs": [
+            {"label": f"{task}-{cell}-s{seed}",
+             "settings": {"task.name": task, "model.cell": cell, "train.seed": seed},
+             "small": seed == 0}
+            for task in ("msd", "gts") for cell in _TIMING_CELLS for seed in (0, 1, 2)
+        ],
+        "rows": [
+            {"what": f"{task} {metric}, {cell}",
+             "published": "peepholes help" if cell == "peephole" else "below peephole",
+             "runs": [f"{task}-{cell}-s{seed}" for seed in (0, 1, 2)],
+             "value": f"test.{metric}"}
+            for task, metric in (("msd", "accuracy"), ("gts", "sequence_accuracy"))
+            for cell in _TIMING_CELLS
+        ],
+        "budgets": {"full": {"train.budget_seconds": 90}, "small": {"train.budget_seconds": 20}},
+        "scaled": "delays of 10-20 steps (the paper: up to 50 and 49-vs-50 distinctions), "
+        "4 spikes, GTS period 10; 16 units, Adam, 90 s per network, 3 seeds",
+        "small_scaled": "20 s per network, 1 seed",
+    },
+    "highway-vs-grid": {
+        "paper": "Kalchbrenner et al. 2016 (1-D Grid LSTM); Srivastava, Greff & Schmidhuber 2015 "
+        "(Highway networks); seed 000: 'very closely related to Highway Networks'",
+        "table": "16-bit parity and 8x8 digits: 1-D Grid LSTM vs Highway vs plain deep net, "
+        "4 layers, ~equal parameters",
+        "expected_minutes": 12,
+        "base": {**_GRID_SYNTH, "task.batch_size": 128, "model.num_layers": 4},
+        "runs": [
+            {"label": f"{task}-{net}", "settings": {**task_settings, **net_settings},
+             "small": True}
+            for task, task_settings in _FF_TASKS.items()
+            for net, net_settings in _FEEDFORWARD.items()
+        ],
+        "rows": [
+            {"what": f"{task} test accuracy, {net}",
+             "published": "1.0 (k=250)" if (task, net) == ("parity16", "grid_deep") else "-",
+             "runs": [f"{task}-{net}"], "value": "test.accuracy"}
+            for task in _FF_TASKS for net in _FEEDFORWARD
+        ],
+        "budgets": {"full": {"train.budget_seconds": 120}, "small": {"train.budget_seconds": 30}},
+        "scaled": "16-bit parity (the paper: 250 bits, deeper nets) and scikit-learn's 8x8 "
+        "digits instead of MNIST rows; 4 layers; 2 CPU-minutes per network",
+        "small_scaled": "30 s per network",
+    },
+    "digits-grid": {
+        "paper": "seed 000's future work (speech with a 2-D/3-D Grid LSTM over spectrograms); "
+        "Li et al. 2015 (F-T-LSTM: 3.6% relative WER gain); Sainath & Li 2016 (1-4%)",
+        "table": "connected FSDD digits with CTC: bidirectional LSTM vs F-T-LSTM vs 3-D "
+        "spectrogram Grid LSTM, ~169K parameters each, equal steps",
+        "expected_minutes": 40,
+        "base": {
+            "task.name": "digits_ctc",
+            "task.batch_size": 16,
+            "model.num_layers": 2,
+            "train.epochs": None,
+            "train.eval_every": 100,
+            "train.checkpoint_every": None,
+        },
+        "runs": [
+            {"label": "blstm", "settings": {"model.bidirectional": True, "model.hidden_size": 64},
+             "small": True},
+            {"label": "freq_time", "settings": {"model.body": "freq_time",
+                                                "model.bidirectional": True,
+                                                "model.hidden_size": 64}, "small": True},
+            {"label": "grid", "settings": {"model.body": "grid_spectrogram",
+                                           "model.hidden_size": 48}, "small": True},
+        ],
+        "rows": [
+            {"what": f"test digit error rate, {label}", "published": published,
+             "runs": [label], "value": "test.error_rate"}
+            for label, published in (("blstm", "baseline"),
+                                     ("freq_time", "1-4% relative below the baseline"),
+                                     ("grid", "1-4% relative below the baseline"))
+        ],
+        "budgets": {"full": {"train.max_steps": 1500}, "small": {"train.max_steps": 300}},
+        "scaled": "FSDD connected digits instead of TIMIT/voice search (licensed); ~169K "
+        "parameters; 1,500 steps of 16 utterances",
+        "small_scaled": "300 steps",
+    },
+    "numbers-grid": {
+        "paper": "seed 000's future work (translation with a 3-D Grid LSTM); Kalchbrenner et al. "
+        "2016 (Reencoder); Bahdanau et al. 2015 (attention baseline)",
+        "table": "numbers in words, English -> French: attention encoder-decoder vs Reencoder "
+        "(3-D Grid LSTM), equal parameters, equal steps",
+        "expected_minutes": 40,
+        "base": {
+            "task.name": "numbers",
+            "task.batch_size": 32,
+            "task.eval_batch_size": 250,
+            "model.num_layers": 1,
+            "train.epochs": None,
+            "train.eval_every": 100,
+            "train.checkpoint_every": None,
+        },
+        "runs": [
+            {"label": "seq2seq", "settings": {"model.body": "seq2seq", "model.hidden_size": 48},
+             "small": True},
+            {"label": "reencoder", "settings": {"model.body": "reencoder",  # 91K vs 92K
+                                                "model.hidden_size": 48}, "small": True},
+        ],
+        "rows": [
+            {"what": f"test exact match (teacher-forced = greedy), {label}",
+             "published": "-", "runs": [label], "value": "test.sequence_accuracy"}
+            for label in ("seq2seq", "reencoder")
+        ],
+        "budgets": {"full": {"train.max_steps": 2000}, "small": {"train.max_steps": 300}},
+        "scaled": "a generated corpus (the paper: Chinese-English); ~92K parameters; 2,000 steps",
+        "small_scaled": "300 steps",
+    },
     "zaremba-ptb-small": {
         "paper": "Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regularization",
         "table": "Table 1, non-regularized LSTM (small: 2 x 200, 13 epochs)",
@@ -273,7 +412,7 @@ ENTRIES: dict[str, dict] = {
              "small": bits <= 32}
             for bits in (16, 32, 64)
             for kind, settings in (
-                ("grid", {"model.body": "grid"}),
+                ("grid", {"model.body": "grid_deep"}),  # the paper's 1-D Grid LSTM
                 ("tanh", {"model.body": "stack", "model.cell": "rnn"}),
                 ("lstm", {"model.body": "stack", "model.cell": "lstm"}),
             )
