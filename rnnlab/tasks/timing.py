@@ -164,6 +164,9 @@ class TimedSpikes(GeneratedTask):
     """
 
     name = "gts"
+    # Only `period` distinct sequences exist (one per cue step): test measures producing the
+    # rhythm, not generalising to unseen inputs, so valid/test examples are not held out.
+    exclude_heldout = False
     summary = (
         "Generating timed spikes (Gers, Schraudolph & Schmidhuber 2002): one cue spike arrives "
         "at a random step; from then on the model must emit a spike every 10 steps (period=) "
