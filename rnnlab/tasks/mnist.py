@@ -1,7 +1,8 @@
 """Sequential MNIST and sequential 8×8 digits: images read as sequences, one label each.
 
 ``form="pixels"``: the image's pixels one per step in raster order (MNIST: ``(784, B, 1)``);
-``form="rows"``: one row per step (MNIST: ``(28, B, 28)``). ``permute=True`` applies one fixed
+``form="rows"``: one row per step (MNIST: ``(28, B, 28)``); ``form="vector"``: the whole image
+as one step (MNIST: ``(1, B, 784)``), for feed-forward bodies. ``permute=True`` applies one fixed
 random permutation (from ``permute_seed``) to the pixel order before the sequence is formed,
 the "permuted MNIST" benchmark. Pixels are scaled to [0, 1]. Targets ``(B,)`` int64, predicted
 from the last step. Metric: accuracy.
@@ -104,8 +105,8 @@ class ImageSequenceTask(DatasetTask):
         permute: bool,
         permute_seed: int,
     ) -> None:
-        if form not in ("pixels", "rows"):
-            raise ValueError(f"form must be 'pixels' or 'rows', got {form!r}")
+        if form not in ("pixels", "rows", "vector"):
+            raise ValueError(f"form must be 'pixels', 'rows' or 'vector', got {form!r}")
         height, width = images["train"].shape[1:]
         self.form, self.shape, self.scale = form, (height, width), scale
         flat = {s: torch.from_numpy(np.array(images[s])).flatten(1) for s in SPLITS}  # copies
@@ -115,7 +116,7 @@ class ImageSequenceTask(DatasetTask):
             flat = {s: x[:, self.permutation] for s, x in flat.items()}
         self.images = flat  # (N, H*W) uint8, in reading order
         self.labels = {s: torch.from_numpy(labels[s].astype(np.int64)) for s in SPLITS}
-        self.input = Features(1 if form == "pixels" else width)
+        self.input = Features({"pixels": 1, "rows": width, "vector": height * width}[form])
         self.info = {
             "form": form,
             "permute": permute,
@@ -129,7 +130,7 @@ class ImageSequenceTask(DatasetTask):
     def collate(self, split: str, indices: np.ndarray) -> Batch:
         index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         x = self.images[split][index].to(torch.float32) / self.scale  # (B, H*W)
-        steps = x.shape[1] if self.form == "pixels" else self.shape[0]
+        steps = {"pixels": x.shape[1], "rows": self.shape[0], "vector": 1}[self.form]
         inputs = x.view(len(index), steps, -1).transpose(0, 1).contiguous()  # (T, B, F)
         return Batch(inputs=inputs, targets=self.labels[split][index])
 
@@ -143,7 +144,8 @@ class SequentialMnist(ImageSequenceTask):
 
     Args:
         path: a folder with the four IDX files (gzipped or not; directly or in ``mnist/``).
-        form: ``"pixels"`` (784 steps of 1) or ``"rows"`` (28 steps of 28). Default "pixels".
+        form: ``"pixels"`` (784 steps of 1), ``"rows"`` (28 steps of 28) or ``"vector"`` (one
+            step of 784). Default "pixels".
         permute: apply a fixed pixel permutation. Default False.
         permute_seed: which permutation. Default 0.
         valid_size: training images held out (the last ones) for validation. Default 5000.
@@ -198,7 +200,8 @@ class SequentialDigits(ImageSequenceTask):
     """scikit-learn's 8×8 digits read as sequences: MNIST's download-free stand-in.
 
     Args:
-        form: ``"rows"`` (8 steps of 8) or ``"pixels"`` (64 steps of 1). Default "rows".
+        form: ``"rows"`` (8 steps of 8), ``"pixels"`` (64 steps of 1) or ``"vector"`` (one step
+            of 64). Default "rows".
         permute: apply a fixed pixel permutation. Default False.
         permute_seed: which permutation. Default 0.
     Needs scikit-learn (``pip install scikit-learn``, the ``rnnlab[digits]`` extra).

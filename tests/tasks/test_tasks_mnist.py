@@ -92,3 +92,14 @@ def test_digits_needs_sklearn_or_says_so():
     assert torch.equal(pixels.inputs.reshape(8, 8, 5).permute(0, 2, 1), batch.inputs)
     labels = torch.cat([task.labels[s] for s in ("train", "valid", "test")])
     assert np.bincount(labels.numpy()).sum() == 1797
+
+
+def test_digits_as_one_vector_for_feed_forward_bodies():
+    pytest.importorskip("sklearn")
+    rows = tasks.make("digits")
+    vector = tasks.make("digits", form="vector")
+    a, b = next(rows.batches("valid", 5)), next(vector.batches("valid", 5))
+    assert b.inputs.shape == (1, 5, 64) and vector.input.size == 64
+    torch.testing.assert_close(b.inputs[0], a.inputs.transpose(0, 1).reshape(5, 64))
+    with pytest.raises(ValueError, match="form must be 'pixels', 'rows' or 'vector'"):
+        tasks.make("digits", form="columns")
