@@ -184,6 +184,18 @@ def frames_of(signals: list[torch.Tensor], features: str, chunk: int = 256) -> l
     return out
 
 
+def locate(path, download: bool) -> Path:
+    """Where FSDD is: a folder of the WAVs (``path``, ``path/recordings``), an archive in or at
+    ``path``, else ``$RNNLAB_DATA`` / the cache, downloaded there if allowed."""
+    source = Path(path).expanduser() if path is not None else None
+    if source is not None and source.is_dir():
+        for folder in (source / "recordings", source):
+            if read_folder_names(folder):
+                return folder
+        return find(FILES, source, download=False, verify=False)[1]
+    return find(FILES, source, download=download, verify=False)[1]
+
+
 @lru_cache(maxsize=4)
 def load_fsdd(source: str, features: str, verify: bool) -> dict:
     """Features, digits and split of every recording (cached per process)."""
@@ -247,16 +259,7 @@ class SpokenDigits(DatasetTask):
     ):
         if features not in ("logmel", "spectrogram"):
             raise ValueError(f"features must be 'logmel' or 'spectrogram', got {features!r}")
-        source = Path(path).expanduser() if path is not None else None
-        if source is not None and source.is_dir():
-            for folder in (source / "recordings", source):
-                if read_folder_names(folder):
-                    source = folder
-                    break
-            else:
-                source = find(FILES, source, download=False, verify=False)[1]
-        else:
-            source = find(FILES, source, download=download, verify=False)[1]
+        source = locate(path, download)
         self.data = load_fsdd(str(source), features, verify)
         self.input = Features(MELS if features == "logmel" else N_FFT // 2 + 1)
         self.info = {

@@ -37,20 +37,18 @@ import torch
 
 from rnnlab.tasks import register
 from rnnlab.tasks.audio import (
-    FILES,
     MELS,
     NAME,
     SAMPLE_RATE,
     check_manifest,
     frames_of,
+    locate,
     read_archive,
     read_folder,
-    read_folder_names,
     samples,
 )
 from rnnlab.tasks.base import Batch, Features, Labels, check_positive, check_split
 from rnnlab.tasks.ctc import LabelErrorMetric
-from rnnlab.tasks.download import find
 from rnnlab.tasks.synthetic import GeneratedTask
 
 SPEAKER_SPLIT = {"theo": "valid", "yweweler": "test"}  # the other four speakers: train
@@ -138,16 +136,7 @@ class ConnectedDigits(GeneratedTask):
             raise ValueError(f"silence must be at least 0.05 seconds, got {silence}")
         if split not in ("recording", "speaker"):
             raise ValueError(f"split must be 'recording' or 'speaker', got {split!r}")
-        source = Path(path).expanduser() if path is not None else None
-        if source is not None and source.is_dir():
-            for folder in (source / "recordings", source):
-                if read_folder_names(folder):
-                    source = folder
-                    break
-            else:
-                source = find(FILES, source, download=False, verify=False)[1]
-        else:
-            source = find(FILES, source, download=download, verify=False)[1]
+        source = locate(path, download)
         self.data = load_recordings(str(source), verify, split)
         self.min_digits, self.max_digits = min_digits, max_digits
         self.silence, self.snr, self.split = silence, snr, split
