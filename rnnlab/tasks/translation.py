@@ -81,8 +81,8 @@ class Numbers(TokenSequenceTask):
         source, target: ``num2words`` language codes. Defaults ``"en"`` and ``"fr"``.
         kinds: comma-separated, any of cardinal, ordinal, year (each example draws one).
             Default ``"cardinal"``.
-        max_value: cardinals and ordinals are drawn from ``[0, max_value]``, the number of
-            digits uniform first. Default 9999. Years: 1000–2100.
+        max_value: cardinals and ordinals are drawn uniformly from ``[0, max_value]``.
+            Default 9999. Years: 1000–2100.
         valid_size, test_size: fixed evaluation examples. Default 500 each.
     """
 
@@ -131,9 +131,9 @@ class Numbers(TokenSequenceTask):
         kind = self.kinds[int(rng.integers(len(self.kinds)))]
         if kind == "year":
             return kind, int(rng.integers(YEARS[0], YEARS[1] + 1))
-        digits = int(rng.integers(1, len(str(self.max_value)) + 1))
-        low, high = (0 if digits == 1 else 10 ** (digits - 1)), min(10**digits - 1, self.max_value)
-        return kind, int(rng.integers(low, high + 1))
+        # uniform over the values (not the number of digits first): a test set drawn by digit
+        # count would be a quarter one-digit numbers, which are too few to hold out fairly
+        return kind, int(rng.integers(0, self.max_value + 1))
 
     def pair(self, kind: str, value: int) -> tuple[str, str]:
         """(source words, target words) of one number."""
