@@ -537,8 +537,12 @@ class Parity(GeneratedTask):
         form: ``"vector"``: all k bits at once, one step (inputs ``(1, B, k)``), as the Grid LSTM
             paper does; ``"sequence"``: one bit per step (inputs ``(k, B, 1)``).
             Default ``"vector"``.
+        signed: give the bits as −1.0 / +1.0 instead of 0.0 / 1.0. Default False. (Measured: a
+            1-D Grid LSTM of 2 × 256 learns 16-bit parity to 99% in 1,000 steps with signed bits
+            and stays at chance after 1,500 with 0/1 bits.)
         valid_size, test_size: fixed evaluation examples. Default 1000 each.
-    Bits are 0.0 / 1.0 floats; each bit is uniform and independent, so labels are balanced.
+    Bits are 0.0 / 1.0 floats (±1 with ``signed``); each bit is uniform and independent, so
+    labels are balanced.
     Targets ``(B,)`` int64: 1 if odd. Metric: ``accuracy``.
     """
 
@@ -555,7 +559,8 @@ class Parity(GeneratedTask):
     )
 
     def __init__(
-        self, bits: int = 250, form: str = "vector", valid_size: int = 1000, test_size: int = 1000
+        self, bits: int = 250, form: str = "vector", signed: bool = False,
+        valid_size: int = 1000, test_size: int = 1000,
     ):
         super().__init__(valid_size, test_size)
         check_positive("bits", bits)
@@ -563,9 +568,10 @@ class Parity(GeneratedTask):
             raise ValueError(f"form must be 'vector' or 'sequence', got {form!r}")
         self.bits = bits
         self.form = form
+        self.signed = bool(signed)
         self.input = Features(bits if form == "vector" else 1)
         self.output = Classes(2)
-        self.info.update(bits=bits, form=form)
+        self.info.update(bits=bits, form=form, signed=self.signed)
 
     def generate(self, rng, count):
         strings = rng.integers(0, 2, size=(count, self.bits), dtype=np.int8)
@@ -574,6 +580,8 @@ class Parity(GeneratedTask):
     def collate(self, examples) -> Batch:
         bits = torch.from_numpy(np.stack(examples)).to(torch.float32)  # (B, k)
         labels = bits.sum(1).to(torch.int64) % 2  # (B,)
+        if self.signed:
+            bits = 2 * bits - 1
         if self.form == "vector":
             inputs = bits[None]  # (1, B, k)
         else:

@@ -231,3 +231,13 @@ def test_bad_options_are_clear():
         tasks.make("parity", form="grid")
     with pytest.raises(ValueError, match="distractors"):
         tasks.make("arithmetic", distractors=1.5)
+
+
+def test_parity_signed_bits_are_plus_minus_one_with_the_same_labels():
+    import rnnlab.tasks as registry
+
+    plain = registry.make("parity", bits=12, valid_size=16, test_size=16)
+    signed = registry.make("parity", bits=12, signed=True, valid_size=16, test_size=16)
+    a, b = next(plain.batches("valid", 16)), next(signed.batches("valid", 16))
+    torch.testing.assert_close(b.inputs, 2 * a.inputs - 1)
+    assert torch.equal(a.targets, b.targets) and set(b.inputs.unique().tolist()) == {-1.0, 1.0}
