@@ -1,4 +1,5 @@
-"""The ``rnnlab`` command line: list, train, evaluate, sample, compare, report.
+"""The ``rnnlab`` command line: list, train, evaluate, sample, compare, report, study, search,
+translate, transcribe, reproduce, gradflow.
 
 ::
 
@@ -11,6 +12,12 @@
     rnnlab compare [CONFIG ...]                  configurations side by side (no CONFIG: seed
                                                  000's 3-layer LSTM vs 3-layer Grid LSTM)
     rnnlab report runs/<a> runs/<b>              table and learning curves of finished runs
+    rnnlab study run|report|dashboard            Greff et al.'s variant study (docs/study.md)
+    rnnlab search run|top|export|report          evolutionary cell search (docs/search.md)
+    rnnlab translate runs/<id> "forty-two"       translate with a numbers/parallel model
+    rnnlab transcribe runs/<id> file.wav         digits a digits_ctc model hears
+    rnnlab reproduce NAME | --list | --table     published results re-measured
+    rnnlab gradflow lstm:cell=lstm               ‖∂C_T/∂h_t‖ per step back in time
 
 Every config field is an option ``--section.field=value`` (``rnnlab train --help`` lists them
 with their defaults and meaning); ``--cell``, ``--body``, ``--task`` and ``--seed`` are
