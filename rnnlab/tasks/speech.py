@@ -47,7 +47,7 @@ from rnnlab.tasks.audio import (
     read_folder,
     samples,
 )
-from rnnlab.tasks.base import Batch, Features, Labels, check_positive, check_split
+from rnnlab.tasks.base import Batch, Features, Labels, check_positive
 from rnnlab.tasks.ctc import LabelErrorMetric
 from rnnlab.tasks.synthetic import GeneratedTask
 
@@ -152,16 +152,6 @@ class ConnectedDigits(GeneratedTask):
         options = f"{self.name}:{self.min_digits}:{self.max_digits}:{self.silence}:{self.snr}"
         return zlib.crc32(f"{options}:{self.split}".encode())
 
-    def examples(self, split: str):
-        """The fixed utterances of ``valid`` or ``test``, drawn from that split's recordings."""
-        check_split(split)
-        if split == "train":
-            raise ValueError("train is unbounded; draw it with batches('train', ...)")
-        if split not in self._fixed:
-            rng = np.random.default_rng([self.tag, 1 if split == "valid" else 2])
-            self._fixed[split] = self.draw(rng, self.sizes[split], split)
-        return self._fixed[split]
-
     def utterance(
         self, rng: np.random.Generator, split: str
     ) -> tuple[torch.Tensor, list[int], list[str]]:
@@ -190,10 +180,10 @@ class ConnectedDigits(GeneratedTask):
         return torch.zeros(int(SAMPLE_RATE * rng.uniform(0.05, self.silence)))
 
     def generate(self, rng, count):
-        """``count`` train examples (valid and test come from :meth:`examples`)."""
-        return self.draw(rng, count, "train")
+        """``count`` train examples."""
+        return self.generate_split(rng, count, "train")
 
-    def draw(self, rng: np.random.Generator, count: int, split: str):
+    def generate_split(self, rng: np.random.Generator, count: int, split: str):
         """``count`` utterances of ``split``'s recordings: (features (T, 40), digits)."""
         drawn = [self.utterance(rng, split) for _ in range(count)]
         features = frames_of([signal for signal, _, _ in drawn], "logmel")

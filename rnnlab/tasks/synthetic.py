@@ -91,8 +91,13 @@ class GeneratedTask(Task):
             raise ValueError("train is unbounded; draw it with batches('train', ...)")
         if split not in self._fixed:
             rng = np.random.default_rng([self.tag, 1 if split == "valid" else 2])
-            self._fixed[split] = self.generate(rng, self.sizes[split])
+            self._fixed[split] = self.generate_split(rng, self.sizes[split], split)
         return self._fixed[split]
+
+    def generate_split(self, rng: np.random.Generator, count: int, split: str) -> list[Any]:
+        """``count`` examples of ``split`` (valid / test); the same distribution as train
+        (:meth:`generate`) unless a task draws each split from its own pool."""
+        return self.generate(rng, count)
 
     def batches_per_epoch(self, split, batch_size, *, seq_len=None) -> int | None:
         check_split(split)

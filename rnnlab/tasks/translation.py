@@ -139,7 +139,9 @@ class Numbers(TokenSequenceTask):
         """(source words, target words) of one number."""
         return words(value, self.source, kind), words(value, self.target, kind)
 
-    def draw(self, rng: np.random.Generator, count: int, split: str) -> list[tuple[str, int]]:
+    def generate_split(
+        self, rng: np.random.Generator, count: int, split: str
+    ) -> list[tuple[str, int]]:
         """``count`` examples whose numbers belong to ``split`` (rejection sampling)."""
         examples = []
         while len(examples) < count:
@@ -151,14 +153,8 @@ class Numbers(TokenSequenceTask):
         return examples
 
     def generate(self, rng, count):
-        """``count`` train examples (valid and test come from :meth:`examples`)."""
-        return self.draw(rng, count, "train")
-
-    def examples(self, split: str):
-        if split in ("valid", "test") and split not in self._fixed:
-            rng = np.random.default_rng([self.tag, 1 if split == "valid" else 2])
-            self._fixed[split] = self.draw(rng, self.sizes[split], split)
-        return super().examples(split)
+        """``count`` train examples."""
+        return self.generate_split(rng, count, "train")
 
     def metric(self) -> TokenMetric:
         return TokenMetric("sequence_accuracy", sequences=True)

@@ -262,6 +262,15 @@ class StackBody(nn.Module):
         return output, state
 
 
+def _check_cell_name(cell: str) -> None:
+    import rnnlab.cells
+
+    if cell not in rnnlab.cells.names():
+        raise BodyError(
+            f"model.cell must be one of {', '.join(sorted(rnnlab.cells.names()))}; got {cell!r}"
+        )
+
+
 def _check_stack(settings: StackSettings) -> None:
     import rnnlab.cells
 
@@ -270,11 +279,8 @@ def _check_stack(settings: StackSettings) -> None:
             rnnlab.cells.load(settings.cell)
         except (OSError, ValueError) as error:
             raise BodyError(f"model.cell: {error}") from None
-    elif settings.cell not in rnnlab.cells.names():
-        raise BodyError(
-            f"model.cell must be one of {', '.join(sorted(rnnlab.cells.names()))}; "
-            f"got {settings.cell!r}"
-        )
+    else:
+        _check_cell_name(settings.cell)
 
 
 def _dilations(settings: StackSettings, num_layers: int) -> tuple[int, ...] | None:
@@ -522,16 +528,8 @@ def _build_highway(settings: HighwaySettings, model, input_size: int) -> nn.Modu
                                        settings.activation, settings.transform_bias))
 
 
-def _check_cell_name(cell: str, body: str) -> None:
-    import rnnlab.cells
-
-    if cell not in rnnlab.cells.names():
-        raise BodyError(f"model.cell for body={body} is one of "
-                        f"{', '.join(sorted(rnnlab.cells.names()))}; got {cell!r}")
-
-
 def _check_freq_time(settings: FreqTimeSettings) -> None:
-    _check_cell_name(settings.cell, "freq_time")
+    _check_cell_name(settings.cell)
     if settings.band_size < 1 or (settings.band_stride or 1) < 1 or settings.frequency_size < 1:
         raise BodyError(
             "model.band_size, model.band_stride and model.frequency_size of body=freq_time must "
@@ -554,7 +552,7 @@ def _build_freq_time(settings: FreqTimeSettings, model, input_size: int) -> nn.M
 
 
 def _check_seq2seq(settings: Seq2SeqSettings) -> None:
-    _check_cell_name(settings.cell, "seq2seq")
+    _check_cell_name(settings.cell)
     if settings.attention_size is not None and settings.attention_size < 1:
         raise BodyError(f"model.attention_size must be >= 1, got {settings.attention_size}")
 
