@@ -4,9 +4,12 @@ Both train the same network (word embedding 200 -> 2-layer LSTM 200 -> Linear(20
 the same PTB batches (batch 20, unroll 20, state carried), SGD lr 1, clip 5, loss summed over
 time and averaged over the batch. The plain loop is what one would write by hand:
 ``nn.Embedding -> nn.LSTM -> nn.Linear``, ``F.cross_entropy``, ``clip_grad_norm_``,
-``SGD.step``, the data cut from one tensor. The trainer is ``rnnlab.train.train`` with the
-``zaremba-ptb-small`` entry's config, evaluation and periodic checkpoints off (its final
-checkpoint is kept; its final valid/test pass is not timed).
+``SGD.step``, the data cut from one tensor, and at the end one pass over the validation split
+(no gradients, state carried, batch 20) for the validation perplexity, as Zaremba et al.'s
+own loop does after each epoch. The trainer is ``rnnlab.train.train`` with the
+``zaremba-ptb-small`` entry's config and periodic evaluation and checkpoints off: it too
+validates its last step on the whole validation split (which the plain loop's pass matches) and
+writes its final checkpoint; its final valid/test report (``final_evaluation``) is not timed.
 
 Both run in this one process, interleaved (trainer, plain, trainer, plain, ...), and the
 ratio of the median throughputs is reported, so that load from other processes on the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -47,14 +51,36 @@ class PlainLM(nn.Module):
         return self.head(out), state
 
 
-def plain_loop(data: torch.Tensor, vocab: int, steps: int, batch: int, unroll: int) -> float:
-    """Tokens/s of ``steps`` optimiser steps of the hand-written loop."""
-    torch.manual_seed(0)
-    model = PlainLM(vocab, 200, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+def stream_batches(data: torch.Tensor, batch: int):
+    """``data`` cut into ``batch`` parallel streams: (inputs, targets), each (n, batch)."""
     n = (data.numel() - 1) // batch
     x = data[: batch * n].view(batch, n).t().long()
     y = data[1 : batch * n + 1].view(batch, n).t().long()
+    return x, y
+
+
+@torch.no_grad()
+def validation_perplexity(model: nn.Module, data: torch.Tensor, batch: int, unroll: int):
+    model.eval()
+    x, y = stream_batches(data, batch)
+    state, total, count = None, 0.0, 0
+    for j in range(0, x.shape[0], unroll):
+        logits, state = model(x[j : j + unroll], state)
+        total += float(F.cross_entropy(logits.flatten(0, 1), y[j : j + unroll].flatten(),
+                                       reduction="sum"))
+        count += y[j : j + unroll].numel()
+    model.train()
+    return math.exp(total / count)
+
+
+def plain_loop(data: torch.Tensor, valid: torch.Tensor, vocab: int, steps: int, batch: int,
+               unroll: int) -> float:
+    """Tokens/s of ``steps`` optimiser steps of the hand-written loop, then its validation."""
+    torch.manual_seed(0)
+    model = PlainLM(vocab, 200, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    x, y = stream_batches(data, batch)
+    n = x.shape[0]
     state = None
     started = time.perf_counter()
     for i in range(steps):
@@ -68,11 +94,12 @@ def plain_loop(data: torch.Tensor, vocab: int, steps: int, batch: int, unroll: i
         optimizer.step()
         state = tuple(s.detach() for s in state)
         float(loss.detach())  # a plain loop looks at its loss too
+    validation_perplexity(model, valid, batch, unroll)
     return steps * batch * unroll / (time.perf_counter() - started)
 
 
 class UntimedFinal(trainer_module.Trainer):
-    """The trainer, minus the final full valid/test pass (not part of the loop's speed)."""
+    """The trainer, minus the final valid/test report (not part of the loop's speed)."""
 
     def final_evaluation(self):
         return None
@@ -119,14 +146,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     config = entries.get("zaremba-ptb-small").runs[0].config()
     task = trainer_module.make_task(config)
-    data = task.splits["train"]
+    data, valid = task.splits["train"], task.splits["valid"]
     vocab = task.input.size
     trainer_loop(20, args.threads)  # warm-up: imports, compilation of the cell
-    plain_loop(data, vocab, 20, 20, 20)
+    plain_loop(data, valid, vocab, 20, 20, 20)
     ours, plain = [], []
     for round_ in range(args.rounds):
         ours.append(trainer_loop(args.steps, args.threads, args.train_metric))
-        plain.append(plain_loop(data, vocab, args.steps, 20, 20))
+        plain.append(plain_loop(data, valid, vocab, args.steps, 20, 20))
         print(f"round {round_ + 1}: trainer {ours[-1]:,.0f} tokens/s, plain {plain[-1]:,.0f}")
     a, b = statistics.median(ours), statistics.median(plain)
     print(

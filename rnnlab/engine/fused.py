@@ -113,6 +113,14 @@ class Compiled:
         if plan.hoist is None:  # each hoisted input's gradient is its GEMM's dG (or dxs)
             self.escaping |= {ref.buf for ref, g in zip(plan.dG, ir.gemms) if g.bias is not None}
             self.escaping |= set(plan.dxs.values())
+        # forward buffers that nothing after the forward loop reads (X = x W + b above all: the
+        # backward reads gate values, not pre-activations): handed back to the workspace as
+        # soon as the forward is done, so that the backward's buffers (dX) reuse their memory
+        kept = _reads(plan.backward) | _reads(plan.epilogue) | {r.buf for r in plan.gemm_args}
+        kept |= {r.buf for r in plan.dG} | {plan.S, plan.dX, plan.dx, plan.dS, plan.dF}
+        self.forward_only = [i for i in range(self.num_forward)
+                             if i not in kept and i not in self.escaping
+                             and not plan.buffers[i].given]
 
     def native(self):
         """The native executor, or None where it cannot be built."""
@@ -123,6 +131,19 @@ class Compiled:
                 self._native = native.NativeLoops.create(self.plan)
                 self._native_tried = True
         return self._native
+
+
+def _reads(code: list) -> set[int]:
+    """The buffers a list of instructions reads (an accumulating write reads its target)."""
+    found = set()
+    for ins in code:
+        for name in ("a", "b", "src", "bias"):
+            ref = getattr(ins, name, None)
+            if ref is not None and not isinstance(ref, float):
+                found.add(ref.buf)
+        if getattr(ins, "acc", False):
+            found.add(ins.dst.buf)
+    return found
 
 
 _CACHE: OrderedDict = OrderedDict()
@@ -326,7 +347,7 @@ def _forward(run: _Run, front, states, weights: dict):
     if plan.hoist is None:
         given = {plan.xs[k]: x for k, x in enumerate(front)}
     else:
-        given = {plan.bias: front[2]} if plan.bias >= 0 else {}
+        given = {}
         if plan.x >= 0:
             given[plan.x] = front[0].contiguous()
     given.update({i: weights[key] for key, i in plan.params.items()})
@@ -364,6 +385,11 @@ class FusedSequence(torch.autograd.Function):
         states = inputs[num_front:num_front + num_states]
         weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
         output, finals, tensors = _forward(run, front, states, weights)
+        forward_only = run.comp.forward_only
+        if forward_only:
+            workspace.give(tensors[i] for i in forward_only)
+            for i in forward_only:
+                tensors[i] = None
         ctx.run, ctx.tensors, ctx.counts = run, tensors, (num_front, num_states)
         ctx.save_for_backward(*inputs)
         return (output, *finals)

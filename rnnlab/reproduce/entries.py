@@ -28,6 +28,8 @@ _ZAREMBA = {
     "task.batch_size": 20,
     "task.eval_batch_size": 20,
     "task.test_batch_size": 1,  # the test file as one stream, batch 1
+    # the goal is stated for the whole machine (2 cores): torch's default thread count
+    "run.threads": None,
     "model.cell": "lstm",
     "model.hidden_size": 200,
     "model.embedding_size": 200,

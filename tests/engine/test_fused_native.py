@@ -29,12 +29,52 @@ def sigmoid_only(x, state, p):
     return h, (h,)
 
 
+def _cpu_has(*flags: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return all(flag in words for flag in flags)
+
+
+# the library as built here (AVX-512 rows where the CPU has them), the AVX2 rows, and the
+# plain C++ loops that every other compiler target gets
+VARIANTS = {
+    "default": None,
+    "avx2": ["-march=haswell"],
+    "plain": ["-DRNNLAB_NO_SIMD"],
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request, library, tmp_path_factory):
+    """The native library built for one target (its SIMD tanh/sigmoid rows, or none)."""
+    extra = VARIANTS[request.param]
+    if extra is None:
+        return library
+    if request.param == "avx2" and not _cpu_has("avx2", "fma"):
+        pytest.skip("this CPU has no AVX2/FMA: the AVX2 rows cannot run here")
+    import ctypes
+
+    flags = [f for f in native.FLAGS if f not in native._NATIVE_ONLY] + extra
+    cxx = native.compiler()
+    path = tmp_path_factory.mktemp(request.param) / "rnnlab_native_variant.so"
+    native.build(cxx, path, flags)
+    lib = ctypes.CDLL(str(path))
+    native.bind(lib, path)
+    return lib
+
+
 @pytest.mark.parametrize("defn, exact", [(tanh_only, torch.tanh), (sigmoid_only, torch.sigmoid)])
-def test_activations_match_torch(library, defn, exact):
+def test_activations_match_torch(variant, defn, exact, monkeypatch):
     """W = I, R = 0, one step: the activation of x itself (a row holding ±inf or NaN is NaN but
-    there after the GEMM, in both engines), compared with torch's on the same inputs."""
-    H = 64
+    there after the GEMM, in both engines), compared with torch's on the same inputs; for each
+    build of the library (SIMD rows for AVX-512 and AVX2, and the plain loops)."""
+    H = 67  # 4 full AVX-512 vectors and a tail of 3: both paths of a row
     c = cells.make(defn, H, H)
+    loops = fused.compiled(c.program, False, False).native()
+    monkeypatch.setattr(loops, "lib", variant)
     with torch.no_grad():
         c.W.copy_(torch.eye(H))
         c.R.zero_()

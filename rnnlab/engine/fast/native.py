@@ -31,8 +31,12 @@ from .plan import FILL, GemmI, Op, Plan, Refill
 from .vm_source import ABI_VERSION, GEMM, REFILL, SOURCE
 
 FIELDS = 16
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17",
-         "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno",
+         "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC"]
+# flags for this CPU only: a second build attempt goes without them
+_NATIVE_ONLY = ("-march=native", "-mprefer-vector-width=512")
+if os.environ.get("RNNLAB_NATIVE_SIMD", "1") == "0":  # the plain C++ loops (for measurements)
+    FLAGS.append("-DRNNLAB_NO_SIMD")
 OPENMP = ["-fopenmp"]  # used when torch runs on libgomp, so that both share one thread pool
 _BLAS_SYMBOLS = ("sgemm_", "dgemm_", "cblas_sgemm_pack_get_size", "cblas_sgemm_pack",
                  "cblas_sgemm_compute", "cblas_dgemm_pack_get_size", "cblas_dgemm_pack",
@@ -97,7 +101,7 @@ def build(cxx: str, path: Path, flags: list[str]) -> None:
         source = Path(tmp) / "rnnlab_native.cpp"
         source.write_text(SOURCE)
         out = Path(tmp) / path.name
-        for attempt in (flags, [f for f in flags if f != "-march=native"]):
+        for attempt in (flags, [f for f in flags if f not in _NATIVE_ONLY]):
             result = subprocess.run([cxx, *attempt, str(source), "-o", str(out)],
                                     capture_output=True, text=True, timeout=600)
             if result.returncode == 0:
@@ -146,6 +150,23 @@ def _find_blas() -> list[int]:
     return found
 
 
+def bind(lib, path) -> None:
+    """Check a loaded library's ABI version and declare its entry points' C types."""
+    lib.rnnlab_abi_version.restype = ctypes.c_int
+    if lib.rnnlab_abi_version() != ABI_VERSION:
+        raise RuntimeError(f"the native library {path} has ABI version "
+                           f"{lib.rnnlab_abi_version()}, this rnnlab needs {ABI_VERSION}; "
+                           f"delete it (it is rebuilt) or clear {cache_dir()}")
+    lib.rnnlab_run.restype = ctypes.c_int
+    lib.rnnlab_run.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                               ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                               ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                               ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+    lib.rnnlab_time_gemm.restype = ctypes.c_double
+    lib.rnnlab_time_gemm.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p]
+
+
 def load():
     """The loaded library (building it if needed), or None; see ``why_unavailable``."""
     if "lib" in _state:
@@ -161,20 +182,8 @@ def load():
         if cxx is None:
             raise RuntimeError("no C++ compiler found (set $CXX)")
         lib, path = _build_and_load(cxx)
-        lib.rnnlab_abi_version.restype = ctypes.c_int
-        if lib.rnnlab_abi_version() != ABI_VERSION:
-            raise RuntimeError(f"the native library {path} has ABI version "
-                               f"{lib.rnnlab_abi_version()}, this rnnlab needs {ABI_VERSION}; "
-                               f"delete it (it is rebuilt) or clear {cache_dir()}")
-        lib.rnnlab_run.restype = ctypes.c_int
-        lib.rnnlab_run.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+        bind(lib, path)
         _state["openmp"] = bool(lib.rnnlab_openmp())
-        lib.rnnlab_time_gemm.restype = ctypes.c_double
-        lib.rnnlab_time_gemm.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p]
         _state["blas"] = (ctypes.c_int64 * len(blas))(*blas)
         _state["lib"] = lib
         _state["path"] = path

@@ -129,7 +129,6 @@ class Plan:
     prologue: list = field(default_factory=list)
     epilogue: list = field(default_factory=list)
     X: int = -1
-    bias: int = -1  # the bias vector b (given) when the in-place GEMMs add it, else -1
     bias_in_X: bool = False  # X includes b (the prologue reads X)
     x: int = -1  # the input x (given) when the prologue reads it
     dX: int = -1
@@ -358,10 +357,8 @@ class _Planner:
         else:
             if hoist.weight is not None:
                 p.X = p.add(Buffer("X", "T", hoist.width))
-                p.bias_in_X = hoist.bias is not None and self.X_read
-                if hoist.bias is not None and not self.X_read:
-                    p.bias = p.add(Buffer(f"w[{hoist.bias}]", "1", hoist.width, shared=True,
-                                          given=True))
+                # X = x W + b in one addmm over all T·B rows: no bias pass in every step
+                p.bias_in_X = hoist.bias is not None
             if any(src[0] == "x" for src in hoist.sources):
                 p.x = p.add(Buffer("x", "T", len([s for s in hoist.sources if s[0] == "x"]) * H,
                                    given=True))
@@ -480,17 +477,15 @@ class _Planner:
                     for q, x in enumerate(op.args):
                         if ir.sources[x][0] != "ew":
                             code.append(Op(COPY, Ref(self.A[g].buf, q * H), self.loc(x), None, H))
-                p = self.plan
                 if op.bias is None:
                     code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
                                       op.weight, False))
                 elif op.bias not in self.aliased:
                     code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
                                       op.weight, False, self.xs_ref(op.bias)))
-                else:  # X already holds x W: add (the bias and) the recurrent product to it
-                    bias = Ref(p.bias, self.G[g].col) if p.bias >= 0 else None
+                else:  # X already holds x W + b: add the recurrent product to it
                     code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
-                                      op.weight, False, bias, acc=True))
+                                      op.weight, False, None, acc=True))
         p = self.plan
         for j, x in enumerate(ir.writes):  # values passed through from elsewhere
             if ir.sources[x][0] != "ew":
