@@ -40,15 +40,12 @@ class Instruction:
 
     ``cpp``: the C++ expression (scalar type ``T``; ``tanh_``/``sigmoid_`` are the kernel's
     vectorisable forms); ``torch_out``: a torch call writing into ``{D}``; ``torch_value``: the
-    same as a value (used to accumulate); ``cpp_rows``: optionally, a C++ function that does a
-    whole float row with SIMD intrinsics (``rows_tanh(acc, w, d, a)``, returning false where it
-    was not compiled in), tried before the ``cpp`` loop."""
+    same as a value (used to accumulate)."""
 
     name: str
     cpp: str | None
     torch_out: str | None
     torch_value: str | None
-    cpp_rows: str | None = None
 
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
@@ -57,10 +54,9 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction("add", "a[j] + b[j]", "torch.add({A}, {B}, out={D})", "torch.add({A}, {B})"),
     Instruction("sub", "a[j] - b[j]", "torch.sub({A}, {B}, out={D})", "torch.sub({A}, {B})"),
     Instruction("mul", "a[j] * b[j]", "torch.mul({A}, {B}, out={D})", "torch.mul({A}, {B})"),
-    Instruction("tanh", "tanh_(a[j])", "torch.tanh({A}, out={D})", "torch.tanh({A})",
-                "rows_tanh"),
+    Instruction("tanh", "tanh_(a[j])", "torch.tanh({A}, out={D})", "torch.tanh({A})"),
     Instruction("sigmoid", "sigmoid_(a[j])", "torch.sigmoid({A}, out={D})",
-                "torch.sigmoid({A})", "rows_sigmoid"),
+                "torch.sigmoid({A})"),
     Instruction("relu", "a[j] < T(0) ? T(0) : a[j]", "torch.clamp_min({A}, 0, out={D})",
                 "torch.clamp_min({A}, 0)"),
     Instruction("tanh_bwd", "a[j] * (T(1) - b[j] * b[j])",

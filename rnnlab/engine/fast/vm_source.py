@@ -10,11 +10,7 @@ instructions and every inner loop is a plain vectorisable loop over columns.
 float tanh and sigmoid are computed with a vectorisable exp (range reduction to
 |r| <= ln2/2, degree-7 Taylor polynomial, exponent by bit manipulation) so that the compiler can
 use SIMD on them: relative error below 3e-7 (tanh uses its odd Taylor series below 0.3), NaN and
-±inf handled as torch does; double uses the C library. Where the build targets AVX-512 or
-AVX2+FMA, whole float rows of tanh and sigmoid (``cpp_rows`` in the op table) run the same
-formulas written with intrinsics: the division becomes a reciprocal estimate and one Newton
-step, 2^k a scale instruction (about 1.5-2x faster than the compiler's loop; same error
-bound, tested for each build). ``RNNLAB_NATIVE_SIMD=0`` builds without them.
+±inf handled as torch does; double uses the C library.
 """
 
 from ...lang.ops import INSTRUCTIONS
@@ -32,9 +28,6 @@ _TEMPLATE = r"""
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -123,135 +116,6 @@ inline float sigmoid_(float x) { return sigmoid_f(x); }
 inline float tanh_(float x) { return tanh_f(x); }
 inline double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double tanh_(double x) { return std::tanh(x); }
-
-// ---- SIMD rows of tanh and sigmoid (float; AVX-512 or AVX2+FMA where compiled for them) ------
-// The same formulas as tanh_f/sigmoid_f above, written with intrinsics so that the division
-// becomes a reciprocal estimate refined by one Newton step, and 2^k a scale instruction.
-#if !defined(RNNLAB_NO_SIMD) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)))
-#if defined(__AVX512F__)
-typedef __m512 vf;
-constexpr int64_t VW = 16;
-inline vf v_set(float x) { return _mm512_set1_ps(x); }
-inline vf v_load(const float* p) { return _mm512_loadu_ps(p); }
-inline void v_store(float* p, vf x) { _mm512_storeu_ps(p, x); }
-inline vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
-inline vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }    // a*b + c
-inline vf v_fnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b
-inline vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
-inline vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
-inline vf v_round(vf a) {
-  return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-inline vf v_scale2(vf p, vf k) { return _mm512_scalef_ps(p, k); }  // p * 2^k
-inline vf v_rcp(vf d) {  // 14-bit estimate, one Newton step
-  vf y = _mm512_rcp14_ps(d);
-  return _mm512_mul_ps(y, _mm512_fnmadd_ps(d, y, v_set(2.0f)));
-}
-inline vf v_abs(vf a) { return _mm512_abs_ps(a); }
-inline vf v_sign_of(vf x, vf m) {  // |m| with x's sign
-  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(m),
-      _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(int(0x80000000u)))));
-}
-inline vf v_select_lt(vf a, vf limit, vf if_lt, vf otherwise) {
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, limit, _CMP_LT_OQ), otherwise, if_lt);
-}
-inline vf v_keep_nan(vf x, vf y) {  // NaN in, NaN out
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
-}
-#else
-typedef __m256 vf;
-constexpr int64_t VW = 8;
-inline vf v_set(float x) { return _mm256_set1_ps(x); }
-inline vf v_load(const float* p) { return _mm256_loadu_ps(p); }
-inline void v_store(float* p, vf x) { _mm256_storeu_ps(p, x); }
-inline vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
-inline vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
-inline vf v_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf v_fnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
-inline vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
-inline vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
-inline vf v_round(vf a) {
-  return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-inline vf v_scale2(vf p, vf k) {
-  __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
-  __m256i bits = _mm256_slli_epi32(e, 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
-inline vf v_rcp(vf d) {  // 12-bit estimate, one Newton step (~23 bits)
-  vf y = _mm256_rcp_ps(d);
-  return _mm256_mul_ps(y, _mm256_fnmadd_ps(d, y, v_set(2.0f)));
-}
-inline vf v_abs(vf a) { return _mm256_andnot_ps(v_set(-0.0f), a); }
-inline vf v_sign_of(vf x, vf m) { return _mm256_or_ps(m, _mm256_and_ps(x, v_set(-0.0f))); }
-inline vf v_select_lt(vf a, vf limit, vf if_lt, vf otherwise) {
-  return _mm256_blendv_ps(otherwise, if_lt, _mm256_cmp_ps(a, limit, _CMP_LT_OQ));
-}
-inline vf v_keep_nan(vf x, vf y) {
-  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-}
-#endif
-
-inline vf v_exp(vf x) {  // e^x for x in [-87.3, 88.3], as exp_reduced
-  vf k = v_round(v_mul(x, v_set(1.44269504088896341f)));
-  vf r = v_fnma(k, v_set(0.693145751953125f), x);
-  r = v_fnma(k, v_set(1.42860682030941723212e-6f), r);
-  vf p = v_set(1.0f / 5040);
-  p = v_fma(p, r, v_set(1.0f / 720));
-  p = v_fma(p, r, v_set(1.0f / 120));
-  p = v_fma(p, r, v_set(1.0f / 24));
-  p = v_fma(p, r, v_set(1.0f / 6));
-  p = v_fma(p, r, v_set(0.5f));
-  p = v_fma(p, r, v_set(1.0f));
-  p = v_fma(p, r, v_set(1.0f));
-  return v_scale2(p, k);
-}
-
-inline vf v_sigmoid(vf x) {
-  vf neg = v_min(v_max(v_mul(x, v_set(-1.0f)), v_set(-87.3f)), v_set(88.3f));
-  vf y = v_rcp(v_add(v_set(1.0f), v_exp(neg)));
-  return v_keep_nan(x, y);
-}
-
-inline vf v_tanh(vf x) {
-  vf a = v_min(v_abs(x), v_set(9.0f));
-  vf a2 = v_mul(a, a);
-  vf p = v_set(62.0f / 2835);
-  p = v_fma(p, a2, v_set(-17.0f / 315));
-  p = v_fma(p, a2, v_set(2.0f / 15));
-  p = v_fma(p, a2, v_set(-1.0f / 3));
-  vf small = v_fma(a, v_mul(p, a2), a);
-  vf big = v_fnma(v_set(2.0f), v_rcp(v_add(v_exp(v_add(a, a)), v_set(1.0f))), v_set(1.0f));
-  vf t = v_sign_of(x, v_select_lt(a, v_set(0.3f), small, big));
-  return v_keep_nan(x, t);
-}
-template <class F, class S>
-inline void simd_rows(bool acc, int64_t w, float* d, const float* a, F f, S scalar) {
-  int64_t j = 0;
-  if (acc) {
-    for (; j + VW <= w; j += VW) v_store(d + j, v_add(v_load(d + j), f(v_load(a + j))));
-    for (; j < w; ++j) d[j] += scalar(a[j]);
-  } else {
-    for (; j + VW <= w; j += VW) v_store(d + j, f(v_load(a + j)));
-    for (; j < w; ++j) d[j] = scalar(a[j]);
-  }
-}
-inline bool rows_tanh(bool acc, int64_t w, float* d, const float* a) {
-  simd_rows(acc, w, d, a, v_tanh, tanh_f);
-  return true;
-}
-inline bool rows_sigmoid(bool acc, int64_t w, float* d, const float* a) {
-  simd_rows(acc, w, d, a, v_sigmoid, sigmoid_f);
-  return true;
-}
-#endif
-// without SIMD (and for double) the generic loop runs
-template <typename T>
-inline bool rows_tanh(bool, int64_t, T*, const T*) { return false; }
-template <typename T>
-inline bool rows_sigmoid(bool, int64_t, T*, const T*) { return false; }
-
 
 #define LOOP(EXPR)                                                        \
   if (acc) {                                                              \
@@ -557,11 +421,8 @@ extern "C" int rnnlab_openmp() {
 
 def _generate() -> str:
     codes = ", ".join(f"{ins.name.upper()} = {k}" for k, ins in enumerate(INSTRUCTIONS))
-    cases = "\n".join(
-        f"    case {ins.name.upper()}: "
-        + (f"if ({ins.cpp_rows}(acc, w, d, a)) break; " if ins.cpp_rows else "")
-        + f"LOOP({ins.cpp}) break;"
-        for ins in INSTRUCTIONS if ins.cpp is not None)
+    cases = "\n".join(f"    case {ins.name.upper()}: LOOP({ins.cpp}) break;"
+                      for ins in INSTRUCTIONS if ins.cpp is not None)
     return (_TEMPLATE.replace("@CODES@", codes).replace("@CASES@", cases)
             .replace("@GEMM@", str(GEMM)).replace("@REFILL@", str(REFILL))
             .replace("@ABI@", str(ABI_VERSION)))
