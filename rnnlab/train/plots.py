@@ -30,7 +30,8 @@ def learning_curves(
     """Plot the curves of ``runs`` (RunDir objects) into the PNG ``path``; returns the path.
 
     The title names the task (and corpus) and the time ``budget``; each legend entry gives the
-    run's parameter count; each run's final full-split validation value is marked with a star.
+    run's parameter count; each run's full-split validation value with the parameters it keeps
+    (the best validation step's) is marked with a star at that step.
     """
     if x not in AXES:
         raise ValueError(f"x must be one of {', '.join(AXES)}, got {x!r}")
@@ -58,7 +59,7 @@ def learning_curves(
             if point is not None:
                 right.plot(*point, marker="*", markersize=14, linestyle="none",
                            color=line.get_color(),
-                           label=None if final_labelled else "final, full split")
+                           label=None if final_labelled else "kept parameters, full split")
                 final_labelled = True
     figure.suptitle(title(runs, budget), fontsize=10)
     left.set_title("training")
@@ -111,12 +112,20 @@ def legend_label(run, label: str) -> str:
 
 
 def final_point(run, key: str, primary: str) -> tuple[list, list] | None:
-    """The final full-split validation value of ``run``: ([x], [value]), or None."""
+    """The final full-split validation value of ``run`` (measured with the parameters the run
+    keeps: its best validation step's, else its last), placed at that step: ([x], [value]),
+    or None."""
     summary = run.summary() or {}
     value = (summary.get("valid") or {}).get(primary)
     if value is None:
         return None
-    x = summary.get("steps") if key == "step" else summary.get("train_seconds")
+    step = summary.get("best_step") or summary.get("steps")
+    if key == "step":
+        x = step
+    else:  # the training clock when that step was validated
+        x = next((r.get(key) for r in run.metrics()
+                  if r.get("split") == "valid" and r.get("step") == step and key in r),
+                 summary.get("train_seconds"))
     return ([x], [value]) if x is not None else None
 
 

@@ -161,3 +161,23 @@ def test_concurrent_calls_from_python_threads(library, monkeypatch):
             t.join()
     for k, e in enumerate(expected):
         torch.testing.assert_close(results[k], e)
+
+
+def test_subnormals_are_flushed_inside_the_loop_and_the_callers_mode_is_restored(library):
+    """Inside the native loop subnormal floats count as zero (a saturated gate's derivative
+    would otherwise cost a microcode assist per operation); torch's own arithmetic afterwards
+    still keeps them (the thread's floating-point mode is put back)."""
+    H = 16
+    c = cells.make(tanh_only, H, H)
+    with torch.no_grad():
+        c.W.copy_(torch.eye(H))
+        c.R.zero_()
+    tiny = torch.full((1, 2, H), 1e-39)  # subnormal in float32
+    assert tiny[0, 0, 0].item() != 0
+    with torch.no_grad(), fused.backend("native"):
+        out, _ = unroll(c, tiny, (torch.zeros(2, H),))
+    with torch.no_grad():
+        expected = reference_unroll(c, tiny, (torch.zeros(2, H),))[0]
+    assert torch.all(expected != 0)  # tanh(1e-39) = 1e-39 with torch
+    assert torch.all(out == 0)
+    assert (torch.tensor([1e-39]) * 2).item() != 0  # the caller's mode is restored

@@ -389,9 +389,14 @@ def test_curves_name_the_task_budget_and_parameter_counts_and_mark_the_final(tmp
     run, summary = train(config)
     assert title([run], budget=90) == "task text (my corpus.txt), budget 90 s per model"
     assert legend_label(run, "lstm") == f"lstm ({summary['parameters']:,} params)"
+    # the star: the full-split value of the kept (best) parameters, at the step they come from
+    kept = summary["best_step"]
+    assert kept in (2, 4)
     assert final_point(run, "step", "bits_per_char") == (
-        [4], [summary["valid"]["bits_per_char"]]
+        [kept], [summary["valid"]["bits_per_char"]]
     )
+    at = next(r["time"] for r in run.metrics() if r["split"] == "valid" and r["step"] == kept)
+    assert final_point(run, "time", "bits_per_char")[0] == [at]
     assert learning_curves([RunDir(run.path)], tmp_path / "c.png", budget=90).stat().st_size
 
 
