@@ -46,6 +46,10 @@ from .fast.plan import Plan, make_plan
 from .fast.pyexec import PythonLoops, buffer_shape
 
 BACKENDS = ("auto", "native", "python", "reference")
+# One step (T = 1) without gradients of at most this hidden size and batch × hidden values runs
+# the plan's step with torch ops under "auto": the engine's per-call setup (buffers, the native
+# call's table) costs more than such a step (measured 5-14% per step at H <= 256, B <= 64).
+SMALL_STEP_HIDDEN, SMALL_STEP_VALUES = 512, 4096
 # compute the hoist (x W + b, then x-only elementwise work) in the engine rather than run the
 # compiler's hoist under autograd: no slicing and concatenation through autograd, GEMMs that
 # add to X in place, one pass over all rows each way. RNNLAB_OWN_HOIST=0 turns it off.
@@ -190,7 +194,8 @@ def explain(cell, device="cpu", dtype=torch.float32, training: bool = True) -> s
     """How ``unroll`` would run ``cell`` (a Cell, Graph or Program) on this device and dtype.
 
     Returns ``"fused (native): …"`` or ``"fused (torch): …"`` with the plan's shape, or
-    ``"reference: <reason>"``."""
+    ``"reference: <reason>"``. (Whatever it says, under backend "auto" a single small step
+    without gradients — T = 1, see ``SMALL_STEP_VALUES`` — runs the plan's step directly.)"""
     from ..lang import Graph
     from ..lang.compile import compile_graph
 
@@ -537,6 +542,10 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
             or sizes == []):
         return None
+    if (x.shape[0] == 1 and _backend == "auto" and not torch.is_grad_enabled()
+            and cell.hidden_size <= SMALL_STEP_HIDDEN
+            and x.shape[1] * cell.hidden_size <= SMALL_STEP_VALUES):
+        return None  # one small step (sampling, streaming): the plan's step with torch ops
     if lengths is None and torch.compiler.is_compiling():  # one opaque op to torch.compile
         from .custom_op import compiled_unroll
 

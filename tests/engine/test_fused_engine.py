@@ -323,3 +323,27 @@ def test_native_threads(name, mode, monkeypatch):
         assert_same(run(cell, x, state, L, "native"), run(cell, x, state, L, "reference"))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_one_small_step_without_gradients_skips_the_engine_setup(monkeypatch):
+    """T = 1 without gradients and few values (sampling, streaming) runs the plan's step with
+    torch ops; longer sequences, gradients or large steps still take the fused engine."""
+    c = cells.make("lstm", 8, 16)
+    state = tuple(torch.randn(2, 16) for _ in range(2))
+    calls = []
+    real = fused.run_program
+    monkeypatch.setattr(fused, "run_program", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.randn(1, 2, 8)
+    with torch.no_grad(), fused.backend("auto"):
+        out, finals = unroll(c, x, state)
+        assert calls == []
+        ref_out, ref_finals = reference_unroll(c, x, state)
+        unroll(c, torch.randn(3, 2, 8), state)  # a sequence: the engine
+        assert len(calls) == 1
+        wide = fused.SMALL_STEP_VALUES // 16 + 1  # too many values for the shortcut
+        unroll(c, torch.randn(1, wide, 8), tuple(torch.zeros(wide, 16) for _ in range(2)))
+        assert len(calls) == 2
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(finals, ref_finals)
+    unroll(c, x, state)  # with gradients: the engine
+    assert len(calls) == 3
