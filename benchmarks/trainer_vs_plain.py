@@ -11,12 +11,13 @@ own loop does after each epoch. The trainer is ``rnnlab.train.train`` with the
 validates its last step on the whole validation split (which the plain loop's pass matches) and
 writes its final checkpoint; its final valid/test report (``final_evaluation``) is not timed.
 
-Both run in this one process, interleaved (trainer, plain, trainer, plain, ...), and the
-ratios of the median throughputs are reported, so that load from other processes on the
-machine falls on both alike: for the training steps alone (the trainer's own clock of its step
-loop, the number it logs as tokens/s; the plain loop's step loop) and for the steps plus the
-one validation pass (the fit as a whole; 150-300 steps make that pass weigh far more than the
-one pass per 2,323-step epoch of the real recipe)::
+A third run, the same plain loop with ``rnnlab.RNN`` as its LSTM, tells the body's share of
+any difference from the trainer's. All run in this one process, interleaved round after round
+(in alternating order), and the ratios of the median throughputs are reported, so that load
+from other processes on the machine falls on all alike: for the training steps alone (the
+trainer's own clock of its step loop, the number it logs as tokens/s; the plain loop's step
+loop) and for the steps plus the one validation pass (the fit as a whole; 150-300 steps make
+that pass weigh far more than the one pass per 2,323-step epoch of the real recipe)::
 
     python benchmarks/trainer_vs_plain.py                    # 150 steps x 5 rounds, 1 thread
     python benchmarks/trainer_vs_plain.py --steps 300 --rounds 7 --threads 2
@@ -35,16 +36,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import rnnlab
 from rnnlab.reproduce import entries
 from rnnlab.train import trainer as trainer_module
 from rnnlab.train.config import apply_overrides
 
 
 class PlainLM(nn.Module):
-    def __init__(self, vocab: int, hidden: int, layers: int):
+    """Embedding -> LSTM -> Linear; the LSTM is torch.nn.LSTM, or with ``rnnlab_body`` an
+    ``rnnlab.RNN`` (Zaremba's LSTM: no forget-gate bias), to tell the body from the trainer."""
+
+    def __init__(self, vocab: int, hidden: int, layers: int, rnnlab_body: bool = False):
         super().__init__()
         self.embedding = nn.Embedding(vocab, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, layers)
+        self.lstm = (rnnlab.RNN("lstm", hidden, hidden, num_layers=layers, forget_bias=0.0)
+                     if rnnlab_body else nn.LSTM(hidden, hidden, layers))
         self.head = nn.Linear(hidden, vocab)
         for p in self.parameters():
             nn.init.uniform_(p, -0.1, 0.1)
@@ -77,11 +83,11 @@ def validation_perplexity(model: nn.Module, data: torch.Tensor, batch: int, unro
 
 
 def plain_loop(data: torch.Tensor, valid: torch.Tensor, vocab: int, steps: int, batch: int,
-               unroll: int) -> tuple[float, float]:
+               unroll: int, rnnlab_body: bool = False) -> tuple[float, float]:
     """Tokens/s of ``steps`` optimiser steps of the hand-written loop: (the steps alone, the
     steps and then its validation pass)."""
     torch.manual_seed(0)
-    model = PlainLM(vocab, 200, 2)
+    model = PlainLM(vocab, 200, 2, rnnlab_body)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     x, y = stream_batches(data, batch)
     n = x.shape[0]
@@ -159,20 +165,28 @@ def main(argv=None) -> None:
     vocab = task.input.size
     trainer_loop(20, args.threads)  # warm-up: imports, compilation of the cell
     plain_loop(data, valid, vocab, 20, 20, 20)
-    ours, plain = [], []
+    plain_loop(data, valid, vocab, 20, 20, 20, rnnlab_body=True)
+    runs = {
+        "trainer": lambda: trainer_loop(args.steps, args.threads, args.train_metric),
+        "plain loop": lambda: plain_loop(data, valid, vocab, args.steps, 20, 20),
+        "plain loop, rnnlab.RNN body": lambda: plain_loop(data, valid, vocab, args.steps, 20, 20,
+                                                          rnnlab_body=True),
+    }
+    results: dict[str, list] = {name: [] for name in runs}
     for round_ in range(args.rounds):
-        ours.append(trainer_loop(args.steps, args.threads, args.train_metric))
-        plain.append(plain_loop(data, valid, vocab, args.steps, 20, 20))
-        print(f"round {round_ + 1}: steps alone: trainer {ours[-1][0]:,.0f} tokens/s, plain "
-              f"{plain[-1][0]:,.0f}; with the validation pass: trainer {ours[-1][1]:,.0f}, "
-              f"plain {plain[-1][1]:,.0f}", flush=True)
+        order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            results[name].append(runs[name]())
+        print(f"round {round_ + 1}, tokens/s (steps alone / with the validation pass): "
+              + "; ".join(f"{name} {results[name][-1][0]:,.0f} / {results[name][-1][1]:,.0f}"
+                          for name in runs), flush=True)
     print(f"\nmedian over {args.rounds} rounds of {args.steps} steps, {args.threads} thread(s), "
           f"trainer with train_metric={args.train_metric}:")
     for k, what in enumerate(("training steps alone", "steps + one validation pass")):
-        a = statistics.median(r[k] for r in ours)
-        b = statistics.median(r[k] for r in plain)
-        print(f"  {what}: trainer {a:,.0f} tokens/s, plain loop {b:,.0f} tokens/s, "
-              f"ratio {a / b:.3f}x")
+        med = {name: statistics.median(r[k] for r in values) for name, values in results.items()}
+        base = med["plain loop"]
+        print(f"  {what}: " + ", ".join(f"{name} {v:,.0f} tokens/s ({v / base:.3f}x)"
+                                        for name, v in med.items()))
 
 
 if __name__ == "__main__":
