@@ -486,7 +486,7 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
             dX = tensors[plan.dX].view(T * B, -1)
             if need_dx:
                 d_front[0] = (dX @ W.t()).view(x.shape)
-            d_front[1] = x2d.t() @ dX
+            d_front[1] = _product_like(W, x2d, dX)
             if num_front > 2:
                 d_front[2] = dX.sum(0)
         if plan.dx >= 0 and need_dx:  # x read elementwise by the hoist
@@ -498,15 +498,26 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
         dS[run.sizes[0]:] = tensors[plan.dF][0, run.sizes[0]:]
     d_states = [dS[:, c:c + H].clone() for c in plan.state_cols]
     d_weights = {}
+    weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
     for ref, dG, gemm in zip(plan.gemm_args, plan.dG, ir.gemms):
         K, N = len(gemm.args) * H, len(gemm.out) * H
         A = tensors[ref.buf][:T, :, ref.col:ref.col + K].reshape(T * B, K)
-        dW = A.t() @ tensors[dG.buf][:, :, dG.col:dG.col + N].reshape(T * B, N)
         key = gemm.weight
+        dW = _product_like(weights[key], A, tensors[dG.buf][:, :, dG.col:dG.col + N]
+                           .reshape(T * B, N))
         d_weights[key] = dW if key not in d_weights else d_weights[key] + dW
     for key, i in plan.dP.items():  # native: one partial sum per thread
         d_weights[key] = tensors[i].reshape(-1, plan.buffers[i].width).sum(0)
     return [*d_front, *d_states, *(d_weights[k] for k in run.comp.keys)]
+
+
+def _product_like(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``aᵀ b``, the gradient of ``weight``, laid out as ``weight`` is: a weight assembled as
+    ``cat(paper-named parameters).t()`` gets a transposed view of a contiguous product, so
+    that autograd hands each parameter a contiguous block it keeps without copying."""
+    if weight.dim() == 2 and not weight.is_contiguous() and weight.t().is_contiguous():
+        return (b.t() @ a).t()
+    return a.t() @ b
 
 
 def choose_executor(comp: Compiled, x: torch.Tensor):
