@@ -328,6 +328,21 @@ def _check_logits(output: Space, logits: Tensor, batch: Batch) -> None:
         )
 
 
+def argmax_equals(logits: Tensor, targets: Tensor) -> Tensor:
+    """``logits.argmax(-1) == targets`` (argmax: the first maximal index, NaN counting as the
+    maximum), computed without an argmax over every row: torch's CPU argmax is not vectorised
+    (10.7 ms for 400 × 10,000 logits, against 0.6 ms for ``amax``). Only rows whose target
+    logit attains the row's maximum (or is NaN) can be right; ties among those are settled by
+    the argmax of those rows alone."""
+    target = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    candidate = (target >= logits.amax(-1)) | target.isnan()
+    right = torch.zeros_like(candidate)
+    if bool(candidate.any()):
+        rows = candidate.nonzero(as_tuple=True)
+        right[rows] = logits[rows].argmax(-1) == targets[rows]
+    return right
+
+
 class TokenMetric(Metric):
     """Next-token metrics: mean NLL, bits per symbol, perplexity, accuracy.
 
@@ -358,8 +373,7 @@ class TokenMetric(Metric):
         mask = batch.step_mask()
         if mask is None:
             mask = torch.ones_like(batch.targets, dtype=torch.bool)
-        # max(-1).indices = argmax (the first maximal index), ~5x faster on CPU for a large V
-        right = (logits.max(-1).indices == batch.targets) & mask  # (T, B)
+        right = argmax_equals(logits, batch.targets) & mask  # (T, B)
         self.nll += float(nll)
         self.count += count
         self.correct += int(right.sum())
@@ -444,7 +458,7 @@ class ClassMetric(Metric):
         nll, count = _nll_sum(Classes(logits.shape[-1]), logits, batch)
         self.nll += float(nll)
         self.count += count
-        self.correct += int((logits.max(-1).indices == batch.targets).sum())
+        self.correct += int(argmax_equals(logits, batch.targets).sum())
 
     def compute(self) -> dict[str, float]:
         if self.count == 0:

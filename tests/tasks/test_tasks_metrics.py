@@ -144,3 +144,21 @@ def test_batch_to_moves_every_tensor():
         t.device.type == "meta" for t in (moved.inputs, moved.targets, moved.mask, moved.lengths)
     )
     assert moved.continues and batch.inputs.device.type == "cpu"
+
+
+def test_argmax_equals_is_argmax_on_ties_nan_and_inf():
+    """The metrics' accuracy test (``argmax_equals``) gives exactly ``argmax(-1) == targets``:
+    the first maximal index wins a tie, a NaN counts as the maximum, ±inf as values."""
+    from rnnlab.tasks.base import argmax_equals
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(400):
+        shape = tuple(int(v) for v in torch.randint(1, 6, (2,), generator=g))
+        V = int(torch.randint(1, 9, (1,), generator=g))
+        x = torch.randint(-2, 3, (*shape, V), generator=g).float()  # many ties
+        if trial % 3 == 0:
+            x[torch.rand(x.shape, generator=g) < 0.2] = float("nan")
+        if trial % 5 == 0:
+            x[torch.rand(x.shape, generator=g) < 0.2] = float("inf")
+        targets = torch.randint(0, V, shape, generator=g)
+        assert torch.equal(argmax_equals(x, targets), x.argmax(-1) == targets), (x, targets)
