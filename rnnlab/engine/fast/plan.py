@@ -129,7 +129,7 @@ class Plan:
     prologue: list = field(default_factory=list)
     epilogue: list = field(default_factory=list)
     X: int = -1
-    bias_in_X: bool = False  # X includes b (the prologue reads X)
+    bias_in_X: bool = False  # X = x W + b (one addmm) whenever the hoist has a bias
     x: int = -1  # the input x (given) when the prologue reads it
     dX: int = -1
     dx: int = -1  # adjoint of the input read by the prologue
