@@ -145,11 +145,12 @@ def _stop_at(monkeypatch, step):
 # --- item 16: Ctrl-C saves a checkpoint of the step it stops at ---------------------------------
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, corpus, monkeypatch, capsys):
     run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a background job
     _stop_at(monkeypatch, 3)
     assert train_on(corpus, run, "--train.max_steps=50", "--train.checkpoint_every=100") == 130
     assert torch.load(run / "checkpoint.pt", weights_only=True)["counters"]["step"] == 3
     assert "interrupted at step 3" in capsys.readouterr().out  # after the step it was taking
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is put back
 
 
 # --- item 5: the steps after the last periodic validation count ---------------------------------
