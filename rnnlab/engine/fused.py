@@ -542,6 +542,14 @@ def choose_executor(comp: Compiled, x: torch.Tensor):
     return comp.python
 
 
+def small_step(x: torch.Tensor, hidden_size: int) -> bool:
+    """Whether backend "auto" runs x (T, B, ·) as one step of the plan with torch ops rather
+    than on the engine: T = 1, no gradients, a small step (``SMALL_STEP_VALUES``)."""
+    return (x.shape[0] == 1 and _backend == "auto" and not torch.is_grad_enabled()
+            and hidden_size <= SMALL_STEP_HIDDEN
+            and x.shape[1] * hidden_size <= SMALL_STEP_VALUES)
+
+
 def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | None = None,
                  sizes: list[int] | None = None):
     """``unroll`` on the fused engine; returns None where it does not apply.
@@ -553,9 +561,7 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
             or sizes == []):
         return None
-    if (x.shape[0] == 1 and _backend == "auto" and not torch.is_grad_enabled()
-            and cell.hidden_size <= SMALL_STEP_HIDDEN
-            and x.shape[1] * cell.hidden_size <= SMALL_STEP_VALUES):
+    if small_step(x, cell.hidden_size):
         return None  # one small step (sampling, streaming): the plan's step with torch ops
     if lengths is None and torch.compiler.is_compiling():  # one opaque op to torch.compile
         from .custom_op import compiled_unroll

@@ -198,3 +198,25 @@ def test_layerwise_needs_one_input_axis():
     grid = GridLSTMNd(I, H, 2, num_axes=2)
     with pytest.raises(ValueError, match="this grid has 2: use 'wavefront'"):
         grid.schedule = "layerwise"
+
+
+def test_one_small_step_without_gradients_skips_the_engine_setup(monkeypatch):
+    """Streaming a GridLSTM one step at a time without gradients runs each dimension's plan
+    step with torch ops (as rnnlab.RNN does) and gives what the engine gives."""
+    from rnnlab.engine import fused
+
+    torch.manual_seed(0)
+    grid = GridLSTM(8, 16, num_layers=2)
+    x = torch.randn(1, 3, 8)
+    with torch.no_grad(), fused.backend("python"):  # the engine's plan, with torch ops
+        expected, expected_state = grid(x)
+    calls = []
+    real = fused.run_program
+    monkeypatch.setattr(fused, "run_program", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad(), fused.backend("auto"):
+        out, state = grid(x)
+        assert calls == []
+        grid(torch.randn(4, 3, 8))  # a sequence: the engine
+        assert calls
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(tuple(state), tuple(expected_state))
