@@ -561,8 +561,6 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
     if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
             or sizes == []):
         return None
-    if small_step(x, cell.hidden_size):
-        return None  # one small step (sampling, streaming): the plan's step with torch ops
     if lengths is None and torch.compiler.is_compiling():  # one opaque op to torch.compile
         from .custom_op import compiled_unroll
 
@@ -572,7 +570,10 @@ def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | No
 
 def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
                 lengths: torch.Tensor | None = None, sizes: list[int] | None = None):
-    """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``)."""
+    """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``); None where
+    the engine does not apply (the caller then steps the plan with torch ops)."""
+    if small_step(x, program.graph.hidden_size):
+        return None  # one small step (sampling, streaming): the plan's step with torch ops
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
     prepared = prepare_call(program, weights, x, lengths, sizes, training)

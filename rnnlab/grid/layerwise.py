@@ -257,7 +257,7 @@ def _engine(program, weights, x, state, lengths):
             return x.new_zeros(*x.shape[:2], state[0].shape[-1]), _unsort(state, order)
     sizes = batch_sizes_of(lengths) if lengths is not None else None
     result = None
-    if fused.get_backend() != "reference" and not fused.small_step(x, state[0].shape[-1]):
+    if fused.get_backend() != "reference":
         result = fused.run_program(program, weights, x, state, lengths, sizes)
     if result is None:
         result = step_loop(program.step, program.hoist(x, weights), state, weights, sizes,
