@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rnnlab.cli.options import add_which_option
+
 NAME = "evaluate"
 
 
@@ -13,8 +15,7 @@ def add_parser(subparsers):
     parser.add_argument("run_dir", help="a run directory made by `rnnlab train`")
     parser.add_argument("--split", choices=("valid", "test", "all"), default="all",
                         help="which split")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="best validated parameters (best.pt) or the last (checkpoint.pt)")
+    add_which_option(parser)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per batch; default: the run's eval batch size")
     parser.add_argument("--data", metavar="PATH", default=None,

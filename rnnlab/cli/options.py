@@ -20,6 +20,22 @@ from rnnlab.train.config import (
 EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
+def add_which_option(parser: argparse.ArgumentParser) -> None:
+    """``--which best|last``: the parameters a command loads from a run directory."""
+    parser.add_argument("--which", choices=("best", "last"), default="best",
+                        help="best validated parameters (best.pt) or the last (checkpoint.pt)")
+
+
+def add_beam_option(parser: argparse.ArgumentParser) -> None:
+    """``--beam K`` of a decoding command; check it with ``check_beam``."""
+    parser.add_argument("--beam", type=int, default=1, help="beam width; 1 is greedy")
+
+
+def check_beam(args, parser: argparse.ArgumentParser) -> None:
+    if args.beam < 1:
+        parser.error(f"--beam must be >= 1, got {args.beam}")
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and a pointer to ``--help`` (no usage dump).
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rnnlab.cli.options import add_which_option
+
 NAME = "sample"
 
 
@@ -17,8 +19,7 @@ def add_parser(subparsers):
     parser.add_argument("--temperature", type=float, default=0.8,
                         help="softmax temperature; 0 is greedy")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="best validated parameters (best.pt) or the last (checkpoint.pt)")
+    add_which_option(parser)
     parser.set_defaults(handler=run)
     return parser
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rnnlab.cli.options import add_beam_option, add_which_option, check_beam
+
 NAME = "transcribe"
 
 
@@ -13,9 +15,8 @@ def add_parser(subparsers):
     )
     parser.add_argument("run_dir", help="a run directory made by `rnnlab train --task=digits_ctc`")
     parser.add_argument("wav", nargs="+", help="WAV files to transcribe")
-    parser.add_argument("--beam", type=int, default=1, help="beam width; 1 is greedy")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="best validated parameters (best.pt) or the last (checkpoint.pt)")
+    add_beam_option(parser)
+    add_which_option(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -25,8 +26,7 @@ def run(args, parser, extra, argv) -> int:
     from rnnlab.train.decoding import transcribe
     from rnnlab.train.pretrained import load_trained
 
-    if args.beam < 1:
-        parser.error(f"--beam must be >= 1, got {args.beam}")
+    check_beam(args, parser)
     signals = []
     for path in args.wav:  # read every file first: a bad one fails before the model loads
         try:

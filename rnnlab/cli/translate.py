@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rnnlab.cli.options import add_beam_option, add_which_option, check_beam
+
 NAME = "translate"
 
 
@@ -14,13 +16,12 @@ def add_parser(subparsers):
     )
     parser.add_argument("run_dir", help="a run directory made by `rnnlab train`")
     parser.add_argument("source", nargs="*", help="text to translate (one argument each)")
-    parser.add_argument("--beam", type=int, default=1, help="beam width; 1 is greedy")
+    add_beam_option(parser)
     parser.add_argument("--evaluate", metavar="SPLIT", choices=("valid", "test"), default=None,
                         help="score the split's translations instead of translating SOURCE")
     parser.add_argument("--limit", type=int, default=None,
                         help="with --evaluate: only the split's first LIMIT examples")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="best validated parameters (best.pt) or the last (checkpoint.pt)")
+    add_which_option(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -29,8 +30,7 @@ def run(args, parser, extra, argv) -> int:
     from rnnlab.train.decoding import translate, translation_scores
     from rnnlab.train.pretrained import load_trained
 
-    if args.beam < 1:
-        parser.error(f"--beam must be >= 1, got {args.beam}")
+    check_beam(args, parser)
     if (args.evaluate is None) == (not args.source):
         parser.error("give either SOURCE text to translate or --evaluate SPLIT, not both")
     _, task, model = load_trained(args.run_dir, args.which)
