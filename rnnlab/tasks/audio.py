@@ -100,6 +100,17 @@ def read_folder(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in read_folder_names(folder)}
 
 
+def read_recordings(path: Path, verify: bool) -> dict[str, bytes]:
+    """``{name: wav bytes}`` of every FSDD recording in a folder or archive (checked against
+    the manifest with ``verify``); a clear error when there are none."""
+    wavs = read_folder(path) if path.is_dir() else read_archive(path)
+    if not wavs:
+        raise ValueError(f"no FSDD recordings ('<digit>_<speaker>_<index>.wav') in {path}")
+    if verify:
+        check_manifest(wavs, path)
+    return wavs
+
+
 FILES = [
     DataFile("recordings.tar.xz", "fsdd"),
     DataFile(
@@ -200,11 +211,7 @@ def locate(path, download: bool) -> Path:
 def load_fsdd(source: str, features: str, verify: bool) -> dict:
     """Features, digits and split of every recording (cached per process)."""
     path = Path(source)
-    wavs = read_folder(path) if path.is_dir() else read_archive(path)
-    if not wavs:
-        raise ValueError(f"no FSDD recordings ('<digit>_<speaker>_<index>.wav') in {path}")
-    if verify:
-        check_manifest(wavs, path)
+    wavs = read_recordings(path, verify)
     data = {s: {"frames": [], "digits": [], "names": []} for s in SPLITS}
     names = sorted(wavs)
     computed = frames_of([samples(wavs[name], name) for name in names], features)

@@ -40,11 +40,9 @@ from rnnlab.tasks.audio import (
     MELS,
     NAME,
     SAMPLE_RATE,
-    check_manifest,
     frames_of,
     locate,
-    read_archive,
-    read_folder,
+    read_recordings,
     samples,
 )
 from rnnlab.tasks.base import Batch, Features, Labels, check_positive
@@ -63,11 +61,7 @@ def load_recordings(source: str, verify: bool, split_by: str) -> dict:
     """``{"pools": {split: {(speaker, digit): [(name, waveform), ...]}}, "mean", "std"}``: the
     recordings of each split and the mean and std of the train recordings' log-mel frames."""
     path = Path(source)
-    wavs = read_folder(path) if path.is_dir() else read_archive(path)
-    if not wavs:
-        raise ValueError(f"no FSDD recordings ('<digit>_<speaker>_<index>.wav') in {path}")
-    if verify:
-        check_manifest(wavs, path)
+    wavs = read_recordings(path, verify)
     pools: dict[str, dict[tuple[str, int], list[tuple[str, torch.Tensor]]]] = {
         "train": {}, "valid": {}, "test": {}
     }
