@@ -182,6 +182,28 @@ def _jozefowicz_rows() -> list[dict]:
     return rows
 
 
+def _tied_grid_vs_stack(what: str) -> dict:
+    """Runs, rows and budgets of a Section 4.2 comparison (addition, memorisation): a tied
+    2-D Grid LSTM against a stacked LSTM of the same width, by test sequence accuracy."""
+    return {
+        "runs": [
+            {"label": "grid-tied", "settings": {"model.body": "grid", "model.tied": True,
+                                                "model.hidden_size": 64}, "small": True},
+            {"label": "lstm-stack", "settings": {"model.body": "stack", "model.cell": "lstm",
+                                                 "model.hidden_size": 64}, "small": True},
+        ],
+        "rows": [
+            {"what": f"{what} sequence accuracy, tied grid", "published": "~1.0",
+             "runs": ["grid-tied"], "value": "test.sequence_accuracy"},
+            {"what": f"{what} sequence accuracy, stacked LSTM",
+             "published": "below the grid", "runs": ["lstm-stack"],
+             "value": "test.sequence_accuracy"},
+        ],
+        "budgets": {"full": {"train.budget_seconds": 300},
+                    "small": {"train.budget_seconds": 60}},
+    }
+
+
 ENTRIES: dict[str, dict] = {
     "gers-timing": {
         "paper": "Gers, Schraudolph & Schmidhuber 2002, Learning Precise Timing with LSTM "
@@ -436,21 +458,7 @@ ENTRIES: dict[str, dict] = {
         "table": "Section 4.2: 15-digit addition, tied 2-D Grid LSTM vs stacked LSTM",
         "expected_minutes": 10,
         "base": {**_GRID_SYNTH, "task.name": "addition", "model.num_layers": 3},
-        "runs": [
-            {"label": "grid-tied", "settings": {"model.body": "grid", "model.tied": True,
-                                                "model.hidden_size": 64}, "small": True},
-            {"label": "lstm-stack", "settings": {"model.body": "stack", "model.cell": "lstm",
-                                                 "model.hidden_size": 64}, "small": True},
-        ],
-        "rows": [
-            {"what": "15-digit addition sequence accuracy, tied grid", "published": "~1.0",
-             "runs": ["grid-tied"], "value": "test.sequence_accuracy"},
-            {"what": "15-digit addition sequence accuracy, stacked LSTM",
-             "published": "below the grid", "runs": ["lstm-stack"],
-             "value": "test.sequence_accuracy"},
-        ],
-        "budgets": {"full": {"train.budget_seconds": 300},
-                    "small": {"train.budget_seconds": 60}},
+        **_tied_grid_vs_stack("15-digit addition"),
         "scaled": "3 layers of 64 units, 5 CPU-minutes per network (the paper: up to 18 "
         "layers, trained to convergence)",
         "small_scaled": "60 s per network",
@@ -460,21 +468,7 @@ ENTRIES: dict[str, dict] = {
         "table": "Section 4.2: sequence memorisation, tied 2-D Grid LSTM vs stacked LSTM",
         "expected_minutes": 10,
         "base": {**_GRID_SYNTH, "task.name": "copy", "model.num_layers": 3},
-        "runs": [
-            {"label": "grid-tied", "settings": {"model.body": "grid", "model.tied": True,
-                                                "model.hidden_size": 64}, "small": True},
-            {"label": "lstm-stack", "settings": {"model.body": "stack", "model.cell": "lstm",
-                                                 "model.hidden_size": 64}, "small": True},
-        ],
-        "rows": [
-            {"what": "memorisation sequence accuracy, tied grid", "published": "~1.0",
-             "runs": ["grid-tied"], "value": "test.sequence_accuracy"},
-            {"what": "memorisation sequence accuracy, stacked LSTM",
-             "published": "below the grid", "runs": ["lstm-stack"],
-             "value": "test.sequence_accuracy"},
-        ],
-        "budgets": {"full": {"train.budget_seconds": 300},
-                    "small": {"train.budget_seconds": 60}},
+        **_tied_grid_vs_stack("memorisation"),
         "scaled": "copy task, 20 symbols of 64, 3 layers of 64, 5 CPU-minutes per network",
         "small_scaled": "60 s per network",
     },
