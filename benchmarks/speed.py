@@ -74,24 +74,14 @@ def mutant_graphs(count: int, I: int, H: int) -> list:
     """Search-made cells: 1-10 mutation steps from each zoo cell in turn (seed 0)."""
     import random
 
-    from rnnlab.lang import GraphError
-    from rnnlab.lang.mutate import mutate
+    from rnnlab.lang.mutate import mutate_steps
 
     rng = random.Random(0)
     zoo = []
     for name in rnnlab.cells.names():
         options = {"raw_input": "project"} if name in ("mut1", "mut2") else {}
         zoo.append(rnnlab.cells.graph(name, I, H, **options))
-    graphs = []
-    for k in range(count):
-        g = zoo[k % len(zoo)]
-        for _ in range(rng.randint(1, 10)):
-            try:
-                g = mutate(g, rng)
-            except GraphError:
-                break
-        graphs.append(g)
-    return graphs
+    return [mutate_steps(zoo[k % len(zoo)], rng, rng.randint(1, 10)) for k in range(count)]
 
 
 def peers(I: int, H: int, with_torchrecurrent: bool) -> dict[str, nn.Module]:

@@ -106,6 +106,17 @@ def mutate(graph: Graph, rng: random.Random, attempts: int = 100) -> Graph:
     raise GraphError(f"no valid mutation of {graph.name} found in {attempts} attempts")
 
 
+def mutate_steps(graph: Graph, rng: random.Random, steps: int) -> Graph:
+    """``steps`` mutation steps in a row (a chain of the search's mutations); a chain that
+    reaches a graph with no valid mutation keeps what it reached."""
+    for _ in range(steps):
+        try:
+            graph = mutate(graph, rng)
+        except GraphError:
+            break
+    return graph
+
+
 def _random_operator(g: Graph, name: str, rng: random.Random) -> Graph:
     node = g.nodes[name]
     kind = OPS[node.op].kind

@@ -114,3 +114,25 @@ def test_compiler_equals_interpreter_on_random_mutants(seed_cell):
             torch.testing.assert_close(out[t], h.expand(2, 5), msg=f"{g}")
         for a, b in zip(final, s):
             torch.testing.assert_close(a[0], b.expand(2, 5))
+
+
+def test_mutate_steps_is_mutate_repeated_and_keeps_a_dead_end(monkeypatch):
+    """``mutate_steps(g, rng, n)`` = n calls of ``mutate`` on the same generator; when a step
+    finds no valid mutation the chain stops with the graph it reached."""
+    seed = cells.graph("lstm", 4, 4)
+    by_hand, rng = seed, random.Random(3)
+    for _ in range(4):
+        by_hand = m.mutate(by_hand, rng)
+    assert str(m.mutate_steps(seed, random.Random(3), 4)) == str(by_hand)
+    assert m.mutate_steps(seed, random.Random(3), 0) is seed
+    calls = []
+
+    def dead_end(graph, rng):
+        calls.append(graph)
+        if len(calls) == 2:
+            raise GraphError("no valid mutation (test)")
+        return cells.graph("lstm", 4, 4)
+
+    monkeypatch.setattr(m, "mutate", dead_end)
+    reached = m.mutate_steps(seed, random.Random(0), 5)
+    assert len(calls) == 2 and str(reached) == str(cells.graph("lstm", 4, 4))
