@@ -30,12 +30,8 @@ def sigmoid_only(x, state, p):
 
 
 def _cpu_has(*flags: str) -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            words = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return all(flag in words for flag in flags)
+    """Whether this CPU's flags (the line the native build is keyed by) include ``flags``."""
+    return set(flags) <= set(native._cpu_signature().split())
 
 
 # the library as built here (for this CPU), for AVX2 machines, and for a generic x86-64
