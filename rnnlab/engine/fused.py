@@ -334,7 +334,7 @@ def _release(run: _Run, tensors: list, indices) -> None:
 def _execute(run: _Run, name: str, tensors: list, weights: dict):
     """Run the time loop ("forward", "backward") or a pass over all T·B rows at once
     ("prologue", "epilogue": buffers seen as one step of T·B rows)."""
-    if name in ("forward", "backward"):
+    if name in ("forward", "hoisted_forward", "backward"):
         run.executor.run(name, tensors, weights, run.sizes, run.B, run.steps, run.threads)
         return
     plan, rows = run.comp.plan, run.T * run.B
@@ -349,16 +349,23 @@ def _forward(run: _Run, front, states, weights: dict):
 
     ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]])."""
     plan = run.comp.plan
+    # with variable lengths the rows past an end still need their hoisted values (the
+    # epilogue reads every row), so the hoist is then computed over all rows beforehand
+    in_loop = plan.hoisted_forward and run.executor.hoists_in_loop and run.sizes is None
     if plan.hoist is None:
         given = {plan.xs[k]: x for k, x in enumerate(front)}
     else:
         given = {}
-        if plan.x >= 0:
-            given[plan.x] = front[0].contiguous()
+        x = front[0].contiguous()
+        given.update({i: x for i in (plan.x, plan.xin) if i >= 0})
+        if plan.bx >= 0:
+            given[plan.bx] = front[2].contiguous()
+        if in_loop:
+            weights = {**weights, plan.hoist.weight: front[1]}
     given.update({i: weights[key] for key, i in plan.params.items()})
     tensors = _allocate(run, range(run.comp.num_forward), front[0] if front else states[0],
                         given)
-    if plan.hoist is not None:
+    if plan.hoist is not None and not in_loop:  # (in the loop: X_t and the prologue per step)
         if plan.X >= 0:  # X = x W (+ b) for every step: one GEMM
             x2d = front[0].reshape(run.T * run.B, front[0].shape[-1])
             X = tensors[plan.X].view(run.T * run.B, -1)
@@ -372,7 +379,7 @@ def _forward(run: _Run, front, states, weights: dict):
     H = plan.ir.hidden_size
     for j, c in enumerate(plan.state_cols):
         S[0, :, c:c + H].copy_(states[j])
-    _execute(run, "forward", tensors, weights)
+    _execute(run, "hoisted_forward" if in_loop else "forward", tensors, weights)
     if run.lengths is None:
         last = S[run.steps % S.shape[0]]
     else:

@@ -142,7 +142,8 @@ def wavefront(
     p1 = axes[0] - sum(axes[1:])
     p1 = torch.where((p1 >= 0) & (p1 < sizes[0]), p1, sizes[0])
     padded = torch.cat([inputs, inputs.new_zeros(1, *inputs.shape[1:])])
-    bottom = padded[(p1, *axes[1:])]  # (steps, *rest, B, d)
+    # One unbind, not a select per step: each select's backward would zero-fill all of bottom.
+    bottom = padded[(p1, *axes[1:])].unbind(0)  # steps × (*rest, B, d)
 
     carry_h, carry_m = state.h.clone(), state.m.clone()  # written in place, window by window
     previous = None  # (window, h, m): last step's outputs per box axis, each (*window, B, d)
@@ -167,25 +168,26 @@ def wavefront(
         h_in = torch.stack([h for h, _ in edges], dim=-2)  # (*window, B, N, d)
         m_in = torch.stack([m for _, m in edges], dim=-2)
         out = block(BlockState(h_in, m_in), slice(lo, hi + 1) if block.copies > 1 else None)
+        out_h, out_m = out.h.unbind(-2), out.m.unbind(-2)  # per dimension, one backward each
 
         # Blocks at a real position update the carry; those before or past the grid keep it.
         first, last = s - sum(b for _, b in window), s - sum(a for a, _ in window)
         if lengths is None and first >= 0 and last < sizes[0]:
-            carry_h[box_slice], carry_m[box_slice] = out.h[..., 0, :], out.m[..., 0, :]
+            carry_h[box_slice], carry_m[box_slice] = out_h[0], out_m[0]
         else:
             p1 = s - sum(
                 torch.arange(a, b + 1, device=device).view(-1, *[1] * (len(box) - 1 - j))
                 for j, (a, b) in enumerate(window)
             )
             valid = _valid(p1, sizes[0], lengths)
-            carry_h[box_slice] = torch.where(valid, out.h[..., 0, :], edges[0][0])
-            carry_m[box_slice] = torch.where(valid, out.m[..., 0, :], edges[0][1])
+            carry_h[box_slice] = torch.where(valid, out_h[0], edges[0][0])
+            carry_m[box_slice] = torch.where(valid, out_m[0], edges[0][1])
 
         # Box axis 0 is fed by depth (dimension K), box axis j ≥ 1 by dimension j.
         feeds = [num_axes, *range(1, num_axes)]
-        previous = (window, [out.h[..., k, :] for k in feeds], [out.m[..., k, :] for k in feeds])
+        previous = (window, [out_h[k] for k in feeds], [out_m[k] for k in feeds])
         if hi == num_layers - 1:
-            top = out.h[-1, ..., num_axes, :]  # (*rest window, B, d)
+            top = out_h[num_axes][-1]  # (*rest window, B, d)
             pad = [
                 n
                 for (a, b), n_all in zip(reversed(rest_window), reversed(rest), strict=True)

@@ -341,3 +341,29 @@ def test_one_small_step_without_gradients_skips_the_engine_setup(monkeypatch):
     torch.testing.assert_close(finals, ref_finals)
     unroll(c, x, state)  # with gradients: the engine
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("name", ["lstm", "mut1", "gru"])
+def test_native_loop_computes_the_input_projection_step_by_step(name, monkeypatch):
+    """Without variable lengths the native loop runs X_t = x_t W + b (and the hoist's
+    elementwise work) inside its time loop, never as one torch GEMM over all T·B rows; with
+    lengths it runs the hoist beforehand. Both equal the reference loop."""
+    if native.load() is None:
+        pytest.skip(f"native engine unavailable: {native.why_unavailable()}")
+    loops, gemms = [], []
+    real_run, real_addmm, real_mm = native.NativeLoops.run, torch.addmm, torch.mm
+    monkeypatch.setattr(native.NativeLoops, "run",
+                        lambda self, name, *a, **k: loops.append(name) or real_run(self, name,
+                                                                                   *a, **k))
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: gemms.append(1) or real_addmm(*a, **k))
+    monkeypatch.setattr(torch, "mm", lambda *a, **k: gemms.append(1) or real_mm(*a, **k))
+    cell = make(name, 4, 4)
+    for lengths, first in ((None, "hoisted_forward"), ([7, 5, 5, 2], "forward")):
+        loops.clear()
+        gemms.clear()
+        x, state, L = inputs(cell, 7, 4, lengths=lengths)
+        with executor("native"), torch.no_grad():
+            unroll(cell, x, state, L)
+        assert first in loops and {"forward", "hoisted_forward"} - {first} - set(loops)
+        assert (gemms == []) == (first == "hoisted_forward")
+        assert_same(run(cell, x, state, L, "native"), run(cell, x, state, L, "reference"))

@@ -94,6 +94,7 @@ class HoistIR:
     sources: list[tuple]
     ops: list  # Ew
     outputs: list[tuple[int, ...]]
+    input_size: int = 0  # columns of x (the GEMM's k)
 
 
 class _Values(dict):
@@ -263,4 +264,5 @@ def hoist_lanes(program: Program) -> HoistIR | None:
         outputs = [layout.rows(env[v]) for v in program.xs]
     except Unsupported:
         return None
-    return HoistIR(H, weight, bias, width, layout.sources, layout.ops, outputs)
+    return HoistIR(H, weight, bias, width, layout.sources, layout.ops, outputs,
+                   program.input_size)

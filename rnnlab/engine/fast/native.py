@@ -211,6 +211,8 @@ def _array(values: list[int]):
 class NativeLoops:
     """A plan encoded for the C++ loop."""
 
+    hoists_in_loop = True  # runs ``Plan.hoisted_forward`` (X_t = x_t W + b inside the loop)
+
     @classmethod
     def create(cls, plan: Plan):
         lib = load()
@@ -220,6 +222,8 @@ class NativeLoops:
         self.plan = plan
         self.lib = lib
         self.keys = list(dict.fromkeys(g.weight for g in plan.ir.gemms))
+        if plan.hoisted_forward:  # the hoist's GEMM runs in the loop too
+            self.keys.append(plan.hoist.weight)
         consts: dict[float, int] = {}
         width = 1
         for ins in plan.prologue + plan.forward + plan.backward + plan.epilogue:
@@ -232,7 +236,8 @@ class NativeLoops:
         self.const_buf = len(plan.buffers)  # an extra shared buffer: each constant, repeated
         self._const_tensors: dict[torch.dtype, torch.Tensor] = {}
         self.code = {name: self._encode(getattr(plan, name))
-                     for name in ("prologue", "forward", "backward", "epilogue")}
+                     for name in ("prologue", "forward", "hoisted_forward", "backward",
+                                  "epilogue")}
         # the buffer table handed to the loop: 5 fields per buffer, then the constants
         self._kinds = [(i, 1 if self.per_thread(i) else 2 if buf.shared else 0)
                        for i, buf in enumerate(plan.buffers)]
@@ -316,7 +321,10 @@ class NativeLoops:
         keep, wtable = [], []
         weight_bytes = 0
         for key in self.keys:
-            w = weights[key]
+            w = weights.get(key)
+            if w is None:  # a weight this loop does not read (the hoist's, going backward)
+                wtable += [0, 0, 0]
+                continue
             weight_bytes += w.numel() * w.element_size()
             if w.stride(1) == 1 and w.stride(0) >= w.shape[1]:
                 wtable += [w.data_ptr(), w.stride(0), 0]

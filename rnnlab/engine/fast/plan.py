@@ -130,6 +130,14 @@ class Plan:
     epilogue: list = field(default_factory=list)
     X: int = -1
     bias_in_X: bool = False  # X = x W + b (one addmm) whenever the hoist has a bias
+    # The same hoist step by step, for an executor that runs it inside its loop (native): at
+    # step t, X_t = x_t W (+ b) (one GEMM of B rows, the weight packed once per sequence), then
+    # the prologue's work on those rows, then the step. X_t is used while it is still in cache,
+    # and X = x W + b over all rows is never written to memory at once. ``xin``: the input x
+    # (given), ``bx``: the bias as one shared row (given).
+    hoisted_forward: list = field(default_factory=list)
+    xin: int = -1
+    bx: int = -1
     x: int = -1  # the input x (given) when the prologue reads it
     dX: int = -1
     dx: int = -1  # adjoint of the input read by the prologue
@@ -181,6 +189,8 @@ class _Planner:
                 self._epilogue()
         for name in ("prologue", "forward", "backward", "epilogue"):
             setattr(self.plan, name, merge(getattr(self.plan, name)))
+        if hoist is not None and hoist.weight is not None:
+            self._hoisted_forward()
 
     # ---- analysis -----------------------------------------------------------------------------
     def _analyse(self):
@@ -310,6 +320,13 @@ class _Planner:
                 if ref != self.hoist_loc(x):
                     code.append(Op(COPY, ref, self.hoist_loc(x), None, H))
 
+    def _hoisted_forward(self):
+        """``hoisted_forward``: the hoist's GEMM and prologue for step t's rows, then the step."""
+        p, hoist = self.plan, self.plan.hoist
+        gemm = GemmI(Ref(p.X, 0), Ref(p.xin, 0), hoist.input_size, hoist.width, hoist.weight,
+                     False, Ref(p.bx, 0) if p.bx >= 0 else None)
+        p.hoisted_forward = merge([gemm, *p.prologue, *p.forward])
+
     def _epilogue(self):
         """The hoist's backward over all T·B rows: hoisted inputs' adjoints back to dX, dx."""
         p, ir, hoist, H = self.plan, self.ir, self.plan.hoist, self.H
@@ -359,6 +376,9 @@ class _Planner:
                 p.X = p.add(Buffer("X", "T", hoist.width))
                 # X = x W + b in one addmm over all T·B rows: no bias pass in every step
                 p.bias_in_X = hoist.bias is not None
+                p.xin = p.add(Buffer("xin", "T", hoist.input_size, given=True))
+                if hoist.bias is not None:
+                    p.bx = p.add(Buffer("bx", "1", hoist.width, shared=True, given=True))
             if any(src[0] == "x" for src in hoist.sources):
                 p.x = p.add(Buffer("x", "T", len([s for s in hoist.sources if s[0] == "x"]) * H,
                                    given=True))

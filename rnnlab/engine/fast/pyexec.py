@@ -33,6 +33,8 @@ def buffer_shape(plan: Plan, index: int, T: int, B: int) -> tuple[int, ...]:
 class PythonLoops:
     """The forward and backward loops of a plan as generated Python functions."""
 
+    hoists_in_loop = False  # the hoist is one torch GEMM over all T·B rows before the loop
+
     def __init__(self, plan: Plan):
         self.plan = plan
         self.loops = {name: _Loop(plan, name, getattr(plan, name), reverse=name == "backward")
