@@ -363,8 +363,9 @@ def _forward(run: _Run, front, states, weights: dict):
         if in_loop:
             weights = {**weights, plan.hoist.weight: front[1]}
     given.update({i: weights[key] for key, i in plan.params.items()})
-    tensors = _allocate(run, range(run.comp.num_forward), front[0] if front else states[0],
-                        given)
+    unused = ({plan.X} if plan.X_step >= 0 else set()) if in_loop else {plan.X_step}
+    tensors = _allocate(run, [i for i in range(run.comp.num_forward) if i not in unused],
+                        front[0] if front else states[0], given)
     if plan.hoist is not None and not in_loop:  # (in the loop: X_t and the prologue per step)
         if plan.X >= 0:  # X = x W (+ b) for every step: one GEMM
             x2d = front[0].reshape(run.T * run.B, front[0].shape[-1])
@@ -399,7 +400,7 @@ class FusedSequence(torch.autograd.Function):
         output, finals, tensors = _forward(run, front, states, weights)
         forward_only = run.comp.forward_only
         if forward_only:
-            workspace.give(tensors[i] for i in forward_only)
+            workspace.give(tensors[i] for i in forward_only if tensors[i] is not None)
             for i in forward_only:
                 tensors[i] = None
         ctx.run, ctx.tensors, ctx.counts = run, tensors, (num_front, num_states)

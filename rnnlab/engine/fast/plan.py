@@ -24,6 +24,7 @@ oneDNN do).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from ...lang.ops import CODE, COPY_GRAD, INSTRUCTIONS, OPS
@@ -138,6 +139,9 @@ class Plan:
     hoisted_forward: list = field(default_factory=list)
     xin: int = -1
     bx: int = -1
+    # X_t's own one-slice buffer in ``hoisted_forward`` (kept in cache from step to step), when
+    # nothing after the forward reads X; -1: it writes X itself
+    X_step: int = -1
     x: int = -1  # the input x (given) when the prologue reads it
     dX: int = -1
     dx: int = -1  # adjoint of the input read by the prologue
@@ -325,7 +329,12 @@ class _Planner:
         p, hoist = self.plan, self.plan.hoist
         gemm = GemmI(Ref(p.X, 0), Ref(p.xin, 0), hoist.input_size, hoist.width, hoist.weight,
                      False, Ref(p.bx, 0) if p.bx >= 0 else None)
-        p.hoisted_forward = merge([gemm, *p.prologue, *p.forward])
+        code = [gemm, *p.prologue, *p.forward]
+        if any(_refs(ins, p.X) for ins in p.backward + p.epilogue):
+            p.X_step = -1
+        else:  # X_t is read within its step only
+            code = [_rebuffer(ins, p.X, p.X_step) for ins in code]
+        p.hoisted_forward = merge(code)
 
     def _epilogue(self):
         """The hoist's backward over all T·B rows: hoisted inputs' adjoints back to dX, dx."""
@@ -376,6 +385,7 @@ class _Planner:
                 p.X = p.add(Buffer("X", "T", hoist.width))
                 # X = x W + b in one addmm over all T·B rows: no bias pass in every step
                 p.bias_in_X = hoist.bias is not None
+                p.X_step = p.add(Buffer("X_step", "1", hoist.width))
                 p.xin = p.add(Buffer("xin", "T", hoist.input_size, given=True))
                 if hoist.bias is not None:
                     p.bx = p.add(Buffer("bx", "1", hoist.width, shared=True, given=True))
@@ -653,6 +663,22 @@ class _Planner:
 
 
 # ---- merging ------------------------------------------------------------------------------------
+_REF_FIELDS = ("dst", "a", "b", "src", "bias")
+
+
+def _refs(ins, buf: int) -> bool:
+    """Whether an instruction reads or writes buffer ``buf``."""
+    return any(isinstance(r, Ref) and r.buf == buf
+               for r in (getattr(ins, name, None) for name in _REF_FIELDS))
+
+
+def _rebuffer(ins, old: int, new: int):
+    """The instruction with buffer ``old`` replaced by ``new`` (same columns and offsets)."""
+    moved = {name: Ref(new, r.col, r.toff) for name in _REF_FIELDS
+             if isinstance(r := getattr(ins, name, None), Ref) and r.buf == old}
+    return dataclasses.replace(ins, **moved) if moved else ins
+
+
 def _overlap(a: Ref, wa: int, b: Ref, wb: int) -> bool:
     return a.buf == b.buf and a.toff == b.toff and a.col < b.col + wb and b.col < a.col + wa
 
