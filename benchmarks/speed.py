@@ -84,6 +84,21 @@ def mutant_graphs(count: int, I: int, H: int) -> list:
     return [mutate_steps(zoo[k % len(zoo)], rng, rng.randint(1, 10)) for k in range(count)]
 
 
+def reads_state_through_a_matrix(model: nn.Module) -> bool:
+    """Whether the step of the model's first cell has a GEMM (a matrix applied to the state)."""
+    from rnnlab.engine.fast.lanes import step_lanes
+
+    cell = next(iter(model.cells.values()))
+    return bool(step_lanes(cell.program).gemms)
+
+
+def distribution(values: list[float]) -> str:
+    """min, deciles 1 and 9, quartiles, median and max of sorted values."""
+    q = [values[int(f * (len(values) - 1))] for f in (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)]
+    return (f"min {q[0]:.2f}, 10% {q[1]:.2f}, 25% {q[2]:.2f}, median {q[3]:.2f}, "
+            f"75% {q[4]:.2f}, 90% {q[5]:.2f}, max {q[6]:.2f}")
+
+
 def peers(I: int, H: int, with_torchrecurrent: bool) -> dict[str, nn.Module]:
     models = {"torch.nn.LSTM": nn.LSTM(I, H), "torch.nn.GRU": nn.GRU(I, H),
               "LSTMCell loop": LSTMCellLoop(I, H)}
@@ -249,17 +264,20 @@ def main(argv=None) -> None:
                     " lstm") else ""
                 if name.startswith("mutant"):
                     if flops:
-                        ratios.append(gflops / base_gflops)
+                        ratios.append((gflops / base_gflops, reads_state_through_a_matrix(model)))
                     continue
                 print(f"{H:>5} {mode:>5} {name:>28} {T * B / times[name]:>10.0f} "
                       f"{base / times[name]:>8.2f} {gflops:>8.1f} {gflops / base_gflops:>6.2f} "
                       f"{pct:>6}", flush=True)
-            if ratios:
-                ratios.sort()
-                q = [ratios[int(f * (len(ratios) - 1))] for f in (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)]
-                print(f"{H:>5} {mode:>5} {len(ratios)} mutants, GFLOP/s over nn.LSTM's: min "
-                      f"{q[0]:.2f}, 10% {q[1]:.2f}, 25% {q[2]:.2f}, median {q[3]:.2f}, "
-                      f"75% {q[4]:.2f}, 90% {q[5]:.2f}, max {q[6]:.2f}", flush=True)
+            # all mutants, then apart: those whose step multiplies the state by a matrix (an
+            # LSTM's kind of work), and those whose only matrix is the input projection (one
+            # GEMM over x, then elementwise work: less GEMM per byte moved)
+            for what, group in (("mutants", ratios),
+                                ("with a recurrent matrix", [r for r in ratios if r[1]]),
+                                ("input projection only", [r for r in ratios if not r[1]])):
+                if group:
+                    print(f"{H:>5} {mode:>5} {len(group)} {what}, GFLOP/s over nn.LSTM's: "
+                          f"{distribution(sorted(r[0] for r in group))}", flush=True)
     print(f"total {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}")
 
 

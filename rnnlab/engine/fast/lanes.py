@@ -81,8 +81,10 @@ class StepIR:
 
 @dataclass
 class HoistIR:
-    """The hoist in lanes over all T·B rows: ``X = x W (+ b)`` (one GEMM, done by torch), then
-    elementwise work; hoisted input k = the lanes ``outputs[k]``.
+    """The hoist in lanes: ``X = x W (+ b)`` (one torch GEMM over all T·B rows before the loop
+    for the python executor; in the native loop one GEMM per step, see
+    ``Plan.hoisted_forward``), then elementwise work; hoisted input k = the lanes
+    ``outputs[k]``.
 
     ``sources[lane]``: ``("X", i)`` lane i of X, ``("x", i)`` lane i of the input itself,
     ``("ew", n)`` the n-th op of ``ops``."""
