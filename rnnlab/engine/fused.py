@@ -305,7 +305,8 @@ def _shapes(run: _Run) -> list:
     return shapes
 
 
-def _allocate(run: _Run, indices, like: torch.Tensor, given: dict) -> list:
+def _allocate(run: _Run, indices, like: torch.Tensor, given: dict, fresh=()) -> list:
+    """Each buffer of ``indices``: given, new memory (escaping or ``fresh``), or reused."""
     plan = run.comp.plan
     tensors: list = [None] * len(plan.buffers)
     shapes = _shapes(run)
@@ -315,7 +316,7 @@ def _allocate(run: _Run, indices, like: torch.Tensor, given: dict) -> list:
             tensors[i] = given[i]
             continue
         shape = shapes[i]
-        if i in run.comp.escaping:
+        if i in run.comp.escaping or i in fresh:
             tensors[i] = (torch.zeros if buf.zeros else torch.empty)(
                 shape, dtype=like.dtype, device=like.device)
         else:
@@ -344,10 +345,12 @@ def _execute(run: _Run, name: str, tensors: list, weights: dict):
     run.executor.run(name, flat, weights, None, rows, 1, run.threads)
 
 
-def _forward(run: _Run, front, states, weights: dict):
+def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
     """Run the forward loop; returns (output, finals, buffers).
 
-    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]])."""
+    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]]). With
+    ``own_state`` the state buffer S is new memory and the finals are views of it (no copy;
+    the caller must not hand S back to the workspace)."""
     plan = run.comp.plan
     # with variable lengths the rows past an end still need their hoisted values (the
     # epilogue reads every row), so the hoist is then computed over all rows beforehand
@@ -365,7 +368,8 @@ def _forward(run: _Run, front, states, weights: dict):
     given.update({i: weights[key] for key, i in plan.params.items()})
     unused = ({plan.X} if plan.X_step >= 0 else set()) if in_loop else {plan.X_step}
     tensors = _allocate(run, [i for i in range(run.comp.num_forward) if i not in unused],
-                        front[0] if front else states[0], given)
+                        front[0] if front else states[0], given,
+                        fresh={plan.S} if own_state else ())
     if plan.hoist is not None and not in_loop:  # (in the loop: X_t and the prologue per step)
         if plan.X >= 0:  # X = x W (+ b) for every step: one GEMM
             x2d = front[0].reshape(run.T * run.B, front[0].shape[-1])
@@ -385,7 +389,8 @@ def _forward(run: _Run, front, states, weights: dict):
         last = S[run.steps % S.shape[0]]
     else:
         last = S[run.lengths.to(S.device), torch.arange(run.B, device=S.device)]
-    finals = [last[:, c:c + H].clone() for c in plan.state_cols]  # S is reused: copy
+    finals = [last[:, c:c + H] if own_state else last[:, c:c + H].clone()  # S is reused
+              for c in plan.state_cols]
     return tensors[plan.Y], finals, tensors
 
 
@@ -590,9 +595,13 @@ def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
     run, front = prepared
     comp = run.comp
     if not training:
+        # one step over many rows (the grid's depth step): the finals are as large as the
+        # step's input, so they are views of a state buffer of their own instead of copies
+        own = run.T == 1 and lengths is None
         output, finals, tensors = _forward(run, front, state,
-                                           {k: weights[k] for k in comp.keys})
-        _release(run, tensors, range(comp.num_forward))
+                                           {k: weights[k] for k in comp.keys}, own)
+        _release(run, tensors, [i for i in range(comp.num_forward)
+                                if not (own and i == comp.plan.S)])
         return output, tuple(finals)
     outputs = FusedSequence.apply(run, len(front), len(state), *front, *state,
                                   *(weights[k] for k in comp.keys))

@@ -367,3 +367,23 @@ def test_native_loop_computes_the_input_projection_step_by_step(name, monkeypatc
         assert first in loops and {"forward", "hoisted_forward"} - {first} - set(loops)
         assert (gemms == []) == (first == "hoisted_forward")
         assert_same(run(cell, x, state, L, "native"), run(cell, x, state, L, "reference"))
+
+
+def test_one_wide_step_returns_finals_that_later_calls_do_not_overwrite():
+    """A single step over many rows without gradients (the grid's depth step) returns its final
+    state as views of a buffer of its own: equal to the reference, and untouched by the next
+    calls, which reuse the engine's other buffers."""
+    c = cells.make("lstm", 8, 16)
+    rows = fused.SMALL_STEP_VALUES // 16 + 5  # too wide for the small-step shortcut
+    x = torch.randn(1, rows, 8)
+    state = tuple(torch.randn(rows, 16) for _ in range(2))
+    with torch.no_grad():
+        out, finals = unroll(c, x, state)
+        kept = [f.clone() for f in finals]
+        for _ in range(3):
+            unroll(c, torch.randn(1, rows, 8), tuple(torch.randn(rows, 16) for _ in range(2)))
+        ref_out, ref_finals = reference_unroll(c, x, state)
+    for f, k, r in zip(finals, kept, ref_finals):
+        torch.testing.assert_close(f, k, rtol=0, atol=0)
+        torch.testing.assert_close(f, r)
+    torch.testing.assert_close(out, ref_out)
