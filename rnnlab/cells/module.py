@@ -89,7 +89,8 @@ class Cell(nn.Module):
         (no_grad, inference_mode, frozen parameters) built once and reused while no parameter
         has changed (in-place updates bump a tensor's version, ``.to()`` makes new tensors), so
         stepping one token at a time does not re-assemble the weights each step."""
-        params = dict(self.named_parameters(recurse=False))
+        params = {k: v for k, v in self._parameters.items() if v is not None}  # own, not
+        #                                                       sub-modules' (as recurse=False)
         if torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and any(p.requires_grad for p in params.values())):
             return self.program.prepare(params)
