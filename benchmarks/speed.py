@@ -3,7 +3,10 @@
 All figures come from one process. For each hidden size H the peers run interleaved, round
 after round, and each keeps its best time (at least ``--repeat`` rounds after one warm-up
 round, more while the best times still improve, at most ``--max-repeat``), so that load from
-other processes on the machine disturbs the comparison as little as possible.
+other processes on the machine disturbs the comparison as little as possible. The column
+``med`` gives the per-FLOP ratio from the median times of the same rounds instead: a peer
+whose times scatter (torch.nn.LSTM at small sizes has rare fast calls) gains from keeping its
+best, so the two together say more than either; the mutants' distribution is from medians.
 
 Measured, per model and mode (train = forward + backward of the summed outputs; inference =
 forward under no_grad), on x of shape (T, B, I):
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -125,12 +129,14 @@ def run_once(model: nn.Module, x: torch.Tensor, train: bool) -> float:
     return time.perf_counter() - start
 
 
-def best_times(entries: dict, rounds: int, max_rounds: int, coarse=()) -> dict[str, float]:
+def best_times(entries: dict, rounds: int, max_rounds: int, coarse=(),
+               samples: dict | None = None) -> dict[str, float]:
     """Interleaved rounds over ``entries`` (name -> callable returning seconds); the first is a
     warm-up. At least ``rounds`` timed rounds, and more (up to ``max_rounds``) until three
     rounds in a row improve no best time by over 3%: a burst of load from another process then
     costs rounds, not a wrong table. Entries named in ``coarse`` (slow Python loops, far
-    behind) run in the first two timed rounds only."""
+    behind) run in the first two timed rounds only. ``samples``, when given, receives every
+    timed round's seconds per entry."""
     best = {name: float("inf") for name in entries}
     quiet = 0
     for k in range(max_rounds + 1):
@@ -143,6 +149,8 @@ def best_times(entries: dict, rounds: int, max_rounds: int, coarse=()) -> dict[s
                 improved = True
             if k:
                 best[name] = min(best[name], elapsed)
+                if samples is not None:
+                    samples.setdefault(name, []).append(elapsed)
         quiet = 0 if improved else quiet + 1
         if k >= rounds and quiet >= 3:
             break
@@ -222,7 +230,7 @@ def main(argv=None) -> None:
           f"{os.getloadavg()[0]:.1f}")
     started = time.time()
     header = (f"{'H':>5} {'mode':>5} {'model':>28} {'tokens/s':>10} {'vs LSTM':>8} "
-              f"{'GFLOP/s':>8} {'/LSTM':>6} {'%peak':>6}")
+              f"{'GFLOP/s':>8} {'/LSTM':>6} {'%peak':>6} {'med':>5}")
     print(header)
     print("-" * len(header))
     sizes = sorted(set(args.hidden) | set(args.cell_hidden))
@@ -249,7 +257,10 @@ def main(argv=None) -> None:
             entries = {name: timed(model, x, train) for name, model in models.items()}
             entries["LSTM GEMMs alone"] = lstm_gemms(T, B, I, H, train)
             slow = {n for n in models if n.startswith(("LSTMCell", "torchrecurrent"))}
-            times = best_times(entries, args.repeat, args.max_repeat, coarse=slow)
+            samples: dict = {}
+            times = best_times(entries, args.repeat, args.max_repeat, coarse=slow,
+                               samples=samples)
+            median = {name: statistics.median(v) for name, v in samples.items()}
             peak = times.pop("LSTM GEMMs alone")
             factor = 3 if train else 1
             base = times["torch.nn.LSTM"]
@@ -262,13 +273,16 @@ def main(argv=None) -> None:
                 share = factor * base_flops * T * B / peak / 1e9  # peak GFLOP/s, LSTM shapes
                 pct = f"{100 * gflops / share:5.0f}%" if "LSTM" in name or name.endswith(
                     " lstm") else ""
+                # per-FLOP ratio from the median times (the two models' FLOPs over time)
+                med = (gemm_flops_per_token(model) / median[name]) / (
+                    base_flops / median["torch.nn.LSTM"])
                 if name.startswith("mutant"):
                     if flops:
-                        ratios.append((gflops / base_gflops, reads_state_through_a_matrix(model)))
+                        ratios.append((med, reads_state_through_a_matrix(model)))
                     continue
                 print(f"{H:>5} {mode:>5} {name:>28} {T * B / times[name]:>10.0f} "
                       f"{base / times[name]:>8.2f} {gflops:>8.1f} {gflops / base_gflops:>6.2f} "
-                      f"{pct:>6}", flush=True)
+                      f"{pct:>6} {med:>5.2f}", flush=True)
             # all mutants, then apart: those whose step multiplies the state by a matrix (an
             # LSTM's kind of work), and those whose only matrix is the input projection (one
             # GEMM over x, then elementwise work: less GEMM per byte moved)
@@ -276,8 +290,8 @@ def main(argv=None) -> None:
                                 ("with a recurrent matrix", [r for r in ratios if r[1]]),
                                 ("input projection only", [r for r in ratios if not r[1]])):
                 if group:
-                    print(f"{H:>5} {mode:>5} {len(group)} {what}, GFLOP/s over nn.LSTM's: "
-                          f"{distribution(sorted(r[0] for r in group))}", flush=True)
+                    print(f"{H:>5} {mode:>5} {len(group)} {what}, GFLOP/s over nn.LSTM's "
+                          f"(medians): {distribution(sorted(r[0] for r in group))}", flush=True)
     print(f"total {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}")
 
 
