@@ -389,7 +389,11 @@ class _Planner:
                 p.xin = p.add(Buffer("xin", "T", hoist.input_size, given=True))
                 if hoist.bias is not None:
                     p.bx = p.add(Buffer("bx", "1", hoist.width, shared=True, given=True))
-            if any(src[0] == "x" for src in hoist.sources):
+            # x as lanes: only where the hoist reads them elementwise or hands them to the
+            # step (else its adjoint would be a zero-filled (T, B, I) buffer nobody writes)
+            read = {a for op in hoist.ops for a in op.args if isinstance(a, int)}
+            read |= {x for lanes in hoist.outputs for x in lanes}
+            if any(src[0] == "x" and x in read for x, src in enumerate(hoist.sources)):
                 p.x = p.add(Buffer("x", "T", len([s for s in hoist.sources if s[0] == "x"]) * H,
                                    given=True))
             p.xs = [-1 if k in self.aliased else p.add(Buffer(f"xs{k}", "T", w))
