@@ -426,6 +426,17 @@ class FusedSequence(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+def _unit_columns(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (slices, rows, columns) with unit column stride, as the native loop reads it: a
+    gradient broadcast from one row (the adjoint of ``output.sum()``, strides 0) stays a
+    broadcast of one contiguous row instead of becoming a full copy."""
+    if t.stride(-1) == 1 or t.shape[-1] == 1:
+        return t
+    if all(t.stride(d) == 0 for d in range(t.dim() - 1)):
+        return t[(0,) * (t.dim() - 1)].contiguous().expand(t.shape)
+    return t.contiguous()
+
+
 def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d_output,
                   d_finals, need_dx: bool | None = None) -> list:
     """The backward loop and the weight gradients of one forward (``tensors``: its buffers, or
@@ -439,7 +450,7 @@ def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d
     dF = torch.cat([d_finals[j] for j in order], 1).unsqueeze(0)
     given = {plan.dY: d_output, plan.dF: dF}
     if run.executor is not run.comp.python:
-        given = {i: t.contiguous() for i, t in given.items()}
+        given = {i: _unit_columns(t) for i, t in given.items()}
     n = run.comp.num_forward
     tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output, given)[n:]
     _execute(run, "backward", tensors, weights)

@@ -387,3 +387,22 @@ def test_one_wide_step_returns_finals_that_later_calls_do_not_overwrite():
         torch.testing.assert_close(f, k, rtol=0, atol=0)
         torch.testing.assert_close(f, r)
     torch.testing.assert_close(out, ref_out)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
+def test_gradient_broadcast_from_a_sum_equals_reference(engine):
+    """``output.sum()`` hands the engine an adjoint of stride 0 everywhere (one value
+    broadcast): read as a broadcast row, not copied, and the gradients still equal the
+    reference loop's."""
+    cell = make("lstm", 5, 4)
+    grads = {}
+    for name in (engine, "reference"):
+        x, state, _ = inputs(cell, 6, 3)
+        with executor(name) if name != "reference" else fused.backend("reference"):
+            out, final = unroll(cell, x, state)
+        (out.sum() + final[1].sum()).backward()
+        grads[name] = [x.grad, *(s.grad for s in state), *(p.grad.clone() for p in
+                                                           cell.parameters())]
+        cell.zero_grad()
+    for a, b in zip(grads[engine], grads["reference"], strict=True):
+        torch.testing.assert_close(a, b)
