@@ -366,7 +366,9 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
         if in_loop:
             weights = {**weights, plan.hoist.weight: front[1]}
     given.update({i: weights[key] for key, i in plan.params.items()})
-    unused = ({plan.X} if plan.X_step >= 0 else set()) if in_loop else {plan.X_step}
+    # in the loop: the one-slice twins of the buffers they stand for; else: no twin
+    twins = set(plan.twins)
+    unused = set(plan.step_twins) | (twins - set(plan.step_twins.values())) if in_loop else twins
     tensors = _allocate(run, [i for i in range(run.comp.num_forward) if i not in unused],
                         front[0] if front else states[0], given,
                         fresh={plan.S} if own_state else ())

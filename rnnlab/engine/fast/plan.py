@@ -139,9 +139,12 @@ class Plan:
     hoisted_forward: list = field(default_factory=list)
     xin: int = -1
     bx: int = -1
-    # X_t's own one-slice buffer in ``hoisted_forward`` (kept in cache from step to step), when
-    # nothing after the forward reads X; -1: it writes X itself
-    X_step: int = -1
+    # One-slice twins of the hoist's (T, B, ·) buffers (X, the hoisted inputs) for
+    # ``hoisted_forward``: ``twins`` every twin made, ``step_twins`` those it uses (buffer ->
+    # twin): the buffers that nothing after the forward reads, whose step t values then stay
+    # in cache from step to step instead of going to memory
+    twins: list[int] = field(default_factory=list)
+    step_twins: dict[int, int] = field(default_factory=dict)
     x: int = -1  # the input x (given) when the prologue reads it
     dX: int = -1
     dx: int = -1  # adjoint of the input read by the prologue
@@ -330,10 +333,11 @@ class _Planner:
         gemm = GemmI(Ref(p.X, 0), Ref(p.xin, 0), hoist.input_size, hoist.width, hoist.weight,
                      False, Ref(p.bx, 0) if p.bx >= 0 else None)
         code = [gemm, *p.prologue, *p.forward]
-        if any(_refs(ins, p.X) for ins in p.backward + p.epilogue):
-            p.X_step = -1
-        else:  # X_t is read within its step only
-            code = [_rebuffer(ins, p.X, p.X_step) for ins in code]
+        later = p.backward + p.epilogue
+        for buf, twin in zip(self.twinned, p.twins, strict=True):
+            if not any(_refs(ins, buf) for ins in later):  # read within its step only
+                code = [_rebuffer(ins, buf, twin) for ins in code]
+                p.step_twins[buf] = twin
         p.hoisted_forward = merge(code)
 
     def _epilogue(self):
@@ -385,7 +389,6 @@ class _Planner:
                 p.X = p.add(Buffer("X", "T", hoist.width))
                 # X = x W + b in one addmm over all T·B rows: no bias pass in every step
                 p.bias_in_X = hoist.bias is not None
-                p.X_step = p.add(Buffer("X_step", "1", hoist.width))
                 p.xin = p.add(Buffer("xin", "T", hoist.input_size, given=True))
                 if hoist.bias is not None:
                     p.bx = p.add(Buffer("bx", "1", hoist.width, shared=True, given=True))
@@ -398,6 +401,10 @@ class _Planner:
                                    given=True))
             p.xs = [-1 if k in self.aliased else p.add(Buffer(f"xs{k}", "T", w))
                     for k, w in enumerate(ir.xs_widths)]
+            if hoist.weight is not None:  # twins for the hoist inside the native loop
+                self.twinned = [b for b in (p.X, *p.xs) if b >= 0]
+                p.twins = [p.add(Buffer(f"{p.buffers[b].name}_step", "1", p.buffers[b].width))
+                           for b in self.twinned]
         p.params = {key: p.add(Buffer(f"w[{key}]", "1", self.param_width[key], shared=True,
                                       given=True)) for key in self.params}
         p.S = p.add(Buffer("S", "T+1" if history else "2", len(self.state_order) * H,
