@@ -152,9 +152,13 @@ class Cell(nn.Module):
             if state is None
             else self.check_state(state, x.shape[0])
         )
-        w = self.weights()
-        xs = tuple(t[0] for t in self.program.hoist(x.unsqueeze(0), w))
-        h, new = self.program.step(xs, tuple(state), w)
+        return self.step_with(x, state, self.weights())
+
+    def step_with(self, x: torch.Tensor, state, weights: dict):
+        """``forward`` without its checks, with the fused weights already prepared
+        (``weights()``): x (B, input_size), state a tuple of (B, hidden_size)."""
+        xs = tuple(t[0] for t in self.program.hoist(x.unsqueeze(0), weights))
+        h, new = self.program.step(xs, tuple(state), weights)
         return h, self.State(*new)
 
     def extra_repr(self) -> str:

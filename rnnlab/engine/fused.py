@@ -46,10 +46,14 @@ from .fast.plan import Plan, make_plan
 from .fast.pyexec import PythonLoops, buffer_shape
 
 BACKENDS = ("auto", "native", "python", "reference")
-# One step (T = 1) without gradients of at most this hidden size and batch × hidden values runs
-# the plan's step with torch ops under "auto": the engine's per-call setup (buffers, the native
-# call's table) costs more than such a step (measured 5-14% per step at H <= 256, B <= 64).
-SMALL_STEP_HIDDEN, SMALL_STEP_VALUES = 512, 4096
+# One step (T = 1) of at most SMALL_STEP_HIDDEN hidden units and at most SMALL_STEP_VALUES
+# batch × hidden values without gradients, or SMALL_TRAINING_STEP_VALUES with them, runs the
+# plan's step with torch ops under "auto": the engine's fixed cost per call (buffers, the native
+# call's table; with gradients also the autograd node and the weight-gradient GEMMs) exceeds
+# such a step. Measured without gradients: 5-14% per step at H <= 256, B <= 64; with gradients
+# (gru and lstm, H = 48 and 128, 1 thread, engine time over torch's): 1.05-1.13 at 3K-12K
+# values, 0.98-1.01 at 32K, 0.86-0.89 at 49K-131K, 0.73-0.80 at 197K-524K.
+SMALL_STEP_HIDDEN, SMALL_STEP_VALUES, SMALL_TRAINING_STEP_VALUES = 512, 4096, 16384
 # compute the hoist (x W + b, then x-only elementwise work) in the engine rather than run the
 # compiler's hoist under autograd: no slicing and concatenation through autograd, GEMMs that
 # add to X in place, one pass over all rows each way. RNNLAB_OWN_HOIST=0 turns it off.
@@ -194,8 +198,8 @@ def explain(cell, device="cpu", dtype=torch.float32, training: bool = True) -> s
     """How ``unroll`` would run ``cell`` (a Cell, Graph or Program) on this device and dtype.
 
     Returns ``"fused (native): …"`` or ``"fused (torch): …"`` with the plan's shape, or
-    ``"reference: <reason>"``. (Whatever it says, under backend "auto" a single small step
-    without gradients — T = 1, see ``SMALL_STEP_VALUES`` — runs the plan's step directly.)"""
+    ``"reference: <reason>"``. (Whatever it says, under backend "auto" a single small step —
+    T = 1, see ``SMALL_STEP_VALUES`` — runs the plan's step directly.)"""
     from ..lang import Graph
     from ..lang.compile import compile_graph
 
@@ -568,12 +572,13 @@ def choose_executor(comp: Compiled, x: torch.Tensor):
     return comp.python
 
 
-def small_step(x: torch.Tensor, hidden_size: int) -> bool:
+def small_step(x: torch.Tensor, hidden_size: int, training: bool = False) -> bool:
     """Whether backend "auto" runs x (T, B, ·) as one step of the plan with torch ops rather
-    than on the engine: T = 1, no gradients, a small step (``SMALL_STEP_VALUES``)."""
-    return (x.shape[0] == 1 and _backend == "auto" and not torch.is_grad_enabled()
-            and hidden_size <= SMALL_STEP_HIDDEN
-            and x.shape[1] * hidden_size <= SMALL_STEP_VALUES)
+    than on the engine: T = 1 and a small step (``SMALL_STEP_VALUES`` batch × hidden values,
+    ``SMALL_TRAINING_STEP_VALUES`` when ``training``: with gradients)."""
+    limit = SMALL_TRAINING_STEP_VALUES if training else SMALL_STEP_VALUES
+    return (x.shape[0] == 1 and _backend == "auto" and hidden_size <= SMALL_STEP_HIDDEN
+            and x.shape[1] * hidden_size <= limit)
 
 
 def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | None = None,
@@ -598,10 +603,10 @@ def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
                 lengths: torch.Tensor | None = None, sizes: list[int] | None = None):
     """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``); None where
     the engine does not apply (the caller then steps the plan with torch ops)."""
-    if small_step(x, program.graph.hidden_size):
-        return None  # one small step (sampling, streaming): the plan's step with torch ops
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
+    if small_step(x, program.graph.hidden_size, training):
+        return None  # one small step (sampling, streaming): the plan's step with torch ops
     prepared = prepare_call(program, weights, x, lengths, sizes, training)
     if prepared is None:
         return None

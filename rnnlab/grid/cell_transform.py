@@ -78,9 +78,16 @@ class CellTransform:
         self, cell: nn.Module, x: torch.Tensor, h: torch.Tensor, m: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of ``cell``: x (…, (N − 1) · d), h and m (…, d) → (h', m'), each (…, d)."""
+        from rnnlab.engine import fused  # the engine is a layer below the grid
+
         lead = h.shape[:-1]
         rows = (x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), m.reshape(-1, m.shape[-1]))
         carried = rows[1:] if len(self.state_type._fields) == 2 else rows[1:2]
-        _, new = cell(rows[0], self.state_type(*carried))
+        # one step of the cell on the fused engine; a small step (``fused.small_step``: the
+        # engine's fixed cost per call would exceed it) or no engine: its plan step, torch ops
+        weights, result = cell.weights(), None  # prepared once for either way
+        if fused.get_backend() != "reference":
+            result = fused.run_program(cell.program, weights, rows[0].unsqueeze(0), carried)
+        new = cell.step_with(rows[0], carried, weights)[1] if result is None else result[1]
         m_new = new[1].view(*lead, -1) if len(new) == 2 else m
-        return new.h.view(*lead, -1), m_new
+        return new[0].view(*lead, -1), m_new

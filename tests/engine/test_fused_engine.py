@@ -319,9 +319,9 @@ def test_native_threads(name, mode, monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_one_small_step_without_gradients_skips_the_engine_setup(monkeypatch):
-    """T = 1 without gradients and few values (sampling, streaming) runs the plan's step with
-    torch ops; longer sequences, gradients or large steps still take the fused engine."""
+def test_one_small_step_skips_the_engine_setup(monkeypatch):
+    """T = 1 with few values (sampling, streaming; with gradients a larger bound) runs the plan's
+    step with torch ops; longer sequences and wide steps take the fused engine."""
     c = cells.make("lstm", 8, 16)
     state = tuple(torch.randn(2, 16) for _ in range(2))
     calls = []
@@ -339,8 +339,14 @@ def test_one_small_step_without_gradients_skips_the_engine_setup(monkeypatch):
         assert len(calls) == 2
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(finals, ref_finals)
-    unroll(c, x, state)  # with gradients: the engine
-    assert len(calls) == 3
+    with fused.backend("auto"):  # with gradients: small steps too, up to a larger bound
+        out, _ = unroll(c, x, state)
+        assert len(calls) == 2 and out.requires_grad
+        wide = fused.SMALL_TRAINING_STEP_VALUES // 16 + 1
+        out, _ = unroll(c, torch.randn(1, wide, 8), tuple(torch.zeros(wide, 16)
+                                                         for _ in range(2)))
+        assert len(calls) == 3
+        assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
 
 
 @pytest.mark.parametrize("name", ["lstm", "mut1", "gru"])
