@@ -28,9 +28,11 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +159,15 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--train-metric", choices=("last", "window"), default="last",
                         help="the trainer's train.train_metric (the entry uses last)")
+    parser.add_argument("--data", default=None,
+                        help="the data folder holding ptb/ (default: $RNNLAB_DATA, else the "
+                        "shared data folder beside the repository, else the download cache)")
     args = parser.parse_args(argv)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    data_root = args.data or os.environ.get("RNNLAB_DATA") or (shared if shared.is_dir()
+                                                              else None)
+    if data_root is not None:  # read by the task here and by the trainer's own task
+        os.environ["RNNLAB_DATA"] = str(data_root)
     torch.set_num_threads(args.threads)
     config = entries.get("zaremba-ptb-small").runs[0].config()
     task = trainer_module.make_task(config)
