@@ -114,7 +114,7 @@ def sequence_backward(token: Tensor, inputs: list[Tensor], grads: list[Tensor]) 
         _, leaves, outputs = entry
         found = torch.autograd.grad(outputs, leaves, grads, retain_graph=True,
                                     allow_unused=True)
-        return [torch.zeros_like(t) if g is None else g for g, t in zip(found, inputs)]
+        return _laid_out(found, inputs)
     from .fused import backward_pass
 
     _, run, tensors, engine_inputs, num_front, front_keys = entry
@@ -131,7 +131,15 @@ def sequence_backward(token: Tensor, inputs: list[Tensor], grads: list[Tensor]) 
             by_key[key] = g if key not in by_key else by_key[key] + g
     out = [found[0], *found[num_front:num_front + num_states],
            *(by_key.get(k) for k in program_keys)]
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(out, inputs)]
+    return _laid_out(out, inputs)
+
+
+def _laid_out(grads, inputs) -> list[Tensor]:
+    """Each input's gradient laid out as the fake kernel says (contiguous, zeros where there is
+    none): the engine hands a weight assembled as ``cat(…).t()`` its gradient as a transposed
+    view, which a compiled graph would read with the fake's strides."""
+    return [t.new_zeros(t.shape) if g is None else g.contiguous()
+            for g, t in zip(grads, inputs, strict=True)]
 
 
 @sequence_backward.register_fake

@@ -129,6 +129,29 @@ def test_torch_compile_inductor():
     _compiled_matches_eager("inductor")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_custom_op_outputs_are_laid_out_as_their_fake_kernels_say(cell):
+    """A compiled graph reads the ops' outputs with the fake kernels' shapes and strides
+    (contiguous): the real ops must agree, gradients of weights assembled as ``cat(…).t()``
+    included (inductor checks this at run time; aot_eager above does not)."""
+    from rnnlab.engine import custom_op
+
+    torch.manual_seed(0)
+    c = rnnlab.cells.make(cell, 6, 5)
+    program, keys = c.program, custom_op._keys(c.program)
+    prepared = c.weights()
+    weights = [prepared[k] for k in keys]
+    x, states = torch.randn(4, 3, 6), [torch.randn(3, 5) for _ in c.graph.states]
+    out = custom_op.sequence(program.handle, x, states, weights, True)
+    for real in out[:-1]:
+        assert real.is_contiguous()
+    grads = [torch.randn_like(t) for t in out[:-1]]
+    found = custom_op.sequence_backward(out[-1], [x, *states, *weights], grads)
+    assert any(not w.is_contiguous() for w in weights)  # transposed views: the case that broke
+    for g, t in zip(found, [x, *states, *weights], strict=True):
+        assert g.shape == t.shape and g.is_contiguous(), (tuple(g.shape), g.stride())
+
+
 def test_cached_inference_weights_follow_parameter_updates():
     """No-grad calls reuse the assembled weights only while no parameter changed: after an
     optimizer step, load_state_dict or .double() the next call uses the new values."""
