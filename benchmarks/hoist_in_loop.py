@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from speed import run_once  # the same timed pass as speed.py
 from torch import nn
 
 import rnnlab
@@ -28,13 +28,7 @@ def timer(model, x: torch.Tensor, train: bool, in_loop: bool | None = None):
     def run() -> float:
         if in_loop is not None:
             native.NativeLoops.hoists_in_loop = in_loop
-        start = time.perf_counter()
-        if train:
-            model(x)[0].sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
-        return time.perf_counter() - start
+        return run_once(model, x, train)
     return run
 
 

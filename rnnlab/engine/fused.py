@@ -42,7 +42,7 @@ import torch
 
 from ..lang.compile import Program
 from .fast.lanes import Unsupported, hoist_lanes, step_lanes
-from .fast.plan import Plan, make_plan
+from .fast.plan import Plan, make_plan, reads
 from .fast.pyexec import PythonLoops, buffer_shape
 
 BACKENDS = ("auto", "native", "python", "reference")
@@ -124,7 +124,7 @@ class Compiled:
         # forward buffers that nothing after the forward loop reads (X = x W + b above all: the
         # backward reads gate values, not pre-activations): handed back to the workspace as
         # soon as the forward is done, so that the backward's buffers (dX) reuse their memory
-        kept = _reads(plan.backward) | _reads(plan.epilogue) | {r.buf for r in plan.gemm_args}
+        kept = reads(plan.backward) | reads(plan.epilogue) | {r.buf for r in plan.gemm_args}
         kept |= {r.buf for r in plan.dG} | {plan.S, plan.dX, plan.dx, plan.dS, plan.dF}
         self.forward_only = [i for i in range(self.num_forward)
                              if i not in kept and i not in self.escaping
@@ -139,19 +139,6 @@ class Compiled:
                 self._native = native.NativeLoops.create(self.plan)
                 self._native_tried = True
         return self._native
-
-
-def _reads(code: list) -> set[int]:
-    """The buffers a list of instructions reads (an accumulating write reads its target)."""
-    found = set()
-    for ins in code:
-        for name in ("a", "b", "src", "bias"):
-            ref = getattr(ins, name, None)
-            if ref is not None and not isinstance(ref, float):
-                found.add(ref.buf)
-        if getattr(ins, "acc", False):
-            found.add(ins.dst.buf)
-    return found
 
 
 _CACHE: OrderedDict = OrderedDict()
@@ -603,6 +590,8 @@ def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
                 lengths: torch.Tensor | None = None, sizes: list[int] | None = None):
     """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``); None where
     the engine does not apply (the caller then steps the plan with torch ops)."""
+    if _backend == "reference":
+        return None
     training = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, *state, *weights.values()))
     if small_step(x, program.graph.hidden_size, training):

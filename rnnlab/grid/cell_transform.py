@@ -85,9 +85,8 @@ class CellTransform:
         carried = rows[1:] if len(self.state_type._fields) == 2 else rows[1:2]
         # one step of the cell on the fused engine; a small step (``fused.small_step``: the
         # engine's fixed cost per call would exceed it) or no engine: its plan step, torch ops
-        weights, result = cell.weights(), None  # prepared once for either way
-        if fused.get_backend() != "reference":
-            result = fused.run_program(cell.program, weights, rows[0].unsqueeze(0), carried)
+        weights = cell.weights()  # prepared once for either way
+        result = fused.run_program(cell.program, weights, rows[0].unsqueeze(0), carried)
         new = cell.step_with(rows[0], carried, weights)[1] if result is None else result[1]
         m_new = new[1].view(*lead, -1) if len(new) == 2 else m
         return new[0].view(*lead, -1), m_new

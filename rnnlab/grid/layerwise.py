@@ -256,9 +256,7 @@ def _engine(program, weights, x, state, lengths):
         if int(lengths[0]) == 0:
             return x.new_zeros(*x.shape[:2], state[0].shape[-1]), _unsort(state, order)
     sizes = batch_sizes_of(lengths) if lengths is not None else None
-    result = None
-    if fused.get_backend() != "reference":
-        result = fused.run_program(program, weights, x, state, lengths, sizes)
+    result = fused.run_program(program, weights, x, state, lengths, sizes)
     if result is None:
         result = step_loop(program.step, program.hoist(x, weights), state, weights, sizes,
                            x.shape[0])

@@ -674,13 +674,27 @@ class _Planner:
 
 
 # ---- merging ------------------------------------------------------------------------------------
-_REF_FIELDS = ("dst", "a", "b", "src", "bias")
+_READ_FIELDS = ("a", "b", "src", "bias")  # an instruction's operands (Refs, numbers or None)
+_REF_FIELDS = ("dst", *_READ_FIELDS)
+
+
+def _buffers(ins, fields) -> set[int]:
+    return {r.buf for r in (getattr(ins, name, None) for name in fields) if isinstance(r, Ref)}
+
+
+def reads(code: list) -> set[int]:
+    """The buffers a list of instructions reads (an accumulating write reads its target)."""
+    found: set[int] = set()
+    for ins in code:
+        found |= _buffers(ins, _READ_FIELDS)
+        if getattr(ins, "acc", False):
+            found.add(ins.dst.buf)
+    return found
 
 
 def _refs(ins, buf: int) -> bool:
     """Whether an instruction reads or writes buffer ``buf``."""
-    return any(isinstance(r, Ref) and r.buf == buf
-               for r in (getattr(ins, name, None) for name in _REF_FIELDS))
+    return buf in _buffers(ins, _REF_FIELDS)
 
 
 def _rebuffer(ins, old: int, new: int):
