@@ -104,6 +104,7 @@ USER_ERRORS = (
     PermissionError,
     ValueError,
     TypeError,
+    ImportError,  # an optional extra the command needs; the message names the install line
     KeyError,
     EOFError,
     pickle.UnpicklingError,

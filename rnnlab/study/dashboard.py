@@ -2,7 +2,7 @@
 
 ``rnnlab study dashboard`` opens the same storage ``rnnlab study run`` writes (the journal file
 by default, or ``--storage URL``) and serves it with optuna-dashboard (an optional extra:
-``pip install 'rnnlab[dashboard]'``), so a study in progress can be watched in a browser at
+``pip install -e '.[dashboard]'``), so a study in progress can be watched in a browser at
 ``http://127.0.0.1:PORT/dashboard``: every (task, cell) study, its trials with their parameters
 and user attributes (valid / test metric, parameters, epochs, wall time), and Optuna's plots.
 """
@@ -19,8 +19,8 @@ def serve(storage, host: str = "127.0.0.1", port: int = 8080) -> None:
         from optuna_dashboard import run_server
     except ImportError:
         raise StudyError(
-            "the dashboard needs optuna-dashboard: pip install 'rnnlab[dashboard]' "
-            "(or pip install optuna-dashboard)"
+            "the dashboard needs optuna-dashboard: pip install -e '.[dashboard]' in the "
+            "checkout (or pip install optuna-dashboard)"
         ) from None
     try:
         run_server(storage, host=host, port=port)

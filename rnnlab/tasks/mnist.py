@@ -204,26 +204,21 @@ class SequentialDigits(ImageSequenceTask):
             of 64). Default "rows".
         permute: apply a fixed pixel permutation. Default False.
         permute_seed: which permutation. Default 0.
-    Needs scikit-learn (``pip install scikit-learn``, the ``rnnlab[digits]`` extra).
+    The images ship inside scikit-learn (a dependency of rnnlab): no download.
     """
 
     name = "digits"
     summary = (
         "Sequential 8x8 digits: scikit-learn's bundled handwritten digits (1,797 images, 16 "
-        "grey levels; no download, needs the optional scikit-learn package) read one row per "
+        "grey levels, bundled with scikit-learn; no download) read one row per "
         "step (8 steps of 8; form='pixels': 64 steps of 1, permute=True for a fixed pixel "
         "order); the digit is predicted from the last step. Fixed split 1,257 train / 180 "
         "valid / 360 test. Metric: accuracy. Example: 8 rows of 8 grey levels in [0, 1] -> 3."
     )
 
     def __init__(self, *, form: str = "rows", permute: bool = False, permute_seed: int = 0):
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as error:
-            raise ImportError(
-                "the 'digits' task needs scikit-learn: pip install scikit-learn (or "
-                "rnnlab[digits]); or use the 'mnist' task"
-            ) from error
+        from sklearn.datasets import load_digits
+
         digits = load_digits()
         order = np.random.default_rng([zlib.crc32(b"digits")]).permutation(len(digits.target))
         parts = {"test": order[:360], "valid": order[360:540], "train": order[540:]}

@@ -114,8 +114,9 @@ def _format(numbers: dict) -> dict:
 
 
 class TensorBoard:
-    """Scalars to TensorBoard when ``torch.utils.tensorboard`` and tensorboard import; a no-op
-    otherwise (``available`` says which)."""
+    """Scalars to TensorBoard under ``directory``; a no-op when ``directory`` is None. Asking for
+    a directory without the optional tensorboard package installed is refused at once, with the
+    line that installs it (the run would otherwise end without the event files it asked for)."""
 
     def __init__(self, directory: Path | None):
         self.writer = None
@@ -123,8 +124,11 @@ class TensorBoard:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is an optional extra: skip silently
-            return
+        except ImportError:
+            raise ImportError(
+                "run.tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                "in the checkout (or pip install tensorboard)"
+            ) from None
         self.writer = SummaryWriter(log_dir=str(directory))
 
     @property

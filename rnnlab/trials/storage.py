@@ -101,7 +101,7 @@ def open_storage(
     except ModuleNotFoundError as error:
         raise StorageError(
             f"storage {describe_storage(url)} needs the Python module {error.name!r}: "
-            "pip install 'psycopg[binary]'"
+            "pip install -e '.[postgres]' in the checkout (or pip install 'psycopg[binary]')"
         ) from None
     except Exception as error:  # sqlalchemy / driver errors: one line, no traceback
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -76,13 +76,7 @@ def test_idx_errors_are_clear(tmp_path, need):
         tasks.make("mnist", path=tmp_path / "t10k-labels-idx1-ubyte.gz")
 
 
-def test_digits_needs_sklearn_or_says_so():
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install scikit-learn"):
-            tasks.make("digits")
-        pytest.skip("scikit-learn is not installed (optional extra rnnlab[digits])")
+def test_digits_split_and_forms():
     task = tasks.make("digits")
     assert task.info["examples"] == {"train": 1257, "valid": 180, "test": 360}
     batch = next(task.batches("train", 5))

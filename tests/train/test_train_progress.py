@@ -1,4 +1,5 @@
-"""Progress display: a bar on a terminal only; TensorBoard skipped silently when missing."""
+"""Progress display: a bar on a terminal only; TensorBoard refused with the install line when
+missing."""
 
 import io
 import json
@@ -53,14 +54,15 @@ def test_tensorboard_flag(tmp_path):
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
-        board = TensorBoard(tmp_path / "tb")
+        board = TensorBoard(None)
         assert not board.available
-        board.scalars("train", {"loss": 1.0}, 1)  # a silent no-op
+        board.scalars("train", {"loss": 1.0}, 1)  # no directory asked for: a no-op
+        with pytest.raises(ImportError, match=r"pip install -e '\.\[tensorboard\]'"):
+            TensorBoard(tmp_path / "tb")
         config = tiny_config("train.max_steps=2", "run.tensorboard=true",
                              f"run.dir={tmp_path / 'r'}")
-        _, summary = train(config)
-        assert summary["status"] == "completed"
-        assert not (tmp_path / "r" / "tensorboard").exists()
+        with pytest.raises(ImportError, match="tensorboard"):
+            train(config)
         return
     config = tiny_config("train.max_steps=2", "train.eval_every=1", "run.tensorboard=true",
                          f"run.dir={tmp_path / 'r'}")
