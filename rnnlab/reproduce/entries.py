@@ -45,7 +45,6 @@ _ZAREMBA = {
     "train.clip_norm": 5.0,
     "train.epochs": 13,
     "train.loss_reduction": "sequence",  # summed over the 20 steps, averaged over the batch
-    "train.evaluate_last": True,  # the paper reports the final weights; best-valid beside them
     "train.checkpoint_every": 500,
     "train.log_every": 50,
     "train.train_metric": "last",  # no second 10,000-way softmax per step (benchmarks/)

@@ -33,6 +33,7 @@ SCHEDULES = ("constant", "zaremba", "cosine")
 BPTT_MODES = ("truncated", "full")
 LOSS_REDUCTIONS = ("token", "sequence")  # see rnnlab/train/loss.py
 TRAIN_METRICS = ("window", "last")
+SELECTIONS = ("loss", "metric")
 
 # Short spellings accepted by the command line, mapped to the full field they set.
 SHORTCUTS = {
@@ -122,7 +123,9 @@ class TrainConfig:
     log_every: int = 10  # steps between training-metric records in metrics.jsonl
     loss_reduction: str = "token"  # token: NLL averaged over counted steps; sequence: summed
     #                                over time, averaged over the batch (Zaremba 2014; loss.py)
-    evaluate_last: bool = False  # also evaluate valid/test with the final parameters ("last")
+    select: str = "loss"  # model selection and early stopping on the validation: loss (moves
+    #                       while a metric sits at its floor) | metric (ties broken by loss); the
+    #                       final parameters are always evaluated beside the selected ones
     train_metric: str = "window"  # window: the logged train metric covers every step of a
     #                               window; last: only its last batch (no second softmax per step)
 
@@ -370,6 +373,7 @@ def validate(config: ExperimentConfig) -> None:
     _choice("train.bptt", tr.bptt, BPTT_MODES)
     _choice("train.loss_reduction", tr.loss_reduction, LOSS_REDUCTIONS)
     _choice("train.train_metric", tr.train_metric, TRAIN_METRICS)
+    _choice("train.select", tr.select, SELECTIONS)
     _at_least("train.lr", tr.lr, 0.0, strict=True)
     if not 0.0 <= tr.momentum < 1.0:
         raise ConfigError(f"train.momentum must be in [0, 1), got {tr.momentum}")
@@ -425,6 +429,10 @@ def to_dict(config: ExperimentConfig) -> dict:
     return dataclasses.asdict(config)
 
 
+# Fields older run directories hold that no longer exist, and why they can be dropped.
+RETIRED = {("train", "evaluate_last"): "the final parameters are now always evaluated"}
+
+
 def from_dict(data: dict) -> ExperimentConfig:
     """Rebuild a config from :func:`to_dict`'s output; unknown keys are rejected, checked."""
     config = ExperimentConfig()
@@ -434,6 +442,8 @@ def from_dict(data: dict) -> ExperimentConfig:
         section = getattr(config, section_name)
         known = field_types(type(section))
         for name, value in values.items():
+            if (section_name, name) in RETIRED:
+                continue
             if name not in known:
                 raise ConfigError(f"unknown config field {section_name}.{name}")
             if known[name] is float and isinstance(value, int) and not isinstance(value, bool):

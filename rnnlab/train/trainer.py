@@ -9,9 +9,12 @@ One optimiser step per batch::
     average gradients over ranks; clip by value, then by norm; optimiser step
     carried = detach(state)                          # truncated BPTT; bptt=full: never carried
 
-Validation runs every ``train.eval_every`` steps (default: each epoch end) and drives early
-stopping and ``best.pt``; when training stops (step or epoch limit, time budget, patience),
-the best parameters are evaluated on valid and test. A checkpoint holds everything that changes
+Validation runs every ``train.eval_every`` steps (default: each epoch end) and drives model
+selection, early stopping and ``best.pt``, all on one criterion (``train.select``: the
+validation loss by default, which moves while a metric such as exact match still sits at its
+floor; or the primary metric with ties broken by the loss). When training stops (step or epoch
+limit, time budget, patience), both the selected and the final parameters are evaluated on the
+full valid and test splits, and summary.json reports both. A checkpoint holds everything that changes
 during training — parameters, optimiser state, best parameters, the carried recurrent state,
 torch / numpy / Python RNG states (of every rank), the step (which is the data position) and the
 counters — so a resumed run on the CPU ends bit for bit where an uninterrupted one would.
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 
 import rnnlab.tasks
+from rnnlab import machine
 from rnnlab.engine.state import detach
 from rnnlab.tasks.base import Tokens
 from rnnlab.train import checkpoint as ckpt
@@ -75,8 +79,9 @@ class Counters:
     tokens: int = 0  # input steps trained on, over all ranks
     train_seconds: float = 0.0  # time in training steps and periodic evaluations (the budget)
     step_seconds: float = 0.0  # time in training steps alone (for tokens/s)
-    best_value: float | None = None  # best validation value of the primary metric
-    best_step: int | None = None  # step at which it was reached
+    best_value: float | None = None  # primary metric of the selected validation
+    best_step: int | None = None  # step of the selected validation
+    best_loss: float | None = None  # validation loss of the selected validation
     bad_evaluations: int = 0  # evaluations since the last improvement (early stopping)
     last_checkpoint: int = -1  # step of the latest checkpoint
     last_validation: int = -1  # step of the latest validation
@@ -253,20 +258,35 @@ class Trainer:
         )
         return (values, counted) if count else values
 
-    def better(self, value: float) -> bool:
-        best = self.counters.best_value
-        if best is None:
+    def selection_key(self, primary: float, loss: float) -> tuple[float, ...]:
+        """What model selection and early stopping minimise, from one validation.
+
+        ``train.select="loss"`` (the default): the validation loss, which moves while a metric
+        such as sequence accuracy or exact match still sits at its floor. ``"metric"``: the
+        primary metric, ties broken by the loss (so a run whose metric never leaves its floor
+        still keeps the parameters that learnt the most)."""
+        if self.config.train.select == "loss":
+            return (loss,)
+        return (-primary if self.metric_info.higher_is_better else primary, loss)
+
+    def better(self, primary: float, loss: float) -> bool:
+        c = self.counters
+        if c.best_step is None:
             return True
-        return value > best if self.metric_info.higher_is_better else value < best
+        if c.best_loss is None:  # a checkpoint written before selection on loss: keep going
+            return True
+        return self.selection_key(primary, loss) < self.selection_key(c.best_value, c.best_loss)
 
     def validate(self, progress: Progress) -> bool:
-        """Evaluate valid, update best / early stopping; True when patience has run out."""
+        """Evaluate valid, update the selected parameters and early stopping (both on
+        ``train.select``'s criterion); True when patience has run out."""
         values, counted = self.evaluate("valid", count=True)
         primary = values[self.metric_info.primary]
+        loss = values["loss"]
         c = self.counters
         c.last_validation = c.step
-        if self.better(primary):
-            c.best_value, c.best_step, c.bad_evaluations = primary, c.step, 0
+        if self.better(primary, loss):
+            c.best_value, c.best_loss, c.best_step, c.bad_evaluations = primary, loss, c.step, 0
             self.best_params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             if self.world.main:
                 ckpt.save_atomic(
@@ -324,6 +344,7 @@ class Trainer:
             seed=t.seed,
         )
         wall_start = time.perf_counter()
+        self.machine_at_start = machine.describe()
         window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0, "norm": 0.0}
         window_metric = self.task.metric()
         status, message = "completed", ""
@@ -416,7 +437,8 @@ class Trainer:
             validated = True
         if validated or c.last_checkpoint != c.step:
             self.checkpoint()
-        which = f"best parameters, step {c.best_step}" if c.best_step is not None else "last"
+        which = (f"parameters selected on valid {self.config.train.select}, step {c.best_step},"
+                 " and the final ones" if c.best_step is not None else "final parameters")
         progress.note(
             f"{status} at step {c.step}; evaluating on the full valid and test splits ({which})"
         )
@@ -425,13 +447,16 @@ class Trainer:
             message = f"no improvement in {t.patience} evaluations"
         final = self.final_evaluation()
         if self.world.main and not self.config.run.quiet:
-            for split in ("valid", "test"):
-                print(
-                    f"final {split} (full split, {self.final_counts[split]}): "
-                    + ", ".join(f"{k} {v:.4f}" for k, v in final[split].items()),
-                    file=self.stream or sys.stderr,
-                    flush=True,
-                )
+            for which, results in (("selected", final), ("final", final.get("last"))):
+                if results is None:
+                    continue
+                for split in ("valid", "test"):
+                    print(
+                        f"{which} {split} (full split, {self.final_counts[split]}): "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in results[split].items()),
+                        file=self.stream or sys.stderr,
+                        flush=True,
+                    )
         summary = self.summary(status, message, time.perf_counter() - wall_start, final)
         if self.world.main:
             self.run.write_json(SUMMARY, summary)
@@ -479,21 +504,27 @@ class Trainer:
         progress.update(0, **values, tok_s=speed)
 
     def final_evaluation(self) -> dict:
-        """Valid and test with the best validated parameters (the last ones if none)."""
-        current = None
-        if self.best_params is not None:
-            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(self.best_params)
+        """Valid and test, on the full splits, with the selected parameters (``valid``,
+        ``test``) and with the final ones (``last``). Without a selection (no validation ran)
+        the two are the same parameters, evaluated once."""
         results, counts = {}, {}
         for split in ("valid", "test"):
             results[split], counts[split] = self.evaluate(split, full=True, count=True)
         self.final_counts = counts
-        if current is not None:
+        last = {split: dict(values) for split, values in results.items()}
+        selected_is_last = self.best_params is None or self.counters.best_step == self.counters.step
+        if not selected_is_last:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best_params)
+            for split in ("valid", "test"):
+                results[split] = self.evaluate(split, full=True)
             self.model.load_state_dict(current)
         for split, values in results.items():
             self.log(split, values, final=True)
-        if self.config.train.evaluate_last:  # the papers that report the final weights
-            results["last"] = {s: self.evaluate(s, full=True) for s in ("valid", "test")}
+        if not selected_is_last:  # the same numbers are not recorded twice
+            for split, values in last.items():
+                self.log(split, values, final=True, parameters="last")
+        results["last"] = last
         return results
 
     def summary(self, status: str, message: str, wall_seconds: float, final=None) -> dict:
@@ -512,9 +543,14 @@ class Trainer:
             "tokens_per_s": c.tokens / c.step_seconds if c.step_seconds else None,
             "primary": self.metric_info.primary,
             "higher_is_better": self.metric_info.higher_is_better,
+            "selection": self.config.train.select,  # valid/test below: selected on this
             "best_valid": c.best_value,
+            "best_valid_loss": c.best_loss,
             "best_step": c.best_step,
             "world_size": self.world.size,
+            # the last session's machine: CPU, threads and load at its start and end
+            "machine": {**getattr(self, "machine_at_start", machine.describe()),
+                        "load_end": machine.load_average()},
         }
         if final is not None:
             out["valid"], out["test"] = final["valid"], final["test"]

@@ -107,8 +107,8 @@ def test_features_can_be_read_by_the_cell_directly():
 
 
 def test_test_batch_size_and_final_weights(tmp_path, monkeypatch):
-    """The final test pass uses task.test_batch_size; evaluate_last adds the final weights'
-    valid and test beside the best-valid ones."""
+    """The final test pass uses task.test_batch_size; the final weights' valid and test are
+    reported beside the selected ones."""
     sizes = []
     original = rnnlab.tasks.synthetic.GeneratedTask.batches
 
@@ -122,7 +122,7 @@ def test_test_batch_size_and_final_weights(tmp_path, monkeypatch):
         "task.name=copy", "task.length=3", "task.symbols=4", "task.valid_size=8",
         "task.test_size=6", "task.batch_size=4", "task.eval_batch_size=8",
         "task.test_batch_size=1", "model.hidden_size=8", "train.max_steps=4",
-        "train.eval_every=2", "train.evaluate_last=true", f"run.dir={tmp_path / 'run'}",
+        "train.eval_every=2", f"run.dir={tmp_path / 'run'}",
         "run.quiet=true", "run.plots=false",
     ])
     _, summary = train(config)

@@ -125,7 +125,8 @@ def test_early_stopping_after_patience(tmp_path, monkeypatch):
         if full:
             result = {"loss": 1.0, "bits_per_char": 1.0}
         else:
-            result = {"loss": 1.0, "bits_per_char": next(values)}
+            value = next(values)
+            result = {"loss": value, "bits_per_char": value}
         return (result, "1 token") if count else result
 
     monkeypatch.setattr(Trainer, "evaluate", fake_evaluate)

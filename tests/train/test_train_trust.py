@@ -155,8 +155,9 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, corpus, monkeypatch,
 
 # --- item 5: the steps after the last periodic validation count ---------------------------------
 def scripted_validation(monkeypatch, values):
-    """Periodic validations report ``values`` in turn (full evaluations are real); returns the
-    parameters the model had at each validation, by step."""
+    """Periodic validations report ``values`` in turn as their loss and primary metric (the
+    selection criterion; full evaluations are real); returns the parameters the model had at
+    each validation, by step."""
     scripted, snapshots = iter(values), {}
     original = Trainer.evaluate
 
@@ -166,7 +167,7 @@ def scripted_validation(monkeypatch, values):
             return result
         snapshots[self.counters.step] = {k: v.clone() for k, v in self.model.state_dict().items()}
         values_ = result[0] if count else result
-        values_["bits_per_char"] = next(scripted)
+        values_["bits_per_char"] = values_["loss"] = next(scripted)
         return result
 
     monkeypatch.setattr(Trainer, "evaluate", evaluate_)
