@@ -3,8 +3,8 @@
 ::
 
     rnnlab reproduce --list                          the entries: paper, table, published, time
-    rnnlab reproduce NAME [--budget full|small|SECONDS] [--out DIR] [--set section.field=value]
-    rnnlab reproduce --table [--out DIR] [--readme README.md]   the results table from run dirs
+    rnnlab reproduce NAME [--budget full|small|STEPS] [--out DIR] [--set section.field=value]
+    rnnlab reproduce --table [--results DIR] [--readme README.md]   the table from results/
     rnnlab gradflow [MODEL ...] [--out DIR]          ‖∂C_T/∂s_t‖ per step, PNG (log) + CSV
     rnnlab gradflow --grad-norm RUN_DIR ...          gradient norm over training of runs
 
@@ -47,12 +47,19 @@ def register(commands) -> None:
     reproduce.add_argument("name", nargs="?", help="an entry of --list")
     reproduce.add_argument("--list", action="store_true", help="list the entries")
     reproduce.add_argument("--table", action="store_true",
-                           help="print the results table built from the runs under --out")
+                           help="print the results table built from the runs kept under "
+                           "--results")
     reproduce.add_argument("--readme", default=None,
                            help="with --table: write the table into this README between its "
                            "reproductions markers")
+    reproduce.add_argument("--docs", default=None,
+                           help="with --table: write the comparisons (Welch t-tests) into this "
+                           "page between its comparisons markers")
     reproduce.add_argument("--budget", default="full",
-                           help=f"{' | '.join(BUDGETS)} | SECONDS per run [default: full]")
+                           help=f"{' | '.join(BUDGETS)} | STEPS per run [default: full]")
+    reproduce.add_argument("--results", default="results",
+                           help="where finished runs of the full budget keep their small files, "
+                           "and where --table reads them [default: results]")
     reproduce.add_argument("--out", default="runs/reproduce",
                            help="parent of the entries' run directories [default: runs/reproduce]")
     reproduce.add_argument("--runs", default=None,
@@ -101,16 +108,29 @@ def cmd_reproduce(args, parser, argv) -> int:
     from rnnlab.reproduce.runner import listing, reproduce
 
     if args.list:
-        print(listing(), end="")
+        print(listing(args.results), end="")
         return 0
     if args.table:
-        from rnnlab.reproduce.table import build_table, write_readme
+        from rnnlab.reproduce.table import (
+            COMPARE_BEGIN,
+            COMPARE_END,
+            build_comparisons,
+            build_table,
+            replace_between,
+            write_readme,
+        )
 
-        text = build_table(Path(args.out))
+        text = build_table(Path(args.results))
+        comparisons = build_comparisons(Path(args.results))
         if args.readme:
             write_readme(Path(args.readme), text)
             print(f"written into {args.readme}")
+        if args.docs:
+            replace_between(Path(args.docs), COMPARE_BEGIN, COMPARE_END, comparisons)
+            print(f"written into {args.docs}")
         print(text, end="")
+        print()
+        print(comparisons, end="")
         return 0
     if not args.name:
         parser.error("name an entry (`rnnlab reproduce --list` shows them), or use --list")
@@ -123,10 +143,10 @@ def cmd_reproduce(args, parser, argv) -> int:
         if "=" not in item:
             parser.error(f"--set must look like section.field=value, got {item!r}")
     root = reproduce(args.name, budget=args.budget, out=args.out, overrides=args.set,
-                     labels=labels, argv=argv)
+                     labels=labels, argv=argv, results=args.results)
     from rnnlab.reproduce.table import build_table
 
-    print(build_table(root.parent, only=[args.name]), end="")
+    print(build_table(root.parent, only=[args.name]), end="")  # this budget's runs
     return 0
 
 

@@ -1,11 +1,15 @@
 """The reproductions, as plain data: each entry is settings for the ordinary trainer.
 
-An entry has a ``base`` (``section.field`` -> value, applied to :class:`ExperimentConfig`'s
-defaults), a list of ``runs`` (a label and the settings that differ), the paper's ``published``
-numbers as ``rows`` (which runs and which summary value each compares to), and ``budgets``:
-``full`` (the paper's setting, or the largest this project affords, said in ``scaled``) and
-``small`` (a quick version; what it scales is said in ``small_scaled``). Nothing here is code:
-:mod:`rnnlab.reproduce.runner` applies the settings and calls :func:`rnnlab.train.train`.
+An entry has a ``claim`` (one sentence, in the paper's terms), a ``base`` (``section.field`` ->
+value, applied to :class:`ExperimentConfig`'s defaults), a list of ``runs`` (a label and the
+settings that differ), the paper's ``published`` numbers as ``rows`` (which runs and which
+summary value each compares to), ``comparisons`` (pairs of rows a claim "A beats B" rests on:
+the table gives Welch's t-test for each), and ``budgets``: ``full`` (the paper's setting, or the
+largest this project affords, said in ``scaled``) and ``small`` (a quick version; what it scales
+is said in ``small_scaled``). Budgets are steps or epochs — the same work on every machine —
+never seconds. ``seeds`` repeats every run once per seed (label ``LABEL-sSEED``); the small
+budget trains seed 0 only. Nothing here is code: :mod:`rnnlab.reproduce.runner` applies the
+settings and calls :func:`rnnlab.train.train`.
 
 A row's ``value`` is a dotted path into a run's summary.json (``test.perplexity``,
 ``last.test.perplexity``); with several ``runs`` the table shows mean ± std over them.
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+
+SEEDS = (0, 1, 2)  # n = 3: the fewest that give a standard deviation and a t-test
 
 from rnnlab.train.config import ExperimentConfig, apply_overrides
 
@@ -58,7 +64,7 @@ _CHUNG = {
     "train.optimizer": "rmsprop",  # Chung et al.: RMSProp, gradient norm rescaled to 1
     "train.lr": 1e-3,
     "train.clip_norm": 1.0,
-    "train.epochs": None,
+    "train.epochs": 300,  # an upper bound: early stopping ends every run first
     "train.steps_per_epoch": 29,  # 229 training chorales / batch 8
     "train.eval_every": 29,
     "train.patience": 15,  # early stopping on valid NLL, as the paper
@@ -198,8 +204,11 @@ def _tied_grid_vs_stack(what: str) -> dict:
              "published": "below the grid", "runs": ["lstm-stack"],
              "value": "test.sequence_accuracy"},
         ],
-        "budgets": {"full": {"train.budget_seconds": 300},
-                    "small": {"train.budget_seconds": 60}},
+        "comparisons": [
+            {"a": f"{what} sequence accuracy, tied grid",
+             "b": f"{what} sequence accuracy, stacked LSTM", "higher_is_better": True},
+        ],
+        "budgets": {"full": {"train.max_steps": 3000}, "small": {"train.max_steps": 600}},
     }
 
 
@@ -209,6 +218,8 @@ ENTRIES: dict[str, dict] = {
         "Recurrent Networks (seed 003: peepholes help timing)",
         "table": "MSD (measuring spike delays) and GTS (generating timed spikes): peephole vs "
         "no-peephole LSTM",
+        "claim": "peephole connections let an LSTM learn precise timing (measuring and "
+        "generating intervals between spikes) that an LSTM without them does not learn",
         "expected_minutes": 20,
         "base": _TIMING,
         "runs": [
@@ -225,16 +236,26 @@ ENTRIES: dict[str, dict] = {
             for task, metric in (("msd", "accuracy"), ("gts", "sequence_accuracy"))
             for cell in _TIMING_CELLS
         ],
-        "budgets": {"full": {"train.budget_seconds": 90}, "small": {"train.budget_seconds": 20}},
+        "comparisons": [
+            {"a": f"{task} {metric}, peephole", "b": f"{task} {metric}, {cell}",
+             "higher_is_better": True}
+            for task, metric in (("msd", "accuracy"), ("gts", "sequence_accuracy"))
+            for cell in ("np", "lstm")
+        ],
+        "budgets": {"full": {"train.max_steps": 10000}, "small": {"train.max_steps": 2000}},
         "scaled": "delays of 10-20 steps (the paper: up to 50 and 49-vs-50 distinctions), "
-        "4 spikes, GTS period 10; 16 units, Adam, 90 s per network, 3 seeds",
-        "small_scaled": "20 s per network, 1 seed",
+        "4 spikes, GTS period 10; 16 units, Adam, 10,000 steps of 32 sequences, 3 seeds",
+        "small_scaled": "2,000 steps, 1 seed",
     },
     "highway-vs-grid": {
         "paper": "Kalchbrenner et al. 2016 (1-D Grid LSTM); Srivastava, Greff & Schmidhuber 2015 "
         "(Highway networks); seed 000: 'very closely related to Highway Networks'",
         "table": "16-bit parity and 8x8 digits: 1-D Grid LSTM vs Highway vs plain deep net, "
         "2 layers, equal parameters",
+        "claim": "a 1-D Grid LSTM is a feed-forward net with LSTM cells along depth, close to a "
+        "Highway network; both gated nets learn k-bit parity where a plain tanh net of equal "
+        "parameters does not",
+        "seeds": SEEDS,
         "expected_minutes": 12,
         "base": {**_GRID_SYNTH, "task.batch_size": 128, "model.num_layers": 2,
                  "model.input_projection": False},  # each net's own projection reads the input
@@ -250,16 +271,24 @@ ENTRIES: dict[str, dict] = {
              "runs": [f"{task}-{net}"], "value": "test.accuracy"}
             for task in _FF_TASKS for net in _FEEDFORWARD
         ],
-        "budgets": {"full": {"train.budget_seconds": 120}, "small": {"train.budget_seconds": 30}},
+        "comparisons": [
+            {"a": f"parity16 test accuracy, {net}", "b": "parity16 test accuracy, plain",
+             "higher_is_better": True}
+            for net in ("grid_deep", "highway")
+        ],
+        "budgets": {"full": {"train.max_steps": 5000}, "small": {"train.max_steps": 1000}},
         "scaled": "16-bit parity (the paper: 250 bits, deeper nets) and scikit-learn's 8x8 "
-        "digits (one vector) instead of MNIST rows; 2 layers; 2 CPU-minutes per network",
-        "small_scaled": "30 s per network",
+        "digits (one vector) instead of MNIST rows; 2 layers; 5,000 steps of 128, 3 seeds",
+        "small_scaled": "1,000 steps, 1 seed",
     },
     "digits-grid": {
         "paper": "seed 000's future work (speech with a 2-D/3-D Grid LSTM over spectrograms); "
         "Li et al. 2015 (F-T-LSTM: 3.6% relative WER gain); Sainath & Li 2016 (1-4%)",
         "table": "connected FSDD digits with CTC: bidirectional LSTM vs F-T-LSTM vs 3-D "
         "spectrogram Grid LSTM, ~169K parameters each, equal steps",
+        "claim": "LSTMs along frequency as well as time (a time-frequency grid) lower the "
+        "recognition error of an LSTM over spectrogram frames by 1-4% relative",
+        "seeds": SEEDS,
         "expected_minutes": 40,
         "base": {
             "task.name": "digits_ctc",
@@ -285,16 +314,24 @@ ENTRIES: dict[str, dict] = {
                                      ("freq_time", "1-4% relative below the baseline"),
                                      ("grid", "1-4% relative below the baseline"))
         ],
+        "comparisons": [
+            {"a": f"test digit error rate, {net}", "b": "test digit error rate, blstm",
+             "higher_is_better": False}
+            for net in ("freq_time", "grid")
+        ],
         "budgets": {"full": {"train.max_steps": 1500}, "small": {"train.max_steps": 300}},
         "scaled": "FSDD connected digits instead of TIMIT/voice search (licensed); ~169K "
-        "parameters; 1,500 steps of 16 utterances",
-        "small_scaled": "300 steps",
+        "parameters; 1,500 steps of 16 utterances, 3 seeds",
+        "small_scaled": "300 steps, 1 seed",
     },
     "numbers-grid": {
         "paper": "seed 000's future work (translation with a 3-D Grid LSTM); Kalchbrenner et al. "
         "2016 (Reencoder); Bahdanau et al. 2015 (attention baseline)",
         "table": "numbers in words, English -> French: attention encoder-decoder vs Reencoder "
         "(3-D Grid LSTM), equal parameters, equal steps",
+        "claim": "a 3-D Grid LSTM over source x target x depth (the Reencoder) translates "
+        "without an attention mechanism, as an alternative to an attention encoder-decoder",
+        "seeds": SEEDS,
         "expected_minutes": 40,
         "base": {
             "task.name": "numbers",
@@ -316,13 +353,21 @@ ENTRIES: dict[str, dict] = {
              "published": "-", "runs": [label], "value": "test.sequence_accuracy"}
             for label in ("seq2seq", "reencoder")
         ],
+        "comparisons": [
+            {"a": "test exact match (teacher-forced = greedy), reencoder",
+             "b": "test exact match (teacher-forced = greedy), seq2seq", "higher_is_better": True},
+        ],
         "budgets": {"full": {"train.max_steps": 2000}, "small": {"train.max_steps": 300}},
-        "scaled": "a generated corpus (the paper: Chinese-English); ~92K parameters; 2,000 steps",
-        "small_scaled": "300 steps",
+        "scaled": "a generated corpus (the paper: Chinese-English); ~92K parameters; 2,000 "
+        "steps, 3 seeds",
+        "small_scaled": "300 steps, 1 seed",
     },
     "zaremba-ptb-small": {
         "paper": "Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regularization",
         "table": "Table 1, non-regularized LSTM (small: 2 x 200, 13 epochs)",
+        "claim": "a 2 x 200 LSTM without dropout, trained 13 epochs with SGD and the paper's "
+        "schedule, reaches 120.7 valid / 114.5 test perplexity on PTB",
+        "seeds": SEEDS,
         "expected_minutes": 35,
         "base": _ZAREMBA,
         "runs": [{"label": "lstm-2x200", "settings": {}, "small": True}],
@@ -335,13 +380,16 @@ ENTRIES: dict[str, dict] = {
              "runs": ["lstm-2x200"], "value": "test.perplexity"},
         ],
         "budgets": {"full": {}, "small": {"train.epochs": 2}},
-        "scaled": "nothing: the paper's model, data, schedule and 13 epochs",
-        "small_scaled": "2 epochs instead of 13",
+        "scaled": "nothing: the paper's model, data, schedule and 13 epochs; 3 seeds",
+        "small_scaled": "2 epochs instead of 13, 1 seed",
     },
     "chung-jsb": {
         "paper": "Chung, Gulcehre, Cho & Bengio 2014, Empirical Evaluation of Gated Recurrent "
         "Neural Networks on Sequence Modeling",
         "table": "Table 2, JSB Chorales test NLL per time step (~20K parameters)",
+        "claim": "on JSB Chorales, gated units (GRU 8.54, LSTM 8.67 nats) model the music "
+        "better than a tanh RNN (9.10) of about the same number of parameters",
+        "seeds": SEEDS,
         "expected_minutes": 30,
         "base": _CHUNG,
         "runs": [
@@ -359,16 +407,21 @@ ENTRIES: dict[str, dict] = {
             {"what": "test NLL, LSTM", "published": 8.67, "runs": ["lstm-36"],
              "value": "test.nll"},
         ],
-        "budgets": {"full": {"train.budget_seconds": 600},
-                    "small": {"train.budget_seconds": 60}},
-        "scaled": "10 CPU-minutes per network (the paper trains to early stopping); one "
-        "learning rate instead of 10 random draws; no weight noise",
-        "small_scaled": "60 s per network",
+        "comparisons": [
+            {"a": f"test NLL, {cell}", "b": "test NLL, tanh RNN", "higher_is_better": False}
+            for cell in ("GRU", "LSTM")
+        ],
+        "budgets": {"full": {}, "small": {"train.epochs": 20}},
+        "scaled": "to early stopping on valid NLL (patience 15 epochs, at most 300), as the "
+        "paper; one learning rate and 3 seeds instead of 10 random draws; no weight noise",
+        "small_scaled": "20 epochs, 1 seed",
     },
     "forget-bias": {
         "paper": "Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba & Sutskever 2015 "
         "(LSTM-b)",
         "table": "forget-gate bias 0 vs 1 on a long-range task (copy, 10 symbols of 8)",
+        "claim": "initialising the LSTM's forget-gate bias to 1 (LSTM-b) makes it learn "
+        "long-range dependencies that the LSTM with bias 0 learns more slowly or not at all",
         "expected_minutes": 12,
         "base": _FORGET,
         "runs": [
@@ -378,7 +431,7 @@ ENTRIES: dict[str, dict] = {
             for bias in (0, 1) for seed in (0, 1, 2)
         ] + [  # seed 003: the vanilla RNN's gradient norm over training, clipped or not
             {"label": label,
-             "settings": {"model.cell": "rnn", "train.clip_norm": clip, "train.log_every": 5,
+             "settings": {"model.cell": "rnn", "train.clip_norm": clip, "train.log_every": 20,
                           "train.optimizer": "sgd", "train.lr": 0.1,
                           "model.init_all": "scaled:3"},  # recurrent spectral radius ~1.7
              "small": True}
@@ -396,15 +449,22 @@ ENTRIES: dict[str, dict] = {
         ],
         "gradflow": {"cells": ["lstm"], "forget_bias": [0.0, 1.0],
                      "grad_norm": ["rnn-clip1", "rnn-noclip"]},
-        "budgets": {"full": {"train.budget_seconds": 120},
-                    "small": {"train.budget_seconds": 30}},
-        "scaled": "120 s per run, 3 seeds",
-        "small_scaled": "30 s per run, 1 seed",
+        "comparisons": [
+            {"a": "copy-10 symbol accuracy, forget_bias 1",
+             "b": "copy-10 symbol accuracy, forget_bias 0", "higher_is_better": True},
+            {"a": "copy-10 sequence accuracy, forget_bias 1",
+             "b": "copy-10 sequence accuracy, forget_bias 0", "higher_is_better": True},
+        ],
+        "budgets": {"full": {"train.max_steps": 8000}, "small": {"train.max_steps": 2000}},
+        "scaled": "copy 10 symbols of 8 (a lag of 11 steps); 8,000 steps of 32, 3 seeds",
+        "small_scaled": "2,000 steps, 1 seed",
     },
     "jozefowicz-table": {
         "paper": "Jozefowicz, Zaremba & Sutskever 2015, An Empirical Exploration of Recurrent "
         "Network Architectures",
         "table": "Table 2/3: best next-step accuracy on arithmetic and XML",
+        "claim": "among the LSTM's ablations the forget gate matters most (LSTM-f worst), a "
+        "forget-gate bias of 1 closes the gap to the GRU, and MUT1-3 match or beat the GRU",
         "expected_minutes": 60,
         "base": {
             "task.batch_size": 32,
@@ -418,15 +478,18 @@ ENTRIES: dict[str, dict] = {
         },
         "runs": _jozefowicz_runs(),
         "rows": _jozefowicz_rows(),
-        "budgets": {"full": {"train.budget_seconds": 60},
-                    "small": {"train.budget_seconds": 20}},
-        "scaled": "hidden 64 (the paper: sizes up to ~1000 drawn per run), 60 s per run, 3 "
-        "fixed hyperparameter draws per cell instead of the paper's search",
-        "small_scaled": "20 s per run, 1 draw per cell",
+        "budgets": {"full": {"train.max_steps": 10000}, "small": {"train.max_steps": 2000}},
+        "scaled": "hidden 64 (the paper: sizes up to ~1000 drawn per run), 10,000 steps of 32 "
+        "per run, the best of 3 fixed hyperparameter draws per cell instead of the paper's "
+        "search",
+        "small_scaled": "2,000 steps per run, 1 draw per cell",
     },
     "grid-parity": {
         "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
         "table": "Section 4.1: k-bit parity, largest k solved (published 250 by a 1-D Grid LSTM)",
+        "claim": "a 1-D Grid LSTM solves k-bit parity for k up to 250 given all bits at once, "
+        "where recurrent and plain feed-forward nets fail as k grows",
+        "seeds": SEEDS,
         "expected_minutes": 20,
         "base": {**_GRID_SYNTH, "task.name": "parity", "task.batch_size": 128,
                  "model.hidden_size": 256, "model.num_layers": 2,
@@ -447,35 +510,44 @@ ENTRIES: dict[str, dict] = {
              else "fails for large k", "runs": [f"{kind}-k{bits}"], "value": "test.accuracy"}
             for bits in (16, 32, 64) for kind in ("grid", "tanh", "lstm")
         ],
-        "budgets": {"full": {"train.budget_seconds": 180},
-                    "small": {"train.budget_seconds": 60}},
-        "scaled": "k up to 64 (the paper: 250), 3 CPU-minutes per network, 2 layers of 256",
-        "small_scaled": "k 16 and 32, 60 s per network",
+        "budgets": {"full": {"train.max_steps": 5000}, "small": {"train.max_steps": 1000}},
+        "scaled": "k up to 64 (the paper: 250), 5,000 steps of 128 per network, 2 layers of "
+        "256, 3 seeds",
+        "small_scaled": "k 16 and 32, 1,000 steps, 1 seed",
     },
     "grid-addition": {
         "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
         "table": "Section 4.2: 15-digit addition, tied 2-D Grid LSTM vs stacked LSTM",
+        "claim": "a tied 2-D Grid LSTM learns 15-digit addition better than a stacked LSTM, "
+        "and keeps improving with depth where the stack does not",
+        "seeds": SEEDS,
         "expected_minutes": 10,
         "base": {**_GRID_SYNTH, "task.name": "addition", "model.num_layers": 3},
         **_tied_grid_vs_stack("15-digit addition"),
-        "scaled": "3 layers of 64 units, 5 CPU-minutes per network (the paper: up to 18 "
-        "layers, trained to convergence)",
-        "small_scaled": "60 s per network",
+        "scaled": "3 layers of 64 units, 3,000 steps of 64 per network, 3 seeds (the paper: "
+        "up to 18 layers, trained to convergence)",
+        "small_scaled": "600 steps, 1 seed",
     },
     "grid-memorize": {
         "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
         "table": "Section 4.2: sequence memorisation, tied 2-D Grid LSTM vs stacked LSTM",
+        "claim": "a tied 2-D Grid LSTM memorises sequences better than a stacked LSTM, and "
+        "keeps improving with depth where the stack does not",
+        "seeds": SEEDS,
         "expected_minutes": 10,
         "base": {**_GRID_SYNTH, "task.name": "copy", "model.num_layers": 3},
         **_tied_grid_vs_stack("memorisation"),
-        "scaled": "copy task, 20 symbols of 64, 3 layers of 64, 5 CPU-minutes per network",
-        "small_scaled": "60 s per network",
+        "scaled": "copy task, 20 symbols of 64, 3 layers of 64, 3,000 steps of 64 per network, "
+        "3 seeds",
+        "small_scaled": "600 steps, 1 seed",
     },
     "seed-char": {
         "paper": "seed 000; Kalchbrenner et al. 2016 enwik8 (stacked LSTM 1.67 vs Grid LSTM "
         "1.47 bits/char, 16-27M parameters)",
         "table": "Tiny Shakespeare bits/char, 3-layer stacked LSTM vs 3-layer Grid LSTM, equal "
-        "parameters and time",
+        "parameters and steps (`rnnlab compare` gives the equal-time view)",
+        "claim": "a 3-layer Grid LSTM, whose depth connections are LSTM cells too, models "
+        "characters better than a 3-layer stacked LSTM of about the same size",
         "expected_minutes": 30,
         "base": {
             "task.name": "tinyshakespeare",
@@ -501,12 +573,15 @@ ENTRIES: dict[str, dict] = {
             {"what": "test bits/char, 3-layer Grid LSTM", "published": 1.47,
              "runs": ["grid-s0", "grid-s1", "grid-s2"], "value": "test.bits_per_char"},
         ],
-        "budgets": {"full": {"train.budget_seconds": 300},
-                    "small": {"train.budget_seconds": 90}},
+        "comparisons": [
+            {"a": "test bits/char, 3-layer Grid LSTM", "b": "test bits/char, 3-layer stacked LSTM",
+             "higher_is_better": False},
+        ],
+        "budgets": {"full": {"train.max_steps": 3000}, "small": {"train.max_steps": 500}},
         "scaled": "Tiny Shakespeare instead of enwik8 (published numbers are enwik8, not "
         "comparable in value, only in ordering), ~410K parameters instead of 17-27M, "
-        "5 CPU-minutes per network, 3 seeds",
-        "small_scaled": "90 s per network, 1 seed",
+        "3,000 steps of 32 x 100 characters per network, 3 seeds",
+        "small_scaled": "500 steps, 1 seed",
     },
 }
 
@@ -539,6 +614,7 @@ class Entry:
     name: str
     paper: str
     table: str
+    claim: str
     expected_minutes: float
     runs: tuple[Run, ...]
     rows: tuple[dict, ...]
@@ -546,6 +622,29 @@ class Entry:
     scaled: str
     small_scaled: str
     gradflow: dict | None = field(default=None)
+    comparisons: tuple[dict, ...] = ()
+    seeds: tuple[int, ...] | None = None  # every run repeated per seed (None: runs say)
+
+    def row(self, what: str) -> dict:
+        for row in self.rows:
+            if row["what"] == what:
+                return row
+        raise ValueError(f"entry {self.name!r} has no row {what!r}")
+
+    def seeds_per_row(self) -> int:
+        """The fewest runs behind a row (the n of its mean ± std)."""
+        return min(len(row["runs"]) for row in self.rows)
+
+    def budget_text(self, budget: str = "full") -> str:
+        """``train.max_steps=3000``-style text of a budget's settings (the base's limit when
+        the budget adds none)."""
+        settings = self.budgets[budget]
+        if not settings:
+            base = self.runs[0].settings
+            settings = {k: base[k] for k in ("train.epochs", "train.max_steps", "train.patience")
+                        if base.get(k) is not None}
+        return ", ".join(f"{k.split('.', 1)[1]}={v:,}" if isinstance(v, int) else
+                         f"{k.split('.', 1)[1]}={v}" for k, v in settings.items())
 
     def run(self, label: str) -> Run:
         for run in self.runs:
@@ -568,19 +667,34 @@ def get(name: str) -> Entry:
             f"unknown reproduction {name!r}; `rnnlab reproduce --list` shows: {', '.join(ENTRIES)}"
         )
     data = ENTRIES[name]
-    runs = tuple(
-        Run(r["label"], {**COMMON, **data["base"], **r["settings"]}, r.get("small", True))
-        for r in data["runs"]
-    )
-    return Entry(
+    seeds = data.get("seeds")
+    runs, rows = [], [dict(row) for row in data["rows"]]
+    for r in data["runs"]:
+        settings = {**COMMON, **data["base"], **r["settings"]}
+        if seeds is None:
+            runs.append(Run(r["label"], settings, r.get("small", True)))
+            continue
+        for seed in seeds:
+            runs.append(Run(f"{r['label']}-s{seed}", {**settings, "train.seed": seed},
+                            r.get("small", True) and seed == seeds[0]))
+    if seeds is not None:
+        for row in rows:
+            row["runs"] = [f"{label}-s{seed}" for label in row["runs"] for seed in seeds]
+    entry = Entry(
         name=name,
         paper=data["paper"],
         table=data["table"],
+        claim=data["claim"],
         expected_minutes=data["expected_minutes"],
-        runs=runs,
-        rows=tuple(data["rows"]),
+        runs=tuple(runs),
+        rows=tuple(rows),
         budgets=data["budgets"],
         scaled=data["scaled"],
         small_scaled=data["small_scaled"],
         gradflow=data.get("gradflow"),
+        comparisons=tuple(data.get("comparisons", ())),
+        seeds=tuple(seeds) if seeds is not None else None,
     )
+    for comparison in entry.comparisons:  # a comparison names two rows of the entry
+        entry.row(comparison["a"]), entry.row(comparison["b"])
+    return entry

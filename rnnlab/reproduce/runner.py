@@ -8,38 +8,62 @@ Layout under ``out`` (default ``runs/reproduce``)::
 A run whose directory already holds summary.json is kept (not trained again); one that holds a
 checkpoint but no summary (interrupted) is resumed; so re-running the same command finishes an
 interrupted reproduction.
+
+Each finished run's small files (config, summary, metrics, learning curves; no checkpoints) are
+copied to ``results/NAME/LABEL/`` (``results=``), the folder kept in the repository that the
+README's results table is built from (:mod:`rnnlab.reproduce.table`).
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 
-import torch
-
+from rnnlab import machine
 from rnnlab.reproduce import entries
 from rnnlab.train.config import ConfigError, apply_overrides
 from rnnlab.train.run import CHECKPOINT, CONFIG, SUMMARY, RunDir
 
 RECORD = "reproduction.json"
 BUDGETS = ("full", "small")
+# What a finished run keeps in results/: everything a table, a plot or a reader needs, nothing
+# that only resuming needs (checkpoints). MAX_RESULT_BYTES bounds one run's files.
+RESULT_FILES = ("config.json", "summary.json", "metrics.jsonl", "curves.png", "task.json")
+MAX_RESULT_BYTES = 200_000
 
 
 def budget_settings(entry: entries.Entry, budget: str) -> dict:
-    """The settings a budget adds: ``full``, ``small``, or a number of seconds per run."""
+    """The settings a budget adds: ``full``, ``small``, or a number of training steps per run
+    (budgets are work, never seconds: the same number on every machine)."""
     if budget in entry.budgets:
         return dict(entry.budgets[budget])
-    try:
-        seconds = float(budget)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
+    steps = int(budget) if budget.isdigit() else 0
+    if steps <= 0:
         raise ValueError(
-            f"--budget must be full, small or a number of seconds per run (> 0), got {budget!r}"
+            f"--budget must be full, small or a number of training steps per run (> 0), got "
+            f"{budget!r}"
         )
-    return {**entry.budgets["full"], "train.budget_seconds": seconds}
+    return {"train.max_steps": steps, "train.epochs": None}
+
+
+def keep_results(run_dir: Path, target: Path) -> Path:
+    """Copy a finished run's small files (:data:`RESULT_FILES`) to ``target``; refuses to keep
+    more than :data:`MAX_RESULT_BYTES` (say which file is large)."""
+    files = [run_dir / name for name in RESULT_FILES if (run_dir / name).is_file()]
+    total = sum(f.stat().st_size for f in files)
+    if total > MAX_RESULT_BYTES:
+        largest = max(files, key=lambda f: f.stat().st_size)
+        raise ValueError(
+            f"{run_dir}: {total:,} bytes of results (largest {largest.name}, "
+            f"{largest.stat().st_size:,}) exceed {MAX_RESULT_BYTES:,}; raise train.log_every"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, target / f.name)
+    return target
 
 
 def selected_runs(entry: entries.Entry, budget: str, labels: list[str] | None):
@@ -59,11 +83,15 @@ def reproduce(
     labels: list[str] | None = None,
     argv: list[str] | None = None,
     stream=None,
+    results: str | Path | None = "results",
 ) -> Path:
     """Train ``name``'s runs (those of the small budget, or ``labels``); returns out/NAME.
 
     ``overrides`` are ``section.field=value`` strings applied after the entry's settings and the
-    budget (e.g. ``run.threads=2``); they are recorded in reproduction.json.
+    budget (e.g. ``run.threads=2``); they are recorded in reproduction.json. Each finished run
+    of the ``full`` budget without overrides is kept under ``results/NAME/LABEL`` (None: not
+    kept); other budgets are kept under ``results/NAME@BUDGET`` only when asked for by a
+    ``results`` other than the default, so a quick check never mixes into the table.
     """
     from rnnlab.train.trainer import TrainingDiverged, train
 
@@ -82,8 +110,11 @@ def reproduce(
         if budget == "small" else f"{budget} s per run; " + entry.scaled,
         overrides=list(overrides or []),
         command="rnnlab " + " ".join(argv) if argv is not None else None,
-        machine={"cpus": torch.get_num_threads(), "platform": platform.platform()},
+        machine={**machine.describe(), "platform": platform.platform()},
     )
+    kept = None
+    if results is not None and budget == "full" and not overrides:
+        kept = Path(results) / name
     record.setdefault("runs", {})
     for run in selected_runs(entry, budget, labels):
         directory = root / run.label
@@ -95,6 +126,8 @@ def reproduce(
         existing = RunDir(directory)
         if existing.file(SUMMARY).is_file():
             print(f"{name}/{run.label}: done already ({directory}); kept", flush=True)
+            if kept is not None and not (kept / run.label / SUMMARY).is_file():
+                keep_results(directory, kept / run.label)
             continue
         resume = None
         if existing.file(CONFIG).is_file():
@@ -117,36 +150,66 @@ def reproduce(
             "wall_seconds": time.perf_counter() - started
             + record["runs"].get(run.label, {}).get("wall_seconds", 0.0),
             "status": summary["status"],
+            "steps": summary.get("steps"),
         }
         record_path.write_text(json.dumps(record, indent=2) + "\n")
+        if kept is not None and (directory / SUMMARY).is_file():
+            keep_results(directory, kept / run.label)
+            (kept / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+            print(f"{name}/{run.label}: results kept in {kept / run.label}", flush=True)
     finished = [RunDir(root / r.label) for r in entry.runs if (root / r.label / SUMMARY).is_file()]
     if finished:
         from rnnlab.train.plots import learning_curves
 
         learning_curves(finished, root / "curves.png")  # every run of the entry, one figure
+        if kept is not None:
+            kept.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / "curves.png", kept / "curves.png")
     if entry.gradflow:
         from rnnlab.reproduce.gradflow import entry_gradflow
 
         entry_gradflow(entry, root, record)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
+    if kept is not None and kept.is_dir():
+        (kept / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return root
 
 
-def listing() -> str:
-    """The ``--list`` text: each entry's paper, table, published numbers and expected time."""
+def measured_minutes(results: Path, name: str) -> tuple[float, int] | None:
+    """(CPU-minutes summed over the kept runs' training, runs) of an entry, from results/."""
+    minutes, count = 0.0, 0
+    for summary in sorted((Path(results) / name).glob(f"*/{SUMMARY}")):
+        data = json.loads(summary.read_text())
+        minutes += data.get("train_seconds", 0.0) / 60
+        count += 1
+    return (minutes, count) if count else None
+
+
+def listing(results: str | Path = "results") -> str:
+    """The ``--list`` text: per entry the claim, the paper, the published numbers, what differs
+    from the paper, the budget in steps, n seeds, and the CPU-minutes (measured from results/
+    where the entry has been run, else the estimate)."""
     lines = []
     for name in entries.names():
         entry = entries.get(name)
-        lines.append(f"{name}  (~{entry.expected_minutes:g} min here at budget full, "
-                     f"{len(entry.runs)} run(s))")
-        lines.append(f"    {entry.paper}")
-        lines.append(f"    {entry.table}")
+        measured = measured_minutes(Path(results), name)
+        if measured is not None and measured[1] == len(entry.runs):
+            cost = f"{measured[0]:.0f} CPU-min measured ({measured[1]} runs, results/)"
+        else:
+            cost = f"~{entry.expected_minutes:g} CPU-min estimated"
+        lines.append(f"{name}  ({len(entry.runs)} run(s), n={entry.seeds_per_row()} per row, "
+                     f"{cost})")
+        lines.append(f"    claim: {entry.claim}")
+        lines.append(f"    paper: {entry.paper}")
+        lines.append(f"    table: {entry.table}")
         shown = entry.rows if len(entry.rows) <= 4 else entry.rows[:3]
         for row in shown:
             lines.append(f"    published: {row['what']}: {row['published']}")
         if len(entry.rows) > len(shown):
             lines.append(f"    ... and {len(entry.rows) - len(shown)} more rows")
-        lines.append(f"    full budget: {entry.scaled}")
-        lines.append(f"    small budget: {entry.small_scaled}")
+        lines.append(f"    budget full: {entry.budget_text('full')} per run; differs from the "
+                     f"paper: {entry.scaled}")
+        lines.append(f"    budget small: {entry.budget_text('small')} per run; "
+                     f"{entry.small_scaled}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

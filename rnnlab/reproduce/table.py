@@ -1,23 +1,29 @@
-"""The README results table, built from run directories (never typed by hand).
+"""The README results table and the comparisons of docs/reproductions.md, built from the
+finished runs kept in ``results/`` (never typed by hand).
 
 ::
 
-    python -m rnnlab.reproduce.table [RUNS_ROOT] [--readme README.md]
-    rnnlab reproduce --table --out RUNS_ROOT [--readme README.md]
+    rnnlab reproduce --table [--results results] [--readme README.md]
+    python -m rnnlab.reproduce.table [RESULTS] [--readme README.md] [--docs docs/reproductions.md]
 
 For every entry of :mod:`rnnlab.reproduce.entries` and every published row, the measured value
-is read from the summary.json of the row's finished runs under ``RUNS_ROOT/NAME/LABEL``: one
-run gives its value (with "1 of N runs" when the row has more), several give mean ± std (or,
-with ``aggregate: best_valid``, the value of the run with the best validation score, as a
-paper's "best of N draws"). A row with no finished run says "not run yet". With ``--readme``
-the table replaces the text between the ``<!-- reproductions:begin -->`` and
-``<!-- reproductions:end -->`` markers.
+is read from the summary.json of the row's finished runs under ``RESULTS/NAME/LABEL``: several
+give mean ± std (n), one gives its value with "n=1"; with ``aggregate: best_valid``, the value of
+the run with the best validation score, as a paper's "best of N draws". A row with no finished
+run says "not run". Values are those of the parameters selected on the validation loss unless
+the measure says "final weights".
+
+Every ``comparison`` of an entry (a claim "A beats B") gets Welch's t-test over the seeds of
+the two rows (two-sided p, the mean difference and its 95% interval), and a verdict that says
+"not significant" when p >= 0.05. With ``--readme`` / ``--docs`` each table replaces the text
+between its markers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -25,7 +31,9 @@ from rnnlab.reproduce import entries
 from rnnlab.reproduce.runner import RECORD
 
 BEGIN, END = "<!-- reproductions:begin -->", "<!-- reproductions:end -->"
-NOT_RUN = "not run yet"
+COMPARE_BEGIN, COMPARE_END = "<!-- comparisons:begin -->", "<!-- comparisons:end -->"
+NOT_RUN = "not run"
+ALPHA = 0.05
 
 
 def _lookup(summary: dict, path: str):
@@ -37,13 +45,29 @@ def _lookup(summary: dict, path: str):
     return value
 
 
-def row_value(root: Path, row: dict) -> str:
-    """The measured text of one row: a number, mean ± std (n), or "not run yet"."""
-    summaries = []
-    for label in row["runs"]:  # the finished ones (a small budget trains some of them)
+def _summaries(root: Path, row: dict) -> list[dict]:
+    out = []
+    for label in row["runs"]:  # the finished ones
         path = root / label / "summary.json"
         if path.is_file():
-            summaries.append(json.loads(path.read_text()))
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def row_values(root: Path, row: dict) -> list[float] | None:
+    """The row's value in each finished run (None when a run lacks it or diverged)."""
+    summaries = _summaries(root, row)
+    values = [_lookup(s, row["value"]) for s in summaries]
+    if not summaries or any(v is None for v in values) or any(
+        s.get("status") == "diverged" for s in summaries
+    ):
+        return None
+    return [float(v) for v in values]
+
+
+def row_value(root: Path, row: dict) -> str:
+    """The measured text of one row: mean ± std (n), a value (n=1), or "not run"."""
+    summaries = _summaries(root, row)
     if not summaries:
         return NOT_RUN
     if any(s.get("status") == "diverged" for s in summaries):
@@ -51,6 +75,7 @@ def row_value(root: Path, row: dict) -> str:
     values = [_lookup(s, row["value"]) for s in summaries]
     if any(v is None for v in values):
         return NOT_RUN
+    total = len(row["runs"])
     if row.get("aggregate") == "best_valid":
         def key(s):
             best = s.get("best_valid")
@@ -59,79 +84,161 @@ def row_value(root: Path, row: dict) -> str:
             return -best if s.get("higher_is_better") else best
         best = min(range(len(summaries)), key=lambda i: key(summaries[i]))
         return f"{_fmt(values[best])} (best valid of {len(values)})"
+    of = f" of {total}" if len(values) < total else ""
     if len(values) == 1:
-        total = len(row["runs"])
-        return _fmt(values[0]) + (f" (1 of {total} runs)" if total > 1 else "")
-    return f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))} (n={len(values)})"
+        return f"{_fmt(values[0])} (n=1{of})"
+    return (f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))} "
+            f"(n={len(values)}{of})")
 
 
 def _fmt(value: float) -> str:
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def _wall(root: Path) -> str:
-    record = root / RECORD
-    if not record.is_file():
-        return ""
-    data = json.loads(record.read_text())
-    seconds = sum(r.get("wall_seconds", 0.0) for r in data.get("runs", {}).values())
-    return f"{seconds / 60:.1f} min" if seconds else ""
+def welch(a: list[float], b: list[float]) -> dict:
+    """Welch's t-test of mean(a) vs mean(b): two-sided p, the difference of means and its 95%
+    interval (Welch-Satterthwaite degrees of freedom). Identical constant samples give p = 1
+    (equal) or p = 0 (different)."""
+    from scipy import stats
+
+    diff = statistics.mean(a) - statistics.mean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return {"p": 1.0 if diff == 0 else 0.0, "diff": diff, "low": diff, "high": diff}
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(va + vb)
+    return {"p": p, "diff": diff, "low": diff - half, "high": diff + half}
 
 
-def _command(name: str, root: Path) -> str:
-    record = root / RECORD
-    if record.is_file():
-        data = json.loads(record.read_text())
-        budget = data.get("budget", "full")
-        return f"`rnnlab reproduce {name}" + (f" --budget {budget}`" if budget != "full" else "`")
-    return f"`rnnlab reproduce {name}`"
+def comparison_line(entry: entries.Entry, root: Path, comparison: dict) -> str:
+    """One markdown row: claim A beats B, the two means, Welch p, the interval, the verdict."""
+    a, b = entry.row(comparison["a"]), entry.row(comparison["b"])
+    va, vb = row_values(root, a), row_values(root, b)
+    better = "higher" if comparison["higher_is_better"] else "lower"
+    head = f"| {entry.name} | {comparison['a']} vs {comparison['b']} ({better} is better) |"
+    if va is None or vb is None:
+        return f"{head} {NOT_RUN} | | | |"
+    if len(va) < 2 or len(vb) < 2:
+        return f"{head} n={len(va)} vs n={len(vb)}: too few seeds for a test | | | |"
+    test = welch(va, vb)
+    ahead = test["diff"] > 0 if comparison["higher_is_better"] else test["diff"] < 0
+    if test["p"] >= ALPHA:
+        verdict = "not significant"
+    elif ahead:
+        verdict = "A beats B"
+    else:
+        verdict = "B beats A (the opposite)"
+    return (f"{head} {_fmt(statistics.mean(va))} vs {_fmt(statistics.mean(vb))} "
+            f"(n={len(va)}, {len(vb)}) | {test['p']:.3g} | {_fmt(test['diff'])} "
+            f"[{_fmt(test['low'])}, {_fmt(test['high'])}] | {verdict} |")
 
 
-def build_table(runs_root: Path, only: list[str] | None = None) -> str:
-    """The markdown table over every entry (or ``only`` those), read from ``runs_root``."""
+def build_comparisons(results: Path, only: list[str] | None = None) -> str:
     lines = [
-        "| reproduction | measure | published | rnnlab | command | wall time (2 CPU cores) |",
+        "| entry | claim: A vs B | means (n) | Welch p | A − B [95% interval] | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for name in entries.names():
         if only and name not in only:
             continue
         entry = entries.get(name)
-        root = Path(runs_root) / name
+        for comparison in entry.comparisons:
+            lines.append(comparison_line(entry, Path(results) / name, comparison))
+    return "\n".join(lines) + "\n"
+
+
+def _wall(root: Path) -> str:
+    """CPU-minutes of training summed over the kept runs, and the CPU they ran on."""
+    summaries = [json.loads(p.read_text()) for p in sorted(root.glob("*/summary.json"))]
+    if not summaries:
+        return ""
+    minutes = sum(s.get("train_seconds", 0.0) for s in summaries) / 60
+    cpus = sorted({s.get("machine", {}).get("cpu", "?") for s in summaries})
+    return f"{minutes:.1f} min ({', '.join(cpus)})"
+
+
+def _budget(root: Path) -> str:
+    record = root / RECORD
+    if record.is_file():
+        return json.loads(record.read_text()).get("budget", "full")
+    return "full"
+
+
+def _command(name: str, root: Path) -> str:
+    budget = _budget(root)
+    return f"`rnnlab reproduce {name}" + (f" --budget {budget}`" if budget != "full" else "`")
+
+
+def _budget_text(entry: entries.Entry, root: Path) -> str:
+    budget = _budget(root)
+    return entry.budget_text(budget) if budget in entry.budgets else f"max_steps={budget}"
+
+
+def build_table(results: Path, only: list[str] | None = None) -> str:
+    """The markdown table over every entry (or ``only`` those), read from ``results``."""
+    lines = [
+        "| reproduction | measure | published | rnnlab | budget per run | command | "
+        "training time (CPU) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in entries.names():
+        if only and name not in only:
+            continue
+        entry = entries.get(name)
+        root = Path(results) / name
         wall = _wall(root)
         for index, row in enumerate(entry.rows):
+            first = index == 0
             lines.append(
-                f"| {name if index == 0 else ''} | {row['what']} | {row['published']} | "
-                f"{row_value(root, row)} | {_command(name, root) if index == 0 else ''} | "
-                f"{wall if index == 0 else ''} |"
+                f"| {name if first else ''} | {row['what']} | {row['published']} | "
+                f"{row_value(root, row)} | {_budget_text(entry, root) if first else ''} | "
+                f"{_command(name, root) if first else ''} | {wall if first else ''} |"
             )
     return "\n".join(lines) + "\n"
 
 
+def replace_between(path: Path, begin: str, end: str, text: str) -> None:
+    """Replace the text between the ``begin`` and ``end`` markers of ``path`` with ``text``."""
+    content = path.read_text()
+    if begin not in content or end not in content:
+        raise ValueError(f"{path} has no {begin} ... {end} markers; add them where the table "
+                         "belongs")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
 def write_readme(readme: Path, table: str) -> None:
-    """Replace the text between the reproductions markers of ``readme`` with ``table``."""
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(
-            f"{readme} has no {BEGIN} ... {END} markers; add them where the table belongs"
-        )
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
+    """The README's results table."""
+    replace_between(readme, BEGIN, END, table)
+
+
+def between(path: Path, begin: str, end: str) -> str:
+    """The text between two markers of ``path`` (what :func:`replace_between` wrote)."""
+    content = path.read_text()
+    return content.split(begin, 1)[1].split(end, 1)[0].lstrip("\n")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_root", nargs="?", default="runs/reproduce")
+    parser.add_argument("results", nargs="?", default="results")
     parser.add_argument("--readme", default=None, help="write the table into this README")
+    parser.add_argument("--docs", default=None,
+                        help="write the comparisons into this page (docs/reproductions.md)")
     args = parser.parse_args(argv)
-    table = build_table(Path(args.runs_root))
-    if args.readme:
-        try:
+    table = build_table(Path(args.results))
+    comparisons = build_comparisons(Path(args.results))
+    try:
+        if args.readme:
             write_readme(Path(args.readme), table)
-        except ValueError as error:
-            parser.error(str(error))
+        if args.docs:
+            replace_between(Path(args.docs), COMPARE_BEGIN, COMPARE_END, comparisons)
+    except ValueError as error:
+        parser.error(str(error))
     print(table, end="")
+    print()
+    print(comparisons, end="")
     return 0
 
 

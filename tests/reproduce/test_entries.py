@@ -85,7 +85,8 @@ def test_unknown_entry_and_bad_budget_are_one_line_errors(capsys):
     assert "unknown reproduction 'no-such-paper'" in capsys.readouterr().err
     assert main(["reproduce", "forget-bias", "--budget", "lots", "--out", "/nonexistent"]) == 1
     err = capsys.readouterr().err
-    assert "--budget must be full, small or a number" in err and "Traceback" not in err
+    assert "--budget must be full, small or a number of training steps" in err
+    assert "Traceback" not in err
 
 
 def test_list_names_every_entry(capsys):
@@ -94,6 +95,30 @@ def test_list_names_every_entry(capsys):
     for name in entries.names():
         assert name in out
     assert "114.5" in out and "8.54" in out
+    for name in entries.names():  # each entry: its claim, its budget in steps, n per row
+        entry = entries.get(name)
+        assert f"claim: {entry.claim}" in out and entry.budget_text("full") in out
+    assert "seconds" not in out and "n=3 per row" in out
+
+
+def test_no_entry_budget_is_in_seconds():
+    for name in entries.names():
+        entry = entries.get(name)
+        for budget in entry.budgets.values():
+            assert "train.budget_seconds" not in budget, name
+        for run in entry.runs:
+            assert run.settings.get("train.budget_seconds") is None, (name, run.label)
+            config = run.config(entry.budgets["full"])
+            assert config.train.max_steps or config.train.epochs, (name, run.label)
+
+
+def test_every_stochastic_row_has_three_seeds_and_every_comparison_names_two_rows():
+    for name in entries.names():
+        entry = entries.get(name)
+        if name != "jozefowicz-table":  # the paper's protocol: the best of 3 draws
+            assert entry.seeds_per_row() >= 3, name
+        for comparison in entry.comparisons:
+            assert entry.row(comparison["a"]) is not entry.row(comparison["b"])
 
 
 def test_reproduce_end_to_end_then_table(tmp_path, capsys):
@@ -101,12 +126,15 @@ def test_reproduce_end_to_end_then_table(tmp_path, capsys):
     out = tmp_path / "runs"
     argv = ["reproduce", "forget-bias", "--runs", "fb1-s0", "--budget", "2", "--out", str(out),
             "--set", "task.length=4", "--set", "task.valid_size=64",
-            "--set", "task.test_size=64", "--set", "train.eval_every=20"]
+            "--set", "task.test_size=64", "--set", "train.eval_every=20",
+            "--results", str(tmp_path / "results")]
     assert main(argv) == 0
     root = out / "forget-bias"
     record = json.loads((root / "reproduction.json").read_text())
     assert record["runs"]["fb1-s0"]["wall_seconds"] > 0 and record["budget"] == "2"
     summary = json.loads((root / "fb1-s0" / "summary.json").read_text())
+    assert summary["steps"] == 2  # a number budget is steps, never seconds
+    assert not (tmp_path / "results").exists()  # only the full budget is kept
     assert (root / "gradflow" / "gradflow.png").is_file()
     table = build_table(out)
     accuracy = f"{summary['test']['accuracy']:.3f}"
@@ -118,7 +146,7 @@ def test_reproduce_end_to_end_then_table(tmp_path, capsys):
         (root / label).mkdir()
         (root / label / "summary.json").write_text(json.dumps(summary))
     table = build_table(out)
-    assert f"{accuracy} ± 0.000 (n=3)" in table
+    assert f"{accuracy} ± 0.000 (n=3)" in table and "max_steps=2" in table
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- reproductions:begin -->\nold\n<!-- reproductions:end -->\n")
     write_readme(readme, table)

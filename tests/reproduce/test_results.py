@@ -1,0 +1,98 @@
+"""results/: finished runs of the full budget are kept small in the repository, and the README
+table and the comparisons of docs/reproductions.md are exactly what results/ gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rnnlab.reproduce import entries, runner, table
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "results"
+
+
+def test_the_readme_table_is_what_results_gives():
+    expected = table.build_table(RESULTS)
+    shown = table.between(REPO / "README.md", table.BEGIN, table.END)
+    assert shown == expected, (
+        "README's results table differs from results/: run `rnnlab reproduce --table "
+        "--readme README.md --docs docs/reproductions.md`"
+    )
+
+
+def test_the_comparisons_of_the_docs_are_what_results_gives():
+    expected = table.build_comparisons(RESULTS)
+    shown = table.between(REPO / "docs" / "reproductions.md", table.COMPARE_BEGIN,
+                          table.COMPARE_END)
+    assert shown == expected
+
+
+def test_every_kept_run_is_small_complete_and_of_an_entry():
+    if not RESULTS.is_dir():
+        pytest.skip("no results kept yet")
+    for entry_dir in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
+        entry = entries.get(entry_dir.name)
+        labels = {run.label for run in entry.runs}
+        for run_dir in sorted(p for p in entry_dir.iterdir() if p.is_dir()):
+            assert run_dir.name in labels, run_dir
+            files = {p.name for p in run_dir.iterdir()}
+            assert {"config.json", "summary.json", "metrics.jsonl"} <= files, run_dir
+            assert not any(name.endswith(".pt") for name in files), run_dir
+            size = sum(p.stat().st_size for p in run_dir.iterdir())
+            assert size <= runner.MAX_RESULT_BYTES, (run_dir, size)
+            summary = json.loads((run_dir / "summary.json").read_text())
+            assert "last" in summary and summary.get("selection"), run_dir
+            assert summary["machine"]["cpu"], run_dir
+
+
+def test_a_full_budget_run_is_kept_and_its_row_filled(tmp_path, monkeypatch):
+    data = dict(entries.ENTRIES["highway-vs-grid"])
+    data["budgets"] = {"full": {"train.max_steps": 3}, "small": {"train.max_steps": 2}}
+    monkeypatch.setitem(entries.ENTRIES, "highway-vs-grid", data)
+    results = tmp_path / "results"
+    labels = [f"parity16-plain-s{seed}" for seed in (0, 1, 2)]
+    runner.reproduce("highway-vs-grid", out=tmp_path / "runs", results=results, labels=labels)
+    for label in labels:
+        kept = results / "highway-vs-grid" / label
+        assert (kept / "summary.json").is_file() and not list(kept.glob("*.pt"))
+    text = table.build_table(results, only=["highway-vs-grid"])
+    line = next(x for x in text.splitlines() if "parity16 test accuracy, plain" in x)
+    assert "(n=3)" in line and "max_steps=3" in text
+    assert "not run" in next(x for x in text.splitlines() if ", highway |" in x)
+    # a second call keeps what is finished and trains nothing
+    runner.reproduce("highway-vs-grid", out=tmp_path / "runs", results=results, labels=labels)
+    # too large a run is refused, naming the file
+    big = tmp_path / "runs" / "highway-vs-grid" / labels[0] / "metrics.jsonl"
+    big.write_text("x" * (runner.MAX_RESULT_BYTES + 1))
+    with pytest.raises(ValueError, match="metrics.jsonl"):
+        runner.keep_results(big.parent, tmp_path / "elsewhere")
+
+
+def test_welch_comparison_verdicts(tmp_path):
+    entry = entries.get("forget-bias")
+    root = tmp_path / "forget-bias"
+
+    def write(label, accuracy):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / "summary.json").write_text(json.dumps(
+            {"status": "completed", "test": {"accuracy": accuracy, "sequence_accuracy": 0.0}}))
+
+    comparison = entry.comparisons[0]  # symbol accuracy, bias 1 vs bias 0, higher is better
+    for seed, (one, zero) in enumerate([(0.90, 0.50), (0.92, 0.52), (0.91, 0.49)]):
+        write(f"fb1-s{seed}", one)
+        write(f"fb0-s{seed}", zero)
+    line = table.comparison_line(entry, root, comparison)
+    assert line.endswith("| A beats B |") and "[0." in line
+    for seed, (one, zero) in enumerate([(0.50, 0.90), (0.52, 0.92), (0.49, 0.91)]):
+        write(f"fb1-s{seed}", one)
+        write(f"fb0-s{seed}", zero)
+    assert "the opposite" in table.comparison_line(entry, root, comparison)
+    for seed, (one, zero) in enumerate([(0.5, 0.6), (0.7, 0.5), (0.6, 0.6)]):
+        write(f"fb1-s{seed}", one)
+        write(f"fb0-s{seed}", zero)
+    assert table.comparison_line(entry, root, comparison).endswith("| not significant |")
+    test = table.welch([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
+    assert test["low"] < -0.5 < test["high"] and 0.5 < test["p"] < 1.0
