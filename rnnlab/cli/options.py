@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 
 from rnnlab.train.config import (
     SHORTCUTS,
     ConfigError,
     ExperimentConfig,
+    Limits,
+    compose,
     describe_fields,
     field_types,
     sections,
-    set_field,
-    validate,
 )
 
 EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -52,15 +51,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--section.field`` option per config field, plus the shortcuts."""
+def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig) -> None:
+    """One ``--section.field`` option per config field, plus the shortcuts. The help gives each
+    field's default as the command uses it: ``base``'s value (the command's defaults with the
+    default task's training defaults: :func:`command_defaults`), and says where a task has its
+    own; the registries' names are listed beside the fields that take one."""
+    import rnnlab.cells
+    import rnnlab.tasks
+    from rnnlab.train.bodies import BODIES
+
+    names = {
+        "task.name": rnnlab.tasks.names(),
+        "model.body": list(BODIES),
+        "model.cell": rnnlab.cells.names(),
+    }
+    by_tasks = {key for name in rnnlab.tasks.names()
+                for key in rnnlab.tasks.training_defaults(name)}
     group = parser.add_argument_group(
         "configuration (--section.field=value; `none` clears an optional field)"
     )
-    for key, type_name, default, comment in describe_fields():
+    for key, type_name, default, comment in describe_fields(base):
         section_name, name = key.split(".")
         annotation = field_types(sections()[section_name])[name]
         is_bool = annotation is bool
+        if key in names:
+            comment += f"; one of: {', '.join(names[key])}"
+        where = f" (task {base.task.name}; other tasks may set their own: `rnnlab list tasks`)"
         group.add_argument(
             f"--{key}",
             dest=key,
@@ -68,7 +84,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             metavar="BOOL" if is_bool else type_name.upper().replace(" OR ", "|"),
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
-            help=f"{comment} [default: {default!r}]".replace("%", "%%"),
+            help=f"{comment} [default: {default!r}{where if key in by_tasks else ''}]".replace(
+                "%", "%%"
+            ),
         )
     for short, key in SHORTCUTS.items():
         group.add_argument(
@@ -77,24 +95,31 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def command_defaults(base: ExperimentConfig, source: str = "default") -> ExperimentConfig:
+    """``base`` with its default task's training defaults: what a command runs when given
+    nothing (its --help shows these)."""
+    return compose(base, [], source=source)[0]
+
+
 def config_from_args(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,
     extra: list[str],
     base: ExperimentConfig,
-) -> ExperimentConfig:
-    """``base`` with the --section.field options in ``args`` and task options in ``extra``."""
-    config = copy.deepcopy(base)
+    *,
+    source: str = "default",
+    defaults: bool = True,
+) -> tuple[ExperimentConfig, Limits]:
+    """``base``, the chosen task's training defaults, then the --section.field options in
+    ``args`` and the task options in ``extra`` (``rnnlab.train.config.compose``): the config,
+    and where its stopping rules came from. ``source`` names where ``base``'s values come
+    from; ``defaults=False`` for a resumed run (``base`` is its own config)."""
+    given = [(key, text) for key, text in vars(args).items() if "." in key]
+    given += task_options(parser, extra)
     try:
-        for key, text in vars(args).items():
-            if "." in key:
-                set_field(config, key, text)
-        for key, text in task_options(parser, extra):
-            set_field(config, key, text)
-        validate(config)
+        return compose(base, given, source=source, defaults=defaults)
     except ConfigError as error:
         parser.error(str(error))
-    return config
 
 
 def task_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[tuple[str, str]]:

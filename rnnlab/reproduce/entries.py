@@ -20,9 +20,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-SEEDS = (0, 1, 2)  # n = 3: the fewest that give a standard deviation and a t-test
-
 from rnnlab.train.config import ExperimentConfig, apply_overrides
+
+SEEDS = (0, 1, 2)  # n = 3: the fewest that give a standard deviation and a t-test
 
 # Settings every entry shares: quiet, recorded runs with one intra-op thread (two threads
 # collapse when other processes share the two cores; see rnnlab/train/compare.py).

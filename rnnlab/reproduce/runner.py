@@ -169,6 +169,11 @@ def reproduce(
         from rnnlab.reproduce.gradflow import entry_gradflow
 
         entry_gradflow(entry, root, record)
+        if kept is not None and (root / "gradflow").is_dir():
+            (kept / "gradflow").mkdir(parents=True, exist_ok=True)
+            for made in sorted((root / "gradflow").iterdir()):
+                if made.suffix in (".png", ".csv", ".json"):
+                    shutil.copyfile(made, kept / "gradflow" / made.name)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     if kept is not None and kept.is_dir():
         (kept / RECORD).write_text(json.dumps(record, indent=2) + "\n")

@@ -79,6 +79,13 @@ def factory_options(name: str) -> dict[str, object]:
     return {key: p.default for key, p in parameters.items() if key != "self"}
 
 
+def training_defaults(name: str) -> dict[str, object]:
+    """The training settings task ``name`` recommends (``{"task.batch_size": 8, ...}``: the
+    ``training_defaults`` of its class), which ``rnnlab train`` and ``rnnlab compare`` apply
+    unless the user sets them; ``{}`` for a task without any, or an unknown name."""
+    return dict(getattr(REGISTRY.get(name), "training_defaults", {}))
+
+
 def describe_all() -> dict[str, str]:
     """``{name: description}`` for every registered task, from the factory's ``summary``.
 
@@ -127,4 +134,5 @@ __all__ = [
     "make",
     "names",
     "register",
+    "training_defaults",
 ]

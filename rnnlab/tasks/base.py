@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -182,6 +183,11 @@ class Task(abc.ABC):
     output: Tokens | Binary | Classes
     stateful: bool = False
     info: dict
+    # The training settings this task recommends ("section.field" -> value, its paper's recipe
+    # where rnnlab reproduces one), applied by `rnnlab train` and `rnnlab compare` unless the
+    # user sets them; never a stopping limit (the command's). Empty: the defaults of
+    # rnnlab.train.config, which are the character model's.
+    training_defaults: Mapping[str, object] = MappingProxyType({})
 
     @property
     def causal(self) -> bool:

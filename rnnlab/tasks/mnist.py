@@ -208,6 +208,12 @@ class SequentialDigits(ImageSequenceTask):
     """
 
     name = "digits"
+    training_defaults = {  # highway-vs-grid (rnnlab/reproduce/entries.py)
+        "task.batch_size": 128,
+        "task.eval_batch_size": 500,
+        "train.lr": 3e-3,
+        "train.eval_every": 200,
+    }
     summary = (
         "Sequential 8x8 digits: scikit-learn's bundled handwritten digits (1,797 images, 16 "
         "grey levels, bundled with scikit-learn; no download) read one row per "

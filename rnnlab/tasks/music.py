@@ -182,6 +182,17 @@ class MusicTask(DatasetTask):
     input = Binary(KEYS)
     output = Binary(KEYS)
     causal = True  # the target at t is the frame after input t
+    # Chung et al. 2014's recipe (chung-jsb, rnnlab/reproduce/entries.py): 8 pieces a batch,
+    # RMSProp with the gradient norm rescaled to 1, the whole valid split checked each epoch
+    training_defaults = {
+        "task.batch_size": 8,
+        "task.eval_batch_size": 64,
+        "task.eval_max_batches": None,
+        "train.optimizer": "rmsprop",
+        "train.lr": 1e-3,
+        "train.clip_norm": 1.0,
+        "train.eval_every": None,
+    }
 
     def __init__(self, path=None, *, download: bool = True, verify: bool = True):
         _, file = find(FILES[self.name], path, download=download, verify=verify)

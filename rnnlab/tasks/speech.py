@@ -96,6 +96,8 @@ class ConnectedDigits(GeneratedTask):
     """
 
     name = "digits_ctc"
+    # digits-grid (rnnlab/reproduce/entries.py): 16 utterances a batch, valid every 100
+    training_defaults = {"task.batch_size": 16, "train.eval_every": 100}
     causal = False  # the labels are written after the whole utterance is heard
     vocab = ["_", *"0123456789"]  # id 0: the CTC blank; digit d has id d + 1
     summary = (

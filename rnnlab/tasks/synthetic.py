@@ -54,6 +54,17 @@ from rnnlab.tasks.vocab import Vocabulary
 PAD = "."
 LETTERS = string.ascii_lowercase
 
+# Training defaults (Task.training_defaults), the recipes of rnnlab/reproduce/entries.py:
+# Jozefowicz et al. 2015's arithmetic and XML runs (batch 32, Adam, clipping at 5 are the
+# global defaults), and the Grid LSTM paper's synthetic tasks (Kalchbrenner et al. 2016).
+JOZEFOWICZ_TRAINING = {"task.eval_batch_size": 500, "train.eval_every": 200}
+GRID_TRAINING = {
+    "task.batch_size": 64,
+    "task.eval_batch_size": 500,
+    "train.lr": 3e-3,
+    "train.eval_every": 200,
+}
+
 
 class GeneratedTask(Task):
     """A task whose examples are generated from a seed (see the module docstring).
@@ -255,6 +266,7 @@ class Arithmetic(TokenSequenceTask):
     """
 
     name = "arithmetic"
+    training_defaults = JOZEFOWICZ_TRAINING
     summary = (
         "Jozefowicz et al. (2015) arithmetic: the sum or difference of two integers of up to 8 "
         "digits, written with random lowercase distractor letters interleaved, then '=', then "
@@ -320,6 +332,7 @@ class Addition(TokenSequenceTask):
     """
 
     name = "addition"
+    training_defaults = GRID_TRAINING
     summary = (
         "Integer addition as in the Grid LSTM paper (Kalchbrenner et al. 2016): two random "
         "15-digit integers (digits= to change), read as 'a+b=', then the sum predicted digit by "
@@ -373,6 +386,7 @@ class Copy(TokenSequenceTask):
     """
 
     name = "copy"
+    training_defaults = GRID_TRAINING
     summary = (
         "Sequence memorisation (the Grid LSTM paper's memorisation task): read a random "
         "sequence of 20 symbols from an alphabet of 64 (length= and symbols= to change), then "
@@ -420,6 +434,7 @@ class Memorize(Copy):
     """
 
     name = "memorize"
+    training_defaults = GRID_TRAINING
     summary = (
         "Jozefowicz et al.'s memorisation problem, the filter every candidate architecture had "
         "to pass (95% accuracy): read 5 random symbols of 26 (lowercase letters), then '=', "
@@ -466,6 +481,7 @@ class Xml(TokenSequenceTask):
     """
 
     name = "xml"
+    training_defaults = JOZEFOWICZ_TRAINING
     summary = (
         "Jozefowicz et al. (2015) XML modelling: a stream of nested tags whose names are random "
         "strings of 2-10 lowercase letters; at each step, with probability 0.5 (or always once "
@@ -554,6 +570,7 @@ class Parity(GeneratedTask):
     causal = False  # one label per bit string, read after the whole string
 
     name = "parity"
+    training_defaults = {**GRID_TRAINING, "task.batch_size": 128}  # grid-parity
     summary = (
         "k-bit parity from the Grid LSTM paper (Kalchbrenner et al. 2016): a random string of "
         "k bits (default 250, bits= to change) is given all at once as one feature vector "

@@ -53,6 +53,15 @@ from rnnlab.tasks.base import (
 )
 from rnnlab.tasks.synthetic import GeneratedTask
 
+# Training defaults (Task.training_defaults): gers-timing's recipe (rnnlab/reproduce/entries.py).
+TIMING_TRAINING = {
+    "task.batch_size": 32,
+    "task.eval_batch_size": 500,
+    "train.lr": 1e-2,
+    "train.clip_norm": 1.0,
+    "train.eval_every": 100,
+}
+
 
 @register("msd")
 class SpikeDelays(GeneratedTask):
@@ -68,6 +77,7 @@ class SpikeDelays(GeneratedTask):
     """
 
     name = "msd"
+    training_defaults = TIMING_TRAINING
     summary = (
         "Measuring spike delays (Gers, Schraudolph & Schmidhuber 2002, the task peephole LSTMs "
         "were made for): one input channel carries spikes (1.0) separated by random intervals "
@@ -164,6 +174,7 @@ class TimedSpikes(GeneratedTask):
     """
 
     name = "gts"
+    training_defaults = TIMING_TRAINING
     # Only `period` distinct sequences exist (one per cue step): test measures producing the
     # rhythm, not generalising to unseen inputs, so valid/test examples are not held out.
     exclude_heldout = False

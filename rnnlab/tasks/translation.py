@@ -87,6 +87,11 @@ class Numbers(TokenSequenceTask):
     """
 
     name = "numbers"
+    training_defaults = {  # numbers-grid (rnnlab/reproduce/entries.py)
+        "task.batch_size": 32,
+        "task.eval_batch_size": 250,
+        "train.eval_every": 100,
+    }
     pairs = True  # examples are source=target sequences (encoder-decoder bodies may read them)
     summary = (
         "Translation of numbers written in words (seed 000's translation future work, with a "

@@ -12,9 +12,12 @@ shortcut (``cell``, ``body``, ``task``, ``seed``) or a field name that only one 
     rnnlab compare                                       # the seed experiment
     rnnlab compare cell=lstm cell=gru cell=cifg --task=arithmetic --budget-seconds=30
     rnnlab compare small:hidden_size=64 big:hidden_size=256 --no-match-params
+    rnnlab compare cell=lstm cell=gru --task=jsb --train.max_steps=300   # equal steps
 
 With ``match_params`` (the default), every configuration after the first that does not set
 ``hidden_size`` itself gets the hidden size whose parameter count is closest to the first's.
+The comparison is at equal time by default (:data:`DEFAULT_BUDGET` per configuration); a limit
+the user gives (``train.max_steps``, ``train.epochs``) lifts that default time budget.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rnnlab.train.config import (
     SHORTCUTS,
     ConfigError,
     ExperimentConfig,
+    Limits,
     apply_overrides,
     field_types,
     sections,
@@ -37,8 +41,7 @@ from rnnlab.train.config import (
     validate,
 )
 from rnnlab.train.model import count_parameters, model_for
-from rnnlab.train.plots import learning_curves
-from rnnlab.train.report import row, table
+from rnnlab.train.progress import write_line
 from rnnlab.train.trainer import make_task, train
 
 # Seed 000's experiment: 3-layer stacked LSTM vs 3-layer Grid LSTM, character prediction.
@@ -57,6 +60,7 @@ SEED_SETTINGS = (
     "run.threads=1",
 )
 DEFAULT_BUDGET = 90.0  # seconds of training per configuration
+SOURCE = "compare's default"  # where the seed settings' values come from, in a run's limits line
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Contender:
     settings: list[str]  # section.field=value overrides on top of the shared config
     config: ExperimentConfig
     parameters: int = 0
+    limits: Limits | None = None  # where its stopping rules came from (None: not known)
 
 
 def resolve_key(key: str) -> str:
@@ -114,16 +119,24 @@ def _auto_label(config: ExperimentConfig, taken: set[str]) -> str:
     return label
 
 
-def contenders(base: ExperimentConfig, specs: list[str]) -> list[Contender]:
-    """The configurations: ``base`` with each spec's settings applied (checked)."""
+def contenders(
+    base: ExperimentConfig, specs: list[str], limits: Limits | None = None
+) -> list[Contender]:
+    """The configurations: ``base`` with each spec's settings applied (checked). With
+    ``limits`` (where ``base``'s stopping rules came from), a spec's settings count as given:
+    a limit a spec sets lifts the default ones, as on the command line."""
     out: list[Contender] = []
     for spec in specs:
         label, settings = parse_spec(spec)
         config = apply_overrides(copy.deepcopy(base), settings)
+        mine = None
+        if limits is not None:
+            mine = limits.give(config, [item.partition("=")[0] for item in settings])
+            validate(config)
         label = label or _auto_label(config, {c.label for c in out})
         if label in {c.label for c in out}:
             raise ConfigError(f"two compare configurations are labelled {label!r}")
-        out.append(Contender(label, settings, config))
+        out.append(Contender(label, settings, config, limits=mine))
     if not out:
         raise ConfigError("compare needs at least one configuration")
     names = {c.config.task.name for c in out}
@@ -168,17 +181,23 @@ def compare(
     match_params: bool = True,
     argv: list[str] | None = None,
     stream=None,
-    echo=print,
+    echo=write_line,
+    limits: Limits | None = None,
 ) -> tuple[str, Path, list[dict]]:
     """Train every configuration in turn and compare them.
 
     Writes, into ``out`` (default ``<run.root>/compare-<timestamp>-<task>``): one run directory
     per configuration, ``table.md``, ``compare.json``, ``curves.png`` (curves against training
     time, the budget's axis) and ``curves_by_step.png`` (against optimiser steps).
+    ``limits`` says where ``base``'s stopping rules came from (``rnnlab.train.config.compose``),
+    for each run's first line and for the specs' own limits (:func:`contenders`).
     Returns (table text, out dir, rows).
     """
+    from rnnlab.train.plots import learning_curves
+    from rnnlab.train.report import row, table
+
     validate(base)
-    items = contenders(base, list(specs or SEED_SPECS))
+    items = contenders(base, list(specs or SEED_SPECS), limits)
     task = make_task(base)
     first = items[0]
     first.parameters = parameter_count(first.config, task)
@@ -196,11 +215,12 @@ def compare(
     out_dir.mkdir(parents=True, exist_ok=True)
     echo(f"comparing on task {base.task.name!r} -> {out_dir}")
     for item in items:
-        budget = item.config.train.budget_seconds
+        budget, steps = item.config.train.budget_seconds, item.config.train.max_steps
         echo(
             f"  {item.label}: {item.config.model.num_layers} layers x "
             f"{item.config.model.hidden_size} hidden, {item.parameters:,} parameters"
             + (f", {budget:g} s budget" if budget else "")
+            + (f", {steps:,} steps" if steps else "")
         )
     if len(items) > 1:
         spread = max(c.parameters for c in items) / min(c.parameters for c in items) - 1
@@ -212,8 +232,9 @@ def compare(
     for item in items:
         item.config.run.dir = str(out_dir / item.label)
         echo(f"training {item.label} ...")
-        run, _ = train(item.config, argv=argv, stream=stream)
+        run, summary = train(item.config, argv=argv, stream=stream, limits=item.limits)
         runs.append(run)
+        warn_if_untrained(item, run, summary, echo)
     rows = [row(run, label=item.label) for run, item in zip(runs, items, strict=True)]
     text = table(rows)
     (out_dir / "table.md").write_text(text + "\n", encoding="utf-8")
@@ -232,6 +253,22 @@ def compare(
     learning_curves(runs, out_dir / "curves.png", labels=labels, x="time", budget=budget)
     learning_curves(runs, out_dir / "curves_by_step.png", labels=labels, x="step", budget=budget)
     return text, out_dir, rows
+
+
+def warn_if_untrained(item: Contender, run, summary: dict, echo) -> None:
+    """Say so when a configuration stopped before its first periodic validation: its numbers
+    then come from parameters that trained for less than one validation interval."""
+    steps = summary["steps"]
+    periodic = [r for r in run.metrics()
+                if r.get("split") == "valid" and not r.get("final") and r["step"] < steps]
+    if steps and not periodic:
+        every = item.config.train.eval_every
+        interval = f"every {every} steps" if every else "at each epoch's end"
+        echo(
+            f"  warning: {item.label} stopped after {steps} steps, before its first validation "
+            f"({interval}): it is barely trained; give it more time (--budget-seconds) or "
+            "steps (--train.max_steps), or validate more often (--train.eval_every)"
+        )
 
 
 def seed_experiment_config(budget_seconds: float = DEFAULT_BUDGET) -> ExperimentConfig:

@@ -13,10 +13,15 @@ converted to the field's type and checked, and a bad one is rejected with what w
 Options of the chosen task that are not :class:`TaskConfig` fields (``--task.max_digits=4``)
 are passed to ``rnnlab.tasks.make``. Configs round-trip through plain JSON dicts
 (:func:`to_dict` / :func:`from_dict`), which is how run directories store them.
+
+A command composes its config in layers (:func:`compose`): its defaults, then the chosen task's
+training defaults (``rnnlab.tasks.training_defaults``), then what the user gave. A stopping
+limit the user gives wins over the limits that came from defaults (:class:`Limits`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -453,12 +458,13 @@ def from_dict(data: dict) -> ExperimentConfig:
     return config
 
 
-def describe_fields() -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, comment) for every field, for --help and the docs."""
+def describe_fields(base: ExperimentConfig | None = None) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, comment) for every field, for --help and the docs; the defaults are
+    ``base``'s values when given (a command's own defaults), else the dataclasses'."""
     rows = []
     for section_name, section_type in sections().items():
         comments = field_comments(section_type)
-        default = section_type()
+        default = getattr(base, section_name) if base is not None else section_type()
         for name, annotation in field_types(section_type).items():
             rows.append(
                 (
@@ -469,3 +475,113 @@ def describe_fields() -> list[tuple[str, str, Any, str]]:
                 )
             )
     return rows
+
+
+# --- composing a command's config -----------------------------------------------------------
+
+# The stopping limits: training stops at the first one reached (None: that limit is off).
+LIMITS = ("train.epochs", "train.max_steps", "train.budget_seconds")
+STOPPING_RULES = (*LIMITS, "train.patience")  # what a run's first line reports
+GIVEN = "given"  # the source of a value the user gave
+RUN = "from the run"  # the source of a value a resumed run keeps from its config.json
+
+
+def get_field(config: ExperimentConfig, key: str) -> Any:
+    """The value of ``section.field`` ``key`` in ``config``."""
+    section_name, _, name = key.partition(".")
+    return getattr(getattr(config, section_name), name)
+
+
+def _set_value(config: ExperimentConfig, key: str, value: Any) -> None:
+    section_name, _, name = key.partition(".")
+    setattr(getattr(config, section_name), name, copy.deepcopy(value))
+
+
+@dataclass
+class Limits:
+    """Where each stopping rule of a run came from, and the default limits a given one lifted.
+
+    A limit the user gives wins over limits that only came from defaults: giving
+    ``train.budget_seconds`` (or ``max_steps``, or ``epochs``) clears the other limits that
+    were defaults, so ``--train.budget_seconds=240`` trains 240 s instead of stopping at the
+    default 10 epochs. Limits the user gave together, or that a resumed run keeps, all apply.
+    """
+
+    sources: dict[str, str]  # stopping rule -> where its value came from ("default", "given", ..)
+    lifted: dict[str, Any] = field(default_factory=dict)  # limit -> the default value it cleared
+
+    @classmethod
+    def guess(cls, config: ExperimentConfig) -> Limits:
+        """For a config built in Python: a value equal to ExperimentConfig()'s is "default"."""
+        default = ExperimentConfig()
+        return cls({key: "default" if get_field(config, key) == get_field(default, key) else "set"
+                    for key in STOPPING_RULES})
+
+    def give(self, config: ExperimentConfig, keys) -> Limits:
+        """The limits once the settings ``keys`` (already set in ``config``) are given: when one
+        of them is a limit with a value, every limit from a default is cleared in ``config``."""
+        keys = {SHORTCUTS.get(key, key) for key in keys}
+        sources, lifted = dict(self.sources), dict(self.lifted)
+        for key in keys & set(STOPPING_RULES):
+            sources[key] = GIVEN
+            lifted.pop(key, None)
+        if any(key in keys and get_field(config, key) is not None for key in LIMITS):
+            for key in LIMITS:
+                value = get_field(config, key)
+                if value is not None and sources.get(key, "default") not in (GIVEN, RUN):
+                    lifted[key] = value
+                    _set_value(config, key, None)
+        return Limits(sources, lifted)
+
+    def line(self, config: ExperimentConfig) -> str:
+        """One line: the rules in force and where each came from, and what was lifted, e.g.
+        ``limits: train.budget_seconds=240 (given); lifted by it: train.epochs=10 (default)``."""
+        def item(key: str, value: Any) -> str:
+            shown = f"{value:g}" if isinstance(value, float) else value
+            return f"{key}={shown} ({self.sources.get(key, 'default')})"
+
+        rules = [item(key, get_field(config, key)) for key in STOPPING_RULES
+                 if get_field(config, key) is not None]
+        text = "limits: " + ", ".join(rules)
+        if self.lifted:
+            text += "; lifted by the given limit: " + ", ".join(
+                item(key, value) for key, value in self.lifted.items()
+            )
+        return text
+
+
+def compose(
+    base: ExperimentConfig,
+    given: list[tuple[str, str]],
+    *,
+    source: str = "default",
+    defaults: bool = True,
+) -> tuple[ExperimentConfig, Limits]:
+    """The config a command runs, with where its stopping rules came from.
+
+    ``base`` (its values' source named by ``source``), then, when ``defaults``, the chosen
+    task's training defaults (``rnnlab.tasks.training_defaults``) for every field not given,
+    then the ``given`` ``(key, text)`` settings (``section.field``, a shortcut or a task option);
+    a given limit then lifts the limits that came from defaults (:class:`Limits`). A resumed
+    run passes its own config with ``source=RUN, defaults=False``: no task defaults, and its
+    limits stay beside the given ones. Checked with :func:`validate`; raises ConfigError.
+    """
+    import rnnlab.tasks
+
+    config = copy.deepcopy(base)
+    given = [(SHORTCUTS.get(key, key), text) for key, text in given]
+    keys = {key for key, _ in given}
+    sources = {key: source for key in STOPPING_RULES}
+    if defaults:
+        names = [text for key, text in given if key == "task.name"]
+        task = names[-1] if names else config.task.name
+        for key, value in rnnlab.tasks.training_defaults(task).items():
+            if key not in keys:
+                _set_value(config, key, value)
+                if key in sources:
+                    sources[key] = f"default for {task}"
+    for key, text in given:
+        set_field(config, key, text)
+    limits = Limits(sources).give(config, keys)
+    validate(config)
+    return config, limits

@@ -5,10 +5,14 @@ seconds against the budget (``12/90 s``) with the time left; a step-limited run 
 The bar is drawn only when stderr is a terminal and the run is not ``--quiet``; elsewhere (logs,
 CI, pipes) the same numbers are printed as a line at each evaluation, each with the elapsed
 time and an ETA, and ``--quiet`` prints nothing.
+
+Every line goes out through :func:`write_line`: a reader that goes away (``rnnlab train ... |
+head -4``) silences the output, never the run, which trains on and writes all its files.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -95,12 +99,50 @@ class Progress:
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:
-            print(text, file=self.stream, flush=True)
+            write_line(text, self.stream)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def write_line(text: str, stream=None) -> None:
+    """Print ``text`` and a newline to ``stream`` (stdout by default), flushed. When the reader
+    has closed the pipe (BrokenPipeError) the stream is silenced (:func:`silence`) and the
+    caller carries on: output to a closed pipe never ends a run."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        silence(stream)
+
+
+def flush_output() -> None:
+    """Flush stdout and stderr, silencing one whose reader has gone, so that Python's own flush
+    at exit finds nothing to write (else it prints a BrokenPipeError and exits with 120)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            silence(stream)
+        except (OSError, ValueError):  # already closed, or not a real file
+            pass
+
+
+def silence(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null (the documented cure for a closed pipe,
+    docs.python.org/3/library/signal.html#note-on-sigpipe): the text still buffered and every
+    later write go nowhere instead of raising. A stream without a descriptor is left as it is."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
 
 
 def _format(numbers: dict) -> dict:

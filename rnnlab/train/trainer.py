@@ -14,8 +14,8 @@ selection, early stopping and ``best.pt``, all on one criterion (``train.select`
 validation loss by default, which moves while a metric such as exact match still sits at its
 floor; or the primary metric with ties broken by the loss). When training stops (step or epoch
 limit, time budget, patience), both the selected and the final parameters are evaluated on the
-full valid and test splits, and summary.json reports both. A checkpoint holds everything that changes
-during training — parameters, optimiser state, best parameters, the carried recurrent state,
+full valid and test splits, and summary.json reports both. A checkpoint holds everything that
+changes during training — parameters, optimiser state, best parameters, the carried recurrent state,
 torch / numpy / Python RNG states (of every rank), the step (which is the data position) and the
 counters — so a resumed run on the CPU ends bit for bit where an uninterrupted one would.
 
@@ -44,12 +44,12 @@ from rnnlab.engine.state import detach
 from rnnlab.tasks.base import Tokens
 from rnnlab.train import checkpoint as ckpt
 from rnnlab.train import distributed as dist
-from rnnlab.train.config import ExperimentConfig, to_dict
+from rnnlab.train.config import ExperimentConfig, Limits, to_dict
 from rnnlab.train.evaluate import evaluate_counted
 from rnnlab.train.loss import training_loss
 from rnnlab.train.model import SequenceModel, count_parameters, describe, model_for
 from rnnlab.train.optim import clip_gradients, learning_rate, make_optimizer, set_learning_rate
-from rnnlab.train.progress import Progress, TensorBoard
+from rnnlab.train.progress import Progress, TensorBoard, write_line
 from rnnlab.train.run import (
     BEST,
     CHECKPOINT,
@@ -128,6 +128,7 @@ class Trainer:
         world: dist.World | None = None,
         *,
         stream=None,
+        limits: Limits | None = None,
     ):
         self.config = config
         self.task = task
@@ -135,6 +136,7 @@ class Trainer:
         self.run = run
         self.world = world or dist.World()
         self.stream = stream
+        self.limits = limits or Limits.guess(config)  # where the stopping rules came from
         self.optimizer = make_optimizer(model.parameters(), config.train)
         self.counters = Counters()
         self.carried = None  # recurrent state carried into the next training batch
@@ -336,6 +338,7 @@ class Trainer:
             budget=t.budget_seconds,
             elapsed=c.train_seconds,
         )
+        progress.note(self.limits.line(self.config))
         batches = self.task.batches(
             "train",
             task_config.batch_size,
@@ -416,11 +419,10 @@ class Trainer:
             restore_handler()
             progress.close()
             if self.world.main:
-                print(
+                write_line(
                     f"interrupted at step {c.step}; continue with "
                     f"`rnnlab train --resume {self.run.path}` "
-                    f"(from the checkpoint at step {c.last_checkpoint})",
-                    flush=True,
+                    f"(from the checkpoint at step {c.last_checkpoint})"
                 )
             raise
         finally:
@@ -451,11 +453,10 @@ class Trainer:
                 if results is None:
                     continue
                 for split in ("valid", "test"):
-                    print(
+                    write_line(
                         f"{which} {split} (full split, {self.final_counts[split]}): "
                         + ", ".join(f"{k} {v:.4f}" for k, v in results[split].items()),
-                        file=self.stream or sys.stderr,
-                        flush=True,
+                        self.stream or sys.stderr,
                     )
         summary = self.summary(status, message, time.perf_counter() - wall_start, final)
         if self.world.main:
@@ -574,21 +575,24 @@ def train(
     argv: list[str] | None = None,
     resume: str | None = None,
     stream=None,
+    limits: Limits | None = None,
 ) -> tuple[RunDir, dict]:
     """Run (or resume) one experiment; returns its run directory and summary.
 
     ``resume`` names a run directory holding checkpoint.pt; ``config`` must then be that run's
     config (with any overrides). Launched by torchrun, every rank calls this and trains its
-    share; only rank 0 writes. ``stream`` receives progress (stderr by default).
+    share; only rank 0 writes. ``stream`` receives progress (stderr by default), which starts
+    with the stopping rules in force and where each came from (``limits``, from
+    ``rnnlab.train.config.compose``; without it, a value equal to the default is "default").
     """
     world = dist.setup()
     try:
-        return _train(config, world, argv=argv, resume=resume, stream=stream)
+        return _train(config, world, argv=argv, resume=resume, stream=stream, limits=limits)
     finally:
         dist.teardown(world)
 
 
-def _train(config, world, *, argv, resume, stream):
+def _train(config, world, *, argv, resume, stream, limits):
     if config.run.threads is not None:
         torch.set_num_threads(config.run.threads)
     absolute_data_paths(config)
@@ -610,7 +614,7 @@ def _train(config, world, *, argv, resume, stream):
     dist.broadcast_parameters(model, world)
     if world.rank > 0:  # distinct dropout / noise per rank; rank 0 keeps the single-run stream
         torch.manual_seed(config.train.seed + 7919 * world.rank)
-    trainer = Trainer(config, task, model, run, world, stream=stream)
+    trainer = Trainer(config, task, model, run, world, stream=stream, limits=limits)
     if payload is not None:
         try:
             trainer.restore(payload)
@@ -627,7 +631,7 @@ def _train(config, world, *, argv, resume, stream):
         line = f"{run.path}: {describe(model)}"
         if world.distributed:
             line += f" ({world.size} processes)"
-        print(line, flush=True)
+        write_line(line)
         run.write_text(MODEL, describe(model) + "\n\n" + str(model) + "\n")
     summary = trainer.fit()
     if world.main:
@@ -635,7 +639,7 @@ def _train(config, world, *, argv, resume, stream):
             from rnnlab.train.plots import learning_curves
 
             learning_curves([run], run.file("curves.png"), budget=config.train.budget_seconds)
-        print(result_line(summary), flush=True)
+        write_line(result_line(summary))
     return run, summary
 
 
@@ -667,11 +671,10 @@ def load_resume_checkpoint(run: RunDir) -> tuple[dict, str]:
             payload = ckpt.load(previous, required)
         except ckpt.CheckpointError as second:
             raise ckpt.CheckpointError(f"{error}; the previous one too: {second}") from None
-        print(
+        write_line(
             f"{error}; resuming from the previous checkpoint {PREVIOUS} "
             f"(step {payload['counters']['step']})",
-            file=sys.stderr,
-            flush=True,
+            sys.stderr,
         )
         return payload, PREVIOUS
 
@@ -728,16 +731,15 @@ def record_resume(run: RunDir, trainer: Trainer, payload, config, argv, source: 
     expected = payload["counters"].get("records")
     kept = run.truncate_metrics(step)
     if expected is not None and kept < expected:
-        print(
+        write_line(
             f"warning: {run.file(METRICS)} holds {kept} records up to step {step}, the checkpoint "
             f"counted {expected}: {expected - kept} records of this run's history were deleted "
             "or cut; the learning curves will miss them",
-            file=sys.stderr,
-            flush=True,
+            sys.stderr,
         )
     if run.file(SUMMARY).exists():
         run.file(SUMMARY).unlink()  # kept in history.jsonl; rewritten when this session ends
-    print(f"resuming {run.path} from step {step} ({source})", flush=True)
+    write_line(f"resuming {run.path} from step {step} ({source})")
 
 
 def write_vocabulary(run: RunDir, task) -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from train_helpers import tiny_config
 
-from rnnlab.train.trainer import Trainer, build, train
 from rnnlab.train.evaluate import evaluate
+from rnnlab.train.trainer import Trainer, build, train
 
 
 def script(monkeypatch, losses, primary):
