@@ -50,10 +50,15 @@ def budget_settings(entry: entries.Entry, budget: str) -> dict:
 
 
 def keep_results(run_dir: Path, target: Path) -> Path:
-    """Copy a finished run's small files (:data:`RESULT_FILES`) to ``target``; refuses to keep
-    more than :data:`MAX_RESULT_BYTES` (say which file is large)."""
+    """Copy a finished run's small files (:data:`RESULT_FILES`) to ``target``. The learning-curve
+    PNG is left out when it alone makes the run larger than :data:`MAX_RESULT_BYTES` (it can be
+    drawn again from metrics.jsonl: ``rnnlab report``); anything else that large is refused,
+    naming the file."""
     files = [run_dir / name for name in RESULT_FILES if (run_dir / name).is_file()]
     total = sum(f.stat().st_size for f in files)
+    if total > MAX_RESULT_BYTES and run_dir / "curves.png" in files:
+        files.remove(run_dir / "curves.png")
+        total = sum(f.stat().st_size for f in files)
     if total > MAX_RESULT_BYTES:
         largest = max(files, key=lambda f: f.stat().st_size)
         raise ValueError(

@@ -237,6 +237,8 @@ def compare(
         warn_if_untrained(item, run, summary, echo)
     rows = [row(run, label=item.label) for run, item in zip(runs, items, strict=True)]
     text = table(rows)
+    notes = [equal_steps(runs, [c.label for c in items]), machine_note(runs)]
+    text += "\n\n" + "\n".join(note for note in notes if note)
     (out_dir / "table.md").write_text(text + "\n", encoding="utf-8")
     record = {
         "task": base.task.name,
@@ -269,6 +271,49 @@ def warn_if_untrained(item: Contender, run, summary: dict, echo) -> None:
             f"({interval}): it is barely trained; give it more time (--budget-seconds) or "
             "steps (--train.max_steps), or validate more often (--train.eval_every)"
         )
+
+
+def equal_steps(runs, labels: list[str]) -> str:
+    """The configurations side by side at the same number of steps: each one's last periodic
+    validation at or before the fewest steps any of them validated at. A comparison at equal
+    time (the default) rewards the faster model as much as the better one; this line separates
+    the two."""
+    curves = {}
+    for run, label in zip(runs, labels, strict=True):
+        records = [r for r in run.metrics() if r.get("split") == "valid" and not r.get("final")]
+        summary = run.summary() or {}
+        primary = summary.get("primary")
+        if not records or primary is None:
+            return ""
+        curves[label] = (primary, [(r["step"], r.get(primary)) for r in records])
+    common = min(max(step for step, _ in points) for _, points in curves.values())
+    parts = []
+    for label, (primary, points) in curves.items():
+        step, value = max((p for p in points if p[0] <= common), key=lambda p: p[0])
+        parts.append(f"{label} {value:.4f} (step {step:,})")
+    metric = next(iter(curves.values()))[0]
+    return (f"At equal steps (validation estimate of {metric} at the fewest steps all reached, "
+            f"{common:,}): " + ", ".join(parts) + ".")
+
+
+def machine_note(runs) -> str:
+    """The CPU the comparison ran on and whether the machine was quiet: at equal time, the
+    result depends on both."""
+    machines = [(run.summary() or {}).get("machine") for run in runs]
+    machines = [m for m in machines if m]
+    if not machines:
+        return ""
+    cores = machines[0].get("cores") or 1
+    loads = [x for m in machines for x in (m.get("load"), m.get("load_end")) if x is not None]
+    busiest = max(loads, default=0.0)
+    quiet = busiest <= 0.5 * cores + 1.0
+    return (
+        f"Machine: {machines[0]['cpu']}, {machines[0]['threads']} thread(s) per run, load "
+        f"average {min(loads, default=0.0):.1f}-{busiest:.1f} over the runs: "
+        + ("quiet." if quiet else
+           "NOT quiet — other work shared the CPU, so the equal-time view measures the load as "
+           "much as the models; compare at equal steps (--train.max_steps) instead.")
+    )
 
 
 def seed_experiment_config(budget_seconds: float = DEFAULT_BUDGET) -> ExperimentConfig:

@@ -106,6 +106,9 @@ def test_compare_configurations_side_by_side(tmp_path, capsys):
     assert all(row["status"] == "budget" for row in record["rows"])
     assert (out / "curves.png").stat().st_size > 0
     assert (out / "lstm" / "summary.json").is_file() and (out / "gru" / "summary.json").is_file()
+    # an equal-time comparison also shows the two at equal steps, and names the machine
+    assert "At equal steps" in text and "lstm " in text.split("At equal steps")[1]
+    assert "Machine: " in text and ("quiet." in text or "NOT quiet" in text)
 
 
 @pytest.mark.parametrize(

@@ -65,8 +65,13 @@ def test_a_full_budget_run_is_kept_and_its_row_filled(tmp_path, monkeypatch):
     assert "not run" in next(x for x in text.splitlines() if ", highway |" in x)
     # a second call keeps what is finished and trains nothing
     runner.reproduce("highway-vs-grid", out=tmp_path / "runs", results=results, labels=labels)
-    # too large a run is refused, naming the file
-    big = tmp_path / "runs" / "highway-vs-grid" / labels[0] / "metrics.jsonl"
+    # a learning curve that makes a run too large is left out; other large files are refused
+    run_dir = tmp_path / "runs" / "highway-vs-grid" / labels[0]
+    (run_dir / "curves.png").write_bytes(b"x" * runner.MAX_RESULT_BYTES)
+    runner.keep_results(run_dir, tmp_path / "slim")
+    assert (tmp_path / "slim" / "summary.json").is_file()
+    assert not (tmp_path / "slim" / "curves.png").exists()
+    big = run_dir / "metrics.jsonl"
     big.write_text("x" * (runner.MAX_RESULT_BYTES + 1))
     with pytest.raises(ValueError, match="metrics.jsonl"):
         runner.keep_results(big.parent, tmp_path / "elsewhere")
