@@ -27,10 +27,15 @@ PRESETS = {
               "train_steps": 2000, "filter_steps": 3000, "eval_batches": 30, "seq_len": 35},
 }
 
+# Each help string gives its default in words ("[default: searches/NAME]"); the shared Parser's
+# ArgumentDefaultsHelpFormatter would append the raw one a second time ("(default: None)" for
+# a default taken from the preset or the stored search).
+PLAIN_HELP = {"formatter_class": argparse.HelpFormatter}
+
 
 def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="search", help="search name [default: search]")
-    parser.add_argument("--storage", default=None,
+    parser.add_argument("--storage", default=None, metavar="URL",
                         help="storage URL: PATH.journal, journal:PATH, postgresql+psycopg://"
                              "USER:PW@HOST:PORT/DB, sqlite:///PATH [default: the journal file "
                              "DIR/trials.journal]")
@@ -42,7 +47,8 @@ def _where(parser: argparse.ArgumentParser) -> None:
 def add_parser(commands) -> argparse.ArgumentParser:
     """Add ``search`` (with its four subcommands) to the top-level subparsers."""
     search = commands.add_parser(
-        "search", help="evolutionary search over cell graphs (Jozefowicz et al. 2015)",
+        "search", **PLAIN_HELP,
+        help="evolutionary search over cell graphs (Jozefowicz et al. 2015)",
         allow_abbrev=False,
         description="Jozefowicz et al. (2015)'s evolutionary search over recurrent cells, "
                     "on shared storage: resumable, any number of workers. See docs/search.md.",
@@ -51,9 +57,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
     sub = search.add_subparsers(dest="search_command", metavar="SUBCOMMAND")
     sub.required = True
     run = sub.add_parser(
-        "run", allow_abbrev=False, help="run, resume or extend a search",
+        "run", **PLAIN_HELP, allow_abbrev=False, help="run, resume or extend a search",
         description="Run a search, or resume / extend one (same --name and storage). With no "
-                    "options: the small preset, about 10 minutes on 2 cores, then the top list.",
+                    "options: the small preset, about 10 minutes on 2 cores, then the top list. "
+                    "An option left out takes the preset's value or, on a resume, the stored "
+                    "search's. The default tasks include ptb: the Penn Treebank files are read "
+                    "from $RNNLAB_DATA/ptb/ or the cache, or downloaded (docs/search.md).",
     )
     _where(run)
     run.add_argument("--preset", choices=tuple(PRESETS), default=None,
@@ -62,51 +71,55 @@ def add_parser(commands) -> argparse.ArgumentParser:
     run.add_argument("--tasks", default=None,
                      help="comma-separated search tasks [default: arithmetic,xml,ptb]")
     run.add_argument("--steps", type=int, default=None,
-                     help="candidate evaluations in all (small 24, paper 10000)")
+                     help="candidate evaluations in all; a larger one extends a search [default: "
+                          "small 24, paper 10000]")
     run.add_argument("--settings", type=int, default=None,
-                     help="random hyperparameter settings per candidate and task (small 1, "
-                          "paper 20)")
+                     help="random hyperparameter settings per candidate and task [default: "
+                          "small 1, paper 20]")
     run.add_argument("--population", type=int, default=100,
                      help="size of the list of best architectures [default: 100]")
     run.add_argument("--train-steps", type=int, default=None,
-                     help="optimiser steps per training: the per-training budget (small 150, "
-                          "paper 2000)")
-    run.add_argument("--hidden", type=int, default=None, help="hidden size (small 32, paper 128)")
-    run.add_argument("--batch-size", type=int, default=None, help="batch size (32)")
+                     help="optimiser steps per training: the per-training budget [default: "
+                          "small 150, paper 2000]")
+    run.add_argument("--hidden", type=int, default=None, help="hidden size [default: small 32, "
+                     "paper 128]")
+    run.add_argument("--batch-size", type=int, default=None, help="batch size [default: 32]")
     run.add_argument("--seq-len", type=int, default=None,
-                     help="truncated-BPTT length on ptb (small 20, paper 35)")
+                     help="truncated-BPTT length on ptb [default: small 20, paper 35]")
     run.add_argument("--filter-steps", type=int, default=None,
-                     help="most steps of the memorisation filter (small 800, paper 3000)")
+                     help="most steps of the memorisation filter [default: small 800, paper "
+                          "3000]")
     run.add_argument("--filter-threshold", type=float, default=None,
                      help="accuracy the memorisation filter asks for [default: 0.95]")
     run.add_argument("--eval-batches", type=int, default=None,
-                     help="valid batches for each accuracy (small 8, paper 30)")
+                     help="valid batches for each accuracy [default: small 8, paper 30]")
     run.add_argument("--reevaluate", type=float, default=0.2,
                      help="probability that a step re-evaluates a listed cell instead of "
                           "mutating one [default: 0.2]")
     run.add_argument("--workers", type=int, default=1,
                      help="worker processes on this machine [default: 1]; start more "
                           "machines with the same command and --storage")
-    run.add_argument("--threads", type=int, default=1, help="torch threads per worker [1]")
+    run.add_argument("--threads", type=int, default=1, help="torch threads per worker [default: 1]")
     run.add_argument("--seed", type=int, default=None, help="search seed [default: 0]")
     run.add_argument("--lease-seconds", type=float, default=60.0,
                      help="a worker silent this long is presumed dead and its candidate is "
                           "re-run [default: 60]")
-    run.add_argument("-n", type=int, default=5, help="architectures listed at the end [5]")
+    run.add_argument("-n", type=int, default=5, help="architectures listed at the end [default: 5]")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
 
-    show = sub.add_parser("top", allow_abbrev=False, help="the best architectures found")
+    show = sub.add_parser("top", **PLAIN_HELP, allow_abbrev=False,
+                          help="the best architectures found")
     _where(show)
     show.add_argument("-n", type=int, default=10, help="how many [default: 10]")
 
-    export = sub.add_parser("export", allow_abbrev=False,
+    export = sub.add_parser("export", **PLAIN_HELP, allow_abbrev=False,
                             help="write an architecture as a cell JSON file")
     _where(export)
     export.add_argument("id", metavar="ID", help="its hash (or a unique prefix) from `top`")
     export.add_argument("--out", required=True, help="the .json file to write")
 
     report = sub.add_parser(
-        "report", allow_abbrev=False,
+        "report", **PLAIN_HELP, allow_abbrev=False,
         help="fitness plot and a table of the top cells vs LSTM, LSTM-b, GRU, MUT1-3",
         description="Write fitness.png and report.md. The reference cells are trained once "
                     "under the search's budget (stored, so a second report is instant).",

@@ -22,6 +22,10 @@ import sys
 NAME = "study"
 DEFAULT_TRIALS = 12  # per (task, cell): the default study finishes in ~10 minutes on 2 cores
 DEFAULT_TRIAL_SECONDS = 6.0  # training time per trial in the default study
+# Each help string gives its default in words ("[default: studies/NAME]"), the value a run
+# uses; the shared Parser's ArgumentDefaultsHelpFormatter would append the raw one a second
+# time ("(default: None)" for a default worked out later, "(default: True)" for --no-report).
+PLAIN_HELP = {"formatter_class": argparse.HelpFormatter}
 
 
 def _list(text: str) -> tuple[str, ...]:
@@ -59,7 +63,7 @@ def add_parser(subparsers):
     from rnnlab.study.space import GREFF_CELLS
 
     study = subparsers.add_parser(
-        NAME, help="Greff et al.'s LSTM variant study: run, report, dashboard",
+        NAME, **PLAIN_HELP, help="Greff et al.'s LSTM variant study: run, report, dashboard",
         description="Random-search study of the vanilla (peephole) LSTM and its eight "
         "variants over Greff et al.'s hyperparameter space, stored in an Optuna storage "
         "(docs/study.md).",
@@ -68,7 +72,7 @@ def add_parser(subparsers):
     actions.required = True
 
     run = actions.add_parser(
-        "run", help="run (or top up) a study, then write its report",
+        "run", **PLAIN_HELP, help="run (or top up) a study, then write its report",
         description="Fill each study NAME.TASK.CELL to --trials settled trials: running it "
         "again continues, several processes or machines on one --storage share the work. "
         f"Defaults finish in about 10 minutes on 2 cores: {DEFAULT_TRIALS} trials per cell, "
@@ -109,14 +113,14 @@ def add_parser(subparsers):
     run.set_defaults(handler=run_command, study_parser=run)
 
     report = actions.add_parser(
-        "report", help="box plots, Welch tests, fANOVA and report.md of a study",
+        "report", **PLAIN_HELP, help="box plots, Welch tests, fANOVA and report.md of a study",
     )
     _where(report)
     report.add_argument("--out", default=None, help="report folder [default: DIR/report]")
     report.set_defaults(handler=report_command, study_parser=report)
 
     dashboard = actions.add_parser(
-        "dashboard", help="watch a study in the browser (optuna-dashboard)",
+        "dashboard", **PLAIN_HELP, help="watch a study in the browser (optuna-dashboard)",
     )
     _where(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1",
@@ -262,7 +266,7 @@ def report_command(args, parser) -> int:
 
 @_guard
 def dashboard_command(args, parser) -> int:
-    from rnnlab.study.dashboard import serve
+    from rnnlab.study.dashboard import require, serve
     from rnnlab.trials import describe_storage, open_storage
 
     if not 0 < args.port < 65536:
@@ -275,6 +279,7 @@ def dashboard_command(args, parser) -> int:
             f"no study in {directory} (no trials.journal); give --dir, --name or --storage"
         )
     storage = open_storage(args.storage, directory)
+    require()  # before saying it is serving
     print(f"serving {describe_storage(args.storage, directory)} at "
           f"http://{args.host}:{args.port}/dashboard (Ctrl-C stops)", flush=True)
     serve(storage, host=args.host, port=args.port)

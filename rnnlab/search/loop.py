@@ -3,14 +3,18 @@
 Storage layout (any ``rnnlab.trials`` storage; the default is a journal file):
 
 * study ``<name>``: one trial per candidate evaluation, value = that evaluation's fitness
-  (direction maximize); user attrs ``hash``, ``graph`` (cell JSON), ``equations``, ``kind``
-  (seed | mutation | reevaluation), ``parent``, ``status`` (evaluated | filtered | rejected),
-  ``accuracy`` (best per task), ``runs`` (every setting and its accuracy), ``filter``,
-  ``engine`` (fused | reference | unknown), ``rejected`` (degenerate or known-bad mutants
-  discarded before training), ``seconds``. The study's user attr ``search`` holds the options
-  that define the search (tasks, budget, settings, seed); a resume must match them.
+  (direction maximize, metric name ``fitness``); user attrs ``hash``, ``graph`` (cell JSON),
+  ``equations``, ``kind`` (seed | mutation | reevaluation), ``parent``, ``status``
+  (evaluated | filtered | rejected), ``accuracy`` (best per task), ``runs`` (every setting and
+  its accuracy), ``filter``, ``engine`` (fused | reference | unknown), ``rejected``
+  (degenerate or known-bad mutants discarded before training), ``seconds``. The study's user
+  attr ``search`` holds the options that define the search (tasks, budget, settings, seed); a
+  resume must match them, and one that does not is refused before anything is written.
+  ``tasks``, ``objective``, ``seeds`` and ``baseline`` say what the study is to a reader of
+  the storage (optuna-dashboard).
 * study ``<name>.baselines``: one trial per task, GRU trained under the same budget with the
-  same number of settings; value = its best accuracy. Measured once, read by every worker.
+  same number of settings; value = its best valid accuracy (metric name ``GRU best valid
+  accuracy``). Measured once, read by every worker.
 * study ``<name>.references``: LSTM, LSTM-b, GRU, MUT1–3 under the same budget, for the report.
 
 Each trial (``_Objective``): derive the population — architectures grouped by canonical hash,
@@ -40,7 +44,14 @@ from .. import cells
 from ..lang import Graph, GraphError
 from ..lang.mutate import mutate
 from ..lang.serialize import from_json, to_json
-from ..trials import StorageError, describe_storage, open_storage, run_trials, run_workers
+from ..trials import (
+    StorageError,
+    describe_storage,
+    open_storage,
+    open_study,
+    run_trials,
+    run_workers,
+)
 from .canonical import architecture_hash
 from .checks import degenerate_reason, engine_used
 from .evaluate import Budget, check_tasks, evaluate_on_tasks, fitness, memorisation_filter
@@ -166,30 +177,57 @@ def existing_identity(config: SearchConfig) -> dict | None:
 
 
 def _register(storage, config: SearchConfig) -> None:
-    """Create the study (or check a resumed one was started with the same options)."""
-    study = optuna.create_study(storage=storage, study_name=config.name, direction="maximize",
-                                load_if_exists=True)
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise SearchError(f"study {config.name!r} exists and is not a search (it minimizes); "
-                          "choose another --name")
+    """Create the study (or check a resumed one was started with the same options).
+
+    An existing study is checked before anything is written, so a refused resume leaves the
+    storage as it was. A new one is created with its objective's name (``fitness``) and user
+    attributes that say what it is (:func:`_search_attrs`).
+    """
     mine = config.identity()
-    stored = study.user_attrs.get("search")
+    try:
+        study = optuna.load_study(study_name=config.name, storage=storage)
+    except KeyError:
+        study = None
+    if study is not None:
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise SearchError(f"study {config.name!r} exists and is not a search (it minimizes);"
+                              " choose another --name")
+        stored = study.user_attrs.get("search")
+        if stored is not None and stored != mine:
+            diffs = [k for k in mine if mine[k] != stored.get(k)]
+            if "budget" in diffs:
+                diffs.remove("budget")
+                diffs += [f"budget.{k}" for k in mine["budget"]
+                          if mine["budget"][k] != stored["budget"].get(k)]
+            shown = ", ".join(f"{k}={_lookup(stored, k)!r}" for k in diffs)
+            raise SearchError(
+                f"search {config.name!r} was started with {shown}; resume it with the same "
+                "options, or start a new search with another --name"
+            )
+        if stored is None:
+            study.set_user_attr("search", mine)
+    else:
+        study = open_study(storage, config.name, direction="maximize", metric_name="fitness",
+                           attrs=_search_attrs(config))
     if study.user_attrs.get("steps") != config.steps:
         study.set_user_attr("steps", config.steps)  # the default of a later resume
-    if stored is None:
-        study.set_user_attr("search", mine)
-        return
-    if stored != mine:
-        diffs = [k for k in mine if mine[k] != stored.get(k)]
-        if "budget" in diffs:
-            diffs.remove("budget")
-            diffs += [f"budget.{k}" for k in mine["budget"]
-                      if mine["budget"][k] != stored["budget"].get(k)]
-        shown = ", ".join(f"{k}={_lookup(stored, k)!r}" for k in diffs)
-        raise SearchError(
-            f"search {config.name!r} was started with {shown}; resume it with the same "
-            "options, or start a new search with another --name"
-        )
+
+
+FITNESS = ("fitness = min over tasks of (the cell's best valid accuracy / the GRU baseline's "
+           "best valid accuracy); maximize")
+
+
+def _search_attrs(config: SearchConfig) -> dict:
+    """The user attributes a new search study is created with (read without the code)."""
+    return {
+        "search": config.identity(),
+        "tasks": list(config.tasks),
+        "objective": FITNESS,
+        "seeds": list(SEEDS),
+        "baseline": BASELINE,
+        "paper": "Jozefowicz, Zaremba & Sutskever 2015, An Empirical Exploration of Recurrent "
+                 "Network Architectures",
+    }
 
 
 def _lookup(stored: dict, key: str):
@@ -210,6 +248,12 @@ def _graph_of(cell: str, budget: Budget) -> Graph:
     return cells.graph(cell, budget.hidden, budget.hidden)
 
 
+def seed_hashes() -> dict[str, str]:
+    """``{architecture hash: seed cell name}`` of the seeds GRU and LSTM (hashes do not depend
+    on sizes), to tell the seeds from the cells the search found."""
+    return {architecture_hash(cells.graph(seed, 8, 8)): seed for seed in SEEDS}
+
+
 def _baseline_objective(config: SearchConfig):
     def objective(trial: optuna.Trial) -> float:
         task = config.tasks[trial.user_attrs["index"]]
@@ -227,7 +271,13 @@ def baselines(storage, config: SearchConfig, compute: bool = True) -> dict[str, 
     name = f"{config.name}.baselines"
     if compute:
         run_trials(storage, name, len(config.tasks), _baseline_objective(config),
-                   direction="maximize", seed=config.seed, lease_seconds=config.lease_seconds)
+                   direction="maximize", seed=config.seed, lease_seconds=config.lease_seconds,
+                   metric_name="GRU best valid accuracy",
+                   study_attrs={"search": config.name, "cell": BASELINE,
+                                "tasks": list(config.tasks),
+                                "objective": "the GRU's best valid accuracy on the trial's task "
+                                             "(user attribute task) over the search's settings; "
+                                             "the denominator of the search's fitness"})
     try:
         trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except KeyError:
@@ -282,7 +332,10 @@ def _reference_worker(config: SearchConfig) -> None:
     base = baselines(storage, config, compute=False)
     run_trials(storage, f"{config.name}.references", len(REFERENCES),
                _reference_objective(config, base), direction="maximize", seed=config.seed,
-               lease_seconds=config.lease_seconds)
+               lease_seconds=config.lease_seconds, metric_name="fitness",
+               study_attrs={"search": config.name, "tasks": list(config.tasks),
+                            "cells": [label for label, _, _ in REFERENCES],
+                            "objective": FITNESS})
 
 
 # ---- the population ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from .loop import (
     config_from_identity,
     load_study,
     references,
+    seed_hashes,
     storage_of,
     stored_identity,
 )
@@ -36,18 +37,32 @@ def top(config: SearchConfig, n: int = 10) -> str:
         raise SearchError(f"-n must be >= 1, got {n}")
     _, config, trials, base = open_search(config)
     archs = architectures(trials, base)
+    seeds = seed_hashes()
     done = sum(t.state == TrialState.COMPLETE for t in trials)
     lines = [f"search {config.name}: {done} candidate evaluations, {len(archs)} architectures "
              f"evaluated; GRU baseline " + ", ".join(f"{t} {v:.4f}" for t, v in base.items())]
     if not archs:
         lines.append("no architecture has been evaluated yet")
+    else:
+        found = [(rank, a) for rank, a in enumerate(archs, 1) if a.hash not in seeds]
+        lines.append(
+            f"best found cell (not a seed): #{found[0][0]} {found[0][1].hash}, fitness "
+            f"{found[0][1].fitness:.4f}" if found else
+            "no cell found yet besides the seeds (gru, lstm, marked 'seed')"
+        )
     for rank, arch in enumerate(archs[:n], 1):
         accuracy = ", ".join(f"{t} {arch.accuracy.get(t, 0.0):.4f}" for t in base)
         lines.append("")
-        lines.append(f"#{rank} {arch.hash}  fitness {arch.fitness:.4f}  ({accuracy}; "
+        lines.append(f"#{rank} {label(arch, seeds)}  fitness {arch.fitness:.4f}  ({accuracy}; "
                      f"{arch.evaluations} evaluation(s), {arch.engine} engine)")
         lines.extend("    " + line for line in arch.equations.splitlines())
     return "\n".join(lines)
+
+
+def label(arch: Architecture, seeds: dict[str, str]) -> str:
+    """The architecture's hash, with ``(seed: gru)`` when it is a seed, not a found cell."""
+    seed = seeds.get(arch.hash)
+    return arch.hash if seed is None else f"{arch.hash} (seed: {seed})"
 
 
 def find(config: SearchConfig, ident: str) -> Architecture:
@@ -145,9 +160,10 @@ def report(config: SearchConfig, out: str | None = None, n: int = 5,
         accuracy = " | ".join(f"{r['accuracy'][t]:.4f}" for t in tasks)
         rows.append((r["fitness"], f"| {r['label']} (reference) | {r['fitness']:.4f} | "
                                    f"{accuracy} | 1 |"))
+    seeds = seed_hashes()
     for arch in archs[:n]:
         accuracy = " | ".join(f"{arch.accuracy.get(t, 0.0):.4f}" for t in tasks)
-        rows.append((arch.fitness, f"| {arch.hash} | {arch.fitness:.4f} | {accuracy} | "
+        rows.append((arch.fitness, f"| {label(arch, seeds)} | {arch.fitness:.4f} | {accuracy} | "
                                    f"{arch.evaluations} |"))
     rows.sort(key=lambda r: -r[0])
     b = config.budget
@@ -171,7 +187,8 @@ def report(config: SearchConfig, out: str | None = None, n: int = 5,
         f" s of wall time ({counts['per_hour_per_worker']:.0f} per worker-hour).",
         "",
         "Top cells and the reference cells under the same budget (a searched cell's accuracy "
-        "is its best over all its evaluations; a reference has one evaluation):",
+        "is its best over all its evaluations; a reference has one evaluation; `seed` marks the "
+        "search's starting cells GRU and LSTM, evaluated inside the search, not found by it):",
         "",
         header,
         rule,
@@ -179,7 +196,7 @@ def report(config: SearchConfig, out: str | None = None, n: int = 5,
         "",
     ]
     for rank, arch in enumerate(archs[:n], 1):
-        lines += [f"## #{rank} {arch.hash} (fitness {arch.fitness:.4f})", "", "```",
+        lines += [f"## #{rank} {label(arch, seeds)}, fitness {arch.fitness:.4f}", "", "```",
                   arch.equations, "```", ""]
     text = "\n".join(lines)
     (folder / "report.md").write_text(text, encoding="utf-8")

@@ -10,7 +10,8 @@ and test metric, parameter count, epochs, wall time). On top:
 - :func:`welch`: each variant against the vanilla LSTM, Welch's unequal-variance t-test on the
   test metric (scipy.stats.ttest_ind with equal_var=False), significant at p < 0.05;
 - :func:`importance`: fANOVA main effects and pairwise interactions (rnnlab.study.fanova) of the
-  four hyperparameters on the test metric, per cell and pooled over the cells of a task.
+  four hyperparameters on the study's objective — the validation metric, each trial's value,
+  the same number optuna-dashboard's importances use — per cell and pooled over a task's cells.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class CellTrials:
     @property
     def n(self) -> int:
         return len(self.test)
+
+    @property
+    def objective(self) -> str:
+        """The name of the study's objective, each trial's value: ``valid <metric>``."""
+        return f"valid {self.metric}"
 
     def best(self, fraction: float = BEST_FRACTION) -> np.ndarray:
         """Indices of the best ``fraction`` of trials by validation metric (at least one)."""
@@ -212,10 +218,11 @@ def welch(cells: dict[str, CellTrials], vanilla: str = VANILLA) -> list[dict]:
 
 
 def _features(cells: list[CellTrials]):
-    """(X, y, bounds, names, log) for fANOVA on the test metric of the given cells' trials."""
+    """(X, y, bounds, names, log) for fANOVA on the objective (the validation metric) of the
+    given cells' trials."""
     names = list(PARAMETERS)
     X = np.column_stack([np.concatenate([c.params[n] for c in cells]) for n in names])
-    y = np.concatenate([c.test for c in cells])
+    y = np.concatenate([c.valid for c in cells])
     space = next((c.space for c in cells if c.space), None)
     bounds, log = [], []
     for n in names:
@@ -233,9 +240,11 @@ def _features(cells: list[CellTrials]):
 def importance(
     cells: dict[str, CellTrials], *, min_trials: int = 5, seed: int = 0, n_trees: int = 64
 ) -> dict[str, FanovaResult]:
-    """fANOVA of the test metric per cell, and pooled over the task's cells under ``"all"``.
+    """fANOVA of the objective per cell, and pooled over the task's cells under ``"all"``.
 
-    Cells with fewer than ``min_trials`` complete trials, or a constant metric, are left out.
+    The objective is the validation metric (``CellTrials.objective``): what each trial's value
+    is and what a search selects on, so these importances and optuna-dashboard's agree. Cells
+    with fewer than ``min_trials`` complete trials, or a constant objective, are left out.
     """
     out: dict[str, FanovaResult] = {}
     groups = {name: [cell] for name, cell in cells.items()}

@@ -4,7 +4,8 @@
 by default, or ``--storage URL``) and serves it with optuna-dashboard (an optional extra:
 ``pip install -e '.[dashboard]'``), so a study in progress can be watched in a browser at
 ``http://127.0.0.1:PORT/dashboard``: every (task, cell) study, its trials with their parameters
-and user attributes (valid / test metric, parameters, epochs, wall time), and Optuna's plots.
+and user attributes (valid / test metric, parameters, epochs, wall time), and Optuna's plots of
+the value under the study's objective name (``valid nll``; rnnlab.study.runner.prepare).
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from __future__ import annotations
 from rnnlab.study.runner import StudyError
 
 
+def require() -> None:
+    """Raise StudyError (with the install command) when optuna-dashboard cannot be imported;
+    ``rnnlab study dashboard`` asks before it says it is serving."""
+    try:
+        import optuna_dashboard  # noqa: F401
+    except ImportError:
+        raise StudyError(
+            "the dashboard needs optuna-dashboard, which is not installed: pip install -e "
+            "'.[dashboard]' in the checkout (or pip install optuna-dashboard)"
+        ) from None
+
+
 def serve(storage, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve ``storage`` until interrupted (blocks). Raises StudyError when optuna-dashboard is
     missing or the port cannot be bound."""
-    try:
-        from optuna_dashboard import run_server
-    except ImportError:
-        raise StudyError(
-            "the dashboard needs optuna-dashboard: pip install -e '.[dashboard]' in the "
-            "checkout (or pip install optuna-dashboard)"
-        ) from None
+    require()
+    from optuna_dashboard import run_server
+
     try:
         run_server(storage, host=host, port=port)
     except OSError as error:

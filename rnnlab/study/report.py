@@ -3,15 +3,22 @@
 ::
 
     boxplot.png       test metric per cell, all trials and the best 10% (by validation), one
-                      row per task, the vanilla LSTM highlighted (Greff et al. 2016, Fig. 3)
+                      row per task, n under each box, the vanilla LSTM highlighted (Greff et
+                      al. 2016, Fig. 3), and a caption saying what each variant changes
     welch.csv         each variant vs vanilla: means, difference, Welch's t and p, significant
-    importance.json   fANOVA per task and cell (and pooled, "all"): {"main": {...},
-                      "pairwise": {"lr×hidden_size": ...}} as fractions of variance
+    importance.json   fANOVA of the objective per task and cell (and pooled, "all"):
+                      {"objective": "valid nll", "main": {...}, "pairwise":
+                      {"lr×hidden_size": ...}} as fractions of variance
     importance.png    the pooled main effects and interactions per task, each cell as a dot
-    marginal_<task>.png   the forest's marginal prediction of the test metric against each
+    marginal_<task>.png   the forest's marginal prediction of the objective against each
                       hyperparameter, one line per cell, over the trials themselves
     report.md         all of the above with numbers, and the paper's findings beside ours
     study.json        per task and cell: complete / failed / requested trials and statistics
+
+Two numbers per trial: the **objective**, the validation metric (each trial's value, what the
+study optimises and optuna-dashboard plots), and the test metric of the same parameters. The
+box plots and Welch tests compare cells on the test metric, as the paper does; fANOVA and the
+marginal plots explain the objective, so the report's importances and the dashboard's agree.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from rnnlab.study.analysis import (  # noqa: E402
     summarize,
     welch,
 )
-from rnnlab.study.space import PAPER_NAMES, VANILLA  # noqa: E402
+from rnnlab.study.space import PAPER_NAMES, VANILLA, VARIANT_MEANINGS  # noqa: E402
 
 VANILLA_COLOR, VARIANT_COLOR = "#d62728", "#1f77b4"
 LABELS = {
@@ -65,6 +72,30 @@ def _name(cell: str) -> str:
     return PAPER_NAMES.get(cell, cell)
 
 
+def variant_legend(cells) -> str:
+    """What each of ``cells`` is, in the paper's names: "NFG: no forget gate; ..."."""
+    return "; ".join(f"{_name(c).split(' ')[0]}: {VARIANT_MEANINGS[c]}" for c in cells
+                     if c in VARIANT_MEANINGS)
+
+
+def _caption(figure, cells) -> float:
+    """Write the variant legend under the axes; returns the figure fraction it takes."""
+    import textwrap
+
+    text = variant_legend(cells)
+    if not text:
+        return 0.0
+    lines = textwrap.wrap(text, int(14 * figure.get_figwidth()))  # characters of 8 pt a line
+    figure.text(0.01, 0.01, "\n".join(lines), fontsize=8, va="bottom", ha="left")
+    return (0.16 * len(lines) + 0.15) / figure.get_figheight()
+
+
+def _range(values: np.ndarray, digits: int = 2) -> str:
+    """"a to b" over ``values``, or the one value when they all print alike."""
+    low, high = f"{values.min():.{digits}f}", f"{values.max():.{digits}f}"
+    return low if low == high else f"{low} to {high}"
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -75,8 +106,10 @@ def _fmt(value, digits: int = 4) -> str:
 
 # --- plots ---------------------------------------------------------------------------------------
 def plot_boxes(data: dict[str, dict[str, CellTrials]], path: Path) -> Path:
-    """Box plots of the test metric per cell: all trials (left) and the best 10% (right)."""
-    figure, axes = plt.subplots(len(data), 2, figsize=(13, 4.2 * len(data)), squeeze=False)
+    """Box plots of the test metric per cell: all trials (left) and the best 10% (right), the
+    number of trials under each box, what each variant is in a caption."""
+    figure, axes = plt.subplots(len(data), 2, figsize=(13, 4.4 * len(data) + 0.5),
+                                squeeze=False)
     for row, (task, cells) in enumerate(data.items()):
         names = [c for c in cells if cells[c].n]
         metric = next((cells[c].metric for c in names), "metric")
@@ -103,23 +136,29 @@ def plot_boxes(data: dict[str, dict[str, CellTrials]], path: Path) -> Path:
                            label="vanilla median")
                 ax.legend(loc="upper right", fontsize=8)
             ax.set_xticks(range(1, len(names) + 1))
-            ax.set_xticklabels([_name(c) for c in names], rotation=30, ha="right")
+            ax.set_xticklabels([f"{_name(c)}\nn = {len(v)}" for c, v in zip(names, values)],
+                               fontsize=8)
             for label, cell in zip(ax.get_xticklabels(), names):
                 if cell == VANILLA:
                     label.set_color(VANILLA_COLOR)
                     label.set_fontweight("bold")
-            counts = ", ".join(str(len(v)) for v in values)
-            ax.set_title(f"{task}: {title} (n = {counts})", fontsize=10)
+            if max(len(v) for v in values) == 1:  # a "box" of one trial is that trial
+                title += ": one trial per cell (n = 1), no spread to compare"
+            ax.set_title(f"{task}: {title}", fontsize=10)
             ax.set_ylabel(f"test {metric}")
             ax.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
+    bottom = _caption(figure, dict.fromkeys(c for cells in data.values() for c in cells
+                                            if cells[c].n))
+    figure.tight_layout(rect=(0, bottom, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
 
 
-def plot_importance(fanovas: dict[str, dict], path: Path) -> Path:
-    """Per task: bars of the pooled fANOVA fractions (main effects, then pairs), cells as dots."""
+def plot_importance(fanovas: dict[str, dict], path: Path,
+                    objectives: dict[str, str] | None = None) -> Path:
+    """Per task: bars of the pooled fANOVA fractions (main effects, then pairs), cells as dots;
+    ``objectives``: the name of what fANOVA explained, per task (``valid nll``)."""
     figure, axes = plt.subplots(len(fanovas), 1, figsize=(11, 3.8 * len(fanovas)),
                                 squeeze=False)
     for row, (task, by_cell) in enumerate(fanovas.items()):
@@ -143,8 +182,9 @@ def plot_importance(fanovas: dict[str, dict], path: Path) -> Path:
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels(keys, rotation=25, ha="right")
         ax.set_ylabel("fraction of variance")
+        objective = (objectives or {}).get(task, "the objective")
         ax.set_title(f"{task}: fANOVA main effects (green) and pairwise interactions (purple) "
-                     "of the test metric")
+                     f"of {objective}, the study's objective", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     figure.tight_layout()
@@ -154,20 +194,20 @@ def plot_importance(fanovas: dict[str, dict], path: Path) -> Path:
 
 
 def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path: Path) -> Path:
-    """The test metric against each hyperparameter: every trial as a dot, and per cell the
-    forest's marginal prediction (fANOVA ``a_d``)."""
+    """The objective (validation metric) against each hyperparameter: every trial as a dot,
+    and per cell the forest's marginal prediction (fANOVA ``a_d``)."""
     names = list(LABELS)
-    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
     # tab10 without its red, which marks the vanilla LSTM
     palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]
-    metric = next((c.metric for c in cells.values() if c.n), "metric")
+    objective = next((c.objective for c in cells.values() if c.n), "objective")
     for col, hp in enumerate(names):
         ax = axes[0][col]
         for i, (cell, trials) in enumerate(cells.items()):
             if not trials.n:
                 continue
             color = VANILLA_COLOR if cell == VANILLA else palette[i % len(palette)]
-            ax.plot(trials.params[hp], trials.test, ".", color=color, alpha=0.3, markersize=4)
+            ax.plot(trials.params[hp], trials.valid, ".", color=color, alpha=0.3, markersize=4)
             result = by_cell.get(cell)
             if result is not None and result.curves:
                 x, mean, _ = result.curves[hp]
@@ -177,12 +217,14 @@ def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(LABELS[hp])
-        ax.set_ylabel(f"test {metric}")
+        ax.set_ylabel(objective)
         ax.grid(alpha=0.3)
         if col == 0 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    figure.suptitle(f"{task}: marginal prediction per cell (lines) over the trials (dots)")
-    figure.tight_layout()
+    figure.suptitle(f"{task}: {objective} (the study's objective): fANOVA's marginal prediction "
+                    "per cell (lines) over the trials (dots)")
+    bottom = _caption(figure, [c for c in cells if cells[c].n])
+    figure.tight_layout(rect=(0, bottom, 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
@@ -205,14 +247,20 @@ def write_welch(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _direction(row: dict) -> str:
+    return "worse" if row["worse"] else "better" if row["difference"] else "equal"
+
+
 def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: dict) -> list:
     """(topic, the paper's finding, ours) rows for report.md, computed from this study."""
     out = []
     pooled = fan.get("all")
+    objective = next((c.objective for c in cells.values() if c.n), "the objective")
     if pooled is not None:
         ranked = sorted(pooled.main.items(), key=lambda kv: -kv[1])
         ours = ", then ".join(f"{k} {v:.0%}" for k, v in ranked)
-        out.append(("importance", PAPER_FINDINGS["importance"], f"{task}: {ours}."))
+        out.append(("importance", PAPER_FINDINGS["importance"],
+                    f"{task}, fANOVA of {objective}: {ours}."))
         total = sum(max(v, 0.0) for v in pooled.pairwise.values())
         top = max(pooled.pairwise.items(), key=lambda kv: kv[1])
         out.append((
@@ -220,18 +268,19 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
             f"{task}: all six pairs together {total:.0%}; largest {top[0]} {top[1]:.0%}.",
         ))
     if rows:
-        worse = sorted(
-            (r for r in rows if r["difference"] is not None),
-            key=lambda r: -(r["difference"] if not cells[VANILLA].higher_is_better
-                           else -r["difference"]),
-        )
+        # the largest in size, better or worse: a study far from convergence may well find
+        # the paper's worst variants ahead of vanilla
+        largest = sorted((r for r in rows if r["difference"] is not None),
+                         key=lambda r: -abs(r["difference"]))
         text = "; ".join(
-            f"{_name(r['cell'])} {r['difference']:+.3g} (p = {_fmt(r['p'], 2)})" for r in worse[:2]
+            f"{_name(r['cell'])} {r['difference']:+.3g} ({_direction(r)}, p = {_fmt(r['p'], 2)})"
+            for r in largest[:2]
         )
         sig = [_name(r["cell"]) for r in rows if r["significant"] and r["worse"]]
         out.append((
             "worst variants", PAPER_FINDINGS["worst"],
-            f"{task}: largest mean differences from vanilla: {text}. Significantly worse "
+            f"{task}: largest mean differences (test {cells[VANILLA].metric}, variant − "
+            f"vanilla) in size: {text}. Significantly worse "
             f"(p < {ALPHA}): {', '.join(sig) or 'none'}.",
         ))
         harmless = []
@@ -252,12 +301,16 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
             f"{task}: significantly better than vanilla: {', '.join(better) or 'none'}.",
         ))
     if task == "jsb" and VANILLA in cells and cells[VANILLA].n:
-        best = cells[VANILLA].test[cells[VANILLA].best()]
-        out.append((
-            "JSB level", PAPER_FINDINGS["jsb_range"],
-            f"jsb: vanilla's best {BEST_FRACTION:.0%} by validation reach a test NLL of "
-            f"{best.min():.2f}-{best.max():.2f} (median {np.median(best):.2f}).",
-        ))
+        vanilla = cells[VANILLA]
+        best = vanilla.test[vanilla.best()]
+        if len(best) == 1:
+            ours = (f"jsb: vanilla's best {BEST_FRACTION:.0%} by validation is one trial "
+                    f"(n = 1 of {vanilla.n}): test NLL {best[0]:.2f}.")
+        else:
+            ours = (f"jsb: vanilla's best {BEST_FRACTION:.0%} by validation (n = {len(best)} of "
+                    f"{vanilla.n}) reach a test NLL of {_range(best)} (median "
+                    f"{np.median(best):.2f}).")
+        out.append(("JSB level", PAPER_FINDINGS["jsb_range"], ours))
     return out
 
 
@@ -277,9 +330,15 @@ def markdown(
         settings = ", ".join(f"{k}={v}" for k, v in space["settings"].items())
         lines += [f"Space: {ranges} (momentum = 1 − one_minus_momentum); seed "
                   f"{space.get('seed')}.", "", f"Fixed settings of every trial: {settings}.", ""]
-    lines += ["Each trial's value is the validation metric of its best validated parameters; "
-              "the plots and tests use the test metric of the same parameters. Every cell sees "
-              "the same hyperparameter draws (trial i of each cell uses the same sample).", ""]
+    objectives = sorted({c.objective for cells in data.values() for c in cells.values() if c.n})
+    lines += [f"The study's objective, each trial's value, is the validation metric "
+              f"({', '.join(objectives)}) of its best validated parameters; fANOVA and the "
+              "marginal plots explain it (as optuna-dashboard's importances do). The box plots "
+              "and Welch tests compare the cells on the test metric of the same parameters. "
+              "Every cell sees the same hyperparameter draws (trial i of each cell uses the "
+              "same sample).", "",
+              "Cells: " + variant_legend(
+                  dict.fromkeys(c for cells in data.values() for c in cells)) + ".", ""]
     for task, cells in data.items():
         metric = next((c.metric for c in cells.values() if c.n), "metric")
         wall = sum(float(c.wall_seconds.sum()) for c in cells.values())
@@ -310,8 +369,9 @@ def markdown(
         if fan:
             params = list(LABELS)
             pairs = list(next(iter(fan.values())).pairwise)
-            lines += ["fANOVA of the test metric (fractions of variance; `all` pools every "
-                      "cell's trials):", "",
+            objective = next((c.objective for c in cells.values() if c.n), "the objective")
+            lines += [f"fANOVA of the objective, {objective} (fractions of variance; `all` "
+                      "pools every cell's trials):", "",
                       "| cell | " + " | ".join(params) + " | pairs total | largest pair |",
                       "|---|" + "---|" * (len(params) + 2)]
             for cell, result in fan.items():
@@ -356,10 +416,13 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
     plot_boxes(data, out / "boxplot.png")
     write_welch([{"task": t, **r} for t, rows in welch_rows.items() for r in rows],
                 out / "welch.csv")
+    objectives = {t: next((c.objective for c in cs.values() if c.n), "objective")
+                  for t, cs in data.items()}
     (out / "importance.json").write_text(json.dumps(
-        {t: {c: r.to_dict() for c, r in by.items()} for t, by in fanovas.items()}, indent=2
+        {t: {c: {"objective": objectives[t], **r.to_dict()} for c, r in by.items()}
+         for t, by in fanovas.items()}, indent=2
     ) + "\n", encoding="utf-8")
-    plot_importance(fanovas, out / "importance.png")
+    plot_importance(fanovas, out / "importance.png", objectives)
     for task, cells_ in data.items():
         plot_marginals(task, cells_, fanovas.get(task, {}), out / f"marginal_{task}.png")
         files.append(f"marginal_{task}.png")

@@ -6,10 +6,12 @@
     run_study(StudyRun(name="greff", tasks=("jsb",), trials=200, workers=4))
 
 Each (task, cell) pair is the Optuna study ``<name>.<task>.<cell>`` on one storage (the journal
-file ``<out>/trials.journal`` by default, or any URL rnnlab.trials.open_storage accepts). Its
-user attributes record the task, the cell and the *fingerprint* of the space (ranges, fixed
-settings, seed); a later run under the same name must have the same fingerprint, so that one
-study never mixes trials from two distributions. The trial count is a target: running again
+file ``<out>/trials.journal`` by default, or any URL rnnlab.trials.open_storage accepts). It is
+created with its objective's name (``valid nll``: the validation metric, what every trial's
+value is) and user attributes that record the task, the cell, the variant, the objective and
+the *fingerprint* of the space (ranges, fixed settings, seed); a later run under the same name
+must have the same fingerprint, so that one study never mixes trials from two distributions,
+and a refused run writes nothing. The trial count is a target: running again
 tops the studies up, keeping what is done; a trial whose worker died is re-run by the trials
 layer (rnnlab.trials: leases), so every study ends with exactly the requested settled trials
 however many processes, on however many machines, work on it at once.
@@ -28,7 +30,14 @@ import time
 from dataclasses import dataclass, field
 
 from rnnlab.study.objective import TrialObjective
-from rnnlab.study.space import GREFF_CELLS, StudySpace, load_space
+from rnnlab.study.space import (
+    GREFF_CELLS,
+    PAPER_NAMES,
+    VANILLA,
+    VARIANT_MEANINGS,
+    StudySpace,
+    load_space,
+)
 
 
 class StudyError(ValueError):
@@ -105,16 +114,21 @@ def _difference(old: dict, new: dict, prefix: str = "") -> str:
 def prepare(run: StudyRun, storage) -> dict[str, str]:
     """Create (or check) every study of ``run``; returns the optimisation direction per task.
 
-    A study that exists with another fingerprint raises StudyError (the name clash).
+    Every existing study is checked before anything is written, so a refused run leaves the
+    storage as it was: a study that exists with another fingerprint or direction raises
+    StudyError (the name clash). A study created here is given its objective's name
+    (``valid <metric>``, what optuna-dashboard shows) and user attributes that say what it is
+    (task, cell, variant, objective, space); an existing one keeps its own.
     """
     import json
 
     import optuna
 
     from rnnlab.train.trainer import make_task
+    from rnnlab.trials import open_study
 
     check_names(run.tasks, run.cells)
-    directions = {}
+    directions, metrics = {}, {}
     for task in run.tasks:
         try:  # every setting must be a valid config override for this task
             config = run.space.trial_config(run.cells[0], task, run.space.lowest())
@@ -122,11 +136,14 @@ def prepare(run: StudyRun, storage) -> dict[str, str]:
             raise StudyError(f"study settings for task {task}: {error}") from None
         metric = make_task(config).metric()
         directions[task] = "maximize" if metric.higher_is_better else "minimize"
+        metrics[task] = metric.primary
     fingerprint = json.loads(json.dumps(run.fingerprint()))  # as stored: plain JSON types
-    for name, task, cell in run.studies():
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction=directions[task], load_if_exists=True
-        )
+    existing = {}
+    for name, task, _ in run.studies():
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
         stored = study.user_attrs.get("space")
         if stored is not None and stored != fingerprint:
             raise StudyError(
@@ -139,13 +156,36 @@ def prepare(run: StudyRun, storage) -> dict[str, str]:
                 f"study {name} exists with direction {study.direction.name.lower()}, but task "
                 f"{task} is to {directions[task]}; pick a new --name"
             )
-        if stored is None:
-            study.set_user_attr("space", fingerprint)
-            study.set_user_attr("task", task)
-            study.set_user_attr("cell", cell)
-            study.set_user_attr("name", run.name)
-        study.set_user_attr("requested", run.trials)
+        existing[name] = study
+    for name, task, cell in run.studies():
+        attrs = study_attrs(run, task, cell, metrics[task], directions[task], fingerprint)
+        if name in existing:
+            study = existing[name]
+            if "space" not in study.user_attrs:  # made outside `rnnlab study run`: adopt it
+                for key, value in attrs.items():
+                    study.set_user_attr(key, value)
+        else:
+            study = open_study(storage, name, direction=directions[task],
+                               metric_name=f"valid {metrics[task]}", attrs=attrs)
+        if study.user_attrs.get("requested") != run.trials:
+            study.set_user_attr("requested", run.trials)
     return directions
+
+
+def study_attrs(run: StudyRun, task: str, cell: str, metric: str, direction: str,
+                fingerprint: dict) -> dict:
+    """The user attributes a new study is created with: enough to read it without the code."""
+    return {
+        "name": run.name,
+        "task": task,
+        "cell": cell,
+        "variant": f"{PAPER_NAMES.get(cell, cell)}: {VARIANT_MEANINGS.get(cell, 'rnnlab cell')}",
+        "vanilla": VANILLA,
+        "objective": f"valid {metric} ({direction}): the task's primary metric on the "
+                     "validation set, at the best validated parameters",
+        "seed": run.seed,
+        "space": fingerprint,
+    }
 
 
 @dataclass

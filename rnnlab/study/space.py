@@ -45,6 +45,20 @@ PAPER_NAMES = {
     "cifg": "CIFG",
     "fgr": "FGR",
 }
+# What each cell changes in the vanilla LSTM (Greff et al. 2016, Section 3), for captions.
+VARIANT_MEANINGS = {
+    "peephole": "the vanilla LSTM, with peepholes",
+    "nig": "no input gate",
+    "nfg": "no forget gate",
+    "nog": "no output gate",
+    "niaf": "no input activation function",
+    "noaf": "no output activation function",
+    "np": "no peepholes",
+    "cifg": "coupled input and forget gate",
+    "fgr": "full gate recurrence",
+}
+
+
 @dataclass(frozen=True)
 class Range:
     """One sampled hyperparameter: ``low``..``high``, log-uniform when ``log``.

@@ -470,15 +470,26 @@ def _build_image(settings: ImageGridSettings, model, input_size: int) -> nn.Modu
 class SpectrogramGridBody(nn.Module):
     """``SpectrogramGridLSTM`` over ``(T, B, F)`` features: ``(T, B, bands · D)``, the outputs
     of every frequency band at each frame, concatenated. From the top corners the output at
-    frame t reads frames up to t only, so padding after a sequence's end does not reach it."""
+    frame t reads frames up to t only, so padding after a sequence's end does not reach it.
 
-    def __init__(self, grid: nn.Module, bands: int):
+    A bottom corner scans time backwards: its scan would start in the padding of a shorter
+    sequence, and a classifier reading the last valid frame would read a scan that has seen one
+    frame. Both are refused (one line each) rather than computed wrong."""
+
+    def __init__(self, grid: nn.Module, bands: int, corners: tuple[str, ...] = ("top_left",)):
         super().__init__()
         self.grid = grid
         self.output_size = bands * grid.output_size
+        self.backward_in_time = tuple(c for c in corners if c.startswith("bottom"))
 
     def forward(self, x: Tensor, state=None, lengths: Tensor | None = None):
-        features = self.grid(x.transpose(0, 1))  # (B, T, bands, D)
+        if self.backward_in_time and lengths is not None and int(lengths.min()) < x.shape[0]:
+            raise ValueError(
+                f"body=grid_spectrogram with corners {', '.join(self.backward_in_time)} scans "
+                "time backwards and would start in the padding of the shorter sequences of this "
+                "batch; use model.corners=top_left or top_right, or batches of equal length"
+            )
+        features = self.grid(x.transpose(0, 1))  # (B, T, bands · D)
         return features.flatten(2).transpose(0, 1), None  # (T, B, bands · D)
 
 
@@ -509,7 +520,7 @@ def _build_spectrogram(settings: SpectrogramGridSettings, model, input_size: int
     except (ValueError, TypeError, KeyError) as error:
         raise _grid_error("grid_spectrogram", error) from None
     bands = (input_size - settings.band_size) // stride + 1
-    return SpectrogramGridBody(grid, bands)
+    return SpectrogramGridBody(grid, bands, options["corners"])
 
 
 def _check_highway(settings: HighwaySettings) -> None:

@@ -99,6 +99,13 @@ class SequenceModel(nn.Module):
             self.input = nn.Linear(input_space.size, width)
         self.body = bodies.build(config, width)
         self.bidirectional = getattr(self.body, "bidirectional", False)
+        backward = getattr(self.body, "backward_in_time", ())
+        if backward and self.classifies and not self.per_sequence:
+            raise bodies.BodyError(
+                f"a classifier reads the last frame, where a scan from {', '.join(backward)} "
+                f"(backwards in time) has seen one frame; with body={config.body} use "
+                "model.corners=top_left or top_right"
+            )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.body.output_size, output_space.size)
         if config.init_all is not None:  # one scheme over every parameter (Zaremba 2014)

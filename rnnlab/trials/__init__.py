@@ -12,6 +12,7 @@ depend on which worker ran what. See docs/trials.md.
 
 from rnnlab.trials.pool import (
     SeededSampler,
+    open_study,
     run_trials,
     run_workers,
     settled,
@@ -26,6 +27,7 @@ __all__ = [
     "StorageError",
     "describe_storage",
     "open_storage",
+    "open_study",
     "run_trials",
     "run_workers",
     "settled",

@@ -34,6 +34,7 @@ import hashlib
 import multiprocessing
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -174,6 +175,40 @@ def _surplus(trials: list[FrozenTrial], mine: FrozenTrial, n_trials: int, lease:
     return len(before) >= n_trials or any(trial_index(t) == index for t in before)
 
 
+def open_study(
+    storage,
+    study_name: str,
+    *,
+    direction: str = "minimize",
+    sampler: optuna.samplers.BaseSampler | None = None,
+    metric_name: str | None = None,
+    attrs: dict | None = None,
+) -> optuna.Study:
+    """The study ``study_name``, created (``direction``) if it does not exist yet.
+
+    An existing study is loaded, not re-created: Optuna's ``create_study(load_if_exists=True)``
+    appends a create record to a journal file on every call, even for a study that exists.
+    Only a study created here is given ``metric_name``, the name of its objective (what
+    optuna-dashboard labels the value with, instead of "Objective 0"), and the user attributes
+    ``attrs`` (what a reader of the storage needs to know what the study is).
+    """
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+    except KeyError:
+        pass
+    # two workers may both get here: create_study then loads the other's study, and both write
+    # the same names and attributes
+    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
+                                sampler=sampler, load_if_exists=True)
+    if metric_name is not None:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric_name])
+    for key, value in (attrs or {}).items():
+        study.set_user_attr(key, value)
+    return study
+
+
 def _best(study: optuna.Study) -> float | None:
     try:
         return study.best_value
@@ -193,21 +228,22 @@ def run_trials(
     progress: Callable[[int, int, float | None], None] | None = None,
     stop_when: Callable[[], bool] | None = None,
     poll_seconds: float | None = None,
+    metric_name: str | None = None,
+    study_attrs: dict | None = None,
 ) -> int:
     """Work on ``study_name`` until ``n_trials`` of its trials are settled; see the module doc.
 
     ``objective(trial) -> float`` reads ``trial.user_attrs["index"]`` and ``["seed"]``.
-    Returns the number of trials this process completed.
+    ``metric_name`` and ``study_attrs`` are given to the study if this call creates it
+    (:func:`open_study`). Returns the number of trials this process completed.
     """
     if n_trials < 0:
         raise ValueError(f"n_trials must be >= 0, got {n_trials}")
     if lease_seconds <= 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
     poll = poll_seconds if poll_seconds is not None else min(5.0, lease_seconds / 4)
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=direction,
-        sampler=SeededSampler(seed), load_if_exists=True,
-    )
+    study = open_study(storage, study_name, direction=direction, sampler=SeededSampler(seed),
+                       metric_name=metric_name, attrs=study_attrs)
     # the study's own storage object (Optuna wraps an RDBStorage in a cache): every read and
     # write below goes through it, so this worker never sees its own writes out of date
     store = study._storage

@@ -2,8 +2,10 @@
 
 Every case — a bad option or value, a bad corpus file, a damaged checkpoint, a damaged or
 missing run directory — must end with a non-zero exit status and exactly one line on stderr,
-without a traceback, and must leave every file of an existing run as it was. ``main`` runs
-in-process, so the few hundred cases take seconds.
+without a traceback, and must leave every file of an existing run as it was. The same holds for
+the storages of ``rnnlab study`` and ``rnnlab search``: a refused command (a name reused with
+other settings, a bad option) leaves every byte of the study's and the search's journal file
+as it was. ``main`` runs in-process, so the few hundred cases take seconds.
 """
 
 from __future__ import annotations
@@ -299,3 +301,86 @@ def test_malformed_input_gives_one_line_and_changes_no_run(case, finished, tmp_p
     assert hashes(finished) == before
     assert not (tmp_path / "new").exists(), f"{case}: left a run directory behind"
 
+
+
+# --- the storages: a refused `study` / `search` command writes nothing -----------------------
+STUDY = ["study", "run", "--task", "memorize", "--trial-seconds", "none", "--cells", "cifg",
+         "--trials", "1", "--workers", "1", "--no-report", "--quiet"]
+for _key, _value in (("task.length", 3), ("task.symbols", 4), ("task.valid_size", 16),
+                     ("task.test_size", 16), ("task.batch_size", 4), ("task.eval_batch_size", 16),
+                     ("train.steps_per_epoch", 3), ("train.epochs", 1)):
+    STUDY += ["--set", f"{_key}={_value}"]
+SEARCH = ["search", "run", "--steps=2", "--quiet", "--tasks=arithmetic", "--hidden=8",
+          "--batch-size=8", "--train-steps=4", "--eval-batches=1", "--filter-steps=4",
+          "--filter-threshold=0"]
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished tiny study and a finished tiny search (folders with their journal files)."""
+    root = tmp_path_factory.mktemp("storages")
+    study, search = root / "study", root / "search"
+    assert main([*STUDY, "--dir", str(study)]) == 0
+    assert main([*SEARCH, f"--dir={search}"]) == 0
+    assert (study / "trials.journal").is_file() and (search / "trials.journal").is_file()
+    return study, search
+
+
+def storage_cases():
+    def study(*extra):
+        return lambda study_dir, search_dir, tmp: [*STUDY, "--dir", str(study_dir), *extra]
+
+    def search(*extra):
+        return lambda study_dir, search_dir, tmp: [*SEARCH, f"--dir={search_dir}", *extra]
+
+    def where(command, *extra):
+        return lambda study_dir, search_dir, tmp: [
+            *command, "--dir", str(study_dir if command[0] == "study" else search_dir), *extra]
+
+    yield "study run other settings", study("--set", "train.steps_per_epoch=4")
+    yield "study run other seed", study("--seed", "1")
+    yield "study run other epochs", study("--epochs", "2")
+    yield "study run new cell and other settings", study("--cells", "peephole,cifg",
+                                                         "--set", "train.steps_per_epoch=4")
+    yield "study run sampled field", study("--set", "train.lr=0.5")
+    yield "study run unknown cell", study("--cells", "cifg,nope")
+    yield "study run trials -1", study("--trials", "-1")
+    yield "study run missing config", lambda a, b, tmp: [
+        *STUDY, "--dir", str(a), "--config", str(tmp / "none.json")]
+    yield "study report other name", where(["study", "report", "--name", "other"])
+    yield "study dashboard port 0", where(["study", "dashboard", "--port", "0"])
+    yield "search run other hidden", search("--hidden=9")
+    yield "search run other settings", search("--settings=2")
+    yield "search run other seed", search("--seed=1")
+    yield "search run other tasks", search("--tasks=arithmetic,memorize")
+    yield "search run other filter", search("--filter-steps=5")
+    yield "search run steps 0", search("--steps=0")
+    yield "search top -n 0", where(["search", "top", "-n", "0"])
+    yield "search export unknown", lambda a, b, tmp: [
+        "search", "export", "zzzz", f"--dir={b}", "--out", str(tmp / "x.json")]
+    yield "search report workers 0", where(["search", "report", "--workers", "0"])
+
+
+STORAGE_CASES = dict(storage_cases())
+
+
+@pytest.mark.parametrize("case", STORAGE_CASES)
+def test_refused_study_and_search_commands_change_no_storage(case, stored, tmp_path, capsys,
+                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNNLAB_DATA", str(tmp_path / "no-data"))
+    monkeypatch.delenv("RNNLAB_DEBUG", raising=False)
+    study, search = stored
+    argv = STORAGE_CASES[case](study, search, tmp_path)
+    before = {"study": hashes(study), "search": hashes(search)}
+    capsys.readouterr()
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status not in (0, None), f"{case}: accepted"
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{case}: {err!r}"
+    assert {"study": hashes(study), "search": hashes(search)} == before, f"{case}: {err!r}"

@@ -77,10 +77,32 @@ def test_search_runs_resumes_without_repeats_and_lists(tmp_path):
     assert archs[0].hash in text and "fitness" in text and "h'" in text
 
 
-def test_resume_with_other_options_is_refused(tmp_path):
+def test_resume_with_other_options_is_refused_and_writes_nothing(tmp_path):
     run(config(tmp_path, steps=2))
-    with pytest.raises(SearchError, match="budget.hidden=8"):
-        run(config(tmp_path, steps=3, budget=Budget(**{**TINY.to_dict(), "hidden": 9})))
+    journal = tmp_path / "trials.journal"
+    before = journal.read_bytes()
+    for _ in range(2):
+        with pytest.raises(SearchError, match="budget.hidden=8"):
+            run(config(tmp_path, steps=3, budget=Budget(**{**TINY.to_dict(), "hidden": 9})))
+        assert journal.read_bytes() == before  # no create record, no steps attribute
+
+
+def test_a_search_names_its_objectives_and_top_marks_the_seeds(tmp_path):
+    c = config(tmp_path, steps=2)  # the two seeds, nothing found yet
+    run(c)
+    storage = open_storage(c.storage, c.folder)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.metric_names == ["fitness"]  # optuna-dashboard's label, not "Objective 0"
+    attrs = study.user_attrs
+    assert attrs["tasks"] == ["arithmetic"] and attrs["seeds"] == ["gru", "lstm"]
+    assert attrs["baseline"] == "gru" and attrs["objective"].startswith("fitness = min over")
+    assert attrs["search"]["budget"]["hidden"] == 8 and attrs["steps"] == 2
+    baseline = optuna.load_study(study_name="s.baselines", storage=storage)
+    assert baseline.metric_names == ["GRU best valid accuracy"]
+    assert baseline.user_attrs["cell"] == "gru" and baseline.user_attrs["search"] == "s"
+    text = top(c, n=5)
+    assert "(seed: gru)" in text and "(seed: lstm)" in text
+    assert "no cell found yet besides the seeds" in text
 
 
 def test_two_workers_settle_exactly_the_asked_count(tmp_path):
@@ -162,6 +184,10 @@ def test_cli_run_top_export_train_report(tmp_path, capsys):
                   "candidates/hour", "fell back"):
         assert label in text
     assert (tmp_path / "rep" / "fitness.png").stat().st_size > 0
+    references = optuna.load_study(study_name="search.references",
+                                   storage=open_storage(None, tmp_path))
+    assert references.metric_names == ["fitness"]
+    assert references.user_attrs["cells"] == ["LSTM", "LSTM-b", "GRU", "MUT1", "MUT2", "MUT3"]
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -187,3 +213,15 @@ def test_train_with_a_bad_cell_file_is_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "not valid JSON" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("action", ["run", "top", "export", "report"])
+def test_help_gives_each_default_once_and_in_words(action, capsys):
+    with pytest.raises(SystemExit):
+        main(["search", action, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default:" not in out  # no second, raw default after the one in words
+    assert "[default: search]" in out and "[default: searches/NAME]" in out
+    if action == "run":
+        assert "[default: small 24, paper 10000]" in out and "None" not in out
+        assert "$RNNLAB_DATA/ptb/" in out  # the default tasks need the PTB files

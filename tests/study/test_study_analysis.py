@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import optuna
@@ -11,7 +12,8 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from scipy.stats import ttest_ind
 
-from rnnlab.study.analysis import StudyNotFound, importance, load, summarize, welch
+from rnnlab.study import report
+from rnnlab.study.analysis import CellTrials, StudyNotFound, importance, load, summarize, welch
 from rnnlab.study.report import write_report
 from rnnlab.study.space import load_space
 
@@ -19,8 +21,9 @@ OFFSETS = {"peephole": 0.0, "nfg": 3.0, "cifg": 0.05}  # nfg clearly worse, cifg
 N = 30
 
 
-def _storage_with_trials():
-    """A study of three cells whose test metric is a known function of lr and hidden size."""
+def _storage_with_trials(n=N, valid=None):
+    """A study of three cells whose test metric is a known function of lr and hidden size;
+    ``valid(test, params)``: the validation metric, the trial's value (default test - 0.1)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.InMemoryStorage()
     space = load_space(None)
@@ -36,20 +39,21 @@ def _storage_with_trials():
     for cell, offset in OFFSETS.items():
         study = optuna.create_study(storage=storage, study_name=f"s.jsb.{cell}")
         for key, value in (("space", fingerprint), ("task", "jsb"), ("cell", cell),
-                           ("requested", N)):
+                           ("requested", n)):
             study.set_user_attr(key, value)
         tests = []
-        for i in range(N):
+        for i in range(n):
             lr = float(np.exp(rng.uniform(np.log(1e-6), np.log(1e-2))))
             hidden = int(np.exp(rng.uniform(np.log(20), np.log(200))))
             test = 8 + 2 * abs(np.log10(lr) + 2) + 100 / hidden + offset + rng.normal(0, 0.1)
             tests.append(test)
+            params = {"hidden_size": hidden, "lr": lr,
+                      "one_minus_momentum": float(rng.uniform(0.01, 1)),
+                      "input_noise": float(rng.uniform(0, 1))}
+            value = test - 0.1 if valid is None else valid(test, params)
             study.add_trial(optuna.trial.create_trial(
-                params={"hidden_size": hidden, "lr": lr,
-                        "one_minus_momentum": float(rng.uniform(0.01, 1)),
-                        "input_noise": float(rng.uniform(0, 1))},
-                distributions=distributions, value=test - 0.1,
-                user_attrs={"valid": test - 0.1, "test": test, "metric": "nll",
+                params=params, distributions=distributions, value=value,
+                user_attrs={"valid": value, "test": test, "metric": "nll",
                             "higher_is_better": False, "parameters": 1000 * hidden,
                             "epochs": 3.0, "wall_seconds": 2.0, "index": i},
             ))
@@ -114,3 +118,53 @@ def test_missing_study_is_a_clear_error():
     storage, _ = _storage_with_trials()
     with pytest.raises(StudyNotFound, match="rnnlab study run --name other"):
         load(storage, "other")
+
+
+def test_importance_explains_the_objective_the_dashboard_shows(tmp_path):
+    # the validation metric (each trial's value) follows the input noise, the test metric the
+    # learning rate: fANOVA explains the objective, as optuna-dashboard's importances do
+    storage, _ = _storage_with_trials(valid=lambda test, p: 10 + 5 * p["input_noise"])
+    main = importance(load(storage, "s")["jsb"], n_trees=16)["all"].main
+    assert max(main, key=main.get) == "input_noise" and main["input_noise"] > 0.8
+    path, _ = write_report(storage, "s", tmp_path, n_trees=8)
+    saved = json.loads((tmp_path / "importance.json").read_text())
+    assert saved["jsb"]["all"]["objective"] == "valid nll"
+    assert saved["jsb"]["all"]["main"]["input_noise"] > 0.8
+    text = path.read_text()
+    assert "fANOVA of the objective, valid nll" in text
+    assert "fANOVA of valid nll: input_noise" in text  # the findings name it too
+
+
+def test_findings_list_the_largest_differences_in_size():
+    vanilla = CellTrials(study="s.t.peephole", task="t", cell="peephole", metric="nll")
+    rows = [{"cell": cell, "difference": diff, "p": 0.3, "significant": False, "worse": diff > 0}
+            for cell, diff in (("nfg", -4.64), ("noaf", -5.29), ("cifg", 0.5))]
+    findings = {topic: ours for topic, _, ours in report._findings("t", {"peephole": vanilla},
+                                                                    rows, {})}
+    text = findings["worst variants"]
+    assert "in size: NOAF -5.29 (better, p = 0.3); NFG -4.64 (better, p = 0.3)." in text, text
+    assert "CIFG" not in text
+
+
+def test_a_single_best_trial_is_one_value_and_the_plots_say_n_and_the_variants(
+    tmp_path, monkeypatch
+):
+    storage, _ = _storage_with_trials(n=5)  # the best 10% of 5 trials is one trial
+    figures = []
+    monkeypatch.setattr(report.plt, "close", figures.append)  # keep the figures to read
+    path, _ = write_report(storage, "s", tmp_path, n_trees=4)
+    text = path.read_text()
+    assert re.search(r"(\d+\.\d+)-\1", text) is None  # no "11.49-11.49"
+    assert "is one trial (n = 1 of 5): test NLL" in text
+    assert "NFG: no forget gate" in text and "CIFG: coupled input and forget gate" in text
+    boxes, importances, marginals = figures
+    caption = " ".join(t.get_text() for t in boxes.texts)
+    assert "NFG: no forget gate" in caption and "CIFG: coupled input and forget gate" in caption
+    best = boxes.axes[1]
+    assert [t.get_text() for t in best.get_xticklabels()] == [
+        "V (vanilla)\nn = 1", "NFG\nn = 1", "CIFG\nn = 1"]
+    assert "one trial per cell (n = 1)" in best.get_title()
+    assert [t.get_text() for t in boxes.axes[0].get_xticklabels()][1] == "NFG\nn = 5"
+    assert "valid nll" in importances.axes[0].get_title()
+    assert "NFG: no forget gate" in " ".join(t.get_text() for t in marginals.texts)
+    assert marginals.axes[0].get_ylabel() == "valid nll"

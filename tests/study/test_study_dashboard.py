@@ -57,7 +57,14 @@ def test_dashboard_serves_the_page_and_the_trials(tmp_path):
         status, page = _get(f"{base}/dashboard")
         assert status == 200 and b"<html" in page.lower()
         status, body = _get(f"{base}/api/studies/{studies[0]['study_id']}")
-        trials = json.loads(body)["trials"]
+        detail = json.loads(body)
+        # the dashboard labels the value with the objective's name, not "Objective 0", and
+        # shows what the study is
+        assert detail["objective_names"] == ["valid accuracy"]
+        study_attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
+        assert study_attrs["task"] == "memorize" and study_attrs["cell"] == "cifg"
+        assert "coupled input and forget gate" in study_attrs["variant"]
+        trials = detail["trials"]
         assert len(trials) == 2 and all(t["state"] == "Complete" for t in trials)
         attrs = {a["key"] for a in trials[0]["user_attrs"]}
         assert {"valid", "test", "parameters", "epochs", "wall_seconds"} <= attrs
@@ -68,3 +75,17 @@ def test_dashboard_serves_the_page_and_the_trials(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_without_optuna_dashboard_it_says_how_to_install_before_claiming_to_serve(
+    tmp_path, capsys, monkeypatch
+):
+    assert main(["study", "run", *tiny_args(), "--cells", "cifg", "--trials", "0",
+                 "--workers", "1", "--dir", str(tmp_path), "--no-report", "--quiet"]) == 0
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import fails as if missing
+    capsys.readouterr()
+    assert main(["study", "dashboard", "--dir", str(tmp_path), "--port", str(_free_port())]) == 1
+    out, err = capsys.readouterr()
+    assert "serving" not in out and "Ctrl-C" not in out, out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "pip install -e '.[dashboard]'" in lines[0], err

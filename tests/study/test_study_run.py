@@ -165,3 +165,55 @@ def test_report_of_an_empty_study_is_one_line(tmp_path, capsys):
     assert main(["study", "report", "--dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no complete trial" in err
+
+
+def test_a_new_study_names_its_objective_and_says_what_it_is(tmp_path):
+    # what optuna-dashboard (or anyone reading the storage) sees: the value's name, not
+    # "Objective 0", and the task, cell and objective without reading rnnlab's code
+    storage = _run(tmp_path, trials=1, workers=1, cells=("nfg",))
+    study = optuna.load_study(study_name="t.memorize.nfg", storage=storage)
+    assert study.metric_names == ["valid accuracy"]  # memorize's primary metric, on valid
+    assert study.direction.name == "MAXIMIZE"
+    (trial,) = _check_exact(storage, "t.memorize.nfg", 1)
+    assert trial.value == trial.user_attrs["valid"]  # the named objective is the value
+    attrs = study.user_attrs
+    assert attrs["task"] == "memorize" and attrs["cell"] == "nfg" and attrs["name"] == "t"
+    assert attrs["variant"] == "NFG: no forget gate" and attrs["vanilla"] == "peephole"
+    assert attrs["objective"].startswith("valid accuracy (maximize)")
+    assert attrs["seed"] == 0 and attrs["space"]["settings"]["train.steps_per_epoch"] == 3
+    assert attrs["requested"] == 1
+
+
+def _journal_bytes(folder):
+    return (Path(folder) / "trials.journal").read_bytes()
+
+
+def test_a_refused_run_writes_nothing_to_the_storage(tmp_path):
+    from rnnlab.study import StudyError
+
+    _run(tmp_path, trials=1, workers=1, cells=("peephole",))
+    before = _journal_bytes(tmp_path)
+    # cifg is new and listed first, peephole exists with other settings: the whole run is
+    # refused before either study is touched (no create record, no attribute)
+    other = StudyRun(name="t", tasks=("memorize",), cells=("cifg", "peephole"), trials=2,
+                     out=str(tmp_path), quiet=True,
+                     space=load_space(None, {**TINY, "train.steps_per_epoch": 4}))
+    for _ in range(2):
+        with pytest.raises(StudyError, match="train.steps_per_epoch: 3 -> 4"):
+            run_study(other)
+        assert _journal_bytes(tmp_path) == before
+    # an accepted run that asks for nothing new does not grow the journal either
+    _run(tmp_path, trials=1, workers=1, cells=("peephole",))
+    assert _journal_bytes(tmp_path) == before
+
+
+@pytest.mark.parametrize("action", ["run", "report", "dashboard"])
+def test_help_gives_each_default_once_and_in_words(action, capsys):
+    with pytest.raises(SystemExit):
+        main(["study", action, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default:" not in out  # no second, raw default after the one in words
+    assert "[default: greff]" in out and "[default: studies/NAME]" in out
+    if action == "run":
+        assert "--no-report do not write the report at the end --quiet" in out  # no "True"
+        assert "[default: 150]" in out and "None" not in out

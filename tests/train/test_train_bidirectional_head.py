@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlab.tasks.base import Classes, Features
+from rnnlab.tasks.base import Binary, Classes, Features
 from rnnlab.train.config import ModelConfig
 from rnnlab.train.model import SequenceModel
 
@@ -126,16 +126,27 @@ def test_a_padded_sequence_is_classified_as_it_is_alone(variant):
         torch.testing.assert_close(logits[b], alone[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: body=grid_spectrogram scanned from a bottom corner (backwards in time) "
-    "is read by the Classes head at the last valid step, where that scan has seen one frame "
-    "and the padding after it; the body ignores lengths",
-)
 @pytest.mark.parametrize("corners", ["bottom_left", "all"])
-def test_a_spectrogram_grid_scanned_backwards_classifies_from_every_frame_and_no_padding(corners):
-    model = classifier(body="grid_spectrogram", band_size=1, corners=corners)
+def test_a_spectrogram_grid_scanned_backwards_is_refused_where_it_would_read_wrong(corners):
+    # A scan from a bottom corner runs backwards in time: a classifier would read it at the
+    # last frame (where it has seen one frame), and on a padded batch it would start in the
+    # padding. Both are refused in one line instead of computed wrong.
+    from rnnlab.train.bodies import BodyError
+
+    with pytest.raises(BodyError, match="top_left or top_right"):
+        classifier(body="grid_spectrogram", band_size=1, corners=corners)
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=HIDDEN, body="grid_spectrogram", band_size=1,
+                         corners=corners)
+    tagger = SequenceModel(Features(2), Binary(4), config, causal=False)
+    x = padded_inputs().float()
+    tagger(x[:, :1], lengths=LENGTHS[:1])  # equal lengths: computed
+    with pytest.raises(ValueError, match="padding of the shorter sequences"):
+        tagger(x, lengths=LENGTHS)
+
+
+def test_a_spectrogram_grid_from_the_top_classifies_from_every_frame_and_no_padding():
+    model = classifier(body="grid_spectrogram", band_size=1, corners="top_left,top_right")
     x = padded_inputs().requires_grad_()
     logits, _ = model(x, lengths=LENGTHS)
     for b, n in enumerate(LENGTHS.tolist()):

@@ -108,6 +108,8 @@ def expected_refusal(task, variant: str) -> bool:
         or (per_sequence and not isinstance(task.output, Classes))
         or (raw and isinstance(task.input, Tokens))
         or (variant in TOKEN_BODIES and not getattr(task, "pairs", False))
+        # a classifier reads the last frame, where a scan backwards in time has seen one frame
+        or (variant == "grid_spectrogram_bottom" and isinstance(task.output, Classes))
     )
 
 
@@ -185,9 +187,10 @@ OTHER = {
 }
 ONE_DIMENSION = {"grid": "time", "grid_image": "rows", "grid_spectrogram": "time",
                  "grid_deep": "depth"}
-# Spaces each body can serve (per-sequence and raw-input bodies need features and labels).
+# Spaces each body can serve (per-sequence and raw-input bodies need features and labels; a
+# spectrogram grid from a bottom corner needs per-frame outputs).
 SPACES = {"grid_image": (tasks.Features(6), Classes(3)),
-          "grid_spectrogram": (tasks.Features(12), Classes(3)),
+          "grid_spectrogram": (tasks.Features(12), tasks.Binary(3)),
           "freq_time": (tasks.Features(12), Classes(3))}
 # Settings that act only together with another: combine needs several corners, the corner of
 # a spectrogram grid matters only with more than one band.

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from rnnlab.trials import (
     open_storage,
+    open_study,
     run_trials,
     run_workers,
     settled,
@@ -176,3 +177,21 @@ def test_sigkilled_worker_trial_is_rerun_with_same_parameters(storage_url):
 def test_failed_worker_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match=r"rnnlab-worker-\d \(exit code 1\)"):
         run_workers(2, run_trials, ("not a storage", "s", 1, None))
+
+
+def test_open_study_names_a_new_study_once_and_leaves_the_journal_alone(tmp_path):
+    path = tmp_path / "trials.journal"
+    storage = open_storage(str(path))
+    study = open_study(storage, "s", direction="maximize", metric_name="valid accuracy",
+                       attrs={"task": "copy"})
+    assert study.metric_names == ["valid accuracy"] and study.user_attrs == {"task": "copy"}
+    run_trials(storage, "s", 1, lambda trial: 1.0, direction="maximize")
+    before = path.read_bytes()
+    # loading an existing study writes nothing, and does not rename or re-describe it
+    again = open_study(storage, "s", direction="maximize", metric_name="other",
+                       attrs={"task": "xml"})
+    assert again.metric_names == ["valid accuracy"] and again.user_attrs == {"task": "copy"}
+    run_trials(storage, "s", 1, lambda trial: 1.0, direction="maximize")  # already settled
+    assert path.read_bytes() == before
+    assert optuna.load_study(study_name="s", storage=open_storage(str(path))).metric_names == [
+        "valid accuracy"]
