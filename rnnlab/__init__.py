@@ -5,10 +5,10 @@
     >>> output, state = rnn(torch.randn(5, 3, 8))     # (T, B, I) -> (T, B, 16)
 """
 
-from . import cells, lang
+from . import cells, lang, serialization
 from .engine import RNN, detach
 from .grid import GridLSTM
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "GridLSTM", "cells", "detach", "lang", "__version__"]
+__all__ = ["RNN", "GridLSTM", "cells", "detach", "lang", "serialization", "__version__"]

@@ -30,6 +30,9 @@ class Cell(nn.Module):
             plain initialisation). Refused for cells without a forget gate.
 
     Shapes: x (B, input_size); every state field (B, hidden_size); output (B, hidden_size).
+
+    ``remove_biases()`` turns the biases (``b``, ``b_*``) into fixed zeros, as a torch module
+    built with ``bias=False`` has none (``rnnlab.RNN(..., bias=False)``).
     """
 
     def __init__(self, graph: Graph, init: str = "uniform", forget_bias: float | None = None):
@@ -79,8 +82,28 @@ class Cell(nn.Module):
                     nn.init.orthogonal_(p)
                 else:
                     nn.init.xavier_uniform_(p)
-            if self.forget_bias is not None:
+            if self.forget_bias is not None and "b_f" in self._parameters:
                 self.b_f.fill_(self.forget_bias)
+
+    def bias_names(self) -> list[str]:
+        """The cell's biases: the vectors named ``b`` or ``b_*`` (parameters or, once removed,
+        fixed zero buffers)."""
+        return [name for name, shape in self.graph.params.items()
+                if len(shape) == 1 and (name == "b" or name.startswith("b_"))]
+
+    @property
+    def biases_removed(self) -> bool:
+        """True once ``remove_biases`` made the biases fixed zeros."""
+        return any(name in self._buffers for name in self.bias_names())
+
+    def remove_biases(self) -> None:
+        """Make every bias a fixed zero: a non-persistent buffer of the same name, so that it
+        leaves ``parameters()`` and the state dict (as torch.nn.LSTM(bias=False) has none) and
+        still follows ``.to()``."""
+        for name in self.bias_names():
+            if name in self._parameters:
+                zeros = torch.zeros_like(self._parameters.pop(name), requires_grad=False)
+                self.register_buffer(name, zeros, persistent=False)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The fused weight matrices the plan reads.
@@ -91,6 +114,7 @@ class Cell(nn.Module):
         stepping one token at a time does not re-assemble the weights each step."""
         params = {k: v for k, v in self._parameters.items() if v is not None}  # own, not
         #                                                       sub-modules' (as recurse=False)
+        params.update(self._buffers)  # removed biases: fixed zeros
         if torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and any(p.requires_grad for p in params.values())):
             return self.program.prepare(params)
@@ -109,6 +133,25 @@ class Cell(nn.Module):
         state = dict(state)
         state.pop("_prepared", None)  # a cache of tensors derived from the parameters
         return state
+
+    def __reduce_ex__(self, protocol):
+        from ..serialization import reduce
+
+        return reduce(self, protocol)
+
+    def _pickle_config(self) -> dict:
+        """What rebuilds this cell, as plain data: its graph as cell JSON, init, forget_bias."""
+        return {"graph": self.graph.to_json(indent=None), "init": self.init,
+                "forget_bias": self.forget_bias, "biases_removed": self.biases_removed}
+
+    @classmethod
+    def _from_config(cls, config: dict) -> Cell:
+        """A cell like the one ``_pickle_config`` described (parameters newly initialised)."""
+        cell = cls(Graph.from_json(config["graph"]), init=config["init"],
+                   forget_bias=config["forget_bias"])
+        if config["biases_removed"]:
+            cell.remove_biases()
+        return cell
 
     def initial_state(self, batch_size: int, device=None, dtype=None):
         """A zero state: every field (batch_size, hidden_size)."""

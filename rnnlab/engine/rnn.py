@@ -34,23 +34,40 @@ class RNN(nn.Module):
         hidden_size: size of every state vector.
         num_layers: stacked layers (default 1).
         bidirectional: run a second cell over the reversed sequence in each layer.
-        batch_first: input and output are (B, T, F) instead of (T, B, F).
+        batch_first: input and output are (B, T, F) instead of (T, B, F); the state keeps its
+            layout (num_layers · D, B, hidden_size), as in torch.
         dropout: dropout probability on the input of each layer after the first.
         skip: skip connections from the input to every layer and every layer to the output.
         dilations: one positive int per layer, the step distance of its recurrence (default all
             1: the ordinary RNN); e.g. ``(1, 2, 4)``. A layer of dilation d carries d state
             slots per direction.
+        bias: False makes the cells' biases (``b``, ``b_*``) fixed zeros, buffers that are
+            neither parameters nor in the state dict, as torch.nn.LSTM(bias=False) has none.
+            Default True.
+        proj_size: torch.nn.LSTM's projection size; only 0 (no projection) exists here.
+        device, dtype: where and in what precision to create the parameters (as torch).
         **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
 
     Shapes:
         input: (T, B, input_size), (B, T, input_size) when batch_first, or a PackedSequence.
-        state: the cell's State NamedTuple, each field (num_layers · D, B, hidden_size) with
-            D = 2 if bidirectional else 1 — for ``lstm`` ``(h, c)``, as torch.nn.LSTM. A bare
-            tensor is accepted for one-field cells (``rnn``, ``gru``, ``mut*``). With
-            dilations, each field is (D · sum(dilations), B, hidden_size): layer l, direction
-            k has the d_l slots starting at D · (d_0 + … + d_{l−1}) + k · d_l.
+        state: for a cell whose state has one field (``rnn``, ``gru``, ``gru_torch``,
+            ``mut*``) a tensor (num_layers · D, B, hidden_size), as torch.nn.GRU's ``h_n``;
+            for cells with more fields the cell's State NamedTuple of such tensors — for
+            ``lstm`` ``(h, c)``, as torch.nn.LSTM. D = 2 if bidirectional else 1. Given
+            states may be the State, a plain tuple or list of the fields, or for one field the
+            tensor. With dilations, each field is (D · sum(dilations), B, hidden_size): layer
+            l, direction k has the d_l slots starting at D · (d_0 + … + d_{l−1}) + k · d_l.
         output: (T, B, D · hidden_size), or (T, B, num_layers · D · hidden_size) with skip;
             a PackedSequence when the input is one.
+
+    Parameters carry the names of the cell's equations (``cells.layer0.W_i``, ``b_f``, …).
+    For the cells torch has (``lstm``, ``gru_torch``, ``rnn``), torch's names read too:
+    ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` (``_reverse`` for the
+    backward direction), ``all_weights`` and ``torch_named_parameters()`` give read-only copies
+    in torch's layout (:class:`rnnlab.engine.interop.TorchLayoutCopy`); rnnlab holds torch's
+    ``b_ih + b_hh`` as one bias, which ``bias_ih`` shows, ``bias_hh`` being zero (GRU: its n
+    rows are ``b_hn``). ``torch_state_dict()`` / ``load_torch_state_dict()`` move weights out
+    and in.
 
     Example::
 
@@ -58,6 +75,10 @@ class RNN(nn.Module):
         >>> output, (h, c) = rnn(torch.randn(5, 3, 10))
         >>> output.shape, h.shape
         (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+        >>> gru = rnnlab.RNN("gru_torch", 10, 20, num_layers=2)
+        >>> output, h_n = gru(torch.randn(5, 3, 10))       # h_n: (2, 3, 20), as torch.nn.GRU
+        >>> h_n[-1].shape                                   # the last layer
+        torch.Size([3, 20])
     """
 
     def __init__(
@@ -71,9 +92,47 @@ class RNN(nn.Module):
         dropout: float = 0.0,
         skip: bool = False,
         dilations: tuple[int, ...] | list[int] | None = None,
+        bias: bool = True,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
         **cell_options,
     ):
         super().__init__()
+        if proj_size != 0:
+            raise ValueError(
+                f"proj_size={proj_size!r}: rnnlab.RNN has no LSTM projections; leave proj_size "
+                "at 0 and project the output with a torch.nn.Linear(hidden_size, proj_size)"
+            )
+        self._configure(input_size, hidden_size, num_layers, bidirectional, batch_first,
+                        dropout, skip, dilations, bias)
+        if not self.bias and cell_options.get("forget_bias") is not None:
+            raise ValueError(
+                "forget_bias sets the initial forget-gate bias, but bias=False makes every bias "
+                "zero; leave one of them out"
+            )
+        D = self.num_directions
+        layers = {}
+        for layer in range(num_layers):
+            size = input_size if layer == 0 else D * hidden_size + (input_size if skip else 0)
+            for suffix in ("", "_reverse")[:D]:
+                layers[f"layer{layer}{suffix}"] = cells.make(cell, size, hidden_size,
+                                                             **cell_options)
+        self._set_cells(layers)
+        if not self.bias:
+            if not self.cells["layer0"].bias_names():
+                raise ValueError(
+                    f"cell {self.cell_name!r} has no biases (parameters b, b_*), so bias=False "
+                    "does not apply; leave it out"
+                )
+            for layer in self.cells.values():
+                layer.remove_biases()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def _configure(self, input_size, hidden_size, num_layers, bidirectional, batch_first,
+                   dropout, skip, dilations, bias) -> None:
+        """Check and set the network's options (everything but the cells)."""
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -87,8 +146,9 @@ class RNN(nn.Module):
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
         self.skip = bool(skip)
+        self.bias = bool(bias)
+        self.proj_size = 0  # as torch.nn.LSTM's attribute; projections do not exist here
         self.num_directions = 2 if bidirectional else 1
-        D = self.num_directions
         if dilations is None:
             dilations = (1,) * num_layers
         dilations = tuple(dilations)
@@ -100,16 +160,24 @@ class RNN(nn.Module):
                 f"{dilations!r}"
             )
         self.dilations = dilations
-        layers = {}
-        for layer in range(num_layers):
-            size = input_size if layer == 0 else D * hidden_size + (input_size if skip else 0)
-            for suffix in ("", "_reverse")[:D]:
-                layers[f"layer{layer}{suffix}"] = cells.make(cell, size, hidden_size,
-                                                             **cell_options)
+
+    def _set_cells(self, layers: dict) -> None:
         self.cells = nn.ModuleDict(layers)
         first = self.cells["layer0"]
         self.cell_name = first.name
         self.State = first.State
+
+    def reset_parameters(self) -> None:
+        """Initialise every cell's parameters again (``init``, ``forget_bias``); with
+        ``bias=False`` the biases stay fixed zeros."""
+        for cell in self.cells.values():
+            cell.reset_parameters()
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do: torch.nn.LSTM packs its weights for cuDNN here, while the rnnlab
+        engine assembles the weights it runs with itself. Kept so that code written for
+        torch.nn.LSTM runs unchanged; returns None as torch's does."""
+        return None
 
     @property
     def output_size(self) -> int:
@@ -138,19 +206,27 @@ class RNN(nn.Module):
                 options.append(f"{name}={value}")
         if any(d != 1 for d in self.dilations):
             options.append(f"dilations={self.dilations}")
+        if not self.bias:
+            options.append("bias=False")
         return ", ".join(options)
 
     def initial_state(self, batch_size: int, device=None, dtype=None):
-        """Zero state: each field (num_layers · D, batch_size, hidden_size) (with dilations:
-        (D · sum(dilations), batch_size, hidden_size))."""
+        """Zero state as ``forward`` takes and returns it: each field (num_layers · D,
+        batch_size, hidden_size) (with dilations: (D · sum(dilations), batch_size,
+        hidden_size)); a tensor for a one-field cell, else the cell's State."""
         ref = next(self.parameters(), None)  # a mutated cell may have no parameters at all
         if ref is not None:
             device = device if device is not None else ref.device
             dtype = dtype if dtype is not None else ref.dtype
         shape = (self.state_slots, batch_size, self.hidden_size)
-        return self.State(*(
+        return self._state_out(tuple(
             torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_fields
         ))
+
+    def _state_out(self, fields: tuple):
+        """The state as the caller gets it: the tensor for one field (as torch.nn.GRU / RNN
+        return ``h_n``), the cell's State for more (as torch.nn.LSTM's ``(h_n, c_n)``)."""
+        return fields[0] if len(fields) == 1 else self.State(*fields)
 
     # ---- input checks ------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,9 +268,12 @@ class RNN(nn.Module):
         if isinstance(state, torch.Tensor) and len(fields) == 1:
             state = (state,)
         if not isinstance(state, (tuple, list)) or len(state) != len(fields):
+            wanted = (f"a tensor (or a tuple of it) for cell {self.cell_name!r}, whose state "
+                      "has one field" if len(fields) == 1 else
+                      f"a {self.State.__name__}{fields} (or a tuple or list) of {len(fields)} "
+                      f"tensors for cell {self.cell_name!r}")
             raise ValueError(
-                f"state must be a {self.State.__name__}{fields} of {len(fields)} tensor(s) "
-                f"for cell {self.cell_name!r}, got {type(state).__name__}"
+                f"state must be {wanted}, got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
             )
         expected = (self.state_slots, batch_size, self.hidden_size)
@@ -206,6 +285,7 @@ class RNN(nn.Module):
                 raise ValueError(
                     f"state field {name!r} must have shape {expected} = ({rows}, batch, "
                     f"hidden_size), got {got}"
+                    + (" (with batch_first too, as in torch)" if self.batch_first else "")
                 )
         return tuple(state)
 
@@ -264,7 +344,7 @@ class RNN(nn.Module):
             new_state = opened.unsort_state(new_state)
         elif self.batch_first:
             output = output.transpose(0, 1)
-        return output, self.State(*new_state)
+        return output, self._state_out(new_state)
 
     # ---- interop -----------------------------------------------------------------------
     @classmethod
@@ -278,8 +358,9 @@ class RNN(nn.Module):
         return from_torch(module, **options)
 
     def load_torch_state_dict(self, state_dict: dict) -> RNN:
-        """Load the weights of a saved torch.nn.LSTM / GRU / RNN ``state_dict()`` into this
-        network (an ``lstm``, ``gru_torch`` or ``rnn`` RNN of the same sizes); returns self."""
+        """Load the weights of a saved torch.nn.LSTM / GRU / RNN ``state_dict()`` (or of
+        ``torch_state_dict()``) into this network (an ``lstm``, ``gru_torch`` or ``rnn`` RNN
+        of the same sizes); returns self."""
         from .interop import TORCH_MODES, from_torch
 
         mode = next((m for m, spec in TORCH_MODES.items() if spec[0] == self.cell_name), None)
@@ -296,7 +377,79 @@ class RNN(nn.Module):
                 f"the state dict is for (input_size, hidden_size, num_layers, bidirectional) = "
                 f"{theirs}, this RNN is {mine}" + (" with skip connections" if self.skip else "")
             )
+        if other.bias != self.bias:
+            raise ValueError(
+                f"the state dict is of a module with bias={other.bias}, this RNN has "
+                f"bias={self.bias}; build it with bias={other.bias}, or use "
+                f"rnnlab.RNN.from_torch(state_dict, mode={mode!r})"
+            )
         self.load_state_dict(other.state_dict())
-        for p, q in zip(self.parameters(), other.parameters()):
-            p.requires_grad_(q.requires_grad)
         return self
+
+    def torch_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under torch's names and in torch's layout, as plain tensors (copies):
+        what ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` of the same sizes has as ``state_dict()``
+        and loads with ``load_state_dict``. Edit it and load it back with
+        ``load_torch_state_dict`` to change the weights in torch's terms."""
+        from .interop import torch_state_dict
+
+        return torch_state_dict(self)
+
+    def torch_named_parameters(self):
+        """``(name, tensor)`` for each parameter torch.nn.LSTM / GRU / RNN of the same sizes
+        has, in torch's order and layout (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
+        ``bias_hh_l0``, …): read-only, differentiable copies (``TorchLayoutCopy``) that refuse
+        in-place writes, since those would change nothing. For an optimizer, use
+        ``parameters()``; the biases are the 1-D parameters ``b``, ``b_*``."""
+        from .interop import torch_names, torch_tensor
+
+        for name in torch_names(self):
+            yield name, torch_tensor(self, name)
+
+    @property
+    def all_weights(self) -> list[list[torch.Tensor]]:
+        """As torch.nn.LSTM's: per layer and direction, ``[weight_ih, weight_hh, bias_ih,
+        bias_hh]`` (no biases with ``bias=False``), read-only copies in torch's layout."""
+        from .interop import torch_names, torch_tensor
+
+        names = torch_names(self)
+        per = 4 if self.bias else 2
+        return [[torch_tensor(self, n) for n in names[k:k + per]]
+                for k in range(0, len(names), per)]
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            from .interop import TORCH_NAME, torch_tensor
+
+            if TORCH_NAME.fullmatch(name) is None:
+                raise
+            return torch_tensor(self, name)
+
+    # ---- pickling ----------------------------------------------------------------------
+    def __reduce_ex__(self, protocol):
+        from ..serialization import reduce
+
+        return reduce(self, protocol)
+
+    def _pickle_config(self) -> dict:
+        """The options that rebuild this network, as plain data (cells as JSON graphs)."""
+        return {
+            "input_size": self.input_size, "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers, "bidirectional": self.bidirectional,
+            "batch_first": self.batch_first, "dropout": self.dropout, "skip": self.skip,
+            "dilations": self.dilations, "bias": self.bias,
+            "cells": {key: cell._pickle_config() for key, cell in self.cells.items()},
+        }
+
+    @classmethod
+    def _from_config(cls, config: dict) -> RNN:
+        """A network like the one ``_pickle_config`` described (parameters not restored)."""
+        config = dict(config)
+        layers = config.pop("cells")
+        net = cls.__new__(cls)
+        nn.Module.__init__(net)
+        net._configure(**config)
+        net._set_cells({key: cells.Cell._from_config(c) for key, c in layers.items()})
+        return net

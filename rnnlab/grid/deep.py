@@ -59,6 +59,18 @@ class DeepGridLSTM(nn.Module):
         self.projection = nn.Linear(input_size, hidden_size, bias=False)  # the paper's I x
         self.block = GridBlock(1, hidden_size, transform, copies=1 if tied else num_layers)
 
+    def __reduce_ex__(self, protocol):
+        from rnnlab.serialization import reduce  # rebuilt from options and tensors
+
+        return reduce(self, protocol)
+
+    def _pickle_config(self) -> dict:
+        from rnnlab.serialization import transform_data
+
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "tied": self.tied,
+                "transform": transform_data(self.block.transforms[0])}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.input_size:
             raise ValueError(

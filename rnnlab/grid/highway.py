@@ -65,6 +65,7 @@ class HighwayNetwork(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.output_size = hidden_size
         self.activation = activation
+        self.transform_bias = transform_bias
         self.projection = nn.Linear(input_size, hidden_size, bias=False)  # I x, as the 1-D grid
         # one GEMM per layer for both H and T: rows [H; T]
         self.layers = nn.ModuleList(nn.Linear(hidden_size, 2 * hidden_size)
@@ -72,6 +73,16 @@ class HighwayNetwork(nn.Module):
         with torch.no_grad():
             for layer in self.layers:
                 layer.bias[hidden_size:] = transform_bias
+
+    def __reduce_ex__(self, protocol):
+        from rnnlab.serialization import reduce  # rebuilt from options and tensors
+
+        return reduce(self, protocol)
+
+    def _pickle_config(self) -> dict:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "activation": self.activation,
+                "transform_bias": self.transform_bias}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.input_size:

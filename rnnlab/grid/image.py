@@ -64,6 +64,12 @@ class ImageGridLSTM(GridLSTMNd):
         )
         self.corners = corners
 
+    def _pickle_config(self) -> dict:
+        config = super()._pickle_config()
+        del config["num_axes"], config["scans"]
+        config["corners"] = tuple(self.corners)
+        return config
+
 
 class SpectrogramGridLSTM(ImageGridLSTM):
     r"""3-D Grid LSTM over spectrograms: time × frequency bands × depth.
@@ -99,6 +105,12 @@ class SpectrogramGridLSTM(ImageGridLSTM):
         self.band_stride = band_size if band_stride is None else band_stride
         if self.band_stride < 1:
             raise ValueError(f"band_stride must be positive, got {self.band_stride}")
+
+    def _pickle_config(self) -> dict:
+        config = super()._pickle_config()
+        config["band_size"] = config.pop("input_size")
+        config["band_stride"] = self.band_stride
+        return config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] < self.band_size:

@@ -97,6 +97,21 @@ class GridLSTMNd(nn.Module):
             for _ in scans
         )
 
+    def __reduce_ex__(self, protocol):
+        from rnnlab.serialization import reduce  # rebuilt from options and tensors
+
+        return reduce(self, protocol)
+
+    def _pickle_config(self) -> dict:
+        from rnnlab.serialization import transform_data
+
+        block = self.grids[0].block
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "num_axes": self.num_axes, "tied": self.tied,
+                "transforms": tuple(transform_data(t) for t in block.transforms),
+                "priority": block.priority, "scans": self.scans, "combine": self.combine,
+                "schedule": self.schedule}
+
     @property
     def schedule(self) -> str:
         return self.grids[0].schedule

@@ -117,6 +117,21 @@ class GridLSTM(nn.Module):
     def schedule(self, name: str) -> None:
         self.scan.schedule = name
 
+    def __reduce_ex__(self, protocol):
+        from rnnlab.serialization import reduce  # rebuilt from options and tensors
+
+        return reduce(self, protocol)
+
+    def _pickle_config(self) -> dict:
+        from rnnlab.serialization import transform_data
+
+        time, depth = self.block.transforms
+        priority = {(): None, (0,): "time", (1,): "depth"}[self.block.priority]
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "tied": self.tied, "batch_first": self.batch_first,
+                "time_transform": transform_data(time), "depth_transform": transform_data(depth),
+                "priority": priority, "schedule": self.schedule}
+
     def initial_state(self, batch_size: int) -> State:
         """Zeros: ``State(h, m)``, each (num_layers, batch_size, hidden_size)."""
         weight = self.scan.projection.weight

@@ -40,6 +40,11 @@ def _last_step_loss(model, logits: torch.Tensor, batch) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(last, batch.targets[-1].to(last.dtype)).sum(-1)
 
 
+def _fields(state) -> tuple:
+    """The state's tensors: rnnlab.RNN gives a one-field state as the tensor itself."""
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
+
+
 def gradient_flow(model, batch) -> dict[str, list[float]]:
     """``{field: [‖∂C_T/∂s_t‖ / √B for t = 0..T-1]}`` for the top layer of ``model``'s body,
     where ``s_t`` is the state that step ``t + 1`` reads (``s_0`` the zero initial state).
@@ -60,7 +65,8 @@ def gradient_flow(model, batch) -> dict[str, list[float]]:
     steps, size = x.shape[0], x.shape[1]
     # s_0 (zeros) .. s_{T-1}: the states the recurrence reads at steps 1..T
     state = tuple(
-        t.clone().requires_grad_(True) for t in rnn.initial_state(size, x.device, x.dtype)
+        t.clone().requires_grad_(True)
+        for t in _fields(rnn.initial_state(size, x.device, x.dtype))
     )
     states, outputs = [], []
     for t in range(steps):
@@ -68,6 +74,7 @@ def gradient_flow(model, batch) -> dict[str, list[float]]:
             tensor.retain_grad()
         states.append(state)
         output, state = rnn(x[t : t + 1], state)
+        state = _fields(state)
         outputs.append(output)
     output = torch.cat(outputs)  # (T, B, D)
     if model.classifies:

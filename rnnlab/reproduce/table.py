@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import statistics
+import warnings
 from pathlib import Path
 
 from rnnlab.reproduce import entries
@@ -105,7 +106,9 @@ def welch(a: list[float], b: list[float]) -> dict:
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if va + vb == 0:
         return {"p": 1.0 if diff == 0 else 0.0, "diff": diff, "low": diff, "high": diff}
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # nearly identical samples: scipy warns, p is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(stats.t.ppf(0.975, df)) * math.sqrt(va + vb)
     return {"p": p, "diff": diff, "low": diff - half, "high": diff + half}

@@ -13,24 +13,23 @@ from __future__ import annotations
 from rnnlab.study.runner import StudyError
 
 
-def require() -> None:
-    """Raise StudyError (with the install command) when optuna-dashboard cannot be imported;
-    ``rnnlab study dashboard`` asks before it says it is serving."""
+def require():
+    """optuna-dashboard's ``run_server``; raises StudyError (with the install command) when the
+    package cannot be imported. ``rnnlab study dashboard`` asks before it says it is serving."""
     try:
-        import optuna_dashboard  # noqa: F401
+        from optuna_dashboard import run_server
     except ImportError:
         raise StudyError(
             "the dashboard needs optuna-dashboard, which is not installed: pip install -e "
             "'.[dashboard]' in the checkout (or pip install optuna-dashboard)"
         ) from None
+    return run_server
 
 
 def serve(storage, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve ``storage`` until interrupted (blocks). Raises StudyError when optuna-dashboard is
     missing or the port cannot be bound."""
-    require()
-    from optuna_dashboard import run_server
-
+    run_server = require()
     try:
         run_server(storage, host=host, port=port)
     except OSError as error:

@@ -185,14 +185,13 @@ def test_gradcheck_float64(name):
     torch.manual_seed(1)
     rnn = rnnlab.RNN(name, 3, 3).double()
     x = torch.randn(3, 2, 3, dtype=torch.double, requires_grad=True)
-    state = rnn.initial_state(2)
-    state = rnn.State(*(torch.randn_like(s, requires_grad=True) for s in state))
+    state = tuple(torch.randn(1, 2, 3, dtype=torch.double, requires_grad=True)
+                  for _ in rnn.state_fields)
     params = list(rnn.parameters())
 
     def run(x, *rest):
-        s = rnn.State(*rest[: len(state)])
-        out, final = rnn(x, s)
-        return out, *final
+        out, final = rnn(x, rest[: len(state)])
+        return out, *((final,) if isinstance(final, torch.Tensor) else final)  # one field
 
     assert torch.autograd.gradcheck(run, (x, *state), eps=1e-6, atol=1e-5)
     # and with respect to the parameters

@@ -11,6 +11,11 @@ from rnnlab import cells
 ALL = cells.names()
 
 
+def fields(state):
+    """The tensors of an RNN's state: the tensor itself for a one-field cell."""
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
+
+
 def by_hand(cell, x, state):
     """Step a cell over x (T, B, I) in a plain Python loop."""
     outs = []
@@ -30,7 +35,8 @@ def test_engine_equals_stepping_by_hand(name):
     cell = rnn.cells["layer0"]
     ref_out, ref_final = by_hand(cell, x, cell.State(*(s[0] for s in state)))
     torch.testing.assert_close(out, ref_out)
-    for a, b in zip(final, ref_final):
+    assert isinstance(final, torch.Tensor) == (len(rnn.State._fields) == 1)
+    for a, b in zip(fields(final), ref_final, strict=True):
         torch.testing.assert_close(a[0], b)
 
 
@@ -51,9 +57,8 @@ def test_bidirectional_multilayer_equals_manual_composition(name, options):
         layer_in = torch.cat([of, ob.flip(0)], -1)
         finals += [sf, sb]
     torch.testing.assert_close(out, layer_in)
-    for k, field in enumerate(rnn.State._fields):
-        torch.testing.assert_close(getattr(final, field),
-                                   torch.stack([f[k] for f in finals]))
+    for k, field in enumerate(fields(final)):
+        torch.testing.assert_close(field, torch.stack([f[k] for f in finals]))
 
 
 def test_mut1_multilayer_bidirectional_needs_projection():
@@ -80,7 +85,7 @@ def test_packed_equals_each_sequence_alone(name, bidirectional):
         alone, alone_final = rnn(x[:L, b:b + 1], s)
         torch.testing.assert_close(padded[:L, b:b + 1], alone)
         assert torch.all(padded[L:, b] == 0)
-        for a, c in zip(final, alone_final):
+        for a, c in zip(fields(final), fields(alone_final), strict=True):
             torch.testing.assert_close(a[:, b:b + 1], c)
 
 
@@ -106,9 +111,11 @@ def test_batch_first_and_state_carry():
     a, s1 = rnn(x[:, :4])
     b, s2 = rnn(x[:, 4:], s1)
     torch.testing.assert_close(torch.cat([a, b], 1), out)
-    torch.testing.assert_close(s2.h, state.h)
-    # a bare tensor is accepted for a one-field state
-    torch.testing.assert_close(rnn(x[:, 4:], s1.h)[0], b)
+    torch.testing.assert_close(s2, state)  # a one-field state is its tensor, (1, B, H)
+    assert state.shape == (1, 2, 4)
+    # a one-tuple or the State is accepted too
+    torch.testing.assert_close(rnn(x[:, 4:], (s1,))[0], b)
+    torch.testing.assert_close(rnn(x[:, 4:], rnn.State(s1))[0], b)
 
 
 def test_skip_connections():
@@ -167,7 +174,7 @@ def test_from_torch_outputs_and_gradients_match(kind, layers, bidir, batch_first
         torch.testing.assert_close(state.h, state_ref[0])
         torch.testing.assert_close(state.c, state_ref[1])
     else:
-        torch.testing.assert_close(state.h, state_ref)
+        torch.testing.assert_close(state, state_ref)  # a tensor, as torch's h_n
     w = torch.randn_like(out)
     (out_ref * w).sum().backward()
     (out * w).sum().backward()

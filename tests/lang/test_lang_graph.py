@@ -91,7 +91,7 @@ def test_user_cell_in_a_few_lines_runs_everywhere():
         assert "f = σ(W_f x + R_f h + b_f)" in str(cells.make("mgu_test", 3, 5))
         rnn = rnnlab.RNN("mgu_test", 3, 5, num_layers=2, bidirectional=True)
         out, state = rnn(torch.randn(7, 2, 3))
-        assert out.shape == (7, 2, 10) and state.h.shape == (4, 2, 5)
+        assert out.shape == (7, 2, 10) and state.shape == (4, 2, 5)  # one field: a tensor
         assert cells.make("mgu_test", 3, 5, forget_bias=2.0).b_f.eq(2.0).all()
         with pytest.raises(ValueError, match="already registered"):
             cells.register(mgu)

@@ -18,7 +18,7 @@ def test_token_input_is_embedded_and_every_step_gets_a_softmax():
     assert isinstance(m.input, torch.nn.Embedding)
     logits, state = m(torch.randint(0, 11, (5, 3)))
     assert logits.shape == (5, 3, 11)
-    assert state.h.shape == (2, 3, 6)
+    assert state.shape == (2, 3, 6)  # a one-field state is its tensor, as torch.nn.GRU
 
 
 def test_feature_input_is_projected_and_binary_output_is_per_key():
