@@ -288,7 +288,7 @@ def equal_steps(runs, labels: list[str]) -> str:
         curves[label] = (primary, [(r["step"], r.get(primary)) for r in records])
     common = min(max(step for step, _ in points) for _, points in curves.values())
     parts = []
-    for label, (primary, points) in curves.items():
+    for label, (_, points) in curves.items():
         step, value = max((p for p in points if p[0] <= common), key=lambda p: p[0])
         parts.append(f"{label} {value:.4f} (step {step:,})")
     metric = next(iter(curves.values()))[0]
