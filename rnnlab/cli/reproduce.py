@@ -9,13 +9,18 @@
     rnnlab gradflow --grad-norm RUN_DIR ...          gradient norm over training of runs
 
 A gradflow MODEL is a run directory (its last parameters) or ``label:key=value,...`` settings
-of a fresh model (``rnn:model.cell=rnn``); with none, fresh rnn, lstm (forget_bias 0 and 1) and
-gru on ``copy`` with 50 symbols to remember.
+of a fresh model, keys as in ``rnnlab compare`` (``rnn:cell=rnn``, ``big:model.hidden_size=256``);
+with none, fresh rnn, lstm (forget_bias 0 and 1) and gru on ``copy`` with 50 symbols to
+remember.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rnnlab.train.config import ExperimentConfig
 
 COMMANDS = ("reproduce", "gradflow")
 
@@ -87,13 +92,22 @@ def register(commands) -> None:
 
 
 def _settings(parser, items: list[str]) -> dict:
-    """``key=value`` strings -> {section.field: text}; task options as task.options.NAME."""
+    """``key=value`` strings -> {section.field: text}. Keys as in ``rnnlab compare``'s
+    CONFIG: ``section.field``, a shortcut (``cell=lstm``) or a field name only one section has
+    (``hidden_size=64``); ``task.NAME`` for a name that is no task field is a task option."""
+    from rnnlab.train.compare import resolve_key
+    from rnnlab.train.config import ConfigError
+
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
-        if not eq or "." not in key:
-            parser.error(f"a setting must look like section.field=value, got {item!r}")
-        out[key.strip()] = value
+        if not eq:
+            parser.error(f"a setting must look like key=value (section.field=value, cell=lstm), "
+                         f"got {item!r}")
+        try:
+            out[resolve_key(key)] = value
+        except ConfigError as error:
+            parser.error(str(error))
     return out
 
 
@@ -153,7 +167,7 @@ def cmd_reproduce(args, parser, argv) -> int:
 def cmd_gradflow(args, parser) -> int:
     from rnnlab.reproduce import gradflow
     from rnnlab.train.pretrained import load_trained
-    from rnnlab.train.run import CONFIG
+    from rnnlab.train.trainer import build
 
     out = Path(args.out)
     if args.batch < 1:
@@ -164,31 +178,12 @@ def cmd_gradflow(args, parser) -> int:
         path = gradflow.grad_norm_curves([Path(m) for m in args.models], out)
         print(f"written: {path}, {out / 'grad_norm.csv'}")
         return 0
-    common = _settings(parser, args.set)
-    common = {("task.options." + k[5:] if k.startswith("task.") and k[5:] not in
-               ("name", "batch_size", "seq_len") else k): v for k, v in common.items()}
-    models = args.models or [
-        "rnn:model.cell=rnn",
-        "lstm fb=0:model.cell=lstm,model.forget_bias=0",
-        "lstm fb=1:model.cell=lstm,model.forget_bias=1",
-        "gru:model.cell=gru",
-    ]
     results = {}
-    for spec in models:
-        if Path(spec).is_dir() and (Path(spec) / CONFIG).is_file():
-            _, task, model = load_trained(spec, "last")
-            label = Path(spec).name
+    for label, model_of in gradflow_models(args, parser):
+        if isinstance(model_of, Path):
+            _, task, model = load_trained(model_of, "last")
         else:
-            label, colon, body = spec.partition(":")
-            if not colon:
-                parser.error(
-                    f"{spec!r} is neither a run directory nor label:key=value,... settings"
-                )
-            settings = {"task.name": "copy", "task.options.length": "50",
-                        "task.options.symbols": "8", "model.hidden_size": "64"}
-            settings.update(common)
-            settings.update(_settings(parser, [s for s in body.split(",") if s]))
-            task, model = _fresh(parser, settings, args.seed)
+            task, model = build(model_of)  # seeded with --seed
         results[label] = gradflow.gradient_flow(model, gradflow.probe_batch(task, args.batch))
     csv_path, png_path = gradflow.write(results, out, "gradient flow back in time")
     for label, fields in results.items():
@@ -199,16 +194,35 @@ def cmd_gradflow(args, parser) -> int:
     return 0
 
 
-def _fresh(parser, settings: dict, seed: int):
-    from rnnlab.train.config import ConfigError, ExperimentConfig, apply_overrides
-    from rnnlab.train.trainer import build
+# A fresh gradflow MODEL's settings before the user's: a copy task with 50 symbols to remember.
+FRESH = {"task.name": "copy", "task.length": "50", "task.symbols": "8",
+         "model.hidden_size": "64"}
+DEFAULT_MODELS = ["rnn:cell=rnn", "lstm fb=0:cell=lstm,forget_bias=0",
+                  "lstm fb=1:cell=lstm,forget_bias=1", "gru:cell=gru"]
 
-    config = ExperimentConfig()
-    try:
-        apply_overrides(
-            config,
-            [f"{k}={v}" for k, v in settings.items()] + [f"train.seed={seed}"],
-        )
-    except ConfigError as error:
-        parser.error(str(error))
-    return build(config)
+
+def gradflow_models(args, parser) -> list[tuple[str, Path | ExperimentConfig]]:
+    """``(label, run directory or ExperimentConfig)`` of each gradflow MODEL (checked, nothing
+    built): a run directory, or ``label:key=value,...`` settings of a fresh model over
+    :data:`FRESH` and ``--set``; a bad one is a usage error."""
+    from rnnlab.train.config import ConfigError, ExperimentConfig, apply_overrides
+    from rnnlab.train.run import CONFIG
+
+    common = _settings(parser, args.set)
+    out = []
+    for spec in args.models or DEFAULT_MODELS:
+        if Path(spec).is_dir() and (Path(spec) / CONFIG).is_file():
+            out.append((Path(spec).name, Path(spec)))
+            continue
+        label, colon, body = spec.partition(":")
+        if not colon:
+            parser.error(f"{spec!r} is neither a run directory nor label:key=value,... settings")
+        settings = {**FRESH, **common, **_settings(parser, [s for s in body.split(",") if s])}
+        try:
+            config = apply_overrides(ExperimentConfig(), [
+                *(f"{key}={value}" for key, value in settings.items()), f"train.seed={args.seed}"
+            ])
+        except ConfigError as error:
+            parser.error(str(error))
+        out.append((label, config))
+    return out

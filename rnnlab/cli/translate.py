@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from rnnlab.cli.options import add_beam_option, add_which_option, check_beam
+import sys
+
+from rnnlab.cli.options import EXIT_ERROR, add_beam_option, add_which_option, check_beam, fail
 
 NAME = "translate"
 
@@ -11,7 +13,11 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         NAME, help="translate text with a model of a translation task (numbers, parallel)",
         description="Translate each SOURCE with a model trained on a translation task (greedy "
-        "decoding, or beam search with --beam). With --evaluate, score free-running "
+        "decoding, or beam search with --beam): one line each on stdout. A character the model "
+        "never saw is replaced by its lower case when the model saw that; a SOURCE that still "
+        "holds one gets an empty line and an error on stderr (exit status 1), the others are "
+        "translated; a SOURCE outside what the model was trained on (numbers: a number beyond "
+        "the task's range) gets a note on stderr. With --evaluate, score free-running "
         "translations of a split instead: exact match and corpus BLEU (sacrebleu).",
     )
     parser.add_argument("run_dir", help="a run directory made by `rnnlab train`")
@@ -27,18 +33,31 @@ def add_parser(subparsers):
 
 
 def run(args, parser, extra, argv) -> int:
-    from rnnlab.train.decoding import translate, translation_scores
+    from rnnlab.train.decoding import normalise_source, translate, translation_scores
     from rnnlab.train.pretrained import load_trained
 
     check_beam(args, parser)
     if (args.evaluate is None) == (not args.source):
         parser.error("give either SOURCE text to translate or --evaluate SPLIT, not both")
-    _, task, model = load_trained(args.run_dir, args.which)
+    _, task, model = load_trained(args.run_dir, args.which, command=NAME)
     if args.evaluate:
         scores = translation_scores(model, task, args.evaluate, beam=args.beam, limit=args.limit)
         print(f"{args.evaluate}: exact match {scores['exact_match']:.4f}, BLEU "
               f"{scores['bleu']:.2f} over {scores['examples']} examples (beam {args.beam})")
         return 0
-    for line in translate(model, task, args.source, beam=args.beam):
-        print(line)
-    return 0
+    readable = []  # each SOURCE as the model reads it; None: refused
+    for source in args.source:
+        try:
+            readable.append(normalise_source(task, source))
+        except ValueError as error:
+            readable.append(None)
+            fail(NAME, f"{error}; not translated")
+    translations = iter(translate(model, task, [s for s in readable if s is not None],
+                                  beam=args.beam))
+    out_of_domain = getattr(task, "out_of_domain", None)  # numbers knows its range
+    for source in readable:
+        note = out_of_domain(source) if source is not None and out_of_domain else None
+        if note:
+            print(f"rnnlab {NAME}: note: {note}", file=sys.stderr)
+        print("" if source is None else next(translations))
+    return EXIT_ERROR if None in readable else 0

@@ -38,6 +38,7 @@ import torch
 from rnnlab.tasks import register
 from rnnlab.tasks.audio import (
     MELS,
+    N_FFT,
     NAME,
     SAMPLE_RATE,
     frames_of,
@@ -141,6 +142,8 @@ class ConnectedDigits(GeneratedTask):
         self.info.update(
             source=str(source), min_digits=min_digits, max_digits=max_digits, silence=silence,
             snr=snr, split=split,
+            # what transcription needs of the data, kept in the run's task.json (Transcriber)
+            features={"mean": self.data["mean"].tolist(), "std": self.data["std"].tolist()},
         )
 
     @property
@@ -201,11 +204,54 @@ class ConnectedDigits(GeneratedTask):
 
     def transcribe_signal(self, signal: torch.Tensor) -> torch.Tensor:
         """A waveform at 8 kHz ``(N,)`` -> standardised model input ``(T, 1, 40)``."""
-        if signal.numel() < 256:
-            raise ValueError(f"the recording is too short: {signal.numel()} samples, at least "
-                             "256 (32 ms at 8 kHz) are needed")
-        features = frames_of([signal], "logmel")[0]
-        return ((features - self.data["mean"]) / self.data["std"])[:, None]
+        return standardised(signal, self.data["mean"], self.data["std"])
+
+
+def standardised(signal: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A waveform at 8 kHz ``(N,)`` -> its log-mel frames standardised with the train frames'
+    ``mean`` and ``std`` ``(40,)``, as model input ``(T, 1, 40)``."""
+    if signal.numel() < N_FFT:
+        raise ValueError(f"the recording is too short: {signal.numel()} samples, at least "
+                         f"{N_FFT} (32 ms at 8 kHz) are needed")
+    features = frames_of([signal], "logmel")[0]
+    return ((features - mean) / std)[:, None]
+
+
+class Transcriber:
+    """What transcribing needs of ``digits_ctc``, without its recordings: the spaces and labels
+    of the task and the train frames' statistics that standardise a recording's features.
+
+    A run directory keeps the statistics in task.json (``features``: ``mean`` and ``std``, 40
+    numbers each), so ``rnnlab transcribe`` needs no FSDD data (:meth:`from_info`).
+    """
+
+    name = ConnectedDigits.name
+    vocab = ConnectedDigits.vocab
+    causal = ConnectedDigits.causal
+    input = Features(MELS)
+    output = Labels(len(ConnectedDigits.vocab))
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def from_info(cls, info: dict, where: str) -> Transcriber:
+        """From the ``info`` a run's task.json holds (``where`` names that file in errors);
+        raises ValueError when its ``features`` are damaged."""
+        try:
+            mean, std = (torch.tensor(info["features"][key], dtype=torch.float32)
+                         for key in ("mean", "std"))
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            mean = std = None
+        if mean is None or mean.shape != (MELS,) or std.shape != (MELS,) or not \
+                bool(torch.isfinite(torch.cat([mean, std])).all() and (std > 0).all()):
+            raise ValueError(f"{where} is damaged: 'features' must hold a 'mean' and a positive "
+                             f"'std' of {MELS} numbers each")
+        return cls(mean, std)
+
+    def transcribe_signal(self, signal: torch.Tensor) -> torch.Tensor:
+        """A waveform at 8 kHz ``(N,)`` -> standardised model input ``(T, 1, 40)``."""
+        return standardised(signal, self.mean, self.std)
 
 
 def read_wav(path: str | Path) -> torch.Tensor:

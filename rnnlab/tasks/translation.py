@@ -30,6 +30,7 @@ source file translates to line i of the target file), split by a hash of the sou
 
 from __future__ import annotations
 
+import re
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -71,6 +72,35 @@ def alphabet(language: str) -> frozenset[str]:
     for value in range(YEARS[0], YEARS[1] + 1):
         chars.update(words(value, language, "year"))
     return frozenset(chars)
+
+
+CHECKED_VALUES = 100_000  # Numbers.out_of_domain and longest_target write out at most this many
+WORD_BREAK = re.compile(r"[\s,-]+")
+
+
+@lru_cache(maxsize=8)
+def written(language: str, ranges: tuple[tuple[str, int, int], ...]) -> frozenset[str] | None:
+    """Every number of ``ranges`` (``(kind, low, high)``, inclusive) written in ``language``;
+    None when that is more than :data:`CHECKED_VALUES` numbers."""
+    if sum(high - low + 1 for _, low, high in ranges) > CHECKED_VALUES:
+        return None
+    return frozenset(words(value, language, kind) for kind, low, high in ranges
+                     for value in range(low, high + 1))
+
+
+@lru_cache(maxsize=8)
+def source_words(language: str, ranges: tuple[tuple[str, int, int], ...]) -> frozenset[str]:
+    """Every word the numbers of ``ranges`` use in ``language``: number words compose from the
+    words of 0–1,100 and the powers of ten, so those values give them all (a range of at most
+    1,101 numbers, such as the years, is written out whole)."""
+    found: set[str] = set()
+    skeleton = (*range(1101), *(10**k for k in range(3, 19)))
+    for kind, low, high in ranges:
+        values = range(low, high + 1) if high - low <= 1100 else \
+            [v for v in skeleton if low <= v <= high]
+        for value in values:
+            found.update(WORD_BREAK.split(words(value, language, kind)))
+    return frozenset(found)
 
 
 @register("numbers")
@@ -143,6 +173,37 @@ class Numbers(TokenSequenceTask):
     def pair(self, kind: str, value: int) -> tuple[str, str]:
         """(source words, target words) of one number."""
         return words(value, self.source, kind), words(value, self.target, kind)
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """The inclusive range of the numbers of each kind this task draws."""
+        return {kind: YEARS if kind == "year" else (0, self.max_value) for kind in self.kinds}
+
+    def out_of_domain(self, source: str) -> str | None:
+        """Why ``source`` is none of the numbers this task writes in its source language (the
+        only sources a model of it was trained on), or None when it is one of them: ``'one
+        million'`` is outside cardinals 0–9,999, ``'three hundred twelve'`` is not how
+        num2words writes 312. Ranges of more than :data:`CHECKED_VALUES` numbers are checked
+        word by word: only a source using a word none of its numbers uses is reported."""
+        ranges = self.range_key()
+        sentences = written(self.source, ranges)
+        if sentences is not None:
+            inside = source in sentences
+        else:
+            inside = set(WORD_BREAK.split(source)) <= source_words(self.source, ranges)
+        if inside:
+            return None
+        spans = ", ".join(f"{kind}s {low:,}–{high:,}" for kind, low, high in ranges)
+        return (f"{source!r} is none of the numbers the model was trained on ({self.source} "
+                f"{spans}, as num2words writes them); its translation is a guess")
+
+    def longest_target(self) -> int | None:
+        """The length of the longest target this task writes (None: a range of more than
+        :data:`CHECKED_VALUES` numbers, not enumerated)."""
+        targets = written(self.target, self.range_key())
+        return None if targets is None else max(map(len, targets))
+
+    def range_key(self) -> tuple[tuple[str, int, int], ...]:
+        return tuple((kind, low, high) for kind, (low, high) in self.ranges().items())
 
     def generate_split(
         self, rng: np.random.Generator, count: int, split: str
@@ -220,6 +281,11 @@ class ParallelText(TokenSequenceTask):
         self.set_vocab([PAD, SEP, END, *symbols, *sorted(unseen)])
         self.info.update(path=str(Path(path).resolve()), target_path=str(Path(target_path)
                          .resolve()), pairs=len(pairs))
+
+    def longest_target(self) -> int:
+        """The length of the longest target line of the corpus."""
+        return max(len(text) - start for split in self.by_split.values()
+                   for text, start in split) - 1  # without the end mark
 
     def generate(self, rng, count):
         train = self.by_split["train"]

@@ -84,7 +84,7 @@ def resolve_key(key: str) -> str:
         return f"{owners[0]}.{key}"
     if not owners:
         raise ConfigError(
-            f"unknown setting {key!r} in a compare configuration: use section.field "
+            f"unknown setting {key!r} : use section.field "
             f"(e.g. model.hidden_size) or a shortcut ({', '.join(SHORTCUTS)})"
         )
     raise ConfigError(f"setting {key!r} is ambiguous: write one of "

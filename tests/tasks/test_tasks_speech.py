@@ -148,3 +148,21 @@ def test_bad_options_are_one_line(need):
                              (dict(silence=0.0), "silence must be at least 0.05")):
         with pytest.raises(ValueError, match=message):
             tasks.make("digits_ctc", path=str(need("fsdd/recordings.tar.xz")), **options)
+
+
+def test_transcribing_needs_only_the_statistics_the_task_records(digits):
+    import json
+
+    from rnnlab.tasks.speech import Transcriber
+
+    info = json.loads(json.dumps(digits.info))  # as a run's task.json holds it
+    assert len(info["features"]["mean"]) == len(info["features"]["std"]) == 40
+    carried = Transcriber.from_info(info, "task.json")
+    signal, _, _ = digits.utterance(np.random.default_rng(0), "test")
+    assert torch.equal(carried.transcribe_signal(signal), digits.transcribe_signal(signal))
+    assert (carried.input, carried.output, carried.vocab, carried.causal) == \
+        (digits.input, digits.output, digits.vocab, digits.causal)
+    for damaged in ({"mean": [0.0] * 40}, {"mean": [0.0] * 40, "std": [0.0] * 40},
+                    {"mean": [0.0] * 39, "std": [1.0] * 39}, "x"):
+        with pytest.raises(ValueError, match="task.json is damaged: 'features' must hold"):
+            Transcriber.from_info({"features": damaged}, "task.json")

@@ -79,3 +79,32 @@ def test_parallel_files(tmp_path):
         tasks.make("parallel", path=str(source), target_path=str(target))
     with pytest.raises(ValueError, match="needs path=SOURCE_FILE and target_path"):
         tasks.make("parallel", path=str(source))
+
+
+def test_numbers_say_which_sources_lie_outside_what_they_draw(monkeypatch):
+    import rnnlab.tasks.translation as translation
+
+    task = tasks.make("numbers", kinds="cardinal,year", max_value=999, valid_size=4,
+                      test_size=4)
+    assert task.ranges() == {"cardinal": (0, 999), "year": (1000, 2100)}
+    assert task.out_of_domain("three hundred and twelve") is None
+    assert task.out_of_domain("nineteen eighty-four") is None  # a year
+    assert task.out_of_domain("one million") == (
+        "'one million' is none of the numbers the model was trained on (en cardinals 0–999, "
+        "years 1,000–2,100, as num2words writes them); its translation is a guess")
+    assert task.out_of_domain("two thousand and five hundred")  # no year is written so
+    assert task.out_of_domain("three hundred twelve")  # num2words writes "and"
+    from num2words import num2words
+
+    longest = max(len(num2words(v, lang="fr", to=kind)) for kind, values in
+                  (("cardinal", range(1000)), ("year", range(1000, 2101))) for v in values)
+    assert task.longest_target() == longest
+    # a range too large to write out is checked word by word, and its longest target unknown
+    monkeypatch.setattr(translation, "CHECKED_VALUES", 100)
+    translation.written.cache_clear()
+    try:
+        assert task.out_of_domain("one million") is not None  # "million": no number says it
+        assert task.out_of_domain("three hundred twelve") is None  # its words are all used
+        assert task.longest_target() is None
+    finally:
+        translation.written.cache_clear()

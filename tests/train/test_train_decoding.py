@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import wave
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 import rnnlab.tasks as tasks
-from rnnlab.tasks.translation import END_ID, SEP_ID
+from rnnlab.tasks.translation import END, END_ID, SEP, SEP_ID
 from rnnlab.train.decoding import transcribe, translate, translation_scores
 
 
@@ -117,3 +118,99 @@ def test_transcribe_decodes_the_ctc_path():
     assert transcribe(PathOracle(), Task(), torch.zeros(4000), beam=4) == "4 0 7"
     with pytest.raises(ValueError, match="not a speech task"):
         transcribe(PathOracle(), tasks.make("memorize"), torch.zeros(4000))
+
+
+# --- beam search over a batch of sources equals searching each source alone ---------------------
+@torch.no_grad()
+def beam_one(model, task, source, width, max_length):
+    """The beam search of one source, written out independently: each step scores only this
+    source's live hypotheses (one row each), keeps the ``width`` best extensions, sets aside
+    those that wrote the end mark, and stops when no live one can beat the best finished."""
+    end, pad = task.vocabulary.index[END], task.vocabulary.index["."]
+    start = task.encode(source + SEP).tolist()
+    hypotheses, finished = [(0.0, start)], []
+    for _ in range(max_length):
+        rows = [ids for _, ids in hypotheses]
+        lengths = torch.tensor([len(r) for r in rows])
+        ids = torch.full((int(lengths.max()), len(rows)), pad)
+        for b, r in enumerate(rows):
+            ids[: len(r), b] = torch.tensor(r)
+        logits, _ = model(ids, None, lengths)
+        scores = logits[lengths - 1, torch.arange(len(rows))].log_softmax(-1)
+        candidates = []
+        for (score, ids_), row in zip(hypotheses, scores):
+            values, tokens = row.topk(width)
+            candidates += [(score + float(v), ids_ + [int(t)]) for v, t in zip(values, tokens)]
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        hypotheses = []
+        for score, ids_ in candidates[:width]:
+            (finished if ids_[-1] == end else hypotheses).append((score, ids_))
+        if not hypotheses or (finished and max(finished)[0] >= hypotheses[0][0]):
+            break
+    best = max(finished or hypotheses, key=lambda c: c[0])[1]
+    return task.decode(best[len(start):]).split(END)[0]
+
+
+class EndSooner(nn.Module):
+    """A model whose end mark gains ``rate`` nats per target step, from a step that depends on
+    the source's length: its translations end after many different numbers of steps, so the
+    beams of one batch stop at different steps."""
+
+    def __init__(self, model, rate: float = 0.5):
+        super().__init__()
+        self.model, self.rate = model, rate
+        self.calls = 0
+
+    def forward(self, ids, state=None, lengths=None):
+        self.calls += 1
+        logits, state = self.model(ids, state, lengths)
+        separator = (ids == SEP_ID).int().argmax(0)  # (B,): the source's length
+        written = torch.arange(ids.shape[0])[:, None] - separator  # (T, B)
+        logits = logits.clone()
+        logits[..., END_ID] += self.rate * (written - separator % 7)
+        return logits, state
+
+
+@pytest.mark.parametrize("body", ["seq2seq", "stack"])
+def test_batched_beam_search_equals_searching_each_source_alone(body):
+    from rnnlab.train.config import ExperimentConfig
+    from rnnlab.train.model import model_for
+
+    task = tasks.make("numbers", valid_size=4, test_size=4)
+    config = ExperimentConfig().model
+    config.body, config.hidden_size = body, 8
+    torch.manual_seed(0)
+    model = EndSooner(model_for(task, config).eval())
+    sources = ["seven", "forty-two", "three hundred and twelve", "one", "nine thousand and six",
+               "eighty", "sixteen", "two hundred"]
+    batched = translate(model, task, sources, beam=3, max_length=14)
+    assert model.calls <= 14  # one call a step for all the sources
+    assert batched == translate(model, task, sources, beam=3, max_length=14, batch_size=1)
+    assert batched == translate(model, task, sources, beam=3, max_length=14, batch_size=3)
+    assert batched == [beam_one(model, task, s, 3, 14) for s in sources]
+    assert len({len(t) for t in batched}) > 4  # the beams ended at different steps
+
+
+def test_sources_are_normalised_and_refused_one_by_one(identity):
+    from rnnlab.train.decoding import normalise_source
+
+    numbers = tasks.make("numbers", valid_size=4, test_size=4)
+    assert normalise_source(numbers, "  Forty-Two ") == "forty-two"
+    assert normalise_source(identity, "Word 3 and 8") == "word 3 and 8"  # no capital W seen
+    for source, message in [("dreißig", "characters the model never saw: ['ß']"),
+                            ("forty=two", "which the model reads as"), ("  ", "is empty")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            normalise_source(numbers, source)
+
+
+def test_a_translation_stops_at_the_longest_target_the_task_has(identity):
+    class NeverEnds(nn.Module):
+        def forward(self, ids, state=None, lengths=None):
+            logits = torch.full((*ids.shape, len(identity.vocab)), -10.0)
+            logits[..., identity.vocabulary.index["w"]] = 10.0
+            return logits, None
+
+    longest = max(len(f"word {i} and {i * 7 % 13}") for i in range(120))
+    assert identity.longest_target() == longest
+    assert translate(NeverEnds(), identity, ["word 1 and 7"]) == ["w" * (longest + 1)]
+    assert translate(NeverEnds(), identity, ["word 1 and 7"], beam=2, max_length=4) == ["wwww"]
