@@ -24,6 +24,9 @@ from rnnlab.train.config import ExperimentConfig, apply_overrides
 
 SEEDS = (0, 1, 2)  # n = 3: the fewest that give a standard deviation and a t-test
 
+# expected_minutes: CPU-minutes of the full budget on one core of the development machine (AMD
+# EPYC), estimated from a 150-step probe of each run's speed; `rnnlab reproduce --list` shows the
+# measured total instead once every run of an entry is in results/.
 # Settings every entry shares: quiet, recorded runs with one intra-op thread (two threads
 # collapse when other processes share the two cores; see rnnlab/train/compare.py).
 COMMON = {"run.quiet": True, "run.threads": 1}
@@ -220,7 +223,7 @@ ENTRIES: dict[str, dict] = {
         "no-peephole LSTM",
         "claim": "peephole connections let an LSTM learn precise timing (measuring and "
         "generating intervals between spikes) that an LSTM without them does not learn",
-        "expected_minutes": 20,
+        "expected_minutes": 25,
         "base": _TIMING,
         "runs": [
             {"label": f"{task}-{cell}-s{seed}",
@@ -256,7 +259,7 @@ ENTRIES: dict[str, dict] = {
         "Highway network; both gated nets learn k-bit parity where a plain tanh net of equal "
         "parameters does not",
         "seeds": SEEDS,
-        "expected_minutes": 12,
+        "expected_minutes": 8,
         "base": {**_GRID_SYNTH, "task.batch_size": 128, "model.num_layers": 2,
                  "model.input_projection": False},  # each net's own projection reads the input
         "runs": [
@@ -289,7 +292,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "LSTMs along frequency as well as time (a time-frequency grid) lower the "
         "recognition error of an LSTM over spectrogram frames by 1-4% relative",
         "seeds": SEEDS,
-        "expected_minutes": 40,
+        "expected_minutes": 150,
         "base": {
             "task.name": "digits_ctc",
             "task.batch_size": 16,
@@ -332,7 +335,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "a 3-D Grid LSTM over source x target x depth (the Reencoder) translates "
         "without an attention mechanism, as an alternative to an attention encoder-decoder",
         "seeds": SEEDS,
-        "expected_minutes": 40,
+        "expected_minutes": 60,
         "base": {
             "task.name": "numbers",
             "task.batch_size": 32,
@@ -368,7 +371,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "a 2 x 200 LSTM without dropout, trained 13 epochs with SGD and the paper's "
         "schedule, reaches 120.7 valid / 114.5 test perplexity on PTB",
         "seeds": SEEDS,
-        "expected_minutes": 35,
+        "expected_minutes": 105,
         "base": _ZAREMBA,
         "runs": [{"label": "lstm-2x200", "settings": {}, "small": True}],
         "rows": [
@@ -390,7 +393,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "on JSB Chorales, gated units (GRU 8.54, LSTM 8.67 nats) model the music "
         "better than a tanh RNN (9.10) of about the same number of parameters",
         "seeds": SEEDS,
-        "expected_minutes": 30,
+        "expected_minutes": 5,
         "base": _CHUNG,
         "runs": [
             {"label": "tanh-100", "settings": {"model.cell": "rnn", "model.hidden_size": 100},
@@ -422,7 +425,7 @@ ENTRIES: dict[str, dict] = {
         "table": "forget-gate bias 0 vs 1 on a long-range task (copy, 10 symbols of 8)",
         "claim": "initialising the LSTM's forget-gate bias to 1 (LSTM-b) makes it learn "
         "long-range dependencies that the LSTM with bias 0 learns more slowly or not at all",
-        "expected_minutes": 12,
+        "expected_minutes": 8,
         "base": _FORGET,
         "runs": [
             {"label": f"fb{bias}-s{seed}",
@@ -465,7 +468,7 @@ ENTRIES: dict[str, dict] = {
         "table": "Table 2/3: best next-step accuracy on arithmetic and XML",
         "claim": "among the LSTM's ablations the forget gate matters most (LSTM-f worst), a "
         "forget-gate bias of 1 closes the gap to the GRU, and MUT1-3 match or beat the GRU",
-        "expected_minutes": 60,
+        "expected_minutes": 170,
         "base": {
             "task.batch_size": 32,
             "model.hidden_size": 64,
@@ -490,7 +493,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "a 1-D Grid LSTM solves k-bit parity for k up to 250 given all bits at once, "
         "where recurrent and plain feed-forward nets fail as k grows",
         "seeds": SEEDS,
-        "expected_minutes": 20,
+        "expected_minutes": 160,
         "base": {**_GRID_SYNTH, "task.name": "parity", "task.batch_size": 128,
                  "model.hidden_size": 256, "model.num_layers": 2,
                  "model.input_projection": False},  # the net reads the bits, as the paper's
@@ -521,7 +524,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "a tied 2-D Grid LSTM learns 15-digit addition better than a stacked LSTM, "
         "and keeps improving with depth where the stack does not",
         "seeds": SEEDS,
-        "expected_minutes": 10,
+        "expected_minutes": 30,
         "base": {**_GRID_SYNTH, "task.name": "addition", "model.num_layers": 3},
         **_tied_grid_vs_stack("15-digit addition"),
         "scaled": "3 layers of 64 units, 3,000 steps of 64 per network, 3 seeds (the paper: "
@@ -534,7 +537,7 @@ ENTRIES: dict[str, dict] = {
         "claim": "a tied 2-D Grid LSTM memorises sequences better than a stacked LSTM, and "
         "keeps improving with depth where the stack does not",
         "seeds": SEEDS,
-        "expected_minutes": 10,
+        "expected_minutes": 30,
         "base": {**_GRID_SYNTH, "task.name": "copy", "model.num_layers": 3},
         **_tied_grid_vs_stack("memorisation"),
         "scaled": "copy task, 20 symbols of 64, 3 layers of 64, 3,000 steps of 64 per network, "
@@ -548,7 +551,7 @@ ENTRIES: dict[str, dict] = {
         "parameters and steps (`rnnlab compare` gives the equal-time view)",
         "claim": "a 3-layer Grid LSTM, whose depth connections are LSTM cells too, models "
         "characters better than a 3-layer stacked LSTM of about the same size",
-        "expected_minutes": 30,
+        "expected_minutes": 45,
         "base": {
             "task.name": "tinyshakespeare",
             "task.eval_batch_size": 256,

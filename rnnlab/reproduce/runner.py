@@ -185,14 +185,20 @@ def reproduce(
     return root
 
 
-def measured_minutes(results: Path, name: str) -> tuple[float, int] | None:
-    """(CPU-minutes summed over the kept runs' training, runs) of an entry, from results/."""
-    minutes, count = 0.0, 0
+def measured_minutes(results: Path, name: str) -> tuple[float, int, str] | None:
+    """(minutes of training summed over the kept runs, runs, where: the CPU and the highest
+    load average seen) of an entry, from results/."""
+    minutes, count, cpus, load = 0.0, 0, set(), 0.0
     for summary in sorted((Path(results) / name).glob(f"*/{SUMMARY}")):
         data = json.loads(summary.read_text())
         minutes += data.get("train_seconds", 0.0) / 60
         count += 1
-    return (minutes, count) if count else None
+        seen = data.get("machine", {})
+        cpus.add(seen.get("cpu", "?"))
+        load = max([load, *(x for x in (seen.get("load"), seen.get("load_end")) if x)])
+    if not count:
+        return None
+    return minutes, count, f"{', '.join(sorted(cpus))}, load up to {load:.1f}"
 
 
 def listing(results: str | Path = "results") -> str:
@@ -204,7 +210,8 @@ def listing(results: str | Path = "results") -> str:
         entry = entries.get(name)
         measured = measured_minutes(Path(results), name)
         if measured is not None and measured[1] == len(entry.runs):
-            cost = f"{measured[0]:.0f} CPU-min measured ({measured[1]} runs, results/)"
+            cost = (f"{measured[0]:.0f} CPU-min measured ({measured[1]} runs, {measured[2]}; "
+                    "results/)")
         else:
             cost = f"~{entry.expected_minutes:g} CPU-min estimated"
         lines.append(f"{name}  ({len(entry.runs)} run(s), n={entry.seeds_per_row()} per row, "
