@@ -422,7 +422,7 @@ ENTRIES: dict[str, dict] = {
     "forget-bias": {
         "paper": "Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba & Sutskever 2015 "
         "(LSTM-b)",
-        "table": "forget-gate bias 0 vs 1 on a long-range task (copy, 10 symbols of 8)",
+        "table": "forget-gate bias 0 vs 1 on a long-range task (copy 10 and 30 symbols of 8)",
         "claim": "initialising the LSTM's forget-gate bias to 1 (LSTM-b) makes it learn "
         "long-range dependencies that the LSTM with bias 0 learns more slowly or not at all",
         "expected_minutes": 8,
@@ -431,6 +431,12 @@ ENTRIES: dict[str, dict] = {
             {"label": f"fb{bias}-s{seed}",
              "settings": {"model.forget_bias": float(bias), "train.seed": seed},
              "small": seed == 0}
+            for bias in (0, 1) for seed in (0, 1, 2)
+        ] + [  # a lag of 31 steps: long enough that the bias may decide whether it is learnt
+            {"label": f"L30-fb{bias}-s{seed}",
+             "settings": {"model.forget_bias": float(bias), "train.seed": seed,
+                          "task.options": {"length": 30, "symbols": 8}},
+             "small": False}
             for bias in (0, 1) for seed in (0, 1, 2)
         ] + [  # seed 003: the vanilla RNN's gradient norm over training, clipped or not
             {"label": label,
@@ -449,6 +455,10 @@ ENTRIES: dict[str, dict] = {
              "runs": ["fb0-s0", "fb0-s1", "fb0-s2"], "value": "test.accuracy"},
             {"what": "copy-10 symbol accuracy, forget_bias 1", "published": "higher than 0",
              "runs": ["fb1-s0", "fb1-s1", "fb1-s2"], "value": "test.accuracy"},
+            {"what": "copy-30 symbol accuracy, forget_bias 0", "published": "lower than 1",
+             "runs": [f"L30-fb0-s{seed}" for seed in (0, 1, 2)], "value": "test.accuracy"},
+            {"what": "copy-30 symbol accuracy, forget_bias 1", "published": "higher than 0",
+             "runs": [f"L30-fb1-s{seed}" for seed in (0, 1, 2)], "value": "test.accuracy"},
         ],
         "gradflow": {"cells": ["lstm"], "forget_bias": [0.0, 1.0],
                      "grad_norm": ["rnn-clip1", "rnn-noclip"]},
@@ -457,9 +467,12 @@ ENTRIES: dict[str, dict] = {
              "b": "copy-10 symbol accuracy, forget_bias 0", "higher_is_better": True},
             {"a": "copy-10 sequence accuracy, forget_bias 1",
              "b": "copy-10 sequence accuracy, forget_bias 0", "higher_is_better": True},
+            {"a": "copy-30 symbol accuracy, forget_bias 1",
+             "b": "copy-30 symbol accuracy, forget_bias 0", "higher_is_better": True},
         ],
         "budgets": {"full": {"train.max_steps": 8000}, "small": {"train.max_steps": 2000}},
-        "scaled": "copy 10 symbols of 8 (a lag of 11 steps); 8,000 steps of 32, 3 seeds",
+        "scaled": "copy 10 and 30 symbols of 8 (lags of 11 and 31 steps); 8,000 steps of 32, "
+        "3 seeds",
         "small_scaled": "2,000 steps, 1 seed",
     },
     "jozefowicz-table": {
