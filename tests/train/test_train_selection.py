@@ -6,45 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import tiny_config
+from train_helpers import full_split, scripted_validation, tiny_config
 
-from rnnlab.train.evaluate import evaluate
-from rnnlab.train.trainer import Trainer, build, train
-
-
-def script(monkeypatch, losses, primary):
-    """Periodic validations report ``losses`` in turn as their loss and a primary metric that
-    stays at ``primary`` (a floor); full evaluations are real. Returns the parameters at each
-    validation, by step."""
-    scripted, snapshots = iter(losses), {}
-    original = Trainer.evaluate
-
-    def evaluate_(self, split, *, full=False, count=False):
-        result = original(self, split, full=full, count=count)
-        if full:
-            return result
-        snapshots[self.counters.step] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        values = result[0] if count else result
-        values["loss"] = next(scripted)
-        values[self.metric_info.primary] = primary
-        return result
-
-    monkeypatch.setattr(Trainer, "evaluate", evaluate_)
-    return snapshots
-
-
-def full_split(config, parameters, split):
-    task, model = build(config)
-    model.load_state_dict(parameters)
-    c = config.task
-    return evaluate(model, task, split, c.eval_batch_size or c.batch_size, seq_len=c.seq_len)
+from rnnlab.train.trainer import Trainer, train
 
 
 @pytest.mark.parametrize("select", ["loss", "metric"])
 def test_a_metric_at_its_floor_does_not_freeze_the_selection(tmp_path, monkeypatch, select):
     # bits_per_char is lower-better: a constant 9.0 is a floor that never improves. Before the
     # fix the first validation's parameters (step 3) were kept and reported.
-    snapshots = script(monkeypatch, [3.0, 2.0, 1.5, 1.7], primary=9.0)
+    snapshots = scripted_validation(monkeypatch, [3.0, 2.0, 1.5, 1.7], primary=9.0)
     config = tiny_config("train.max_steps=12", "train.eval_every=3", f"train.select={select}",
                          f"run.dir={tmp_path / 'r'}")
     run, summary = train(config)
@@ -83,7 +54,7 @@ def test_select_metric_prefers_the_metric_over_the_loss(tmp_path, monkeypatch):
 
 def test_early_stopping_counts_on_the_selection_criterion(tmp_path, monkeypatch):
     # loss keeps falling, metric flat: no early stop with select=loss
-    script(monkeypatch, [5.0, 4.0, 3.0, 2.0, 1.0], primary=9.0)
+    scripted_validation(monkeypatch, [5.0, 4.0, 3.0, 2.0, 1.0], primary=9.0)
     config = tiny_config("train.max_steps=15", "train.eval_every=3", "train.patience=2",
                          f"run.dir={tmp_path / 'r'}")
     assert train(config)[1]["status"] == "completed"

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 import torch
-from train_helpers import read_metrics, tiny_config
+from train_helpers import full_split, read_metrics, scripted_validation, tiny_config
 
 import rnnlab.tasks as tasks
 from rnnlab.cli.main import main
@@ -154,33 +154,6 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path, corpus, monkeypatch,
 
 
 # --- item 5: the steps after the last periodic validation count ---------------------------------
-def scripted_validation(monkeypatch, values):
-    """Periodic validations report ``values`` in turn as their loss and primary metric (the
-    selection criterion; full evaluations are real); returns the parameters the model had at
-    each validation, by step."""
-    scripted, snapshots = iter(values), {}
-    original = Trainer.evaluate
-
-    def evaluate_(self, split, *, full=False, count=False):
-        result = original(self, split, full=full, count=count)
-        if full:
-            return result
-        snapshots[self.counters.step] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        values_ = result[0] if count else result
-        values_["bits_per_char"] = values_["loss"] = next(scripted)
-        return result
-
-    monkeypatch.setattr(Trainer, "evaluate", evaluate_)
-    return snapshots
-
-
-def full_split(config, parameters, split):
-    task, model = build(config)
-    model.load_state_dict(parameters)
-    c = config.task
-    return evaluate(model, task, split, c.eval_batch_size or c.batch_size, seq_len=c.seq_len)
-
-
 def test_the_final_step_is_validated_before_the_best_is_chosen(tmp_path, monkeypatch):
     snapshots = scripted_validation(monkeypatch, [2.0, 1.0])
     config = quick("train.max_steps=15", "train.eval_every=10",

@@ -33,3 +33,39 @@ TIMING = ("time", "tokens_per_s")
 def without_timing(records: list[dict]) -> list[dict]:
     """Metric records without the wall-clock fields, which differ from run to run."""
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def scripted_validation(monkeypatch, values, primary=None):
+    """Periodic validations report ``values`` in turn as their loss (the selection criterion)
+    and, unless ``primary`` is given (a constant: a metric stuck at its floor), as their primary
+    metric too; full evaluations are real. Returns the parameters the model had at each
+    validation, by step."""
+    from rnnlab.train.trainer import Trainer
+
+    scripted, snapshots = iter(values), {}
+    original = Trainer.evaluate
+
+    def evaluate_(self, split, *, full=False, count=False):
+        result = original(self, split, full=full, count=count)
+        if full:
+            return result
+        snapshots[self.counters.step] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        reported = result[0] if count else result
+        reported["loss"] = next(scripted)
+        reported[self.metric_info.primary] = reported["loss"] if primary is None else primary
+        return result
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate_)
+    return snapshots
+
+
+def full_split(config, parameters, split):
+    """The metrics of ``split`` for the model of ``config`` with ``parameters``."""
+    from rnnlab.train.evaluate import evaluate
+    from rnnlab.train.trainer import build
+
+    task, model = build(config)
+    model.load_state_dict(parameters)
+    c = config.task
+    return evaluate(model, task, split, c.eval_batch_size or c.batch_size, seq_len=c.seq_len)
+
