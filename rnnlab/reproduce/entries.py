@@ -207,10 +207,17 @@ def _tied_grid_vs_stack(what: str) -> dict:
             {"what": f"{what} sequence accuracy, stacked LSTM",
              "published": "below the grid (number unverified)", "runs": ["lstm-stack"],
              "value": "test.sequence_accuracy"},
+            # per symbol: moves long before whole sequences come out right
+            {"what": f"{what} per-symbol accuracy, tied grid", "published": "-",
+             "runs": ["grid-tied"], "value": "test.accuracy"},
+            {"what": f"{what} per-symbol accuracy, stacked LSTM", "published": "-",
+             "runs": ["lstm-stack"], "value": "test.accuracy"},
         ],
         "comparisons": [
             {"a": f"{what} sequence accuracy, tied grid",
              "b": f"{what} sequence accuracy, stacked LSTM", "higher_is_better": True},
+            {"a": f"{what} per-symbol accuracy, tied grid",
+             "b": f"{what} per-symbol accuracy, stacked LSTM", "higher_is_better": True},
         ],
         "budgets": {"full": {"train.max_steps": 3000}, "small": {"train.max_steps": 600}},
     }
