@@ -118,10 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (also used as the console script)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, sub, args, extra = parse(argv)
+    from rnnlab.train.progress import flush_output, silence
     from rnnlab.train.trainer import TrainingDiverged
 
     try:
-        return args.handler(args, sub, extra, argv)
+        code = args.handler(args, sub, extra, argv)
+        flush_output()  # a reader that left early must not make Python's exit flush fail
+        return code
+    except BrokenPipeError:
+        # The reader of the output went away (`rnnlab sample RUN | head`): nothing failed.
+        silence(sys.stdout)
+        flush_output()
+        return 0
     except TrainingDiverged as error:
         print(f"rnnlab: training diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED

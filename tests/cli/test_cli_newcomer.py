@@ -121,3 +121,17 @@ def test_resuming_with_another_model_names_the_settings_that_differ(tmp_path, ca
     assert main(["train", "--resume", str(run_dir), "--train.max_steps=3", "--quiet",
                  "--model.dropout=0.1"]) == 0
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
+
+
+def test_any_command_whose_reader_goes_away_ends_quietly_with_status_0(monkeypatch, capsys):
+    # `rnnlab reproduce --list | head -1`, `rnnlab sample RUN | head`: the reader closing the
+    # pipe is not an error of the command (before: "Broken pipe" and exit status 1)
+    import io
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["reproduce", "--list"]) == 0
+    assert "Broken pipe" not in capsys.readouterr().err
