@@ -704,11 +704,23 @@ def refuse_finished(run: RunDir, trainer: Trainer) -> None:
     if trainer.stop_reason() is not None or (
         summary["status"] == "early_stopped" and patience_out
     ):
+        # name the limit(s) that hold the run: raising another one would change nothing
+        holding = []
+        if t.epochs is not None and c.step >= t.epochs * trainer.steps_per_epoch:
+            holding.append(f"train.epochs={t.epochs} (raise it, e.g. --train.epochs="
+                           f"{2 * t.epochs}, or lift it with --train.epochs=none)")
+        if t.max_steps is not None and c.step >= t.max_steps:
+            holding.append(f"train.max_steps={t.max_steps} (e.g. --train.max_steps="
+                           f"{2 * max(c.step, 1)})")
+        if t.budget_seconds is not None and c.train_seconds >= t.budget_seconds:
+            holding.append(f"train.budget_seconds={t.budget_seconds:g} (e.g. "
+                           f"--train.budget_seconds={2 * t.budget_seconds:g})")
+        if summary["status"] == "early_stopped" and patience_out:
+            holding.append(f"train.patience={t.patience} (e.g. --train.patience="
+                           f"{2 * t.patience})")
         raise ValueError(
             f"{run.path} is finished ({summary['status']} at step {c.step}); there is nothing "
-            "to resume. To train it further, raise its limit on resuming (e.g. "
-            f"--train.max_steps={2 * max(c.step, 1)}, --train.budget_seconds or "
-            "--train.patience)"
+            "to resume. It is held by " + "; ".join(holding) + ": raise that on resuming"
         )
 
 

@@ -180,3 +180,18 @@ def test_compare_warns_about_a_configuration_stopped_before_its_first_validation
     base.train.eval_every = 2
     compare(base, ["cell=lstm"], out=str(tmp_path / "cmp2"), echo=lines.append, limits=limits)
     assert not [line for line in lines if "warning" in line]
+
+
+def test_a_finished_run_held_by_its_epochs_says_to_raise_the_epochs(tmp_path, capsys):
+    # A run stopped by its (default) epoch limit: raising max_steps on resume changes nothing,
+    # so the refusal names the limit that holds it (before: it suggested --train.max_steps).
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--train.steps_per_epoch=2", "--train.epochs=2",
+                 "--train.eval_every=50", f"--run.dir={run}"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--train.max_steps=100"]) == 1
+    err = capsys.readouterr().err
+    assert "held by train.epochs=2" in err and "--train.epochs=none" in err
+    assert "train.max_steps=100 (" not in err  # not held by the step limit
+    assert main(["train", "--resume", str(run), "--train.epochs=3"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
