@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import rnnlab
+from rnnlab import machine
 
 
 class Model(nn.Module):
@@ -41,6 +42,7 @@ def main(argv=None) -> None:
     parser.add_argument("--calls", type=int, default=31, help="timed calls of each (median)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     torch.manual_seed(0)
     model = Model()
     x = torch.randn(50, 16, 64)

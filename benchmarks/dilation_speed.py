@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from speed import best_times, run_once  # noqa: E402
 
 import rnnlab  # noqa: E402
+from rnnlab import machine  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -36,6 +37,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     torch.manual_seed(0)
     H = args.hidden
     x = torch.randn(args.steps, args.batch, H)

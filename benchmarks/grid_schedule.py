@@ -31,6 +31,7 @@ import time
 import torch
 from torch import nn
 
+from rnnlab import machine
 from rnnlab.grid import GridLSTM
 
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     factor = 1 if args.inference else 3  # training FLOPs = 3 × forward GEMM FLOPs
     torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     torch.manual_seed(args.seed)
 
     grid = GridLSTM(args.input_size, args.hidden_size, args.num_layers, tied=args.tied)

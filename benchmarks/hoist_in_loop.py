@@ -20,6 +20,7 @@ from speed import run_once  # the same timed pass as speed.py
 from torch import nn
 
 import rnnlab
+from rnnlab import machine
 from rnnlab.engine.fast import native
 
 
@@ -43,6 +44,7 @@ def main(argv=None) -> None:
     if native.load() is None:
         raise SystemExit(f"the native engine is unavailable: {native.why_unavailable()}")
     torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     torch.manual_seed(0)
     T, B, I = 100, 32, 128
     print(f"T={T} B={B} I={I}, {args.threads} thread(s), "

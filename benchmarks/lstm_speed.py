@@ -18,6 +18,7 @@ from speed import LSTMCellLoop, run_once  # the same peer and timing as speed.py
 from torch import nn
 
 import rnnlab
+from rnnlab import machine
 
 
 def tokens_per_second(model: nn.Module, x: torch.Tensor, repeat: int, train: bool) -> float:
@@ -39,6 +40,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     torch.manual_seed(0)
     print(f"T={args.steps} B={args.batch} I={args.input} threads={torch.get_num_threads()} "
           f"torch {torch.__version__}; tokens/s, best of {args.repeat}")

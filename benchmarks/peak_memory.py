@@ -42,6 +42,9 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--one", choices=["nn.LSTM", "rnnlab lstm"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from rnnlab import machine  # here: the measured children import torch themselves
+
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     sizes = (args.steps, args.batch, args.input, args.hidden)
     if args.one:
         print(f"{measure(args.one, *sizes):.0f}")

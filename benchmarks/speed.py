@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 import rnnlab
+from rnnlab import machine
 from rnnlab.engine import fused
 from rnnlab.engine.fast import native
 
@@ -224,8 +224,9 @@ def main(argv=None) -> None:
     engine = fused.get_backend()
     if engine in ("auto", "native"):
         engine += f" (native: {native.why_unavailable()})"
-    print(f"T={T} B={B} I={I}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; rnnlab engine {engine}")
+    print(machine.line())
+    print(f"T={T} B={B} I={I}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"rnnlab engine {engine}")
     print(f"best of {args.repeat} interleaved rounds; load average at start "
           f"{os.getloadavg()[0]:.1f}")
     started = time.time()

@@ -15,6 +15,7 @@ import time
 import torch
 
 import rnnlab
+from rnnlab import machine
 
 
 def per_step(model, x, calls: int) -> float:
@@ -36,6 +37,7 @@ def main(argv=None) -> None:
     parser.add_argument("--calls", type=int, default=200, help="calls per round")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     torch.manual_seed(0)
     print(f"T=1, B=1, {args.layers} layers, {args.threads} thread(s), inference_mode; best of "
           f"{args.rounds} rounds of {args.calls} calls, and the median round")

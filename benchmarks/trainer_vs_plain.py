@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnlab
+from rnnlab import machine
 from rnnlab.reproduce import entries
 from rnnlab.train import trainer as trainer_module
 from rnnlab.train.config import apply_overrides
@@ -169,6 +170,7 @@ def main(argv=None) -> None:
     if data_root is not None:  # read by the task here and by the trainer's own task
         os.environ["RNNLAB_DATA"] = str(data_root)
     torch.set_num_threads(args.threads)
+    print(machine.line())  # the CPU model, threads and load: a speed claim names them
     config = entries.get("zaremba-ptb-small").runs[0].config()
     task = trainer_module.make_task(config)
     data, valid = task.splits["train"], task.splits["valid"]
