@@ -44,6 +44,22 @@ def hashes(folder: Path) -> dict[str, str]:
     }
 
 
+def refused_in_one_line(argv, capsys, case) -> str:
+    """Run ``rnnlab argv``; check it is refused (nonzero status) with exactly one error line and
+    no traceback; return what it wrote to stderr."""
+    capsys.readouterr()
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status not in (0, None), f"{case}: accepted"
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{case}: {err!r}"
+    return err
+
+
 # --- the cases: each is (id, build(finished, tmp) -> argv) ------------------------------------
 CHOICES = {  # string fields checked against a registry or a list of names
     "task.name", "model.body", "model.cell", "train.optimizer", "train.schedule", "train.bptt",
@@ -288,16 +304,7 @@ def test_malformed_input_gives_one_line_and_changes_no_run(case, finished, tmp_p
     monkeypatch.delenv("RNNLAB_DEBUG", raising=False)
     argv = CASES[case](finished, tmp_path)
     before = hashes(finished)
-    capsys.readouterr()
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    err = capsys.readouterr().err
-    assert status not in (0, None), f"{case}: accepted"
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"{case}: {err!r}"
+    refused_in_one_line(argv, capsys, case)
     assert hashes(finished) == before
     assert not (tmp_path / "new").exists(), f"{case}: left a run directory behind"
 
@@ -373,14 +380,5 @@ def test_refused_study_and_search_commands_change_no_storage(case, stored, tmp_p
     study, search = stored
     argv = STORAGE_CASES[case](study, search, tmp_path)
     before = {"study": hashes(study), "search": hashes(search)}
-    capsys.readouterr()
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    err = capsys.readouterr().err
-    assert status not in (0, None), f"{case}: accepted"
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"{case}: {err!r}"
+    err = refused_in_one_line(argv, capsys, case)
     assert {"study": hashes(study), "search": hashes(search)} == before, f"{case}: {err!r}"
