@@ -137,15 +137,18 @@ def comparison_line(entry: entries.Entry, root: Path, comparison: dict) -> str:
             f"[{_fmt(test['low'])}, {_fmt(test['high'])}] | {verdict} |")
 
 
+def _selected(only: list[str] | None):
+    """The entries in their order, or ``only`` those named."""
+    return [entries.get(name) for name in entries.names() if not only or name in only]
+
+
 def build_comparisons(results: Path, only: list[str] | None = None) -> str:
     lines = [
         "| entry | claim: A vs B | means (n) | Welch p | A − B [95% interval] | verdict |",
         "|---|---|---|---|---|---|",
     ]
-    for name in entries.names():
-        if only and name not in only:
-            continue
-        entry = entries.get(name)
+    for entry in _selected(only):
+        name = entry.name
         for comparison in entry.comparisons:
             lines.append(comparison_line(entry, Path(results) / name, comparison))
     return "\n".join(lines) + "\n"
@@ -185,10 +188,8 @@ def build_table(results: Path, only: list[str] | None = None) -> str:
         "training time (CPU) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in entries.names():
-        if only and name not in only:
-            continue
-        entry = entries.get(name)
+    for entry in _selected(only):
+        name = entry.name
         root = Path(results) / name
         wall = _wall(root)
         for index, row in enumerate(entry.rows):
