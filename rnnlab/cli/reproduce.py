@@ -134,6 +134,9 @@ def cmd_reproduce(args, parser, argv) -> int:
             write_readme,
         )
 
+        if not Path(args.results).is_dir():
+            parser.error(f"--results {args.results}: no such folder; the table is built from "
+                         "the runs kept there (default: results, in the checkout)")
         text = build_table(Path(args.results))
         comparisons = build_comparisons(Path(args.results))
         if args.readme:

@@ -86,6 +86,9 @@ def test_unknown_entry_and_bad_budget_are_one_line_errors(capsys):
     assert main(["reproduce", "forget-bias", "--budget", "lots", "--out", "/nonexistent"]) == 1
     err = capsys.readouterr().err
     assert "--budget must be full, small or a number of training steps" in err
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--table", "--results", "/nonexistent-results"])
+    assert "no such folder" in capsys.readouterr().err
     assert "Traceback" not in err
 
 
