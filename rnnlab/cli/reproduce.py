@@ -88,6 +88,9 @@ def register(commands) -> None:
     gradflow.add_argument("--seed", type=int, default=0, help="seed of fresh models")
     gradflow.add_argument("--grad-norm", action="store_true",
                           help="MODELs are run directories: plot their logged gradient norms")
+    gradflow.add_argument("--inputs", action="store_true",
+                          help="measure ‖∂C/∂x_t‖ at every input step instead, C the loss of the "
+                          "first step that counts: works for every body (grids too)")
     gradflow.add_argument("--out", default="gradflow", help="output directory [default: gradflow]")
 
 
@@ -187,8 +190,19 @@ def cmd_gradflow(args, parser) -> int:
             _, task, model = load_trained(model_of, "last")
         else:
             task, model = build(model_of)  # seeded with --seed
-        results[label] = gradflow.gradient_flow(model, gradflow.probe_batch(task, args.batch))
-    csv_path, png_path = gradflow.write(results, out, "gradient flow back in time")
+        batch = gradflow.probe_batch(task, args.batch, equal_lengths=not args.inputs)
+        try:
+            results[label] = (gradflow.input_gradient if args.inputs
+                              else gradflow.gradient_flow)(model, batch)
+        except ValueError as error:
+            parser.error(f"{label}: {error}")
+    if args.inputs:
+        csv_path, png_path = gradflow.write(
+            results, out, "gradient reaching each input step",
+            xlabel="input step t (the loss is that of the first step that counts)",
+            ylabel="‖∂C/∂x_t‖ / √B")
+    else:
+        csv_path, png_path = gradflow.write(results, out, "gradient flow back in time")
     for label, fields in results.items():
         first = {k: f"{v[0]:.2e}" for k, v in fields.items()}
         last = {k: f"{v[-1]:.2e}" for k, v in fields.items()}
@@ -220,7 +234,10 @@ def gradflow_models(args, parser) -> list[tuple[str, Path | ExperimentConfig]]:
         label, colon, body = spec.partition(":")
         if not colon:
             parser.error(f"{spec!r} is neither a run directory nor label:key=value,... settings")
-        settings = {**FRESH, **common, **_settings(parser, [s for s in body.split(",") if s])}
+        own = {**common, **_settings(parser, [s for s in body.split(",") if s])}
+        fresh = FRESH if own.get("task.name", FRESH["task.name"]) == FRESH["task.name"] else {
+            k: v for k, v in FRESH.items() if not k.startswith("task.")}  # copy's options
+        settings = {**fresh, **own}
         try:
             config = apply_overrides(ExperimentConfig(), [
                 *(f"{key}={value}" for key, value in settings.items()), f"train.seed={args.seed}"

@@ -223,6 +223,61 @@ def _tied_grid_vs_stack(what: str) -> dict:
     }
 
 
+# grid-depth: the Grid LSTM paper's mechanism (depth) at a size a CPU reaches. Every network is
+# 64 wide; depth L is the only setting that moves along a line.
+_DEPTHS = (1, 2, 4, 8, 12)
+_DEPTH_NETS = (  # (label, legend, settings)
+    ("grid-tied", "tied 2-D Grid LSTM", {"model.body": "grid", "model.tied": True}),
+    ("grid-untied", "untied 2-D Grid LSTM", {"model.body": "grid", "model.tied": False}),
+    ("stack", "stacked LSTM", {"model.body": "stack", "model.cell": "lstm"}),
+)
+_DEPTH_TASKS = (  # (label, what, settings): sizes at which a 1-layer net learns within the budget
+    ("add", "6-digit addition",
+     {"task.name": "addition", "task.options": {"digits": 6}}),
+    ("copy", "memorisation of 10 symbols of 16",
+     {"task.name": "copy", "task.options": {"length": 10, "symbols": 16}}),
+)
+_DEPTH_ROWS = (1, 4, 12)  # the table's depths; the sweep plots show every depth
+
+
+def _grid_depth() -> dict:
+    """Runs, rows, comparisons and sweep plots of the ``grid-depth`` entry."""
+    runs = [
+        {"label": f"{task}-{net}-L{depth}",
+         "settings": {**task_settings, **net_settings, "model.num_layers": depth},
+         "small": depth <= 2}
+        for task, _, task_settings in _DEPTH_TASKS
+        for net, _, net_settings in _DEPTH_NETS
+        for depth in _DEPTHS
+    ]
+    rows = [
+        {"what": f"{what} per-symbol accuracy, {legend}, L={depth}", "published": "-",
+         "runs": [f"{task}-{net}-L{depth}"], "value": "test.accuracy"}
+        for task, what, _ in _DEPTH_TASKS
+        for net, legend, _ in _DEPTH_NETS
+        for depth in _DEPTH_ROWS
+    ]
+    comparisons = [  # the claim's two halves: the grid beats the stack when deep, and gains
+        # from depth (deepest vs 1 layer)
+        *({"a": f"{what} per-symbol accuracy, tied 2-D Grid LSTM, L={_DEPTH_ROWS[-1]}",
+           "b": f"{what} per-symbol accuracy, stacked LSTM, L={_DEPTH_ROWS[-1]}",
+           "higher_is_better": True} for _, what, _ in _DEPTH_TASKS),
+        *({"a": f"{what} per-symbol accuracy, {legend}, L={_DEPTH_ROWS[-1]}",
+           "b": f"{what} per-symbol accuracy, {legend}, L={_DEPTH_ROWS[0]}",
+           "higher_is_better": True}
+          for _, what, _ in _DEPTH_TASKS for _, legend, _ in _DEPTH_NETS),
+    ]
+    sweeps = [
+        {"file": f"depth-{task}.png", "title": f"{what}: test accuracy per symbol against depth",
+         "setting": "model.num_layers", "xlabel": "layers L (depth)",
+         "value": "test.accuracy", "ylabel": "test accuracy per symbol (mean ± std over seeds)",
+         "lines": {legend: [f"{task}-{net}-L{depth}" for depth in _DEPTHS]
+                   for net, legend, _ in _DEPTH_NETS}}
+        for task, what, _ in _DEPTH_TASKS
+    ]
+    return {"runs": runs, "rows": rows, "comparisons": comparisons, "sweeps": sweeps}
+
+
 ENTRIES: dict[str, dict] = {
     "gers-timing": {
         "paper": "Gers, Schraudolph & Schmidhuber 2002, Learning Precise Timing with LSTM "
@@ -566,6 +621,23 @@ ENTRIES: dict[str, dict] = {
         "3 seeds",
         "small_scaled": "600 steps, 1 seed",
     },
+    "grid-depth": {
+        "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
+        "table": "Section 4.2's mechanism: accuracy against depth L = 1-12 for the tied and "
+        "untied 2-D Grid LSTM and the stacked LSTM, on addition and memorisation",
+        "claim": "a stacked LSTM stops improving as layers are added; a Grid LSTM, whose depth "
+        "connections are LSTM cells too, keeps improving (the tied grid at no cost in "
+        "parameters)",
+        "seeds": SEEDS,
+        "expected_minutes": 170,
+        "base": {**_GRID_SYNTH, "model.hidden_size": 64},
+        **_grid_depth(),
+        "budgets": {"full": {"train.max_steps": 1500}, "small": {"train.max_steps": 300}},
+        "scaled": "64 units, L = 1, 2, 4, 8, 12 (the paper: up to 18 layers), 6-digit addition "
+        "and copying 10 symbols of 16 (the paper: 15 digits, longer sequences), 1,500 steps of "
+        "64 sequences (96,000 samples; the paper: up to 5 million), 3 seeds",
+        "small_scaled": "L = 1 and 2, 300 steps, 1 seed",
+    },
     "seed-char": {
         "paper": "seed 000; Kalchbrenner et al. 2016 enwik8 (stacked LSTM 1.67 vs Grid LSTM "
         "1.47 bits/char, 16-27M parameters)",
@@ -649,6 +721,7 @@ class Entry:
     gradflow: dict | None = field(default=None)
     comparisons: tuple[dict, ...] = ()
     seeds: tuple[int, ...] | None = None  # every run repeated per seed (None: runs say)
+    sweeps: tuple[dict, ...] = ()  # plots of a value against a setting (rnnlab.reproduce.sweep)
 
     def row(self, what: str) -> dict:
         for row in self.rows:
@@ -719,7 +792,24 @@ def get(name: str) -> Entry:
         gradflow=data.get("gradflow"),
         comparisons=tuple(data.get("comparisons", ())),
         seeds=tuple(seeds) if seeds is not None else None,
+        sweeps=tuple(_expand_sweep(sweep, seeds) for sweep in data.get("sweeps", ())),
     )
+    labels = {run.label for run in entry.runs}
+    for sweep in entry.sweeps:  # a sweep's points name runs of the entry
+        for points in sweep["lines"].values():
+            for point in points:
+                missing = set(point) - labels
+                if missing:
+                    raise ValueError(f"entry {name!r}: sweep names unknown runs {sorted(missing)}")
     for comparison in entry.comparisons:  # a comparison names two rows of the entry
         entry.row(comparison["a"]), entry.row(comparison["b"])
     return entry
+
+
+def _expand_sweep(sweep: dict, seeds: tuple[int, ...] | None) -> dict:
+    """A sweep whose every point is the list of runs behind it (one per seed)."""
+    def runs(label: str) -> list[str]:
+        return [label] if seeds is None else [f"{label}-s{seed}" for seed in seeds]
+
+    lines = {legend: [runs(label) for label in labels] for legend, labels in sweep["lines"].items()}
+    return {**sweep, "lines": lines}

@@ -98,7 +98,42 @@ def gradient_flow(model, batch) -> dict[str, list[float]]:
     return norms
 
 
-def write(results: dict[str, dict[str, list[float]]], out: Path, title: str) -> tuple[Path, Path]:
+def input_gradient(model, batch) -> dict[str, list[float]]:
+    """``{"x": [‖∂C/∂x_t‖ / √B for every input step t]}`` for a model with any body (grids too):
+    how strongly each step's input vector (after the embedding or projection) moves the loss
+    ``C`` of the first step that counts (the batch's mask; the last step without one), e.g. the
+    first answer digit of an addition. Steps after that one get 0 (the body is causal).
+
+    Unlike :func:`gradient_flow` it needs no state per step, so it measures a grid, where the
+    state is one vector per layer and dimension, by where the gradient arrives."""
+    was_training = model.training
+    model.eval()
+    x = model.embed(batch.inputs).detach().requires_grad_(True)  # (T, B, E)
+    output, _ = model.body(x, None, batch.lengths)
+    logits = model.head(output)
+    if model.classifies:
+        raise ValueError("input_gradient needs a model that predicts at every step")
+    if batch.mask is not None:
+        counted = batch.mask.any(dim=1).nonzero()
+        if not len(counted):
+            raise ValueError("the probe batch has no step that counts")
+        step = int(counted[0])
+    else:
+        step = logits.shape[0] - 1
+    space = model.output_space
+    if isinstance(space, Tokens):
+        loss = F.cross_entropy(logits[step], batch.targets[step])
+    else:
+        loss = F.binary_cross_entropy_with_logits(
+            logits[step], batch.targets[step].to(logits.dtype)).sum(-1).mean()
+    (grad,) = torch.autograd.grad(loss, x)
+    model.train(was_training)
+    scale = math.sqrt(x.shape[1])
+    return {"x": [float(g.norm()) / scale for g in grad]}
+
+
+def write(results: dict[str, dict[str, list[float]]], out: Path, title: str,
+          xlabel: str | None = None, ylabel: str | None = None) -> tuple[Path, Path]:
     """``results`` {model label: {field: norms}} -> out/gradflow.csv and out/gradflow.png."""
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "gradflow.csv", out / "gradflow.png"
@@ -123,10 +158,10 @@ def write(results: dict[str, dict[str, list[float]]], out: Path, title: str) -> 
         norms = results[label][field]
         positive = [n if n > 0 else math.nan for n in norms]  # 0: below float32 range
         axis.plot(range(len(norms)), positive, label=f"{label} ({field})",
-                  linestyle="-" if field in ("h", "s0") else "--")
+                  linestyle="-" if field in ("h", "s0", "x") else "--")
     axis.set_yscale("log")
-    axis.set_xlabel(f"t (state s_t read by step t+1; the loss is at step T = {steps})")
-    axis.set_ylabel("‖∂C_T/∂s_t‖ / √B")
+    axis.set_xlabel(xlabel or f"t (state s_t read by step t+1; the loss is at step T = {steps})")
+    axis.set_ylabel(ylabel or "‖∂C_T/∂s_t‖ / √B")
     axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -182,10 +217,11 @@ def fresh_model(settings: dict, seed: int = 0):
     return build(config)
 
 
-def probe_batch(task, batch_size: int = 32):
-    """A batch of ``task``'s valid split whose sequences all have the same length."""
+def probe_batch(task, batch_size: int = 32, equal_lengths: bool = True):
+    """A batch of ``task``'s valid split (whose sequences all have the same length unless
+    ``equal_lengths`` is False: :func:`input_gradient` takes padded batches)."""
     batch = next(task.batches("valid", batch_size))
-    if batch.lengths is not None:
+    if equal_lengths and batch.lengths is not None:
         raise ValueError(
             f"task {task.name!r} has sequences of different lengths; gradflow needs equal "
             "lengths (e.g. copy, parity form=sequence, or a stream task)"

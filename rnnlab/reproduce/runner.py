@@ -79,6 +79,14 @@ def selected_runs(entry: entries.Entry, budget: str, labels: list[str] | None):
     return list(entry.runs)
 
 
+def _merge_runs(record: dict, path: Path) -> None:
+    """Add to ``record["runs"]`` the runs another process recorded in ``path`` meanwhile (two
+    processes may train different runs of one entry; each would otherwise drop the other's).
+    The file wins: each process writes its own runs there as they finish."""
+    if path.is_file():
+        record["runs"] = {**record["runs"], **json.loads(path.read_text()).get("runs", {})}
+
+
 def reproduce(
     name: str,
     *,
@@ -150,6 +158,7 @@ def reproduce(
         except TrainingDiverged as error:  # recorded in its summary.json; the others still run
             print(f"{name}/{run.label}: diverged: {error}", flush=True)
             summary = {"status": "diverged"}
+        _merge_runs(record, record_path)
         record["runs"][run.label] = {
             "dir": run.label,
             "wall_seconds": time.perf_counter() - started
@@ -170,6 +179,14 @@ def reproduce(
         if kept is not None:
             kept.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / "curves.png", kept / "curves.png")
+    if entry.sweeps:  # value against a setting, one line per network (e.g. depth)
+        from rnnlab.reproduce.sweep import plot_all
+
+        for path in plot_all(entry, root, root):
+            if kept is not None:
+                kept.mkdir(parents=True, exist_ok=True)
+                for made in (path, path.with_suffix(".csv")):
+                    shutil.copyfile(made, kept / made.name)
     if entry.gradflow:
         from rnnlab.reproduce.gradflow import entry_gradflow
 
@@ -179,6 +196,7 @@ def reproduce(
             for made in sorted((root / "gradflow").iterdir()):
                 if made.suffix in (".png", ".csv", ".json"):
                     shutil.copyfile(made, kept / "gradflow" / made.name)
+    _merge_runs(record, record_path)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     if kept is not None and kept.is_dir():
         (kept / RECORD).write_text(json.dumps(record, indent=2) + "\n")

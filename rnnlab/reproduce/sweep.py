@@ -1,0 +1,87 @@
+"""Plots of one measured value against one setting, a line per network: an entry's ``sweeps``.
+
+A sweep (see ``grid-depth`` in :mod:`rnnlab.reproduce.entries`) names, for every line, its
+points in order; a point is the list of runs behind it (one per seed). The x value of a point
+is the ``setting`` of its runs (``model.num_layers``), the y value the mean of ``value``
+(``test.accuracy``) over the point's finished runs, with their standard deviation as the error
+bar. A point with no finished run is left out of its line; the legend says how many seeds each
+line has, so a plot read before every run has finished says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+
+def points(entry, root: Path, sweep: dict) -> dict[str, list[tuple[float, float, float, int]]]:
+    """``{legend: [(x, mean, std, n), ...]}`` over the finished runs under ``root``."""
+    settings = {run.label: run.settings for run in entry.runs}
+    out: dict[str, list[tuple[float, float, float, int]]] = {}
+    for legend, line in sweep["lines"].items():
+        measured = []
+        for labels in line:
+            values = []
+            for label in labels:
+                path = root / label / "summary.json"
+                if not path.is_file():
+                    continue
+                summary = json.loads(path.read_text())
+                value = summary
+                for part in sweep["value"].split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if value is not None and summary.get("status") != "diverged":
+                    values.append(float(value))
+            if values:
+                x = float(settings[labels[0]][sweep["setting"]])
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                measured.append((x, statistics.fmean(values), std, len(values)))
+        out[legend] = measured
+    return out
+
+
+def plot(entry, root: Path, sweep: dict, out: Path) -> Path | None:
+    """``out/<sweep file>`` (and a .csv beside it) from the runs under ``root``; None when no
+    point of the sweep has a finished run yet."""
+    measured = points(entry, root, sweep)
+    if not any(measured.values()):
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / sweep["file"]
+    with open(png.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", sweep["setting"], f"{sweep['value']} mean", "std", "n"])
+        for legend, line in measured.items():
+            writer.writerows([legend, f"{x:g}", f"{m:.6g}", f"{s:.6g}", n] for x, m, s, n in line)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for legend, line in measured.items():
+        if not line:
+            continue
+        xs, means, stds, ns = zip(*line)
+        seeds = f"n={min(ns)}" if min(ns) == max(ns) else f"n={min(ns)}-{max(ns)}"
+        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=f"{legend} ({seeds})")
+    xs = sorted({x for line in measured.values() for x, *_ in line})
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(xs, [f"{x:g}" for x in xs])
+    axis.set_xlabel(sweep["xlabel"])
+    axis.set_ylabel(sweep["ylabel"])
+    axis.set_title(f"{entry.name}: {sweep['title']}", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    return png
+
+
+def plot_all(entry, root: Path, out: Path) -> list[Path]:
+    """Every sweep of ``entry`` that has a finished run: the paths written."""
+    made = (plot(entry, root, sweep, out) for sweep in entry.sweeps)
+    return [path for path in made if path is not None]
