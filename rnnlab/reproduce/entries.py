@@ -278,6 +278,71 @@ def _grid_depth() -> dict:
     return {"runs": runs, "rows": rows, "comparisons": comparisons, "sweeps": sweeps}
 
 
+# grid-parity: k-bit parity, the bits given at once (±1). The tied 1-D grid has the same
+# parameters at every depth (68,354 at k = 16); the plain nets, 180 wide, have 68,402.
+_PARITY_BITS = (8, 12, 16, 20, 24, 32)
+_PARITY_NETS = (  # (label, legend, settings)
+    ("grid-L2", "tied 1-D Grid LSTM, 2 layers",
+     {"model.body": "grid_deep", "model.tied": True, "model.num_layers": 2,
+      "model.hidden_size": 128}),
+    ("grid-L4", "tied 1-D Grid LSTM, 4 layers",
+     {"model.body": "grid_deep", "model.tied": True, "model.num_layers": 4,
+      "model.hidden_size": 128}),
+    ("grid-L8", "tied 1-D Grid LSTM, 8 layers",
+     {"model.body": "grid_deep", "model.tied": True, "model.num_layers": 8,
+      "model.hidden_size": 128}),
+    ("tanh", "tanh feed-forward net, 2 layers",
+     {"model.body": "grid_deep", "model.transforms": "tanh", "model.num_layers": 2,
+      "model.hidden_size": 180}),
+    ("relu", "ReLU feed-forward net, 2 layers",
+     {"model.body": "grid_deep", "model.transforms": "relu", "model.num_layers": 2,
+      "model.hidden_size": 180}),
+)
+_PARITY_ROWS = (16, 24)
+
+
+def _grid_parity() -> dict:
+    """Runs, rows, comparisons and the k sweep of the ``grid-parity`` entry."""
+    runs = [
+        {"label": f"{net}-k{bits}",
+         "settings": {"task.options": {"bits": bits, "signed": True}, **settings},
+         "small": bits <= 12}
+        for net, _, settings in _PARITY_NETS
+        for bits in _PARITY_BITS
+    ]
+    rows = [
+        {"what": f"k={bits} test accuracy, {legend}",
+         "published": "1.0 (up to k=250)" if net.startswith("grid") else "-",
+         "runs": [f"{net}-k{bits}"], "value": "test.accuracy"}
+        for bits in _PARITY_ROWS
+        for net, legend, _ in _PARITY_NETS
+    ]
+    grid, deep = _PARITY_NETS[0][1], _PARITY_NETS[2][1]
+    comparisons = [
+        *({"a": f"k=16 test accuracy, {grid}", "b": f"k=16 test accuracy, {legend}",
+           "higher_is_better": True} for _, legend, _ in _PARITY_NETS[3:]),
+        {"a": f"k=24 test accuracy, {deep}", "b": f"k=24 test accuracy, {grid}",
+         "higher_is_better": True},
+    ]
+    sweeps = [{
+        "file": "parity-k.png", "title": "k-bit parity: test accuracy against k",
+        "setting": "task.options.bits", "xlabel": "k (bits, all given at once)", "log_x": False,
+        "value": "test.accuracy", "ylabel": "test accuracy (mean ± std over seeds; 0.5: chance)",
+        "lines": {legend: [f"{net}-k{bits}" for bits in _PARITY_BITS]
+                  for net, legend, _ in _PARITY_NETS},
+    }]
+    return {"runs": runs, "rows": rows, "comparisons": comparisons, "sweeps": sweeps}
+
+
+# seed-char: three 3-layer networks of ~410K parameters (on Tiny Shakespeare's 65 characters):
+# stacked LSTM 411,457; untied Grid LSTM 410,825; tied Grid LSTM (one block) 413,809.
+_SEED_CHAR_NETS = (
+    ("lstm", {"model.body": "stack", "model.hidden_size": 128}),
+    ("grid", {"model.body": "grid", "model.hidden_size": 90}),
+    ("grid-tied", {"model.body": "grid", "model.tied": True, "model.hidden_size": 152}),
+)
+
+
 ENTRIES: dict[str, dict] = {
     "gers-timing": {
         "paper": "Gers, Schraudolph & Schmidhuber 2002, Learning Precise Timing with LSTM "
@@ -565,35 +630,22 @@ ENTRIES: dict[str, dict] = {
     },
     "grid-parity": {
         "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
-        "table": "Section 4.1: k-bit parity, largest k solved (published 250 by a 1-D Grid LSTM)",
-        "claim": "a 1-D Grid LSTM (LSTM cells along depth) solves k-bit parity for k up to 250 "
-        "given all bits at once; here its baselines read the bits at once too (one step: a "
-        "tanh and an LSTM layer stack), so they are feed-forward nets without gated depth",
+        "table": "k-bit parity (published: solved up to k = 250 by a 1-D Grid LSTM): test "
+        "accuracy against k for the tied 1-D Grid LSTM at depth 2, 4 and 8 and for tanh and "
+        "ReLU feed-forward nets of the same parameters",
+        "claim": "a 1-D Grid LSTM (LSTM cells along depth, all k bits given at once) learns "
+        "k-bit parity for far larger k than plain feed-forward nets of equal parameters, and "
+        "more depth lets it solve larger k",
         "seeds": SEEDS,
-        "expected_minutes": 160,
+        "expected_minutes": 60,
         "base": {**_GRID_SYNTH, "task.name": "parity", "task.batch_size": 128,
-                 "model.hidden_size": 256, "model.num_layers": 2,
-                 "model.input_projection": False},  # the net reads the bits, as the paper's
-        "runs": [
-            {"label": f"{kind}-k{bits}",
-             "settings": {"task.options": {"bits": bits, "signed": True}, **settings},
-             "small": bits <= 32}
-            for bits in (16, 32, 64)
-            for kind, settings in (
-                ("grid", {"model.body": "grid_deep"}),  # the paper's 1-D Grid LSTM
-                ("tanh", {"model.body": "stack", "model.cell": "rnn"}),
-                ("lstm", {"model.body": "stack", "model.cell": "lstm"}),
-            )
-        ],
-        "rows": [
-            {"what": f"k={bits} test accuracy, {kind}", "published": 1.0 if kind == "grid"
-             else "fails for large k", "runs": [f"{kind}-k{bits}"], "value": "test.accuracy"}
-            for bits in (16, 32, 64) for kind in ("grid", "tanh", "lstm")
-        ],
-        "budgets": {"full": {"train.max_steps": 5000}, "small": {"train.max_steps": 1000}},
-        "scaled": "k up to 64 (the paper: 250), 5,000 steps of 128 per network, 2 layers of "
-        "256, 3 seeds",
-        "small_scaled": "k 16 and 32, 1,000 steps, 1 seed",
+                 "model.input_projection": False},  # each net's projection reads the ±1 bits
+        **_grid_parity(),
+        "budgets": {"full": {"train.max_steps": 3000}, "small": {"train.max_steps": 500}},
+        "scaled": "k = 8-32 (the paper: up to 250), 3,000 steps of 128 vectors (384,000 "
+        "samples) per network, the tied grid 128 wide (68K parameters at every depth), "
+        "feed-forward nets 2 x 180 (the same parameters within 0.1%), 3 seeds",
+        "small_scaled": "k = 8 and 12, 500 steps, 1 seed",
     },
     "grid-addition": {
         "paper": "Kalchbrenner, Danihelka & Graves 2016, Grid Long Short-Term Memory",
@@ -647,7 +699,6 @@ ENTRIES: dict[str, dict] = {
         "characters better than a 3-layer stacked LSTM of about the same size",
         "expected_minutes": 45,
         "base": {
-            "task.name": "tinyshakespeare",
             "task.eval_batch_size": 256,
             "task.eval_max_batches": 1,
             "model.num_layers": 3,
@@ -656,28 +707,32 @@ ENTRIES: dict[str, dict] = {
             "train.checkpoint_every": None,
         },
         "runs": [
-            {"label": f"{kind}-s{seed}", "settings": {**settings, "train.seed": seed},
-             "small": seed == 0}
+            {"label": f"{prefix}{kind}-s{seed}",
+             "settings": {"task.name": data, **settings, "train.seed": seed},
+             "small": seed == 0 and not prefix}
+            for prefix, data in (("", "tinyshakespeare"), ("ptb-", "ptb_char"))
             for seed in (0, 1, 2)
-            for kind, settings in (
-                ("lstm", {"model.body": "stack", "model.hidden_size": 128}),
-                ("grid", {"model.body": "grid", "model.hidden_size": 90}),  # ~ equal parameters
-            )
+            for kind, settings in _SEED_CHAR_NETS
         ],
         "rows": [
-            {"what": "test bits/char, 3-layer stacked LSTM", "published": 1.67,
-             "runs": ["lstm-s0", "lstm-s1", "lstm-s2"], "value": "test.bits_per_char"},
-            {"what": "test bits/char, 3-layer Grid LSTM", "published": 1.47,
-             "runs": ["grid-s0", "grid-s1", "grid-s2"], "value": "test.bits_per_char"},
+            {"what": f"{data} test bits/char, 3-layer {legend}",
+             "published": published if not prefix else "-",
+             "runs": [f"{prefix}{kind}-s{seed}" for seed in (0, 1, 2)],
+             "value": "test.bits_per_char"}
+            for prefix, data in (("", "Tiny Shakespeare"), ("ptb-", "PTB characters"))
+            for (kind, _), (legend, published) in zip(_SEED_CHAR_NETS, (
+                ("stacked LSTM", 1.67), ("Grid LSTM", 1.47), ("tied Grid LSTM", 1.47)))
         ],
         "comparisons": [
-            {"a": "test bits/char, 3-layer Grid LSTM", "b": "test bits/char, 3-layer stacked LSTM",
-             "higher_is_better": False},
+            {"a": f"{data} test bits/char, 3-layer {grid}",
+             "b": f"{data} test bits/char, 3-layer stacked LSTM", "higher_is_better": False}
+            for data in ("Tiny Shakespeare", "PTB characters")
+            for grid in ("Grid LSTM", "tied Grid LSTM")
         ],
         "budgets": {"full": {"train.max_steps": 3000}, "small": {"train.max_steps": 500}},
-        "scaled": "Tiny Shakespeare instead of enwik8 (published numbers are enwik8, not "
-        "comparable in value, only in ordering), ~410K parameters instead of 17-27M, "
-        "3,000 steps of 32 x 100 characters per network, 3 seeds",
+        "scaled": "Tiny Shakespeare and PTB characters instead of enwik8 (published numbers are "
+        "enwik8, not comparable in value, only in ordering), ~410K parameters instead of "
+        "17-27M, 3,000 steps of 32 x 100 characters per network, 3 seeds",
         "small_scaled": "500 steps, 1 seed",
     },
 }

@@ -16,6 +16,14 @@ import statistics
 from pathlib import Path
 
 
+def _setting(settings: dict, key: str):
+    """``settings[key]``, or for ``task.options.bits`` the option ``bits`` of ``task.options``."""
+    if key in settings:
+        return settings[key]
+    parent, _, name = key.rpartition(".")
+    return settings[parent][name]
+
+
 def points(entry, root: Path, sweep: dict) -> dict[str, list[tuple[float, float, float, int]]]:
     """``{legend: [(x, mean, std, n), ...]}`` over the finished runs under ``root``."""
     settings = {run.label: run.settings for run in entry.runs}
@@ -35,7 +43,7 @@ def points(entry, root: Path, sweep: dict) -> dict[str, list[tuple[float, float,
                 if value is not None and summary.get("status") != "diverged":
                     values.append(float(value))
             if values:
-                x = float(settings[labels[0]][sweep["setting"]])
+                x = float(_setting(settings[labels[0]], sweep["setting"]))
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 measured.append((x, statistics.fmean(values), std, len(values)))
         out[legend] = measured
@@ -68,7 +76,8 @@ def plot(entry, root: Path, sweep: dict, out: Path) -> Path | None:
         seeds = f"n={min(ns)}" if min(ns) == max(ns) else f"n={min(ns)}-{max(ns)}"
         axis.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=f"{legend} ({seeds})")
     xs = sorted({x for line in measured.values() for x, *_ in line})
-    axis.set_xscale("log", base=2)
+    if sweep.get("log_x", True):
+        axis.set_xscale("log", base=2)
     axis.set_xticks(xs, [f"{x:g}" for x in xs])
     axis.set_xlabel(sweep["xlabel"])
     axis.set_ylabel(sweep["ylabel"])

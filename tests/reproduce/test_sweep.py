@@ -89,3 +89,22 @@ def test_two_processes_on_one_entry_keep_each_others_runs(tmp_path):
     _merge_runs(mine, path)
     assert mine["runs"] == {"a": {"status": "completed"}, "b": {"status": "completed"},
                             "c": {"status": "x"}}
+
+
+def test_grid_parity_nets_have_equal_parameters_and_sweep_k():
+    """The tied 1-D grid has one block at every depth; the plain nets match its count."""
+    from rnnlab.train.model import count_parameters
+    from rnnlab.train.trainer import build
+
+    entry = entries.get("grid-parity")
+    full = entry.budgets["full"]
+    counts = {net: count_parameters(build(entry.run(f"{net}-k16-s0").config(full))[1])
+              for net in ("grid-L2", "grid-L4", "grid-L8", "tanh", "relu")}
+    assert counts["grid-L2"] == counts["grid-L4"] == counts["grid-L8"]
+    for plain in ("tanh", "relu"):
+        assert abs(counts[plain] / counts["grid-L2"] - 1) < 0.01, counts
+    (sweep,) = entry.sweeps
+    assert sweep["setting"] == "task.options.bits"
+    for line in sweep["lines"].values():
+        bits = [entry.run(labels[0]).settings["task.options"]["bits"] for labels in line]
+        assert bits == [8, 12, 16, 20, 24, 32]
