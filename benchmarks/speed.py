@@ -26,6 +26,8 @@ torchrecurrent's PeepholeLSTM and MUT1-3 when that package is installed.
     python benchmarks/speed.py                        # defaults: 5-10 minutes on 2 cores
     python benchmarks/speed.py --quick                # a smaller run, about a minute
     python benchmarks/speed.py --hidden 256 --cells lstm gru mut1 --repeat 9
+    python benchmarks/speed.py --regularisers --threads 1   # issue 25: each regulariser's
+                                                            # training tokens/s vs the plain cell
     RNNLAB_FAST=python python benchmarks/speed.py     # the engine without its C++ loop
 """
 
@@ -41,7 +43,6 @@ from torch import nn
 
 import rnnlab
 from rnnlab import machine
-from rnnlab.engine import fused
 from rnnlab.engine.fast import native
 
 
@@ -191,6 +192,47 @@ def timed(model: nn.Module, x: torch.Tensor, train: bool):
     return run
 
 
+# Issue 25: each regulariser (a transformation of the cell graph, docs/regularisers.md) at
+# p = 0.25, and all four together, against the same cell unregularised (goal: >= 0.85x).
+REGULARISERS = {
+    "input_dropout": {"input_dropout": 0.25},
+    "recurrent_dropout": {"recurrent_dropout": 0.25},
+    "output_dropout": {"output_dropout": 0.25},
+    "weight_drop": {"weight_drop": 0.25},
+    "all four": {"input_dropout": 0.25, "recurrent_dropout": 0.25, "output_dropout": 0.25,
+                 "weight_drop": 0.25},
+}
+
+
+def regularisers(args, cells: list[str]) -> None:
+    """Training tokens/s of each regulariser over the plain cell's, interleaved rounds at each
+    --cell-hidden size (medians and best times; the models share their weights)."""
+    T, B, I = args.steps, args.batch, args.input
+    header = (f"{'H':>5} {'cell':>10} {'regulariser':>18} {'tokens/s':>10} {'best':>6} "
+              f"{'median':>6}  explain")
+    print(header)
+    print("-" * len(header))
+    for H in args.cell_hidden:
+        x = torch.randn(T, B, I)
+        for name in cells:
+            plain = rnnlab_model(name, I, H)
+            models = {"plain": plain}
+            for what, options in REGULARISERS.items():
+                model = rnnlab.RNN(name, I, H, **options)
+                model.load_state_dict(plain.state_dict())
+                models[what] = model
+            entries = {what: timed(model, x, True) for what, model in models.items()}
+            samples: dict = {}
+            best = best_times(entries, args.repeat, args.max_repeat, samples=samples)
+            median = {what: statistics.median(v) for what, v in samples.items()}
+            for what, model in models.items():
+                how = rnnlab.engine.explain(next(iter(model.cells.values())))
+                print(f"{H:>5} {name:>10} {what:>18} {T * B / median[what]:>10.0f} "
+                      f"{best['plain'] / best[what]:>6.2f} "
+                      f"{median['plain'] / median[what]:>6.2f}  {how.split(':')[0]}",
+                      flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="sequence length T")
@@ -212,6 +254,10 @@ def main(argv=None) -> None:
                              "the first --cell-hidden size; prints their GFLOP/s distribution")
     parser.add_argument("--quick", action="store_true",
                         help="T=50, H 128 256, cells lstm gru mut1 peephole, 3 rounds")
+    parser.add_argument("--regularisers", action="store_true",
+                        help="only the regulariser table (issue 25): each regulariser's "
+                             "training tokens/s over the plain cell's at --cell-hidden "
+                             "(cells: --cells, default lstm gru)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.hidden, args.repeat, args.max_repeat = 50, [128, 256], 3, 6
@@ -221,7 +267,7 @@ def main(argv=None) -> None:
     cells = args.cells if args.cells is not None else rnnlab.cells.names()
     T, B, I = args.steps, args.batch, args.input
     torch.manual_seed(0)
-    engine = fused.get_backend()
+    engine = rnnlab.engine.get_backend()
     if engine in ("auto", "native"):
         engine += f" (native: {native.why_unavailable()})"
     print(machine.line())
@@ -232,6 +278,11 @@ def main(argv=None) -> None:
     started = time.time()
     header = (f"{'H':>5} {'mode':>5} {'model':>28} {'tokens/s':>10} {'vs LSTM':>8} "
               f"{'GFLOP/s':>8} {'/LSTM':>6} {'%peak':>6} {'med':>5}")
+    if args.regularisers:
+        regularisers(args, args.cells or ["lstm", "gru"])
+        print(f"total {time.time() - started:.0f} s; load average at end "
+              f"{os.getloadavg()[0]:.1f}")
+        return
     print(header)
     print("-" * len(header))
     sizes = sorted(set(args.hidden) | set(args.cell_hidden))

@@ -20,6 +20,8 @@ import inspect
 from pathlib import PurePath
 
 from ..lang import CellDef, Graph
+from ..lang.regularise import OPTIONS as REGULARISERS
+from ..lang.regularise import regularise
 from ..lang.trace import KNOWN_MODULE_OPTIONS
 from .module import Cell
 from .zoo import BUILTIN
@@ -74,9 +76,14 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
             the path of a JSON cell file (ending ``.json``; see ``load``).
         input_size, hidden_size: sizes of x and of every state vector.
         options: ``init`` ("uniform" | "xavier" | "orthogonal"), ``forget_bias`` (cells with a
-            forget gate; default 1.0), ``raw_input`` (MUT1/MUT2: "strict" | "project").
+            forget gate; default 1.0), ``raw_input`` (MUT1/MUT2: "strict" | "project"), and the
+            regularisers (probabilities; see ``rnnlab.lang.regularise`` and
+            docs/regularisers.md): ``input_dropout``, ``recurrent_dropout``,
+            ``output_dropout`` (locked dropout, one mask per sequence) and ``weight_drop``
+            (DropConnect of the recurrent matrices, one mask per call).
     """
     module_options = {k: v for k, v in options.items() if k in KNOWN_MODULE_OPTIONS}
+    regularisers = {k: options.pop(k) for k in REGULARISERS if k in options}
     if is_cell_file(cell):
         cell = load(cell)
     if isinstance(cell, Graph):
@@ -86,7 +93,7 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
         g = cell.resized(input_size, hidden_size).validate()
     else:
         g = graph(cell, input_size, hidden_size, **options)
-    return Cell(g, **module_options)
+    return Cell(regularise(g, **regularisers), **module_options)
 
 
 def is_cell_file(cell) -> bool:

@@ -33,6 +33,14 @@ class Cell(nn.Module):
 
     ``remove_biases()`` turns the biases (``b``, ``b_*``) into fixed zeros, as a torch module
     built with ``bias=False`` has none (``rnnlab.RNN(..., bias=False)``).
+
+    **Regularised cells** (a graph from ``rnnlab.lang.regularise``, or ``make(...,
+    recurrent_dropout=p, …)``) draw their masks in training mode and use their expectation (1:
+    the plain cell's function, deterministically) in evaluation mode. ``State`` holds the
+    fields a caller carries (``graph.carried``); the mask state fields are added for each call
+    (``state_masks``), the input mask is applied to x (``input_mask``) and weight-drop masks
+    when the weights are assembled (``weights``). ``rnnlab.RNN`` draws the sequence masks once
+    per sequence; a single ``forward`` step draws them for that step.
     """
 
     def __init__(self, graph: Graph, init: str = "uniform", forget_bias: float | None = None):
@@ -47,7 +55,7 @@ class Cell(nn.Module):
             )
         self.graph = graph
         self.program = compile_graph(graph)
-        self.State = state_type(graph.states)
+        self.State = state_type(graph.carried)
         self.init = init
         self.forget_bias = (
             (DEFAULT_FORGET_BIAS if forget_bias is None else float(forget_bias))
@@ -105,6 +113,51 @@ class Cell(nn.Module):
                 zeros = torch.zeros_like(self._parameters.pop(name), requires_grad=False)
                 self.register_buffer(name, zeros, persistent=False)
 
+    # ---- regularisers' masks (graph.masks; see rnnlab.lang.regularise) --------------------
+    @property
+    def drawing(self) -> bool:
+        """Whether calls draw random masks now: a regularised cell in training mode."""
+        return self.training and any(m.p > 0 for m in self.graph.masks.values())
+
+    def _bernoulli(self, shape, p: float, like: torch.Tensor) -> torch.Tensor:
+        """Inverted-dropout mask: 0 with probability p, else 1/(1−p)."""
+        keep = 1.0 - p
+        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep) / keep
+
+    def state_masks(self, batch_size: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The mask state fields for one sequence each, (batch_size, hidden_size) per field
+        (in the order of ``graph.states``): drawn in training, ones in evaluation."""
+        shape = (batch_size, self.hidden_size)
+        masks = []
+        for name in self.graph.states:
+            mask = self.graph.masks.get(name)
+            if mask is None:
+                continue
+            if self.drawing and mask.p > 0:
+                masks.append(self._bernoulli(shape, mask.p, like))
+            else:
+                masks.append(torch.ones(shape, dtype=like.dtype, device=like.device))
+        return tuple(masks)
+
+    def input_mask(self, batch_size: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The locked input mask (batch_size, input_size) to multiply x by, or None (no input
+        dropout, or evaluation)."""
+        if not self.drawing:
+            return None
+        mask = None
+        for m in self.graph.masks.values():
+            if m.kind == "input" and m.p > 0:
+                draw = self._bernoulli((batch_size, self.input_size), m.p, like)
+                mask = draw if mask is None else mask * draw
+        return mask
+
+    def full_state(self, state, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The carried fields followed by this call's mask fields: what the plan steps."""
+        state = tuple(state)
+        if len(state) == len(self.graph.states):
+            return state
+        return state + self.state_masks(state[0].shape[0], like)
+
     def weights(self) -> dict[str, torch.Tensor]:
         """The fused weight matrices the plan reads.
 
@@ -115,6 +168,12 @@ class Cell(nn.Module):
         params = {k: v for k, v in self._parameters.items() if v is not None}  # own, not
         #                                                       sub-modules' (as recurse=False)
         params.update(self._buffers)  # removed biases: fixed zeros
+        if self.drawing and any(m.kind == "weight" for m in self.graph.masks.values()):
+            for m in self.graph.masks.values():  # weight drop: a new mask on every call
+                if m.kind == "weight" and m.p > 0:
+                    params[m.target] = params[m.target] * self._bernoulli(
+                        params[m.target].shape, m.p, params[m.target])
+            return self.program.prepare(params)
         if torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and any(p.requires_grad for p in params.values())):
             return self.program.prepare(params)
@@ -160,20 +219,21 @@ class Cell(nn.Module):
         dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)
         zeros = [
             torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
-            for _ in self.graph.states
+            for _ in self.graph.carried
         ]
         return self.State(*zeros)
 
     def check_state(self, state, batch_size: int):
         """Accept a State (or a tensor for one-field cells); check shapes; return a State."""
-        if isinstance(state, torch.Tensor) and len(self.graph.states) == 1:
+        fields = self.graph.carried
+        if isinstance(state, torch.Tensor) and len(fields) == 1:
             state = (state,)
-        if not isinstance(state, (tuple, list)) or len(state) != len(self.graph.states):
+        if not isinstance(state, (tuple, list)) or len(state) != len(fields):
             raise ValueError(
-                f"{self.name} state must be a {len(self.graph.states)}-field State"
-                f"{self.graph.states}, got {type(state).__name__}"
+                f"{self.name} state must be a {len(fields)}-field State"
+                f"{fields}, got {type(state).__name__}"
             )
-        for field, t in zip(self.graph.states, state):
+        for field, t in zip(fields, state):
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != (batch_size, self.hidden_size):
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(
@@ -195,14 +255,18 @@ class Cell(nn.Module):
             if state is None
             else self.check_state(state, x.shape[0])
         )
+        mask = self.input_mask(x.shape[0], x)
+        if mask is not None:
+            x = x * mask
         return self.step_with(x, state, self.weights())
 
     def step_with(self, x: torch.Tensor, state, weights: dict):
         """``forward`` without its checks, with the fused weights already prepared
-        (``weights()``): x (B, input_size), state a tuple of (B, hidden_size)."""
+        (``weights()``): x (B, input_size), state a tuple of (B, hidden_size) (the carried
+        fields; a regularised cell adds its mask fields, ``full_state``)."""
         xs = tuple(t[0] for t in self.program.hoist(x.unsqueeze(0), weights))
-        h, new = self.program.step(xs, tuple(state), weights)
-        return h, self.State(*new)
+        h, new = self.program.step(xs, self.full_state(state, x), weights)
+        return h, self.State(*new[:len(self.graph.carried)])
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}"

@@ -5,8 +5,9 @@ concatenation it compiles) and then calls ``rnnlab::sequence``: (x, states, prep
 (output, final states, token). Inside, the op runs the ordinary eager path (the fused engine, or
 the reference loop where it does not apply). When gradients are wanted it keeps that call's
 autograd graph in a side table under the integer ``token`` (freed with the token tensor), and
-``rnnlab::sequence_backward`` differentiates it. Plans are found by a handle (``Program.handle``)
-because an op's arguments must be tensors and numbers.
+``rnnlab::sequence_backward`` differentiates it. Plans are found by a handle (``handle_of``)
+because an op's arguments must be tensors and numbers. Which executor runs inside is the route
+table's choice (``rnnlab.engine.route``), asked eagerly there.
 
 Variable lengths (packed input) read the lengths as Python numbers and are not traced; they run
 eagerly (a graph break).
@@ -21,11 +22,32 @@ import weakref
 import torch
 from torch import Tensor
 
-from ..lang.compile import Program, program_by_handle
+from ..lang.compile import Program
+from . import fused
+from .route import Executor, execute, route
 
 _SAVED: dict[int, tuple] = {}
 _TOKENS = itertools.count(1)
 _LOCK = threading.Lock()
+_PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # handle -> program
+_HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # program -> handle
+_NUMBERS = itertools.count(1)
+
+
+@torch.compiler.assume_constant_result
+def handle_of(program: Program) -> int:
+    """A number naming ``program`` while it lives (custom ops take numbers, not objects);
+    a constant to torch.compile."""
+    with _LOCK:
+        handle = _HANDLES.get(program)
+        if handle is None:
+            handle = _HANDLES[program] = next(_NUMBERS)
+            _PROGRAMS[handle] = program
+    return handle
+
+
+def program_by_handle(handle: int) -> Program:
+    return _PROGRAMS[handle]
 
 
 def _keys(program: Program) -> list[str]:
@@ -39,35 +61,32 @@ def _save(entry) -> int:
     return number
 
 
+def _route(program: Program, x: Tensor, training: bool):
+    return route(program, x.shape[0], x.shape[1], x.device, x.dtype, training, False)
+
+
 def _direct_forward(program: Program, keys: list, x: Tensor, states: list, weights: list):
     """The fused forward run as the eager op's forward, without building an autograd graph:
-    (output, finals, what the backward needs), or None where the engine does not apply or
-    computes its hoist with torch (then the graph path below differentiates that too)."""
-    from .fused import _forward, prepare_call
-
-    w = dict(zip(keys, weights))
-    prepared = prepare_call(program, w, x, None, None, True)
-    if prepared is None or prepared[0].comp.plan.hoist is None:
+    (output, finals, what the backward needs), or None where the route is not the fused engine
+    or its hoist is computed with torch (then the graph path below differentiates that too)."""
+    chosen = _route(program, x, True)
+    if chosen.executor not in (Executor.NATIVE, Executor.TORCH) or chosen.plan.plan.hoist is None:
         return None
-    run, front = prepared
+    w = dict(zip(keys, weights))
+    run, front = fused.prepare_call(chosen.plan, chosen.loops, program, w, x, None, None)
     comp = run.comp
     inputs = (*front, *states, *(w[k] for k in comp.keys))
-    output, finals, tensors = _forward(run, front, tuple(states),
-                                       {k: w[k] for k in comp.keys})
+    output, finals, tensors = fused._forward(run, front, tuple(states),
+                                             {k: w[k] for k in comp.keys})
     hoist = comp.plan.hoist
     front_keys = [None, hoist.weight, hoist.bias][:len(front)]
     return output, finals, ("direct", run, tensors, inputs, len(front), front_keys)
 
 
-def _run(program: Program, weights: dict, x: Tensor, states: tuple):
-    from .fused import run_program
-    from .unroll import step_loop
-
-    result = run_program(program, weights, x, states)
-    if result is None:  # the reference loop, under autograd
-        result = step_loop(program.step, program.hoist(x, weights), states, weights, None,
-                           x.shape[0])
-    return result
+def _run(program: Program, weights: dict, x: Tensor, states: tuple, training: bool):
+    """The eager call, on whatever executor the route table chooses."""
+    return execute(_route(program, x, training), program, weights, x, states, None, None,
+                   training)
 
 
 @torch.library.custom_op("rnnlab::sequence", mutates_args=())
@@ -78,7 +97,7 @@ def sequence(handle: int, x: Tensor, states: list[Tensor], weights: list[Tensor]
     keys = _keys(program)
     if not training:
         with torch.no_grad():
-            out, finals = _run(program, dict(zip(keys, weights)), x, tuple(states))
+            out, finals = _run(program, dict(zip(keys, weights)), x, tuple(states), False)
         return [out, *(f.clone() for f in finals), torch.zeros((), dtype=torch.int64)]
     direct = _direct_forward(program, keys, x, states, weights)
     if direct is not None:  # the engine's own forward, its buffers kept for the backward
@@ -91,7 +110,7 @@ def sequence(handle: int, x: Tensor, states: list[Tensor], weights: list[Tensor]
         leaves = [t.detach().requires_grad_() for t in (x, *states, *weights)]
         n = len(states)
         out, finals = _run(program, dict(zip(keys, leaves[1 + n:])), leaves[0],
-                           tuple(leaves[1:1 + n]))
+                           tuple(leaves[1:1 + n]), True)
     number = _save(("graph", leaves, [out, *finals]))
     token = torch.tensor(number, dtype=torch.int64)
     weakref.finalize(token, _SAVED.pop, number, None)  # the graph lives as long as the token
@@ -115,15 +134,13 @@ def sequence_backward(token: Tensor, inputs: list[Tensor], grads: list[Tensor]) 
         found = torch.autograd.grad(outputs, leaves, grads, retain_graph=True,
                                     allow_unused=True)
         return _laid_out(found, inputs)
-    from .fused import backward_pass
-
     _, run, tensors, engine_inputs, num_front, front_keys = entry
     if tensors is not None:  # a second backward redoes the forward (retain_graph)
         _SAVED[int(token)] = (*entry[:2], None, *entry[3:])
     num_states = len(grads) - 1
-    found = backward_pass(run, tensors, engine_inputs, num_front, num_states, grads[0],
+    found = fused.backward_pass(run, tensors, engine_inputs, num_front, num_states, grads[0],
                           grads[1:], need_dx=True)
-    program_keys = _keys(program_by_handle(run.handle))
+    program_keys = _keys(run.program)
     by_key: dict = {}
     for key, g in [*zip(front_keys[1:], found[1:num_front]),
                    *zip(run.comp.keys, found[num_front + num_states:])]:
@@ -165,11 +182,8 @@ def _backward(ctx, grads):
 sequence.register_autograd(_backward, setup_context=_setup)
 
 
-def compiled_unroll(program: Program, weights: dict, x: Tensor, state: tuple):
-    """``fused_unroll`` as seen by torch.compile: one ``rnnlab::sequence`` call."""
-    keys = _keys(program)
-    values = [weights[k] for k in keys]
-    training = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, *state, *values))
-    out = sequence(program.handle, x, list(state), values, training)
+def call(program: Program, weights: dict, x: Tensor, state: tuple, training: bool):
+    """The route ``CUSTOM_OP``: the call as torch.compile sees it, one ``rnnlab::sequence``."""
+    values = [weights[k] for k in _keys(program)]
+    out = sequence(handle_of(program), x, list(state), values, training)
     return out[0], tuple(out[1:-1])

@@ -7,7 +7,7 @@ A dilated layer (Chang et al. 2017, "Dilated Recurrent Neural Networks") compute
 so step t reads the state written at step t − d, not t − 1. Such a layer is the same cell run
 over ``d`` interleaved sub-sequences — steps ``j, j+d, j+2d, …`` for each phase ``j < d`` — which
 never exchange information. ``dilated_unroll`` therefore lays the sub-sequences side by side as
-``d · B`` rows of one batch and hands them to the ordinary engine (``unroll``): one input GEMM
+``d · B`` rows of one batch and hands them to the engine (``rnnlab.engine.run``): one input GEMM
 for all steps and one recurrent GEMM per step of ``T / d`` steps on ``d`` times the rows, the
 same FLOPs as the undilated layer. With d = 3 and T = 7::
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .unroll import unroll
+from .entry import run
 
 
 def dilated_unroll(cell, x: torch.Tensor, slots: tuple, lengths: torch.Tensor | None, d: int):
@@ -36,15 +36,16 @@ def dilated_unroll(cell, x: torch.Tensor, slots: tuple, lengths: torch.Tensor | 
         cell: a compiled Cell.
         x: (T, B, input_size).
         slots: one tensor per state field, each (d, B, hidden_size): the incoming state slots.
-        lengths: None (every sequence has T steps) or (B,) lengths, sorted decreasing.
+        lengths: None (every sequence has T steps) or (B,) lengths, in any order.
         d: the dilation, ≥ 1.
 
     Returns:
         output (T, B, hidden_size), zero after each sequence's end, and the new slots, each
         (d, B, hidden_size).
     """
+    program, weights = cell.program, cell.weights()
     if d == 1:
-        output, final = unroll(cell, x, tuple(s[0] for s in slots), lengths)
+        output, final = run(program, weights, x, tuple(s[0] for s in slots), lengths)
         return output, tuple(f[None] for f in final)
     T, B, F = x.shape
     steps = -(-T // d)  # sub-sequence length: ceil(T / d)
@@ -59,18 +60,9 @@ def dilated_unroll(cell, x: torch.Tensor, slots: tuple, lengths: torch.Tensor | 
     sub_lengths = ((lengths[None, :] - phase).clamp(min=0) + d - 1) // d  # (d, B): ceil
     sub_lengths = sub_lengths.reshape(-1)  # (d·B,), row order
     state = tuple(s.reshape(d * B, -1) for s in slots)
-    if bool((sub_lengths.diff() <= 0).all()):  # already in decreasing order: no permutation
-        uniform = bool((sub_lengths == steps).all())
-        out, final = unroll(cell, rows, state, None if uniform else sub_lengths)
-    else:  # packed sequences of mixed lengths: sort the rows for the engine, then unsort
-        order = torch.sort(sub_lengths, descending=True, stable=True).indices
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel())
-        index, back = order.to(x.device), inverse.to(x.device)
-        out, final = unroll(cell, rows.index_select(1, index),
-                            tuple(s.index_select(0, index) for s in state), sub_lengths[order])
-        out = out.index_select(1, back)
-        final = tuple(f.index_select(0, back) for f in final)
+    # phases of equal length run as one plain batch; others (T not a multiple of d, packed
+    # input) with their lengths, which run sorts and puts back
+    out, final = run(program, weights, rows, state, sub_lengths)
     out = out.reshape(steps * d, B, -1)[:T]
     final = tuple(f.view(d, B, -1) for f in final)
     if full and T % d == 0:

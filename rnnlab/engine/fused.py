@@ -1,10 +1,10 @@
 """The fused sequence engine: a whole sequence as one autograd op.
 
-``unroll`` hands a cell to this engine first. It lays the cell's plan (``rnnlab.lang.compile``)
-out as lanes (``fast.lanes``: the step, and the hoist when it is the input GEMM plus elementwise
-work), plans buffers and the instructions of a prologue (the hoist over all T·B rows), one
-forward step, one backward step and an epilogue (``fast.plan``), and runs it all as one
-``torch.autograd.Function``:
+``rnnlab.engine.run`` hands a call here when the route table chooses it. It lays the cell's
+plan (``rnnlab.lang.compile``) out as lanes (``fast.lanes``: the step, and the hoist when it
+is the input GEMM plus elementwise work), plans buffers and the instructions of a prologue (the
+hoist over all T·B rows), one forward step, one backward step and an epilogue (``fast.plan``),
+and runs it all as one ``torch.autograd.Function``:
 
 * forward computes ``X = x W + b`` (one GEMM) and the prologue, then runs the loop without
   autograd, keeping only what the backward step reads (gate values, the state history, each
@@ -12,7 +12,7 @@ forward step, one backward step and an epilogue (``fast.plan``), and runs it all
 * backward runs the derived backward step in reverse time and the epilogue, then computes every
   weight gradient as ONE GEMM over all T·B rows (``dR = Aᵀ dG``, ``dW = xᵀ dX``, ``dx = dX Wᵀ``).
 
-Two executors run the same instructions (``backend``):
+Two executors run the same instructions:
 
 * ``"native"``: a small C++ loop (``fast.native``), compiled once per machine with the system
   C++ compiler and cached; elementwise work is fused row by row and GEMMs call BLAS directly,
@@ -20,82 +20,28 @@ Two executors run the same instructions (``backend``):
 * ``"python"``: the same instructions as torch calls in a generated Python loop
   (``fast.pyexec``); needs no compiler and runs on any device and dtype.
 
-``"auto"`` (the default) takes native where it is available and supported, else python (on
-CPU; other devices use the reference loop), and ``"reference"`` turns the engine off so that
-``unroll`` runs the plan's step with torch ops under autograd. Choose with the environment
-variable ``RNNLAB_FAST`` (``0``/``reference``, ``python``, ``native``, ``auto``),
-``set_backend`` or the context manager ``backend(name)``. ``explain(cell)`` says which path a
-cell takes and why; a cell that falls back warns once. Double backward (``create_graph=True``)
-differentiates the reference loop inside this op's backward, so it stays exact. See
-docs/speed.md for the design and the measurements.
+Which executor runs a call — these two, a single small step, or the reference loop — is
+decided by the route table (``rnnlab.engine.route``), never here; ``rnnlab.engine.explain``
+prints its choice. Double backward (``create_graph=True``) differentiates the reference loop
+inside this op's backward, so it stays exact. See docs/speed.md for the design and the
+measurements.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import warnings
+import weakref
 from collections import OrderedDict
-from contextlib import contextmanager
+from functools import cached_property
 
 import torch
 
 from ..lang.compile import Program
+from . import settings
 from .fast.lanes import Unsupported, hoist_lanes, step_lanes
 from .fast.plan import Plan, make_plan, reads
 from .fast.pyexec import PythonLoops, buffer_shape
-
-BACKENDS = ("auto", "native", "python", "reference")
-# One step (T = 1) of at most SMALL_STEP_HIDDEN hidden units and at most SMALL_STEP_VALUES
-# batch × hidden values without gradients, or SMALL_TRAINING_STEP_VALUES with them, runs the
-# plan's step with torch ops under "auto": the engine's fixed cost per call (buffers, the native
-# call's table; with gradients also the autograd node and the weight-gradient GEMMs) exceeds
-# such a step. Measured without gradients: 5-14% per step at H <= 256, B <= 64; with gradients
-# (gru and lstm, H = 48 and 128, 1 thread, engine time over torch's): 1.05-1.13 at 3K-12K
-# values, 0.98-1.01 at 32K, 0.86-0.89 at 49K-131K, 0.73-0.80 at 197K-524K.
-SMALL_STEP_HIDDEN, SMALL_STEP_VALUES, SMALL_TRAINING_STEP_VALUES = 512, 4096, 16384
-# compute the hoist (x W + b, then x-only elementwise work) in the engine rather than run the
-# compiler's hoist under autograd: no slicing and concatenation through autograd, GEMMs that
-# add to X in place, one pass over all rows each way. RNNLAB_OWN_HOIST=0 turns it off.
-OWN_HOIST = os.environ.get("RNNLAB_OWN_HOIST", "1") != "0"
-_ALIASES = {"0": "reference", "off": "reference", "false": "reference", "1": "auto",
-            "on": "auto", "true": "auto", "": "auto"}
-
-
-def _from_env() -> str:
-    value = os.environ.get("RNNLAB_FAST", "auto").strip().lower()
-    value = _ALIASES.get(value, value)
-    if value not in BACKENDS:
-        raise ValueError(f"RNNLAB_FAST must be one of {BACKENDS} (or 0/1), got {value!r}")
-    return value
-
-
-_backend = _from_env()
-
-
-def get_backend() -> str:
-    """The engine in use: "auto", "native", "python" or "reference"."""
-    return _backend
-
-
-def set_backend(name: str) -> None:
-    """Choose the engine for every later ``unroll`` (see the module docstring)."""
-    global _backend
-    name = _ALIASES.get(str(name).lower(), str(name).lower())
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    _backend = name
-
-
-@contextmanager
-def backend(name: str):
-    """``with backend("python"): ...`` runs the block with that engine, then restores."""
-    previous = _backend
-    set_backend(name)
-    try:
-        yield
-    finally:
-        set_backend(previous)
+from .reference import step_loop
 
 
 # ---- compiled plans ---------------------------------------------------------------------------
@@ -141,28 +87,42 @@ class Compiled:
         return self._native
 
 
-_CACHE: OrderedDict = OrderedDict()
+    @cached_property
+    def summary(self) -> str:
+        """The plan's shape in words (what ``explain`` prints)."""
+        ir = self.plan.ir
+        hoist = "by the engine" if self.plan.hoist is not None else "with torch"
+        ew = sum(1 for op in ir.ops if not hasattr(op, "weight"))
+        return (f"{len(ir.gemms)} GEMM(s) and {ew} lane op(s) per step, hoist {hoist}, "
+                f"{len(self.statics)} static vector(s)")
+
+
+_CACHE: OrderedDict = OrderedDict()  # (program.key, training, lengths, own hoist) -> plan
 _CACHE_SIZE = 256
 _CACHE_LOCK = threading.Lock()
-_WARNED: set = set()
+# each program's own plans first: found without hashing its structure; they go with it
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled(program: Program, training: bool, lengths: bool):
     """The Compiled plan of a program (cached by the plan's structure), or an Unsupported
     exception instance saying why the engine cannot run it. Safe to call from threads."""
-    mine = program.plans  # the program's own cache first: no hashing of its structure
-    value = mine.get((training, lengths, OWN_HOIST))
+    own_hoist = settings.current().own_hoist
+    mine = _PLANS.get(program)
+    if mine is None:
+        mine = _PLANS.setdefault(program, {})
+    value = mine.get((training, lengths, own_hoist))
     if value is not None:
         return value
-    key = (program.key, training, lengths, OWN_HOIST)
+    key = (program.key, training, lengths, own_hoist)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
-            mine[training, lengths, OWN_HOIST] = _CACHE[key]
+            mine[training, lengths, own_hoist] = _CACHE[key]
             return _CACHE[key]
     try:
         ir = step_lanes(program)
-        hoist = hoist_lanes(program) if OWN_HOIST else None
+        hoist = hoist_lanes(program) if own_hoist else None
         value = Compiled(program, make_plan(ir, training, lengths, hoist))
     except Unsupported as error:
         value = error
@@ -170,53 +130,8 @@ def compiled(program: Program, training: bool, lengths: bool):
         value = _CACHE.setdefault(key, value)  # a racing thread's equal plan wins
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-    mine[training, lengths, OWN_HOIST] = value
+    mine[training, lengths, own_hoist] = value
     return value
-
-
-def _warn_once(program: Program, reason: str) -> None:
-    if program.key not in _WARNED:
-        _WARNED.add(program.key)
-        warnings.warn(f"rnnlab: cell {program.graph.name!r} runs on the slow reference loop: "
-                      f"{reason}", RuntimeWarning, stacklevel=4)
-
-
-def explain(cell, device="cpu", dtype=torch.float32, training: bool = True) -> str:
-    """How ``unroll`` would run ``cell`` (a Cell, Graph or Program) on this device and dtype.
-
-    Returns ``"fused (native): …"`` or ``"fused (torch): …"`` with the plan's shape, or
-    ``"reference: <reason>"``. (Whatever it says, under backend "auto" a single small step —
-    T = 1, see ``SMALL_STEP_VALUES`` — runs the plan's step directly.)"""
-    from ..lang import Graph
-    from ..lang.compile import compile_graph
-
-    if isinstance(cell, Graph):
-        program = compile_graph(cell)
-    elif isinstance(cell, Program):
-        program = cell
-    elif hasattr(cell, "program"):
-        program = cell.program
-    else:
-        raise TypeError(f"explain() takes a Cell, Graph or Program, got {type(cell).__name__}")
-    if _backend == "reference":
-        return "reference: the fused engine is switched off (backend 'reference')"
-    comp = compiled(program, training, False)
-    if isinstance(comp, Unsupported):
-        return f"reference: {comp}"
-    x = torch.empty(0, dtype=dtype, device=device)
-    try:
-        executor = choose_executor(comp, x)
-    except RuntimeError as error:
-        return f"reference: {error}"
-    if executor is None:
-        return (f"reference: backend 'auto' runs the fused engine on CPU only, got {device} "
-                "(backend('python') runs it there with torch ops)")
-    ir = comp.plan.ir
-    which = "torch" if executor is comp.python else "native"
-    hoist = "by the engine" if comp.plan.hoist is not None else "with torch"
-    ew = sum(1 for op in ir.ops if not hasattr(op, "weight"))
-    return (f"fused ({which}): {len(ir.gemms)} GEMM(s) and {ew} lane op(s) per step, "
-            f"hoist {hoist}, {len(comp.statics)} static vector(s)")
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -232,7 +147,7 @@ class _Run:
         self.sizes = sizes  # active rows per step, or None (all B rows for T steps)
         self.steps = len(sizes) if sizes is not None else T
         self.lengths = lengths
-        self.handle = program.handle
+        self.program = program
         self.threads = executor.threads() if executor is not comp.python else 1
 
 
@@ -242,12 +157,11 @@ class Workspace:
     Fresh memory costs a page fault per 4 KiB on first touch, which is as slow as the arithmetic
     of a small LSTM step. Internal buffers (state history, kept gate values, scratch) therefore
     go back here when a pass is done and serve the next call of the same shape; what is handed
-    to the caller (outputs, gradients) never does. At most ``limit`` bytes are kept
-    (``RNNLAB_WORKSPACE_MB``, default 512); ``clear()`` releases them.
+    to the caller (outputs, gradients) never does. At most ``RNNLAB_WORKSPACE_MB`` (default
+    512, read when buffers are handed back) are kept; ``clear()`` releases them.
     """
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self):
         self.bytes = 0
         self.free: dict[tuple, list[torch.Tensor]] = {}
         self.lock = threading.Lock()
@@ -265,9 +179,10 @@ class Workspace:
         return t.zero_() if zeros else t
 
     def give(self, tensors) -> None:
+        limit = settings.current().workspace_bytes
         with self.lock:
             for t in tensors:
-                if self.bytes + t.nbytes <= self.limit:
+                if self.bytes + t.nbytes <= limit:
                     self.free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
                     self.bytes += t.nbytes
 
@@ -277,7 +192,7 @@ class Workspace:
             self.bytes = 0
 
 
-workspace = Workspace(int(os.environ.get("RNNLAB_WORKSPACE_MB", "512")) << 20)
+workspace = Workspace()
 
 
 def _shapes(run: _Run) -> list:
@@ -457,8 +372,6 @@ def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d
 def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d_output,
                               d_finals) -> list:
     """Gradients through the reference loop under autograd (for double backward)."""
-    from .unroll import step_loop
-
     front, states = inputs[:num_xs], inputs[num_xs:num_xs + num_states]
     weights = dict(zip(run.comp.keys, inputs[num_xs + num_states:]))
     if run.comp.plan.hoist is None:
@@ -537,70 +450,14 @@ def _product_like(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tor
     return a.t() @ b
 
 
-def choose_executor(comp: Compiled, x: torch.Tensor):
-    """The executor for this call under the current backend, or None (use the reference)."""
-    name = _backend
-    if name == "reference":
-        return None
-    native_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-    if name in ("auto", "native") and native_ok:
-        executor = comp.native()
-        if executor is not None:
-            return executor
-        if name == "native":
-            from .fast import native
+def sequence(comp: Compiled, loops, program: Program, weights: dict, x: torch.Tensor,
+             state: tuple, lengths: torch.Tensor | None, sizes: list[int] | None,
+             training: bool):
+    """Run x (T, B, I) from ``state`` on ``loops`` (``comp.python`` or ``comp.native()``, as the
+    route chose): one autograd op when ``training``, else the forward loop alone.
 
-            raise RuntimeError(f"the native engine is unavailable: {native.why_unavailable()}")
-    if name == "native" and not native_ok:
-        raise RuntimeError(f"the native engine runs float32/float64 on CPU, got {x.dtype} on "
-                           f"{x.device}; use backend('auto')")
-    if name == "auto" and x.device.type != "cpu":
-        return None
-    return comp.python
-
-
-def small_step(x: torch.Tensor, hidden_size: int, training: bool = False) -> bool:
-    """Whether backend "auto" runs x (T, B, ·) as one step of the plan with torch ops rather
-    than on the engine: T = 1 and a small step (``SMALL_STEP_VALUES`` batch × hidden values,
-    ``SMALL_TRAINING_STEP_VALUES`` when ``training``: with gradients)."""
-    limit = SMALL_TRAINING_STEP_VALUES if training else SMALL_STEP_VALUES
-    return (x.shape[0] == 1 and _backend == "auto" and hidden_size <= SMALL_STEP_HIDDEN
-            and x.shape[1] * hidden_size <= limit)
-
-
-def fused_unroll(cell, x: torch.Tensor, state: tuple, lengths: torch.Tensor | None = None,
-                 sizes: list[int] | None = None):
-    """``unroll`` on the fused engine; returns None where it does not apply.
-
-    Args:
-        cell: a compiled Cell; x (T, B, input_size); state: tuple of (B, hidden_size);
-        lengths: None or (B,) sorted decreasing; sizes: the active rows per step for lengths.
-    """
-    if (_backend == "reference" or x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0
-            or sizes == []):
-        return None
-    if lengths is None and torch.compiler.is_compiling():  # one opaque op to torch.compile
-        from .custom_op import compiled_unroll
-
-        return compiled_unroll(cell.program, cell.weights(), x, tuple(state))
-    return run_program(cell.program, cell.weights(), x, tuple(state), lengths, sizes)
-
-
-def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
-                lengths: torch.Tensor | None = None, sizes: list[int] | None = None):
-    """``fused_unroll`` for a plan and its prepared weights (``Program.prepare``); None where
-    the engine does not apply (the caller then steps the plan with torch ops)."""
-    if _backend == "reference":
-        return None
-    training = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, *state, *weights.values()))
-    if small_step(x, program.graph.hidden_size, training):
-        return None  # one small step (sampling, streaming): the plan's step with torch ops
-    prepared = prepare_call(program, weights, x, lengths, sizes, training)
-    if prepared is None:
-        return None
-    run, front = prepared
-    comp = run.comp
+    ``lengths``: None or (B,) sorted decreasing, ``sizes`` their active rows per step."""
+    run, front = prepare_call(comp, loops, program, weights, x, lengths, sizes)
     if not training:
         # one step over many rows (the grid's depth step): the finals are as large as the
         # step's input, so they are views of a state buffer of their own instead of copies
@@ -615,18 +472,10 @@ def run_program(program: Program, weights: dict, x: torch.Tensor, state: tuple,
     return outputs[0], tuple(outputs[1:])
 
 
-def prepare_call(program: Program, weights: dict, x: torch.Tensor, lengths, sizes,
-                 training: bool):
-    """The run of one call and the engine's front inputs (x[, W[, b]] with the engine's own
-    hoist, else the hoisted inputs computed by torch), or None where the engine does not
-    apply."""
-    comp = compiled(program, training, lengths is not None)
-    if isinstance(comp, Unsupported):
-        _warn_once(program, str(comp))
-        return None
-    executor = choose_executor(comp, x)
-    if executor is None:
-        return None
+def prepare_call(comp: Compiled, loops, program: Program, weights: dict, x: torch.Tensor,
+                 lengths, sizes):
+    """The run of one call and the engine's front inputs: x[, W[, b]] with the engine's own
+    hoist, else the hoisted inputs computed by torch."""
     hoist = comp.plan.hoist
     if hoist is not None:  # the engine computes the hoist itself
         front = [x]
@@ -638,4 +487,4 @@ def prepare_call(program: Program, weights: dict, x: torch.Tensor, lengths, size
         front = [t if t.stride(-1) == 1 else t.contiguous()
                  for t in program.hoist(x, weights)]
     T, B = x.shape[:2]
-    return _Run(comp, executor, T, B, sizes, lengths, program), front
+    return _Run(comp, loops, T, B, sizes, lengths, program), front

@@ -17,6 +17,19 @@ from .packing import unpack
 from .unroll import reverse_padded
 
 
+def _with_masks(cell, x: torch.Tensor, slots: tuple) -> tuple[torch.Tensor, tuple]:
+    """A regularised cell's sequence masks for one call: x (T, B, I) times the locked input
+    mask, and the slots (each (d, B, H)) followed by one mask field each, the same for every
+    slot of a sequence (drawn in training, ones in evaluation; see ``Cell.state_masks``)."""
+    B = x.shape[1]
+    mask = cell.input_mask(B, x)
+    if mask is not None:
+        x = x * mask  # (T, B, I) * (B, I): one mask for every step of a sequence
+    d = slots[0].shape[0]
+    masks = tuple(m.unsqueeze(0).expand(d, -1, -1) for m in cell.state_masks(B, x))
+    return x, (*slots, *masks)
+
+
 class RNN(nn.Module):
     r"""A multi-layer, optionally bidirectional and skip-connected recurrent network of any cell.
 
@@ -46,6 +59,14 @@ class RNN(nn.Module):
             Default True.
         proj_size: torch.nn.LSTM's projection size; only 0 (no projection) exists here.
         device, dtype: where and in what precision to create the parameters (as torch).
+        input_dropout, recurrent_dropout, output_dropout, weight_drop: regularisers of every
+            layer's cell, probabilities (default 0: none), passed to ``rnnlab.cells.make``
+            (see docs/regularisers.md). Locked dropout (Gal & Ghahramani 2016) of the step
+            input, of the state where it feeds the recurrent products, and of the output, one
+            mask per sequence and call; weight drop (Merity et al. 2018) drops entries of every
+            recurrent matrix, one mask per call. Each is a transformation of the cell's graph
+            (``print(rnn.cells.layer0)`` shows it) and runs on the fused engine; in evaluation
+            mode the network computes the unregularised function.
         **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
 
     Shapes:
@@ -333,9 +354,11 @@ class RNN(nn.Module):
                 cell = self.cells[f"layer{layer}" + ("_reverse" if d else "")]
                 slots = tuple(field[self._slot_range(layer, d)] for field in state)
                 seq = reverse_padded(layer_input, lengths) if d else layer_input
+                if cell.graph.masks:
+                    seq, slots = _with_masks(cell, seq, slots)
                 out, final = dilated_unroll(cell, seq, slots, lengths, self.dilations[layer])
                 outputs.append(reverse_padded(out, lengths) if d else out)
-                finals.append(final)
+                finals.append(final[:len(self.state_fields)])
             layer_outputs.append(outputs[0] if D == 1 else torch.cat(outputs, dim=-1))
         output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
         new_state = tuple(torch.cat(parts) for parts in zip(*finals))

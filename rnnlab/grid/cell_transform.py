@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.engine.entry import run
+
 
 class CellTransform:
     """Dimension transform made of a registered zoo cell: ``CellTransform("gru")``.
@@ -77,16 +79,13 @@ class CellTransform:
     def __call__(
         self, cell: nn.Module, x: torch.Tensor, h: torch.Tensor, m: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of ``cell``: x (…, (N − 1) · d), h and m (…, d) → (h', m'), each (…, d)."""
-        from rnnlab.engine import fused  # the engine is a layer below the grid
+        """One step of ``cell``: x (…, (N − 1) · d), h and m (…, d) → (h', m'), each (…, d).
 
+        The step is a sequence of one step for ``rnnlab.engine.run``: the fused engine where the
+        step is wide enough to pay for its setup, else the plan's step with torch ops."""
         lead = h.shape[:-1]
         rows = (x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), m.reshape(-1, m.shape[-1]))
         carried = rows[1:] if len(self.state_type._fields) == 2 else rows[1:2]
-        # one step of the cell on the fused engine; a small step (``fused.small_step``: the
-        # engine's fixed cost per call would exceed it) or no engine: its plan step, torch ops
-        weights = cell.weights()  # prepared once for either way
-        result = fused.run_program(cell.program, weights, rows[0].unsqueeze(0), carried)
-        new = cell.step_with(rows[0], carried, weights)[1] if result is None else result[1]
+        _, new = run(cell.program, cell.weights(), rows[0].unsqueeze(0), carried)
         m_new = new[1].view(*lead, -1) if len(new) == 2 else m
         return new[0].view(*lead, -1), m_new

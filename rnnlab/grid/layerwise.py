@@ -41,7 +41,7 @@ the per-step results joined with one ``torch.stack``.
 Sequence ends (``lengths``): past its length a sequence's time state stays frozen, and blocks
 there read the frozen vectors, exactly as in the other schedules (so even their unspecified
 outputs agree): the engine runs the sequences sorted by length and the frozen vectors are put
-back where each sequence has ended.
+back where each sequence has ended. Every engine call goes through ``rnnlab.engine.run``.
 
 With time priority (depth first) a block with a zoo-cell dimension runs the wavefront schedule.
 """
@@ -52,6 +52,8 @@ from typing import NamedTuple
 
 import torch
 
+from rnnlab.engine.entry import run
+from rnnlab.engine.plans import cell_program, stacked_weights
 from rnnlab.grid.block import GridBlock, Weights
 from rnnlab.grid.cell_transform import CellTransform
 from rnnlab.grid.schedule import State, _grid_shape, wavefront
@@ -151,7 +153,7 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
     time_cell = _cell_of(block, TIME, copy, time)
     if time_cell is not None:  # the whole loop on the engine
         program, w, memory = time_cell
-        out, final = _engine(program, w, h_below, entering[:1 + memory], lengths)
+        out, final = run(program, w, h_below, entering[:1 + memory], lengths)
         h, m = final[0], (final[1] if memory else entering[1])
         before = torch.cat([entering[0].unsqueeze(0), out[:-1]])  # h^time entering each step
         computed = out
@@ -161,7 +163,7 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
                 rows = steps * batch
                 frozen = tuple(s.unsqueeze(0).expand(steps, batch, d).reshape(rows, d)
                                for s in (h, m)[:1 + memory])
-                again, _ = _engine(program, w, h_below.reshape(1, rows, d), frozen, None)
+                again, _ = run(program, w, h_below.reshape(1, rows, d), frozen)
                 computed = torch.where(valid, out, again.view(steps, batch, d))
         v = computed if priority else before
     else:
@@ -179,7 +181,7 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
         program, w, memory = depth_cell
         rows = steps * batch
         state = (h_below.reshape(rows, d), m_below.reshape(rows, d))[:1 + memory]
-        _, new = _engine(program, w, v.reshape(1, rows, d), state, None)
+        _, new = run(program, w, v.reshape(1, rows, d), state)
         m_up = new[1].view(steps, batch, d) if memory else m_below
         return (new[0].view(steps, batch, d), m_up), (h, m)
     # The depth dimension of all T blocks at once: [v; h^depth_{·,l-1}] W_depth + b_depth.
@@ -201,79 +203,9 @@ def _cell_of(block, k, copy, dim):
     if not isinstance(transform, LSTM):
         return None
     d = block.hidden_size
-    program, gate_layout = _program(transform.cell, d)
+    program = cell_program(transform.cell, d, d)
     W, R = (dim.reads_depth, dim.reads_time) if k == TIME else (dim.reads_time, dim.reads_depth)
-    if gate_layout:  # the block's matrices are the plan's, as they are
-        return program, {"Wx": W, "bx": dim.bias, "R0": R}, True
-    params = {}
-    for prefix, matrix in (("W", W), ("R", R)):
-        for gate, part in zip(_GATES, matrix.T.split(d), strict=True):
-            params[f"{prefix}_{gate}"] = part
-    for gate, part in zip(_GATES, dim.bias.split(d), strict=True):
-        params[f"b_{gate}"] = part
-    return program, program.prepare(params), True
-
-
-def _is_gate_layout(program) -> bool:
-    """Whether the plan's fused weights are [W_u W_f W_o W_c]ᵀ, [b_u … b_c], [R_u … R_c]ᵀ:
-    then the block's input-major (d, 4d) matrices (gates u, f, o, c) are those weights."""
-    specs = program.weight_specs
-    gates = tuple((f"{{}}_{g}",) for g in _GATES)
-    expect = {"Wx": ("input", tuple((s[0].format("W"),) for s in gates)),
-              "bx": ("bias", tuple((s[0].format("b"),) for s in gates)),
-              "R0": ("recurrent", tuple(((s[0].format("R"),),) for s in gates))}
-    return set(specs) == set(expect) and all(
-        (specs[k].kind, specs[k].refs) == v for k, v in expect.items())
-
-
-_PROGRAMS: dict = {}
-
-
-def _program(name: str, d: int):
-    """The plan of zoo cell ``name`` at input and hidden size d (compiled once), and whether
-    its weights are laid out as the block's (``_is_gate_layout``)."""
-    if (name, d) not in _PROGRAMS:
-        from rnnlab import cells
-        from rnnlab.lang.compile import compile_graph
-
-        program = compile_graph(cells.graph(name, d, d))
-        _PROGRAMS[name, d] = program, _is_gate_layout(program)
-    return _PROGRAMS[name, d]
-
-
-def _engine(program, weights, x, state, lengths):
-    """The engine's unroll of a plan over x (T, B, n) from ``state``; ``lengths`` (B,) in any
-    order (sequences run sorted by length and come back in their order)."""
-    from rnnlab.engine import fused
-    from rnnlab.engine.unroll import batch_sizes_of, step_loop
-
-    state = tuple(state)
-    order = None
-    if lengths is not None:
-        lengths, order = torch.sort(lengths.cpu(), descending=True, stable=True)
-        index = order.to(x.device)
-        x, state = x.index_select(1, index), tuple(s.index_select(0, index) for s in state)
-        if int(lengths[0]) == 0:
-            return x.new_zeros(*x.shape[:2], state[0].shape[-1]), _unsort(state, order)
-    sizes = batch_sizes_of(lengths) if lengths is not None else None
-    result = fused.run_program(program, weights, x, state, lengths, sizes)
-    if result is None:
-        result = step_loop(program.step, program.hoist(x, weights), state, weights, sizes,
-                           x.shape[0])
-        if lengths is not None and result[0].shape[0] < x.shape[0]:
-            pad = x.shape[0] - result[0].shape[0]
-            result = (torch.cat([result[0], result[0].new_zeros(pad, *result[0].shape[1:])]),
-                      result[1])
-    out, final = result
-    if order is None:
-        return out, tuple(final)
-    inverse = torch.argsort(order).to(x.device)
-    return out.index_select(1, inverse), _unsort(final, order)
-
-
-def _unsort(state, order):
-    inverse = torch.argsort(order).to(state[0].device)
-    return tuple(s.index_select(0, inverse) for s in state)
+    return program, stacked_weights(program, W, R, dim.bias, _GATES), True
 
 
 def _depth_first(block, weights, below, entering, valid):

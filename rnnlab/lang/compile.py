@@ -28,9 +28,7 @@ assembled from the named parameters once per call (``Program.prepare``), so grad
 from __future__ import annotations
 
 import functools
-import itertools
 import operator
-import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -157,20 +155,10 @@ class Program:
     writes: tuple[int, ...]
     _key: tuple | None = field(default=None, repr=False)
 
-    def __post_init__(self):
-        self.handle = _register(self)
-        self.plans: dict = {}  # the engine's plans of this program (see rnnlab.engine.fused)
-
     def __getstate__(self):
         state = dict(self.__dict__)
-        for transient in ("handle", "plans", "source"):
-            state.pop(transient, None)
+        state.pop("source", None)  # cached text, printed again when read
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.handle = _register(self)
-        self.plans = {}
 
     @property
     def hidden_size(self) -> int:
@@ -248,21 +236,6 @@ class _HashedKey(tuple):
 
     def __reduce__(self):
         return (_HashedKey, (tuple(self),))
-
-
-_PROGRAMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-_HANDLES = itertools.count(1)
-
-
-def _register(program: Program) -> int:
-    """A number naming the program while it lives (custom ops take numbers, not objects)."""
-    handle = next(_HANDLES)
-    _PROGRAMS[handle] = program
-    return handle
-
-
-def program_by_handle(handle: int) -> Program:
-    return _PROGRAMS[handle]
 
 
 def _print(p: Program) -> str:

@@ -14,7 +14,7 @@ of shape (hidden_size,); a name used twice is one shared parameter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from functools import cached_property
 
@@ -39,6 +39,33 @@ class Node:
     value: float | None = None
 
 
+# How a mask multiplies what it masks (see ``Mask``).
+MASK_KINDS = ("state", "input", "weight")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A random mask of a regularised cell (``rnnlab.lang.regularise``), drawn by the caller.
+
+    ``kind``:
+
+    * ``"state"``: the mask is a state field of the graph written unchanged (``m' = m``), so one
+      draw per sequence rides through the loop with the state; the graph multiplies what it
+      masks by it as by any vector. ``target`` names the state it masks (``h``) or ``output``.
+    * ``"input"``: multiplies the step input ``x`` before the input projections (the hoist),
+      one draw per sequence; ``target`` is ``"x"``.
+    * ``"weight"``: multiplies the matrix parameter ``target`` entry by entry (DropConnect), one
+      draw per call.
+
+    Every mask is inverted dropout: entries are 0 with probability ``p`` and 1/(1−p) otherwise,
+    so its expectation is 1, which is what evaluation uses.
+    """
+
+    kind: str
+    target: str
+    p: float
+
+
 @dataclass(frozen=True)
 class Graph:
     """One step of a recurrent cell.
@@ -50,6 +77,8 @@ class Graph:
         output: name of the node the cell emits each step.
         input_size, hidden_size: sizes of ``x`` and of every state vector.
         name: the cell's name, for messages and printing.
+        masks: mask name -> ``Mask``: the random masks of a regularised cell (empty for a
+            plain cell); a ``state`` mask is also one of ``states``.
     """
 
     nodes: dict[str, Node]
@@ -59,6 +88,7 @@ class Graph:
     input_size: int
     hidden_size: int
     name: str = "cell"
+    masks: dict[str, Mask] = field(default_factory=dict)
 
     # ---- derived structure -------------------------------------------------------------
     @cached_property
@@ -205,6 +235,7 @@ class Graph:
                 )
             self._node(node)
         self._node(self.output)
+        self._validate_masks()
         _ = self.order, self.sizes, self.params  # cycle, dangling-argument and size checks
         for state, node in [*self.writes.items(), ("output", self.output)]:
             if self.sizes[node] != self.hidden_size:
@@ -228,6 +259,48 @@ class Graph:
                     "(graph.pruned())"
                 )
         return self
+
+    def _validate_masks(self) -> None:
+        carried = [s for s in self.states if s not in self.masks]
+        if tuple(carried) != self.states[:len(carried)]:
+            raise GraphError(
+                f"{self.name}: mask state fields must come after the carried ones, got states "
+                f"{self.states}"
+            )
+        for name, mask in self.masks.items():
+            if not isinstance(mask, Mask) or mask.kind not in MASK_KINDS:
+                raise GraphError(
+                    f"{self.name}: mask {name!r} must be a Mask of kind {MASK_KINDS}, got "
+                    f"{mask!r}"
+                )
+            if not (isinstance(mask.p, float) and 0.0 <= mask.p < 1.0):
+                raise GraphError(
+                    f"{self.name}: mask {name!r} has probability {mask.p!r}; expected a float "
+                    "in [0, 1)"
+                )
+            if mask.kind == "state":
+                leaf = self.nodes.get(name)
+                if name not in self.states or self.writes.get(name) != name or leaf is None \
+                        or leaf.op != "state" or leaf.ref != name:
+                    raise GraphError(
+                        f"{self.name}: state mask {name!r} must be a state field whose node "
+                        f"{name!r} reads it and which is written unchanged (writes[{name!r}] = "
+                        f"{name!r})"
+                    )
+            elif mask.kind == "input" and mask.target != "x":
+                raise GraphError(f"{self.name}: input mask {name!r} must target 'x', got "
+                                 f"{mask.target!r}")
+            elif mask.kind == "weight" and not any(
+                    n.op == "linear" and n.ref == mask.target for n in self.nodes.values()):
+                raise GraphError(
+                    f"{self.name}: weight mask {name!r} targets {mask.target!r}, which is not a "
+                    "matrix of the cell (a parameter applied with @)"
+                )
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """The state fields a caller sees: ``states`` less the state masks."""
+        return tuple(s for s in self.states if s not in self.masks)
 
     @cached_property
     def live(self) -> frozenset[str]:

@@ -65,4 +65,23 @@ def equations(graph: Graph) -> str:
             lines.append(f"{state}' = {ref(graph.writes[state])}")
     if graph.output != graph.writes.get(graph.states[0]):
         lines.append(f"output = {ref(graph.output)}")
-    return "\n".join(lines)
+    return "\n".join(mask_lines(graph, "input") + lines + mask_lines(graph, "weight")
+                     + mask_lines(graph, "state"))
+
+
+def mask_lines(graph: Graph, kind: str) -> list[str]:
+    """The masks of one kind as lines: where each multiplies and how it is drawn."""
+    lines = []
+    for name, mask in graph.masks.items():
+        if mask.kind != kind:
+            continue
+        if kind == "input":
+            lines.append(f"x ← {name} ⊙ x    (locked dropout p={mask.p:g}: one mask per "
+                         "sequence)")
+        elif kind == "weight":
+            lines.append(f"{mask.target} ← {name} ⊙ {mask.target}    (weight drop "
+                         f"p={mask.p:g}: one mask per call)")
+        else:
+            lines.append(f"{name}: locked dropout of {mask.target}, p={mask.p:g}: one mask "
+                         "per sequence")
+    return lines

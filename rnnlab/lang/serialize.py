@@ -8,6 +8,9 @@ A cell file is one JSON object::
      "nodes": [{"name": "x", "op": "input"},
                {"name": "_0", "op": "linear", "args": ["x"], "ref": "W_xr"}, ...]}
 
+A regularised cell (``rnnlab.lang.regularise``) has one more key, ``"masks"``: mask name ->
+``{"kind": "state" | "input" | "weight", "target": …, "p": …}`` (left out when there are none).
+
 Nodes are a list, in the graph's own order, so ``from_json(to_json(g)) == g`` and
 ``to_json(from_json(text)) == text`` for any text ``to_json`` wrote (the round trip is exact).
 Loading checks the format and version, every field's type, and then the graph itself
@@ -21,7 +24,7 @@ import json
 import math
 from pathlib import Path
 
-from .graph import Graph, GraphError, Node
+from .graph import Graph, GraphError, Mask, Node
 
 FORMAT = "rnnlab-cell"
 VERSION = 1
@@ -44,7 +47,7 @@ def to_dict(graph: Graph) -> dict:
         if node.value is not None:
             entry["value"] = node.value
         nodes.append(entry)
-    return {
+    data = {
         "format": FORMAT,
         "version": VERSION,
         "name": graph.name,
@@ -55,6 +58,10 @@ def to_dict(graph: Graph) -> dict:
         "output": graph.output,
         "nodes": nodes,
     }
+    if graph.masks:
+        data["masks"] = {name: {"kind": m.kind, "target": m.target, "p": m.p}
+                         for name, m in graph.masks.items()}
+    return data
 
 
 def to_json(graph: Graph, indent: int | None = 1) -> str:
@@ -130,6 +137,19 @@ def from_dict(data, where: str = "cell JSON") -> Graph:
             ref=ref,
             value=None if value is None else float(value),
         )
+    masks_data = data.get("masks", {})
+    if not isinstance(masks_data, dict):
+        raise bad(f"masks must be an object name -> mask, got {masks_data!r}")
+    masks: dict[str, Mask] = {}
+    for name, entry in masks_data.items():
+        if not isinstance(entry, dict) or set(entry) != {"kind", "target", "p"}:
+            raise bad(f"mask {name!r} must be an object with keys kind, target, p; got {entry!r}")
+        p = entry["p"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise bad(f"mask {name!r}: p must be a number, got {p!r}")
+        masks[text(name, "mask name")] = Mask(text(entry["kind"], f"mask {name!r}: kind"),
+                                              text(entry["target"], f"mask {name!r}: target"),
+                                              float(p))
     graph = Graph(
         nodes=nodes,
         states=states,
@@ -138,6 +158,7 @@ def from_dict(data, where: str = "cell JSON") -> Graph:
         input_size=data["input_size"],
         hidden_size=data["hidden_size"],
         name=text(data["name"], "name"),
+        masks=masks,
     )
     try:
         return graph.validate()

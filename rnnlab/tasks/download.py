@@ -97,8 +97,11 @@ class DataFile:
 
 
 def cache_dir() -> Path:
-    """The download cache: ``$RNNLAB_CACHE`` if set, else ``~/.cache/rnnlab``."""
-    return Path(os.environ.get("RNNLAB_CACHE") or Path.home() / ".cache" / "rnnlab").expanduser()
+    """The download cache: ``$RNNLAB_CACHE`` if set, else ``$XDG_CACHE_HOME/rnnlab`` or
+    ``~/.cache/rnnlab`` (``rnnlab.engine.settings.cache_root``, where it is read)."""
+    from ..engine.settings import cache_root
+
+    return cache_root()
 
 
 def data_dir() -> Path | None:

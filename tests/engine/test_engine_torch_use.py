@@ -142,7 +142,7 @@ def test_custom_op_outputs_are_laid_out_as_their_fake_kernels_say(cell):
     prepared = c.weights()
     weights = [prepared[k] for k in keys]
     x, states = torch.randn(4, 3, 6), [torch.randn(3, 5) for _ in c.graph.states]
-    out = custom_op.sequence(program.handle, x, states, weights, True)
+    out = custom_op.sequence(custom_op.handle_of(program), x, states, weights, True)
     for real in out[:-1]:
         assert real.is_contiguous()
     grads = [torch.randn_like(t) for t in out[:-1]]

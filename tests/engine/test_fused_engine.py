@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnlab
 from rnnlab import cells
-from rnnlab.engine import fused
+from rnnlab.engine import fused, route
 from rnnlab.engine.fast import native
 from rnnlab.engine.fast.lanes import Unsupported
 from rnnlab.engine.unroll import reference_unroll, unroll
@@ -22,7 +22,7 @@ def executor(name: str):
     """The backend name for a test, skipping native where it cannot be built."""
     if name == "native" and native.load() is None:
         pytest.skip(f"native engine unavailable: {native.why_unavailable()}")
-    return fused.backend(name)
+    return rnnlab.engine.backend(name)
 
 
 def make(name, input_size, hidden_size, dtype=torch.double):
@@ -207,23 +207,22 @@ def test_bfloat16_runs_on_the_python_executor():
     cell = make("lstm", 8, 8, torch.bfloat16)
     x, state, _ = inputs(cell, 5, 3, torch.bfloat16)
     expected = run(cell, x, state, None, "reference")
-    with fused.backend("auto"):
-        comp = fused.compiled(cell.program, True, False)
-        assert fused.choose_executor(comp, x) is comp.python
+    with rnnlab.engine.backend("auto"):
+        assert rnnlab.engine.explain(cell, dtype=torch.bfloat16).startswith("fused (torch)")
     assert_same(run(cell, x, state, None, "auto"), expected, rtol=0.05, atol=0.05)
 
 
 def test_backend_switches():
-    assert fused.get_backend() in fused.BACKENDS
-    before = fused.get_backend()
-    with fused.backend("0"):
-        assert fused.get_backend() == "reference"
-        with fused.backend("python"):
-            assert fused.get_backend() == "python"
-        assert fused.get_backend() == "reference"
-    assert fused.get_backend() == before
+    assert rnnlab.engine.get_backend() in rnnlab.engine.settings.BACKENDS
+    before = rnnlab.engine.get_backend()
+    with rnnlab.engine.backend("0"):
+        assert rnnlab.engine.get_backend() == "reference"
+        with rnnlab.engine.backend("python"):
+            assert rnnlab.engine.get_backend() == "python"
+        assert rnnlab.engine.get_backend() == "reference"
+    assert rnnlab.engine.get_backend() == before
     with pytest.raises(ValueError, match="backend must be one of"):
-        fused.set_backend("fastest")
+        rnnlab.engine.set_backend("fastest")
 
 
 def test_reference_backend_never_calls_the_engine(monkeypatch):
@@ -233,7 +232,7 @@ def test_reference_backend_never_calls_the_engine(monkeypatch):
     monkeypatch.setattr(fused, "compiled", boom)
     cell = make("lstm", 3, 3)
     x, state, _ = inputs(cell, 4, 2)
-    with fused.backend("reference"):
+    with rnnlab.engine.backend("reference"):
         unroll(cell, x, state)
 
 
@@ -253,7 +252,7 @@ def test_mutated_cells_equal_reference(seed_cell):
         state = tuple(torch.randn(3, 4, generator=g, dtype=torch.double, requires_grad=True)
                       for _ in c.graph.states)
         lengths = torch.tensor([5, 4, 2])
-        assert fused.explain(c, dtype=torch.double).startswith("fused"), str(c.graph)
+        assert rnnlab.engine.explain(c, dtype=torch.double).startswith("fused"), str(c.graph)
         expected = run(c, x, state, lengths, "reference")
         for engine in EXECUTORS:
             assert_same(run(c, x, state, lengths, engine), expected)
@@ -328,21 +327,21 @@ def test_one_small_step_skips_the_engine_setup(monkeypatch):
     real = fused.prepare_call  # the engine's own setup: reached only when the engine runs
     monkeypatch.setattr(fused, "prepare_call", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = torch.randn(1, 2, 8)
-    with torch.no_grad(), fused.backend("auto"):
+    with torch.no_grad(), rnnlab.engine.backend("auto"):
         out, finals = unroll(c, x, state)
         assert calls == []
         ref_out, ref_finals = reference_unroll(c, x, state)
         unroll(c, torch.randn(3, 2, 8), state)  # a sequence: the engine
         assert len(calls) == 1
-        wide = fused.SMALL_STEP_VALUES // 16 + 1  # too many values for the shortcut
+        wide = route.SMALL_STEP_VALUES // 16 + 1  # too many values for the shortcut
         unroll(c, torch.randn(1, wide, 8), tuple(torch.zeros(wide, 16) for _ in range(2)))
         assert len(calls) == 2
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(finals, ref_finals)
-    with fused.backend("auto"):  # with gradients: small steps too, up to a larger bound
+    with rnnlab.engine.backend("auto"):  # with gradients: small steps too, up to a larger bound
         out, _ = unroll(c, x, state)
         assert len(calls) == 2 and out.requires_grad
-        wide = fused.SMALL_TRAINING_STEP_VALUES // 16 + 1
+        wide = route.SMALL_TRAINING_STEP_VALUES // 16 + 1
         out, _ = unroll(c, torch.randn(1, wide, 8), tuple(torch.zeros(wide, 16)
                                                          for _ in range(2)))
         assert len(calls) == 3
@@ -380,7 +379,7 @@ def test_one_wide_step_returns_finals_that_later_calls_do_not_overwrite():
     state as views of a buffer of its own: equal to the reference, and untouched by the next
     calls, which reuse the engine's other buffers."""
     c = cells.make("lstm", 8, 16)
-    rows = fused.SMALL_STEP_VALUES // 16 + 5  # too wide for the small-step shortcut
+    rows = route.SMALL_STEP_VALUES // 16 + 5  # too wide for the small-step shortcut
     x = torch.randn(1, rows, 8)
     state = tuple(torch.randn(rows, 16) for _ in range(2))
     with torch.no_grad():
@@ -404,7 +403,7 @@ def test_gradient_broadcast_from_a_sum_equals_reference(engine):
     grads = {}
     for name in (engine, "reference"):
         x, state, _ = inputs(cell, 6, 3)
-        with executor(name) if name != "reference" else fused.backend("reference"):
+        with executor(name) if name != "reference" else rnnlab.engine.backend("reference"):
             out, final = unroll(cell, x, state)
         (out.sum() + final[1].sum()).backward()
         grads[name] = [x.grad, *(s.grad for s in state), *(p.grad.clone() for p in

@@ -13,8 +13,8 @@ import pytest
 import torch
 from graph_interpreter import interpret
 
-from rnnlab import cells
-from rnnlab.engine import explain, fused
+from rnnlab import cells, engine
+from rnnlab.engine import explain
 from rnnlab.engine.unroll import unroll
 from rnnlab.lang.mutate import mutate_steps, random_graph
 
@@ -41,7 +41,7 @@ def check(graph, seed: int, lengths: bool) -> None:
     L = torch.tensor([3, 3, 2]) if lengths else None
     how = explain(c, dtype=torch.double)
     assert how.startswith("fused"), f"{how}\n{graph}"
-    with fused.backend("auto"):
+    with engine.backend("auto"):
         out, final = unroll(c, x, state, L)
     assert type(out.grad_fn).__name__ == "FusedSequenceBackward", str(graph)
     params = dict(c.named_parameters())
@@ -104,7 +104,7 @@ def test_mixed_depth_sum_keeps_its_shallow_term():
 
     graph = mixed_depth.graph(SIZE, SIZE)
     check(graph, 0, lengths=False)
-    with fused.backend("reference"):
+    with engine.backend("reference"):
         c = cells.make(graph, SIZE, SIZE).double()
         x = torch.randn(3, 2, SIZE, dtype=torch.double)
         state = (torch.randn(2, SIZE, dtype=torch.double),)

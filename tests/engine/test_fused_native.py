@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rnnlab import cells
+from rnnlab import cells, engine
 from rnnlab.engine import fused
 from rnnlab.engine.fast import native
 from rnnlab.engine.unroll import reference_unroll, unroll
@@ -82,7 +82,7 @@ def test_activations_match_torch(variant, defn, exact, monkeypatch):
     values = torch.cat([values, values.new_zeros((-values.numel()) % H)])
     x = values.reshape(1, -1, H)
     state = (torch.zeros(x.shape[1], H),)
-    with torch.no_grad(), fused.backend("native"):
+    with torch.no_grad(), engine.backend("native"):
         out, _ = unroll(c, x, state)
     with torch.no_grad():
         expected = reference_unroll(c, x, state)[0]
@@ -101,14 +101,12 @@ def test_without_native_the_python_executor_runs(monkeypatch):
     state = tuple(torch.randn(3, 4, dtype=torch.double) for _ in range(2))
     monkeypatch.setattr(native, "_state", {"lib": None, "error": "no compiler (test)"})
     monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
-    with fused.backend("auto"):
+    with engine.backend("auto"):
         out, _ = unroll(c, x, state)
-        comp = fused.compiled(c.program, True, False)
-        assert fused.choose_executor(comp, x) is comp.python
-        assert fused.explain(c, dtype=torch.double).startswith("fused (torch)")
+        assert engine.explain(c, dtype=torch.double).startswith("fused (torch)")
     assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
     torch.testing.assert_close(out, reference_unroll(c, x, state)[0])
-    with fused.backend("native"), pytest.raises(RuntimeError, match="no compiler"):
+    with engine.backend("native"), pytest.raises(RuntimeError, match="no compiler"):
         unroll(c, x, state)
 
 
@@ -149,7 +147,7 @@ def test_concurrent_calls_from_python_threads(library, monkeypatch):
             for _ in range(20):
                 results[k] = unroll(c, xs[k], state)[0]
 
-    with fused.backend("native"):
+    with engine.backend("native"):
         threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
         for t in threads:
             t.start()
@@ -170,7 +168,7 @@ def test_subnormals_are_flushed_inside_the_loop_and_the_callers_mode_is_restored
         c.R.zero_()
     tiny = torch.full((1, 2, H), 1e-39)  # subnormal in float32
     assert tiny[0, 0, 0].item() != 0
-    with torch.no_grad(), fused.backend("native"):
+    with torch.no_grad(), engine.backend("native"):
         out, _ = unroll(c, tiny, (torch.zeros(2, H),))
     with torch.no_grad():
         expected = reference_unroll(c, tiny, (torch.zeros(2, H),))[0]

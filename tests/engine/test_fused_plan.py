@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rnnlab import cells
+from rnnlab import cells, engine
 from rnnlab.engine import fused
 from rnnlab.engine.fast.lanes import Gemm, Unsupported, hoist_lanes, step_lanes
 from rnnlab.engine.fast.plan import SIGMOID, GemmI, Op, make_plan
@@ -62,12 +62,12 @@ def test_unsupported_step_falls_back_to_reference(monkeypatch):
 
     monkeypatch.setattr(fused, "step_lanes", refuse)
     monkeypatch.setattr(fused, "_CACHE", type(fused._CACHE)())
-    monkeypatch.setattr(fused, "_WARNED", set())
-    with fused.backend("auto"), pytest.warns(RuntimeWarning, match="does not know"):
+    monkeypatch.setattr(engine.entry, "_WARNED", set())
+    with engine.backend("auto"), pytest.warns(RuntimeWarning, match="does not know"):
         out, _ = unroll(c, x, state)
     assert type(out.grad_fn).__name__ != "FusedSequenceBackward"
     torch.testing.assert_close(out, expected)
-    assert fused.explain(c) == "reference: a form the engine does not know"
+    assert engine.explain(c) == "reference: a form the engine does not know"
 
 
 def test_layout_refuses_unknown_instructions():

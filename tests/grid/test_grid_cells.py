@@ -117,22 +117,23 @@ def test_grid_lstm_with_a_gru_along_depth_gradcheck():
 @pytest.mark.parametrize("name", ["gru", "lstm"])
 def test_a_wide_zoo_cell_step_runs_fused_and_a_small_one_with_torch(name, monkeypatch):
     """A zoo-cell dimension steps its cell on the fused engine when the step is wide enough to
-    pay for the engine's fixed cost (``fused.small_step``), else with its plan's torch ops; the
+    pay for the engine's fixed cost (``route.small_step``), else with its plan's torch ops; the
     two agree with the reference loop in values and gradients."""
-    from rnnlab.engine import fused
+    from rnnlab import engine
+    from rnnlab.engine import fused, route
 
     calls = []
     real = fused.prepare_call
     monkeypatch.setattr(fused, "prepare_call", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     block = GridBlock(2, 16, ["lstm", CellTransform(name)])
-    for rows, fused_expected in ((4, False), (fused.SMALL_TRAINING_STEP_VALUES // 16 + 1, True)):
+    for rows, fused_expected in ((4, False), (route.SMALL_TRAINING_STEP_VALUES // 16 + 1, True)):
         h = torch.randn(rows, 2, 16, requires_grad=True)
         m = torch.randn(rows, 2, 16)
         results = {}
         for backend in ("auto", "reference"):
             calls.clear()
-            with fused.backend(backend):
+            with engine.backend(backend):
                 out = block(BlockState(h, m))
             (grad,) = torch.autograd.grad((out.h * out.m).sum(), h)
             results[backend] = (out.h, out.m, grad)

@@ -203,17 +203,18 @@ def test_layerwise_needs_one_input_axis():
 def test_one_small_step_without_gradients_skips_the_engine_setup(monkeypatch):
     """Streaming a GridLSTM one step at a time without gradients runs each dimension's plan
     step with torch ops (as rnnlab.RNN does) and gives what the engine gives."""
+    from rnnlab import engine
     from rnnlab.engine import fused
 
     torch.manual_seed(0)
     grid = GridLSTM(8, 16, num_layers=2)
     x = torch.randn(1, 3, 8)
-    with torch.no_grad(), fused.backend("python"):  # the engine's plan, with torch ops
+    with torch.no_grad(), engine.backend("python"):  # the engine's plan, with torch ops
         expected, expected_state = grid(x)
     calls = []
     real = fused.prepare_call  # the engine's own setup: reached only when the engine runs
     monkeypatch.setattr(fused, "prepare_call", lambda *a, **k: calls.append(1) or real(*a, **k))
-    with torch.no_grad(), fused.backend("auto"):
+    with torch.no_grad(), engine.backend("auto"):
         out, state = grid(x)
         assert calls == []
         grid(torch.randn(4, 3, 8))  # a sequence: the engine

@@ -13,7 +13,7 @@ from rnnlab.reproduce.table import NOT_RUN, build_table, write_readme
 from rnnlab.train.run import RunDir
 from rnnlab.train.trainer import Trainer, build
 
-DATA_TASKS = {"ptb", "jsb", "tinyshakespeare", "digits_ctc"}
+DATA_TASKS = {"ptb", "ptb_char", "jsb", "tinyshakespeare", "digits_ctc"}
 
 
 def _distinct_runs():

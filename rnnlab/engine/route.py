@@ -1,0 +1,150 @@
+"""The route table: which executor runs a call, and why.
+
+Every call of ``rnnlab.engine.run`` asks ``route`` once. The rules, first match wins:
+
+=====  ===================================================  ==================================
+rule   when                                                 executor
+=====  ===================================================  ==================================
+1      backend ``reference`` (``RNNLAB_FAST=0``)              reference
+2      no steps or no rows                                  reference
+3      torch.compile is tracing, no lengths                 custom op (one ``rnnlab::sequence``
+                                                            node; inside, the table again)
+4      backend ``auto``, T = 1 and a small step (below)     small step (the plan's step, torch)
+5      the plan has a form the fused engine does not know   reference (warned once)
+6      ``auto``/``native`` on CPU float32/float64, built    native (C++ loop)
+7      ``native`` otherwise                                 refused (RuntimeError)
+8      ``auto`` off the CPU                                 reference
+9      otherwise (``python``; ``auto`` without a compiler)  torch (the generated torch loop)
+=====  ===================================================  ==================================
+
+``execute`` runs a route's executor; it is the one place a call falls back to the reference.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from ..lang.compile import Program
+from . import fused, reference, settings
+from .fast.lanes import Unsupported
+
+# One step (T = 1) of at most SMALL_STEP_HIDDEN hidden units and at most SMALL_STEP_VALUES
+# batch × hidden values without gradients, or SMALL_TRAINING_STEP_VALUES with them, runs the
+# plan's step with torch ops under "auto": the engine's fixed cost per call (buffers, the native
+# call's table; with gradients also the autograd node and the weight-gradient GEMMs) exceeds
+# such a step. Measured without gradients: 5-14% per step at H <= 256, B <= 64; with gradients
+# (gru and lstm, H = 48 and 128, 1 thread, engine time over torch's): 1.05-1.13 at 3K-12K
+# values, 0.98-1.01 at 32K, 0.86-0.89 at 49K-131K, 0.73-0.80 at 197K-524K.
+SMALL_STEP_HIDDEN, SMALL_STEP_VALUES, SMALL_TRAINING_STEP_VALUES = 512, 4096, 16384
+
+
+class Executor(enum.Enum):
+    """What can run a call (``Route.executor``)."""
+
+    NATIVE = "fused (native)"  # the fused engine's C++ loop
+    TORCH = "fused (torch)"  # the fused engine's generated torch loop
+    SMALL_STEP = "small step"  # one step of the plan with torch ops, no engine setup
+    CUSTOM_OP = "custom op"  # one rnnlab::sequence node for torch.compile
+    REFERENCE = "reference"  # the plan stepped with torch ops under autograd
+
+
+@dataclass(frozen=True)
+class Route:
+    """The executor of one call and the reason the table chose it.
+
+    ``plan``: the fused engine's compiled plan (``fused.Compiled``) when the table looked it up,
+    or the ``Unsupported`` error saying why the engine cannot run the cell; not part of the
+    route's identity."""
+
+    executor: Executor
+    reason: str
+    plan: object = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.executor.value}: {self.reason}"
+
+    @property
+    def loops(self):
+        """The fused executor object (``PythonLoops`` or ``NativeLoops``) of a fused route."""
+        return self.plan.native() if self.executor is Executor.NATIVE else self.plan.python
+
+
+_OFF = Route(Executor.REFERENCE, "the fused engine is switched off (backend 'reference')")
+_EMPTY = Route(Executor.REFERENCE, "a call without steps or rows")
+_TRACED = Route(Executor.CUSTOM_OP, "torch.compile is tracing: the whole sequence is one "
+                                    "rnnlab::sequence op, run eagerly inside")
+
+
+def small_step(steps: int, rows: int, hidden_size: int, training: bool) -> bool:
+    """Whether (T, B) = (steps, rows) is one step small enough that the engine's fixed cost per
+    call would exceed it (``SMALL_STEP_VALUES``; ``SMALL_TRAINING_STEP_VALUES`` with
+    gradients)."""
+    limit = SMALL_TRAINING_STEP_VALUES if training else SMALL_STEP_VALUES
+    return steps == 1 and hidden_size <= SMALL_STEP_HIDDEN and rows * hidden_size <= limit
+
+
+def route(program: Program, steps: int | None, rows: int, device: torch.device | str,
+          dtype: torch.dtype, training: bool, lengths: bool) -> Route:
+    """The route of a call of ``program`` over (steps, rows) inputs (see the module docstring).
+
+    Args:
+        program: the cell's plan.
+        steps: T, or None for "a sequence" (``explain``: no small-step shortcut).
+        rows: B.
+        device, dtype: of the inputs.
+        training: whether gradients are wanted.
+        lengths: whether the sequences have lengths of their own.
+
+    Raises RuntimeError where backend ``native`` is forced and cannot run the call.
+    """
+    chosen = settings.current().backend
+    if chosen == "reference":
+        return _OFF
+    if steps == 0 or rows == 0:
+        return _EMPTY
+    if not lengths and torch.compiler.is_compiling():
+        return _TRACED
+    H = program.hidden_size
+    if chosen == "auto" and steps is not None and small_step(steps, rows, H, training):
+        return Route(Executor.SMALL_STEP, f"one step of {rows} x {H} values costs less than "
+                                          "the engine's setup")
+    comp = fused.compiled(program, training, lengths)
+    if isinstance(comp, Unsupported):
+        return Route(Executor.REFERENCE, str(comp), comp)
+    if isinstance(device, str):
+        device = torch.device(device)
+    native_ok = device.type == "cpu" and dtype in (torch.float32, torch.float64)
+    if chosen in ("auto", "native") and native_ok and comp.native() is not None:
+        return Route(Executor.NATIVE, comp.summary, comp)
+    if chosen == "native":
+        if native_ok:
+            from .fast import native
+
+            raise RuntimeError(f"the native engine is unavailable: {native.why_unavailable()}")
+        raise RuntimeError(f"the native engine runs float32/float64 on CPU, got {dtype} on "
+                           f"{device}; use backend('auto')")
+    if chosen == "auto" and device.type != "cpu":
+        return Route(Executor.REFERENCE, f"backend 'auto' runs the fused engine on CPU only, "
+                                         f"got {device} (backend('python') runs it there with "
+                                         "torch ops)", comp)
+    return Route(Executor.TORCH, comp.summary, comp)
+
+
+def execute(chosen: Route, program: Program, weights: dict, x: torch.Tensor, state: tuple,
+            lengths: torch.Tensor | None, sizes: list[int] | None, training: bool):
+    """Run an eager route (any but ``CUSTOM_OP``, which ``rnnlab.engine.run`` dispatches).
+
+    x (T, B, I), state fields (B, H); ``lengths`` None or (B,) sorted decreasing and ``sizes``
+    their active rows per step. Returns (output (T, B, H), final state)."""
+    executor = chosen.executor
+    if executor is Executor.NATIVE or executor is Executor.TORCH:
+        return fused.sequence(chosen.plan, chosen.loops, program, weights, x, state, lengths,
+                              sizes, training)
+    if executor is Executor.SMALL_STEP and sizes is None:
+        return reference.one_step(program, weights, x, state)
+    if executor is Executor.REFERENCE or executor is Executor.SMALL_STEP:
+        return reference.sequence(program, weights, x, state, sizes)
+    raise ValueError(f"route {chosen} is not run eagerly; rnnlab.engine.run dispatches it")

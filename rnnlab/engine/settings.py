@@ -1,0 +1,144 @@
+"""The engine's switches: one settings object, read at call time, and every ``RNNLAB_*`` variable.
+
+``current()`` is what the engine reads on every call: the environment as it is now, under any
+``backend(...)`` block that is open. Nothing is read at import, so setting a variable (in a test,
+in a notebook) takes effect on the next call.
+
+Every environment variable rnnlab reads:
+
+========================== ============ =========================================================
+variable                   default      meaning
+========================== ============ =========================================================
+RNNLAB_FAST                ``auto``     the executor: ``auto`` (native C++ on CPU where it builds,
+                                        else the generated torch loop; a small single step runs
+                                        the plan's step), ``native``, ``python`` (the generated
+                                        torch loop), ``reference``/``0`` (the plan stepped with
+                                        torch ops under autograd); see ``rnnlab.engine.route``
+RNNLAB_OWN_HOIST           ``1``        ``0`` leaves the input projection (the hoist) to autograd
+                                        instead of the fused engine
+RNNLAB_WORKSPACE_MB        ``512``      bytes of internal buffers the fused engine keeps for reuse
+RNNLAB_NATIVE_PACK         ``1``        ``0`` turns off the native loop's packed GEMMs (read when
+                                        the native library is first loaded)
+RNNLAB_NATIVE_SPLIT_BYTES  ``2097152``  native loop: recurrent weights up to this size split the
+                                        batch over threads (read when ``fast.native`` is imported)
+RNNLAB_NATIVE_PARALLEL_WORK ``65536``   native loop: elements from which a stage's rows are split
+                                        over threads (read when ``fast.native`` is imported)
+RNNLAB_CACHE               see below    the cache folder: ``$RNNLAB_CACHE``, else
+                                        ``$XDG_CACHE_HOME/rnnlab``, else ``~/.cache/rnnlab``;
+                                        downloads go to ``<cache>/<dataset>/``, the native build to
+                                        ``<cache>/native/`` (``cache_root()``)
+RNNLAB_DATA                unset        a data root searched before the cache
+                                        (``<root>/<dataset>/``)
+RNNLAB_DEBUG               unset        any value: the command line shows tracebacks of errors
+========================== ============ =========================================================
+
+In code, ``rnnlab.engine.backend("python")`` switches the executor for a block (the same names as
+``RNNLAB_FAST``); ``backend(own_hoist=False)`` the hoist.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+BACKENDS = ("auto", "native", "python", "reference")
+_ALIASES = {"0": "reference", "off": "reference", "false": "reference", "1": "auto",
+            "on": "auto", "true": "auto", "": "auto"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the engine runs with (see the module docstring for each switch)."""
+
+    backend: str = "auto"  # one of BACKENDS
+    own_hoist: bool = True  # the fused engine computes x W + b itself
+    workspace_bytes: int = 512 << 20  # internal buffers kept for reuse
+
+
+def backend_name(value: str, source: str = "backend") -> str:
+    """A backend name or alias (``0``, ``off``, ``1``…) -> one of ``BACKENDS``."""
+    name = str(value).strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in BACKENDS:
+        raise ValueError(f"{source} must be one of {BACKENDS} (or 0/1), got {value!r}")
+    return name
+
+
+_parsed: dict[tuple, Settings] = {}  # raw environment values -> their Settings
+
+
+def from_environment() -> Settings:
+    """The settings the environment gives now (parsed once per distinct set of values)."""
+    raw = (os.environ.get("RNNLAB_FAST", "auto"), os.environ.get("RNNLAB_OWN_HOIST", "1"),
+           os.environ.get("RNNLAB_WORKSPACE_MB", "512"))
+    found = _parsed.get(raw)
+    if found is None:
+        try:
+            workspace = int(raw[2]) << 20
+        except ValueError:
+            raise ValueError(f"RNNLAB_WORKSPACE_MB must be a whole number of megabytes, got "
+                             f"{raw[2]!r}") from None
+        found = Settings(backend_name(raw[0], "RNNLAB_FAST"), raw[1] != "0", workspace)
+        _parsed[raw] = found
+    return found
+
+
+_chosen: dict = {}  # fields chosen in code (set_backend, open backend(...) blocks)
+
+
+def current() -> Settings:
+    """The settings in force for this call: the environment, then what code chose
+    (``set_backend``, open ``backend(...)`` blocks)."""
+    settings = from_environment()
+    return replace(settings, **_chosen) if _chosen else settings
+
+
+def get_backend() -> str:
+    """The executor choice in force: "auto", "native", "python" or "reference"."""
+    return current().backend
+
+
+def set_backend(name: str) -> None:
+    """Choose the executor for every later call, over ``RNNLAB_FAST`` (until the end of an
+    enclosing ``backend(...)`` block, which restores what it found)."""
+    _chosen["backend"] = backend_name(name)
+
+
+@contextmanager
+def backend(name: str | None = None, *, own_hoist: bool | None = None):
+    """Run a block with another executor (and/or hoist), then restore what was in force.
+
+    Args:
+        name: ``"auto"``, ``"native"``, ``"python"``, ``"reference"`` (or ``0``/``1``), as
+            ``RNNLAB_FAST``; None keeps the executor.
+        own_hoist: False leaves the input projection to autograd (as ``RNNLAB_OWN_HOIST=0``).
+
+    The choice holds for the whole process while the block is open (as ``set_backend``).
+
+    Example::
+
+        >>> with rnnlab.engine.backend("reference"):
+        ...     output, state = rnn(x)          # the plan stepped with torch ops
+    """
+    before = dict(_chosen)
+    if name is not None:
+        _chosen["backend"] = backend_name(name)
+    if own_hoist is not None:
+        _chosen["own_hoist"] = bool(own_hoist)
+    try:
+        yield
+    finally:
+        _chosen.clear()
+        _chosen.update(before)
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$RNNLAB_CACHE``, else ``$XDG_CACHE_HOME/rnnlab``, else
+    ``~/.cache/rnnlab`` (the one place ``RNNLAB_CACHE`` is read)."""
+    root = os.environ.get("RNNLAB_CACHE")
+    if root:
+        return Path(root).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "rnnlab"
