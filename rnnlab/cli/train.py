@@ -71,8 +71,9 @@ def run(args, parser, extra, argv) -> int:
 def model_changes(saved: ExperimentConfig, given: ExperimentConfig) -> list[str]:
     """``"model.cell: 'lstm' -> 'gru'"`` for each model setting of ``given`` that differs from
     the ``saved`` run's, except those a resumed run may change."""
+    old, new = vars(saved.model), vars(given.model)  # another body has other settings
     return [
-        f"model.{name}: {old!r} -> {new!r}"
-        for name, old in vars(saved.model).items()
-        if name not in RESUMABLE_MODEL_SETTINGS and (new := getattr(given.model, name)) != old
+        f"model.{name}: {old.get(name)!r} -> {new.get(name)!r}"
+        for name in {**old, **new}
+        if name not in RESUMABLE_MODEL_SETTINGS and new.get(name) != old.get(name)
     ]

@@ -14,12 +14,12 @@ body                   module                                                   
 ``reencoder``          ``rnnlab.models.Reencoder``: 3-D grid, target × source × depth       ids
 =====================  ==================================================================  =====
 
-Each entry of :data:`BODIES` is a :class:`Body`: a one-line summary, its own settings dataclass
-(every field with a commented default), a builder, and what the body needs of a task. The
-settings of every body are fields of :class:`~rnnlab.train.config.ModelConfig` (set as
-``--model.priority=time``); a setting the chosen body does not read must keep its default, or
-the config is refused with a message naming the body — so that nothing is silently ignored and a
-comparison between bodies is like for like. Adding a body is one entry here.
+The model config is typed by its body: :class:`ModelConfig` holds what every body shares and
+each body has a subclass with its own settings, so ``ModelConfig(body="grid")`` is a
+:class:`GridConfig`, and assigning ``body`` changes the class, keeping what both bodies have. A
+setting the chosen body does not have is refused in one line naming the body and its settings
+(:func:`check_settings`): nothing is silently ignored, a comparison between bodies is like for
+like. List settings are tuples. Adding a body is a settings class and an entry of :data:`BODIES`.
 
 Every body module maps time-major ``x (T, B, F)``, an optional state and optional
 ``lengths (B,)`` to ``(output, state)``: output ``(T, B, output_size)``, or ``(B, output_size)``
@@ -34,6 +34,7 @@ body is refused on a task whose targets are predictions of what comes next
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,110 +45,175 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
-class BodyError(ValueError):
+class ConfigError(ValueError):
+    """A config value or override that is not valid; the message says what is expected."""
+
+
+class BodyError(ConfigError):
     """A body setting that is not valid for the chosen body (the message names the body)."""
 
 
-# --- settings, one dataclass per body ----------------------------------------------------------
+# --- the model section: the shared settings, then one class per body --------------------------
 @dataclass
-class StackSettings:
+class ModelConfig:
+    """Input (embedding or projection) -> recurrent body -> head: the settings of every body.
+    ``ModelConfig(...)`` makes the class of its ``body`` (see the module doc)."""
+
+    body: str = "stack"  # a name from rnnlab.train.bodies.BODIES (`rnnlab list bodies`)
+    hidden_size: int = 128  # units per layer (per direction)
+    num_layers: int = 1  # stacked layers (grid bodies: blocks along depth)
+    embedding_size: int | None = None  # size of the embedding / input projection; None: hidden
+    dropout: float = 0.0  # dropout on the embedding, between layers and before the head
+    init_all: str | None = None  # every parameter (embedding, cells, head): uniform:A = U(-A, A)
+    #                              or scaled:S = U(-S/sqrt(fan_in), ..); then b_f += forget_bias
+    #                              (rnnlab/train/init.py); None: each part's own default
+    input_projection: bool = True  # Features/Binary inputs pass a learned Linear; false: the
+    #                                cell reads the features directly (Chung et al. 2014)
+
+    def __new__(cls, *args, **kwargs):
+        if cls is ModelConfig:
+            cls = _settings_class(kwargs.get("body", args[0] if args else "stack"))
+        return super().__new__(cls)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "body" and value != type(self).body:
+            self._become(_settings_class(value))
+        elif typing.get_origin(kind := settings_fields().get(name, (None,))[0]) is tuple and (
+                not isinstance(value, tuple)):  # a list setting as older configs wrote it
+            from rnnlab.train.config import convert  # (text, a JSON list, None)
+
+            value = tuple(value) if isinstance(value, list) else convert(
+                "none" if value is None else str(value), kind, f"model.{name}")
+        object.__setattr__(self, name, value)
+
+    def _become(self, cls: type) -> None:
+        """Turn into body class ``cls``, keeping each setting away from its default (one that
+        ``cls`` does not have stays, for :func:`check_settings` to refuse)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        kept = {k: v for k, v in vars(self).items() if k not in defaults or v != defaults[k]}
+        object.__setattr__(self, "__class__", cls)
+        object.__setattr__(self, "__dict__",
+                           {f.name: f.default for f in dataclasses.fields(cls)} | kept)
+
+
+def _settings_class(body: str) -> type:
+    if body not in BODIES:
+        raise BodyError(f"model.body must be one of {', '.join(BODIES)}; got {body!r}")
+    return BODIES[body].settings
+
+
+@dataclass
+class StackConfig(ModelConfig):
     """body=stack: layers of one cell of the zoo (rnnlab.RNN)."""
 
-    cell: str = "lstm"  # stack: a name from rnnlab.cells.names() or a cell file *.json
-    bidirectional: bool = False  # stack: a second stack backwards in time (reads the future)
-    skip: bool = False  # stack: the head reads every layer's output, concatenated
-    forget_bias: float | None = None  # stack: initial forget-gate bias; None: the cell's default
-    init: str | None = None  # stack: weight initialisation scheme of the cell; None: its default
-    dilations: str | None = None  # stack: per-layer recurrence distance, comma-separated (1,2,4:
-    #                               layer l reads the state of step t - d_l; Chang et al. 2017);
-    #                               None: every layer 1
+    body: str = "stack"
+    cell: str = "lstm"  # a name from rnnlab.cells.names() (stack: or a cell file *.json)
+    bidirectional: bool = False  # a second pass backwards in time (reads the future)
+    skip: bool = False  # the head reads every layer's output, concatenated
+    forget_bias: float | None = None  # initial forget-gate bias; None: the cell's default
+    init: str | None = None  # weight initialisation scheme of the cell; None: its default
+    dilations: tuple[int, ...] = ()  # per-layer recurrence distance, one per layer (1,2,4:
+    #                                  layer l reads the state of step t - d_l; Chang et al.
+    #                                  2017); none: every layer 1
 
 
 @dataclass
-class GridSettings:
+class GridBase(ModelConfig):
+    """What every Grid LSTM body reads (Kalchbrenner et al. 2016)."""
+
+    transforms: tuple[str, ...] = ("lstm",)  # one transform for every dimension, or one per
+    #                                          dimension (grid: time,depth; grid_image:
+    #                                          rows,columns,depth): lstm, lstm_standard, tanh,
+    #                                          relu, identity, cell:<cell>
+    tied: bool = False  # one block's weights at every layer
+
+
+@dataclass
+class GridNDBase(GridBase):
+    """Grids of two or more dimensions: which dimensions go last, and how the grid is swept."""
+
+    priority: tuple[str, ...] = ()  # dimensions computed last, reading the others' new hidden
+    #                                 vectors (grid: time or depth; grid_image: rows, columns,
+    #                                 depth); none: none
+    schedule: str | None = None  # layerwise, wavefront or naive (same results); None: the
+    #                              fastest the body supports
+
+
+@dataclass
+class GridConfig(GridNDBase):
     """body=grid: the 2-D Grid LSTM (time × depth)."""
 
-    transforms: str = "lstm"  # grid bodies: one transform for every dimension, or one per
-    #                           dimension comma-separated (grid: time,depth; image: rows,columns,
-    #                           depth): lstm, lstm_standard, tanh, relu, identity, cell:<cell>
-    priority: str | None = None  # grid bodies: dimensions computed last, reading the others' new
-    #                              hidden vectors (grid: time or depth; image: rows, columns,
-    #                              depth, comma-separated); None: none
-    tied: bool = False  # grid bodies: one block's weights at every layer
-    schedule: str | None = None  # grid bodies: layerwise, wavefront or naive (same results);
-    #                              None: the fastest the body supports
+    body: str = "grid"
 
 
 @dataclass
-class DeepGridSettings:
+class DeepGridConfig(GridBase):
     """body=grid_deep: the 1-D Grid LSTM at every step."""
 
-    transforms: str = "lstm"
-    tied: bool = False
+    body: str = "grid_deep"
 
 
 @dataclass
-class ImageGridSettings:
+class InputGridBase(GridNDBase):
+    """3-D grids over the whole input (image, spectrogram), scanned from one or more corners."""
+
+    corners: tuple[str, ...] = ("top_left",)  # corners scanned from (top_left, top_right,
+    #                                           bottom_left, bottom_right) or all
+    combine: str = "sum"  # sum or concat the scans' outputs
+
+
+@dataclass
+class ImageGridConfig(InputGridBase):
     """body=grid_image: the 3-D Grid LSTM over the whole input read as an image."""
 
-    transforms: str = "lstm"
-    priority: str | None = None
-    tied: bool = False
-    schedule: str | None = None
-    patch: int = 4  # grid_image: the (T × F) input is cut into patch × patch tiles (zero-padded)
-    corners: str = "top_left"  # grid_image, grid_spectrogram: corners scanned from,
-    #                            comma-separated (top_left, top_right, bottom_left, bottom_right)
-    #                            or all
-    combine: str = "sum"  # grid_image, grid_spectrogram: sum or concat the scans' outputs
+    body: str = "grid_image"
+    patch: int = 4  # the (T × F) input is cut into patch × patch tiles (zero-padded)
 
 
 @dataclass
-class SpectrogramGridSettings:
+class SpectrogramGridConfig(InputGridBase):
     """body=grid_spectrogram: the 3-D Grid LSTM over time × frequency bands."""
 
-    transforms: str = "lstm"
-    priority: str | None = None
-    tied: bool = False
-    schedule: str | None = None
-    corners: str = "top_left"
-    combine: str = "sum"
-    band_size: int = 10  # grid_spectrogram: features per frequency band
-    band_stride: int | None = None  # grid_spectrogram: features between band starts; None: size
+    body: str = "grid_spectrogram"
+    band_size: int = 10  # features per frequency band
+    band_stride: int | None = None  # features between band starts; None: band_size
 
 
 @dataclass
-class HighwaySettings:
+class HighwayConfig(ModelConfig):
     """body=highway: a Highway network at every step (Srivastava et al. 2015)."""
 
-    activation: str = "relu"  # highway: H's nonlinearity, relu or tanh
-    transform_bias: float = -2.0  # highway: initial transform-gate bias (negative: carry)
+    body: str = "highway"
+    activation: str = "relu"  # H's nonlinearity, relu or tanh
+    transform_bias: float = -2.0  # initial transform-gate bias (negative: carry)
 
 
 @dataclass
-class FreqTimeSettings:
+class FreqTimeConfig(ModelConfig):
     """body=freq_time: Li et al.'s F-T-LSTM (frequency LSTM per frame -> time LSTM)."""
 
-    cell: str = "lstm"
-    bidirectional: bool = False
-    band_size: int = 10
-    band_stride: int | None = None
-    frequency_size: int = 16  # freq_time: units of the LSTM scanning the frequency bands
+    body: str = "freq_time"
+    cell: str = "lstm"  # the cell of both LSTMs
+    bidirectional: bool = False  # the LSTM over time runs both ways (reads the future)
+    band_size: int = 10  # features per frequency band
+    band_stride: int | None = None  # features between band starts; None: band_size
+    frequency_size: int = 16  # units of the LSTM scanning the frequency bands
 
 
 @dataclass
-class Seq2SeqSettings:
+class Seq2SeqConfig(ModelConfig):
     """body=seq2seq: Bahdanau et al.'s attention encoder-decoder (translation tasks)."""
 
-    cell: str = "lstm"
-    attention_size: int | None = None  # seq2seq: width of the attention MLP; None: hidden_size
+    body: str = "seq2seq"
+    cell: str = "lstm"  # the cell of the encoder and the decoder
+    attention_size: int | None = None  # width of the attention MLP; None: hidden_size
 
 
 @dataclass
-class ReencoderSettings:
-    """body=reencoder: the 3-D Grid LSTM translator (target x source x depth)."""
+class ReencoderConfig(GridBase):
+    """body=reencoder: the 3-D Grid LSTM translator (target × source × depth)."""
 
-    transforms: str = "lstm"
-    tied: bool = False
+    body: str = "reencoder"
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -157,89 +223,88 @@ class Body:
 
     Attributes:
         summary: one line for ``rnnlab list bodies``.
-        settings: the body's settings dataclass.
-        build: ``(settings, model_config, input_size) -> module``.
-        reads_future: ``settings -> bool``: does the output at t depend on inputs after t?
+        settings: the body's settings class, a :class:`ModelConfig` subclass.
+        build: ``(config, input_size) -> module``.
+        reads_future: ``config -> bool``: does the output at t depend on inputs after t?
         layer_dropout: ``model.dropout`` also acts between the body's layers.
         raw_input: the body reads the task's features as they are (no embedding/projection).
         per_sequence: the body returns one vector per sequence (needs a Classes output).
         token_input: the body reads the task's token ids itself, as ``source=target`` pairs
             (an encoder-decoder of a translation task; see rnnlab.models.layout).
-        label: ``settings -> str``, a short name for run directories and tables.
+        label: ``config -> str``, a short name for run directories and tables.
         noun: what the body is called in a model description (``Grid LSTM``).
-        check: ``settings -> None``: raises :class:`BodyError` for a bad value, before building.
+        check: ``config -> None``: raises :class:`BodyError` for a bad value, before building.
     """
 
     summary: str
     settings: type
-    build: Callable[[Any, Any, int], nn.Module]
-    reads_future: Callable[[Any], bool] = lambda settings: False
+    build: Callable[[Any, int], nn.Module]
+    reads_future: Callable[[Any], bool] = lambda config: False
     layer_dropout: bool = False
     raw_input: bool = False
     per_sequence: bool = False
     token_input: bool = False
     label: Callable[[Any], str] | None = None
     noun: str = ""
-    check: Callable[[Any], None] = lambda settings: None
+    check: Callable[[Any], None] = lambda config: None
 
 
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _text(values: tuple) -> str:
+    return ",".join(map(str, values))
 
 
-def _transforms(settings, dimensions: tuple[str, ...], body: str):
-    names = _names(settings.transforms)
-    if len(names) == 1:
-        return names[0]
-    if len(names) != len(dimensions):
+def _transforms(config: GridBase, dimensions: tuple[str, ...], body: str):
+    """The transform of every dimension (a name), or one per dimension (a tuple), checked."""
+    from rnnlab.grid.block import resolve_transform
+
+    names = config.transforms
+    if len(names) not in (1, len(dimensions)):
         raise BodyError(
             f"model.transforms for body={body} is one transform or {len(dimensions)} "
-            f"comma-separated ({', '.join(dimensions)}), got {settings.transforms!r}"
+            f"comma-separated ({', '.join(dimensions)}), got {_text(names)!r}"
         )
-    return tuple(names)
+    for name in names:
+        try:
+            resolve_transform(name)
+        except (ValueError, KeyError) as error:
+            raise BodyError(f"body={body}: {error}") from None
+    return names[0] if len(names) == 1 else names
 
 
-def _priority(settings, dimensions: tuple[str, ...], body: str) -> tuple[int, ...]:
-    if settings.priority is None:
-        return ()
-    names = _names(settings.priority)
-    unknown = [n for n in names if n not in dimensions]
-    if unknown or not names:
+def _priority(config: GridNDBase, dimensions: tuple[str, ...], body: str) -> tuple[int, ...]:
+    unknown = [n for n in config.priority if n not in dimensions]
+    if unknown:
         raise BodyError(
             f"model.priority for body={body} names dimensions among {', '.join(dimensions)} "
-            f"(comma-separated), got {settings.priority!r}"
+            f"(comma-separated), got {_text(config.priority)!r}"
         )
-    return tuple(dimensions.index(n) for n in names)
+    return tuple(dimensions.index(n) for n in config.priority)
 
 
 _CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
 
-def _corners(settings, body: str) -> tuple[str, ...]:
-    names = _names(settings.corners)
-    if names == ["all"]:
+def _corners(config: InputGridBase, body: str) -> tuple[str, ...]:
+    names = config.corners
+    if names == ("all",):
         return _CORNERS
     if not names or any(n not in _CORNERS for n in names) or len(set(names)) != len(names):
         raise BodyError(
             f"model.corners for body={body} is 'all' or distinct corners among "
-            f"{', '.join(_CORNERS)}, comma-separated; got {settings.corners!r}"
+            f"{', '.join(_CORNERS)}, comma-separated; got {_text(names)!r}"
         )
-    return tuple(names)
+    return names
 
 
-def _schedule(settings, allowed: tuple[str, ...], body: str) -> str:
-    if settings.schedule is None:
+def _schedule(config: GridNDBase, allowed: tuple[str, ...], body: str) -> str:
+    if config.schedule is None:
         return allowed[0]
-    if settings.schedule not in allowed:
+    if config.schedule not in allowed:
         raise BodyError(
             f"model.schedule for body={body} must be one of {', '.join(allowed)}, "
-            f"got {settings.schedule!r}"
+            f"got {config.schedule!r}"
         )
-    return settings.schedule
-
-
-def _grid_error(body: str, error: Exception) -> BodyError:
-    return BodyError(f"body={body}: {error}")
+    return config.schedule
 
 
 class StackBody(nn.Module):
@@ -271,51 +336,48 @@ def _check_cell_name(cell: str) -> None:
         )
 
 
-def _check_stack(settings: StackSettings) -> None:
+def _check_stack(config: StackConfig) -> None:
     import rnnlab.cells
 
-    if rnnlab.cells.is_cell_file(settings.cell):  # a JSON cell (rnnlab search export)
+    if rnnlab.cells.is_cell_file(config.cell):  # a JSON cell (rnnlab search export)
         try:
-            rnnlab.cells.load(settings.cell)
+            rnnlab.cells.load(config.cell)
         except (OSError, ValueError) as error:
             raise BodyError(f"model.cell: {error}") from None
     else:
-        _check_cell_name(settings.cell)
+        _check_cell_name(config.cell)
+    _dilations(config)
 
 
-def _dilations(settings: StackSettings, num_layers: int) -> tuple[int, ...] | None:
-    if settings.dilations is None:
+def _dilations(config: StackConfig) -> tuple[int, ...] | None:
+    values = config.dilations
+    if not values:
         return None
-    try:
-        values = tuple(int(part) for part in _names(settings.dilations))
-    except ValueError:
-        values = ()
-    if len(values) != num_layers or min(values, default=0) < 1:
+    if len(values) != config.num_layers or min(values) < 1:
         raise BodyError(
-            f"model.dilations for body=stack is {num_layers} positive integer(s), one per layer, "
-            f"comma-separated (e.g. 1,2,4); got {settings.dilations!r}"
+            f"model.dilations for body=stack is {config.num_layers} positive integer(s), one per "
+            f"layer, comma-separated (e.g. 1,2,4); got {_text(values)!r}"
         )
     return values
 
 
-def _build_stack(settings: StackSettings, model, input_size: int) -> nn.Module:
+def _build_stack(config: StackConfig, input_size: int) -> nn.Module:
     import rnnlab
 
-    _check_stack(settings)
     options = {}
-    if settings.forget_bias is not None:
-        options["forget_bias"] = settings.forget_bias
-    if settings.init is not None:
-        options["init"] = settings.init
+    if config.forget_bias is not None:
+        options["forget_bias"] = config.forget_bias
+    if config.init is not None:
+        options["init"] = config.init
     rnn = rnnlab.RNN(
-        settings.cell,
+        config.cell,
         input_size,
-        model.hidden_size,
-        num_layers=model.num_layers,
-        bidirectional=settings.bidirectional,
-        dropout=model.dropout if model.num_layers > 1 else 0.0,
-        skip=settings.skip,
-        dilations=_dilations(settings, model.num_layers),
+        config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout if config.num_layers > 1 else 0.0,
+        skip=config.skip,
+        dilations=_dilations(config),
         **options,
     )
     return StackBody(rnn)
@@ -333,42 +395,29 @@ class GridBody(nn.Module):
         return self.grid(x, state)
 
 
-def _grid_options(settings: GridSettings) -> dict:
+def _grid_options(config: GridConfig) -> dict:
     dimensions = ("time", "depth")
-    transforms = _transforms(settings, dimensions, "grid")
+    transforms = _transforms(config, dimensions, "grid")
     if isinstance(transforms, str):
         transforms = (transforms, transforms)
-    priority = _priority(settings, dimensions, "grid")
+    priority = _priority(config, dimensions, "grid")
     if len(priority) > 1:
-        raise BodyError(f"model.priority for body=grid is time or depth, got {settings.priority!r}")
-    for transform in transforms:
-        _check_transform(transform, "grid")
+        raise BodyError(f"model.priority for body=grid is time or depth, got "
+                        f"{_text(config.priority)!r}")
     return {
-        "tied": settings.tied,
+        "tied": config.tied,
         "time_transform": transforms[0],
         "depth_transform": transforms[1],
         "priority": dimensions[priority[0]] if priority else None,
-        "schedule": _schedule(settings, ("layerwise", "wavefront", "naive"), "grid"),
+        "schedule": _schedule(config, ("layerwise", "wavefront", "naive"), "grid"),
     }
 
 
-def _check_transform(name: str, body: str) -> None:
-    from rnnlab.grid.block import resolve_transform
-
-    try:
-        resolve_transform(name)
-    except (ValueError, KeyError) as error:
-        raise _grid_error(body, error) from None
-
-
-def _build_grid(settings: GridSettings, model, input_size: int) -> nn.Module:
+def _build_grid(config: GridConfig, input_size: int) -> nn.Module:
     from rnnlab.grid import GridLSTM
 
-    try:
-        grid = GridLSTM(input_size, model.hidden_size, model.num_layers, **_grid_options(settings))
-    except (ValueError, TypeError, KeyError) as error:
-        raise _grid_error("grid", error) from None
-    return GridBody(grid)
+    return GridBody(GridLSTM(input_size, config.hidden_size, config.num_layers,
+                             **_grid_options(config)))
 
 
 class DeepGridBody(nn.Module):
@@ -384,22 +433,13 @@ class DeepGridBody(nn.Module):
         return self.grid(x), None  # (T, B, E) -> (T, B, H)
 
 
-def _deep_transform(settings: DeepGridSettings) -> str:
-    transform = _transforms(settings, ("depth",), "grid_deep")
-    _check_transform(transform, "grid_deep")
-    return transform
-
-
-def _build_deep(settings: DeepGridSettings, model, input_size: int) -> nn.Module:
+def _build_deep(config: DeepGridConfig, input_size: int) -> nn.Module:
     from rnnlab.grid import DeepGridLSTM
 
-    transform = _deep_transform(settings)
-    try:
-        grid = DeepGridLSTM(
-            input_size, model.hidden_size, model.num_layers, tied=settings.tied, transform=transform
-        )
-    except (ValueError, TypeError, KeyError) as error:
-        raise _grid_error("grid_deep", error) from None
+    transform = _transforms(config, ("depth",), "grid_deep")
+    grid = DeepGridLSTM(
+        input_size, config.hidden_size, config.num_layers, tied=config.tied, transform=transform
+    )
     return DeepGridBody(grid)
 
 
@@ -425,46 +465,41 @@ class ImageGridBody(nn.Module):
         return features.mean(dim=(1, 2)), None
 
 
-def _nd_options(settings, dimensions: tuple[str, ...], body: str) -> dict:
+def _nd_options(config: InputGridBase, dimensions: tuple[str, ...], body: str) -> dict:
     """The options of a 3-D grid body (image, spectrogram), checked."""
-    transforms = _transforms(settings, dimensions, body)
-    for transform in (transforms,) if isinstance(transforms, str) else transforms:
-        _check_transform(transform, body)
-    if settings.combine not in ("sum", "concat"):
-        raise BodyError(f"model.combine for body={body} is sum or concat, got {settings.combine!r}")
-    corners = _corners(settings, body)
-    if settings.combine != "sum" and len(corners) == 1:
+    transforms = _transforms(config, dimensions, body)
+    if config.combine not in ("sum", "concat"):
+        raise BodyError(f"model.combine for body={body} is sum or concat, got {config.combine!r}")
+    corners = _corners(config, body)
+    if config.combine != "sum" and len(corners) == 1:
         raise BodyError(
-            f"model.combine={settings.combine!r} has no effect on body={body} with one corner "
+            f"model.combine={config.combine!r} has no effect on body={body} with one corner "
             f"({corners[0]}); scan from several corners (model.corners=all) or leave it at sum"
         )
     return {
-        "tied": settings.tied,
+        "tied": config.tied,
         "transforms": transforms,
-        "priority": _priority(settings, dimensions, body),
+        "priority": _priority(config, dimensions, body),
         "corners": corners,
-        "combine": settings.combine,
-        "schedule": _schedule(settings, ("wavefront", "naive"), body),
+        "combine": config.combine,
+        "schedule": _schedule(config, ("wavefront", "naive"), body),
     }
 
 
-def _image_options(settings: ImageGridSettings) -> dict:
-    if settings.patch < 1:
-        raise BodyError(f"model.patch for body=grid_image must be >= 1, got {settings.patch}")
-    return _nd_options(settings, ("rows", "columns", "depth"), "grid_image")
+def _image_options(config: ImageGridConfig) -> dict:
+    if config.patch < 1:
+        raise BodyError(f"model.patch for body=grid_image must be >= 1, got {config.patch}")
+    return _nd_options(config, ("rows", "columns", "depth"), "grid_image")
 
 
-def _build_image(settings: ImageGridSettings, model, input_size: int) -> nn.Module:
+def _build_image(config: ImageGridConfig, input_size: int) -> nn.Module:
     from rnnlab.grid import ImageGridLSTM
 
-    options = _image_options(settings)
-    try:
-        grid = ImageGridLSTM(
-            settings.patch * settings.patch, model.hidden_size, model.num_layers, **options
-        )
-    except (ValueError, TypeError, KeyError) as error:
-        raise _grid_error("grid_image", error) from None
-    return ImageGridBody(grid, settings.patch)
+    options = _image_options(config)
+    grid = ImageGridLSTM(
+        config.patch * config.patch, config.hidden_size, config.num_layers, **options
+    )
+    return ImageGridBody(grid, config.patch)
 
 
 class SpectrogramGridBody(nn.Module):
@@ -493,129 +528,113 @@ class SpectrogramGridBody(nn.Module):
         return features.flatten(2).transpose(0, 1), None  # (T, B, bands · D)
 
 
-def _spectrogram_options(settings: SpectrogramGridSettings) -> dict:
-    if settings.band_size < 1 or (settings.band_stride is not None and settings.band_stride < 1):
+def _spectrogram_options(config: SpectrogramGridConfig) -> dict:
+    if config.band_size < 1 or (config.band_stride is not None and config.band_stride < 1):
         raise BodyError(
             "model.band_size and model.band_stride of body=grid_spectrogram must be >= 1, got "
-            f"{settings.band_size} and {settings.band_stride}"
+            f"{config.band_size} and {config.band_stride}"
         )
-    return _nd_options(settings, ("time", "bands", "depth"), "grid_spectrogram")
+    return _nd_options(config, ("time", "bands", "depth"), "grid_spectrogram")
 
 
-def _build_spectrogram(settings: SpectrogramGridSettings, model, input_size: int) -> nn.Module:
+def _build_spectrogram(config: SpectrogramGridConfig, input_size: int) -> nn.Module:
     from rnnlab.grid import SpectrogramGridLSTM
 
-    options = _spectrogram_options(settings)
-    stride = settings.band_stride or settings.band_size
-    if settings.band_size > input_size:
+    options = _spectrogram_options(config)
+    stride = config.band_stride or config.band_size
+    if config.band_size > input_size:
         raise BodyError(
             f"body=grid_spectrogram needs 1 <= model.band_size <= the task's {input_size} "
-            f"features and model.band_stride >= 1; got band_size={settings.band_size}, "
-            f"band_stride={settings.band_stride}"
+            f"features and model.band_stride >= 1; got band_size={config.band_size}, "
+            f"band_stride={config.band_stride}"
         )
-    try:
-        grid = SpectrogramGridLSTM(
-            settings.band_size, model.hidden_size, model.num_layers, band_stride=stride, **options
-        )
-    except (ValueError, TypeError, KeyError) as error:
-        raise _grid_error("grid_spectrogram", error) from None
-    bands = (input_size - settings.band_size) // stride + 1
+    grid = SpectrogramGridLSTM(
+        config.band_size, config.hidden_size, config.num_layers, band_stride=stride, **options
+    )
+    bands = (input_size - config.band_size) // stride + 1
     return SpectrogramGridBody(grid, bands, options["corners"])
 
 
-def _check_highway(settings: HighwaySettings) -> None:
+def _check_highway(config: HighwayConfig) -> None:
     from rnnlab.grid.highway import ACTIVATIONS
 
-    if settings.activation not in ACTIVATIONS:
+    if config.activation not in ACTIVATIONS:
         raise BodyError(f"model.activation for body=highway is one of {', '.join(ACTIVATIONS)}; "
-                        f"got {settings.activation!r}")
+                        f"got {config.activation!r}")
 
 
-def _build_highway(settings: HighwaySettings, model, input_size: int) -> nn.Module:
+def _build_highway(config: HighwayConfig, input_size: int) -> nn.Module:
     from rnnlab.grid import HighwayNetwork
 
-    _check_highway(settings)
-    return DeepGridBody(HighwayNetwork(input_size, model.hidden_size, model.num_layers,
-                                       settings.activation, settings.transform_bias))
+    return DeepGridBody(HighwayNetwork(input_size, config.hidden_size, config.num_layers,
+                                       config.activation, config.transform_bias))
 
 
-def _check_freq_time(settings: FreqTimeSettings) -> None:
-    _check_cell_name(settings.cell)
-    if settings.band_size < 1 or (settings.band_stride or 1) < 1 or settings.frequency_size < 1:
+def _check_freq_time(config: FreqTimeConfig) -> None:
+    _check_cell_name(config.cell)
+    if config.band_size < 1 or (config.band_stride or 1) < 1 or config.frequency_size < 1:
         raise BodyError(
             "model.band_size, model.band_stride and model.frequency_size of body=freq_time must "
-            f"be >= 1, got {settings.band_size}, {settings.band_stride}, {settings.frequency_size}"
+            f"be >= 1, got {config.band_size}, {config.band_stride}, {config.frequency_size}"
         )
 
 
-def _build_freq_time(settings: FreqTimeSettings, model, input_size: int) -> nn.Module:
+def _build_freq_time(config: FreqTimeConfig, input_size: int) -> nn.Module:
     from rnnlab.models import FreqTimeLSTM
 
-    _check_freq_time(settings)
-    if settings.band_size > input_size:
-        raise BodyError(f"model.band_size={settings.band_size} of body=freq_time exceeds the "
+    if config.band_size > input_size:
+        raise BodyError(f"model.band_size={config.band_size} of body=freq_time exceeds the "
                         f"task's {input_size} features")
     return FreqTimeLSTM(
-        input_size, model.hidden_size, model.num_layers, band_size=settings.band_size,
-        band_stride=settings.band_stride, frequency_size=settings.frequency_size,
-        bidirectional=settings.bidirectional, cell=settings.cell,
+        input_size, config.hidden_size, config.num_layers, band_size=config.band_size,
+        band_stride=config.band_stride, frequency_size=config.frequency_size,
+        bidirectional=config.bidirectional, cell=config.cell,
     )
 
 
-def _check_seq2seq(settings: Seq2SeqSettings) -> None:
-    _check_cell_name(settings.cell)
-    if settings.attention_size is not None and settings.attention_size < 1:
-        raise BodyError(f"model.attention_size must be >= 1, got {settings.attention_size}")
+def _check_seq2seq(config: Seq2SeqConfig) -> None:
+    _check_cell_name(config.cell)
+    if config.attention_size is not None and config.attention_size < 1:
+        raise BodyError(f"model.attention_size must be >= 1, got {config.attention_size}")
 
 
-def _build_seq2seq(settings: Seq2SeqSettings, model, input_size: int) -> nn.Module:
+def _build_seq2seq(config: Seq2SeqConfig, input_size: int) -> nn.Module:
     from rnnlab.models import AttentionSeq2Seq
     from rnnlab.tasks.translation import PAD_ID, SEP_ID
 
-    _check_seq2seq(settings)
     return AttentionSeq2Seq(
-        input_size, model.embedding_size or model.hidden_size, model.hidden_size,
-        model.num_layers, separator=SEP_ID, pad=PAD_ID, cell=settings.cell,
-        attention_size=settings.attention_size,
+        input_size, config.embedding_size or config.hidden_size, config.hidden_size,
+        config.num_layers, separator=SEP_ID, pad=PAD_ID, cell=config.cell,
+        attention_size=config.attention_size,
     )
 
 
-def _reencoder_transforms(settings: ReencoderSettings):
-    transforms = _transforms(settings, ("target", "source", "depth"), "reencoder")
-    for transform in (transforms,) if isinstance(transforms, str) else transforms:
-        _check_transform(transform, "reencoder")
-    return transforms
-
-
-def _build_reencoder(settings: ReencoderSettings, model, input_size: int) -> nn.Module:
+def _build_reencoder(config: ReencoderConfig, input_size: int) -> nn.Module:
     from rnnlab.models import Reencoder
     from rnnlab.tasks.translation import PAD_ID, SEP_ID
 
-    transforms = _reencoder_transforms(settings)
-    try:
-        return Reencoder(
-            input_size, model.embedding_size or model.hidden_size, model.hidden_size,
-            model.num_layers, separator=SEP_ID, pad=PAD_ID, tied=settings.tied,
-            transforms=transforms,
-        )
-    except (ValueError, TypeError, KeyError) as error:
-        raise _grid_error("reencoder", error) from None
+    transforms = _transforms(config, ("target", "source", "depth"), "reencoder")
+    return Reencoder(
+        input_size, config.embedding_size or config.hidden_size, config.hidden_size,
+        config.num_layers, separator=SEP_ID, pad=PAD_ID, tied=config.tied,
+        transforms=transforms,
+    )
 
 
 BODIES: dict[str, Body] = {
     "stack": Body(
         "layers of one cell (rnnlab.RNN); --model.cell=NAME",
-        StackSettings,
+        StackConfig,
         _build_stack,
-        reads_future=lambda s: s.bidirectional,
+        reads_future=lambda c: c.bidirectional,
         layer_dropout=True,
-        label=lambda s: Path(s.cell).stem,  # cells/x.json: x
+        label=lambda c: Path(c.cell).stem,  # cells/x.json: x
         check=_check_stack,
         noun="stack",
     ),
     "grid": Body(
         "2-D Grid LSTM, time x depth (rnnlab.GridLSTM, Kalchbrenner et al. 2016)",
-        GridSettings,
+        GridConfig,
         _build_grid,
         check=_grid_options,
         noun="Grid LSTM",
@@ -623,17 +642,17 @@ BODIES: dict[str, Body] = {
     "grid_deep": Body(
         "1-D Grid LSTM along depth at every step, no recurrence in time (rnnlab.grid."
         "DeepGridLSTM)",
-        DeepGridSettings,
+        DeepGridConfig,
         _build_deep,
-        check=_deep_transform,
+        check=lambda c: _transforms(c, ("depth",), "grid_deep"),
         noun="1-D Grid LSTM",
     ),
     "grid_image": Body(
         "3-D Grid LSTM over the whole (T x F) input as an image of patches, pooled; classifies "
         "(rnnlab.grid.ImageGridLSTM)",
-        ImageGridSettings,
+        ImageGridConfig,
         _build_image,
-        reads_future=lambda s: True,
+        reads_future=lambda c: True,
         raw_input=True,
         per_sequence=True,
         check=_image_options,
@@ -642,9 +661,9 @@ BODIES: dict[str, Body] = {
     "grid_spectrogram": Body(
         "3-D Grid LSTM over time x frequency bands of the input features (rnnlab.grid."
         "SpectrogramGridLSTM)",
-        SpectrogramGridSettings,
+        SpectrogramGridConfig,
         _build_spectrogram,
-        reads_future=lambda s: any(c.startswith("bottom") for c in _corners(s, "grid_spectrogram")),
+        reads_future=lambda c: any(n.startswith("bottom") for n in _corners(c, "grid_spectrogram")),
         raw_input=True,
         check=_spectrogram_options,
         noun="3-D spectrogram Grid LSTM",
@@ -652,7 +671,7 @@ BODIES: dict[str, Body] = {
     "highway": Body(
         "Highway network at every step, no recurrence in time (rnnlab.grid.HighwayNetwork, "
         "Srivastava et al. 2015), the 1-D grid's feed-forward relative",
-        HighwaySettings,
+        HighwayConfig,
         _build_highway,
         check=_check_highway,
         noun="Highway network",
@@ -660,9 +679,9 @@ BODIES: dict[str, Body] = {
     "freq_time": Body(
         "F-T-LSTM: an LSTM over the frequency bands of each frame feeds an LSTM over time "
         "(rnnlab.models.FreqTimeLSTM, Li et al. 2015); speech",
-        FreqTimeSettings,
+        FreqTimeConfig,
         _build_freq_time,
-        reads_future=lambda s: s.bidirectional,
+        reads_future=lambda c: c.bidirectional,
         raw_input=True,
         check=_check_freq_time,
         noun="F-T-LSTM",
@@ -670,7 +689,7 @@ BODIES: dict[str, Body] = {
     "seq2seq": Body(
         "encoder-decoder with additive attention (rnnlab.models.AttentionSeq2Seq, Bahdanau "
         "et al. 2015); translation tasks",
-        Seq2SeqSettings,
+        Seq2SeqConfig,
         _build_seq2seq,
         token_input=True,
         check=_check_seq2seq,
@@ -679,85 +698,86 @@ BODIES: dict[str, Body] = {
     "reencoder": Body(
         "3-D Grid LSTM over target x source x depth instead of an encoder-decoder "
         "(rnnlab.models.Reencoder, Kalchbrenner et al. 2016); translation tasks",
-        ReencoderSettings,
+        ReencoderConfig,
         _build_reencoder,
         token_input=True,
-        check=_reencoder_transforms,
+        check=lambda c: _transforms(c, ("target", "source", "depth"), "reencoder"),
         noun="Reencoder (3-D Grid LSTM)",
     ),
 }
 
 
-# --- settings as ModelConfig fields -------------------------------------------------------------
+# --- the settings of every body -----------------------------------------------------------------
+SHARED = tuple(f.name for f in dataclasses.fields(ModelConfig))  # what every body has
+
+
+def body_settings(body: str) -> list[str]:
+    """The settings body ``body`` has besides the shared ones, in its class's order."""
+    return [f.name for f in dataclasses.fields(BODIES[body].settings) if f.name not in SHARED]
+
+
+def bodies_with(setting: str) -> list[str]:
+    """The bodies that have ``setting`` (every body for a shared one)."""
+    return [name for name in BODIES if setting in SHARED or setting in body_settings(name)]
+
+
+@functools.cache
 def settings_fields() -> dict[str, tuple[Any, Any]]:
-    """Every body setting: name -> (type, default), in registry order. A name shared by several
-    bodies must have one type and one default (checked here)."""
+    """Every model setting: name -> (type, default), the shared ones first, then each body's in
+    registry order. A setting several bodies have must have one type and one default (checked
+    here), so that ``--model.<setting>`` is one option."""
     out: dict[str, tuple[Any, Any]] = {}
-    for name, body in BODIES.items():
+    for name, body in BODIES.items():  # (a class's fields: the shared ones first)
         hints = typing.get_type_hints(body.settings)
         for f in dataclasses.fields(body.settings):
             entry = (hints[f.name], f.default)
-            if f.name in out and out[f.name] != entry:
+            if out.setdefault(f.name, entry) != entry and f.name != "body":
                 raise TypeError(
                     f"body {name!r} declares setting {f.name!r} as {entry}, another body as "
                     f"{out[f.name]}; a shared setting needs one type and one default"
                 )
-            out.setdefault(f.name, entry)
     return out
 
 
-def body_settings(body: str) -> list[str]:
-    """The setting names body ``body`` reads."""
-    return [f.name for f in dataclasses.fields(BODIES[body].settings)]
-
-
-def settings_of(model_config) -> Any:
-    """The chosen body's settings dataclass, filled from ``model_config``'s fields."""
-    body = BODIES[model_config.body]
-    return body.settings(**{n: getattr(model_config, n) for n in body_settings(model_config.body)})
-
-
-def check_settings(model_config) -> None:
-    """Refuse settings the chosen body does not read (unless left at their default), and a
-    ``model.dropout`` the body cannot apply between its layers."""
-    name = model_config.body
-    if name not in BODIES:
-        raise BodyError(f"model.body must be one of {', '.join(BODIES)}; got {name!r}")
-    body, reads = BODIES[name], set(body_settings(name))
-    for setting, (_, default) in settings_fields().items():
-        value = getattr(model_config, setting)
-        if setting not in reads and value != default:
+def check_settings(config: ModelConfig) -> None:
+    """Refuse a setting the chosen body does not have, and a ``model.dropout`` the body cannot
+    apply between its layers; then the body's own checks."""
+    name = config.body
+    body = BODIES[name]
+    own = {f.name for f in dataclasses.fields(config)}
+    for setting, value in vars(config).items():
+        if setting not in own:
+            owners = ", ".join(bodies_with(setting)) or "no body"
             raise BodyError(
-                f"model.{setting}={value!r} has no effect on body={name}; leave it at its default "
-                f"({default!r}) or choose a body that reads it (body={name} reads: "
-                f"{', '.join(sorted(reads)) or 'nothing'})"
+                f"model.{setting}={value!r} is not a setting of body={name} (body={name} "
+                f"has: {', '.join(body_settings(name)) or 'only the shared settings'}; "
+                f"{setting}: {owners}); drop it or choose a body that has it"
             )
-    if model_config.dropout > 0 and model_config.num_layers > 1 and not body.layer_dropout:
+    if config.dropout > 0 and config.num_layers > 1 and not body.layer_dropout:
         raise BodyError(
-            f"model.dropout={model_config.dropout} cannot act between the layers of body={name} "
+            f"model.dropout={config.dropout} cannot act between the layers of body={name} "
             "(its layers are joined inside the grid); set model.dropout=0 or use body=stack"
         )
-    body.check(settings_of(model_config))
-    if body.raw_input and model_config.embedding_size is not None:
+    body.check(config)
+    if body.raw_input and config.embedding_size is not None:
         raise BodyError(
             f"model.embedding_size has no effect on body={name}, which reads the task's features "
             "directly; leave it unset"
         )
 
 
-def check_task(model_config, task_input, task_output, causal: bool, task_name: str,
+def check_task(config: ModelConfig, task_input, task_output, causal: bool, task_name: str,
                pairs: bool = False) -> None:
     """Refuse a body that cannot serve the task: one that reads the future on a causal task,
     a per-sequence body on a per-step task, a raw-input body on token input, an
     encoder-decoder on a task without ``source=target`` pairs."""
     from rnnlab.tasks.base import Classes, Tokens
 
-    name = model_config.body
+    name = config.body
     body = BODIES[name]
-    settings = settings_of(model_config)
-    if causal and body.reads_future(settings):
+    if causal and body.reads_future(config):
         raise BodyError(
-            f"body={name} as configured ({describe(model_config)}) reads inputs after step t, "
+            f"body={name} as configured ({describe(config)}) reads inputs after step t, "
             f"but task {task_name!r} predicts what comes next (its target at t may depend only "
             "on inputs up to t): the model would see the answer. Use a one-directional body "
             "(stack without bidirectional, grid, grid_deep, grid_spectrogram from top corners)"
@@ -779,34 +799,37 @@ def check_task(model_config, task_input, task_output, causal: bool, task_name: s
         )
 
 
-def label(model_config) -> str:
+def label(config: ModelConfig) -> str:
     """A short name of the body: the cell for a stack, else the body's name."""
-    body = BODIES[model_config.body]
-    return body.label(settings_of(model_config)) if body.label else model_config.body
+    body = BODIES[config.body]
+    return body.label(config) if body.label else config.body
 
 
-def describe(model_config) -> str:
+def describe(config: ModelConfig) -> str:
     """The body in words with its settings that differ from their defaults, e.g. ``lstm stack
     (bidirectional)`` or ``grid (priority=time, tied)``."""
-    name = model_config.body
-    settings = settings_of(model_config)
-    defaults = BODIES[name].settings()
+    body = BODIES[config.body]
+    defaults = body.settings()
     changed = [
-        f.name if getattr(settings, f.name) is True else f"{f.name}={getattr(settings, f.name)}"
-        for f in dataclasses.fields(settings)
-        if f.name != "cell" and getattr(settings, f.name) != getattr(defaults, f.name)
+        name if value is True else f"{name}={_text(value) if isinstance(value, tuple) else value}"
+        for name in body_settings(config.body)
+        if name != "cell" and (value := getattr(config, name)) != getattr(defaults, name)
     ]
-    body = BODIES[name]
-    what = f"{label(model_config)} {body.noun}" if body.label else body.noun
+    what = f"{label(config)} {body.noun}" if body.label else body.noun
     return what + (f" ({', '.join(changed)})" if changed else "")
 
 
-def build(model_config, input_size: int) -> nn.Module:
-    """The body module for ``model_config`` (checked), reading ``input_size`` features."""
-    check_settings(model_config)
-    body = BODIES[model_config.body]
-    return body.build(settings_of(model_config), model_config, input_size)
+def build(config: ModelConfig, input_size: int) -> nn.Module:
+    """The body module for ``config`` (checked), reading ``input_size`` features."""
+    check_settings(config)
+    try:
+        return BODIES[config.body].build(config, input_size)
+    except BodyError:
+        raise
+    except (ValueError, TypeError, KeyError) as error:  # a module's own checks
+        raise BodyError(f"body={config.body}: {error}") from None
 
 
-__all__ = ["BODIES", "Body", "BodyError", "body_settings", "build", "check_settings",
-           "check_task", "label", "settings_fields", "settings_of"]
+__all__ = ["BODIES", "Body", "BodyError", "ConfigError", "ModelConfig", "body_settings",
+           "bodies_with", "build", "check_settings", "check_task", "describe", "label",
+           "settings_fields"]

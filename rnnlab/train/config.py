@@ -14,6 +14,10 @@ Options of the chosen task that are not :class:`TaskConfig` fields (``--task.max
 are passed to ``rnnlab.tasks.make``. Configs round-trip through plain JSON dicts
 (:func:`to_dict` / :func:`from_dict`), which is how run directories store them.
 
+The model section is typed by its body (``rnnlab.train.bodies``): ``model.body``, wherever it
+stands among the overrides, selects the settings class; list settings are tuples, written
+``--model.dilations=1,2,4``. Older configs (every body's settings, lists as text) still load.
+
 A command composes its config in layers (:func:`compose`): its defaults, then the chosen task's
 training defaults (``rnnlab.tasks.training_defaults``), then what the user gave. A stopping
 limit the user gives wins over the limits that came from defaults (:class:`Limits`).
@@ -31,7 +35,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnlab.train.bodies import BODIES, BodyError, check_settings, settings_fields
+from rnnlab.train import bodies
+from rnnlab.train.bodies import ConfigError, ModelConfig
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "cosine")
@@ -61,42 +66,6 @@ class TaskConfig:
     test_batch_size: int | None = None  # batch of the final test evaluation; None: as valid
     #                                     (1: a stream task's test file as one stream, Zaremba 2014)
     options: dict = field(default_factory=dict)  # extra keyword options for rnnlab.tasks.make
-
-
-@dataclass
-class SharedModelConfig:
-    """Input (embedding or projection) -> recurrent body -> head: the settings of every body."""
-
-    body: str = "stack"  # a name from rnnlab.train.bodies.BODIES (`rnnlab list bodies`)
-    hidden_size: int = 128  # units per layer (per direction)
-    num_layers: int = 1  # stacked layers (grid bodies: blocks along depth)
-    embedding_size: int | None = None  # size of the embedding / input projection; None: hidden
-    dropout: float = 0.0  # dropout on the embedding, between layers and before the head
-    init_all: str | None = None  # every parameter (embedding, cells, head): uniform:A = U(-A, A)
-    #                              or scaled:S = U(-S/sqrt(fan_in), ..); then b_f += forget_bias
-    #                              (rnnlab/train/init.py); None: each part's own default
-    input_projection: bool = True  # Features/Binary inputs pass a learned Linear; false: the
-    #                                cell reads the features directly (Chung et al. 2014)
-
-
-def _model_config() -> type:
-    """ModelConfig: the shared fields, then every body's settings (rnnlab.train.bodies) as
-    fields, so that each is an option ``--model.<setting>`` with its type and comment."""
-    extra = [
-        (name, annotation, field(default=default))
-        for name, (annotation, default) in settings_fields().items()
-    ]
-    cls = dataclasses.make_dataclass("ModelConfig", extra, bases=(SharedModelConfig,))
-    cls.__module__ = __name__
-    cls.__doc__ = (
-        "The model section: the shared settings and every body's own (a body refuses settings "
-        "it does not read unless they keep their default)."
-    )
-    cls.comment_sources = (SharedModelConfig, *(b.settings for b in BODIES.values()))
-    return cls
-
-
-ModelConfig = _model_config()
 
 
 @dataclass
@@ -157,10 +126,6 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-class ConfigError(ValueError):
-    """A config value or override that is not valid; the message says what is expected."""
-
-
 def sections() -> dict[str, type]:
     """Section name -> dataclass type, in order (task, model, train, run)."""
     hints = typing.get_type_hints(ExperimentConfig)
@@ -168,17 +133,27 @@ def sections() -> dict[str, type]:
 
 
 def field_types(section_type: type) -> dict[str, Any]:
-    """Field name -> resolved type annotation of a config section."""
+    """Field name -> resolved type annotation of a config section. ``ModelConfig`` itself, the
+    model section, has every body's settings (what ``--model.<setting>`` may name); a body's
+    settings class has its own."""
+    if section_type is ModelConfig:
+        return {name: annotation for name, (annotation, _) in bodies.settings_fields().items()}
     hints = typing.get_type_hints(section_type)
     return {f.name: hints[f.name] for f in dataclasses.fields(section_type)}
 
 
 def field_comments(section_type: type) -> dict[str, str]:
-    """Field name -> the comment written beside its default (the field's documentation)."""
-    comments: dict[str, str] = {}  # the cached dicts are copied into this one, never changed
-    for source_type in reversed(getattr(section_type, "comment_sources", (section_type,))):
-        comments.update(_source_comments(source_type))
-    return comments
+    """Field name -> the comment written beside its default (the field's documentation); a
+    body's setting says which bodies have it (``grid, grid_image: ...``)."""
+    if section_type is not ModelConfig:
+        return dict(_source_comments(section_type))
+    comments: dict[str, str] = {}
+    for body in bodies.BODIES.values():
+        for source_type in body.settings.__mro__[-2::-1]:  # ModelConfig first, object left out
+            for name, text in _source_comments(source_type).items():
+                comments.setdefault(name, text)
+    return {name: text if name in bodies.SHARED else f"{', '.join(bodies.bodies_with(name))}: "
+            f"{text}" for name, text in comments.items()}
 
 
 @functools.cache
@@ -204,14 +179,23 @@ def _source_comments(section_type: type) -> dict[str, str]:
 
 
 def convert(text: str, annotation: Any, where: str) -> Any:
-    """Convert a command-line string to a value of ``annotation`` (int, float, bool, str, X | None).
+    """Convert a command-line string to a value of ``annotation`` (int, float, bool, str, X | None,
+    or a tuple of one of them written comma-separated: ``1,2,4``; ``none``: the empty tuple).
 
     Raises ConfigError naming ``where`` and the expected type when the text does not fit.
     """
+    if typing.get_origin(annotation) is tuple:  # also [1, 2, 4] and ('a', 'b'), as printed
+        item, text = typing.get_args(annotation)[0], text.strip().strip("[]()")
+        parts = () if text.lower() in ("", "none", "null") else text.split(",")
+        try:
+            return tuple(convert(part.strip().strip("'\""), item, where) for part in parts)
+        except ConfigError:
+            raise ConfigError(
+                f"{where} must be comma-separated {item.__name__} values (or none), got {text!r}"
+            ) from None
     args = typing.get_args(annotation)
-    optional = (typing.get_origin(annotation) in (typing.Union, types.UnionType)) and type(
-        None
-    ) in args
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
+        type(None) in args)
     if optional:
         if text.strip().lower() in ("none", "null"):
             return None
@@ -223,20 +207,12 @@ def convert(text: str, annotation: Any, where: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{where} must be true or false, got {text!r}")
-    if annotation is int:
+    if annotation in (int, float):
+        kind = ("an integer" if annotation is int else "a number") + " or none" * optional
         try:
-            return int(text)
+            value = annotation(text)
         except ValueError:
-            raise ConfigError(
-                f"{where} must be an integer{' or none' * optional}, got {text!r}"
-            ) from None
-    if annotation is float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(
-                f"{where} must be a number{' or none' * optional}, got {text!r}"
-            ) from None
+            raise ConfigError(f"{where} must be {kind}, got {text!r}") from None
         if not math.isfinite(value):
             raise ConfigError(f"{where} must be a finite number, got {text!r}")
         return value
@@ -274,14 +250,22 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
     ``task.<option>=value`` for a name that is not a TaskConfig field becomes a task option.
     Returns ``config`` (changed in place) after :func:`validate`.
     """
+    pairs = []
     for item in overrides:
         key, eq, text = item.partition("=")
-        key = key.strip().removeprefix("--")
         if not eq:
             raise ConfigError(f"override must look like section.field=value, got {item!r}")
+        pairs.append((key.strip().removeprefix("--"), text))
+    for key, text in _body_first(pairs):
         set_field(config, key, text)
     validate(config)
     return config
+
+
+def _body_first(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(key, text)`` settings with ``model.body`` first: the body chooses which settings the
+    model section has, so that no order of the others depends on where the body was given."""
+    return sorted(pairs, key=lambda pair: SHORTCUTS.get(pair[0], pair[0]) != "model.body")
 
 
 def set_field(config: ExperimentConfig, key: str, text: str) -> None:
@@ -296,7 +280,7 @@ def set_field(config: ExperimentConfig, key: str, text: str) -> None:
             "`rnnlab train --help` lists every field"
         )
     section = getattr(config, section_name)
-    types_ = field_types(type(section))
+    types_ = field_types(known[section_name])
     if name.startswith("options."):
         name = name.removeprefix("options.")
         if section_name == "task":
@@ -336,7 +320,7 @@ def validate(config: ExperimentConfig) -> None:
         section = getattr(config, section_name)
         if not isinstance(section, section_type):
             raise ConfigError(f"config.{section_name} must be a {section_type.__name__}")
-        for name, annotation in field_types(section_type).items():
+        for name, annotation in field_types(type(section)).items():
             _check_type(f"{section_name}.{name}", getattr(section, name), annotation)
 
     t, m, tr = config.task, config.model, config.train
@@ -355,16 +339,12 @@ def validate(config: ExperimentConfig) -> None:
     _at_least("task.eval_max_batches", t.eval_max_batches, 1, allow_none=True)
     _at_least("task.test_batch_size", t.test_batch_size, 1, allow_none=True)
 
-    _choice("model.body", m.body, BODIES)
     _at_least("model.hidden_size", m.hidden_size, 1)
     _at_least("model.num_layers", m.num_layers, 1)
     _at_least("model.embedding_size", m.embedding_size, 1, allow_none=True)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
-    try:
-        check_settings(m)
-    except BodyError as error:
-        raise ConfigError(str(error)) from None
+    bodies.check_settings(m)
     if m.init_all is not None:
         from rnnlab.train.init import parse
 
@@ -408,6 +388,12 @@ def validate(config: ExperimentConfig) -> None:
 
 
 def _check_type(where: str, value: Any, annotation: Any) -> None:
+    if typing.get_origin(annotation) is tuple:
+        if not isinstance(value, tuple):
+            raise ConfigError(f"{where} must be {_type_name(annotation)}, got {value!r}")
+        for item in value:
+            _check_type(where, item, typing.get_args(annotation)[0])
+        return
     args = typing.get_args(annotation)
     allowed = tuple(a for a in args if a is not type(None)) if args else (annotation,)
     if value is None:
@@ -424,6 +410,8 @@ def _check_type(where: str, value: Any, annotation: Any) -> None:
 
 def _type_name(annotation: Any) -> str:
     args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple:
+        return f"{args[0].__name__},..."
     if args:
         return " or ".join("None" if a is type(None) else a.__name__ for a in args)
     return annotation.__name__
@@ -445,8 +433,9 @@ def from_dict(data: dict) -> ExperimentConfig:
         if section_name not in sections():
             raise ConfigError(f"unknown config section {section_name!r}")
         section = getattr(config, section_name)
-        known = field_types(type(section))
-        for name, value in values.items():
+        known = field_types(sections()[section_name])
+        # the body first: it chooses the model section's class
+        for name, value in sorted(values.items(), key=lambda item: item[0] != "body"):
             if (section_name, name) in RETIRED:
                 continue
             if name not in known:
@@ -454,6 +443,11 @@ def from_dict(data: dict) -> ExperimentConfig:
             if known[name] is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             setattr(section, name, value)
+        if section_name == "model":  # older configs list every body's settings: those of
+            defaults = bodies.settings_fields()  # other bodies, at their default, are dropped
+            for name, value in list(vars(section).items()):
+                if name not in field_types(type(section)) and value == defaults[name][1]:
+                    delattr(section, name)
     validate(config)
     return config
 
@@ -462,6 +456,7 @@ def describe_fields(base: ExperimentConfig | None = None) -> list[tuple[str, str
     """(key, type, default, comment) for every field, for --help and the docs; the defaults are
     ``base``'s values when given (a command's own defaults), else the dataclasses'."""
     rows = []
+    other_bodies = {name: default for name, (_, default) in bodies.settings_fields().items()}
     for section_name, section_type in sections().items():
         comments = field_comments(section_type)
         default = getattr(base, section_name) if base is not None else section_type()
@@ -470,7 +465,7 @@ def describe_fields(base: ExperimentConfig | None = None) -> list[tuple[str, str
                 (
                     f"{section_name}.{name}",
                     _type_name(annotation),
-                    getattr(default, name),
+                    getattr(default, name, other_bodies.get(name)),
                     comments.get(name, ""),
                 )
             )
@@ -580,7 +575,7 @@ def compose(
                 _set_value(config, key, value)
                 if key in sources:
                     sources[key] = f"default for {task}"
-    for key, text in given:
+    for key, text in _body_first(given):
         set_field(config, key, text)
     limits = Limits(sources).give(config, keys)
     validate(config)

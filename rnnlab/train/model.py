@@ -44,7 +44,7 @@ class SequenceModel(nn.Module):
     Args:
         input_space: the task's ``input`` (Tokens, Features or Binary).
         output_space: the task's ``output`` (Tokens, Binary or Classes).
-        config: the model section of the experiment config.
+        config: the model section of the experiment config (the chosen body's settings class).
         causal: the task's targets are next-step predictions (``Task.causal``): a body that reads
             later inputs is refused. None: per-step outputs (Tokens, Binary) are taken as causal,
             per-sequence ones (Classes) as not.
@@ -111,7 +111,8 @@ class SequenceModel(nn.Module):
         if config.init_all is not None:  # one scheme over every parameter (Zaremba 2014)
             from rnnlab.train.init import initialize
 
-            initialize(self, config.init_all, config.forget_bias)
+            # forget_bias is a stack setting; the other bodies keep each cell's own offset
+            initialize(self, config.init_all, getattr(config, "forget_bias", None))
 
     @property
     def classifies(self) -> bool:

@@ -1,5 +1,5 @@
 """Model bodies: every task × body is causal where the task needs it (by gradients) or refused;
-every setting takes effect on its body or is refused naming the body."""
+every setting takes effect on its body, and a setting of another body is refused naming it."""
 
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ def outputs(body: str, **settings):
 
 @pytest.mark.parametrize(
     "body, setting",
-    [(b, f.name) for b in BODIES for f in dataclasses.fields(BODIES[b].settings)],
+    [(b, s) for b in BODIES for s in bodies.body_settings(b)],
 )
 def test_each_setting_of_a_body_takes_effect(body, setting):
     value = OTHER[setting]
@@ -237,9 +237,10 @@ def test_each_setting_of_a_body_takes_effect(body, setting):
 
 @pytest.mark.parametrize(
     "body, setting",
-    [(b, s) for b in BODIES for s in bodies.settings_fields() if s not in bodies.body_settings(b)],
+    [(b, s) for b in BODIES for s in bodies.settings_fields()
+     if s not in (*bodies.SHARED, *bodies.body_settings(b))],
 )
-def test_a_setting_the_body_does_not_read_is_refused_naming_the_body(body, setting):
+def test_a_setting_the_body_does_not_have_is_refused_naming_the_body(body, setting):
     config = ExperimentConfig()
     with pytest.raises(ConfigError, match=f"model.{setting}=.*body={body}"):
         apply_overrides(config, [f"model.body={body}", f"model.{setting}={OTHER[setting]}"])
@@ -252,10 +253,13 @@ def test_dropout_between_layers_is_refused_by_a_body_that_cannot_apply_it(body):
                                              "model.num_layers=3"])
 
 
-def test_a_body_is_one_entry_and_its_settings_are_model_config_fields():
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    for body in BODIES.values():
-        assert {f.name for f in dataclasses.fields(body.settings)} <= names
+def test_a_body_is_one_entry_whose_settings_class_extends_the_shared_model_config():
+    shared = {f.name for f in dataclasses.fields(ModelConfig)}
+    for name, body in BODIES.items():
+        assert issubclass(body.settings, ModelConfig)
+        assert shared <= {f.name for f in dataclasses.fields(body.settings)}
+        assert body.settings().body == name
+        assert type(ModelConfig(body=name)) is body.settings
     assert set(BODIES) >= {"stack", "grid", "grid_deep", "grid_image", "grid_spectrogram"}
 
 
