@@ -37,19 +37,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
-import pickle
 import sys
-import zipfile
 
 from rnnlab.cli.options import (  # noqa: F401  (EXIT_* are part of this module's interface)
     EXIT_DIVERGED,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    USER_ERRORS,
     Parser,
     fail,
+    guarded,
 )
 
 # The subcommands, in the order `rnnlab --help` lists them: modules of rnnlab.cli.
@@ -95,54 +93,12 @@ def parse(argv: list[str]):
     return parser, sub, args, extra
 
 
-# Errors that are the user's input (files, values), shown as one line without a traceback.
-USER_ERRORS = (
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-    ValueError,
-    TypeError,
-    ImportError,  # an optional extra the command needs; the message names the install line
-    KeyError,
-    EOFError,
-    pickle.UnpicklingError,
-    zipfile.BadZipFile,
-    json.JSONDecodeError,
-    UnicodeError,
-)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (also used as the console script)."""
+    """Run the command line; returns the exit status (also used as the console script).
+    Every subcommand's failures go through one guard (rnnlab.cli.options.guarded)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, sub, args, extra = parse(argv)
-    from rnnlab.train.progress import flush_output, silence
-    from rnnlab.train.trainer import TrainingDiverged
-
-    try:
-        code = args.handler(args, sub, extra, argv)
-        flush_output()  # a reader that left early must not make Python's exit flush fail
-        return code
-    except BrokenPipeError:
-        # The reader of the output went away (`rnnlab sample RUN | head`): nothing failed.
-        silence(sys.stdout)
-        flush_output()
-        return 0
-    except TrainingDiverged as error:
-        print(f"rnnlab: training diverged: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except USER_ERRORS as error:
-        if os.environ.get("RNNLAB_DEBUG"):
-            raise
-        return fail(args.command, f"{error} (RNNLAB_DEBUG=1 shows the traceback)")
-    except OSError as error:
-        if os.environ.get("RNNLAB_DEBUG"):
-            raise
-        return fail(args.command, f"{error} (RNNLAB_DEBUG=1 shows the traceback)")
+    return guarded(args, lambda: args.handler(args, sub, extra, argv))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from rnnlab.train.config import (
     SHORTCUTS,
@@ -144,3 +149,77 @@ def fail(command: str, message: str) -> int:
     """Print ``rnnlab COMMAND: error: MESSAGE`` on one line to stderr; return EXIT_ERROR."""
     print(f"rnnlab {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
     return EXIT_ERROR
+
+
+# Errors that are the user's input (files, values), shown as one line without a traceback.
+USER_ERRORS = (
+    OSError,  # a missing, unreadable or unwritable file; a full disk; a storage out of reach
+    ValueError,  # ConfigError, a malformed JSON file (JSONDecodeError), UnicodeError, ...
+    TypeError,
+    ImportError,  # an optional extra the command needs; the message names the install line
+    KeyError,
+    EOFError,
+    pickle.UnpicklingError,  # a damaged checkpoint
+    zipfile.BadZipFile,
+)
+
+
+def _no_errors() -> tuple[type[BaseException], ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a subcommand adds to the one error guard (:func:`guarded`), given with
+    ``parser.set_defaults(guard=Guard(...))``.
+
+    ``errors`` returns more exception types that are the user's input, not a bug (a function,
+    so that optuna and the like are imported only when a command fails); ``interrupted`` is
+    what Ctrl-C leaves behind, said on stderr (empty: nothing is said); ``action`` is the
+    namespace attribute of the subcommand's own action (``study_command``), named in messages
+    (``rnnlab study run: error: ...``).
+    """
+
+    errors: Callable[[], tuple[type[BaseException], ...]] = _no_errors
+    interrupted: str = ""
+    action: str | None = None
+
+    def command(self, args: argparse.Namespace) -> str:
+        """``study run``: the words of the command line that name what failed."""
+        action = getattr(args, self.action, None) if self.action else None
+        return f"{args.command} {action}" if action else args.command
+
+
+def guarded(args: argparse.Namespace, body: Callable[[], int]) -> int:
+    """Run a command's ``body``; the one place where failures become exit statuses.
+
+    A broken pipe (the reader left: ``rnnlab sample RUN | head``) is success; a diverged
+    training exits with EXIT_DIVERGED; Ctrl-C with EXIT_INTERRUPTED after the guard's
+    ``interrupted`` line; the user's errors (:data:`USER_ERRORS` and the guard's ``errors``)
+    are one line ``rnnlab COMMAND: error: ...`` and EXIT_ERROR, unless ``RNNLAB_DEBUG`` is set,
+    which lets the traceback through. Anything else is a bug and keeps its traceback.
+    """
+    from rnnlab.train.progress import flush_output, silence
+    from rnnlab.train.trainer import TrainingDiverged
+
+    guard = getattr(args, "guard", None) or Guard()
+    try:
+        code = body()
+        flush_output()  # a reader that left early must not make Python's exit flush fail
+        return code
+    except BrokenPipeError:
+        silence(sys.stdout)
+        flush_output()
+        return 0
+    except TrainingDiverged as error:
+        print(f"rnnlab: training diverged: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        if guard.interrupted:
+            print(f"rnnlab {guard.command(args)}: interrupted; {guard.interrupted}",
+                  file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (*USER_ERRORS, *guard.errors()) as error:
+        if os.environ.get("RNNLAB_DEBUG"):
+            raise
+        return fail(guard.command(args), f"{error} (RNNLAB_DEBUG=1 shows the traceback)")

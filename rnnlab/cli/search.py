@@ -15,8 +15,8 @@ Every subcommand takes --name, --storage and --dir to find the search. Registere
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+
+from rnnlab.cli.options import Guard
 
 # --preset=paper: Jozefowicz et al.'s scale (hidden size and training length are ours: the
 # paper trained to convergence; 20 settings per re-evaluation as in the paper).
@@ -53,7 +53,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         description="Jozefowicz et al. (2015)'s evolutionary search over recurrent cells, "
                     "on shared storage: resumable, any number of workers. See docs/search.md.",
     )
-    search.set_defaults(handler=handle)
+    search.set_defaults(handler=handle, guard=GUARD)
     sub = search.add_subparsers(dest="search_command", metavar="SUBCOMMAND")
     sub.required = True
     run = sub.add_parser(
@@ -169,44 +169,44 @@ def _config(args):
     )
 
 
+def _errors():
+    from rnnlab.lang import GraphError
+    from rnnlab.search import SearchError
+
+    # RuntimeError: a storage out of reach, or a worker process that failed
+    return SearchError, GraphError, RuntimeError
+
+
+GUARD = Guard(errors=_errors, action="search_command",
+              interrupted="the running candidate will be re-run on resume")
+
+
 def handle(args, parser, extra, argv) -> int:
-    """The subcommand handler ``rnnlab.cli.main`` calls."""
+    """The subcommand handler ``rnnlab.cli.main`` calls (inside its guard, with GUARD)."""
     return run(args)
 
 
 def run(args) -> int:
-    """Run ``rnnlab search SUBCOMMAND``; returns the exit status (errors: one line, 1)."""
+    """Run ``rnnlab search SUBCOMMAND``; returns the exit status."""
     from rnnlab import search
-    from rnnlab.lang import GraphError
 
-    try:
-        config = _config(args)
-        if args.search_command == "run":
-            search.run(config)
-            print()
-            print(search.top(config, n=args.n))
-        elif args.search_command == "top":
-            print(search.top(config, n=args.n))
-        elif args.search_command == "export":
-            path = search.export(config, args.id, args.out)
-            print(f"written {path}; use it with rnnlab.cells.load({str(path)!r}) or "
-                  f"`rnnlab train --cell={path}`")
-        elif args.search_command == "report":
-            if args.workers < 1:
-                raise search.SearchError(f"--workers must be >= 1, got {args.workers}")
-            config.workers = args.workers
-            text, folder = search.report(config, args.out, n=args.n,
-                                         with_references=not args.no_references)
-            print(text)
-            print(f"written: {folder / 'report.md'}, {folder / 'fitness.png'}")
-        return 0
-    except KeyboardInterrupt:
-        print("rnnlab search: interrupted; the running candidate will be re-run on resume",
-              file=sys.stderr)
-        return 130
-    except (search.SearchError, GraphError, ValueError, OSError, RuntimeError) as error:
-        if os.environ.get("RNNLAB_DEBUG"):
-            raise
-        message = " ".join(str(error).split())
-        print(f"rnnlab search {args.search_command}: error: {message}", file=sys.stderr)
-        return 1
+    config = _config(args)
+    if args.search_command == "run":
+        search.run(config)
+        print()
+        print(search.top(config, n=args.n))
+    elif args.search_command == "top":
+        print(search.top(config, n=args.n))
+    elif args.search_command == "export":
+        path = search.export(config, args.id, args.out)
+        print(f"written {path}; use it with rnnlab.cells.load({str(path)!r}) or "
+              f"`rnnlab train --cell={path}`")
+    elif args.search_command == "report":
+        if args.workers < 1:
+            raise search.SearchError(f"--workers must be >= 1, got {args.workers}")
+        config.workers = args.workers
+        text, folder = search.report(config, args.out, n=args.n,
+                                     with_references=not args.no_references)
+        print(text)
+        print(f"written: {folder / 'report.md'}, {folder / 'fitness.png'}")
+    return 0

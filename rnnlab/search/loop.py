@@ -46,6 +46,7 @@ from ..lang.mutate import mutate
 from ..lang.serialize import from_json, to_json
 from ..trials import (
     StorageError,
+    StudyMismatch,
     describe_storage,
     open_storage,
     open_study,
@@ -180,35 +181,22 @@ def _register(storage, config: SearchConfig) -> None:
     """Create the study (or check a resumed one was started with the same options).
 
     An existing study is checked before anything is written, so a refused resume leaves the
-    storage as it was. A new one is created with its objective's name (``fitness``) and user
-    attributes that say what it is (:func:`_search_attrs`).
+    storage as it was (rnnlab.trials.open_study, identity ``search``). A new one is created
+    with its objective's name (``fitness``) and user attributes that say what it is
+    (:func:`_search_attrs`).
     """
-    mine = config.identity()
     try:
-        study = optuna.load_study(study_name=config.name, storage=storage)
-    except KeyError:
-        study = None
-    if study is not None:
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise SearchError(f"study {config.name!r} exists and is not a search (it minimizes);"
-                              " choose another --name")
-        stored = study.user_attrs.get("search")
-        if stored is not None and stored != mine:
-            diffs = [k for k in mine if mine[k] != stored.get(k)]
-            if "budget" in diffs:
-                diffs.remove("budget")
-                diffs += [f"budget.{k}" for k in mine["budget"]
-                          if mine["budget"][k] != stored["budget"].get(k)]
-            shown = ", ".join(f"{k}={_lookup(stored, k)!r}" for k in diffs)
-            raise SearchError(
-                f"search {config.name!r} was started with {shown}; resume it with the same "
-                "options, or start a new search with another --name"
-            )
-        if stored is None:
-            study.set_user_attr("search", mine)
-    else:
         study = open_study(storage, config.name, direction="maximize", metric_name="fitness",
-                           attrs=_search_attrs(config))
+                           attrs=_search_attrs(config), identity="search")
+    except StudyMismatch as error:
+        if error.stored_direction is not None:
+            raise SearchError(f"study {config.name!r} exists and is not a search (it "
+                              f"{error.stored_direction}s); choose another --name") from None
+        shown = ", ".join(f"{path}={old!r}" for path, old, _ in error.differences)
+        raise SearchError(
+            f"search {config.name!r} was started with {shown}; resume it with the same "
+            "options, or start a new search with another --name"
+        ) from None
     if study.user_attrs.get("steps") != config.steps:
         study.set_user_attr("steps", config.steps)  # the default of a later resume
 
@@ -228,12 +216,6 @@ def _search_attrs(config: SearchConfig) -> dict:
         "paper": "Jozefowicz, Zaremba & Sutskever 2015, An Empirical Exploration of Recurrent "
                  "Network Architectures",
     }
-
-
-def _lookup(stored: dict, key: str):
-    if key.startswith("budget."):
-        return stored["budget"].get(key.split(".", 1)[1])
-    return stored.get(key)
 
 
 def config_from_identity(base: SearchConfig, identity: dict) -> SearchConfig:

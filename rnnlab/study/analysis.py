@@ -8,7 +8,10 @@ and test metric, parameter count, epochs, wall time). On top:
   and the same for the best 10% of trials (ranked by **validation**, the selection rule; the paper
   plots the best 10% beside all trials);
 - :func:`welch`: each variant against the vanilla LSTM, Welch's unequal-variance t-test on the
-  test metric (scipy.stats.ttest_ind with equal_var=False), significant at p < 0.05;
+  test metric (scipy.stats.ttest_ind with equal_var=False), significant at p < 0.05, over all
+  trials and over the best 10%; beside it the **paired** comparison this study's design allows
+  (trial i of every cell draws the same hyperparameters, so variant − vanilla per index removes
+  the spread the learning rate causes): the median difference and the Wilcoxon signed-rank p;
 - :func:`importance`: fANOVA main effects and pairwise interactions (rnnlab.study.fanova) of the
   four hyperparameters on the study's objective — the validation metric, each trial's value,
   the same number optuna-dashboard's importances use — per cell and pooled over a task's cells.
@@ -46,6 +49,7 @@ class CellTrials:
     parameters: np.ndarray = field(default_factory=lambda: np.zeros(0))
     epochs: np.ndarray = field(default_factory=lambda: np.zeros(0))
     wall_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # trial indices
     failed: int = 0  # trials that raised (e.g. diverged), excluded from the statistics
     requested: int | None = None  # the trial count the last run asked for
     space: dict | None = None  # the stored fingerprint of the space
@@ -109,6 +113,8 @@ def load(storage, name: str, tasks=None, cells=None) -> dict[str, dict[str, Cell
                 result.params[hp] = np.array([t.params.get(optuna_name, np.nan) for t in rows])
             for key in ("valid", "test", "parameters", "epochs", "wall_seconds"):
                 setattr(result, key, np.array([float(t.user_attrs[key]) for t in rows]))
+            # the trials layer's index: the same draw in every cell (a re-run keeps its index)
+            result.index = np.array([int(t.user_attrs.get("index", t.number)) for t in rows])
         found.setdefault(task, {})[cell] = result
     if not found:
         which = f" (tasks {tasks}, cells {cells})" if tasks or cells else ""
@@ -177,10 +183,13 @@ def _hyperparameters(cell: CellTrials, i: int) -> dict:
 
 def welch(cells: dict[str, CellTrials], vanilla: str = VANILLA) -> list[dict]:
     """Each cell but ``vanilla`` against it: mean test metric difference (variant - vanilla),
-    Welch's t statistic and two-sided p-value, over all trials and over the best 10%.
+    Welch's t statistic and two-sided p-value, over all trials and over the best 10%
+    (``best10_*``), and the paired comparison over the trial indices both cells completed
+    (``paired_*``: n, median of variant − vanilla, Wilcoxon signed-rank two-sided p).
 
     ``worse`` says whether the variant's mean is worse in the metric's direction; ``significant``
-    is p < 0.05. Cells with fewer than 2 trials get p = None.
+    is p < 0.05 (``paired_worse`` and ``paired_significant`` the same for the paired median).
+    Cells with fewer than 2 trials (pairs: 6, the fewest that can reach p < 0.05) get p = None.
     """
     from scipy.stats import ttest_ind
 
@@ -210,11 +219,44 @@ def welch(cells: dict[str, CellTrials], vanilla: str = VANILLA) -> list[dict]:
             row[f"{label}t"] = t
             row[f"{label}p"] = p
             row[f"{label}significant"] = p is not None and p < ALPHA
-            row[f"{label}worse"] = (
-                None if diff is None else (diff < 0 if base.higher_is_better else diff > 0)
-            )
+            row[f"{label}worse"] = _worse(diff, base.higher_is_better)
+        row.update(paired(cell, base))
         rows.append(row)
     return rows
+
+
+def _worse(difference: float | None, higher_is_better: bool) -> bool | None:
+    if difference is None:
+        return None
+    return difference < 0 if higher_is_better else difference > 0
+
+
+PAIRED_MIN = 6  # the fewest pairs whose signed-rank test can reach p < 0.05 (2 / 2^6 = 0.031)
+
+
+def paired(cell: CellTrials, base: CellTrials) -> dict:
+    """``cell`` against ``base`` on the trial indices both completed: ``paired_n``,
+    ``paired_median`` (of cell − base, test metric), ``paired_p`` (Wilcoxon signed-rank,
+    two-sided; None under PAIRED_MIN pairs or when every difference is 0), ``paired_worse``,
+    ``paired_significant``."""
+    from scipy.stats import wilcoxon
+
+    mine = dict(zip(cell.index.tolist(), cell.test))
+    theirs = dict(zip(base.index.tolist(), base.test))
+    common = sorted(set(mine) & set(theirs))
+    diffs = np.array([mine[i] - theirs[i] for i in common])
+    median = float(np.median(diffs)) if len(diffs) else None
+    p = None
+    if len(diffs) >= PAIRED_MIN and np.any(diffs != 0):
+        p = float(wilcoxon(diffs).pvalue)
+        p = p if np.isfinite(p) else None
+    return {
+        "paired_n": len(diffs),
+        "paired_median": median,
+        "paired_p": p,
+        "paired_worse": _worse(median, base.higher_is_better),
+        "paired_significant": p is not None and p < ALPHA,
+    }
 
 
 def _features(cells: list[CellTrials]):
@@ -244,7 +286,8 @@ def importance(
 
     The objective is the validation metric (``CellTrials.objective``): what each trial's value
     is and what a search selects on, so these importances and optuna-dashboard's agree. Cells
-    with fewer than ``min_trials`` complete trials, or a constant objective, are left out.
+    with fewer than ``min_trials`` complete trials, a constant objective, or a single
+    hyperparameter draw are left out.
     """
     out: dict[str, FanovaResult] = {}
     groups = {name: [cell] for name, cell in cells.items()}
@@ -254,7 +297,9 @@ def importance(
         if sum(c.n for c in group) < min_trials:
             continue
         X, y, bounds, names, log = _features(group)
-        if np.ptp(y) == 0:
+        # nothing to explain: one value, or one draw (trial i of every cell shares its draw,
+        # so a study of one trial per cell pools nine copies of the same hyperparameters)
+        if np.ptp(y) == 0 or len(np.unique(X, axis=0)) < 2:
             continue
         out[name] = fanova(X, y, bounds, names, log=log, seed=seed, n_trees=n_trees)
     return out

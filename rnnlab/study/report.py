@@ -5,14 +5,17 @@
     boxplot.png       test metric per cell, all trials and the best 10% (by validation), one
                       row per task, n under each box, the vanilla LSTM highlighted (Greff et
                       al. 2016, Fig. 3), and a caption saying what each variant changes
-    welch.csv         each variant vs vanilla: means, difference, Welch's t and p, significant
+    welch.csv         each variant vs vanilla: means, difference, Welch's t and p, significant,
+                      over all trials and the best 10%; the paired test over the shared draws
     importance.json   fANOVA of the objective per task and cell (and pooled, "all"):
                       {"objective": "valid nll", "main": {...}, "pairwise":
                       {"lr×hidden_size": ...}} as fractions of variance
     importance.png    the pooled main effects and interactions per task, each cell as a dot
     marginal_<task>.png   the forest's marginal prediction of the objective against each
                       hyperparameter, one line per cell, over the trials themselves
-    report.md         all of the above with numbers, and the paper's findings beside ours
+    report.md         all of the above with numbers (every pairwise fANOVA term), and the
+                      paper's findings beside ours, each with a verdict (shown, consistent,
+                      not shown, contradicted)
     study.json        per task and cell: complete / failed / requested trials and statistics
 
 Two numbers per trial: the **objective**, the validation metric (each trial's value, what the
@@ -60,8 +63,13 @@ PAPER_FINDINGS = {
     "hidden size; input noise and momentum matter little.",
     "interactions": "Interactions between hyperparameters are small (a few per cent of the "
     "variance); they can be tuned independently.",
+    "lr_size": "The interaction of learning rate and network size is minimal: the best "
+    "learning rate hardly depends on the size, so it can be tuned on a small network.",
     "worst": "NFG (no forget gate) and NOAF (no output activation) hurt performance most.",
-    "harmless": "CIFG (coupled gates) and NP (no peepholes) lose nothing against vanilla.",
+    "nfg": "The forget gate is crucial: NFG is significantly worse than vanilla.",
+    "noaf": "The output activation is crucial: NOAF is significantly worse than vanilla.",
+    "harmless": "CIFG (coupled gates) and NP (no peepholes) simplify the LSTM without "
+    "hurting performance much.",
     "better": "No variant improves significantly on the vanilla LSTM.",
     "jsb_range": "JSB Chorales: the best 10% of trials reach a test NLL of about 8.4-8.8 "
     "nats per time step (read from the paper's figure).",
@@ -234,8 +242,12 @@ def plot_marginals(task: str, cells: dict[str, CellTrials], by_cell: dict, path:
 WELCH_COLUMNS = (
     "task", "cell", "n", "n_vanilla", "mean", "mean_vanilla", "difference", "t", "p",
     "significant", "worse", "best10_mean", "best10_mean_vanilla", "best10_difference",
-    "best10_t", "best10_p", "best10_significant",
+    "best10_t", "best10_p", "best10_significant", "paired_n", "paired_median", "paired_p",
+    "paired_significant", "paired_worse",
 )
+# Thresholds of the verdicts on the paper's fANOVA findings (fractions of the variance).
+SMALL_PAIR = 0.10  # "interactions are small": no pair explains more
+SMALL_LR_SIZE = 0.05  # "lr × size minimal": the learning rate × hidden size pair below this
 
 
 def write_welch(rows: list[dict], path: Path) -> Path:
@@ -251,22 +263,69 @@ def _direction(row: dict) -> str:
     return "worse" if row["worse"] else "better" if row["difference"] else "equal"
 
 
+def _verdict_crucial(row: dict) -> str:
+    """Shown / not significant / not shown, for "this variant is significantly worse"."""
+    tests = (("Welch, all trials", ""), ("Welch, best 10%", "best10_"), ("paired", "paired_"))
+    if _untestable(row):
+        return UNTESTABLE
+    shown = [what for what, k in tests if row.get(f"{k}significant") and row.get(f"{k}worse")]
+    better = [what for what, k in tests
+              if row.get(f"{k}significant") and row.get(f"{k}worse") is False]
+    if shown and not better:
+        if shown == ["paired"]:
+            return "shown by the paired test only (not by the paper's Welch test)"
+        return f"shown (p < {ALPHA}: {'; '.join(shown)})"
+    if better:
+        return f"contradicted: significantly better ({'; '.join(better)})"
+    if row.get("worse") or row.get("best10_worse"):
+        return "not shown: worse, not significantly"
+    return "not shown"
+
+
+UNTESTABLE = "not testable: too few trials (Welch needs 2 per cell, the paired test 6 pairs)"
+
+
+def _untestable(row: dict) -> bool:
+    return all(row.get(f"{k}p") is None for k in ("", "best10_", "paired_"))
+
+
+def _row_text(row: dict) -> str:
+    """Δ and p of one variant's three comparisons with vanilla."""
+    return (f"Δ {_fmt(row['difference'], 3)} (Welch p = {_fmt(row['p'], 2)}); best 10% Δ "
+            f"{_fmt(row['best10_difference'], 3)} (p = {_fmt(row['best10_p'], 2)}); paired "
+            f"median Δ {_fmt(row['paired_median'], 3)} over {row['paired_n']} draws "
+            f"(p = {_fmt(row['paired_p'], 2)})")
+
+
 def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: dict) -> list:
-    """(topic, the paper's finding, ours) rows for report.md, computed from this study."""
+    """(topic, the paper's finding, ours, verdict) rows for report.md, computed from this
+    study. Δ is variant − vanilla in the test metric."""
     out = []
     pooled = fan.get("all")
     objective = next((c.objective for c in cells.values() if c.n), "the objective")
     if pooled is not None:
         ranked = sorted(pooled.main.items(), key=lambda kv: -kv[1])
         ours = ", then ".join(f"{k} {v:.0%}" for k, v in ranked)
+        verdict = "consistent" if ranked[0][0] == "lr" else "not shown: lr is not first"
         out.append(("importance", PAPER_FINDINGS["importance"],
-                    f"{task}, fANOVA of {objective}: {ours}."))
+                    f"{task}, fANOVA of {objective}: {ours}.", verdict))
         total = sum(max(v, 0.0) for v in pooled.pairwise.values())
         top = max(pooled.pairwise.items(), key=lambda kv: kv[1])
         out.append((
             "interactions", PAPER_FINDINGS["interactions"],
             f"{task}: all six pairs together {total:.0%}; largest {top[0]} {top[1]:.0%}.",
+            f"consistent (no pair above {SMALL_PAIR:.0%})" if top[1] < SMALL_PAIR
+            else f"not shown: {top[0]} explains {top[1]:.0%}",
         ))
+        lr_size = pooled.pairwise.get("lr×hidden_size", pooled.pairwise.get("hidden_size×lr"))
+        if lr_size is not None:
+            out.append((
+                "lr × hidden size", PAPER_FINDINGS["lr_size"],
+                f"{task}: the lr × hidden size interaction explains {lr_size:.1%} of the "
+                f"variance of {objective}.",
+                f"consistent (below {SMALL_LR_SIZE:.0%})" if lr_size < SMALL_LR_SIZE
+                else f"not shown ({lr_size:.0%} ≥ {SMALL_LR_SIZE:.0%})",
+            ))
     if rows:
         # the largest in size, better or worse: a study far from convergence may well find
         # the paper's worst variants ahead of vanilla
@@ -277,28 +336,46 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
             for r in largest[:2]
         )
         sig = [_name(r["cell"]) for r in rows if r["significant"] and r["worse"]]
+        worst = sorted((r for r in rows if r["worse"]), key=lambda r: -abs(r["difference"]))
+        two = {r["cell"] for r in worst[:2]}
         out.append((
             "worst variants", PAPER_FINDINGS["worst"],
             f"{task}: largest mean differences (test {cells[VANILLA].metric}, variant − "
             f"vanilla) in size: {text}. Significantly worse "
             f"(p < {ALPHA}): {', '.join(sig) or 'none'}.",
+            "consistent: NFG and NOAF are the two worst" if two == {"nfg", "noaf"}
+            else "not shown: the two worst means are "
+            + (", ".join(_name(r["cell"]) for r in worst[:2]) or "none"),
         ))
-        harmless = []
+        by_cell = {r["cell"]: r for r in rows}
+        for cell in ("nfg", "noaf"):
+            if cell in by_cell:
+                out.append((_name(cell), PAPER_FINDINGS[cell],
+                            f"{task}: {_row_text(by_cell[cell])}.",
+                            _verdict_crucial(by_cell[cell])))
+        harmless, hurt, testable = [], [], False
         for cell in ("cifg", "np"):
-            row = next((r for r in rows if r["cell"] == cell), None)
+            row = by_cell.get(cell)
             if row is not None:
-                verdict = "significantly worse" if row["significant"] and row["worse"] else (
-                    "significantly better" if row["significant"] else "no significant difference"
-                )
-                harmless.append(f"{_name(cell)} {row['difference']:+.3g} (p = "
-                                f"{_fmt(row['p'], 2)}, {verdict})")
+                harmless.append(f"{_name(cell)}: {_row_text(row)}")
+                testable = testable or not _untestable(row)
+                if any(row.get(f"{k}significant") and row.get(f"{k}worse")
+                       for k in ("", "best10_")):
+                    hurt.append(_name(cell))
         if harmless:
-            out.append(("CIFG and NP", PAPER_FINDINGS["harmless"], f"{task}: "
-                        + "; ".join(harmless) + "."))
-        better = [_name(r["cell"]) for r in rows if r["significant"] and r["worse"] is False]
+            out.append(("CIFG and NP", PAPER_FINDINGS["harmless"],
+                        f"{task}: " + "; ".join(harmless) + ".",
+                        f"contradicted: {', '.join(hurt)} significantly worse (Welch)" if hurt
+                        else "consistent: not significantly worse (Welch)" if testable
+                        else UNTESTABLE))
+        better = [_name(r["cell"]) for r in rows
+                  if any(r.get(f"{k}significant") and r.get(f"{k}worse") is False
+                         for k in ("", "best10_"))]
         out.append((
             "better than vanilla", PAPER_FINDINGS["better"],
-            f"{task}: significantly better than vanilla: {', '.join(better) or 'none'}.",
+            f"{task}: significantly better than vanilla (Welch, all trials or best 10%): "
+            f"{', '.join(better) or 'none'}.",
+            "contradicted" if better else "consistent",
         ))
     if task == "jsb" and VANILLA in cells and cells[VANILLA].n:
         vanilla = cells[VANILLA]
@@ -310,7 +387,10 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
             ours = (f"jsb: vanilla's best {BEST_FRACTION:.0%} by validation (n = {len(best)} of "
                     f"{vanilla.n}) reach a test NLL of {_range(best)} (median "
                     f"{np.median(best):.2f}).")
-        out.append(("JSB level", PAPER_FINDINGS["jsb_range"], ours))
+        median = float(np.median(best))
+        level = ("consistent" if median <= 8.8 else
+                 f"not reached: {median - 8.8:.2f} nats above the paper's range")
+        out.append(("JSB level", PAPER_FINDINGS["jsb_range"], ours, level))
     return out
 
 
@@ -346,49 +426,70 @@ def markdown(
                   f"Test {metric} per cell; trial wall time summed over cells {wall / 60:.1f} "
                   "min (worker-minutes).", "",
                   "| cell | trials (failed) | mean ± std | median | best 10% mean | best trial "
-                  "| Δ mean vs vanilla | Welch p | |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| Δ mean vs vanilla | Welch p | best 10% Δ | best 10% Welch p | paired "
+                  "median Δ (pairs) | paired p | |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         rows = {r["cell"]: r for r in welch_rows.get(task, [])}
         for cell in cells:
             s = summaries[task][cell]
             test, best = s["test"], s["test_best10"]
             r = rows.get(cell)
-            mark = ""
-            if r is not None and r["significant"]:
-                mark = "worse *" if r["worse"] else "better *"
+            marks = []
+            for label, key in (("", ""), ("best 10% ", "best10_"), ("paired ", "paired_")):
+                if r is not None and r[f"{key}significant"]:
+                    marks.append(f"{label}{'worse' if r[f'{key}worse'] else 'better'} *")
+            if r is None:
+                compared = "– | – | – | – | – | –"
+            else:
+                compared = (f"{_fmt(r['difference'])} | {_fmt(r['p'], 2)} | "
+                            f"{_fmt(r['best10_difference'])} | {_fmt(r['best10_p'], 2)} | "
+                            f"{_fmt(r['paired_median'])} ({r['paired_n']}) | "
+                            f"{_fmt(r['paired_p'], 2)}")
             lines.append(
                 f"| {_name(cell)} | {s['complete']} ({s['failed']}) | "
                 f"{_fmt(test.get('mean'))} ± {_fmt(test.get('std'), 2)} | "
                 f"{_fmt(test.get('median'))} | {_fmt(best.get('mean'))} | "
-                f"{_fmt(s.get('best_trial', {}).get('test'))} | "
-                f"{_fmt(r['difference']) if r else '–'} | {_fmt(r['p'], 2) if r else '–'} | "
-                f"{mark} |"
+                f"{_fmt(s.get('best_trial', {}).get('test'))} | {compared} | "
+                f"{', '.join(marks)} |"
             )
-        lines += ["", f"`*`: Welch's t-test against vanilla, p < {ALPHA}.", ""]
+        lines += ["", f"`*`: p < {ALPHA}. Welch: the paper's unequal-variance t-test against "
+                  "vanilla, over all trials and over the best 10% by validation. Paired: "
+                  "the Wilcoxon signed-rank test of variant − vanilla over the draws both "
+                  "completed (trial i of every cell has the same hyperparameters), which "
+                  "removes the spread the hyperparameters cause; our addition, not the "
+                  "paper's.", ""]
         fan = fanovas.get(task, {})
         if fan:
             params = list(LABELS)
             pairs = list(next(iter(fan.values())).pairwise)
             objective = next((c.objective for c in cells.values() if c.n), "the objective")
             lines += [f"fANOVA of the objective, {objective} (fractions of variance; `all` "
-                      "pools every cell's trials):", "",
-                      "| cell | " + " | ".join(params) + " | pairs total | largest pair |",
-                      "|---|" + "---|" * (len(params) + 2)]
+                      "pools every cell's trials): main effects, then every pairwise "
+                      "interaction.", "",
+                      "| cell | " + " | ".join(params + pairs) + " | pairs total |",
+                      "|---|" + "---|" * (len(params) + len(pairs) + 1)]
             for cell, result in fan.items():
                 total = sum(max(v, 0.0) for v in result.pairwise.values())
-                top = max(result.pairwise.items(), key=lambda kv: kv[1]) if pairs else ("–", 0)
                 lines.append(
                     f"| {_name(cell)} | "
                     + " | ".join(f"{result.main[p]:.2f}" for p in params)
-                    + f" | {total:.2f} | {top[0]} {top[1]:.2f} |"
+                    + "".join(f" | {result.pairwise[k]:.2f}" for k in pairs)
+                    + f" | {total:.2f} |"
                 )
             lines.append("")
         findings = _findings(task, cells, welch_rows.get(task, []), fan)
         if findings:
             lines += ["### The paper's findings beside ours", "",
-                      "| | Greff et al. 2016 | this study |", "|---|---|---|"]
-            lines += [f"| {topic} | {paper} | {ours} |" for topic, paper, ours in findings]
-            lines.append("")
+                      "| | Greff et al. 2016 | this study | verdict |", "|---|---|---|---|"]
+            lines += [f"| {topic} | {paper} | {ours} | {verdict} |"
+                      for topic, paper, ours, verdict in findings]
+            lines += ["", f"Verdicts: *shown* = significant at p < {ALPHA} in the paper's "
+                      "direction; *consistent* = what the paper reports, or no significant "
+                      "difference where the paper reports none (a study of few trials is "
+                      "consistent with \"no difference\" easily: read n beside it); *not "
+                      f"shown* = not significant; fANOVA thresholds: a pair is small below "
+                      f"{SMALL_PAIR:.0%}, lr × hidden size minimal below {SMALL_LR_SIZE:.0%}.",
+                      ""]
     lines += ["## Files", ""] + [f"- `{f}`" for f in files] + [""]
     return "\n".join(lines)
 

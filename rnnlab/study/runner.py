@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rnnlab.study.objective import TrialObjective
 from rnnlab.study.space import (
@@ -38,6 +39,9 @@ from rnnlab.study.space import (
     StudySpace,
     load_space,
 )
+
+if TYPE_CHECKING:
+    from rnnlab.trials import StudyMismatch
 
 
 class StudyError(ValueError):
@@ -98,19 +102,6 @@ def check_names(tasks, cells) -> None:
             )
 
 
-def _difference(old: dict, new: dict, prefix: str = "") -> str:
-    """The first differing key of two nested dicts, as 'key: old -> new'."""
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key}: {a!r} -> {b!r}"
-    return ""
-
-
 def prepare(run: StudyRun, storage) -> dict[str, str]:
     """Create (or check) every study of ``run``; returns the optimisation direction per task.
 
@@ -122,10 +113,8 @@ def prepare(run: StudyRun, storage) -> dict[str, str]:
     """
     import json
 
-    import optuna
-
     from rnnlab.train.trainer import make_task
-    from rnnlab.trials import open_study
+    from rnnlab.trials import StudyMismatch, check_study, open_study
 
     check_names(run.tasks, run.cells)
     directions, metrics = {}, {}
@@ -138,38 +127,33 @@ def prepare(run: StudyRun, storage) -> dict[str, str]:
         directions[task] = "maximize" if metric.higher_is_better else "minimize"
         metrics[task] = metric.primary
     fingerprint = json.loads(json.dumps(run.fingerprint()))  # as stored: plain JSON types
-    existing = {}
-    for name, task, _ in run.studies():
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            continue
-        stored = study.user_attrs.get("space")
-        if stored is not None and stored != fingerprint:
-            raise StudyError(
-                f"study {name} already exists in this storage with a different search space or "
-                f"settings ({_difference(stored, fingerprint)}); pick a new --name, or run with "
-                "the settings it was made with"
-            )
-        if study.direction.name.lower() != directions[task]:
-            raise StudyError(
-                f"study {name} exists with direction {study.direction.name.lower()}, but task "
-                f"{task} is to {directions[task]}; pick a new --name"
-            )
-        existing[name] = study
-    for name, task, cell in run.studies():
-        attrs = study_attrs(run, task, cell, metrics[task], directions[task], fingerprint)
-        if name in existing:
-            study = existing[name]
-            if "space" not in study.user_attrs:  # made outside `rnnlab study run`: adopt it
-                for key, value in attrs.items():
-                    study.set_user_attr(key, value)
-        else:
+    attrs = {name: study_attrs(run, task, cell, metrics[task], directions[task], fingerprint)
+             for name, task, cell in run.studies()}
+    try:
+        for name, task, _ in run.studies():  # every study checked before any is written
+            check_study(storage, name, direction=directions[task], identity="space",
+                        attrs=attrs[name])
+        for name, task, _ in run.studies():
             study = open_study(storage, name, direction=directions[task],
-                               metric_name=f"valid {metrics[task]}", attrs=attrs)
-        if study.user_attrs.get("requested") != run.trials:
-            study.set_user_attr("requested", run.trials)
+                               metric_name=f"valid {metrics[task]}", attrs=attrs[name],
+                               identity="space")
+            if study.user_attrs.get("requested") != run.trials:
+                study.set_user_attr("requested", run.trials)
+    except StudyMismatch as error:
+        raise StudyError(_mismatch(error, task, directions[task])) from None
     return directions
+
+
+def _mismatch(error: StudyMismatch, task: str, direction: str) -> str:
+    """What a run that asks for another study than the stored one is told to do."""
+    name = error.name
+    if error.stored_direction is not None:
+        return (f"study {name} exists with direction {error.stored_direction}, but task {task} "
+                f"is to {direction}; pick a new --name")
+    path, old, new = error.differences[0]
+    return (f"study {name} already exists in this storage with a different search space or "
+            f"settings ({path}: {old!r} -> {new!r}); pick a new --name, or run with the "
+            "settings it was made with")
 
 
 def study_attrs(run: StudyRun, task: str, cell: str, metric: str, direction: str,

@@ -117,6 +117,10 @@ PAPER_SETTINGS = {
 }
 
 
+# Settings that would budget a trial in wall-clock time; a study refuses them.
+SECONDS = ("train.budget_seconds",)
+
+
 @dataclass
 class StudySpace:
     """Sampled ranges (``space``) plus fixed trial settings (``settings``: config overrides)."""
@@ -142,6 +146,13 @@ class StudySpace:
                 raise ConfigError(
                     f"settings.{key} is sampled from the space; set its range under space "
                     "instead"
+                )
+            if key in SECONDS and self.settings[key] is not None:
+                raise ConfigError(
+                    f"settings.{key}: a study's trials are budgeted in epochs or steps, not "
+                    "seconds (a time budget trains less on a busy machine, so results would "
+                    "depend on the load); set train.epochs and train.patience, or "
+                    "train.max_steps"
                 )
 
     def lowest(self) -> dict[str, float]:
@@ -202,10 +213,14 @@ def _text(value) -> str:
     return str(value)
 
 
-def load_space(path: str | Path | None, budget: dict | None = None) -> StudySpace:
-    """The paper's space, updated from a JSON/TOML file (``space`` and ``settings`` tables),
-    then from ``budget`` (settings given on the command line). Raises ConfigError."""
-    study = StudySpace(space=dict(PAPER_SPACE), settings=dict(PAPER_SETTINGS))
+def load_space(
+    path: str | Path | None, budget: dict | None = None, settings: dict | None = None
+) -> StudySpace:
+    """The paper's space with ``settings`` (default: PAPER_SETTINGS; a preset's), updated from
+    a JSON/TOML file (``space`` and ``settings`` tables), then from ``budget`` (settings given
+    on the command line). Raises ConfigError."""
+    base = PAPER_SETTINGS if settings is None else settings
+    study = StudySpace(space=dict(PAPER_SPACE), settings=dict(base))
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -34,11 +34,12 @@ import hashlib
 import multiprocessing
 import threading
 import time
-import warnings
 from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from rnnlab.trials.studies import open_study
 
 _FINISHED_BY_OBJECTIVE = "error"  # user attr of a FAIL raised by the objective (settled)
 
@@ -132,8 +133,13 @@ def _mark(storage, trial_id: int, **attrs) -> bool:
 
 
 def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
-    """Fail a running trial for ``reason`` and queue a re-run with its parameters and index."""
-    if _mark(study._storage, trial._trial_id, **{reason: True}):
+    """Fail a running trial for ``reason`` and queue a re-run with its parameters and index.
+
+    A trial whose worker died between asking it and writing its index has run nothing and
+    drawn nothing: it is only failed, and a fresh trial takes its place (a re-run queued with
+    no index would reach the objective without a seed).
+    """
+    if _mark(study._storage, trial._trial_id, **{reason: True}) and trial_index(trial) is not None:
         attrs = {"index": trial_index(trial), "seed": trial_seed(trial), "rerun_of": trial.number}
         study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
@@ -173,40 +179,6 @@ def _surplus(trials: list[FrozenTrial], mine: FrozenTrial, n_trials: int, lease:
     ]
     index = trial_index(mine)
     return len(before) >= n_trials or any(trial_index(t) == index for t in before)
-
-
-def open_study(
-    storage,
-    study_name: str,
-    *,
-    direction: str = "minimize",
-    sampler: optuna.samplers.BaseSampler | None = None,
-    metric_name: str | None = None,
-    attrs: dict | None = None,
-) -> optuna.Study:
-    """The study ``study_name``, created (``direction``) if it does not exist yet.
-
-    An existing study is loaded, not re-created: Optuna's ``create_study(load_if_exists=True)``
-    appends a create record to a journal file on every call, even for a study that exists.
-    Only a study created here is given ``metric_name``, the name of its objective (what
-    optuna-dashboard labels the value with, instead of "Objective 0"), and the user attributes
-    ``attrs`` (what a reader of the storage needs to know what the study is).
-    """
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
-    except KeyError:
-        pass
-    # two workers may both get here: create_study then loads the other's study, and both write
-    # the same names and attributes
-    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                                sampler=sampler, load_if_exists=True)
-    if metric_name is not None:
-        with warnings.catch_warnings():  # set_metric_names is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([metric_name])
-    for key, value in (attrs or {}).items():
-        study.set_user_attr(key, value)
-    return study
 
 
 def _best(study: optuna.Study) -> float | None:

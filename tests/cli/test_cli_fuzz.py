@@ -311,7 +311,7 @@ def test_malformed_input_gives_one_line_and_changes_no_run(case, finished, tmp_p
 
 
 # --- the storages: a refused `study` / `search` command writes nothing -----------------------
-STUDY = ["study", "run", "--task", "memorize", "--trial-seconds", "none", "--cells", "cifg",
+STUDY = ["study", "run", "--task", "memorize", "--cells", "cifg",
          "--trials", "1", "--workers", "1", "--no-report", "--quiet"]
 for _key, _value in (("task.length", 3), ("task.symbols", 4), ("task.valid_size", 16),
                      ("task.test_size", 16), ("task.batch_size", 4), ("task.eval_batch_size", 16),

@@ -1,5 +1,6 @@
 """The rnnlab command line, run in-process on tiny budgets (and once as `python -m rnnlab`)."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -201,3 +202,45 @@ def test_train_help_says_how_to_train_on_your_own_text(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--task.path=corpus.txt" in out and "own text" in out.lower()
+
+
+def _raising(error):
+    def body(*args, **kwargs):
+        raise error
+    return body
+
+
+@pytest.mark.parametrize(("argv", "target", "code", "line"), [
+    (["study", "report"], "rnnlab.cli.study.report_command", 130,
+     "rnnlab study report: interrupted; the running trials are re-run by the next `rnnlab "
+     "study run`"),
+    (["search", "top"], "rnnlab.cli.search.run", 130,
+     "rnnlab search top: interrupted; the running candidate will be re-run on resume"),
+    (["list"], "rnnlab.cli.listing.run", 130, ""),
+])
+def test_one_guard_says_what_an_interrupt_leaves_behind(argv, target, code, line, monkeypatch,
+                                                        capsys):
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, _raising(KeyboardInterrupt()))
+    assert main(argv) == code
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_one_guard_makes_a_command_s_own_errors_one_line_and_leaves_bugs_alone(monkeypatch,
+                                                                             capsys):
+    import rnnlab.cli.listing
+    import rnnlab.cli.study
+
+    monkeypatch.delenv("RNNLAB_DEBUG", raising=False)
+    failure = RuntimeError("worker rnnlab-worker-1 (exit code 1)\nsecond line")
+    monkeypatch.setattr(rnnlab.cli.study, "report_command", _raising(failure))
+    assert main(["study", "report"]) == 1  # a study's worker failure is the user's to see
+    assert capsys.readouterr().err.strip() == (
+        "rnnlab study report: error: worker rnnlab-worker-1 (exit code 1) second line "
+        "(RNNLAB_DEBUG=1 shows the traceback)")
+    monkeypatch.setattr(rnnlab.cli.listing, "run", _raising(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # elsewhere a RuntimeError is a bug
+        main(["list"])
+    monkeypatch.setenv("RNNLAB_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="worker"):  # the traceback on request
+        main(["study", "report"])

@@ -127,7 +127,10 @@ def test_sigkilled_worker_loses_only_its_running_candidate(tmp_path):
     while time.time() < deadline and not running:
         time.sleep(0.2)
         try:
-            running = [t for t in trials(c) if t.state == TrialState.RUNNING]
+            # a candidate under way: its lease is written after its index, so a trial caught
+            # between Optuna's ask and the index (no index to re-run under) is not taken
+            running = [t for t in trials(c)
+                       if t.state == TrialState.RUNNING and "lease_until" in t.user_attrs]
         except (KeyError, FileNotFoundError):
             continue
     worker.send_signal(signal.SIGKILL)

@@ -15,10 +15,10 @@ TINY = {
 }
 
 
-def tiny_args(extra_settings: dict | None = None, seconds: str = "none") -> list[str]:
-    """``rnnlab study run`` arguments for the tiny setting (no time budget by default)."""
+def tiny_args(extra_settings: dict | None = None) -> list[str]:
+    """``rnnlab study run`` arguments for the tiny setting."""
     settings = {**TINY, **(extra_settings or {})}
-    args = ["--task", "memorize", "--trial-seconds", seconds]
+    args = ["--task", "memorize"]
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     return args

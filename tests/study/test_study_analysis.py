@@ -110,8 +110,51 @@ def test_report_writes_every_file(tmp_path):
     assert rows[0]["significant"] == "True"
     text = path.read_text()
     assert "Greff et al. 2016" in text and "NFG" in text and "fANOVA" in text
+    # every pairwise fANOVA term is a column, and each finding has a verdict
+    assert all(pair in text for pair in ("hidden_size×lr", "lr×momentum", "lr×input_noise",
+                                         "momentum×input_noise"))
+    nfg = next(line for line in text.splitlines() if line.startswith("| NFG | The forget"))
+    assert nfg.endswith("| shown (p < 0.05: Welch, all trials; Welch, best 10%; paired) |"), nfg
+    assert "| lr × hidden size |" in text and "| CIFG and NP |" in text
+    assert rows[0]["best10_significant"] == "True" and rows[0]["paired_n"] == str(N)
     assert study["tasks"]["jsb"]["nfg"]["complete"] == N
     assert study["tasks"]["jsb"]["nfg"]["failed"] == 1
+
+
+def test_the_paired_test_sees_a_small_shift_the_spread_of_the_draws_hides():
+    # 30 draws whose test metric spreads over 10 nats (the learning rate's doing); the variant
+    # is 0.2 worse on each draw: Welch cannot tell, the signed-rank test over the draws can
+    rng = np.random.default_rng(1)
+    spread = rng.uniform(8, 18, 30)
+
+    def cell(name, test, index):
+        return CellTrials(study=f"s.jsb.{name}", task="jsb", cell=name, metric="nll",
+                          valid=test - 0.1, test=test, index=np.asarray(index))
+
+    vanilla = cell("peephole", spread, range(30))
+    # draw 29 missing from the variant (failed), and one draw it has that vanilla lacks
+    shifted = np.append(spread[:29] + 0.2 + rng.normal(0, 0.05, 29), 9.0)
+    variant = cell("nfg", shifted, [*range(29), 31])
+    (row,) = welch({"peephole": vanilla, "nfg": variant})
+    assert row["p"] > 0.5 and not row["significant"]
+    assert row["paired_n"] == 29 and abs(row["paired_median"] - 0.2) < 0.05
+    assert row["paired_p"] < 1e-6 and row["paired_significant"] and row["paired_worse"]
+    assert report._verdict_crucial(row) == (
+        "shown by the paired test only (not by the paper's Welch test)")
+    few = cell("nfg", spread[:5] + 0.2, range(5))  # five pairs cannot reach p < 0.05
+    (row,) = welch({"peephole": vanilla, "nfg": few})
+    assert row["paired_n"] == 5 and row["paired_p"] is None and not row["paired_significant"]
+
+
+def test_one_draw_per_cell_has_no_importance_to_report():
+    # one trial per cell: every cell ran draw 0, so the pooled trials vary in value only
+    draw = {"hidden_size": np.array([50.0]), "lr": np.array([1e-3]),
+            "momentum": np.array([0.1]), "input_noise": np.array([0.5])}
+    cells = {name: CellTrials(study=f"s.jsb.{name}", task="jsb", cell=name, params=draw,
+                              valid=np.array([10.0 + i]), test=np.array([10.0 + i]),
+                              index=np.array([0]))
+             for i, name in enumerate(("peephole", "nig", "nfg", "nog", "niaf", "noaf"))}
+    assert importance(cells, n_trees=4) == {}
 
 
 def test_missing_study_is_a_clear_error():
@@ -139,11 +182,20 @@ def test_findings_list_the_largest_differences_in_size():
     vanilla = CellTrials(study="s.t.peephole", task="t", cell="peephole", metric="nll")
     rows = [{"cell": cell, "difference": diff, "p": 0.3, "significant": False, "worse": diff > 0}
             for cell, diff in (("nfg", -4.64), ("noaf", -5.29), ("cifg", 0.5))]
-    findings = {topic: ours for topic, _, ours in report._findings("t", {"peephole": vanilla},
-                                                                    rows, {})}
+    rows = [{**r, "best10_difference": r["difference"], "best10_p": 0.4,
+             "best10_significant": False, "best10_worse": r["worse"], "paired_n": 30,
+             "paired_median": r["difference"], "paired_p": 0.5, "paired_significant": False,
+             "paired_worse": r["worse"]} for r in rows]
+    found = report._findings("t", {"peephole": vanilla}, rows, {})
+    findings = {topic: ours for topic, _, ours, _ in found}
+    verdicts = {topic: verdict for topic, _, _, verdict in found}
     text = findings["worst variants"]
     assert "in size: NOAF -5.29 (better, p = 0.3); NFG -4.64 (better, p = 0.3)." in text, text
     assert "CIFG" not in text
+    # better than vanilla without significance: the paper's finding is not shown
+    assert verdicts["NFG"] == verdicts["NOAF"] == "not shown"
+    assert verdicts["worst variants"] == "not shown: the two worst means are CIFG"
+    assert verdicts["better than vanilla"] == "consistent"
 
 
 def test_a_single_best_trial_is_one_value_and_the_plots_say_n_and_the_variants(

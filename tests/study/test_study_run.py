@@ -75,8 +75,8 @@ def test_two_workers_on_postgresql(tmp_path, postgres_url):
 
 
 def test_sigkilled_worker_trial_is_rerun_and_total_exact(tmp_path):
-    # trials of 1.5 s of training, so that the worker is caught inside one
-    args = ["study", "run", *tiny_args({"train.steps_per_epoch": 100000}, seconds="1.5"),
+    # trials of 1,500 steps (a second or more), so that the worker is caught inside one
+    args = ["study", "run", *tiny_args({"train.steps_per_epoch": 1500}),
             "--cells", "peephole", "--trials", "2", "--workers", "1", "--lease-seconds", "2",
             "--dir", str(tmp_path), "--no-report", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -213,7 +213,9 @@ def test_help_gives_each_default_once_and_in_words(action, capsys):
         main(["study", action, "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(default:" not in out  # no second, raw default after the one in words
-    assert "[default: greff]" in out and "[default: studies/NAME]" in out
+    assert "[default: the preset's name: greff (quick), greff-jsb (greff-jsb)]" in out
+    assert "[default: studies/NAME]" in out and "[default: quick]" in out
     if action == "run":
         assert "--no-report do not write the report at the end --quiet" in out  # no "True"
-        assert "[default: 150]" in out and "None" not in out
+        assert "[default: the preset's: quick 6, greff-jsb 100]" in out and "None" not in out
+        assert "--trial-seconds" not in out  # budgets are epochs: no time budget is offered

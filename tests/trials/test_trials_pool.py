@@ -17,6 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from rnnlab.trials import (
+    StudyMismatch,
+    check_study,
+    differences,
     open_storage,
     open_study,
     run_trials,
@@ -123,6 +126,28 @@ def test_interrupt_requeues_the_running_trial(tmp_path):
     assert rerun.params == trials[0].params and trial_seed(rerun) == trial_seed(trials[0])
 
 
+def test_a_worker_killed_before_writing_the_index_leaves_no_seedless_rerun(tmp_path):
+    # a worker SIGKILLed between Optuna's ask and writing the trial's index leaves a RUNNING
+    # trial with no index, no seed and no lease; once stale it is failed, and a fresh trial
+    # (with an index and a seed) takes its place instead of a re-run with neither
+    url = str(tmp_path / "t.journal")
+    storage = open_storage(url)
+    open_study(storage, "s").ask()  # trial 0: asked, never indexed
+
+    def needs_a_seed(trial):
+        assert isinstance(trial.user_attrs["seed"], int), trial.user_attrs
+        return square(trial)
+
+    time.sleep(0.6)
+    run_trials(storage, "s", 2, needs_a_seed, lease_seconds=0.5)
+    trials = trials_of(url, "s")
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["stale"]
+    assert "error" not in trials[0].user_attrs and not settled(trials[0])
+    done = complete(trials)
+    assert len(done) == 2 and sorted(trial_index(t) for t in done) == [1, 2]
+    assert not [t for t in trials if t.state == TrialState.WAITING]
+
+
 def test_two_worker_processes_complete_exactly_n(storage_url):
     name = fresh_name()
     sys.path.insert(0, HERE)
@@ -195,3 +220,36 @@ def test_open_study_names_a_new_study_once_and_leaves_the_journal_alone(tmp_path
     assert path.read_bytes() == before
     assert optuna.load_study(study_name="s", storage=open_storage(str(path))).metric_names == [
         "valid accuracy"]
+
+
+def test_open_study_checks_the_identity_before_writing_and_adopts_a_foreign_study(tmp_path):
+    path = tmp_path / "trials.journal"
+    storage = open_storage(str(path))
+    mine = {"space": {"lr": {"low": 1e-6, "high": 1e-2}, "seed": 0}, "task": "jsb"}
+    open_study(storage, "s", attrs=mine, identity="space")
+    before = path.read_bytes()
+    assert open_study(storage, "s", attrs=mine, identity="space").user_attrs == mine
+    other = {**mine, "space": {"lr": {"low": 1e-5, "high": 1e-2}, "seed": 1}}
+    with pytest.raises(StudyMismatch) as found:
+        open_study(storage, "s", attrs=other, identity="space")
+    assert found.value.differences == [("lr.low", 1e-6, 1e-5), ("seed", 0, 1)]
+    with pytest.raises(StudyMismatch) as found:  # the direction is part of what a study is
+        check_study(storage, "s", direction="maximize", identity="space", attrs=mine)
+    assert (found.value.stored_direction, found.value.direction) == ("minimize", "maximize")
+    assert check_study(storage, "none", direction="minimize", identity="space",
+                       attrs=mine) is None
+    assert path.read_bytes() == before  # neither check nor refusal wrote anything
+    # a study made outside rnnlab (no identity) is adopted: given the attributes, once
+    optuna.create_study(storage=storage, study_name="foreign")
+    adopted = open_study(storage, "foreign", attrs=mine, identity="space")
+    assert adopted.user_attrs == mine
+    with pytest.raises(StudyMismatch):
+        open_study(storage, "foreign", attrs=other, identity="space")
+
+
+def test_differences_name_every_differing_leaf_in_the_asked_order():
+    stored = {"tasks": ["a"], "budget": {"hidden": 8, "steps": 4}, "seed": 0, "old": 1}
+    asked = {"tasks": ["a", "b"], "budget": {"hidden": 9, "steps": 4}, "seed": 0}
+    assert differences(stored, asked) == [
+        ("tasks", ["a"], ["a", "b"]), ("budget.hidden", 8, 9), ("old", 1, None)]
+    assert differences({"a": 1}, {"a": 1}) == []
