@@ -79,8 +79,10 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
             forget gate; default 1.0), ``raw_input`` (MUT1/MUT2: "strict" | "project"), and the
             regularisers (probabilities; see ``rnnlab.lang.regularise`` and
             docs/regularisers.md): ``input_dropout``, ``recurrent_dropout``,
-            ``output_dropout`` (locked dropout, one mask per sequence) and ``weight_drop``
-            (DropConnect of the recurrent matrices, one mask per call).
+            ``output_dropout`` (locked dropout, one mask per sequence), ``weight_drop``
+            (DropConnect of the recurrent matrices, one mask per call), ``zoneout`` (a
+            probability or ``{field: p}``, a new mask every step) and ``layer_norm`` (True:
+            layer-normalised pre-activations and memory cell).
     """
     module_options = {k: v for k, v in options.items() if k in KNOWN_MODULE_OPTIONS}
     regularisers = {k: options.pop(k) for k in REGULARISERS if k in options}

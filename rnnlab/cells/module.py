@@ -9,6 +9,7 @@ from torch import nn
 
 from ..lang import Graph, state_type
 from ..lang.compile import compile_graph
+from ..lang.regularise import layer_norm_gains
 
 INITS = ("uniform", "xavier", "orthogonal")
 DEFAULT_FORGET_BIAS = 1.0
@@ -25,6 +26,7 @@ class Cell(nn.Module):
         init: ``"uniform"`` (default; every parameter U(−1/√H, 1/√H), as torch.nn.LSTM),
             ``"xavier"`` (Glorot-uniform matrices, zero vectors) or ``"orthogonal"``
             (orthogonal square recurrent matrices, Glorot-uniform input matrices, zero vectors).
+            Layer-norm gains (``layer_norm=True``) start at 1 under every init.
         forget_bias: initial value of the forget-gate bias ``b_f`` for cells that have one
             (default 1.0: Gers et al. 2000, Jozefowicz et al. 2015's "LSTM-b"; pass 0.0 for the
             plain initialisation). Refused for cells without a forget gate.
@@ -40,7 +42,9 @@ class Cell(nn.Module):
     fields a caller carries (``graph.carried``); the mask state fields are added for each call
     (``state_masks``), the input mask is applied to x (``input_mask``) and weight-drop masks
     when the weights are assembled (``weights``). ``rnnlab.RNN`` draws the sequence masks once
-    per sequence; a single ``forward`` step draws them for that step.
+    per sequence; a single ``forward`` step draws them for that step. Zoneout's masks are drawn
+    for every step (``step_masks``: Bernoulli(p) in training, p in evaluation) and travel with
+    x in the engine's input rows (``with_step_masks``).
     """
 
     def __init__(self, graph: Graph, init: str = "uniform", forget_bias: float | None = None):
@@ -92,6 +96,9 @@ class Cell(nn.Module):
                     nn.init.xavier_uniform_(p)
             if self.forget_bias is not None and "b_f" in self._parameters:
                 self.b_f.fill_(self.forget_bias)
+            for name in layer_norm_gains(self.graph):  # layer norm starts as the identity
+                if name in self._parameters:
+                    self._parameters[name].fill_(1.0)
 
     def bias_names(self) -> list[str]:
         """The cell's biases: the vectors named ``b`` or ``b_*`` (parameters or, once removed,
@@ -150,6 +157,35 @@ class Cell(nn.Module):
                 draw = self._bernoulli((batch_size, self.input_size), m.p, like)
                 mask = draw if mask is None else mask * draw
         return mask
+
+    def _zoneout_draw(self, shape, p: float, like: torch.Tensor) -> torch.Tensor:
+        """Zoneout mask: 1 (keep the previous value) with probability p, else 0."""
+        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(p)
+
+    def step_masks(self, steps: int, batch_size: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The per-step masks of one call, (steps, batch_size, H · number of step masks) in the
+        order of ``graph.step_masks`` (zoneout's ``d_h``, ``d_c``): drawn anew for every step
+        and sequence in training, the expectation p in evaluation; None for a cell without."""
+        names = self.graph.step_masks
+        if not names:
+            return None
+        H = self.hidden_size
+        out = torch.empty(steps, batch_size, len(names) * H, dtype=like.dtype,
+                          device=like.device)
+        for k, name in enumerate(names):
+            p = self.graph.masks[name].p
+            block = out[:, :, k * H:(k + 1) * H]
+            if self.drawing and p > 0:
+                block.copy_(self._zoneout_draw((steps, batch_size, H), p, like))
+            else:
+                block.fill_(p)
+        return out
+
+    def with_step_masks(self, x: torch.Tensor) -> torch.Tensor:
+        """x (T, B, input_size) -> the engine's input rows: x, then this call's per-step masks
+        (``step_masks``; ``Program.row_size`` columns); x itself for a cell without."""
+        masks = self.step_masks(x.shape[0], x.shape[1], x)
+        return x if masks is None else torch.cat([x, masks], -1)
 
     def full_state(self, state, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The carried fields followed by this call's mask fields: what the plan steps."""
@@ -263,8 +299,10 @@ class Cell(nn.Module):
     def step_with(self, x: torch.Tensor, state, weights: dict):
         """``forward`` without its checks, with the fused weights already prepared
         (``weights()``): x (B, input_size), state a tuple of (B, hidden_size) (the carried
-        fields; a regularised cell adds its mask fields, ``full_state``)."""
-        xs = tuple(t[0] for t in self.program.hoist(x.unsqueeze(0), weights))
+        fields; a regularised cell adds its mask fields, ``full_state``, and its step masks,
+        ``with_step_masks``)."""
+        row = self.with_step_masks(x.unsqueeze(0))
+        xs = tuple(t[0] for t in self.program.hoist(row, weights))
         h, new = self.program.step(xs, self.full_state(state, x), weights)
         return h, self.State(*new[:len(self.graph.carried)])
 

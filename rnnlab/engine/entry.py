@@ -35,7 +35,9 @@ def run(program: Program, weights: dict, x: torch.Tensor, state: tuple,
     Args:
         program: the cell's plan (``Cell.program``, ``compile_graph(graph)``).
         weights: its prepared weights (``Cell.weights()``, ``Program.prepare(parameters)``).
-        x: (T, B, input_size).
+        x: (T, B, input_size), or (T, B, program.row_size) for a cell with per-step masks
+            (zoneout): x then the masks of each step (``Cell.with_step_masks``), so that
+            sorting, packing, dilation and reversal move every mask row with its input row.
         state: a tuple of (B, hidden_size) tensors, the cell's state fields.
         lengths: None (every sequence has T steps) or (B,) lengths in any order.
 
@@ -44,6 +46,12 @@ def run(program: Program, weights: dict, x: torch.Tensor, state: tuple,
         sequence's last step (a sequence of length 0 keeps its state).
     """
     state = tuple(state)
+    if program.step_masks and x.shape[-1] != program.row_size:
+        raise ValueError(
+            f"cell {program.graph.name!r} has per-step masks {program.step_masks}: each step's "
+            f"input row is x ({program.input_size}) then the masks ({program.mask_size}), "
+            f"{program.row_size} columns, got {x.shape[-1]}; append them with "
+            "Cell.with_step_masks(x)")
     order = None
     sizes = None
     if lengths is not None:

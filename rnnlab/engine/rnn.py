@@ -12,22 +12,26 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import cells
 from ..lang import CellDef, Graph
+from . import cudnn
 from .dilation import dilated_unroll
 from .packing import unpack
+from .route import network_route
 from .unroll import reverse_padded
 
 
 def _with_masks(cell, x: torch.Tensor, slots: tuple) -> tuple[torch.Tensor, tuple]:
     """A regularised cell's sequence masks for one call: x (T, B, I) times the locked input
     mask, and the slots (each (d, B, H)) followed by one mask field each, the same for every
-    slot of a sequence (drawn in training, ones in evaluation; see ``Cell.state_masks``)."""
+    slot of a sequence (drawn in training, ones in evaluation; see ``Cell.state_masks``).
+    A cell with per-step masks (zoneout) gets them appended to x, (T, B, I + mask_size), so
+    that dilation, packing and the engine's sorting move each step's masks with its input."""
     B = x.shape[1]
     mask = cell.input_mask(B, x)
     if mask is not None:
         x = x * mask  # (T, B, I) * (B, I): one mask for every step of a sequence
     d = slots[0].shape[0]
     masks = tuple(m.unsqueeze(0).expand(d, -1, -1) for m in cell.state_masks(B, x))
-    return x, (*slots, *masks)
+    return cell.with_step_masks(x), (*slots, *masks)
 
 
 class RNN(nn.Module):
@@ -67,6 +71,12 @@ class RNN(nn.Module):
             recurrent matrix, one mask per call. Each is a transformation of the cell's graph
             (``print(rnn.cells.layer0)`` shows it) and runs on the fused engine; in evaluation
             mode the network computes the unregularised function.
+        zoneout: Krueger et al. 2016, a probability for every state field or a dict
+            (``{"h": 0.05, "c": 0.5}``): ``s' = d ⊙ s + (1 − d) ⊙ s_new`` with a new
+            Bernoulli(p) mask d at every step and sequence; ``p·s + (1 − p)·s_new`` in
+            evaluation.
+        layer_norm: True layer-normalises (Ba et al. 2016) the input part and the recurrent
+            part of every pre-activation apart, and the memory cell (``h = o ⊙ tanh(LN(c))``).
         **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
 
     Shapes:
@@ -337,6 +347,10 @@ class RNN(nn.Module):
         state = self._check_state(state, B)
         if packed:
             state = opened.sort_state(state)
+        whole = network_route(self, x.device)  # cuDNN runs the whole network, or None
+        if whole is not None:
+            output, new_state = cudnn.forward(self, whole.plan, x, state, lengths)
+            return self._result(output, new_state, opened if packed else None)
 
         D = self.num_directions
         finals: list[tuple] = []
@@ -362,7 +376,13 @@ class RNN(nn.Module):
             layer_outputs.append(outputs[0] if D == 1 else torch.cat(outputs, dim=-1))
         output = torch.cat(layer_outputs, dim=-1) if self.skip else layer_outputs[-1]
         new_state = tuple(torch.cat(parts) for parts in zip(*finals))
-        if packed:
+        return self._result(output, new_state, opened if packed else None)
+
+    def _result(self, output: torch.Tensor, new_state: tuple, opened):
+        """``forward``'s result from the time-major output (T, B, ·) and state fields in the
+        run's batch order: packed like the input (``opened``, the unpacked input, or None),
+        batch-first if asked, and the state as the caller gets it."""
+        if opened is not None:
             output = opened.pack(output)
             new_state = opened.unsort_state(new_state)
         elif self.batch_first:

@@ -7,6 +7,8 @@ rule   when                                                 executor
 =====  ===================================================  ==================================
 1      backend ``reference`` (``RNNLAB_FAST=0``)              reference
 2      no steps or no rows                                  reference
+2b     ``explain`` (steps None) of a cell cuDNN computes,    cudnn (what ``rnnlab.RNN`` runs
+       backend ``auto`` off the CPU, or backend ``cudnn``   it on; see ``network_route``)
 3      torch.compile is tracing, no lengths                 custom op (one ``rnnlab::sequence``
                                                             node; inside, the table again)
 4      backend ``auto``, T = 1 and a small step (below)     small step (the plan's step, torch)
@@ -15,6 +17,26 @@ rule   when                                                 executor
 7      ``native`` otherwise                                 refused (RuntimeError)
 8      ``auto`` off the CPU                                 reference
 9      otherwise (``python``; ``auto`` without a compiler)  torch (the generated torch loop)
+=====  ===================================================  ==================================
+
+Backend ``cudnn`` answers the per-call rules as ``auto`` does: it changes which networks run
+whole (below), not how one layer runs.
+
+**Whole networks.** ``rnnlab.RNN.forward`` asks ``network_route`` first; where it answers, all
+layers and directions run in one call of torch's own RNN function (``rnnlab.engine.cudnn``:
+cuDNN on CUDA, torch's loop on the CPU), and nothing above is asked. First match wins:
+
+=====  ===================================================  ==================================
+rule   when                                                 whole-network route
+=====  ===================================================  ==================================
+N1     backend ``reference``, ``native`` or ``python``      none (layer by layer, each ``run``)
+N2     backend ``auto`` on the CPU                          none: the native engine is as fast
+N3     torch.compile is tracing                             none (the custom op per layer)
+N4     skip connections, dilations, a cell cuDNN does not   none (``cudnn.network_kind`` says
+       compute (peephole, Greff's variants, ``gru``,        why)
+       MUT1-3, any regularised cell …)
+N5     otherwise (``auto`` off the CPU; ``cudnn``           cudnn
+       anywhere, which is how the CPU tests run it)
 =====  ===================================================  ==================================
 
 ``execute`` runs a route's executor; it is the one place a call falls back to the reference.
@@ -28,7 +50,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..lang.compile import Program
-from . import fused, reference, settings
+from . import cudnn, fused, reference, settings
 from .fast.lanes import Unsupported
 
 # One step (T = 1) of at most SMALL_STEP_HIDDEN hidden units and at most SMALL_STEP_VALUES
@@ -48,6 +70,7 @@ class Executor(enum.Enum):
     TORCH = "fused (torch)"  # the fused engine's generated torch loop
     SMALL_STEP = "small step"  # one step of the plan with torch ops, no engine setup
     CUSTOM_OP = "custom op"  # one rnnlab::sequence node for torch.compile
+    CUDNN = "cudnn"  # torch's own RNN function over a whole network (rnnlab.RNN)
     REFERENCE = "reference"  # the plan stepped with torch ops under autograd
 
 
@@ -56,8 +79,8 @@ class Route:
     """The executor of one call and the reason the table chose it.
 
     ``plan``: the fused engine's compiled plan (``fused.Compiled``) when the table looked it up,
-    or the ``Unsupported`` error saying why the engine cannot run the cell; not part of the
-    route's identity."""
+    the ``Unsupported`` error saying why the engine cannot run the cell, or for ``CUDNN`` the
+    torch cell (``cudnn.TorchCell``); not part of the route's identity."""
 
     executor: Executor
     reason: str
@@ -105,6 +128,15 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
         return _OFF
     if steps == 0 or rows == 0:
         return _EMPTY
+    if isinstance(device, str):
+        device = torch.device(device)
+    if steps is None and (chosen == "cudnn" or (chosen == "auto" and device.type != "cpu")):
+        kind, why = cudnn.kind_of(program.graph)
+        if kind is not None:
+            return Route(Executor.CUDNN, f"{why}; rnnlab.RNN runs all its layers and directions "
+                                         "in one call of torch's RNN function", kind)
+    if chosen == "cudnn":
+        chosen = "auto"
     if not lengths and torch.compiler.is_compiling():
         return _TRACED
     H = program.hidden_size
@@ -114,8 +146,6 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
     comp = fused.compiled(program, training, lengths)
     if isinstance(comp, Unsupported):
         return Route(Executor.REFERENCE, str(comp), comp)
-    if isinstance(device, str):
-        device = torch.device(device)
     native_ok = device.type == "cpu" and dtype in (torch.float32, torch.float64)
     if chosen in ("auto", "native") and native_ok and comp.native() is not None:
         return Route(Executor.NATIVE, comp.summary, comp)
@@ -127,10 +157,25 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
         raise RuntimeError(f"the native engine runs float32/float64 on CPU, got {dtype} on "
                            f"{device}; use backend('auto')")
     if chosen == "auto" and device.type != "cpu":
-        return Route(Executor.REFERENCE, f"backend 'auto' runs the fused engine on CPU only, "
-                                         f"got {device} (backend('python') runs it there with "
-                                         "torch ops)", comp)
+        return Route(Executor.REFERENCE, f"no fused route for {device.type} yet: backend 'auto' "
+                                         f"runs the fused engine on CPU only, got {device} "
+                                         "(backend('python') runs it there with torch ops)",
+                     comp)
     return Route(Executor.TORCH, comp.summary, comp)
+
+
+def network_route(net, device: torch.device) -> Route | None:
+    """The route of a whole ``rnnlab.RNN`` call (rules N1-N5 of the module docstring): the
+    ``CUDNN`` route, whose ``plan`` is the torch cell (``cudnn.TorchCell``), or None, and then
+    the network runs layer by layer, each layer and direction through ``rnnlab.engine.run``
+    (``cudnn.network_kind(net)`` says why a network is not one cuDNN computes)."""
+    chosen = settings.current().backend
+    if chosen not in ("auto", "cudnn") or torch.compiler.is_compiling():
+        return None
+    if chosen == "auto" and torch.device(device).type == "cpu":
+        return None
+    kind, reason = cudnn.network_kind(net)
+    return None if kind is None else Route(Executor.CUDNN, reason, kind)
 
 
 def execute(chosen: Route, program: Program, weights: dict, x: torch.Tensor, state: tuple,

@@ -13,7 +13,10 @@ RNNLAB_FAST                ``auto``     the executor: ``auto`` (native C++ on CP
                                         else the generated torch loop; a small single step runs
                                         the plan's step), ``native``, ``python`` (the generated
                                         torch loop), ``reference``/``0`` (the plan stepped with
-                                        torch ops under autograd); see ``rnnlab.engine.route``
+                                        torch ops under autograd), ``cudnn`` (as ``auto``, and
+                                        every ``rnnlab.RNN`` of a cell cuDNN computes runs whole
+                                        in torch's RNN function, on the CPU too: ``auto`` does
+                                        that off the CPU only); see ``rnnlab.engine.route``
 RNNLAB_OWN_HOIST           ``1``        ``0`` leaves the input projection (the hoist) to autograd
                                         instead of the fused engine
 RNNLAB_WORKSPACE_MB        ``512``      bytes of internal buffers the fused engine keeps for reuse
@@ -43,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-BACKENDS = ("auto", "native", "python", "reference")
+BACKENDS = ("auto", "native", "python", "reference", "cudnn")
 _ALIASES = {"0": "reference", "off": "reference", "false": "reference", "1": "auto",
             "on": "auto", "true": "auto", "": "auto"}
 
@@ -96,7 +99,7 @@ def current() -> Settings:
 
 
 def get_backend() -> str:
-    """The executor choice in force: "auto", "native", "python" or "reference"."""
+    """The executor choice in force: "auto", "native", "python", "reference" or "cudnn"."""
     return current().backend
 
 
@@ -111,8 +114,8 @@ def backend(name: str | None = None, *, own_hoist: bool | None = None):
     """Run a block with another executor (and/or hoist), then restore what was in force.
 
     Args:
-        name: ``"auto"``, ``"native"``, ``"python"``, ``"reference"`` (or ``0``/``1``), as
-            ``RNNLAB_FAST``; None keeps the executor.
+        name: ``"auto"``, ``"native"``, ``"python"``, ``"reference"``, ``"cudnn"`` (or
+            ``0``/``1``), as ``RNNLAB_FAST``; None keeps the executor.
         own_hoist: False leaves the input projection to autograd (as ``RNNLAB_OWN_HOIST=0``).
 
     The choice holds for the whole process while the block is open (as ``set_backend``).

@@ -11,7 +11,8 @@ The plan, for a sequence x of shape (T, B, I):
    ``pre = addmm(xpart[t], [h; …], R_catᵀ)``; an LSTM therefore does one ``addmm`` per step.
    Sums with the same activation are laid side by side so one ``sigmoid`` covers several gates.
    Recurrent terms of a lower level in a sum that mixes levels (``W x + R h + R2 tanh(R3 h)``)
-   stay per-step terms added after the GEMM.
+   stay per-step terms added after the GEMM. A recurrent map outside any sum (``norm(R_i h)``
+   of a layer-normalised cell) is a sum of one term: it joins its level's GEMM too.
 3. **Statics.** Work on parameters alone (``tanh(p_c)``, ``U @ p_c``: forms the search makes) is
    done once per call, before the hoist, and read by the hoist and the step like a parameter.
 
@@ -153,6 +154,7 @@ class Program:
     step_code: tuple[Instr, ...]
     output: int
     writes: tuple[int, ...]
+    step_masks: tuple[str, ...] = ()  # per-step masks, read from the input row after x
     _key: tuple | None = field(default=None, repr=False)
 
     def __getstate__(self):
@@ -167,6 +169,16 @@ class Program:
     @property
     def input_size(self) -> int:
         return self.graph.input_size
+
+    @property
+    def mask_size(self) -> int:
+        """Columns of per-step masks after x in each step's input row (0 for most cells)."""
+        return len(self.step_masks) * self.hidden_size
+
+    @property
+    def row_size(self) -> int:
+        """Columns of each step's input row: x (``input_size``), then the step masks."""
+        return self.input_size + self.mask_size
 
     @property
     def num_xs(self) -> int:
@@ -185,7 +197,7 @@ class Program:
             key = (self.hidden_size, self.input_size, len(self.graph.states),
                    tuple(sorted(self.weight_specs.items())), self.statics,
                    tuple(sorted(self.static_keys.items())), self.hoist_code, self.xs,
-                   self.step_code, self.output, self.writes)
+                   self.step_code, self.output, self.writes, len(self.step_masks))
             self._key = _HashedKey(key)
         return self._key
 
@@ -202,7 +214,8 @@ class Program:
         return w
 
     def hoist(self, x: torch.Tensor, weights: dict) -> list[torch.Tensor]:
-        """x (T, B, I) -> the per-step inputs of ``step``, each (T, B, n)."""
+        """x (T, B, row_size) -> the per-step inputs of ``step``, each (T, B, n). The input row
+        is x itself, or for a cell with per-step masks x followed by them (``row_size``)."""
         T, B, _ = x.shape
         x2d = x.reshape(T * B, x.shape[-1])
         env: dict = {}
@@ -335,7 +348,7 @@ class _Compiler:
         self.constant: dict[str, float] = {}  # nodes made of constants only, folded
         for name in self.g.order:
             node = self.nodes[name]
-            if node.op == "input":
+            if node.op in ("input", "mask"):  # a step mask is per-step data, like x
                 kind = "x"
             elif node.op == "state":
                 kind = "step"
@@ -412,6 +425,13 @@ class _Compiler:
                     self.folded.add(a)
                     stack.extend(self.nodes[a].args)
             self.folded.update(root.x_linear + root.step_linear)
+        # a recurrent linear map outside any sum (``norm(R_i h)`` of a layer-normalised cell,
+        # ``tanh(R h)`` of a mutant) is a sum of one term, so that it joins its level's GEMM
+        # instead of being a small GEMM of its own
+        for name in self.g.order:
+            if (self.nodes[name].op == "linear" and self.kind[name] == "step"
+                    and name not in self.folded and name in self.g.live):
+                self.roots[name] = _Root(name, step_linear=[name])
 
     def _group(self):
         """Recurrent GEMMs: per level, one block GEMM unless it would be mostly zeros."""
@@ -468,7 +488,8 @@ class _Compiler:
         step_code: list[Instr] = []
         output, writes = self._step(step_code, [self.widths[v] for v in xs])
         return Program(self.g, self.specs, tuple(self.static_code), self.static_keys,
-                       tuple(hoist_code), tuple(xs), tuple(step_code), output, tuple(writes))
+                       tuple(hoist_code), tuple(xs), tuple(step_code), output, tuple(writes),
+                       self.g.step_masks)
 
     def emit(self, code: list, op: str, args=(), width: int | None = None, key=None, value=None,
              bias=None) -> int:
@@ -534,7 +555,17 @@ class _Compiler:
     def _hoist(self, code: list) -> list[int]:
         """The hoist: the one input GEMM, then x-only nodes and the steps' x-parts."""
         g, H = self.g, self.g.hidden_size
-        x_id = self.emit(code, "x", width=g.input_size) if self.x is not None else None
+        masks = g.step_masks
+        self.mask_ids: dict[str, int] = {}
+        if masks:  # the input row is x, then the step masks (H columns each)
+            row = self.emit(code, "x", width=g.input_size + len(masks) * H)
+            x_id = (self.emit(code, "cols", (row,), g.input_size, value=0)
+                    if self.x is not None else None)
+            for k, m in enumerate(masks):
+                self.mask_ids[m] = self.emit(code, "cols", (row,), H,
+                                             value=g.input_size + k * H)
+        else:
+            x_id = self.emit(code, "x", width=g.input_size) if self.x is not None else None
         # blocks of the input GEMM, in group order so a group's x-part is one contiguous slice
         blocks: list[tuple[str, list[str], list[str]]] = []  # (owner, matrices, bias params)
         for group in self.groups:
@@ -575,6 +606,8 @@ class _Compiler:
             node = self.nodes[name]
             if node.op == "input":
                 return x_id
+            if node.op == "mask":
+                return self.mask_ids[name]
             if self.kind[name] == "static":
                 return self._static(code, name)
             if name in self.block_cols:

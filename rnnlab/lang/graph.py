@@ -40,7 +40,7 @@ class Node:
 
 
 # How a mask multiplies what it masks (see ``Mask``).
-MASK_KINDS = ("state", "input", "weight")
+MASK_KINDS = ("state", "input", "weight", "step")
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,14 @@ class Mask:
       one draw per sequence; ``target`` is ``"x"``.
     * ``"weight"``: multiplies the matrix parameter ``target`` entry by entry (DropConnect), one
       draw per call.
+    * ``"step"``: a ``mask`` leaf node of the same name, drawn anew at every step for every
+      sequence (zoneout's ``d_h``, ``target`` the state it zones out). Its entries are 1 with
+      probability ``p``, else 0 (not inverted); evaluation uses its expectation ``p``. The
+      caller hands the step masks to the engine after x in each step's input row
+      (``Program.row_size``).
 
-    Every mask is inverted dropout: entries are 0 with probability ``p`` and 1/(1−p) otherwise,
-    so its expectation is 1, which is what evaluation uses.
+    The other masks are inverted dropout: entries are 0 with probability ``p`` and 1/(1−p)
+    otherwise, so their expectation is 1, which is what evaluation uses.
     """
 
     kind: str
@@ -147,7 +152,7 @@ class Graph:
             op = node.op
             if op == "input":
                 sizes[name] = self.input_size
-            elif op in ("state", "param", "linear"):
+            elif op in ("state", "param", "linear", "mask"):
                 sizes[name] = self.hidden_size
             elif op == "const":
                 sizes[name] = None
@@ -210,7 +215,7 @@ class Graph:
                     f"{self.name}: node {name!r} ({node.op}) takes {op.arity} argument(s), "
                     f"got {len(node.args)}"
                 )
-            if node.op in ("linear", "param", "state") and not node.ref:
+            if node.op in ("linear", "param", "state", "mask") and not node.ref:
                 raise GraphError(f"{self.name}: node {name!r} ({node.op}) needs a ref name")
             if node.op == "state" and node.ref not in self.states:
                 raise GraphError(
@@ -253,7 +258,7 @@ class Graph:
                     f"{self.name}: parameter {node.ref!r} (node {name!r}) is unused: nothing it "
                     "feeds reaches a state write or the output; remove it (graph.pruned())"
                 )
-            if node.op not in ("input", "state"):
+            if node.op not in ("input", "state", "mask"):
                 raise GraphError(
                     f"{self.name}: node {name!r} is computed but never used; remove it "
                     "(graph.pruned())"
@@ -267,6 +272,13 @@ class Graph:
                 f"{self.name}: mask state fields must come after the carried ones, got states "
                 f"{self.states}"
             )
+        for name, node in self.nodes.items():
+            if node.op == "mask" and (node.ref != name or getattr(self.masks.get(name), "kind",
+                                                                  None) != "step"):
+                raise GraphError(
+                    f"{self.name}: node {name!r} is a per-step mask but graph.masks has no step "
+                    f"mask {name!r} for it (mask nodes are made by rnnlab.lang.regularise)"
+                )
         for name, mask in self.masks.items():
             if not isinstance(mask, Mask) or mask.kind not in MASK_KINDS:
                 raise GraphError(
@@ -287,6 +299,13 @@ class Graph:
                         f"{name!r} reads it and which is written unchanged (writes[{name!r}] = "
                         f"{name!r})"
                     )
+            elif mask.kind == "step":
+                leaf = self.nodes.get(name)
+                if leaf is None or leaf.op != "mask" or leaf.ref != name:
+                    raise GraphError(
+                        f"{self.name}: step mask {name!r} must be a node {name!r} of op 'mask' "
+                        f"whose ref is {name!r}"
+                    )
             elif mask.kind == "input" and mask.target != "x":
                 raise GraphError(f"{self.name}: input mask {name!r} must target 'x', got "
                                  f"{mask.target!r}")
@@ -296,6 +315,12 @@ class Graph:
                     f"{self.name}: weight mask {name!r} targets {mask.target!r}, which is not a "
                     "matrix of the cell (a parameter applied with @)"
                 )
+
+    @property
+    def step_masks(self) -> tuple[str, ...]:
+        """The per-step masks (``Mask`` kind ``step``), in the order the step's input row holds
+        them after x."""
+        return tuple(n for n, m in self.masks.items() if m.kind == "step")
 
     @property
     def carried(self) -> tuple[str, ...]:
@@ -322,7 +347,7 @@ class Graph:
         keep = {
             n: node
             for n, node in self.nodes.items()
-            if n in live or node.op in ("input", "state")
+            if n in live or node.op in ("input", "state", "mask")
         }
         return dc_replace(self, nodes=keep)
 

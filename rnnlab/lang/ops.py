@@ -8,11 +8,15 @@ for the native loop, the C++ expression of a new instruction below — nothing e
 
 Kinds:
 - ``leaf``: ``input`` (the step input ``x``), ``state`` (a previous-state vector), ``param``
-  (a learned vector such as a bias or a peephole), ``const`` (a scalar constant);
+  (a learned vector such as a bias or a peephole), ``const`` (a scalar constant), ``mask`` (a
+  random vector drawn anew at every step, such as zoneout's ``d_h``: a ``step`` mask of
+  ``Graph.masks``, read from the step's input row after x);
 - ``linear``: ``W @ v``, a learned matrix applied to one argument;
 - ``binary``: elementwise ``add``, ``sub``, ``mul``;
 - ``activation``: elementwise ``tanh``, ``sigmoid``, ``relu``, ``identity`` and ``scale``
-  (Jozefowicz's ``Linear(a, x) = a·x``).
+  (Jozefowicz's ``Linear(a, x) = a·x``); and ``norm``, the one unary op that is not
+  elementwise: ``norm(v) = (v − mean(v)) / sqrt(var(v) + ε)`` over the H units of a row, the
+  normalisation of layer normalisation (Ba et al. 2016), ``LN(v) = g ⊙ norm(v) + b``.
 
 The evolutionary search (Jozefowicz et al. 2015) draws its replacements from the groups
 ``ACTIVATIONS`` and ``BINARY_OPS`` below, so a mutation is a lookup here, not special code.
@@ -20,8 +24,11 @@ The evolutionary search (Jozefowicz et al. 2015) draws its replacements from the
 **Engine instructions** (``INSTRUCTIONS``) are what the fused engine's loops execute over
 H-wide column blocks: each has a C++ expression over ``a[j]``, ``b[j]`` (the native loop's
 ``enum Code`` and its ``switch`` are generated from this list) and a torch form (the Python
-executor). An op's ``grad`` lists, per argument, the instruction that adds its contribution to
-that argument's adjoint: operands are ``"dy"`` (the adjoint of the result), ``"y"`` (the
+executor). A **row** instruction (``norm``, ``norm_bwd``) reduces over the columns of one row
+of one lane instead: its C++ is a statement over the whole row (``w`` columns of ``a``, ``b``,
+written to ``d``), and the engine never widens it by merging it with its neighbours. An
+op's ``grad`` lists, per argument, the instruction that adds its contribution to that
+argument's adjoint: operands are ``"dy"`` (the adjoint of the result), ``"y"`` (the
 result), ``"a"``/``"b"`` (the arguments).
 """
 
@@ -39,13 +46,15 @@ class Instruction:
     """One elementwise instruction of the fused engine: ``d (+)= f(a, b)``.
 
     ``cpp``: the C++ expression (scalar type ``T``; ``tanh_``/``sigmoid_`` are the kernel's
-    vectorisable forms); ``torch_out``: a torch call writing into ``{D}``; ``torch_value``: the
-    same as a value (used to accumulate)."""
+    vectorisable forms), or for a ``row`` instruction a C++ block over the row (``w`` columns;
+    ``acc`` says whether to add to ``d``); ``torch_out``: a torch call writing into ``{D}``;
+    ``torch_value``: the same as a value (used to accumulate)."""
 
     name: str
     cpp: str | None
     torch_out: str | None
     torch_value: str | None
+    row: bool = False  # reduces over the row (layer norm): one lane at a time, never merged
 
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
@@ -70,8 +79,53 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
                 "aten.threshold_backward({A}, {B}, 0)"),
     # fill: d = a constant (the native loop copies it from the constants buffer)
     Instruction("fill", None, None, None),
+    # layer norm's normalisation over the row, and its adjoint (a: dy, b: the op's input x):
+    # dx = r (dy − mean(dy) − x̂ mean(dy x̂)), x̂ = (x − μ) r, r = 1/sqrt(σ² + ε), recomputed
+    # from x so that only x is kept for the backward step
+    Instruction("norm", """{
+      double mu = 0, var = 0;
+      for (int64_t j = 0; j < w; ++j) mu += a[j];
+      mu /= w;
+      for (int64_t j = 0; j < w; ++j) var += (a[j] - mu) * (a[j] - mu);
+      const T r = T(1 / std::sqrt(var / w + NORM_EPS)), m = T(mu);
+      LOOP((a[j] - m) * r)
+    }""", "{D}.copy_(norm({A}))", "norm({A})", row=True),
+    Instruction("norm_bwd", """{
+      double mu = 0, var = 0, m1 = 0, m2 = 0;
+      for (int64_t j = 0; j < w; ++j) mu += b[j];
+      mu /= w;
+      for (int64_t j = 0; j < w; ++j) var += (b[j] - mu) * (b[j] - mu);
+      const double rd = 1 / std::sqrt(var / w + NORM_EPS);
+      for (int64_t j = 0; j < w; ++j) {
+        m1 += a[j];
+        m2 += a[j] * ((b[j] - mu) * rd);
+      }
+      const T r = T(rd), m = T(mu), g1 = T(m1 / w), g2 = T(m2 / w);
+      LOOP(r * (a[j] - g1 - (b[j] - m) * r * g2))
+    }""", "{D}.copy_(norm_backward({A}, {B}))", "norm_backward({A}, {B})", row=True),
 )
 CODE: dict[str, int] = {ins.name: k for k, ins in enumerate(INSTRUCTIONS)}
+
+
+# ε of layer normalisation's variance (as torch.nn.LayerNorm's default)
+NORM_EPS = 1e-5
+
+
+def norm(a: torch.Tensor) -> torch.Tensor:
+    """``(a − mean) / sqrt(var + ε)`` over the last axis (biased variance, as layer norm)."""
+    return torch.nn.functional.layer_norm(a, a.shape[-1:], eps=NORM_EPS)
+
+
+def norm_backward(dy: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The adjoint of ``norm`` at input ``a`` for the output adjoint ``dy``."""
+    var, mean = torch.var_mean(a, -1, keepdim=True, correction=0)
+    r = torch.rsqrt(var + NORM_EPS)
+    xhat = (a - mean) * r
+    return r * (dy - dy.mean(-1, keepdim=True) - xhat * (dy * xhat).mean(-1, keepdim=True))
+
+
+# names the Python executor's generated loops may call (besides torch and aten)
+TORCH_HELPERS = {"norm": norm, "norm_backward": norm_backward}
 
 
 def _sigmoid(a: float) -> float:
@@ -105,6 +159,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec("state", "leaf", 0),
         OpSpec("param", "leaf", 0),
         OpSpec("const", "leaf", 0),
+        OpSpec("mask", "leaf", 0),
         OpSpec("linear", "linear", 1, "@"),
         OpSpec("add", "binary", 2, "+", 1, lambda a, b, v: a + b, lambda a, b, v: a + b, "add",
                (("copy", "dy", None), ("copy", "dy", None))),
@@ -119,6 +174,9 @@ OPS: dict[str, OpSpec] = {
         OpSpec("relu", "activation", 1, "ReLU", 0, lambda a, v: torch.relu(a),
                lambda a, v: max(a, 0.0), "relu", (("relu_bwd", "dy", "y"),)),
         OpSpec("identity", "activation", 1, "", 0, lambda a, v: a, lambda a, v: a),
+        # a row of equal numbers normalises to zeros
+        OpSpec("norm", "activation", 1, "norm", 0, lambda a, v: norm(a), lambda a, v: 0.0,
+               "norm", (("norm_bwd", "dy", "a"),)),
         OpSpec("scale", "activation", 1, "Linear", 0, lambda a, v: v * a,
                lambda a, v: v * a),
     ]

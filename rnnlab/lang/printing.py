@@ -18,7 +18,7 @@ def is_auto(name: str) -> bool:
 def equations(graph: Graph) -> str:
     """The graph as one equation per line, in computation order."""
     consumers = graph.consumers
-    leaves = ("input", "state", "param", "const")
+    leaves = ("input", "state", "param", "const", "mask")
     shown = {
         name
         for name in graph.order
@@ -34,7 +34,7 @@ def equations(graph: Graph) -> str:
         node = graph.nodes[name]
         if node.op == "input":
             return "x"
-        if node.op in ("state", "param"):
+        if node.op in ("state", "param", "mask"):
             return node.ref
         if node.op == "const":
             return f"{node.value:g}"
@@ -66,7 +66,7 @@ def equations(graph: Graph) -> str:
     if graph.output != graph.writes.get(graph.states[0]):
         lines.append(f"output = {ref(graph.output)}")
     return "\n".join(mask_lines(graph, "input") + lines + mask_lines(graph, "weight")
-                     + mask_lines(graph, "state"))
+                     + mask_lines(graph, "state") + mask_lines(graph, "step"))
 
 
 def mask_lines(graph: Graph, kind: str) -> list[str]:
@@ -81,7 +81,10 @@ def mask_lines(graph: Graph, kind: str) -> list[str]:
         elif kind == "weight":
             lines.append(f"{mask.target} ← {name} ⊙ {mask.target}    (weight drop "
                          f"p={mask.p:g}: one mask per call)")
-        else:
+        elif kind == "state":
             lines.append(f"{name}: locked dropout of {mask.target}, p={mask.p:g}: one mask "
                          "per sequence")
+        else:
+            lines.append(f"{name} ~ Bernoulli({mask.p:g}): zoneout of {mask.target}, a new "
+                         f"mask at every step ({mask.p:g} in evaluation)")
     return lines

@@ -31,7 +31,8 @@ from __future__ import annotations
 from .graph import Graph, GraphError, Mask, Node
 
 # The regulariser options of ``regularise`` (and of ``rnnlab.cells.make`` / ``rnnlab.RNN``).
-OPTIONS = ("input_dropout", "recurrent_dropout", "output_dropout", "weight_drop")
+OPTIONS = ("input_dropout", "recurrent_dropout", "output_dropout", "weight_drop", "zoneout",
+           "layer_norm")
 
 
 def _probability(name: str, p) -> float:
@@ -166,8 +167,222 @@ def weight_drop(graph: Graph, p: float) -> Graph:
     return graph.replace(masks=masks).validate()
 
 
+def _zoneout_rates(graph: Graph, p) -> dict[str, float]:
+    """``zoneout=p`` (every carried field) or ``{"h": p_h, "c": p_c}`` -> field -> p (> 0)."""
+    if isinstance(p, dict):
+        unknown = set(p) - set(graph.carried)
+        if unknown:
+            raise ValueError(f"zoneout names {sorted(unknown)}, which are not state fields of "
+                             f"{graph.name}; its fields are {graph.carried}")
+        rates = {s: _probability(f"zoneout[{s!r}]", q) for s, q in p.items()}
+    else:
+        rates = dict.fromkeys(graph.carried, _probability("zoneout", p))
+    return {s: q for s, q in rates.items() if q > 0}
+
+
+def _rename(graph: Graph, old: str, new: str) -> Graph:
+    """The graph with node ``old`` called ``new`` (every read, write and the output follow)."""
+    def r(a: str) -> str:
+        return new if a == old else a
+
+    nodes = {r(n): Node(node.op, tuple(r(a) for a in node.args), node.ref, node.value)
+             for n, node in graph.nodes.items()}
+    return graph.replace(nodes=nodes, writes={s: r(v) for s, v in graph.writes.items()},
+                         output=r(graph.output))
+
+
+def zoneout(graph: Graph, p) -> Graph:
+    """Zoneout of state fields (Krueger et al. 2016, "Zoneout: Regularizing RNNs by Randomly
+    Preserving Hidden Activations"): each unit keeps its previous value with probability p,
+
+        s' = d_s ⊙ s + (1 − d_s) ⊙ s_new  =  s_new + d_s ⊙ (s − s_new),   d_s ~ Bernoulli(p)
+
+    with a new mask ``d_s`` at every step for every sequence (a ``step`` mask: a ``mask`` leaf
+    node), and ``s' = p·s + (1 − p)·s_new`` in evaluation (the mask's expectation). The
+    candidate ``s_new`` is the cell's own new value, so the other equations still read it (the
+    LSTM's ``h = o ⊙ tanh(c_new)``, as in the paper); the output follows the zoned state when it
+    was that state's new value.
+
+    Args:
+        p: a probability for every carried field, or a dict field -> probability
+            (``{"h": 0.05, "c": 0.5}``, Krueger et al.'s LSTM setting); 0 leaves a field out.
+    """
+    graph = graph.validate()
+    for state, q in _zoneout_rates(graph, p).items():
+        new = graph.writes[state]
+        if new == f"{state}'":  # the traced name of the new value: it becomes the candidate
+            candidate = _unused(graph, f"{state}_new")
+            graph = _rename(graph, new, candidate)
+            zoned, new = f"{state}'", candidate
+        else:
+            zoned = _unused(graph, f"{state}_z")
+        old = next(n for n, node in graph.nodes.items() if node.op == "state"
+                   and node.ref == state)
+        nodes = dict(graph.nodes)
+        d = _unused(graph, f"d_{state}")
+        nodes[d] = Node("mask", ref=d)
+        diff = _unused(graph.replace(nodes=nodes), "_zd")
+        nodes[diff] = Node("sub", (old, new))  # s − s_new
+        kept = _unused(graph.replace(nodes=nodes), "_zk")
+        nodes[kept] = Node("mul", (d, diff))
+        nodes[zoned] = Node("add", (new, kept))  # s_new + d ⊙ (s − s_new)
+        graph = graph.replace(
+            nodes=nodes,
+            writes={**graph.writes, state: zoned},
+            output=zoned if graph.output == new else graph.output,
+            masks={**graph.masks, d: Mask("step", state, q)},
+        )
+    return graph.validate()
+
+
+def _dependence(graph: Graph) -> tuple[set[str], set[str]]:
+    """(nodes that depend on the state, nodes that depend on x but not on the state)."""
+    step: set[str] = set()
+    xdep: set[str] = set()
+    for name in graph.order:
+        node = graph.nodes[name]
+        if node.op == "state" or any(a in step for a in node.args):
+            step.add(name)
+        elif node.op in ("input", "mask") or any(a in xdep for a in node.args):
+            xdep.add(name)
+    return step, xdep
+
+
+def _sums(graph: Graph) -> dict[str, list[str]]:
+    """Every sum of the graph: its top add node -> its terms (nested adds read only by the sum
+    flattened), in order; a linear map read outside any sum is a sum of itself alone."""
+    users = graph.consumers
+
+    def inner(name: str) -> bool:
+        u = users[name]
+        return (graph.nodes[name].op == "add" and len(u) == 1 and u[0] in graph.nodes
+                and graph.nodes[u[0]].op == "add")
+
+    def terms(name: str) -> list[str]:
+        out = []
+        for a in graph.nodes[name].args:
+            out.extend(terms(a) if inner(a) else [a])
+        return out
+
+    sums: dict[str, list[str]] = {}
+    for name in graph.order:
+        if name in graph.live and graph.nodes[name].op == "add" and not inner(name):
+            sums[name] = terms(name)
+    in_sums = {t for ts in sums.values() for t in ts}
+    for name in graph.order:
+        if name in graph.live and graph.nodes[name].op == "linear" and name not in in_sums:
+            sums[name] = [name]
+    return sums
+
+
+def layer_norm(graph: Graph) -> Graph:
+    """Layer normalisation (Ba, Kiros and Hinton 2016, "Layer Normalization") of every
+    pre-activation and of the memory cell.
+
+    ``norm(v) = (v − mean(v)) / sqrt(var(v) + ε)`` over the H units of a row (the op ``norm``).
+    In every sum of the cell, the input part (its linear maps of x) and the recurrent part (its
+    linear maps of state-dependent values) are normalised separately, each with its own gain:
+
+        W_i x + R_i h + b_i   →   g_W_i ⊙ norm(W_i x) + g_R_i ⊙ norm(R_i h) + b_i
+
+    (Ba et al.'s LN-LSTM, eqs. 20-22, and haste's LayerNormLSTM; their shifts β_x, β_h would
+    only add to the sum's own bias b_i, so a sum with a bias keeps just that one, as haste does;
+    a sum without a bias parameter gets a shift ``b_ln…``). A linear map outside any sum is
+    normalised alone. A **memory cell** — a carried state whose new value is read inside the
+    step and is not the output, such as the LSTM's c — is normalised where the step reads it,
+    ``h' = o ⊙ tanh(c_ln)`` with ``c_ln = g_c ⊙ norm(c') + b_c``; the state keeps c'.
+
+    Gains start at 1 (``layer_norm_gains``; ``rnnlab.cells.Cell``), shifts as biases do.
+    """
+    graph = graph.validate()
+    if any(node.op == "norm" for node in graph.nodes.values()):
+        raise GraphError(f"{graph.name}: the cell is layer-normalised already")
+    step, xdep = _dependence(graph)
+    nodes = dict(graph.nodes)
+
+    def fresh(stem: str) -> str:
+        return _unused(graph.replace(nodes=nodes), stem)
+
+    def add_node(stem: str, node: Node) -> str:
+        name = fresh(stem)
+        nodes[name] = node
+        return name
+
+    def param(stem: str) -> str:
+        return add_node(stem, Node("param", ref=fresh(stem)))
+
+    def total(terms: list[str]) -> str:
+        out = terms[0]
+        for t in terms[1:]:
+            out = add_node("_ln", Node("add", (out, t)))
+        return out
+
+    for root, terms in _sums(graph).items():
+        linear = [t for t in terms if graph.nodes[t].op == "linear"]
+        parts = [[t for t in linear if t in xdep], [t for t in linear if t in step]]
+        if not any(parts):
+            continue
+        new_terms: list[str] = []
+        for part in parts:
+            if part:
+                refs = "_".join(graph.nodes[t].ref for t in part)
+                normed = add_node("_ln", Node("norm", (total(part),)))
+                new_terms.append(add_node("_ln", Node("mul", (param(f"g_{refs}"), normed))))
+        rest = [t for t in terms if t not in linear]
+        if not any(graph.nodes[t].op == "param" for t in rest):
+            rest.append(param("b_ln"))
+        if graph.nodes[root].op == "linear":  # a map outside any sum: its readers read LN
+            made = set(nodes) - set(graph.nodes)
+            ln = total([*new_terms, *rest])
+            for name, node in list(nodes.items()):
+                if name not in made and root in node.args:
+                    nodes[name] = Node(node.op, tuple(ln if a == root else a for a in node.args),
+                                       node.ref, node.value)
+            writes = {s: ln if v == root else v for s, v in graph.writes.items()}
+            graph = graph.replace(nodes=nodes, writes=writes,
+                                  output=ln if graph.output == root else graph.output)
+            nodes = dict(graph.nodes)
+            continue
+        # x-only terms first: the compiler hoists their sum out of the loop in one piece
+        new_terms = new_terms[:1] + rest + new_terms[1:] if parts[0] else rest + new_terms
+        top = total(new_terms[:-1]) if len(new_terms) > 1 else None
+        nodes[root] = (Node("add", (top, new_terms[-1])) if top is not None
+                       else nodes[new_terms[-1]])
+    graph = graph.replace(nodes=nodes).pruned()
+    # the memory cells: normalised where the step reads them
+    for state in graph.carried:
+        new = graph.writes[state]
+        readers = [n for n in graph.order if new in graph.nodes[n].args]
+        if new == graph.output or not readers or graph.nodes[new].op in ("state", "param"):
+            continue
+        nodes = dict(graph.nodes)
+        normed = add_node("_ln", Node("norm", (new,)))
+        scaled = add_node("_ln", Node("mul", (param(f"g_{state}"), normed)))
+        ln = fresh(f"{state}_ln")
+        nodes[ln] = Node("add", (scaled, param(f"b_{state}")))
+        for r in readers:
+            node = nodes[r]
+            nodes[r] = Node(node.op, tuple(ln if a == new else a for a in node.args), node.ref,
+                            node.value)
+        graph = graph.replace(nodes=nodes)
+    return graph.validate()
+
+
+def layer_norm_gains(graph: Graph) -> set[str]:
+    """The gains of the layer normalisations in ``graph``: the vectors multiplying a ``norm``
+    node. They start at 1 (``rnnlab.cells.Cell``); shifts are biases and start as biases do."""
+    gains: set[str] = set()
+    for node in graph.nodes.values():
+        if node.op == "mul":
+            a, b = (graph.nodes[x] for x in node.args)
+            if b.op == "norm" and a.op == "param":
+                gains.add(a.ref)
+    return gains
+
+
 def regularise(graph: Graph, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
-               output_dropout: float = 0.0, weight_drop: float = 0.0) -> Graph:
+               output_dropout: float = 0.0, weight_drop: float = 0.0,
+               zoneout: float | dict = 0.0, layer_norm: bool = False) -> Graph:
     """``graph`` with the given regularisers (each a probability; 0 leaves it out).
 
     Args:
@@ -177,19 +392,37 @@ def regularise(graph: Graph, input_dropout: float = 0.0, recurrent_dropout: floa
         recurrent_dropout: locked dropout of the state where it feeds recurrent products.
         output_dropout: locked dropout of the cell's output.
         weight_drop: DropConnect of every recurrent matrix, one mask per call.
+        zoneout: zoneout of the state fields (a probability, or field -> probability), a new
+            mask at every step.
+        layer_norm: layer-normalise every pre-activation (input and recurrent parts apart) and
+            the memory cell.
+
+    Applied in the order layer norm, zoneout, weight drop, recurrent, output and input dropout
+    (so zoneout acts on the normalised cell's state and output dropout on the zoned output).
     """
+    if not isinstance(layer_norm, bool):
+        raise ValueError(f"layer_norm must be True or False, got {layer_norm!r}")
     g = globals()
-    for option, p in (("weight_drop", weight_drop), ("recurrent_dropout", recurrent_dropout),
+    if layer_norm:
+        graph = g["layer_norm"](graph)
+    for option, p in (("zoneout", zoneout), ("weight_drop", weight_drop),
+                      ("recurrent_dropout", recurrent_dropout),
                       ("output_dropout", output_dropout), ("input_dropout", input_dropout)):
         graph = g[option](graph, p)
     return graph
 
 
 def plain(graph: Graph) -> Graph:
-    """The cell without its masks: what a regularised cell computes in evaluation."""
+    """The cell without its random masks: what a regularised cell computes in evaluation.
+
+    Dropout masks (expectation 1) disappear: the plain cell, unless the graph has step masks
+    (zoneout), which become their expectation, the constant p (``s' = s_new + p ⊙ (s −
+    s_new)``)."""
     if not graph.masks:
         return graph
     nodes = dict(graph.nodes)
+    for name in graph.step_masks:
+        nodes[name] = Node("const", value=graph.masks[name].p)
     state_masks = {n for n, m in graph.masks.items() if m.kind == "state"}
     # a mask product m ⊙ v becomes v (the expectation of m is 1)
     alias = {n: node.args[1] for n, node in nodes.items()

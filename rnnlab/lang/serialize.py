@@ -9,7 +9,8 @@ A cell file is one JSON object::
                {"name": "_0", "op": "linear", "args": ["x"], "ref": "W_xr"}, ...]}
 
 A regularised cell (``rnnlab.lang.regularise``) has one more key, ``"masks"``: mask name ->
-``{"kind": "state" | "input" | "weight", "target": …, "p": …}`` (left out when there are none).
+``{"kind": "state" | "input" | "weight" | "step", "target": …, "p": …}`` (left out when
+there are none).
 
 Nodes are a list, in the graph's own order, so ``from_json(to_json(g)) == g`` and
 ``to_json(from_json(text)) == text`` for any text ``to_json`` wrote (the round trip is exact).

@@ -10,11 +10,14 @@ from __future__ import annotations
 import torch
 
 
-def _node_value(graph, name, vals, x_t, state, params):
+def _node_value(graph, name, vals, x_t, state, params, masks_t):
     node = graph.nodes[name]
     op = node.op
     if op == "input":
         return x_t
+    if op == "mask":  # a per-step mask: its block of this step's masks
+        k = graph.step_masks.index(node.ref)
+        return masks_t[:, k * graph.hidden_size:(k + 1) * graph.hidden_size]
     if op == "state":
         return state[graph.states.index(node.ref)]
     if op == "param":
@@ -34,6 +37,10 @@ def _node_value(graph, name, vals, x_t, state, params):
         return a
     if op == "scale":
         return a * float(node.value)
+    if op == "norm":  # layer normalisation over the row, biased variance, eps 1e-5
+        centred = a - a.sum(-1, keepdim=True) / a.shape[-1]
+        return centred / torch.sqrt((centred * centred).sum(-1, keepdim=True) / a.shape[-1]
+                                    + 1e-5)
     b = vals[node.args[1]]
     if op == "add":
         return a + b
@@ -44,15 +51,17 @@ def _node_value(graph, name, vals, x_t, state, params):
     raise AssertionError(f"the test interpreter does not know op {op}")
 
 
-def interpret(graph, params: dict, x: torch.Tensor, state: tuple):
-    """Run ``graph`` over x (T, B, I) from ``state``; returns (outputs (T, B, H), final state)."""
+def interpret(graph, params: dict, x: torch.Tensor, state: tuple, masks=None):
+    """Run ``graph`` over x (T, B, I) from ``state``; returns (outputs (T, B, H), final state).
+    ``masks``: the per-step masks (T, B, H · len(graph.step_masks)) of a zoned-out cell."""
     T, B = x.shape[:2]
     H = graph.hidden_size
     outputs = []
     for t in range(T):
         vals: dict = {}
         for name in graph.order:
-            vals[name] = _node_value(graph, name, vals, x[t], state, params)
+            vals[name] = _node_value(graph, name, vals, x[t], state, params,
+                                     None if masks is None else masks[t])
         outputs.append(vals[graph.output].expand(B, H))
         state = tuple(vals[graph.writes[s]].expand(B, H) for s in graph.states)
     return torch.stack(outputs), state

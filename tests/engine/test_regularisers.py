@@ -298,3 +298,342 @@ def test_dilated_layers_carry_their_masks():
     assert x.grad is not None and torch.isfinite(x.grad).all()
     rnn.eval()
     torch.testing.assert_close(rnn(x)[0], base(x)[0])
+
+
+# ---- zoneout (Krueger et al. 2016) ----------------------------------------------------------
+ZONE = {"h": 0.3, "c": 0.5}
+
+
+class ZoneRecorder:
+    """Records every zoneout mask a cell draws (monkeypatched over Cell._zoneout_draw)."""
+
+    def __init__(self, monkeypatch, fixed: torch.Tensor | None = None):
+        self.draws: list[torch.Tensor] = []
+        original = Cell._zoneout_draw
+
+        def record(cell, shape, p, like):
+            if fixed is None:
+                mask = original(cell, shape, p, like)
+            else:  # the same mask for every sequence: row t of ``fixed`` at step t
+                mask = fixed[:shape[0], None, :shape[2]].expand(shape).to(like)
+            self.draws.append(mask)
+            return mask
+
+        monkeypatch.setattr(Cell, "_zoneout_draw", record)
+
+
+def lstm_zoneout_reference(c, x, d_h, d_c, state=None, ln=False):
+    """Krueger et al.'s zoned-out LSTM in plain torch (optionally layer-normalised as Ba et al.
+    and haste: LN of W x and R h per gate, each with a gain, and of the cell before tanh):
+    x (T, B, I), d_h and d_c (T, B, H) per-step masks (1 = keep the previous value)."""
+    def ln_(v, g):
+        return g * torch.nn.functional.layer_norm(v, v.shape[-1:], eps=1e-5)
+
+    B = x.shape[1]
+    h, cc = state if state is not None else (x.new_zeros(B, H), x.new_zeros(B, H))
+    outputs = []
+    for t in range(x.shape[0]):
+        pre = {}
+        for gate in "ifzo":
+            W, R, b = (getattr(c, f"{k}_{gate}") for k in ("W", "R", "b"))
+            if ln:
+                pre[gate] = (ln_(x[t] @ W.T, getattr(c, f"g_W_{gate}"))
+                             + ln_(h @ R.T, getattr(c, f"g_R_{gate}")) + b)
+            else:
+                pre[gate] = x[t] @ W.T + h @ R.T + b
+        i, f, o = (torch.sigmoid(pre[k]) for k in "ifo")
+        z = torch.tanh(pre["z"])
+        c_new = f * cc + i * z
+        shown = ln_(c_new, c.g_c) + c.b_c if ln else c_new
+        h_new = o * torch.tanh(shown)
+        cc = d_c[t] * cc + (1 - d_c[t]) * c_new  # the paper's form, not the library's
+        h = d_h[t] * h + (1 - d_h[t]) * h_new
+        outputs.append(h)
+    return torch.stack(outputs), (h, cc)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ln", [False, True])
+def test_lstm_zoneout_equals_plain_torch_equations_under_the_drawn_masks(monkeypatch, dtype, ln):
+    torch.manual_seed(20)
+    rnn = rnnlab.RNN("lstm", I, H, zoneout=ZONE, layer_norm=ln).to(dtype)
+    with torch.no_grad():  # gains away from 1 so that a gain read wrongly shows
+        for p in rnn.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    rec = ZoneRecorder(monkeypatch)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0, c0 = (torch.randn(1, B, H, dtype=dtype, requires_grad=True) for _ in range(2))
+    out, (h, c) = rnn(x, (h0, c0))
+    d_h, d_c = rec.draws  # in the order of the graph's step masks: d_h, then d_c
+    assert d_h.shape == (T, B, H) and set(d_h.unique().tolist()) == {0.0, 1.0}
+    torch.testing.assert_close(d_c.mean().item(), 0.5, atol=0.2, rtol=0)
+    ref, (h_ref, c_ref) = lstm_zoneout_reference(rnn.cells.layer0, x, d_h, d_c,
+                                                 (h0[0], c0[0]), ln)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else {}
+    torch.testing.assert_close(out, ref, **tol)
+    torch.testing.assert_close(h[0], h_ref, **tol)
+    torch.testing.assert_close(c[0], c_ref, **tol)
+    params = list(rnn.parameters())
+    g = torch.autograd.grad((out * torch.cos(out)).sum() + c.sum(), [x, h0, c0, *params])
+    g_ref = torch.autograd.grad((ref * torch.cos(ref)).sum() + c_ref.sum(), [x, h0, c0, *params])
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_zoneout_masks_differ_per_step_sequence_and_call(monkeypatch):
+    torch.manual_seed(21)
+    rnn = rnnlab.RNN("gru", I, H, zoneout=0.5)
+    rec = ZoneRecorder(monkeypatch)
+    x = torch.randn(T, 1, I).expand(T, B, I)  # the same sequence in every row
+    first, _ = rnn(x)
+    second, _ = rnn(x)
+    d = rec.draws[0]
+    assert not torch.equal(d[0], d[1])  # per step
+    assert not torch.equal(d[:, 0], d[:, 1])  # per sequence
+    assert not torch.equal(first, second)  # per call
+    assert not torch.equal(first[:, 0], first[:, 1])
+    # a unit zoned out at step t keeps its value: h_t = h_{t-1} there (up to the rounding of
+    # h_new + (h − h_new)), and only there
+    out, _ = rnn(x)
+    d = rec.draws[-1]
+    kept = d[1:].bool()
+    torch.testing.assert_close(out[1:][kept], out[:-1][kept], rtol=0, atol=1e-7)
+    assert ((out[1:] - out[:-1]).abs()[~kept] > 1e-6).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole", "mut2"])
+def test_zoneout_evaluation_is_deterministic_and_the_expectation(cell):
+    """In evaluation s' = p·s + (1 − p)·s_new: the cell whose masks are the constant p."""
+    torch.manual_seed(22)
+    kw = dict(num_layers=2, bidirectional=cell != "mut2")
+    zone = ZONE if cell in ("lstm", "peephole") else 0.3
+    rnn = rnnlab.RNN(cell, H, H, **kw, zoneout=zone, recurrent_dropout=0.2)
+    expectation = plain(rnn.cells.layer0.graph)
+    assert not expectation.masks and expectation != cells.graph(cell, H, H)
+    base = rnnlab.RNN(expectation, H, H, **kw)
+    base.load_state_dict(rnn.state_dict())
+    rnn.eval()
+    x = torch.randn(T, B, H)
+    a, sa = rnn(x)
+    b, _ = rnn(x)
+    assert torch.equal(a, b)
+    ref, sref = base(x)
+    torch.testing.assert_close(a, ref)
+    if cell == "lstm":  # and the paper's expectation written out
+        c = rnn.cells.layer0
+        single = rnnlab.RNN("lstm", H, H, zoneout=ZONE)
+        single.load_state_dict({k: v for k, v in rnn.state_dict().items()
+                                if k.startswith("cells.layer0.")})
+        single.eval()
+        d_h, d_c = torch.full((T, B, H), 0.3), torch.full((T, B, H), 0.5)
+        torch.testing.assert_close(single(x)[0], lstm_zoneout_reference(c, x, d_h, d_c)[0])
+
+
+def test_zoneout_gradcheck_float64():
+    torch.manual_seed(23)
+    rnn = rnnlab.RNN("lstm", I, H, zoneout=ZONE, layer_norm=True,
+                     recurrent_dropout=0.3).double()
+    x = torch.randn(3, 2, I, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(1, 2, H, dtype=torch.double, requires_grad=True)
+
+    def f(x, h0):
+        torch.manual_seed(12)  # the same masks on every call
+        out, (h, c) = rnn(x, (h0, torch.zeros_like(h0)))
+        return out, c
+
+    assert torch.autograd.gradcheck(f, (x, h0))
+
+
+def test_zoneout_packed_bidirectional_equals_each_sequence_alone(monkeypatch):
+    """Masks fixed per step (the same for every sequence): each sequence run alone, in both
+    directions, sees the same mask rows as in the packed batch."""
+    torch.manual_seed(24)
+    rnn = rnnlab.RNN("lstm", I, H, bidirectional=True, zoneout=ZONE, layer_norm=True)
+    fixed = torch.empty(T, H).bernoulli_(0.5)
+    ZoneRecorder(monkeypatch, fixed)
+    lengths = [6, 4, 3, 1]
+    x = torch.randn(T, len(lengths), I)
+    out, (h, c) = rnn(pack_padded_sequence(x, torch.tensor(lengths)))
+    out, _ = pad_packed_sequence(out)
+    for b, n in enumerate(lengths):
+        alone, (hb, cb) = rnn(x[:n, b:b + 1])
+        torch.testing.assert_close(out[:n, b:b + 1], alone)
+        torch.testing.assert_close(h[:, b:b + 1], hb)
+        torch.testing.assert_close(c[:, b:b + 1], cb)
+        assert (out[n:, b] == 0).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mut1"])
+def test_reference_torch_and_native_loops_agree(monkeypatch, cell):
+    """The same masks through the reference loop, the generated torch loop and the native loop
+    (engine's own hoist or torch's), with lengths, values and gradients in float64."""
+    from rnnlab.engine import settings
+
+    torch.manual_seed(25)
+    rnn = rnnlab.RNN(cell, H, H, zoneout=0.4, layer_norm=True, output_dropout=0.2).double()
+    x = torch.randn(T, B, H, dtype=torch.double, requires_grad=True)
+    results = []
+    for name, own in (("reference", True), ("python", True), ("native", True),
+                      ("native", False)):
+        with settings.backend(name, own_hoist=own):
+            torch.manual_seed(3)
+            out, _ = rnn(pack_padded_sequence(x, torch.tensor([6, 5, 3, 2])))
+            grads = torch.autograd.grad((out.data ** 2).sum(), [x, *rnn.parameters()])
+        results.append((out.data, grads))
+    for out, grads in results[1:]:
+        torch.testing.assert_close(out, results[0][0])
+        for a, b in zip(grads, results[0][1]):
+            torch.testing.assert_close(a, b)
+
+
+def test_dilated_zoneout_layer_reads_the_state_d_steps_back(monkeypatch):
+    """With dilation 2 the zoned state of step t comes from step t − 2, with the mask row t."""
+    torch.manual_seed(26)
+    rnn = rnnlab.RNN("lstm", I, H, dilations=(2,), zoneout=ZONE).double()
+    rec = ZoneRecorder(monkeypatch)
+    x = torch.randn(7, B, I, dtype=torch.double)
+    out, (h, c) = rnn(x)
+    d_h, d_c = rec.draws
+    cell = rnn.cells.layer0
+    zeros = x.new_zeros(B, H)
+    states = {-2: (zeros, zeros), -1: (zeros, zeros)}
+    expected = []
+    for t in range(7):
+        o, states[t] = lstm_zoneout_reference(cell, x[t:t + 1], d_h[t:t + 1], d_c[t:t + 1],
+                                              states[t - 2])
+        expected.append(o[0])
+    torch.testing.assert_close(out, torch.stack(expected))
+    torch.testing.assert_close(h, torch.stack([states[5][0], states[6][0]]))
+
+
+def test_zoneout_single_step_cell(monkeypatch):
+    """A Cell step draws one mask row; in evaluation it uses p."""
+    torch.manual_seed(27)
+    c = cells.make("lstm", I, H, zoneout=ZONE).double()
+    rec = ZoneRecorder(monkeypatch)
+    x = torch.randn(B, I, dtype=torch.double)
+    state = c.initial_state(B, dtype=torch.double)
+    h, new = c(x, state)
+    d_h, d_c = rec.draws
+    ref, (h_ref, c_ref) = lstm_zoneout_reference(c, x[None], d_h, d_c, tuple(state))
+    torch.testing.assert_close(h, ref[0])
+    torch.testing.assert_close(new.c, c_ref)
+    c.eval()
+    h_eval, _ = c(x, state)
+    full = (torch.full((1, B, H), 0.3, dtype=torch.double),
+            torch.full((1, B, H), 0.5, dtype=torch.double))
+    torch.testing.assert_close(h_eval, lstm_zoneout_reference(c, x[None], *full,
+                                                              tuple(state))[0][0])
+
+
+def test_zoneout_options_are_checked():
+    with pytest.raises(ValueError, match="not state fields"):
+        cells.make("gru", I, H, zoneout={"c": 0.1})
+    with pytest.raises(ValueError, match="zoneout must be a probability"):
+        cells.make("lstm", I, H, zoneout=1.0)
+    with pytest.raises(ValueError, match="layer_norm must be True or False"):
+        cells.make("lstm", I, H, layer_norm=0.5)
+    c = cells.make("lstm", I, H, zoneout={"c": 0.2})
+    assert c.graph.step_masks == ("d_c",)
+    from rnnlab.engine import run
+
+    with pytest.raises(ValueError, match="per-step masks"):
+        run(c.program, c.weights(), torch.randn(T, B, I), c.initial_state(B))
+
+
+# ---- layer normalisation (Ba et al. 2016) -----------------------------------------------------
+def test_printed_equations_show_zoneout_and_layer_norm():
+    text = str(regularise(cells.graph("lstm", I, H), zoneout=ZONE, layer_norm=True))
+    for line in ("i = σ(g_W_i ⊙ norm(W_i x) + b_i + g_R_i ⊙ norm(R_i h))",
+                 "c_ln = g_c ⊙ norm(c_new) + b_c", "h_new = o ⊙ tanh(c_ln)",
+                 "h' = h_new + d_h ⊙ (h − h_new)", "c' = c_new + d_c ⊙ (c − c_new)",
+                 "d_c ~ Bernoulli(0.5)"):
+        assert line in text, text
+
+
+def test_layer_norm_keeps_one_recurrent_gemm_and_starts_as_identity_gain():
+    c = cells.make("lstm", I, H, layer_norm=True)
+    assert "1 GEMM(s)" in explain(c) and explain(c).startswith("fused"), explain(c)
+    for name in ("g_W_i", "g_R_o", "g_c"):
+        assert torch.equal(getattr(c, name).detach(), torch.ones(H))
+    assert cells.make("lstm", I, H, layer_norm=True, forget_bias=2.0).b_f.eq(2.0).all()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_torch", "peephole", "cifg", "mut1", "rnn",
+                                  "mut3", "lstm_f"])
+def test_explain_says_fused_with_zoneout_and_layer_norm(cell):
+    c = cells.make(cell, H, H, zoneout=0.2, layer_norm=True, **ALL)
+    assert explain(c).startswith("fused"), explain(c)
+    assert explain(cells.make(cell, H, H, layer_norm=True)).startswith("fused")
+
+
+def test_layer_norm_normalises_every_gate_and_is_invariant_to_scaling():
+    """LN pre-activations do not change when a recurrent matrix or an input matrix is scaled
+    (Ba et al.'s invariance), where the plain cell does."""
+    torch.manual_seed(28)
+    rnn = rnnlab.RNN("gru_torch", I, H, layer_norm=True).double()
+    with torch.no_grad():  # pre-activation variances far above ε
+        for p in rnn.parameters():
+            p.mul_(10.0)
+    x = torch.randn(T, B, I, dtype=torch.double)
+    h0 = torch.randn(1, B, H, dtype=torch.double)
+    before, _ = rnn(x, h0)
+    with torch.no_grad():
+        for name in ("W_hr", "W_hz", "W_hn", "W_ir", "W_iz", "W_in"):
+            getattr(rnn.cells.layer0, name).mul_(3.0)
+    after, _ = rnn(x, h0)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)  # up to ε = 1e-5
+    plain_rnn = rnnlab.RNN("gru_torch", I, H).double()
+    plain_rnn.load_state_dict(rnn.state_dict(), strict=False)
+    moved, _ = plain_rnn(x, h0)
+    with torch.no_grad():
+        plain_rnn.cells.layer0.W_hn.mul_(3.0)
+    assert not torch.allclose(plain_rnn(x, h0)[0], moved)
+
+
+def test_json_cell_keeps_zoneout_and_layer_norm(tmp_path):
+    g = regularise(cells.graph("lstm", I, H), zoneout=ZONE, layer_norm=True,
+                   recurrent_dropout=0.2)
+    assert Graph.from_json(g.to_json()) == g
+    path = tmp_path / "cell.json"
+    path.write_text(g.to_json())
+    rnn = rnnlab.RNN(str(path), I, H)
+    assert rnn.cells.layer0.graph.step_masks == ("d_h", "d_c")
+    out, _ = rnn(torch.randn(T, B, I))
+    out.sum().backward()
+    assert explain(rnn.cells.layer0).startswith("fused")
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_mutants_with_zoneout_and_layer_norm_equal_the_interpreter(k):
+    """A search mutant layer-normalised and zoned out (with recurrent dropout on top) runs fused
+    and equals the node interpreter under the masks it drew, values and gradients."""
+    graph = mutants(8, seed=5)[k]
+    reg = regularise(graph, layer_norm=True, zoneout=0.3)
+    try:
+        reg = recurrent_dropout(reg, 0.3)
+    except Exception as error:  # no recurrent product to drop
+        assert "nothing" in str(error)
+    c = Cell(reg).double()
+    with torch.no_grad():
+        for p in c.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert explain(c, dtype=torch.double).startswith("fused"), f"{explain(c)}\n{reg}"
+    torch.manual_seed(k)
+    x = torch.randn(T, B, H, dtype=torch.double, requires_grad=True)
+    state = tuple(torch.randn(B, H, dtype=torch.double) for _ in reg.carried)
+    masks = c.state_masks(B, x)
+    rows = c.with_step_masks(x)
+    from rnnlab.engine.unroll import unroll
+
+    out, _ = unroll(c, rows, state + masks)
+    params = dict(c.named_parameters())
+    expected, _ = interpret(reg, params, x, state + masks, rows[..., H:])
+    torch.testing.assert_close(out, expected)
+    g = torch.autograd.grad((out ** 2).sum(), [x, *params.values()], allow_unused=True)
+    g_ref = torch.autograd.grad((expected ** 2).sum(), [x, *params.values()], allow_unused=True)
+    for a, b in zip(g, g_ref):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b)

@@ -24,7 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...lang.compile import Instr, Program
-from ...lang.ops import OPS
+from ...lang.ops import CODE, INSTRUCTIONS, OPS
+
+
+def _is_row(instruction: str) -> bool:
+    return INSTRUCTIONS[CODE[instruction]].row
 
 
 class Unsupported(Exception):
@@ -176,6 +180,8 @@ class _Layout:
         else:
             op = OPS[ins.op].instruction
         n = max(len(a) for a in args)
+        if OPS[ins.op].instruction is not None and n > 1 and _is_row(OPS[ins.op].instruction):
+            raise Unsupported(f"{ins.op} over {n} lanes (it normalises one H-wide row)")
         if any(len(a) not in (1, n) for a in args):
             raise Unsupported(f"{ins.op} of {[len(a) for a in args]} lanes")
         # a single number broadcasts; a one-lane value does not (widths are checked upstream)
@@ -239,6 +245,8 @@ def step_lanes(program: Program) -> StepIR:
 
 def hoist_lanes(program: Program) -> HoistIR | None:
     """The hoist of ``program`` in lanes, or None where the engine leaves it to torch."""
+    if program.step_masks:  # the input row is x then the masks: the GEMM reads part of it
+        return None
     H = program.hidden_size
     layout = _Layout(H)
     env = layout.env

@@ -33,6 +33,7 @@ from .lanes import Ew, Gemm, HoistIR, Param, StepIR
 # Elementwise instruction codes (the op table's order). acc=True adds to the destination.
 COPY, NEG, ADD, SUB, MUL, FILL = (CODE[n] for n in ("copy", "neg", "add", "sub", "mul", "fill"))
 SIGMOID = CODE["sigmoid"]
+ROW_CODES = frozenset(k for k, ins in enumerate(INSTRUCTIONS) if ins.row)
 CODE_NAMES = tuple(ins.name for ins in INSTRUCTIONS)
 # instruction of a lane op -> per argument: (instruction, operand, operand) of its adjoint
 _GRAD = {spec.instruction: spec.grad for spec in OPS.values() if spec.instruction}
@@ -723,6 +724,8 @@ def _adjacent(x, y, wx: int, wy: int):
 
 def _mergeable(p: Op, q: Op) -> bool:
     if not (isinstance(p, Op) and isinstance(q, Op)) or p.code != q.code or p.acc != q.acc:
+        return False
+    if p.code in ROW_CODES:  # a row reduction over one lane: wider would be another function
         return False
     sides = {_adjacent(u, v, p.width, q.width) for u, v in ((p.dst, q.dst), (p.a, q.a), (p.b, q.b))}
     sides.discard(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ...lang.ops import INSTRUCTIONS
+from ...lang.ops import INSTRUCTIONS, TORCH_HELPERS
 from .plan import ADD, COPY, FILL, MUL, NEG, SUB, GemmI, Op, Plan, Ref, Refill
 
 _aten = torch.ops.aten
@@ -75,7 +75,7 @@ class _Loop:
         lines.append("        else:")
         lines += ["            " + s for s in part] or ["            pass"]
         self.source = "\n".join(lines) + "\n"
-        namespace = {"torch": torch, "aten": _aten}
+        namespace = {"torch": torch, "aten": _aten, **TORCH_HELPERS}
         exec(compile(self.source, f"<rnnlab fused {name} loop>", "exec"), namespace)
         self.fn = namespace[name]
 

@@ -13,11 +13,12 @@ use SIMD on them: relative error below 3e-7 (tanh uses its odd Taylor series bel
 ±inf handled as torch does; double uses the C library.
 """
 
-from ...lang.ops import INSTRUCTIONS
+from ...lang.ops import INSTRUCTIONS, NORM_EPS
 
 # Bump when the table layout handed to ``rnnlab_run`` changes; the loaded library must agree
 # (checked at load) and a stale build is rebuilt. 4: instruction enum generated from the table.
-ABI_VERSION = 4
+# 5: row instructions (layer norm).
+ABI_VERSION = 5
 GEMM, REFILL = 100, 101
 
 _TEMPLATE = r"""
@@ -120,6 +121,8 @@ inline float sigmoid_(float x) { return sigmoid_f(x); }
 inline float tanh_(float x) { return tanh_f(x); }
 inline double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double tanh_(double x) { return std::tanh(x); }
+
+constexpr double NORM_EPS = @EPS@;  // layer norm's ε (rnnlab.lang.ops.NORM_EPS)
 
 #define LOOP(EXPR)                                                        \
   if (acc) {                                                              \
@@ -439,11 +442,12 @@ extern "C" int rnnlab_openmp() {
 
 def _generate() -> str:
     codes = ", ".join(f"{ins.name.upper()} = {k}" for k, ins in enumerate(INSTRUCTIONS))
-    cases = "\n".join(f"    case {ins.name.upper()}: LOOP({ins.cpp}) break;"
+    cases = "\n".join(f"    case {ins.name.upper()}: {ins.cpp} break;" if ins.row else
+                      f"    case {ins.name.upper()}: LOOP({ins.cpp}) break;"
                       for ins in INSTRUCTIONS if ins.cpp is not None)
     return (_TEMPLATE.replace("@CODES@", codes).replace("@CASES@", cases)
             .replace("@GEMM@", str(GEMM)).replace("@REFILL@", str(REFILL))
-            .replace("@ABI@", str(ABI_VERSION)))
+            .replace("@ABI@", str(ABI_VERSION)).replace("@EPS@", repr(NORM_EPS)))
 
 
 SOURCE = _generate()
