@@ -173,6 +173,21 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x, h0: f(x, h0, W.detach().clone()), (x, h0))
 
 
+def _packed_equals_each_sequence_alone(rnn) -> None:
+    """A packed batch of 4 sequences (lengths 6, 4, 3, 1) gives each sequence's output and
+    final state as that sequence run alone, and zeros after its end."""
+    lengths = [6, 4, 3, 1]
+    x = torch.randn(T, len(lengths), I)
+    out, (h, c) = rnn(pack_padded_sequence(x, torch.tensor(lengths)))
+    out, _ = pad_packed_sequence(out)
+    for b, n in enumerate(lengths):
+        alone, (hb, cb) = rnn(x[:n, b:b + 1])
+        torch.testing.assert_close(out[:n, b:b + 1], alone)
+        torch.testing.assert_close(h[:, b:b + 1], hb)
+        torch.testing.assert_close(c[:, b:b + 1], cb)
+        assert (out[n:, b] == 0).all()
+
+
 def test_packed_bidirectional_equals_each_sequence_alone(monkeypatch):
     """Every row gets the same (fixed) masks, so each sequence run alone must agree."""
     torch.manual_seed(6)
@@ -187,16 +202,7 @@ def test_packed_bidirectional_equals_each_sequence_alone(monkeypatch):
         return rows[n].expand(shape).to(like)
 
     monkeypatch.setattr(Cell, "_bernoulli", fixed)
-    lengths = [6, 4, 3, 1]
-    x = torch.randn(T, len(lengths), I)
-    out, (h, c) = rnn(pack_padded_sequence(x, torch.tensor(lengths)))
-    out, _ = pad_packed_sequence(out)
-    for b, n in enumerate(lengths):
-        alone, (hb, cb) = rnn(x[:n, b:b + 1])
-        torch.testing.assert_close(out[:n, b:b + 1], alone)
-        torch.testing.assert_close(h[:, b:b + 1], hb)
-        torch.testing.assert_close(c[:, b:b + 1], cb)
-        assert (out[n:, b] == 0).all()
+    _packed_equals_each_sequence_alone(rnn)
 
 
 def test_transformations_compose():
@@ -451,16 +457,7 @@ def test_zoneout_packed_bidirectional_equals_each_sequence_alone(monkeypatch):
     rnn = rnnlab.RNN("lstm", I, H, bidirectional=True, zoneout=ZONE, layer_norm=True)
     fixed = torch.empty(T, H).bernoulli_(0.5)
     ZoneRecorder(monkeypatch, fixed)
-    lengths = [6, 4, 3, 1]
-    x = torch.randn(T, len(lengths), I)
-    out, (h, c) = rnn(pack_padded_sequence(x, torch.tensor(lengths)))
-    out, _ = pad_packed_sequence(out)
-    for b, n in enumerate(lengths):
-        alone, (hb, cb) = rnn(x[:n, b:b + 1])
-        torch.testing.assert_close(out[:n, b:b + 1], alone)
-        torch.testing.assert_close(h[:, b:b + 1], hb)
-        torch.testing.assert_close(c[:, b:b + 1], cb)
-        assert (out[n:, b] == 0).all()
+    _packed_equals_each_sequence_alone(rnn)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "mut1"])
