@@ -104,7 +104,12 @@ def _settings_class(body: str) -> type:
 
 @dataclass
 class StackConfig(ModelConfig):
-    """body=stack: layers of one cell of the zoo (rnnlab.RNN)."""
+    """body=stack: layers of one cell of the zoo (rnnlab.RNN).
+
+    ``input_dropout`` … ``layer_norm`` are the cells' regularisers, transformations of every
+    layer's cell graph (rnnlab/lang/regularise.py, docs/regularisers.md); 0 and false leave
+    the cell as it is. In evaluation every mask is its expectation, so the network computes
+    the unregularised cell, deterministically."""
 
     body: str = "stack"
     cell: str = "lstm"  # a name from rnnlab.cells.names() (stack: or a cell file *.json)
@@ -115,6 +120,19 @@ class StackConfig(ModelConfig):
     dilations: tuple[int, ...] = ()  # per-layer recurrence distance, one per layer (1,2,4:
     #                                  layer l reads the state of step t - d_l; Chang et al.
     #                                  2017); none: every layer 1
+    input_dropout: float = 0.0  # locked dropout of every layer's input x, one mask per
+    #                             sequence (Gal & Ghahramani 2016)
+    recurrent_dropout: float = 0.0  # locked dropout of the state where it feeds the recurrent
+    #                                 products, one mask per sequence (Gal & Ghahramani 2016)
+    output_dropout: float = 0.0  # locked dropout of every layer's output, one mask per sequence
+    weight_drop: float = 0.0  # DropConnect of every recurrent matrix, one mask per batch
+    #                           (Merity et al. 2018)
+    zoneout: float | dict[str, float] = 0.0  # each state unit keeps its previous value with
+    #                                          probability p, a new mask every step (Krueger et
+    #                                          al. 2016): p for every state field, or field:p
+    #                                          pairs (h:0.05,c:0.5)
+    layer_norm: bool = False  # layer-normalise the input and recurrent parts of every
+    #                           pre-activation apart, and the memory cell (Ba et al. 2016)
 
 
 @dataclass
@@ -249,7 +267,10 @@ class Body:
     check: Callable[[Any], None] = lambda config: None
 
 
-def _text(values: tuple) -> str:
+def _text(values: tuple | dict) -> str:
+    """A list or mapping setting as the command line writes it: ``1,2,4``, ``h:0.05,c:0.5``."""
+    if isinstance(values, dict):
+        return ",".join(f"{key}:{value}" for key, value in values.items())
     return ",".join(map(str, values))
 
 
@@ -347,6 +368,42 @@ def _check_stack(config: StackConfig) -> None:
     else:
         _check_cell_name(config.cell)
     _dilations(config)
+    _regularisers(config)
+
+
+REGULARISERS = ("input_dropout", "recurrent_dropout", "output_dropout", "weight_drop",
+                "zoneout", "layer_norm")  # the StackConfig settings passed to rnnlab.RNN
+
+
+def _regularisers(config: StackConfig) -> dict[str, Any]:
+    """The stack's regularisers that are on (``rnnlab.RNN``'s options), checked: each a
+    probability in [0, 1), zoneout's fields among the cell's state fields."""
+    import rnnlab.cells
+    from rnnlab.lang.regularise import regularise
+
+    values = {name: getattr(config, name) for name in REGULARISERS}
+    zoneout = values["zoneout"]
+    rates = {f"model.{name}": values[name] for name in REGULARISERS[:4]}
+    if isinstance(zoneout, dict):
+        if not zoneout:
+            raise BodyError("model.zoneout is p or field:p pairs (e.g. h:0.05,c:0.5); got no "
+                            "pairs")
+        rates |= {f"model.zoneout[{key}]": p for key, p in zoneout.items()}
+    else:
+        rates["model.zoneout"] = zoneout
+    for where, p in rates.items():
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise BodyError(f"{where} must be a probability in [0, 1), got {p!r}")
+    on = {name: value for name, value in values.items() if value}
+    if on:  # what the cell cannot take (zoneout of a field it lacks, ...), before any training
+        cell = config.cell
+        graph = (rnnlab.cells.load(cell) if rnnlab.cells.is_cell_file(cell)
+                 else rnnlab.cells.graph(cell, 4, 4))
+        try:
+            regularise(graph, **on)
+        except ValueError as error:
+            raise BodyError(f"model.{', model.'.join(on)} on cell {cell}: {error}") from None
+    return on
 
 
 def _dilations(config: StackConfig) -> tuple[int, ...] | None:
@@ -378,6 +435,7 @@ def _build_stack(config: StackConfig, input_size: int) -> nn.Module:
         dropout=config.dropout if config.num_layers > 1 else 0.0,
         skip=config.skip,
         dilations=_dilations(config),
+        **_regularisers(config),
         **options,
     )
     return StackBody(rnn)
@@ -811,7 +869,8 @@ def describe(config: ModelConfig) -> str:
     body = BODIES[config.body]
     defaults = body.settings()
     changed = [
-        name if value is True else f"{name}={_text(value) if isinstance(value, tuple) else value}"
+        name if value is True else
+        f"{name}={_text(value) if isinstance(value, (tuple, dict)) else value}"
         for name in body_settings(config.body)
         if name != "cell" and (value := getattr(config, name)) != getattr(defaults, name)
     ]

@@ -69,7 +69,9 @@ class CheckpointError(ValueError):
 
 
 def load(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling), on the CPU.
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling), on the CPU
+    (``map_location``), whatever device wrote it: ``load_state_dict`` then copies each tensor to
+    where the model and optimiser live, so a run resumes on another device.
 
     Raises FileNotFoundError when there is no file, and :class:`CheckpointError` (one line,
     naming the file) when it is empty, truncated, random bytes, another program's file, or
@@ -98,11 +100,15 @@ def load(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
     return payload
 
 
-def rng_state() -> dict:
-    """The torch, numpy and Python random states as tensors and lists (weights_only-safe)."""
+def rng_state(device: str | torch.device = "cpu") -> dict:
+    """The torch, numpy and Python random states as tensors and lists (weights_only-safe), and
+    on a CUDA ``device`` its generator's state (dropout masks drawn on the GPU)."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    device = torch.device(device)
+    cuda = {"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
     return {
+        **cuda,
         "torch": torch.get_rng_state(),
         "python": [version, list(internal), gauss],
         "numpy": {
@@ -115,8 +121,13 @@ def rng_state() -> dict:
     }
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore the states captured by :func:`rng_state`."""
+def set_rng_state(state: dict, device: str | torch.device = "cpu") -> None:
+    """Restore the states captured by :func:`rng_state`; the CUDA generator's when both the
+    checkpoint and ``device`` are CUDA (a run resumed on another kind of device draws its GPU
+    or CPU masks afresh from there)."""
+    device = torch.device(device)
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -133,14 +144,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def flatten_state(state: Any) -> list[torch.Tensor] | None:
-    """The tensors of a (nested) recurrent state, in order; None for no state."""
+    """Copies of the tensors of a (nested) recurrent state on the CPU, in order; None for no
+    state."""
     if state is None:
         return None
     leaves: list[torch.Tensor] = []
 
     def visit(node):
         if isinstance(node, torch.Tensor):
-            leaves.append(node.detach().clone())
+            leaves.append(node.detach().to("cpu", copy=True))
         elif isinstance(node, dict):
             for key in node:
                 visit(node[key])
@@ -155,7 +167,8 @@ def flatten_state(state: Any) -> list[torch.Tensor] | None:
 
 
 def unflatten_state(template: Any, leaves: list[torch.Tensor]) -> Any:
-    """Put ``leaves`` (from :func:`flatten_state`) back into the structure of ``template``."""
+    """Put ``leaves`` (from :func:`flatten_state`) back into the structure of ``template``, on
+    its tensors' devices and dtypes."""
     queue = iter(leaves)
 
     def build(node):
@@ -166,7 +179,7 @@ def unflatten_state(template: Any, leaves: list[torch.Tensor]) -> Any:
                     f"saved state tensor has shape {tuple(leaf.shape)}, "
                     f"the model expects {tuple(node.shape)}"
                 )
-            return leaf.to(node.dtype)
+            return leaf.to(device=node.device, dtype=node.dtype)
         if isinstance(node, tuple) and hasattr(node, "_fields"):
             return type(node)(*(build(item) for item in node))
         if isinstance(node, (tuple, list)):

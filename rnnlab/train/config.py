@@ -37,6 +37,7 @@ from typing import Any
 
 from rnnlab.train import bodies
 from rnnlab.train.bodies import ConfigError, ModelConfig
+from rnnlab.train.device import DEVICES
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "cosine")
@@ -114,6 +115,8 @@ class RunConfig:
     tensorboard: bool = False  # also log to TensorBoard when tensorboard is importable
     plots: bool = True  # write learning-curve PNGs into the run directory
     threads: int | None = None  # torch intra-op threads; None: torch's default
+    device: str = "cpu"  # where the model trains and evaluates: cpu | cuda (cuda:LOCAL_RANK
+    #                      under torchrun) | auto (cuda when torch sees a GPU, else cpu)
 
 
 @dataclass
@@ -194,6 +197,9 @@ def convert(text: str, annotation: Any, where: str) -> Any:
                 f"{where} must be comma-separated {item.__name__} values (or none), got {text!r}"
             ) from None
     args = typing.get_args(annotation)
+    mapping = _mapping_type(annotation)
+    if mapping is not None:  # X | dict[str, X]: a value, or name:value pairs
+        return _value_or_pairs(text, typing.get_args(mapping)[1], where)
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
         type(None) in args)
     if optional:
@@ -229,6 +235,37 @@ def convert(text: str, annotation: Any, where: str) -> Any:
             )
         return value
     raise ConfigError(f"{where}: cannot set a field of type {annotation} from the command line")
+
+
+def _mapping_type(annotation: Any) -> Any:
+    """The ``dict[str, X]`` member of a union such as ``float | dict[str, float]``, else None."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    return next((a for a in typing.get_args(annotation) if typing.get_origin(a) is dict), None)
+
+
+def _value_or_pairs(text: str, value_type: type, where: str) -> Any:
+    """``0.1`` -> 0.1; ``h:0.05,c:0.5`` (or as printed, ``{'h': 0.05, 'c': 0.5}``) ->
+    ``{"h": 0.05, "c": 0.5}``: a setting that is one value for everything or one per name."""
+    expected = (f"{where} must be a {value_type.__name__} or name:{value_type.__name__} pairs "
+                f"(e.g. h:0.05,c:0.5), got {text!r}")
+    body = text.strip()
+    if ":" not in body:
+        try:
+            return convert(body, value_type, where)
+        except ConfigError:
+            raise ConfigError(expected) from None
+    pairs: dict[str, Any] = {}
+    for part in body.removeprefix("{").removesuffix("}").split(","):
+        name, _, value = part.partition(":")
+        name = name.strip().strip("'\"")
+        if not name.isidentifier() or name in pairs or not value.strip():
+            raise ConfigError(expected)
+        try:
+            pairs[name] = convert(value.strip(), value_type, where)
+        except ConfigError:
+            raise ConfigError(expected) from None
+    return pairs
 
 
 def parse_option_value(text: str) -> Any:
@@ -385,6 +422,7 @@ def validate(config: ExperimentConfig) -> None:
     if tr.schedule == "cosine" and tr.max_steps is None and tr.epochs is None:
         raise ConfigError("train.schedule=cosine needs train.max_steps or train.epochs")
     _at_least("run.threads", config.run.threads, 1, allow_none=True)
+    _choice("run.device", config.run.device, DEVICES)  # a GPU is looked for when training starts
 
 
 def _check_type(where: str, value: Any, annotation: Any) -> None:
@@ -395,7 +433,15 @@ def _check_type(where: str, value: Any, annotation: Any) -> None:
             _check_type(where, item, typing.get_args(annotation)[0])
         return
     args = typing.get_args(annotation)
-    allowed = tuple(a for a in args if a is not type(None)) if args else (annotation,)
+    mapping = _mapping_type(annotation)
+    if mapping is not None and isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where} names must be strings, got {key!r}")
+            _check_type(f"{where}[{key!r}]", item, typing.get_args(mapping)[1])
+        return
+    allowed = tuple(a for a in args if a is not type(None) and a is not mapping) if args else (
+        annotation,)
     if value is None:
         if type(None) in args:
             return
@@ -413,7 +459,10 @@ def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is tuple:
         return f"{args[0].__name__},..."
     if args:
-        return " or ".join("None" if a is type(None) else a.__name__ for a in args)
+        return " or ".join(
+            "None" if a is type(None)
+            else f"name:{typing.get_args(a)[1].__name__},..." if typing.get_origin(a) is dict
+            else a.__name__ for a in args)
     return annotation.__name__
 
 

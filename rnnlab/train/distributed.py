@@ -6,7 +6,10 @@ the same seed (then receives rank 0's parameters to be sure), reads the same str
 and takes its own disjoint block of each batch's sequences (columns): rank r of W gets columns
 ``[r * B / W, (r + 1) * B / W)``. After each backward pass the gradients are averaged over the
 ranks with one all-reduce, so every rank takes the same optimiser step and the parameters stay
-identical. The backend is gloo on CPU, nccl with CUDA. Only rank 0 writes the run directory.
+identical. On the CPU (``run.device=cpu``) the backend is gloo; on CUDA each rank trains on
+GPU ``cuda:LOCAL_RANK`` (torchrun's local rank: one GPU per process on each machine) with nccl,
+whose collectives take tensors on that GPU (:attr:`World.device`). Only rank 0 writes the run
+directory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    device: str = "cpu"  # where this rank trains: cpu, or cuda:LOCAL_RANK
 
     @property
     def main(self) -> bool:
@@ -43,14 +47,23 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup() -> World:
-    """Join the process group when launched with several processes; else a world of one."""
+def placed(kind: str, local_rank: int = 0) -> str:
+    """The device of a process: ``cuda:LOCAL_RANK`` for ``kind`` cuda, else ``cpu``."""
+    return f"cuda:{local_rank}" if kind == "cuda" else "cpu"
+
+
+def setup(kind: str = "cpu") -> World:
+    """Join the process group when launched with several processes; else a world of one.
+    ``kind`` is the resolved ``run.device``, cpu or cuda (``rnnlab.train.device.resolve``)."""
     if not launched():
-        return World()
+        return World(device=placed(kind))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if kind == "cuda":
+        torch.cuda.set_device(local_rank)  # nccl and the object collectives use this GPU
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return World(rank=dist.get_rank(), size=dist.get_world_size())
+        dist.init_process_group(backend="nccl" if kind == "cuda" else "gloo")
+    return World(rank=dist.get_rank(), size=dist.get_world_size(),
+                 device=placed(kind, local_rank))
 
 
 def teardown(world: World) -> None:
@@ -120,7 +133,7 @@ def mean(value: float, world: World) -> float:
     """The mean of a number over the ranks."""
     if not world.distributed:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+    tensor = torch.tensor([value], dtype=torch.float64, device=world.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return float(tensor) / world.size
 
@@ -158,6 +171,6 @@ def stop_vote(stop: bool, world: World) -> bool:
     """True on every rank if any rank wants to stop (budget clocks differ between ranks)."""
     if not world.distributed:
         return stop
-    flag = torch.tensor([1 if stop else 0])
+    flag = torch.tensor([1 if stop else 0], device=world.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())

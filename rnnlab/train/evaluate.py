@@ -37,16 +37,21 @@ def evaluate_counted(
     *,
     seq_len: int | None = None,
     max_batches: int | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[dict[str, float], str]:
     """:func:`evaluate` and what the metrics were counted on: ``"25,600 tokens"``,
-    ``"1,000 sequences"`` or ``"3,512 frames"``."""
+    ``"1,000 sequences"`` or ``"3,512 frames"``. Every batch is moved to ``device`` (default:
+    where the model's parameters are)."""
     model.eval()
+    if device is None:
+        device = next(model.parameters()).device
     metric = task.metric()
     state = None
     seen = 0
     for batch in task.batches(split, batch_size, seq_len=seq_len):
         if max_batches is not None and seen >= max_batches:
             break
+        batch = batch.to(device)
         logits, state = model(batch.inputs, state if batch.continues else None, batch.lengths)
         metric.update(logits, batch)
         seen += 1

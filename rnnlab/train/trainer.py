@@ -16,8 +16,14 @@ floor; or the primary metric with ties broken by the loss). When training stops 
 limit, time budget, patience), both the selected and the final parameters are evaluated on the
 full valid and test splits, and summary.json reports both. A checkpoint holds everything that
 changes during training — parameters, optimiser state, best parameters, the carried recurrent state,
-torch / numpy / Python RNG states (of every rank), the step (which is the data position) and the
-counters — so a resumed run on the CPU ends bit for bit where an uninterrupted one would.
+torch / numpy / Python RNG states (of every rank; the GPU's too on CUDA), the step (which is the
+data position) and the counters — so a resumed run on the CPU ends bit for bit where an
+uninterrupted one would.
+
+The model, every batch (inputs, targets, masks, lengths) and the carried state live on the
+run's device (``run.device``: cpu, cuda or auto; :mod:`rnnlab.train.device`); checkpoints are
+read onto the CPU and copied to the device, so a run can resume on another one. Bodies that
+pack padded batches take the lengths to the CPU themselves, as PackedSequence needs.
 
 A NaN or infinite loss or gradient stops the run with :class:`TrainingDiverged`; the last
 checkpoint (taken before the bad step) is kept, and summary.json records what happened.
@@ -43,6 +49,7 @@ from rnnlab import machine
 from rnnlab.engine.state import detach
 from rnnlab.tasks.base import Tokens
 from rnnlab.train import checkpoint as ckpt
+from rnnlab.train import device as devices
 from rnnlab.train import distributed as dist
 from rnnlab.train.config import ExperimentConfig, Limits, to_dict
 from rnnlab.train.evaluate import evaluate_counted
@@ -116,7 +123,8 @@ class Trainer:
     """Trains ``model`` on ``task`` as ``config`` says, recording into ``run`` (rank 0).
 
     Create it, optionally :meth:`restore` a checkpoint, then :meth:`fit`, which returns the
-    summary dict (also written to summary.json).
+    summary dict (also written to summary.json). The model is moved to the world's device
+    (without a ``world``: ``config.run.device`` resolved here) before the optimiser is built.
     """
 
     def __init__(
@@ -132,9 +140,10 @@ class Trainer:
     ):
         self.config = config
         self.task = task
-        self.model = model
         self.run = run
-        self.world = world or dist.World()
+        self.world = world or dist.World(device=dist.placed(devices.resolve(config.run.device)))
+        self.device = torch.device(self.world.device)
+        self.model = model.to(self.device)  # before the optimiser holds its parameters
         self.stream = stream
         self.limits = limits or Limits.guess(config)  # where the stopping rules came from
         self.optimizer = make_optimizer(model.parameters(), config.train)
@@ -159,7 +168,8 @@ class Trainer:
     def checkpoint(self) -> None:
         """Write checkpoint.pt (all ranks take part: RNG and carried states are gathered)."""
         per_rank = dist.gather(
-            {"rng": ckpt.rng_state(), "carried": ckpt.flatten_state(self.carried)}, self.world
+            {"rng": ckpt.rng_state(self.device), "carried": ckpt.flatten_state(self.carried)},
+            self.world,
         )
         self.counters.last_checkpoint = self.counters.step
         if not self.world.main:
@@ -193,16 +203,16 @@ class Trainer:
         mine = payload["ranks"][self.world.rank]
         if mine["carried"] is not None:
             self.carried = ckpt.unflatten_state(self.state_template(), mine["carried"])
-        ckpt.set_rng_state(mine["rng"])
+        ckpt.set_rng_state(mine["rng"], self.device)
 
     def state_template(self):
         """A zero state of the right structure and batch size (one eval-mode step, no RNG use)."""
         width = self.config.task.batch_size // self.world.size
         space = self.task.input
         if isinstance(space, Tokens):
-            dummy = torch.zeros(1, width, dtype=torch.long)
+            dummy = torch.zeros(1, width, dtype=torch.long, device=self.device)
         else:
-            dummy = torch.zeros(1, width, space.size)
+            dummy = torch.zeros(1, width, space.size, device=self.device)
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
@@ -219,7 +229,7 @@ class Trainer:
         set_learning_rate(
             self.optimizer, learning_rate(t, self.counters.step, epoch, self.total_steps)
         )
-        local = dist.shard(batch, self.world)
+        local = dist.shard(batch, self.world).to(self.device)
         self.model.train()
         carry = self.carried if (t.bptt == "truncated" and local.continues) else None
         logits, state = self.model(local.inputs, carry, local.lengths, input_noise=t.input_noise)
@@ -257,6 +267,7 @@ class Trainer:
             batch_size,
             seq_len=c.seq_len,
             max_batches=None if full else c.eval_max_batches,
+            device=self.device,
         )
         return (values, counted) if count else values
 
@@ -549,9 +560,11 @@ class Trainer:
             "best_valid_loss": c.best_loss,
             "best_step": c.best_step,
             "world_size": self.world.size,
-            # the last session's machine: CPU, threads and load at its start and end
+            "device": str(self.device),
+            # the last session's machine: CPU, threads and load at its start and end; the GPU
             "machine": {**getattr(self, "machine_at_start", machine.describe()),
-                        "load_end": machine.load_average()},
+                        "load_end": machine.load_average(),
+                        **devices.gpu(self.device)},
         }
         if final is not None:
             out["valid"], out["test"] = final["valid"], final["test"]
@@ -585,7 +598,7 @@ def train(
     with the stopping rules in force and where each came from (``limits``, from
     ``rnnlab.train.config.compose``; without it, a value equal to the default is "default").
     """
-    world = dist.setup()
+    world = dist.setup(devices.resolve(config.run.device))  # cuda without a GPU: refused
     try:
         return _train(config, world, argv=argv, resume=resume, stream=stream, limits=limits)
     finally:
@@ -602,6 +615,7 @@ def _train(config, world, *, argv, resume, stream, limits):
         payload, source = load_resume_checkpoint(run)
     # The task and model are made before any run directory: a data error leaves nothing behind.
     task, model = build(config)
+    model.to(world.device)  # before rank 0's parameters are broadcast
     if resume is not None:
         check_same_data(run, task)
     else:

@@ -107,4 +107,4 @@ def test_grid_parity_nets_have_equal_parameters_and_sweep_k():
     assert sweep["setting"] == "task.options.bits"
     for line in sweep["lines"].values():
         bits = [entry.run(labels[0]).settings["task.options"]["bits"] for labels in line]
-        assert bits == [8, 12, 16, 20, 24, 32]
+        assert bits == [12, 16, 20, 24, 28, 32]

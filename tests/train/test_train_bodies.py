@@ -183,7 +183,8 @@ OTHER = {
     "transforms": "tanh", "priority": "depth", "tied": True, "schedule": "wavefront",
     "patch": 3, "corners": "top_right", "combine": "concat", "band_size": 2, "band_stride": 1,
     "dilations": "1,2", "activation": "tanh", "transform_bias": 0.5, "frequency_size": 3,
-    "attention_size": 5,
+    "attention_size": 5, "input_dropout": 0.5, "recurrent_dropout": 0.5, "output_dropout": 0.5,
+    "weight_drop": 0.5, "zoneout": 0.5, "layer_norm": True,
 }
 ONE_DIMENSION = {"grid": "time", "grid_image": "rows", "grid_spectrogram": "time",
                  "grid_deep": "depth"}

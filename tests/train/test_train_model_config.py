@@ -92,7 +92,8 @@ def test_tuple_settings_round_trip_through_a_saved_config(tmp_path):
 @pytest.mark.parametrize("argv, body, has", [
     (["--model.body=grid", "--model.cell=gru"], "grid", "transforms, tied, priority, schedule"),
     (["--model.cell=lstm", "--model.body=grid"], "grid", "transforms, tied, priority, schedule"),
-    (["--model.tied"], "stack", "cell, bidirectional, skip, forget_bias, init, dilations"),
+    (["--model.tied"], "stack", "cell, bidirectional, skip, forget_bias, init, dilations, "
+     "input_dropout, recurrent_dropout, output_dropout, weight_drop, zoneout, layer_norm"),
     (["--model.body=highway", "--model.dilations=1"], "highway", "activation, transform_bias"),
 ])
 def test_a_setting_of_another_body_is_refused_in_one_line(argv, body, has, tmp_path, capsys):
