@@ -85,10 +85,9 @@ def built_task(name: str):
             del os.environ["RNNLAB_DATA"]
 
 
-def task_params():
-    for name in tasks.names():
-        marks = [pytest.mark.slow] if name in SLOW_TO_LOAD else []
-        yield pytest.param(name, marks=marks, id=name)
+def task_params() -> list:
+    return [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_TO_LOAD else [], id=name)
+            for name in tasks.names()]
 
 
 def random_inputs(space, steps: int, batch: int) -> torch.Tensor:
