@@ -2,8 +2,9 @@
 
 Imports read from the callers down: ``rnn``/``dilation``/``packing``/``unroll`` (callers) ->
 ``entry`` (``run``, the one entry; ``explain``) -> ``custom_op`` (torch.compile's view of a call) ->
-``route`` (the one table of executors) -> ``fused`` (native C++ / generated torch loops) and
-``reference`` (the plan stepped with torch ops) -> ``settings`` (switches, read per call).
+``route`` (the one table of executors; ``network_route`` for whole networks) -> ``fused`` (native
+C++ / generated torch loops), ``cudnn`` (torch's own RNN function for the cells cuDNN computes)
+and ``reference`` (the plan stepped with torch ops) -> ``settings`` (switches, read per call).
 """
 
 from .entry import explain, run
