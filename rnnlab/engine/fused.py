@@ -64,6 +64,8 @@ class Compiled:
                                 len(plan.buffers))
         # buffers that leave the engine (the output, gradients it returns): never reused
         self.escaping = {plan.Y, *plan.dP.values()}
+        if plan.dx >= 0:  # x read elementwise by the hoist: dx may be returned as x's gradient
+            self.escaping.add(plan.dx)
         if plan.hoist is None:  # each hoisted input's gradient is its GEMM's dG (or dxs)
             self.escaping |= {ref.buf for ref, g in zip(plan.dG, ir.gemms) if g.bias is not None}
             self.escaping |= set(plan.dxs.values())

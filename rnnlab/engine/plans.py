@@ -3,16 +3,21 @@
 Callers that hold a cell's weights in a layout of their own (a Grid LSTM block keeps each
 dimension's gates side by side in one matrix) get the plan of the zoo cell that computes the
 same step here, and hand their matrices over with ``stacked_weights``, without knowing how the
-compiler names or assembles its fused weights.
+compiler names or assembles its fused weights. A caller that computes a cell's gate GEMM itself
+(a block's stage GEMM, fused over dimensions and weight copies) runs the rest of the cell's step
+with ``gates_program``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
 
-from ..lang.compile import Program, compile_graph
+from ..lang import Graph
+from ..lang.compile import Instr, Program, compile_graph
+from ..lang.mutate import replace_with_ancestor
 
 
 @functools.lru_cache(maxsize=256)
@@ -60,3 +65,69 @@ def stacked_weights(program: Program, W: torch.Tensor, R: torch.Tensor, b: torch
     for gate, part in zip(gates, b.split(H), strict=True):
         params[f"b_{gate}"] = part
     return program.prepare(params)
+
+
+@functools.lru_cache(maxsize=256)
+def gates_program(name: str, hidden_size: int, gates: tuple[str, ...]) -> Program:
+    """The plan of registered cell ``name`` after its gate GEMM, which the caller computes.
+
+    Every gate of the cell reads ``z_g = W_g x + R_g h + b_g`` (an LSTM's form; a Grid LSTM
+    dimension's ``W_k H + b_k`` is this with x the other dimensions' hidden vectors). The
+    recurrent maps are folded into the input maps, ``W_g x + R_g h = [W_g R_g] [x; h]``, so the
+    compiler hoists all the work before the memory update; then the hoist's one GEMM is taken
+    out. The plan's input is that GEMM's result, ``z = [z_g1 z_g2 …]`` (B, n · hidden_size) in the
+    order of ``gates``; it reads no weights; its state is the cell's state less ``h``::
+
+        output, (m,) = rnnlab.engine.run(program, {}, z.unsqueeze(0), (m,))   # output[0] = h'
+
+    Raises ValueError for a cell that reads ``h`` other than through those maps (GRU's
+    ``(1 − z) ⊙ h``), carries no memory besides ``h``, or whose gates are not in this order.
+    """
+    from .. import cells  # the zoo sits beside the engine; read when a plan is first asked for
+
+    graph = _folded(cells.graph(name, hidden_size, hidden_size))
+    program = compile_graph(graph)
+    layout = {"input": tuple((f"W_{g}",) for g in gates), "bias": tuple((f"b_{g}",) for g in gates)}
+    specs = {spec.kind: spec.refs for spec in program.weight_specs.values()}
+    gemms = [i for i in program.hoist_code if i.op == "gemm"]
+    reads = {i.out for i in program.hoist_code if i.op in ("x", "w")}  # the GEMM's operands
+    if (specs != layout or len(program.weight_specs) != 2 or program.statics or len(gemms) != 1
+            or {*gemms[0].args, gemms[0].bias} != reads
+            or any(reads & {*i.args} for i in program.hoist_code if i is not gemms[0])
+            or any(i.op == "w" for i in program.step_code)):
+        raise ValueError(
+            f"cell {name!r} does not compute its gates {gates} as one GEMM of its input and "
+            f"hidden vector stacked in this order, then elementwise work; its plan:\n"
+            f"{program.source}")
+    gemm = gemms[0]
+    hoist = tuple(Instr(gemm.out, "x", width=gemm.width) if i is gemm else i
+                  for i in program.hoist_code if i.out not in reads)
+    return dataclasses.replace(program, graph=graph.resized(gemm.width, hidden_size),
+                               weight_specs={}, hoist_code=hoist, _key=None)
+
+
+def _folded(graph: Graph) -> Graph:
+    """The cell with each ``W_g x + R_g h`` read as one map of ``[x; h]``, and without ``h``."""
+    h = graph.states[0]
+    for name, node in graph.nodes.items():
+        if node.op != "linear" or node.args != (h,):
+            continue
+        users = graph.consumers[name]
+        total = graph.nodes.get(users[0]) if len(users) == 1 else None
+        other = next((a for a in total.args if a != name), None) \
+            if total is not None and total.op == "add" else None
+        partner = graph.nodes.get(other)
+        if partner is None or partner.op != "linear" or partner.args != ("x",):
+            raise ValueError(
+                f"cell {graph.name!r}: {node.ref} @ {h} is not added to a map of the input x "
+                "alone, so it cannot be folded into the gate GEMM")
+        graph = replace_with_ancestor(graph, users[0], other)
+    if graph.consumers[h] or graph.writes[h] != graph.output or len(graph.states) < 2:
+        raise ValueError(
+            f"cell {graph.name!r} (state {graph.states}) reads {h!r} other than through its "
+            f"gates' maps R @ {h}, does not output it, or carries nothing else; only a cell with "
+            f"a memory whose gates read {h} through those maps runs from given pre-activations")
+    writes = {s: n for s, n in graph.writes.items() if s != h}
+    nodes = {n: node for n, node in graph.nodes.items() if n != h}
+    return graph.replace(nodes=nodes, states=graph.states[1:], writes=writes,
+                         input_size=graph.input_size + graph.hidden_size).validate()

@@ -9,13 +9,18 @@ rule   when                                                 executor
 2      no steps or no rows                                  reference
 2b     ``explain`` (steps None) of a cell cuDNN computes,    cudnn (what ``rnnlab.RNN`` runs
        backend ``auto`` off the CPU, or backend ``cudnn``   it on; see ``network_route``)
-3      torch.compile is tracing, no lengths                 custom op (one ``rnnlab::sequence``
+3      backend ``auto``, T = 1 and a small step (below)     small step (the plan's step, torch
+                                                            ops; under torch.compile traced
+                                                            into the graph)
+4      torch.compile is tracing, no lengths                 custom op (one ``rnnlab::sequence``
                                                             node; inside, the table again)
-4      backend ``auto``, T = 1 and a small step (below)     small step (the plan's step, torch)
 5      the plan has a form the fused engine does not know   reference (warned once)
 6      ``auto``/``native`` on CPU float32/float64, built    native (C++ loop)
 7      ``native`` otherwise                                 refused (RuntimeError)
-8      ``auto`` off the CPU                                 reference
+8a     ``auto`` on CUDA, float32/float64, Triton imports    fused (triton): the same plan, each
+       and every instruction has a Triton form              step one GEMM + one generated
+                                                            kernel (``triton_step``)
+8      ``auto`` off the CPU otherwise                       reference
 9      otherwise (``python``; ``auto`` without a compiler)  torch (the generated torch loop)
 =====  ===================================================  ==================================
 
@@ -70,6 +75,7 @@ class Executor(enum.Enum):
     TORCH = "fused (torch)"  # the fused engine's generated torch loop
     SMALL_STEP = "small step"  # one step of the plan with torch ops, no engine setup
     CUSTOM_OP = "custom op"  # one rnnlab::sequence node for torch.compile
+    FUSED_CUDA = "fused (triton)"  # the fused engine's loops with generated Triton kernels
     CUDNN = "cudnn"  # torch's own RNN function over a whole network (rnnlab.RNN)
     REFERENCE = "reference"  # the plan stepped with torch ops under autograd
 
@@ -91,7 +97,12 @@ class Route:
 
     @property
     def loops(self):
-        """The fused executor object (``PythonLoops`` or ``NativeLoops``) of a fused route."""
+        """The fused executor object (``PythonLoops``, ``NativeLoops`` or ``TritonLoops``) of a
+        fused route."""
+        if self.executor is Executor.FUSED_CUDA:
+            from . import triton_step
+
+            return triton_step.loops_of(self.plan)
         return self.plan.native() if self.executor is Executor.NATIVE else self.plan.python
 
 
@@ -137,12 +148,14 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
                                          "in one call of torch's RNN function", kind)
     if chosen == "cudnn":
         chosen = "auto"
-    if not lengths and torch.compiler.is_compiling():
-        return _TRACED
     H = program.hidden_size
+    # a small step is plain torch ops: under torch.compile it is traced into the graph (and
+    # differentiated there), which an opaque custom op running it inside could not be
     if chosen == "auto" and steps is not None and small_step(steps, rows, H, training):
         return Route(Executor.SMALL_STEP, f"one step of {rows} x {H} values costs less than "
                                           "the engine's setup")
+    if not lengths and torch.compiler.is_compiling():
+        return _TRACED
     comp = fused.compiled(program, training, lengths)
     if isinstance(comp, Unsupported):
         return Route(Executor.REFERENCE, str(comp), comp)
@@ -156,12 +169,27 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
             raise RuntimeError(f"the native engine is unavailable: {native.why_unavailable()}")
         raise RuntimeError(f"the native engine runs float32/float64 on CPU, got {dtype} on "
                            f"{device}; use backend('auto')")
+    if chosen == "auto" and device.type == "cuda":
+        why = _no_triton_route(comp, dtype)
+        if why is None:
+            return Route(Executor.FUSED_CUDA, f"{comp.summary}; each step's elementwise work "
+                                              "one generated Triton kernel", comp)
+        return Route(Executor.REFERENCE, f"no fused route on {device}: {why}", comp)
     if chosen == "auto" and device.type != "cpu":
         return Route(Executor.REFERENCE, f"no fused route for {device.type} yet: backend 'auto' "
                                          f"runs the fused engine on CPU only, got {device} "
                                          "(backend('python') runs it there with torch ops)",
                      comp)
     return Route(Executor.TORCH, comp.summary, comp)
+
+
+def _no_triton_route(comp, dtype: torch.dtype) -> str | None:
+    """Why the generated Triton kernels (rule 8a) cannot run a plan on CUDA, or None."""
+    from . import triton_step
+
+    if dtype not in triton_step.DTYPES:
+        return f"the generated kernels compute in float32 or float64, got {dtype}"
+    return triton_step.triton_missing() or triton_step.unsupported(comp.plan)
 
 
 def network_route(net, device: torch.device) -> Route | None:
@@ -185,7 +213,7 @@ def execute(chosen: Route, program: Program, weights: dict, x: torch.Tensor, sta
     x (T, B, I), state fields (B, H); ``lengths`` None or (B,) sorted decreasing and ``sizes``
     their active rows per step. Returns (output (T, B, H), final state)."""
     executor = chosen.executor
-    if executor is Executor.NATIVE or executor is Executor.TORCH:
+    if executor in (Executor.NATIVE, Executor.TORCH, Executor.FUSED_CUDA):
         return fused.sequence(chosen.plan, chosen.loops, program, weights, x, state, lengths,
                               sizes, training)
     if executor is Executor.SMALL_STEP and sizes is None:

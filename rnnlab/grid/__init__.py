@@ -18,7 +18,7 @@ from rnnlab.grid.multidim import GridLSTMNd
 from rnnlab.grid.scan import SCHEDULES, GridScan
 from rnnlab.grid.schedule import State
 from rnnlab.grid.sequence import GridLSTM
-from rnnlab.grid.transform import LSTM, TRANSFORMS, Activation, StandardLSTM, Transform
+from rnnlab.grid.transform import LSTM, TRANSFORMS, Activation, Transform
 
 __all__ = [
     "LSTM",
@@ -35,7 +35,6 @@ __all__ = [
     "HighwayNetwork",
     "ImageGridLSTM",
     "SpectrogramGridLSTM",
-    "StandardLSTM",
     "State",
     "Transform",
 ]

@@ -190,9 +190,6 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
     return depth.transform(z.view(steps, batch, -1), m_below), (h, m)
 
 
-_GATES = ("u", "f", "o", "c")
-
-
 def _cell_of(block, k, copy, dim):
     """Dimension k of a 2-D block as (plan, prepared weights, carries memory) of the cell that
     computes it, or None for a built-in non-LSTM transform (see the module docstring)."""
@@ -205,7 +202,7 @@ def _cell_of(block, k, copy, dim):
     d = block.hidden_size
     program = cell_program(transform.cell, d, d)
     W, R = (dim.reads_depth, dim.reads_time) if k == TIME else (dim.reads_time, dim.reads_depth)
-    return program, stacked_weights(program, W, R, dim.bias, _GATES), True
+    return program, stacked_weights(program, W, R, dim.bias, transform.gates), True
 
 
 def _depth_first(block, weights, below, entering, valid):

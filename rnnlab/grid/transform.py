@@ -5,18 +5,21 @@ concatenated hidden vectors ``H = [h_1; …; h_N]`` (one fused GEMM, see ``block
 them to the dimension's transform, which applies the elementwise part of the equations
 (Kalchbrenner, Danihelka & Graves 2016, "Grid Long Short-Term Memory", eqs. 3–5):
 
-    LSTM transform (the paper's form, "lstm"):
+    LSTM transform (the paper's form, "lstm"): the zoo cell ``grid_lstm``
         g_u = σ(z_u)   g_f = σ(z_f)   g_o = σ(z_o)   g_c = tanh(z_c)
         m'  = g_f ⊙ m + g_u ⊙ g_c
         h'  = tanh(g_o ⊙ m')
-    LSTM transform, the usual output ("lstm_standard", as torch.nn.LSTM):
+    LSTM transform, the usual output ("lstm_standard", as torch.nn.LSTM): ``grid_lstm_standard``
         h'  = g_o ⊙ tanh(m')
     Non-LSTM transform ("tanh", "relu", "identity"):
         h'  = α(z)       the dimension has no memory; its memory slot is returned unchanged
 
-``z`` packs the gate pre-activations in the order (u, f, o, c), each ``hidden_size`` wide. A
-transform is a small frozen dataclass: equal transforms on dimensions of one stage are applied
-in a single elementwise pass over all of those dimensions.
+``z`` packs the gate pre-activations in the order (u, f, o, c), each ``hidden_size`` wide. An
+LSTM transform's equations are its zoo cell's (``rnnlab/cells/zoo.py``), and its elementwise
+part runs on the engine: the cell's plan from given pre-activations on
+(``rnnlab.engine.plans.gates_program``) through ``rnnlab.engine.run``. A non-LSTM transform is
+one activation with nothing carried, applied directly. A transform is a small frozen dataclass:
+equal transforms on dimensions of one stage are applied in a single pass over all of them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from rnnlab.engine.entry import run
+from rnnlab.engine.plans import gates_program
 
 
 @dataclass(frozen=True)
@@ -49,41 +55,31 @@ class Transform:
 
 @dataclass(frozen=True)
 class LSTM(Transform):
-    """The paper's LSTM transform: ``m' = g_f ⊙ m + g_u ⊙ g_c``, ``h' = tanh(g_o ⊙ m')``.
+    """An LSTM transform: the step of zoo cell ``cell`` on the gates' pre-activations.
 
-    The forget-gate bias starts at +1 (Gers et al. 2000; Jozefowicz et al. 2015 "LSTM-b"),
-    the other biases at 0.
+    ``cell`` is a registered cell whose gates ``u, f, o, c`` each read ``W_g x + R_g h + b_g``
+    and whose state is ``(h, m)``: ``"grid_lstm"`` (the paper's ``h' = tanh(g_o ⊙ m')``) or
+    ``"grid_lstm_standard"`` (``h' = g_o ⊙ tanh(m')``). The forget-gate bias starts at +1
+    (Gers et al. 2000; Jozefowicz et al. 2015 "LSTM-b"), the other biases at 0.
     """
 
+    cell: str = "grid_lstm"
     width = 4
-    cell = "grid_lstm"  # the zoo cell computing this transform (one dimension, one step)
+    gates = ("u", "f", "o", "c")  # the order of the pre-activations' blocks
 
     def init_bias(self, bias: torch.Tensor) -> None:
-        d = bias.shape[-1] // 4
+        d = bias.shape[-1] // self.width
+        forget = self.gates.index("f") * d
         with torch.no_grad():
             bias.zero_()
-            bias[..., d : 2 * d] = 1.0
+            bias[..., forget : forget + d] = 1.0
 
     def __call__(self, z: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = m.shape[-1]
-        z_sigmoid, z_c = z.split([3 * d, d], dim=-1)  # split, not slices: no zero-filled grads
-        g_u, g_f, g_o = torch.sigmoid(z_sigmoid).chunk(3, dim=-1)
-        g_c = torch.tanh(z_c)
-        m = torch.addcmul(g_f * m, g_u, g_c)  # g_f ⊙ m + g_u ⊙ g_c
-        return self.output(g_o, m), m
-
-    def output(self, g_o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(g_o * m)
-
-
-@dataclass(frozen=True)
-class StandardLSTM(LSTM):
-    """The usual LSTM output instead of the paper's: ``h' = g_o ⊙ tanh(m')``."""
-
-    cell = "grid_lstm_standard"
-
-    def output(self, g_o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return g_o * torch.tanh(m)
+        program = gates_program(self.cell, d, self.gates)
+        # every row is one sequence of one step: (1, rows, 4d) and memory (rows, d)
+        h, (m_new,) = run(program, {}, z.reshape(1, -1, self.width * d), (m.reshape(-1, d),))
+        return h.view(m.shape), m_new.view(m.shape)
 
 
 @dataclass(frozen=True)
@@ -101,8 +97,8 @@ def _identity(z: torch.Tensor) -> torch.Tensor:
 
 
 TRANSFORMS: dict[str, Transform] = {
-    "lstm": LSTM(),
-    "lstm_standard": StandardLSTM(),
+    "lstm": LSTM("grid_lstm"),
+    "lstm_standard": LSTM("grid_lstm_standard"),
     "tanh": Activation(torch.tanh),
     "relu": Activation(torch.relu),
     "identity": Activation(_identity),

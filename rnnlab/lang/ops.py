@@ -4,7 +4,8 @@ Every entry says, for one op: its arity and kind, how it prints (symbol and prec
 torch function (the reference executor runs it), how it folds over constants (the compiler),
 which engine instruction computes it and how its derivative is formed from engine instructions
 (the fused engine derives its backward step from these), so adding an op touches this table and,
-for the native loop, the C++ expression of a new instruction below — nothing else.
+for a new instruction below, its C++ expression (the native loop) and its Triton expression (the
+generated GPU kernels) — nothing else.
 
 Kinds:
 - ``leaf``: ``input`` (the step input ``x``), ``state`` (a previous-state vector), ``param``
@@ -48,35 +49,49 @@ class Instruction:
     ``cpp``: the C++ expression (scalar type ``T``; ``tanh_``/``sigmoid_`` are the kernel's
     vectorisable forms), or for a ``row`` instruction a C++ block over the row (``w`` columns;
     ``acc`` says whether to add to ``d``); ``torch_out``: a torch call writing into ``{D}``;
-    ``torch_value``: the same as a value (used to accumulate)."""
+    ``torch_value``: the same as a value (used to accumulate); ``triton``: the Triton
+    expression over the column blocks ``{a}``, ``{b}`` (``rnnlab.engine.triton_step``), or for
+    a ``row`` instruction the body of a ``@triton.jit`` function of ``(a, b, m, w, eps)``
+    returning the row's result (``m`` masks the ``w`` real columns of the block, ``eps`` is
+    ``NORM_EPS`` in the data's dtype)."""
 
     name: str
     cpp: str | None
     torch_out: str | None
     torch_value: str | None
     row: bool = False  # reduces over the row (layer norm): one lane at a time, never merged
+    triton: str | None = None
 
 
 INSTRUCTIONS: tuple[Instruction, ...] = (
-    Instruction("copy", "a[j]", "{D}.copy_({A})", "{A}"),
-    Instruction("neg", "-a[j]", "torch.neg({A}, out={D})", "torch.neg({A})"),
-    Instruction("add", "a[j] + b[j]", "torch.add({A}, {B}, out={D})", "torch.add({A}, {B})"),
-    Instruction("sub", "a[j] - b[j]", "torch.sub({A}, {B}, out={D})", "torch.sub({A}, {B})"),
-    Instruction("mul", "a[j] * b[j]", "torch.mul({A}, {B}, out={D})", "torch.mul({A}, {B})"),
-    Instruction("tanh", "tanh_(a[j])", "torch.tanh({A}, out={D})", "torch.tanh({A})"),
+    Instruction("copy", "a[j]", "{D}.copy_({A})", "{A}", triton="{a}"),
+    Instruction("neg", "-a[j]", "torch.neg({A}, out={D})", "torch.neg({A})", triton="-{a}"),
+    Instruction("add", "a[j] + b[j]", "torch.add({A}, {B}, out={D})", "torch.add({A}, {B})",
+                triton="{a} + {b}"),
+    Instruction("sub", "a[j] - b[j]", "torch.sub({A}, {B}, out={D})", "torch.sub({A}, {B})",
+                triton="{a} - {b}"),
+    Instruction("mul", "a[j] * b[j]", "torch.mul({A}, {B}, out={D})", "torch.mul({A}, {B})",
+                triton="{a} * {b}"),
+    # Triton forms from tl.exp alone: tanh(a) = 2σ(2a) − 1 (libdevice's tanh is CUDA-only),
+    # σ written out (tl.sigmoid is a jit function, which the interpreter cannot call when
+    # Triton was imported before it was switched on)
+    Instruction("tanh", "tanh_(a[j])", "torch.tanh({A}, out={D})", "torch.tanh({A})",
+                triton="2.0 / (1.0 + tl.exp(-2.0 * {a})) - 1.0"),
     Instruction("sigmoid", "sigmoid_(a[j])", "torch.sigmoid({A}, out={D})",
-                "torch.sigmoid({A})"),
+                "torch.sigmoid({A})", triton="1.0 / (1.0 + tl.exp(-{a}))"),
     Instruction("relu", "a[j] < T(0) ? T(0) : a[j]", "torch.clamp_min({A}, 0, out={D})",
-                "torch.clamp_min({A}, 0)"),
+                "torch.clamp_min({A}, 0)", triton="tl.where({a} < 0.0, 0.0, {a})"),
     Instruction("tanh_bwd", "a[j] * (T(1) - b[j] * b[j])",
                 "aten.tanh_backward.grad_input({A}, {B}, grad_input={D})",
-                "aten.tanh_backward({A}, {B})"),
+                "aten.tanh_backward({A}, {B})", triton="{a} * (1.0 - {b} * {b})"),
     Instruction("sigmoid_bwd", "a[j] * ((T(1) - b[j]) * b[j])",
                 "aten.sigmoid_backward.grad_input({A}, {B}, grad_input={D})",
-                "aten.sigmoid_backward({A}, {B})"),
+                "aten.sigmoid_backward({A}, {B})",
+                triton="{a} * ((1.0 - {b}) * {b})"),
     Instruction("relu_bwd", "b[j] <= T(0) ? T(0) : a[j]",
                 "aten.threshold_backward.grad_input({A}, {B}, 0, grad_input={D})",
-                "aten.threshold_backward({A}, {B}, 0)"),
+                "aten.threshold_backward({A}, {B}, 0)",
+                triton="tl.where({b} <= 0.0, 0.0, {a})"),
     # fill: d = a constant (the native loop copies it from the constants buffer)
     Instruction("fill", None, None, None),
     # layer norm's normalisation over the row, and its adjoint (a: dy, b: the op's input x):
@@ -89,7 +104,11 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
       for (int64_t j = 0; j < w; ++j) var += (a[j] - mu) * (a[j] - mu);
       const T r = T(1 / std::sqrt(var / w + NORM_EPS)), m = T(mu);
       LOOP((a[j] - m) * r)
-    }""", "{D}.copy_(norm({A}))", "norm({A})", row=True),
+    }""", "{D}.copy_(norm({A}))", "norm({A})", row=True, triton="""\
+mu = tl.sum(tl.where(m, a, 0.0), 0) / w
+xc = tl.where(m, a - mu, 0.0)
+return xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
+"""),
     Instruction("norm_bwd", """{
       double mu = 0, var = 0, m1 = 0, m2 = 0;
       for (int64_t j = 0; j < w; ++j) mu += b[j];
@@ -102,7 +121,16 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
       }
       const T r = T(rd), m = T(mu), g1 = T(m1 / w), g2 = T(m2 / w);
       LOOP(r * (a[j] - g1 - (b[j] - m) * r * g2))
-    }""", "{D}.copy_(norm_backward({A}, {B}))", "norm_backward({A}, {B})", row=True),
+    }""", "{D}.copy_(norm_backward({A}, {B}))", "norm_backward({A}, {B})", row=True,
+    triton="""\
+mu = tl.sum(tl.where(m, b, 0.0), 0) / w
+xc = tl.where(m, b - mu, 0.0)
+r = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
+xh = xc * r
+g1 = tl.sum(tl.where(m, a, 0.0), 0) / w
+g2 = tl.sum(tl.where(m, a * xh, 0.0), 0) / w
+return r * (a - g1 - xh * g2)
+"""),
 )
 CODE: dict[str, int] = {ins.name: k for k, ins in enumerate(INSTRUCTIONS)}
 

@@ -214,3 +214,17 @@ def test_torch_compile_backward_twice_through_a_retained_graph():
             grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_a_small_step_under_torch_compile_is_traced_and_trains():
+    """A single small step takes the small-step route (torch ops) also while torch.compile
+    traces, so the compiled graph differentiates it: gradients equal eager mode (an opaque
+    custom op running the step with torch ops inside could not be differentiated)."""
+    torch.manual_seed(0)
+    rnn = rnnlab.RNN("lstm", 8, 16)
+    x = torch.randn(1, 3, 8)
+    eager = torch.autograd.grad(rnn(x)[0].sum(), list(rnn.parameters()))
+    compiled = torch.compile(rnn)
+    traced = torch.autograd.grad(compiled(x)[0].sum(), list(rnn.parameters()))
+    for a, b in zip(eager, traced):
+        torch.testing.assert_close(a, b)

@@ -411,3 +411,25 @@ def test_gradient_broadcast_from_a_sum_equals_reference(engine):
         cell.zero_grad()
     for a, b in zip(grads[engine], grads["reference"], strict=True):
         torch.testing.assert_close(a, b)
+
+
+
+def test_an_input_gradient_returned_by_one_call_is_not_overwritten_by_the_next():
+    """A cell that reads x only elementwise (no input GEMM): the engine returns its dx buffer
+    as x's gradient, so a later call of the same shape must not reuse that memory (it did:
+    the first gradient changed by up to 4.5)."""
+    from rnnlab.lang import cell, tanh
+
+    @cell("x_elementwise", state=("h",))
+    def x_elementwise(x, state, p):
+        h = tanh(x * state.h + x + p.b)
+        return h, (h,)
+
+    torch.manual_seed(3)
+    rnn = rnnlab.RNN(x_elementwise, 8, 8)
+    x1 = torch.randn(5, 4, 8, requires_grad=True)
+    rnn(x1)[0].sum().backward()
+    first = x1.grad.clone()
+    x2 = torch.randn(5, 4, 8, requires_grad=True)
+    (rnn(x2)[0] * 3).sum().backward()
+    torch.testing.assert_close(x1.grad, first, rtol=0, atol=0)
