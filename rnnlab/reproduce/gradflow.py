@@ -29,15 +29,16 @@ import torch.nn.functional as F
 from rnnlab.tasks.base import Classes, Tokens
 
 
-def _last_step_loss(model, logits: torch.Tensor, batch) -> torch.Tensor:
-    """C_T: the loss of the last time step's prediction (every sequence), mean over the batch."""
+def _step_loss(model, logits: torch.Tensor, batch, step: int = -1) -> torch.Tensor:
+    """The loss of step ``step``'s prediction (every sequence; a classifier's one prediction),
+    mean over the batch: C_T for the last step."""
     space = model.output_space
     if isinstance(space, Classes):
         return F.cross_entropy(logits, batch.targets)
-    last = logits[-1]  # (B, V or K)
+    at = logits[step]  # (B, V or K)
     if isinstance(space, Tokens):
-        return F.cross_entropy(last, batch.targets[-1])
-    return F.binary_cross_entropy_with_logits(last, batch.targets[-1].to(last.dtype)).sum(-1)
+        return F.cross_entropy(at, batch.targets[step])
+    return F.binary_cross_entropy_with_logits(at, batch.targets[step].to(at.dtype)).sum(-1)
 
 
 def _fields(state) -> tuple:
@@ -81,7 +82,7 @@ def gradient_flow(model, batch) -> dict[str, list[float]]:
         logits = model.head(output[-1])
     else:
         logits = model.head(output)
-    loss = _last_step_loss(model, logits, batch)
+    loss = _step_loss(model, logits, batch)
     model.zero_grad(set_to_none=True)
     loss.backward()
     fields = getattr(rnn, "state_fields", None) or tuple(
@@ -120,13 +121,7 @@ def input_gradient(model, batch) -> dict[str, list[float]]:
         step = int(counted[0])
     else:
         step = logits.shape[0] - 1
-    space = model.output_space
-    if isinstance(space, Tokens):
-        loss = F.cross_entropy(logits[step], batch.targets[step])
-    else:
-        loss = F.binary_cross_entropy_with_logits(
-            logits[step], batch.targets[step].to(logits.dtype)).sum(-1).mean()
-    (grad,) = torch.autograd.grad(loss, x)
+    (grad,) = torch.autograd.grad(_step_loss(model, logits, batch, step), x)
     model.train(was_training)
     scale = math.sqrt(x.shape[1])
     return {"x": [float(g.norm()) / scale for g in grad]}

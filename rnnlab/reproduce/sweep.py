@@ -15,6 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
+from rnnlab.reproduce.table import lookup
+
 
 def _setting(settings: dict, key: str):
     """``settings[key]``, or for ``task.options.bits`` the option ``bits`` of ``task.options``."""
@@ -37,9 +39,7 @@ def points(entry, root: Path, sweep: dict) -> dict[str, list[tuple[float, float,
                 if not path.is_file():
                     continue
                 summary = json.loads(path.read_text())
-                value = summary
-                for part in sweep["value"].split("."):
-                    value = value.get(part) if isinstance(value, dict) else None
+                value = lookup(summary, sweep["value"])
                 if value is not None and summary.get("status") != "diverged":
                     values.append(float(value))
             if values:

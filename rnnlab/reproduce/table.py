@@ -37,7 +37,8 @@ NOT_RUN = "not run"
 ALPHA = 0.05
 
 
-def _lookup(summary: dict, path: str):
+def lookup(summary: dict, path: str):
+    """``summary``'s value at a dotted path (``test.accuracy``), None where it has none."""
     value = summary
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -58,7 +59,7 @@ def _summaries(root: Path, row: dict) -> list[dict]:
 def row_values(root: Path, row: dict) -> list[float] | None:
     """The row's value in each finished run (None when a run lacks it or diverged)."""
     summaries = _summaries(root, row)
-    values = [_lookup(s, row["value"]) for s in summaries]
+    values = [lookup(s, row["value"]) for s in summaries]
     if not summaries or any(v is None for v in values) or any(
         s.get("status") == "diverged" for s in summaries
     ):
@@ -73,7 +74,7 @@ def row_value(root: Path, row: dict) -> str:
         return NOT_RUN
     if any(s.get("status") == "diverged" for s in summaries):
         return "diverged (see docs/reproductions.md)"
-    values = [_lookup(s, row["value"]) for s in summaries]
+    values = [lookup(s, row["value"]) for s in summaries]
     if any(v is None for v in values):
         return NOT_RUN
     total = len(row["runs"])
