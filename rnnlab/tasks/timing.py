@@ -71,7 +71,9 @@ class SpikeDelays(GeneratedTask):
         min_delay, max_delay: each interval is uniform in ``[min_delay, max_delay]`` steps.
             Defaults 10 and 20.
         spikes: spikes per sequence (``spikes - 1`` delays to name). Default 4.
-        valid_size, test_size: fixed evaluation examples. Default 1000 each.
+        valid_size, test_size: fixed evaluation examples. Default 1000 each. They are kept out
+            of training only when the task has at least four times as many distinct sequences
+            (``(max_delay - min_delay + 1) ** spikes``); ``info["heldout"]`` says which.
     Inputs ``(T, B, 1)`` float32 with ``T = spikes * max_delay``; targets ``(T, B)`` int64, the
     delay minus ``min_delay``, counted (``mask``) only at spike steps after the first.
     """
@@ -107,7 +109,13 @@ class SpikeDelays(GeneratedTask):
         self.input = Features(1)
         self.output = Tokens(max_delay - min_delay + 1)
         self.vocab = [str(d) for d in range(min_delay, max_delay + 1)]
-        self.info.update(min_delay=min_delay, max_delay=max_delay, spikes=spikes)
+        # A phase and spikes - 1 gaps, each one of (max - min + 1) values: the paper's hard case
+        # (49 vs 50, 4 spikes) has 16 distinct sequences, too few to hold any out. Then valid
+        # and test measure the timing skill on sequences training sees too, as for gts.
+        distinct = (max_delay - min_delay + 1) ** spikes
+        self.exclude_heldout = distinct >= 4 * (valid_size + test_size)
+        self.info.update(min_delay=min_delay, max_delay=max_delay, spikes=spikes,
+                         heldout=self.exclude_heldout)
 
     def generate(self, rng, count):
         """Each example: the spike steps, ``(spikes,)`` int64, strictly increasing."""
