@@ -347,6 +347,40 @@ def _grid_parity() -> dict:
     return {"runs": runs, "rows": rows, "comparisons": comparisons, "sweeps": sweeps}
 
 
+# regularisers-char: each regulariser of issue 25 on a 2 x 128 LSTM that overfits 100,000
+# characters of Tiny Shakespeare (~30 steps per epoch: plain training passes its best valid loss
+# within the budget), at the rates their papers used on characters or words.
+_REGULARISERS_CHAR = (
+    ("none", "none", {}),
+    ("input-dropout", "input dropout 0.25", {"model.input_dropout": 0.25}),
+    ("recurrent-dropout", "recurrent dropout 0.25", {"model.recurrent_dropout": 0.25}),
+    ("output-dropout", "output dropout 0.25", {"model.output_dropout": 0.25}),
+    ("weight-drop", "weight drop 0.5", {"model.weight_drop": 0.5}),
+    ("zoneout", "zoneout h 0.05, c 0.5", {"model.zoneout": {"h": 0.05, "c": 0.5}}),
+    ("layer-norm", "layer norm", {"model.layer_norm": True}),
+)
+
+
+def _regularisers_char() -> dict:
+    value = "best_valid_loss"  # nats/char of the selected (best-valid) weights
+    row = "valid nats/char at the best step, {}"
+    rows = [{"what": row.format(legend), "published": "-",
+             "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": value}
+            for label, legend, _ in _REGULARISERS_CHAR]
+    rows += [{"what": f"test nats/char, {legend}", "published": "-",
+              "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": "test.loss"}
+             for label, legend, _ in _REGULARISERS_CHAR]
+    return {
+        "runs": [{"label": f"{label}-s{seed}", "settings": {**settings, "train.seed": seed},
+                  "small": seed == 0 and label in ("none", "recurrent-dropout")}
+                 for seed in SEEDS for label, _, settings in _REGULARISERS_CHAR],
+        "rows": rows,
+        "comparisons": [{"a": row.format(legend), "b": row.format("none"),
+                         "higher_is_better": False}
+                        for label, legend, _ in _REGULARISERS_CHAR if label != "none"],
+    }
+
+
 # seed-char: three 3-layer networks of ~410K parameters (on Tiny Shakespeare's 65 characters):
 # stacked LSTM 411,457; untied Grid LSTM 410,825; tied Grid LSTM (one block) 413,809.
 _SEED_CHAR_NETS = (
@@ -723,6 +757,36 @@ ENTRIES: dict[str, dict] = {
         "and copying 10 symbols of 16 (the paper: 15 digits, longer sequences), 1,500 steps of "
         "64 sequences (96,000 samples; the paper: up to 5 million), 3 seeds",
         "small_scaled": "L = 1 and 2, 300 steps, 1 seed",
+    },
+    "regularisers-char": {
+        "paper": "Gal & Ghahramani 2016 (locked dropout); Merity, Keskar & Socher 2018 (weight "
+        "drop); Krueger et al. 2017 (zoneout); Ba, Kiros & Hinton 2016 (layer norm); Zaremba, "
+        "Sutskever & Vinyals 2014 (dropout: PTB 114.5 -> 82.7 for the medium model)",
+        "table": "Tiny Shakespeare, 100,000 training characters, 2 x 128 LSTM: each "
+        "regulariser against none",
+        "claim": "on a network that overfits its training set, each regulariser lowers the "
+        "held-out loss of the best-valid weights below the unregularised network's",
+        "expected_minutes": 90,
+        "base": {
+            "task.name": "tinyshakespeare",
+            "task.options": {"train_chars": 100_000},
+            "task.eval_batch_size": 256,
+            "model.body": "stack",
+            "model.cell": "lstm",
+            "model.num_layers": 2,
+            "model.hidden_size": 128,
+            "train.epochs": None,
+            "train.eval_every": 100,
+            "train.checkpoint_every": None,
+            "train.log_every": 20,
+        },
+        **_regularisers_char(),
+        "budgets": {"full": {"train.max_steps": 2000}, "small": {"train.max_steps": 300}},
+        "scaled": "the mechanism, not a paper's table: 100,000 characters (~31 steps of 32 x "
+        "100 per epoch, 2,000 steps = 64 epochs) so that the 2 x 128 LSTM (~220K parameters) "
+        "overfits; one rate per regulariser from its paper; 3 seeds. Zaremba's PTB models with "
+        "these regularisers (13-39 epochs of 929K words) take ~1.8 h per run here: not run",
+        "small_scaled": "300 steps, 1 seed, none and recurrent dropout",
     },
     "seed-char": {
         "paper": "seed 000; Kalchbrenner et al. 2016 enwik8 (stacked LSTM 1.67 vs Grid LSTM "

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.tasks import register
+from rnnlab.tasks.base import check_positive
 from rnnlab.tasks.download import Checksum, DataFile, find
 from rnnlab.tasks.stream import StreamTask
 from rnnlab.tasks.vocab import Vocabulary, char_vocabulary
@@ -199,6 +200,9 @@ class TinyShakespeare(StreamTask):
         path: the file ``input.txt`` or a folder holding it (or ``tinyshakespeare/input.txt``).
         seq_len: truncated-BPTT length. Default 100.
         fractions: contiguous train / valid / test fractions. Default (0.9, 0.05, 0.05).
+        train_chars: keep only the first this many characters of the train split (valid and
+            test unchanged; the vocabulary is still the whole file's). A small training set
+            that a network overfits, to compare regularisers. Default None: all of it.
         download: fetch it (sha256-checked) into the cache if it is not found. Default True.
         verify: check the sha256 of a file that is found. Default True.
     """
@@ -219,6 +223,7 @@ class TinyShakespeare(StreamTask):
         *,
         seq_len: int = 100,
         fractions=(0.9, 0.05, 0.05),
+        train_chars: int | None = None,
         download: bool = True,
         verify: bool = True,
     ):
@@ -227,12 +232,15 @@ class TinyShakespeare(StreamTask):
         _check_text(self.name, text)
         vocab = char_vocabulary(text)
         splits = split_by_fraction(vocab.encode(text), tuple(fractions))
-        self.setup(
-            vocab,
-            splits,
-            seq_len,
-            {"source": str(file), "sha256": sha256_text(text), "chars": len(text)},
-        )
+        info = {"source": str(file), "sha256": sha256_text(text), "chars": len(text)}
+        if train_chars is not None:
+            check_positive("train_chars", train_chars)
+            if train_chars > splits["train"].numel():
+                raise ValueError(f"train_chars={train_chars} exceeds the train split's "
+                                 f"{splits['train'].numel()} characters")
+            splits["train"] = splits["train"][:train_chars]
+            info["train_chars"] = train_chars
+        self.setup(vocab, splits, seq_len, info)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,6 +94,20 @@ def test_tiny_shakespeare_has_its_characters(build, need):
     assert task.decode(task.splits["train"][:14]) == "First Citizen:"
 
 
+def test_tiny_shakespeare_train_chars_keeps_a_prefix_of_train_only(build, need):
+    source = need("tinyshakespeare/input.txt")
+    whole = build("tinyshakespeare", path=str(source.parent.parent))
+    small = build("tinyshakespeare", path=str(source.parent.parent), train_chars=5_000)
+    assert small.info["tokens"]["train"] == 5_000 and small.info["train_chars"] == 5_000
+    assert torch.equal(small.splits["train"], whole.splits["train"][:5_000])
+    for split in ("valid", "test"):
+        assert torch.equal(small.splits[split], whole.splits[split])
+    assert small.vocab == whole.vocab
+    for bad in (0, 10**7):
+        with pytest.raises(ValueError, match="train_chars"):
+            build("tinyshakespeare", path=str(source.parent.parent), train_chars=bad)
+
+
 def test_ptb_word_counts_and_vocabulary(build, need):
     need("ptb/ptb.zip")
     task = build("ptb", path=str(need("ptb").parent))
