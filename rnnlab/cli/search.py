@@ -4,6 +4,7 @@
 
     rnnlab search run                          the small default search (~10 min, 2 cores)
     rnnlab search run --preset=paper --workers=8 --storage=postgresql://u@db/rnnlab
+    rnnlab search run --device=cuda            one worker per visible GPU, worker k on GPU k
     rnnlab search top -n 5                     best architectures, fitness, equations
     rnnlab search export 3fa1c2 --out cell.json
     rnnlab search report                       fitness.png + report.md (vs LSTM, GRU, MUT1-3)
@@ -42,6 +43,17 @@ def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=None,
                         help="folder of the default journal and the report [default: "
                              "searches/NAME]")
+
+
+def _device(parser: argparse.ArgumentParser) -> None:
+    from rnnlab.train.device import DEVICES
+
+    parser.add_argument("--device", "--run.device", dest="device", choices=DEVICES,
+                        default="cpu",
+                        help="where candidates train, as `rnnlab train --run.device`: cpu, cuda "
+                             "(one worker per visible GPU by default), or auto (cuda when torch "
+                             "sees a GPU); not part of the search, so a resume may change it "
+                             "[default: cpu]")
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -96,9 +108,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
     run.add_argument("--reevaluate", type=float, default=0.2,
                      help="probability that a step re-evaluates a listed cell instead of "
                           "mutating one [default: 0.2]")
-    run.add_argument("--workers", type=int, default=1,
-                     help="worker processes on this machine [default: 1]; start more "
-                          "machines with the same command and --storage")
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker processes on this machine; on CUDA worker k sees only GPU k, "
+                          "and more workers than GPUs share them round-robin [default: one per "
+                          "visible GPU on CUDA, else 1]; start more machines with the same "
+                          "command and --storage")
+    _device(run)
     run.add_argument("--threads", type=int, default=1, help="torch threads per worker [default: 1]")
     run.add_argument("--seed", type=int, default=None, help="search seed [default: 0]")
     run.add_argument("--lease-seconds", type=float, default=60.0,
@@ -127,8 +142,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     _where(report)
     report.add_argument("--out", default=None, help="output folder [default: DIR/report]")
     report.add_argument("-n", type=int, default=5, help="top cells in the table [default: 5]")
-    report.add_argument("--workers", type=int, default=1,
-                        help="worker processes for the reference cells [default: 1]")
+    report.add_argument("--workers", type=int, default=None,
+                        help="worker processes for the reference cells, placed on GPUs as by "
+                             "`run` [default: one per visible GPU on CUDA, else 1]")
+    _device(report)
     report.add_argument("--no-references", action="store_true",
                         help="do not train the reference cells (table shows those stored)")
     return search
@@ -164,7 +181,8 @@ def _config(args):
         name=args.name, tasks=tasks, steps=pick("steps"), settings=pick("settings"),
         population=getattr(args, "population", 100), reevaluate=getattr(args, "reevaluate", 0.2),
         seed=pick("seed"), budget=budget, storage=args.storage, directory=args.dir,
-        workers=getattr(args, "workers", 1), threads=getattr(args, "threads", 1),
+        workers=getattr(args, "workers", None), device=getattr(args, "device", "cpu"),
+        threads=getattr(args, "threads", 1),
         lease_seconds=getattr(args, "lease_seconds", 60.0), quiet=getattr(args, "quiet", False),
     )
 
@@ -202,9 +220,8 @@ def run(args) -> int:
         print(f"written {path}; use it with rnnlab.cells.load({str(path)!r}) or "
               f"`rnnlab train --cell={path}`")
     elif args.search_command == "report":
-        if args.workers < 1:
+        if args.workers is not None and args.workers < 1:
             raise search.SearchError(f"--workers must be >= 1, got {args.workers}")
-        config.workers = args.workers
         text, folder = search.report(config, args.out, n=args.n,
                                      with_references=not args.no_references)
         print(text)

@@ -7,6 +7,7 @@
     rnnlab study run --preset greff-jsb       # Greff's study at 30 trials per cell (~3 h)
     rnnlab study run --trials 200 --epochs 150 --patience 10 --name paper --workers 8
     rnnlab study run --storage postgresql+psycopg://u:pw@db/rnnlab --name paper ...  # machines
+    rnnlab study run --device cuda            # one worker per visible GPU, worker k on GPU k
     rnnlab study report [--preset P | --name greff] [--storage URL] [--out DIR]
     rnnlab study dashboard [--preset P | --name greff] [--storage URL] [--port 8080]
 
@@ -25,6 +26,7 @@ import argparse
 import os
 
 from rnnlab.cli.options import Guard
+from rnnlab.train.device import DEVICES
 
 NAME = "study"
 # Each help string gives its default in words ("[default: studies/NAME]"), the value a run
@@ -103,8 +105,14 @@ def add_parser(subparsers):
                      help="settled trials wanted per (task, cell) [default: the preset's: "
                      + _per_preset("trials") + "]")
     run.add_argument("--workers", type=int, default=None,
-                     help="worker processes on this machine [default: the preset's, 2 (1 on "
-                     "one core)]")
+                     help="worker processes on this machine; on CUDA worker k sees only GPU k, "
+                     "and more workers than GPUs share them round-robin [default: one per "
+                     "visible GPU on CUDA, else the preset's, 2 (1 on one core)]")
+    run.add_argument("--device", "--run.device", dest="device", choices=DEVICES,
+                     default="cpu",
+                     help="where the trials train, as `rnnlab train --run.device`: cpu, cuda "
+                     "(one worker per visible GPU by default), or auto (cuda when torch sees a "
+                     "GPU) [default: cpu]")
     run.add_argument("--epochs", type=int, default=None,
                      help="epoch limit per trial [default: the preset's: "
                      + _per_preset("train.epochs") + "]")
@@ -180,14 +188,17 @@ def run_command(args, parser) -> int:
     from rnnlab.study.runner import StudyRun, run_study
     from rnnlab.study.space import load_space
     from rnnlab.train.config import SHORTCUTS
+    from rnnlab.trials import place
 
     chosen = _preset(args)
     trials = chosen.trials if args.trials is None else args.trials
-    workers = min(chosen.workers, os.cpu_count() or 1) if args.workers is None else args.workers
     if trials < 0:
         parser.error(f"--trials must be >= 0, got {trials}")
-    if workers < 1:
-        parser.error(f"--workers must be >= 1, got {workers}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    # on CUDA one worker per GPU; on the CPU the preset's number, at most one per core
+    workers = len(place(args.workers, args.device,
+                        cpu_workers=min(chosen.workers, os.cpu_count() or 1)))
     for flag in ("epochs", "patience"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -207,6 +218,7 @@ def run_command(args, parser) -> int:
     run = StudyRun(
         name=args.name, tasks=args.task or chosen.tasks, cells=args.cells or chosen.cells,
         trials=trials, storage=args.storage, out=_directory(args), workers=workers,
+        device=args.device,
         seed=args.seed, space=space, keep_runs=args.keep_runs,
         lease_seconds=args.lease_seconds, quiet=args.quiet,
     )

@@ -11,7 +11,8 @@ Model (Jozefowicz et al. 2015: inputs embedded to the hidden size n)::
     ids (T, B) --Embedding(V, n)--> (T, B, n) --RNN(cell, n, n)--> (T, B, n) --Linear(n, V)-->
 
 so a cell's raw ``x`` terms (MUT1's ``tanh(x)``) are well defined. Stream tasks (``ptb``) carry
-the detached state across continuing batches (truncated BPTT).
+the detached state across continuing batches (truncated BPTT). ``device`` is where the model and
+its batches live: ``cpu``, or ``cuda`` in a worker that sees one GPU (rnnlab.trials.placement).
 
 A **setting** is one random draw of the hyperparameters, each from the trial's seeded sampler
 (so a re-run draws the same): learning rate log-uniform in [1e-3, 3e-2] (Adam), initialisation
@@ -116,7 +117,8 @@ def _detach(state):
 def train_once(cell: Graph | str, task_name: str, setting: dict, budget: Budget, seed: int,
                steps: int | None = None, cell_options: dict | None = None, *,
                hidden: int | None = None, batch_size: int | None = None,
-               target: float | None = None, check_every: int = 100) -> dict:
+               target: float | None = None, check_every: int = 100,
+               device: str = "cpu") -> dict:
     """Train ``cell`` on one task with one setting; returns the valid metrics.
 
     Returns ``{"accuracy", "loss", "seconds", "diverged", "steps"}``; a run whose loss turns
@@ -129,7 +131,7 @@ def train_once(cell: Graph | str, task_name: str, setting: dict, budget: Budget,
     torch.manual_seed(seed)
     options = dict(cell_options or {})
     options.setdefault("init", setting.get("init", "uniform"))
-    model = _Model(cell, task.output.size, hidden, options)
+    model = _Model(cell, task.output.size, hidden, options).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=setting["lr"])
     clip = setting.get("clip", 5.0)
     start = time.perf_counter()
@@ -139,7 +141,7 @@ def train_once(cell: Graph | str, task_name: str, setting: dict, budget: Budget,
     done = 0
     while done < steps:
         model.train()
-        batch = next(batches)
+        batch = next(batches).to(device)
         state = _detach(state) if batch.continues else None
         logits, state = model(batch.inputs, state)
         loss = task.loss(logits, batch)
@@ -170,9 +172,11 @@ def _validate(model: _Model, task, budget: Budget, batch_size: int) -> dict:
     metric = task.metric()
     model.eval()
     state = None
+    device = next(model.parameters()).device
     with torch.no_grad():
         valid = task.batches("valid", batch_size, seq_len=budget.seq_len)
         for _, batch in zip(range(budget.eval_batches), valid):
+            batch = batch.to(device)
             state = state if batch.continues else None
             logits, state = model(batch.inputs, state)
             metric.update(logits, batch)
@@ -182,7 +186,7 @@ def _validate(model: _Model, task, budget: Budget, batch_size: int) -> dict:
 FILTER_SETTING = {"lr": 1e-2, "init": "uniform", "clip": 5.0}
 
 
-def memorisation_filter(cell: Graph, budget: Budget, seed: int) -> dict:
+def memorisation_filter(cell: Graph, budget: Budget, seed: int, device: str = "cpu") -> dict:
     """Jozefowicz et al.'s filter: read 5 symbols of 26, reproduce them (``memorize`` task).
 
     One training of at most ``budget.filter_steps`` steps with a fixed setting (Adam, lr 0.01,
@@ -191,7 +195,8 @@ def memorisation_filter(cell: Graph, budget: Budget, seed: int) -> dict:
     """
     result = train_once(cell, "memorize", FILTER_SETTING, budget, seed,
                         steps=budget.filter_steps, hidden=budget.filter_hidden,
-                        batch_size=budget.filter_batch_size, target=budget.filter_threshold)
+                        batch_size=budget.filter_batch_size, target=budget.filter_threshold,
+                        device=device)
     return {
         "accuracy": result["accuracy"],
         "passed": result["accuracy"] >= budget.filter_threshold,
@@ -201,7 +206,8 @@ def memorisation_filter(cell: Graph, budget: Budget, seed: int) -> dict:
 
 
 def evaluate_on_tasks(cell: Graph | str, tasks: list[str], settings: int, budget: Budget,
-                      suggest, seed: int, cell_options: dict | None = None) -> dict:
+                      suggest, seed: int, cell_options: dict | None = None,
+                      device: str = "cpu") -> dict:
     """Train on every task with ``settings`` random settings each.
 
     Returns ``{"accuracy": {task: best}, "runs": {task: [setting + accuracy, ...]},
@@ -215,7 +221,7 @@ def evaluate_on_tasks(cell: Graph | str, tasks: list[str], settings: int, budget
         for k in range(settings):
             setting = draw_setting(suggest, task, k)
             result = train_once(cell, task, setting, budget, seed + 1000 * t + k,
-                                cell_options=cell_options)
+                                cell_options=cell_options, device=device)
             runs[task].append({**setting, "accuracy": result["accuracy"],
                                "diverged": result["diverged"]})
             best[task] = max(best.get(task, 0.0), result["accuracy"])

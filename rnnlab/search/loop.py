@@ -26,14 +26,17 @@ degenerate, or whose hash is already known to fail the filter, is discarded and 
 A candidate not yet known to pass the memorisation filter takes it; then it is trained on each
 task with ``settings`` random settings. Because all of this is derived from storage, the search
 resumes after any stop, any number of workers extend it, and a killed worker's trial is re-run
-(by ``rnnlab.trials``) — losing only that evaluation.
+(by ``rnnlab.trials``) — losing only that evaluation. Trainings run on ``device`` (cpu, cuda or
+auto); on CUDA the default is one worker per visible GPU, worker k seeing only GPU k
+(round-robin when there are more workers than GPUs; ``rnnlab.trials.placement``). The device is
+not part of the search's identity: a search begun on CPUs can be extended on GPUs.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -44,15 +47,18 @@ from .. import cells
 from ..lang import Graph, GraphError
 from ..lang.mutate import mutate
 from ..lang.serialize import from_json, to_json
+from ..train.device import DEVICES
 from ..trials import (
     StorageError,
     StudyMismatch,
     describe_storage,
     open_storage,
     open_study,
+    place,
     run_trials,
     run_workers,
 )
+from ..trials.placement import kind
 from .canonical import architecture_hash
 from .checks import degenerate_reason, engine_used
 from .evaluate import Budget, check_tasks, evaluate_on_tasks, fitness, memorisation_filter
@@ -91,7 +97,8 @@ class SearchConfig:
     budget: Budget = field(default_factory=Budget)
     storage: str | None = None  # None: journal file <directory>/trials.journal
     directory: str | None = None  # None: searches/<name>
-    workers: int = 1
+    workers: int | None = None  # processes on this machine; None: one per GPU on CUDA, else 1
+    device: str = "cpu"  # where trainings run: cpu | cuda | auto (cuda: worker k on GPU k)
     threads: int = 1  # torch threads per worker
     lease_seconds: float = 60.0
     quiet: bool = False  # no progress lines
@@ -108,9 +115,13 @@ class SearchConfig:
     def check(self) -> None:
         for what, value, low in (("--steps", self.steps, 1), ("--settings", self.settings, 1),
                                  ("--population", self.population, 1),
-                                 ("--workers", self.workers, 1), ("--threads", self.threads, 1)):
+                                 ("--workers", 1 if self.workers is None else self.workers, 1),
+                                 ("--threads", self.threads, 1)):
             if not isinstance(value, int) or value < low:
                 raise SearchError(f"{what} must be an integer >= {low}, got {value!r}")
+        if self.device not in DEVICES:
+            raise SearchError(f"--device must be one of {', '.join(DEVICES)}, got "
+                              f"{self.device!r}")
         if not 0.0 <= self.reevaluate <= 1.0:
             raise SearchError(f"--reevaluate must be a probability in [0, 1], got "
                               f"{self.reevaluate}")
@@ -240,7 +251,8 @@ def _baseline_objective(config: SearchConfig):
     def objective(trial: optuna.Trial) -> float:
         task = config.tasks[trial.user_attrs["index"]]
         result = evaluate_on_tasks(_graph_of(BASELINE, config.budget), [task], config.settings,
-                                   config.budget, trial, trial.user_attrs["seed"])
+                                   config.budget, trial, trial.user_attrs["seed"],
+                                   device=config.device)
         trial.set_user_attr("task", task)
         trial.set_user_attr("runs", result["runs"])
         return result["accuracy"][task]
@@ -282,7 +294,8 @@ def _reference_objective(config: SearchConfig, base: dict[str, float]):
         label, cell, options = REFERENCES[trial.user_attrs["index"]]
         result = evaluate_on_tasks(_graph_of(cell, config.budget), list(config.tasks),
                                    config.settings, config.budget, trial,
-                                   trial.user_attrs["seed"], cell_options=options)
+                                   trial.user_attrs["seed"], cell_options=options,
+                                   device=config.device)
         trial.set_user_attr("label", label)
         trial.set_user_attr("accuracy", result["accuracy"])
         trial.set_user_attr("runs", result["runs"])
@@ -296,7 +309,8 @@ def references(storage, config: SearchConfig, compute: bool = True) -> list[dict
     base = baselines(storage, config, compute=False)
     name = f"{config.name}.references"
     if compute:
-        run_workers(config.workers, _reference_worker, (config,))
+        config, gpus = placed(config)
+        run_workers(config.workers, _reference_worker, (config,), gpus=gpus)
     try:
         trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except KeyError:
@@ -408,13 +422,14 @@ class _Objective:
         trial.set_user_attr("equations", str(graph))
         trial.set_user_attr("engine", engine_used(graph))
         if key not in passed:
-            result = memorisation_filter(graph, c.budget, seed)
+            result = memorisation_filter(graph, c.budget, seed, device=c.device)
             trial.set_user_attr("filter", result)
             if not result["passed"]:
                 trial.set_user_attr("status", "filtered")
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 return 0.0
-        result = evaluate_on_tasks(graph, list(c.tasks), c.settings, c.budget, trial, seed)
+        result = evaluate_on_tasks(graph, list(c.tasks), c.settings, c.budget, trial, seed,
+                                   device=c.device)
         trial.set_user_attr("accuracy", result["accuracy"])
         trial.set_user_attr("runs", result["runs"])
         trial.set_user_attr("status", "evaluated")
@@ -453,8 +468,18 @@ def work(config: SearchConfig) -> int:
                       lease_seconds=config.lease_seconds, progress=_progress(config))
 
 
+def placed(config: SearchConfig) -> tuple[SearchConfig, list[str | None]]:
+    """``config`` with its number of workers and its resolved device (cpu or cuda), and each
+    worker's GPU (rnnlab.trials.placement: one worker per visible GPU on CUDA)."""
+    try:
+        gpus = place(config.workers, config.device)
+    except ValueError as error:
+        raise SearchError(str(error)) from None
+    return replace(config, workers=len(gpus), device=kind(gpus)), gpus
+
+
 def _progress(config: SearchConfig):
-    if config.workers > 1 or config.quiet:
+    if (config.workers or 1) > 1 or config.quiet:
         return None
     start = time.time()
 
@@ -470,17 +495,20 @@ def _progress(config: SearchConfig):
 def run(config: SearchConfig) -> None:
     """Run (or resume, or extend) the search with ``config.workers`` worker processes."""
     config.check()
+    config, gpus = placed(config)
     quiet = config.quiet
     storage = storage_of(config)
     _register(storage, config)  # fail fast on a mismatched resume, before spawning
     if not quiet:
+        where = "" if config.device == "cpu" else f" on GPUs {','.join(dict.fromkeys(gpus))}"
         print(f"search {config.name!r} on {describe_storage(config.storage, config.folder)}: "
               f"{config.steps} candidates, tasks {','.join(config.tasks)}, {config.settings} "
-              f"setting(s) each, {config.workers} worker(s)", flush=True)
+              f"setting(s) each, {config.workers} worker(s){where}", flush=True)
     if config.workers == 1:
         work(config)
     else:
-        run_workers(config.workers, work, (config,), watch=_watch(config, storage, quiet))
+        run_workers(config.workers, work, (config,), watch=_watch(config, storage, quiet),
+                    gpus=gpus)
 
 
 def _watch(config: SearchConfig, storage, quiet: bool):

@@ -38,6 +38,7 @@ class TrialObjective:
     study_name: str
     keep_runs: str | None = None  # folder for the trials' run directories; None: discard them
     threads: int = 1  # torch threads per trial (each worker process runs one trial at a time)
+    device: str = "cpu"  # run.device of every trial: cpu, or cuda (the worker's one GPU)
 
     def __call__(self, trial) -> float:
         from rnnlab.train.trainer import train
@@ -50,6 +51,7 @@ class TrialObjective:
         config.run.quiet = True
         config.run.plots = False
         config.run.threads = self.threads
+        config.run.device = self.device
         config.train.checkpoint_every = None
         with contextlib.ExitStack() as stack:
             if self.keep_runs is None:

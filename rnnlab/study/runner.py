@@ -19,6 +19,11 @@ however many processes, on however many machines, work on it at once.
 A worker goes through the studies in order, first skipping any whose remaining trials are all
 running elsewhere, then waiting on each until it is settled, so workers spread over studies
 instead of queueing behind the last trial of one.
+
+Trials train on ``device`` (cpu, cuda or auto, as ``run.device``). On CUDA the default is one
+worker per visible GPU, and worker k sees only GPU k (round-robin when there are more workers
+than GPUs; rnnlab.trials.placement). Where a trial trains is not part of the study: a study
+begun on CPUs can be topped up on GPUs.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from rnnlab.study.objective import TrialObjective
@@ -63,7 +68,8 @@ class StudyRun:
     trials: int = 12  # settled trials wanted per (task, cell)
     storage: str | None = None  # Optuna storage URL; None: <out>/trials.journal
     out: str | None = None  # study folder (journal, report); None: studies/<name>
-    workers: int = 1  # processes on this machine
+    workers: int | None = None  # processes on this machine; None: one per GPU on CUDA, else 1
+    device: str = "cpu"  # where trials train: cpu | cuda | auto (cuda: worker k on GPU k)
     seed: int = 0  # sampling seed (each trial's parameters and training seed derive from it)
     space: StudySpace = field(default_factory=lambda: load_space(None))
     keep_runs: bool = False  # keep each trial's run directory under <out>/runs
@@ -200,7 +206,8 @@ def _work(job: _WorkerJob, progress=None) -> None:
 
     for waiting in (False, True):
         for name, task, cell in run.studies():
-            objective = TrialObjective(run.space, task, cell, name, keep, run.threads)
+            objective = TrialObjective(run.space, task, cell, name, keep, run.threads,
+                                       run.device)
             run_trials(
                 storage, name, run.trials, objective,
                 direction=job.directions[task], seed=run.seed,
@@ -278,13 +285,17 @@ def run_study(run: StudyRun, *, stream=None) -> dict:
     ``{"seconds": wall time, "settled": trials settled, "storage": description}``."""
     import optuna
 
-    from rnnlab.trials import describe_storage, open_storage, run_workers
+    from rnnlab.trials import describe_storage, open_storage, place, run_workers
+    from rnnlab.trials.placement import kind
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run.trials < 0:
         raise StudyError(f"--trials must be >= 0, got {run.trials}")
-    if run.workers < 1:
-        raise StudyError(f"--workers must be >= 1, got {run.workers}")
+    try:  # worker k's GPU; the workers are given the resolved device (cpu or cuda)
+        gpus = place(run.workers, run.device)
+    except ValueError as error:
+        raise StudyError(str(error)) from None
+    run = replace(run, workers=len(gpus), device=kind(gpus))
     if not math.isfinite(run.lease_seconds) or run.lease_seconds <= 0:
         raise StudyError(f"lease seconds must be positive, got {run.lease_seconds}")
     check_names(run.tasks, run.cells)
@@ -299,9 +310,9 @@ def run_study(run: StudyRun, *, stream=None) -> dict:
                 "storage": describe_storage(run.storage, run.directory)}
     try:
         if run.workers == 1:
-            run_workers(1, _work, (job, watch))
+            run_workers(1, _work, (job, watch), gpus=gpus)
         else:
-            run_workers(run.workers, _work, (job,), watch=watch, poll_seconds=2.0)
+            run_workers(run.workers, _work, (job,), watch=watch, poll_seconds=2.0, gpus=gpus)
     finally:
         watch.close()
     return {

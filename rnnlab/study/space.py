@@ -147,6 +147,12 @@ class StudySpace:
                     f"settings.{key} is sampled from the space; set its range under space "
                     "instead"
                 )
+            if key == "run.device":
+                raise ConfigError(
+                    "settings.run.device: where trials train is not a study setting (a study "
+                    "can be topped up on another machine); give `rnnlab study run --device "
+                    "cuda` (StudyRun.device), which also places one worker per GPU"
+                )
             if key in SECONDS and self.settings[key] is not None:
                 raise ConfigError(
                     f"settings.{key}: a study's trials are budgeted in epochs or steps, not "

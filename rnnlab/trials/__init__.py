@@ -9,9 +9,11 @@ machines); ``studies.py`` opens a study, created once and checked against the id
 was created with (``open_study``, shared by the study and the search); ``pool.py`` runs
 exactly N trials of a study from any number of processes, with leases that re-run a killed
 worker's trial and a sampler keyed on the trial, so results do not depend on which worker ran
-what. See docs/trials.md.
+what; ``placement.py`` gives each worker process its GPU (one worker per visible GPU). See
+docs/trials.md.
 """
 
+from rnnlab.trials.placement import place, placement
 from rnnlab.trials.pool import (
     SeededSampler,
     run_trials,
@@ -33,6 +35,8 @@ __all__ = [
     "differences",
     "open_storage",
     "open_study",
+    "place",
+    "placement",
     "run_trials",
     "run_workers",
     "settled",

@@ -30,11 +30,13 @@ which worker drew it or in what order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -283,15 +285,23 @@ def run_workers(
     *,
     watch: Callable[[], None] | None = None,
     poll_seconds: float = 1.0,
+    gpus: Sequence[str | None] | None = None,
 ) -> None:
     """``target(*args)`` in ``n_workers`` processes (1: in this one), ``watch()`` meanwhile.
 
     Workers are started with "spawn" (no forked torch thread pools); ``target`` must be a
-    top-level function and ``args`` picklable. Raises RuntimeError naming the workers that
-    exited with an error or were killed; the others have finished their trials by then.
+    top-level function and ``args`` picklable. ``gpus`` (one entry per worker, from
+    :func:`rnnlab.trials.placement.placement`) pins worker k to a GPU: it starts with
+    ``CUDA_VISIBLE_DEVICES=gpus[k]`` and sees that one GPU as ``cuda``; a None entry, or no
+    ``gpus``, leaves its environment alone. A single worker runs here, where ``cuda`` is this
+    process's first visible GPU, which is ``gpus[0]``. Raises RuntimeError naming the workers
+    that exited with an error or were killed; the others have finished their trials by then.
     """
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {n_workers}")
+    if gpus is not None and len(gpus) != n_workers:
+        raise ValueError(f"gpus must give one entry per worker: {n_workers} workers, "
+                         f"{len(gpus)} entries")
     if n_workers == 1:
         target(*args)
         return
@@ -300,8 +310,9 @@ def run_workers(
         context.Process(target=target, args=args, name=f"rnnlab-worker-{i}")
         for i in range(n_workers)
     ]
-    for process in processes:
-        process.start()
+    for i, process in enumerate(processes):
+        with _environment("CUDA_VISIBLE_DEVICES", None if gpus is None else gpus[i]):
+            process.start()
     try:
         while any(p.is_alive() for p in processes):
             if watch is not None:
@@ -319,3 +330,24 @@ def run_workers(
     failed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
     if failed:
         raise RuntimeError("worker(s) failed: " + ", ".join(failed))
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None):
+    """``os.environ[name] = value`` while a worker process starts (None: left alone).
+
+    A started process inherits this environment (spawn: the new interpreter's; fork: the
+    copy's), so the variable holds before the worker imports anything, then it is restored.
+    """
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
