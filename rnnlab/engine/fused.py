@@ -39,8 +39,8 @@ import torch
 from ..lang.compile import Program
 from . import settings
 from .fast.lanes import Unsupported, hoist_lanes, step_lanes
-from .fast.plan import Plan, make_plan, reads
-from .fast.pyexec import PythonLoops, buffer_shape
+from .fast.plan import Plan, Slices, make_plan, reads
+from .fast.pyexec import PythonLoops
 from .reference import step_loop
 
 
@@ -64,7 +64,7 @@ class Compiled:
                                 len(plan.buffers))
         # buffers that leave the engine (the output, gradients it returns): never reused
         self.escaping = {plan.Y, *plan.dP.values()}
-        if plan.dx >= 0:  # x read elementwise by the hoist: dx may be returned as x's gradient
+        if plan.dx is not None:  # x read elementwise by the hoist: dx may be x's gradient
             self.escaping.add(plan.dx)
         if plan.hoist is None:  # each hoisted input's gradient is its GEMM's dG (or dxs)
             self.escaping |= {ref.buf for ref, g in zip(plan.dG, ir.gemms) if g.bias is not None}
@@ -87,7 +87,6 @@ class Compiled:
                 self._native = native.NativeLoops.create(self.plan)
                 self._native_tried = True
         return self._native
-
 
     @cached_property
     def summary(self) -> str:
@@ -200,13 +199,11 @@ workspace = Workspace()
 def _shapes(run: _Run) -> list:
     """Every buffer's shape for this call (cached per sizes, threads and executor)."""
     comp = run.comp
-    native = run.executor is not comp.python
-    key = (run.T, run.B, run.threads, native)
+    key = (run.T, run.B, run.threads, run.executor is not comp.python)
     shapes = comp.shapes.get(key)
     if shapes is None:
         n = len(comp.plan.buffers)
-        shapes = [run.executor.buffer_shape(i, run.T, run.B, run.threads) if native
-                  else buffer_shape(comp.plan, i, run.T, run.B) for i in range(n)]
+        shapes = [run.executor.buffer_shape(i, run.T, run.B, run.threads) for i in range(n)]
         if len(comp.shapes) > 64:
             comp.shapes.clear()
         comp.shapes[key] = shapes
@@ -248,7 +245,7 @@ def _execute(run: _Run, name: str, tensors: list, weights: dict):
         return
     plan, rows = run.comp.plan, run.T * run.B
     flat = [t.view(1, rows, t.shape[-1]) if t is not None and t.dim() == 3
-            and plan.buffers[i].slices == "T" and t.shape[0] == run.T and t.shape[1] == run.B
+            and plan.buffers[i].slices is Slices.STEPS and t.shape[:2] == (run.T, run.B)
             else t for i, t in enumerate(tensors)]
     run.executor.run(name, flat, weights, None, rows, 1, run.threads)
 
@@ -268,8 +265,8 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
     else:
         given = {}
         x = front[0].contiguous()
-        given.update({i: x for i in (plan.x, plan.xin) if i >= 0})
-        if plan.bx >= 0:
+        given.update({i: x for i in (plan.x, plan.xin) if i is not None})
+        if plan.bx is not None:
             given[plan.bx] = front[2].contiguous()
         if in_loop:
             weights = {**weights, plan.hoist.weight: front[1]}
@@ -281,7 +278,7 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
                         front[0] if front else states[0], given,
                         fresh={plan.S} if own_state else ())
     if plan.hoist is not None and not in_loop:  # (in the loop: X_t and the prologue per step)
-        if plan.X >= 0:  # X = x W (+ b) for every step: one GEMM
+        if plan.X is not None:  # X = x W (+ b) for every step: one GEMM
             x2d = front[0].reshape(run.T * run.B, front[0].shape[-1])
             X = tensors[plan.X].view(run.T * run.B, -1)
             if plan.bias_in_X:
@@ -413,7 +410,7 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
         x = inputs[0]
         need_dx = x.requires_grad if need_dx is None else need_dx
         x2d = x.reshape(T * B, x.shape[-1])
-        if plan.X >= 0:
+        if plan.X is not None:
             W = inputs[1]
             dX = tensors[plan.dX].view(T * B, -1)
             if need_dx:
@@ -421,7 +418,7 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
             d_front[1] = _product_like(W, x2d, dX)
             if num_front > 2:
                 d_front[2] = dX.sum(0)
-        if plan.dx >= 0 and need_dx:  # x read elementwise by the hoist
+        if plan.dx is not None and need_dx:  # x read elementwise by the hoist
             dx = tensors[plan.dx].view(x.shape)
             d_front[0] = dx if d_front[0] is None else d_front[0] + dx
     dS = tensors[plan.dS][0]

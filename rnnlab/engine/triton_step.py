@@ -45,7 +45,7 @@ import weakref
 import torch
 
 from ..lang.ops import INSTRUCTIONS, NORM_EPS
-from .fast.plan import FILL, ROW_CODES, GemmI, Op, Plan, Ref, Refill
+from .fast.plan import FILL, ROW_CODES, GemmI, Op, Plan, Ref, Refill, Slices
 
 # the dtypes the kernels compute in (their loads and stores keep the buffers' dtype)
 DTYPES = (torch.float32, torch.float64)
@@ -168,7 +168,7 @@ class TritonLoops:
         buf = self.plan.buffers[index]
         if buf.shared:
             return (buf.width,) if buf.given else (B, buf.width)
-        return ({"T": T, "T+1": T + 1, "1": 1, "2": 2}[buf.slices], B, buf.width)
+        return (buf.slices.size(T), B, buf.width)
 
     def constants(self, like: torch.Tensor) -> torch.Tensor:
         key = (like.dtype, like.device)
@@ -260,7 +260,7 @@ def _reads(code: list) -> set[int]:
 
 def _slice(plan: Plan, ref: Ref, t: int) -> int:
     kind = plan.buffers[ref.buf].slices
-    return 0 if kind == "1" else (t + ref.toff) & 1 if kind == "2" else t + ref.toff
+    return 0 if kind is Slices.ONE else (t + ref.toff) & 1 if kind is Slices.TWO else t + ref.toff
 
 
 def _view(plan: Plan, tensors: list, ref: Ref, width: int, t: int, n: int) -> torch.Tensor:
@@ -336,7 +336,7 @@ class _Kernel:
 
     def _key(self, ref: Ref, col: int) -> tuple:
         kind = self.plan.buffers[ref.buf].slices
-        slice_key = 0 if kind == "1" else ref.toff % 2 if kind == "2" else ref.toff
+        slice_key = 0 if kind is Slices.ONE else ref.toff % 2 if kind is Slices.TWO else ref.toff
         return ref.buf, slice_key, col
 
     def _address(self, ref: Ref, col: int) -> str:
@@ -348,9 +348,9 @@ class _Kernel:
         if base is None:
             if buf.shared:  # a parameter: one row; its gradient: the row's partial sum
                 where = f"p{k}" if buf.given else f"p{k} + (row % P) * r{k}"
-            elif buf.slices == "1":
+            elif buf.slices is Slices.ONE:
                 where = f"p{k} + row * r{k}"
-            elif buf.slices == "2":
+            elif buf.slices is Slices.TWO:
                 where = f"p{k} + ((t + {ref.toff}) % 2) * s{k} + row * r{k}"
             else:
                 where = f"p{k} + (t + {ref.toff}) * s{k} + row * r{k}"

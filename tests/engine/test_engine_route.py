@@ -21,6 +21,7 @@ from rnnlab.grid import CellTransform, GridLSTM, GridScan, State
 
 ENGINE = Path(rnnlab.__file__).parent / "engine"
 GRID = Path(rnnlab.__file__).parent / "grid"
+LANG = Path(rnnlab.__file__).parent / "lang"
 
 
 def lstm(I=4, H=8):
@@ -341,6 +342,31 @@ def test_imports_read_callers_run_route_executor():
     for name, deps in graph.items():
         for dep in deps:
             assert rank[dep] > rank[name] or (rank[dep] == rank[name] == 0), (name, dep)
+
+
+def _module_level(tree: ast.Module):
+    """The nodes of a module outside its functions (what runs when it is imported)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            yield node
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def test_the_cell_language_does_not_import_the_engine():
+    """lang sits below the engine: none of its modules imports rnnlab.engine when imported (the
+    engine keeps its own caches of plans and custom-op handles, keyed by the Program)."""
+    for path in LANG.glob("*.py"):
+        for node in _module_level(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.ImportFrom) and node.level >= 2:  # from .. import engine
+                names = [f"rnnlab.{node.module or a.name}" for a in node.names]
+            assert not any(n.startswith("rnnlab.engine") for n in names), (path.name, names)
 
 
 def test_grid_code_uses_the_engine_s_entry_not_its_internals():

@@ -22,6 +22,7 @@ plan's hoist with torch under autograd and still runs the time loop fused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum, auto
 
 from ...lang.compile import Instr, Program
 from ...lang.ops import CODE, INSTRUCTIONS, OPS
@@ -33,6 +34,26 @@ def _is_row(instruction: str) -> bool:
 
 class Unsupported(Exception):
     """The fused engine cannot run this plan (the message says why)."""
+
+
+class SourceKind(Enum):
+    """Where a lane's value comes from (the ``kind`` of a ``Source``)."""
+
+    STEP_INPUT = auto()  # lane ``lane`` of hoisted input ``index``, at this step
+    STATE = auto()  # state field ``index``
+    GEMM = auto()  # lane ``lane`` of the result of GEMM ``index``
+    OP = auto()  # the result of ``ops[index]``, an elementwise op (computed in the loop)
+    PROJECTION = auto()  # the hoist's: lane ``lane`` of X = x W (+ b)
+    INPUT = auto()  # the hoist's: lane ``lane`` of the input x itself
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one lane comes from: its ``kind``, which one of that kind, which lane of it."""
+
+    kind: SourceKind
+    index: int = 0
+    lane: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,12 +87,11 @@ class Gemm:
 
 @dataclass
 class StepIR:
-    """One step in lanes. ``sources[lane]`` says where a lane comes from:
-    ``("xs", k, i)`` lane i of hoisted input k, ``("state", j)`` state field j,
-    ``("gemm", g, i)`` lane i of GEMM g, ``("ew", n)`` the n-th op of ``ops``."""
+    """One step in lanes; ``sources[lane]`` says where a lane comes from (a hoisted input, a
+    state field, a GEMM or an op of ``ops``)."""
 
     hidden_size: int
-    sources: list[tuple]
+    sources: list[Source]
     ops: list  # Ew | Gemm, in the order the step computes them
     output: int
     writes: tuple[int, ...]  # the new value of each state field
@@ -88,16 +108,13 @@ class HoistIR:
     """The hoist in lanes: ``X = x W (+ b)`` (one torch GEMM over all T·B rows before the loop
     for the python executor; in the native loop one GEMM per step, see
     ``Plan.hoisted_forward``), then elementwise work; hoisted input k = the lanes
-    ``outputs[k]``.
-
-    ``sources[lane]``: ``("X", i)`` lane i of X, ``("x", i)`` lane i of the input itself,
-    ``("ew", n)`` the n-th op of ``ops``."""
+    ``outputs[k]``; ``sources[lane]``: a lane of X, of the input itself, or an op of ``ops``."""
 
     hidden_size: int
     weight: str | None  # key of the (input, N) matrix of X = x W (+ b); None: no GEMM
     bias: str | None
     width: int  # N
-    sources: list[tuple]
+    sources: list[Source]
     ops: list  # Ew
     outputs: list[tuple[int, ...]]
     input_size: int = 0  # columns of x (the GEMM's k)
@@ -125,16 +142,17 @@ class _Layout:
 
     def __init__(self, H: int):
         self.H = H
-        self.sources: list[tuple] = []
+        self.sources: list[Source] = []
         self.ops: list = []
         self.env = _Values()
 
-    def lane(self, source: tuple) -> int:
-        self.sources.append(source)
-        return len(self.sources) - 1
+    def lanes(self, kind: SourceKind, n: int, index: int = 0) -> tuple[int, ...]:
+        """n new lanes: lanes 0 … n−1 of the ``index``-th thing of that kind."""
+        self.sources += [Source(kind, index, i) for i in range(n)]
+        return tuple(range(len(self.sources) - n, len(self.sources)))
 
     def ew(self, op: str, args: tuple) -> int:
-        lane = self.lane(("ew", len(self.ops)))
+        (lane,) = self.lanes(SourceKind.OP, 1, len(self.ops))
         self.ops.append(Ew(op, lane, args))
         return lane
 
@@ -182,8 +200,6 @@ class _Layout:
         n = max(len(a) for a in args)
         if OPS[ins.op].instruction is not None and n > 1 and _is_row(OPS[ins.op].instruction):
             raise Unsupported(f"{ins.op} over {n} lanes (it normalises one H-wide row)")
-        if any(len(a) not in (1, n) for a in args):
-            raise Unsupported(f"{ins.op} of {[len(a) for a in args]} lanes")
         # a single number broadcasts; a one-lane value does not (widths are checked upstream)
         wide = [a * n if len(a) == 1 and isinstance(a[0], float) else a for a in args]
         if any(len(a) != n for a in wide):
@@ -210,10 +226,9 @@ def step_lanes(program: Program) -> StepIR:
             k = int(ins.value)
             xs_lanes[ins.out] = (k,)
             n = layout.lanes_of(ins.width)
-            env.pending[ins.out] = (lambda k=k, n=n:
-                                    tuple(layout.lane(("xs", k, i)) for i in range(n)))
+            env.pending[ins.out] = lambda k=k, n=n: layout.lanes(SourceKind.STEP_INPUT, n, k)
         elif ins.op == "state":
-            env[ins.out] = (layout.lane(("state", int(ins.value))),)
+            env[ins.out] = layout.lanes(SourceKind.STATE, 1, int(ins.value))
         elif ins.op == "gemm":
             args = tuple(x for a in ins.args for x in env[a])
             if not all(isinstance(x, int) for x in args):
@@ -223,8 +238,7 @@ def step_lanes(program: Program) -> StepIR:
                 if ins.bias not in xs_lanes:
                     raise Unsupported("a GEMM's added term is not a hoisted input")
                 bias = xs_lanes[ins.bias][0]
-            out = tuple(layout.lane(("gemm", num_gemms, i))
-                        for i in range(layout.lanes_of(ins.width)))
+            out = layout.lanes(SourceKind.GEMM, layout.lanes_of(ins.width), num_gemms)
             layout.ops.append(Gemm(num_gemms, ins.key, args, bias, out))
             num_gemms += 1
             env[ins.out] = out
@@ -261,12 +275,12 @@ def hoist_lanes(program: Program) -> HoistIR | None:
                 continue
             if ins.op == "x":
                 n = program.input_size // H if program.input_size % H == 0 else 0
-                env[ins.out] = tuple(layout.lane(("x", i)) for i in range(n)) if n else None
+                env[ins.out] = layout.lanes(SourceKind.INPUT, n) if n else None
             elif projection:
                 weight, width = ins.key, ins.width
                 if ins.bias is not None:
                     bias = next(i.key for i in program.hoist_code if i.out == ins.bias)
-                env[ins.out] = tuple(layout.lane(("X", i)) for i in range(layout.lanes_of(width)))
+                env[ins.out] = layout.lanes(SourceKind.PROJECTION, layout.lanes_of(width))
             else:
                 raise Unsupported(f"{ins.op} in the hoist")
         if any(env.get(v) is None for v in program.xs):

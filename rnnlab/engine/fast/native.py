@@ -257,9 +257,7 @@ class NativeLoops:
         buf = self.plan.buffers[index]
         if self.per_thread(index):  # one row per thread, reused by every batch row
             return (threads, 1, buf.width)
-        if buf.shared:
-            return (buf.width,)
-        return ({"T": T, "T+1": T + 1, "1": 1, "2": 2}[buf.slices], B, buf.width)
+        return (buf.width,) if buf.shared else (buf.slices.size(T), B, buf.width)
 
     def _operand(self, x) -> list[int]:
         if x is None:

@@ -25,16 +25,17 @@ oneDNN do).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from ...lang.ops import CODE, COPY_GRAD, INSTRUCTIONS, OPS
-from .lanes import Ew, Gemm, HoistIR, Param, StepIR
+from .lanes import Ew, Gemm, HoistIR, Param, Source, SourceKind, StepIR
 
 # Elementwise instruction codes (the op table's order). acc=True adds to the destination.
 COPY, NEG, ADD, SUB, MUL, FILL = (CODE[n] for n in ("copy", "neg", "add", "sub", "mul", "fill"))
 SIGMOID = CODE["sigmoid"]
 ROW_CODES = frozenset(k for k, ins in enumerate(INSTRUCTIONS) if ins.row)
-CODE_NAMES = tuple(ins.name for ins in INSTRUCTIONS)
 # instruction of a lane op -> per argument: (instruction, operand, operand) of its adjoint
 _GRAD = {spec.instruction: spec.grad for spec in OPS.values() if spec.instruction}
 _GRAD["copy"] = COPY_GRAD
@@ -53,12 +54,25 @@ def _mark_needed(op: Ew, needed: list) -> None:
                 needed[args[name]] = True
 
 
+class Slices(Enum):
+    """How many slices a buffer has over T steps."""
+
+    STEPS = "T"  # one per step
+    HISTORY = "T+1"  # the state entering each step, then the final state
+    ONE = "1"  # rewritten every step
+    TWO = "2"  # alternating from step to step
+
+    def size(self, T: int) -> int:
+        """The number of slices over T steps."""
+        return T + 1 if self is Slices.HISTORY else T if self is Slices.STEPS else int(self.value)
+
+
 @dataclass
 class Buffer:
-    """A (slices, B, width) tensor. ``slices``: "T", "T+1", "1" or "2" (see the module doc)."""
+    """A (slices, B, width) tensor (see the module doc)."""
 
     name: str
-    slices: str
+    slices: Slices
     width: int
     shared: bool = False  # one row for the whole batch (parameters and their gradient sums)
     temp: bool = False  # scratch within one stage of one step (native: a single row)
@@ -115,7 +129,9 @@ class Refill:
 
 @dataclass
 class Plan:
-    """Buffers and per-step instructions of a fused forward (and backward) pass."""
+    """Buffers and per-step instructions of a fused forward (and backward) pass. A buffer field
+    is an index into ``buffers``, None where there is no such buffer (S, Y: never; dY, dF, dS:
+    when not training)."""
 
     ir: StepIR
     training: bool
@@ -123,14 +139,14 @@ class Plan:
     buffers: list[Buffer] = field(default_factory=list)
     forward: list = field(default_factory=list)
     backward: list = field(default_factory=list)
-    xs: list[int] = field(default_factory=list)  # buffer of each hoisted input
+    xs: list[int | None] = field(default_factory=list)  # per hoisted input (None: it is in X)
     # with the engine's own hoist: X = x W (+ b) over all rows (T, B, N), computed by torch;
     # the prologue (one pass over all T·B rows) computes the other hoisted inputs from it, and
     # a hoisted input that is just columns of X (a GEMM's bias) is those columns: its GEMM adds
     # to X in place. The epilogue takes the hoisted inputs' adjoints back to dX.
     prologue: list = field(default_factory=list)
     epilogue: list = field(default_factory=list)
-    X: int = -1
+    X: int | None = None
     bias_in_X: bool = False  # X = x W + b (one addmm) whenever the hoist has a bias
     # The same hoist step by step, for an executor that runs it inside its loop (native): at
     # step t, X_t = x_t W (+ b) (one GEMM of B rows, the weight packed once per sequence), then
@@ -138,28 +154,27 @@ class Plan:
     # and X = x W + b over all rows is never written to memory at once. ``xin``: the input x
     # (given), ``bx``: the bias as one shared row (given).
     hoisted_forward: list = field(default_factory=list)
-    xin: int = -1
-    bx: int = -1
+    xin: int | None = None
+    bx: int | None = None
     # One-slice twins of the hoist's (T, B, ·) buffers (X, the hoisted inputs) for
     # ``hoisted_forward``: ``twins`` every twin made, ``step_twins`` those it uses (buffer ->
     # twin): the buffers that nothing after the forward reads, whose step t values then stay
     # in cache from step to step instead of going to memory
     twins: list[int] = field(default_factory=list)
     step_twins: dict[int, int] = field(default_factory=dict)
-    x: int = -1  # the input x (given) when the prologue reads it
-    dX: int = -1
-    dx: int = -1  # adjoint of the input read by the prologue
+    x: int | None = None  # the input x (given) when the prologue reads it
+    dX: int | None = None
+    dx: int | None = None  # adjoint of the input read by the prologue
     params: dict[str, int] = field(default_factory=dict)  # weight key -> buffer (vectors)
     state_cols: list[int] = field(default_factory=list)  # column of each state field in S
-    S: int = -1
-    Y: int = -1
+    S: int | None = None
+    Y: int | None = None
     # backward
-    dY: int = -1
-    dF: int = -1  # gradient of the final states, in S's layout
-    dS: int = -1  # adjoint of the state: slice t % 2 enters step t
+    dY: int | None = None
+    dF: int | None = None  # gradient of the final states, in S's layout
+    dS: int | None = None  # adjoint of the state: slice t % 2 enters step t
     dG: list[Ref] = field(default_factory=list)  # per GEMM: adjoint of its result (T slices)
-    dxs: dict[int, int] = field(default_factory=dict)  # hoisted input read elementwise ->
-    #                                                     its adjoint
+    dxs: dict[int, int] = field(default_factory=dict)  # hoisted input read by an op -> adjoint
     dP: dict[str, int] = field(default_factory=dict)  # vector weight key -> gradient sum
     gemm_args: list[Ref] = field(default_factory=list)  # per GEMM: its argument rows (T slices)
 
@@ -176,12 +191,60 @@ def make_plan(ir: StepIR, training: bool, lengths: bool, hoist: HoistIR | None =
     return _Planner(ir, training, lengths, hoist).plan
 
 
+@dataclass
+class _Adjoints:
+    """One backward pass (the step's, or the epilogue) as it is derived: ``adj``: lane -> (its
+    adjoint's place, owned: else an alias of another value, copied before anything is added)."""
+
+    H: int
+    dP: dict[str, int]  # vector weight key -> gradient sum
+    fixed: Callable[[int], Ref | None]  # the one place a lane's adjoint must end up, or None
+    scratch: dict[int, Ref]  # a place for each other lane
+    out: list  # the pass's instructions
+    adj: dict[int, tuple] = field(default_factory=dict)
+
+    def contribute(self, x, code: int, a, b=None):
+        """Add ``code(a, b)`` to the adjoint of operand x (a lane, a Param or a number)."""
+        H, adj, out = self.H, self.adj, self.out
+        if isinstance(x, float):
+            return
+        if isinstance(x, Param):
+            out.append(Op(code, Ref(self.dP[x.key], x.index * H), a, b, H, acc=True))
+            return
+        current = adj.get(x)
+        if current is None:
+            dst = self.fixed(x)
+            if dst is None and code == COPY:
+                adj[x] = (a, False)  # an alias: no copy until someone adds to it
+                return
+            dst = dst or self.scratch[x]
+            out.append(Op(code, dst, a, b, H))
+            adj[x] = (dst, True)
+            return
+        ref, owned = current
+        if not owned:
+            dst = self.scratch[x]
+            out.append(Op(ADD if code == COPY else COPY, dst, ref, a if code == COPY else None,
+                          H))
+            adj[x] = (dst, True)
+            if code == COPY:
+                return
+            ref = dst
+        out.append(Op(code, ref, a, b, H, acc=True))
+
+    def derive(self, op: Ew, value, operand):
+        """Contributions of one elementwise op to its arguments' adjoints (reverse mode)."""
+        dy = self.adj[op.out][0]
+        refs = {"dy": dy, "y": value(op.out), None: None}
+        for k, (instruction, *operands) in enumerate(_GRAD[op.op]):
+            for j, name in enumerate(("a", "b")[:len(op.args)]):
+                refs[name] = operand(op.args[j])
+            self.contribute(op.args[k], CODE[instruction], *(refs[o] for o in operands))
+
+
 class _Planner:
     def __init__(self, ir: StepIR, training: bool, lengths: bool, hoist: HoistIR | None):
-        self.ir = ir
-        self.H = ir.hidden_size
-        self.training = training
-        self.lengths = lengths
+        self.ir, self.H, self.training, self.lengths = ir, ir.hidden_size, training, lengths
         self.plan = Plan(ir, training, hoist)
         self._analyse()
         if hoist is not None:
@@ -205,7 +268,6 @@ class _Planner:
         ir = self.ir
         n = len(ir.sources)
         self.stage = [0] * n  # the stage (run of elementwise ops between GEMMs) of each lane
-        self.op_stage: list[int] = []
         self.readers: list[list[int]] = [[] for _ in range(n)]  # stages of elementwise readers
         self.gemm_uses: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (gemm, position)
         self.needed = [False] * n  # value read by the backward step
@@ -223,35 +285,28 @@ class _Planner:
                     if isinstance(a, int):
                         self.readers[a].append(stage)
                 _mark_needed(op, self.needed)
-            self.op_stage.append(stage)
         self.writes_of: list[list[int]] = [[] for _ in range(n)]
         for j, lane in enumerate(ir.writes):
             self.writes_of[lane].append(j)
         self.crossing = [
-            ir.sources[x][0] == "ew" and any(s > self.stage[x] for s in self.readers[x])
+            ir.sources[x].kind is SourceKind.OP and any(s > self.stage[x] for s in self.readers[x])
             for x in range(n)
         ]
-        self.param_width: dict[str, int] = {}
-        for op in ir.ops:
-            for a in op.args if isinstance(op, Ew) else ():
-                if isinstance(a, Param):
-                    width = (a.index + 1) * self.H
-                    self.param_width[a.key] = max(self.param_width.get(a.key, 0), width)
-        self.params = list(self.param_width)
+        self.param_width: dict[str, int] = {}  # weight vector -> the columns ops read of it
+        self._widen_params(ir.ops)
         # state layout: the arguments of the first GEMM that reads several states come first,
         # in its order, so that its argument is a column range of S
         order: list[int] = []
         for g in ir.gemms:
             src = [ir.sources[x] for x in g.args]
-            if len(g.args) > 1 and all(s[0] == "state" for s in src):
-                js = [s[1] for s in src]
+            if len(g.args) > 1 and all(s.kind is SourceKind.STATE for s in src):
+                js = [s.index for s in src]
                 if len(set(js)) == len(js):
                     order = js
                     break
         order += [j for j in range(ir.num_states) if j not in order]
         self.state_order = order
         self.aliased: dict[int, int] = {}  # hoisted input -> its first column in X
-        self.X_read = False
 
     def _analyse_hoist(self):
         """Which hoisted inputs are plain columns of X, and what the prologue reads."""
@@ -261,42 +316,40 @@ class _Planner:
         for k, lanes in enumerate(hoist.outputs):
             for i, x in enumerate(lanes):
                 positions.setdefault(x, []).append((k, i))
-        step_read = {src[1] for src in ir.sources if src[0] == "xs"}
+        step_read = {src.index for src in ir.sources if src.kind is SourceKind.STEP_INPUT}
         biases = [g.bias for g in ir.gemms if g.bias is not None]
         for k, lanes in enumerate(hoist.outputs):
             src = [hoist.sources[x] for x in lanes]
-            if (lanes and all(s[0] == "X" for s in src)
-                    and [s[1] for s in src] == list(range(src[0][1], src[0][1] + len(src)))
+            if (lanes and all(s.kind is SourceKind.PROJECTION for s in src)
+                    and [s.lane for s in src] == list(range(src[0].lane, src[0].lane + len(src)))
                     and k not in step_read and biases.count(k) == 1
                     and not any(x in read or len(positions[x]) > 1 for x in lanes)):
-                self.aliased[k] = src[0][1] * H
-        aliased_lanes = {x for k in self.aliased for x in hoist.outputs[k]}
-        self.X_read = any(hoist.sources[x][0] == "X" and x not in aliased_lanes
-                          for x in read | set(positions))
+                self.aliased[k] = src[0].lane * H
         self.hoist_positions = {x: [(k, i) for k, i in pos if k not in self.aliased]
                                 for x, pos in positions.items()}
         self.hoist_needed = [False] * len(hoist.sources)
         for op in hoist.ops:
             _mark_needed(op, self.hoist_needed)
-            for a in op.args:
-                if isinstance(a, Param):
-                    width = (a.index + 1) * H
-                    self.param_width[a.key] = max(self.param_width.get(a.key, 0), width)
-        self.params = list(self.param_width)
+        self._widen_params(hoist.ops)
+
+    def _widen_params(self, ops: list) -> None:
+        widths = self.param_width
+        for a in (a for op in ops if isinstance(op, Ew) for a in op.args):
+            if isinstance(a, Param):
+                widths[a.key] = max(widths.get(a.key, 0), (a.index + 1) * self.H)
+
+    def hoist_lane(self, x: int, X: int | None, inputs: int | None) -> Ref | None:
+        """Hoist lane x as a lane of X or of the input, held in ``X`` and ``inputs``."""
+        match self.plan.hoist.sources[x]:
+            case Source(SourceKind.PROJECTION, _, i):
+                return Ref(X, i * self.H)
+            case Source(SourceKind.INPUT, _, i):
+                return Ref(inputs, i * self.H)
+        return None
 
     def hoist_loc(self, x: int) -> Ref:
         """Where hoist lane x's value is (over all T·B rows)."""
-        src, p = self.plan.hoist.sources[x], self.plan
-        if src[0] == "X":
-            return Ref(p.X, src[1] * self.H)
-        if src[0] == "x":
-            return Ref(p.x, src[1] * self.H)
-        return self.hoist_home[x]
-
-    def hoist_operand(self, a):
-        if isinstance(a, int):
-            return self.hoist_loc(a)
-        return self.operand(a)
+        return self.hoist_lane(x, self.plan.X, self.plan.x) or self.hoist_home[x]
 
     def _prologue(self):
         """The hoist's elementwise work over all T·B rows, into the hoisted inputs."""
@@ -304,7 +357,7 @@ class _Planner:
         self.hoist_home: dict[int, Ref] = {}
         saved, scratch = [], []
         for x, src in enumerate(hoist.sources):
-            if src[0] != "ew":
+            if src.kind is not SourceKind.OP:
                 continue
             if self.hoist_positions.get(x):
                 k, i = self.hoist_positions[x][0]
@@ -315,12 +368,10 @@ class _Planner:
                 scratch.append(x)
         for name, lanes, temp in (("Ph", saved, False), ("Rh", scratch, True)):
             if lanes:
-                buf = p.add(Buffer(name, "T", len(lanes) * H, temp=temp))
-                for k, x in enumerate(lanes):
-                    self.hoist_home[x] = Ref(buf, k * H)
+                self.hoist_home.update(self._side_by_side(name, Slices.STEPS, lanes, temp=temp))
         for op in hoist.ops:
             dst = self.hoist_home[op.out]
-            args = [self.hoist_operand(a) for a in op.args] + [None]
+            args = [self.operand(a, self.hoist_loc) for a in op.args] + [None]
             code.append(Op(CODE[op.op], dst, args[0], args[1], H))
         for x, pos in self.hoist_positions.items():
             for k, i in pos:
@@ -332,11 +383,11 @@ class _Planner:
         """``hoisted_forward``: the hoist's GEMM and prologue for step t's rows, then the step."""
         p, hoist = self.plan, self.plan.hoist
         gemm = GemmI(Ref(p.X, 0), Ref(p.xin, 0), hoist.input_size, hoist.width, hoist.weight,
-                     False, Ref(p.bx, 0) if p.bx >= 0 else None)
+                     False, None if p.bx is None else Ref(p.bx, 0))
         code = [gemm, *p.prologue, *p.forward]
         later = p.backward + p.epilogue
         for buf, twin in zip(self.twinned, p.twins, strict=True):
-            if not any(_refs(ins, buf) for ins in later):  # read within its step only
+            if not any(buf in _buffers(ins, _REF_FIELDS) for ins in later):  # within its step
                 code = [_rebuffer(ins, buf, twin) for ins in code]
                 p.step_twins[buf] = twin
         p.hoisted_forward = merge(code)
@@ -344,37 +395,28 @@ class _Planner:
     def _epilogue(self):
         """The hoist's backward over all T·B rows: hoisted inputs' adjoints back to dX, dx."""
         p, ir, hoist, H = self.plan, self.ir, self.plan.hoist, self.H
-        if p.x >= 0:
-            p.dx = p.add(Buffer("dx", "T", p.buffers[p.x].width, zeros=True))
-        ew = [x for x, src in enumerate(hoist.sources) if src[0] == "ew"]
-        buf = p.add(Buffer("dRh", "T", max(len(ew), 1) * H, temp=True))
-        scratch = {x: Ref(buf, k * H) for k, x in enumerate(ew)}
-
-        def fixed(x):
-            src = hoist.sources[x]
-            if src[0] == "X":
-                return Ref(p.dX, src[1] * H)
-            if src[0] == "x":
-                return Ref(p.dx, src[1] * H)
-            return None
-
-        adj: dict[int, tuple] = {}
-        self.pass_ = (adj, fixed, scratch, p.epilogue)
+        if p.x is not None:
+            p.dx = p.add(Buffer("dx", Slices.STEPS, p.buffers[p.x].width, zeros=True))
+        ew = [x for x, src in enumerate(hoist.sources) if src.kind is SourceKind.OP]
+        scratch = self._side_by_side("dRh", Slices.STEPS, ew, temp=True)
+        adjoints = _Adjoints(H, p.dP, lambda x: self.hoist_lane(x, p.dX, p.dx), scratch,
+                             p.epilogue)
         dG_of = {g.bias: p.dG[i] for i, g in enumerate(ir.gemms) if g.bias is not None}
         for x, pos in self.hoist_positions.items():  # the step's adjoints of hoisted inputs
             for k, i in pos:
                 if k in dG_of:
-                    self.contribute(x, COPY, Ref(dG_of[k].buf, dG_of[k].col + i * H))
+                    adjoints.contribute(x, COPY, Ref(dG_of[k].buf, dG_of[k].col + i * H))
                 if k in p.dxs:
-                    self.contribute(x, COPY, Ref(p.dxs[k], i * H))
+                    adjoints.contribute(x, COPY, Ref(p.dxs[k], i * H))
         for op in reversed(hoist.ops):
-            if op.out in adj:
-                self.derive(op, self.hoist_loc, self.hoist_operand)
+            if op.out in adjoints.adj:
+                adjoints.derive(op, self.hoist_loc, lambda a: self.operand(a, self.hoist_loc))
         aliased_cols = {self.aliased[k] + i * H for k in self.aliased
                         for i in range(len(hoist.outputs[k]))}
-        lane_of = {src[1]: x for x, src in enumerate(hoist.sources) if src[0] == "X"}
+        lane_of = {src.lane: x for x, src in enumerate(hoist.sources)
+                   if src.kind is SourceKind.PROJECTION}
         for i in range(hoist.width // H):  # columns of dX nobody writes
-            if i * H not in aliased_cols and lane_of.get(i) not in adj:
+            if i * H not in aliased_cols and lane_of.get(i) not in adjoints.adj:
                 p.epilogue.append(Op(FILL, Ref(p.dX, i * H), 0.0, None, H))
 
     # ---- forward ------------------------------------------------------------------------------
@@ -383,42 +425,42 @@ class _Planner:
         history = self.training or self.lengths
         hoist = p.hoist
         if hoist is None:
-            p.xs = [p.add(Buffer(f"xs{k}", "T", w, given=True))
+            p.xs = [p.add(Buffer(f"xs{k}", Slices.STEPS, w, given=True))
                     for k, w in enumerate(ir.xs_widths)]
         else:
             if hoist.weight is not None:
-                p.X = p.add(Buffer("X", "T", hoist.width))
+                p.X = p.add(Buffer("X", Slices.STEPS, hoist.width))
                 # X = x W + b in one addmm over all T·B rows: no bias pass in every step
                 p.bias_in_X = hoist.bias is not None
-                p.xin = p.add(Buffer("xin", "T", hoist.input_size, given=True))
+                p.xin = p.add(Buffer("xin", Slices.STEPS, hoist.input_size, given=True))
                 if hoist.bias is not None:
-                    p.bx = p.add(Buffer("bx", "1", hoist.width, shared=True, given=True))
+                    p.bx = p.add(Buffer("bx", Slices.ONE, hoist.width, shared=True, given=True))
             # x as lanes: only where the hoist reads them elementwise or hands them to the
             # step (else its adjoint would be a zero-filled (T, B, I) buffer nobody writes)
             read = {a for op in hoist.ops for a in op.args if isinstance(a, int)}
             read |= {x for lanes in hoist.outputs for x in lanes}
-            if any(src[0] == "x" and x in read for x, src in enumerate(hoist.sources)):
-                p.x = p.add(Buffer("x", "T", len([s for s in hoist.sources if s[0] == "x"]) * H,
-                                   given=True))
-            p.xs = [-1 if k in self.aliased else p.add(Buffer(f"xs{k}", "T", w))
+            inputs = [x for x, src in enumerate(hoist.sources) if src.kind is SourceKind.INPUT]
+            if read.intersection(inputs):
+                p.x = p.add(Buffer("x", Slices.STEPS, len(inputs) * H, given=True))
+            p.xs = [None if k in self.aliased else p.add(Buffer(f"xs{k}", Slices.STEPS, w))
                     for k, w in enumerate(ir.xs_widths)]
             if hoist.weight is not None:  # twins for the hoist inside the native loop
-                self.twinned = [b for b in (p.X, *p.xs) if b >= 0]
-                p.twins = [p.add(Buffer(f"{p.buffers[b].name}_step", "1", p.buffers[b].width))
-                           for b in self.twinned]
-        p.params = {key: p.add(Buffer(f"w[{key}]", "1", self.param_width[key], shared=True,
-                                      given=True)) for key in self.params}
-        p.S = p.add(Buffer("S", "T+1" if history else "2", len(self.state_order) * H,
-                           zeros=self.lengths))
+                self.twinned = [b for b in (p.X, *p.xs) if b is not None]
+                p.twins = [p.add(Buffer(f"{p.buffers[b].name}_step", Slices.ONE,
+                                        p.buffers[b].width)) for b in self.twinned]
+        p.params = {key: p.add(Buffer(f"w[{key}]", Slices.ONE, self.param_width[key],
+                                      shared=True, given=True)) for key in self.param_width}
+        p.S = p.add(Buffer("S", Slices.HISTORY if history else Slices.TWO,
+                           len(self.state_order) * H, zeros=self.lengths))
         p.state_cols = [self.state_order.index(j) * H for j in range(ir.num_states)]
-        p.Y = p.add(Buffer("Y", "T", H, zeros=self.lengths))
+        p.Y = p.add(Buffer("Y", Slices.STEPS, H, zeros=self.lengths))
         self.G: list[Ref] = []  # where each GEMM's result is
         for g in ir.gemms:
             if g.bias is not None and g.bias in self.aliased:  # in place, in X
                 self.G.append(self.xs_ref(g.bias))
                 continue
             keep = self.training and any(self.needed[x] for x in g.out)
-            self.G.append(Ref(p.add(Buffer(f"G{g.index}", "T" if keep else "1",
+            self.G.append(Ref(p.add(Buffer(f"G{g.index}", Slices.STEPS if keep else Slices.ONE,
                                            len(g.out) * H)), 0))
         # each GEMM reads its argument from S when it is a run of state columns, else from its
         # own buffer A (kept for the weight gradient when training)
@@ -426,12 +468,12 @@ class _Planner:
         self.dedicated: list[bool] = []
         for g in ir.gemms:
             src = [ir.sources[x] for x in g.args]
-            cols = [p.state_cols[s[1]] for s in src if s[0] == "state"]
+            cols = [p.state_cols[s.index] for s in src if s.kind is SourceKind.STATE]
             if len(cols) == len(src) and cols == list(range(cols[0], cols[0] + len(cols) * H, H)):
                 self.A.append(Ref(p.S, cols[0]))
                 self.dedicated.append(False)
             else:
-                buf = p.add(Buffer(f"A{g.index}", "T" if self.training else "1",
+                buf = p.add(Buffer(f"A{g.index}", Slices.STEPS if self.training else Slices.ONE,
                                    len(g.args) * H, zeros=self.lengths))
                 self.A.append(Ref(buf, 0))
                 self.dedicated.append(True)
@@ -441,7 +483,7 @@ class _Planner:
         self.home: dict[int, Ref] = {}
         slots = {"P": [], "M": [], "R": []}
         for x in range(n):
-            if ir.sources[x][0] != "ew":
+            if ir.sources[x].kind is not SourceKind.OP:
                 continue
             dedicated_uses = [(g, q) for g, q in self.gemm_uses[x] if self.dedicated[g]]
             if self.writes_of[x]:
@@ -458,12 +500,14 @@ class _Planner:
             else:
                 slots["R"].append(x)
         for name, lanes in slots.items():
-            if not lanes:
-                continue
-            buf = p.add(Buffer(name, "T" if name == "P" else "1", len(lanes) * H,
-                               temp=name == "R"))
-            for k, x in enumerate(lanes):
-                self.home[x] = Ref(buf, k * H)
+            if lanes:
+                self.home.update(self._side_by_side(
+                    name, Slices.STEPS if name == "P" else Slices.ONE, lanes, temp=name == "R"))
+
+    def _side_by_side(self, name: str, slices: Slices, lanes: list, **flags) -> dict[int, Ref]:
+        """A new buffer with ``lanes`` side by side, H columns each: lane -> its place."""
+        buf = self.plan.add(Buffer(name, slices, max(len(lanes), 1) * self.H, **flags))
+        return {x: Ref(buf, k * self.H) for k, x in enumerate(lanes)}
 
     def xs_ref(self, k: int) -> Ref:
         """Hoisted input k: its own buffer, or its columns of X."""
@@ -473,22 +517,22 @@ class _Planner:
 
     def loc(self, x: int) -> Ref:
         """Where lane x's value is during (forward) and after (backward) its step."""
-        src = self.ir.sources[x]
-        if src[0] == "xs":
-            base = self.xs_ref(src[1])
-            return Ref(base.buf, base.col + src[2] * self.H)
-        if src[0] == "state":
-            return Ref(self.plan.S, self.plan.state_cols[src[1]])
-        if src[0] == "gemm":
-            base = self.G[src[1]]
-            return Ref(base.buf, base.col + src[2] * self.H)
+        match self.ir.sources[x]:
+            case Source(SourceKind.STEP_INPUT, k, i):
+                base = self.xs_ref(k)
+                return Ref(base.buf, base.col + i * self.H)
+            case Source(SourceKind.STATE, j):
+                return Ref(self.plan.S, self.plan.state_cols[j])
+            case Source(SourceKind.GEMM, g, i):
+                return Ref(self.G[g].buf, self.G[g].col + i * self.H)
         return self.home[x]
 
-    def operand(self, a):
+    def operand(self, a, loc=None):
+        """Where an op's argument is: a lane (at ``loc``, else ``self.loc``), a Param, a number."""
         if isinstance(a, Param):
             return Ref(self.plan.params[a.key], a.index * self.H)
         if isinstance(a, int):
-            return self.loc(a)
+            return (loc or self.loc)(a)
         return float(a)
 
     def sinks(self, x: int) -> list[Ref]:
@@ -517,125 +561,78 @@ class _Planner:
                 g = op.index
                 if self.dedicated[g]:  # computed lanes were written there by their op
                     for q, x in enumerate(op.args):
-                        if ir.sources[x][0] != "ew":
+                        if ir.sources[x].kind is not SourceKind.OP:
                             code.append(Op(COPY, Ref(self.A[g].buf, q * H), self.loc(x), None, H))
-                if op.bias is None:
-                    code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
-                                      op.weight, False))
-                elif op.bias not in self.aliased:
-                    code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
-                                      op.weight, False, self.xs_ref(op.bias)))
-                else:  # X already holds x W + b: add the recurrent product to it
-                    code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
-                                      op.weight, False, None, acc=True))
+                # a bias that is columns of X: X holds x W + b already, the product is added
+                in_X = op.bias in self.aliased
+                bias = None if op.bias is None or in_X else self.xs_ref(op.bias)
+                code.append(GemmI(self.G[g], self.A[g], len(op.args) * H, len(op.out) * H,
+                                  op.weight, False, bias, acc=in_X))
         p = self.plan
         for j, x in enumerate(ir.writes):  # values passed through from elsewhere
-            if ir.sources[x][0] != "ew":
+            if ir.sources[x].kind is not SourceKind.OP:
                 code.append(Op(COPY, Ref(p.S, p.state_cols[j], 1), self.loc(x), None, H))
-        if ir.sources[ir.output][0] != "ew":
+        if ir.sources[ir.output].kind is not SourceKind.OP:
             code.append(Op(COPY, Ref(p.Y, 0), self.loc(ir.output), None, H))
 
     # ---- backward -----------------------------------------------------------------------------
     def _backward_buffers(self):
         p, ir, H = self.plan, self.ir, self.H
         width = len(self.state_order) * H
-        p.dY = p.add(Buffer("dY", "T", H, given=True))
-        p.dF = p.add(Buffer("dF", "1", width, given=True))
-        p.dS = p.add(Buffer("dS", "2", width))
-        if p.X >= 0:
-            p.dX = p.add(Buffer("dX", "T", p.hoist.width, zeros=self.lengths))
+        p.dY = p.add(Buffer("dY", Slices.STEPS, H, given=True))
+        p.dF = p.add(Buffer("dF", Slices.ONE, width, given=True))
+        p.dS = p.add(Buffer("dS", Slices.TWO, width))
+        if p.X is not None:
+            p.dX = p.add(Buffer("dX", Slices.STEPS, p.hoist.width, zeros=self.lengths))
         p.dG = []
         for g in ir.gemms:
             if g.bias is not None and g.bias in self.aliased:
                 p.dG.append(Ref(p.dX, self.aliased[g.bias]))
             else:
-                p.dG.append(Ref(p.add(Buffer(f"dG{g.index}", "T", len(g.out) * H,
+                p.dG.append(Ref(p.add(Buffer(f"dG{g.index}", Slices.STEPS, len(g.out) * H,
                                              zeros=self.lengths)), 0))
-        self.dA = [p.add(Buffer(f"dA{g.index}", "1", len(g.args) * H)) if self.dedicated[i]
-                   else None for i, g in enumerate(ir.gemms)]
+        self.dA = [p.add(Buffer(f"dA{g.index}", Slices.ONE, len(g.args) * H))
+                   if self.dedicated[i] else None for i, g in enumerate(ir.gemms)]
         used = [a for op in ir.ops for a in (op.args if isinstance(op, Ew) else ())
                 if isinstance(a, int)] + [ir.output, *ir.writes]
-        read_xs = sorted({ir.sources[x][1] for x in used if ir.sources[x][0] == "xs"})
-        p.dxs = {k: p.add(Buffer(f"dxs{k}", "T", ir.xs_widths[k], zeros=True))
+        read_xs = sorted({ir.sources[x].index for x in used
+                          if ir.sources[x].kind is SourceKind.STEP_INPUT})
+        p.dxs = {k: p.add(Buffer(f"dxs{k}", Slices.STEPS, ir.xs_widths[k], zeros=True))
                  for k in read_xs}
-        p.dP = {key: p.add(Buffer(f"d w[{key}]", "1", self.param_width[key], shared=True,
-                                  zeros=True)) for key in self.params}
+        p.dP = {key: p.add(Buffer(f"d w[{key}]", Slices.ONE, self.param_width[key],
+                                  shared=True, zeros=True)) for key in self.param_width}
         crossing = [x for x in range(len(ir.sources)) if self.crossing[x]]
-        self.dM = {}
-        if crossing:
-            buf = p.add(Buffer("dM", "1", len(crossing) * H))
-            self.dM = {x: Ref(buf, k * H) for k, x in enumerate(crossing)}
-        ew = [x for x in range(len(ir.sources)) if ir.sources[x][0] == "ew"]
-        buf = p.add(Buffer("dR", "1", max(len(ew), 1) * H, temp=True))
-        self.dR = {x: Ref(buf, k * H) for k, x in enumerate(ew)}
+        self.dM = self._side_by_side("dM", Slices.ONE, crossing) if crossing else {}
+        ew = [x for x, src in enumerate(ir.sources) if src.kind is SourceKind.OP]
+        self.dR = self._side_by_side("dR", Slices.ONE, ew, temp=True)
 
     def fixed(self, x: int) -> Ref | None:
         """The one place lane x's adjoint must end up in, if it has one."""
-        src, p = self.ir.sources[x], self.plan
-        if src[0] == "state":
-            return Ref(p.dS, p.state_cols[src[1]])
-        if src[0] == "gemm":
-            base = p.dG[src[1]]
-            return Ref(base.buf, base.col + src[2] * self.H)
-        if src[0] == "xs":
-            return Ref(p.dxs[src[1]], src[2] * self.H)
+        p = self.plan
+        match self.ir.sources[x]:
+            case Source(SourceKind.STATE, j):
+                return Ref(p.dS, p.state_cols[j])
+            case Source(SourceKind.GEMM, g, i):
+                return Ref(p.dG[g].buf, p.dG[g].col + i * self.H)
+            case Source(SourceKind.STEP_INPUT, k, i):
+                return Ref(p.dxs[k], i * self.H)
         return self.dM.get(x)
-
-    def contribute(self, x, code: int, a, b=None):
-        """Add ``code(a, b)`` to the adjoint of operand x (a lane, a Param or a number), in the
-        pass ``self.pass_`` = (adjoints, fixed place of a lane or None, scratch, code)."""
-        H = self.H
-        adj, fixed, scratch, out = self.pass_
-        if isinstance(x, float):
-            return
-        if isinstance(x, Param):
-            out.append(Op(code, Ref(self.plan.dP[x.key], x.index * H), a, b, H, acc=True))
-            return
-        current = adj.get(x)
-        if current is None:
-            dst = fixed(x)
-            if dst is None and code == COPY:
-                adj[x] = (a, False)  # an alias: no copy until someone adds to it
-                return
-            dst = dst or scratch[x]
-            out.append(Op(code, dst, a, b, H))
-            adj[x] = (dst, True)
-            return
-        ref, owned = current
-        if not owned:
-            dst = scratch[x]
-            out.append(Op(ADD if code == COPY else COPY, dst, ref, a if code == COPY else None,
-                          H))
-            adj[x] = (dst, True)
-            if code == COPY:
-                return
-            ref = dst
-        out.append(Op(code, ref, a, b, H, acc=True))
-
-    def derive(self, op: Ew, value, operand):
-        """Contributions of one elementwise op to its arguments' adjoints (reverse mode)."""
-        dy = self.pass_[0][op.out][0]
-        refs = {"dy": dy, "y": value(op.out), None: None}
-        for k, (instruction, *operands) in enumerate(_GRAD[op.op]):
-            for j, name in enumerate(("a", "b")[:len(op.args)]):
-                refs[name] = operand(op.args[j])
-            self.contribute(op.args[k], CODE[instruction], *(refs[o] for o in operands))
 
     def _backward(self):
         ir, p, H, out = self.ir, self.plan, self.H, self.plan.backward
         width = len(self.state_order) * H
         out.append(Refill(Ref(p.dS, 0, 1), Ref(p.dF, 0), width))
-        self.adj: dict[int, tuple] = {}
-        self.pass_ = (self.adj, self.fixed, self.dR, out)
+        adjoints = _Adjoints(H, p.dP, self.fixed, self.dR, out)
+        adj, contribute = adjoints.adj, adjoints.contribute
 
         def external(x):
             if x == ir.output:
-                self.contribute(x, COPY, Ref(p.dY, 0))
+                contribute(x, COPY, Ref(p.dY, 0))
             for j in self.writes_of[x]:
-                self.contribute(x, COPY, Ref(p.dS, p.state_cols[j], 1))
+                contribute(x, COPY, Ref(p.dS, p.state_cols[j], 1))
 
         for x in dict.fromkeys([ir.output, *ir.writes]):
-            if ir.sources[x][0] != "ew":
+            if ir.sources[x].kind is not SourceKind.OP:
                 external(x)
         for op in reversed(ir.ops):
             if isinstance(op, Ew):
@@ -643,34 +640,35 @@ class _Planner:
                 external(y)
                 for g, q in self.gemm_uses[y]:
                     if self.dedicated[g]:
-                        self.contribute(y, COPY, Ref(self.dA[g], q * H))
-                if y in self.adj:  # else its adjoint is zero
-                    self.derive(op, self.loc, self.operand)
+                        contribute(y, COPY, Ref(self.dA[g], q * H))
+                if y in adj:  # else its adjoint is zero
+                    adjoints.derive(op, self.loc, self.operand)
             else:
                 g = op.index
                 for x in op.out:
-                    if x not in self.adj:
+                    if x not in adj:
                         out.append(Op(FILL, self.fixed(x), 0.0, None, H))
-                        self.adj[x] = (self.fixed(x), True)
+                        adj[x] = (self.fixed(x), True)
                 K, N = len(op.args) * H, len(op.out) * H
                 if self.dedicated[g]:
                     out.append(GemmI(Ref(self.dA[g], 0), p.dG[g], N, K, op.weight, True))
                     for q, x in enumerate(op.args):
-                        if ir.sources[x][0] != "ew":
-                            self.contribute(x, COPY, Ref(self.dA[g], q * H))
+                        if ir.sources[x].kind is not SourceKind.OP:
+                            contribute(x, COPY, Ref(self.dA[g], q * H))
                 else:
-                    started = [x in self.adj for x in op.args]
+                    started = [x in adj for x in op.args]
                     if any(started):
                         for x in op.args:
-                            if x not in self.adj:
+                            if x not in adj:
                                 out.append(Op(FILL, self.fixed(x), 0.0, None, H))
                     out.append(GemmI(Ref(p.dS, self.A[g].col), p.dG[g], N, K,
                                      op.weight, True, acc=any(started)))
                     for x in op.args:
-                        self.adj[x] = (self.fixed(x), True)
-        lane_of_state = {src[1]: x for x, src in enumerate(ir.sources) if src[0] == "state"}
+                        adj[x] = (self.fixed(x), True)
+        lane_of_state = {src.index: x for x, src in enumerate(ir.sources)
+                         if src.kind is SourceKind.STATE}
         for j in range(ir.num_states):
-            if lane_of_state.get(j) not in self.adj:
+            if lane_of_state.get(j) not in adj:
                 out.append(Op(FILL, Ref(p.dS, p.state_cols[j]), 0.0, None, H))
 
 
@@ -691,11 +689,6 @@ def reads(code: list) -> set[int]:
         if getattr(ins, "acc", False):
             found.add(ins.dst.buf)
     return found
-
-
-def _refs(ins, buf: int) -> bool:
-    """Whether an instruction reads or writes buffer ``buf``."""
-    return buf in _buffers(ins, _REF_FIELDS)
 
 
 def _rebuffer(ins, old: int, new: int):

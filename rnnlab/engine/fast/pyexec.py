@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ...lang.ops import INSTRUCTIONS, TORCH_HELPERS
-from .plan import ADD, COPY, FILL, MUL, NEG, SUB, GemmI, Op, Plan, Ref, Refill
+from .plan import ADD, COPY, FILL, MUL, NEG, SUB, GemmI, Op, Plan, Ref, Refill, Slices
 
 _aten = torch.ops.aten
 # code -> (value without out=, call writing into D), from the op table; A, B are the operands,
@@ -21,13 +21,6 @@ _CALLS = {code: (ins.torch_value, ins.torch_out) for code, ins in enumerate(INST
 # accumulating forms that need no temporary
 _ACCUMULATE = {COPY: "{D}.add_({A})", NEG: "{D}.sub_({A})", MUL: "{D}.addcmul_({A}, {B})",
                ADD: "{D}.add_({A}).add_({B})", SUB: "{D}.add_({A}).sub_({B})"}
-
-
-def buffer_shape(plan: Plan, index: int, T: int, B: int) -> tuple[int, ...]:
-    """Shape of a buffer for this executor: shared ones are vectors, others (slices, B, w)."""
-    buf = plan.buffers[index]
-    slices = {"T": T, "T+1": T + 1, "1": 1, "2": 2}[buf.slices]
-    return (buf.width,) if buf.shared else (slices, B, buf.width)
 
 
 class PythonLoops:
@@ -44,6 +37,11 @@ class PythonLoops:
     @property
     def source(self) -> str:
         return "\n".join(loop.source for loop in self.loops.values())
+
+    def buffer_shape(self, index: int, T: int, B: int, threads: int) -> tuple[int, ...]:
+        """Shape of a buffer for this executor: shared ones are vectors, others (slices, B, w)."""
+        buf = self.plan.buffers[index]
+        return (buf.width,) if buf.shared else (buf.slices.size(T), B, buf.width)
 
     def run(self, name: str, tensors: list, weights: dict, sizes: list[int] | None, B: int,
             steps: int, threads: int):
@@ -96,9 +94,9 @@ class _Loop:
         v = f"v{self._view(x, width)}"
         if buf.shared:
             return v
-        if buf.slices == "1":
+        if buf.slices is Slices.ONE:
             e = f"{v}[0]"
-        elif buf.slices == "2":
+        elif buf.slices is Slices.TWO:
             e = f"{v}[(t + {x.toff}) & 1]"
         else:
             e = f"{v}[t + {x.toff}]" if x.toff else f"{v}[t]"
