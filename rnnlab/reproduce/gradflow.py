@@ -148,17 +148,22 @@ def write(results: dict[str, dict[str, list[float]]], out: Path, title: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    # one colour per model (its fields share it: h solid, c dashed), the legend beside the axes
+    palette = plt.get_cmap("tab10" if len(results) <= 10 else "tab20").colors
+    colour = {label: palette[i % len(palette)] for i, label in enumerate(results)}
+    figure, axis = plt.subplots(figsize=(9.5, 4.5))
     for label, field in columns:
         norms = results[label][field]
         positive = [n if n > 0 else math.nan for n in norms]  # 0: below float32 range
-        axis.plot(range(len(norms)), positive, label=f"{label} ({field})",
+        axis.plot(range(len(norms)), positive, label=f"{label} ({field})", color=colour[label],
                   linestyle="-" if field in ("h", "s0", "x") else "--")
     axis.set_yscale("log")
-    axis.set_xlabel(xlabel or f"t (state s_t read by step t+1; the loss is at step T = {steps})")
+    same = len({len(norms) for fields in results.values() for norms in fields.values()}) == 1
+    axis.set_xlabel(xlabel or "t (state s_t read by step t+1; the loss is at the last step, "
+                    + (f"T = {steps})" if same else "T = each line's end)"))
     axis.set_ylabel(ylabel or "‖∂C_T/∂s_t‖ / √B")
     axis.set_title(title)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.tight_layout()
     figure.savefig(png_path, dpi=120)
     plt.close(figure)
