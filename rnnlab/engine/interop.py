@@ -15,40 +15,33 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
+from .cudnn import GRU, LSTM, RNN_TANH, TorchCell
 from .rnn import RNN
 
 
 @dataclass(frozen=True)
-class TorchLayout:
-    """Where a torch module's packed tensors live among a cell's paper-named parameters.
+class TorchLayout(TorchCell):
+    """A torch module and where its packed tensors live among a cell's paper-named parameters:
+    the cuDNN route's :class:`~rnnlab.engine.cudnn.TorchCell` (one table of torch's gate order
+    for both) and the ``nn`` module class. A bias block named ``None`` is zero on the way out;
+    on the way in it is added into the ``bias_ih`` block's parameter (rnnlab holds
+    ``b_ih + b_hh`` as one bias there)."""
 
-    Each tuple lists, block by block in torch's gate order, the rnnlab parameter that block
-    is. A bias block named ``None`` is zero on the way out; on the way in it is added into the
-    ``bias_ih`` block's parameter (rnnlab holds ``b_ih + b_hh`` as one bias there).
-    """
+    module: type = nn.Module
 
-    mode: str  # torch's name for the module: "LSTM", "GRU", "RNN_TANH"
-    module: type
-    weight_ih: tuple[str, ...]
-    weight_hh: tuple[str, ...]
-    bias_ih: tuple[str, ...]
-    bias_hh: tuple[str | None, ...]
+
+def _layout(kind: TorchCell, module: type) -> TorchLayout:
+    return TorchLayout(**{f.name: getattr(kind, f.name) for f in fields(kind)}, module=module)
 
 
 # rnnlab cell -> its torch layout
-LAYOUTS = {
-    "lstm": TorchLayout("LSTM", nn.LSTM, ("W_i", "W_f", "W_z", "W_o"),
-                        ("R_i", "R_f", "R_z", "R_o"), ("b_i", "b_f", "b_z", "b_o"),
-                        (None, None, None, None)),
-    "gru_torch": TorchLayout("GRU", nn.GRU, ("W_ir", "W_iz", "W_in"), ("W_hr", "W_hz", "W_hn"),
-                             ("b_r", "b_z", "b_in"), (None, None, "b_hn")),
-    "rnn": TorchLayout("RNN_TANH", nn.RNN, ("W",), ("R",), ("b",), (None,)),
-}
+LAYOUTS = {"lstm": _layout(LSTM, nn.LSTM), "gru_torch": _layout(GRU, nn.GRU),
+           "rnn": _layout(RNN_TANH, nn.RNN)}
 
 # torch's mode name -> (rnnlab cell, module class, gates)
 TORCH_MODES = {layout.mode: (cell, layout.module, len(layout.weight_ih))
