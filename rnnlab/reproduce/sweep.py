@@ -5,7 +5,9 @@ points in order; a point is the list of runs behind it (one per seed). The x val
 is the ``setting`` of its runs (``model.num_layers``), the y value the mean of ``value``
 (``test.accuracy``) over the point's finished runs, with their standard deviation as the error
 bar. A point with no finished run is left out of its line; the legend says how many seeds each
-line has, so a plot read before every run has finished says so.
+line has, so a plot read before every run has finished says so. Runs that diverged are not
+averaged but counted, as in the table: the point is labelled "k diverged" on the plot and the
+CSV has a ``diverged`` column; a point whose every run diverged is drawn as an ✕ on the x axis.
 """
 
 from __future__ import annotations
@@ -14,8 +16,20 @@ import csv
 import json
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 from rnnlab.reproduce.table import lookup
+
+
+class Point(NamedTuple):
+    """One point of a line: the setting, mean and std of the value over the finished runs that
+    did not diverge, how many those are, and how many diverged."""
+
+    x: float
+    mean: float
+    std: float
+    n: int
+    diverged: int = 0
 
 
 def _setting(settings: dict, key: str):
@@ -26,26 +40,29 @@ def _setting(settings: dict, key: str):
     return settings[parent][name]
 
 
-def points(entry, root: Path, sweep: dict) -> dict[str, list[tuple[float, float, float, int]]]:
-    """``{legend: [(x, mean, std, n), ...]}`` over the finished runs under ``root``."""
+def points(entry, root: Path, sweep: dict) -> dict[str, list[Point]]:
+    """``{legend: [Point, ...]}`` over the finished runs under ``root``."""
     settings = {run.label: run.settings for run in entry.runs}
-    out: dict[str, list[tuple[float, float, float, int]]] = {}
+    out: dict[str, list[Point]] = {}
     for legend, line in sweep["lines"].items():
         measured = []
         for labels in line:
-            values = []
+            values, diverged = [], 0
             for label in labels:
                 path = root / label / "summary.json"
                 if not path.is_file():
                     continue
                 summary = json.loads(path.read_text())
                 value = lookup(summary, sweep["value"])
-                if value is not None and summary.get("status") != "diverged":
+                if summary.get("status") == "diverged":
+                    diverged += 1
+                elif value is not None:
                     values.append(float(value))
-            if values:
+            if values or diverged:
                 x = float(_setting(settings[labels[0]], sweep["setting"]))
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
-                measured.append((x, statistics.fmean(values), std, len(values)))
+                mean = statistics.fmean(values) if values else float("nan")
+                measured.append(Point(x, mean, std, len(values), diverged))
         out[legend] = measured
     return out
 
@@ -60,9 +77,11 @@ def plot(entry, root: Path, sweep: dict, out: Path) -> Path | None:
     png = out / sweep["file"]
     with open(png.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["line", sweep["setting"], f"{sweep['value']} mean", "std", "n"])
+        writer.writerow(["line", sweep["setting"], f"{sweep['value']} mean", "std", "n",
+                         "diverged"])
         for legend, line in measured.items():
-            writer.writerows([legend, f"{x:g}", f"{m:.6g}", f"{s:.6g}", n] for x, m, s, n in line)
+            writer.writerows([legend, f"{p.x:g}", f"{p.mean:.6g}", f"{p.std:.6g}", p.n,
+                              p.diverged] for p in line)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,12 +89,25 @@ def plot(entry, root: Path, sweep: dict, out: Path) -> Path | None:
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for legend, line in measured.items():
-        if not line:
-            continue
-        xs, means, stds, ns = zip(*line)
-        seeds = f"n={min(ns)}" if min(ns) == max(ns) else f"n={min(ns)}-{max(ns)}"
-        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=f"{legend} ({seeds})")
-    xs = sorted({x for line in measured.values() for x, *_ in line})
+        kept = [p for p in line if p.n]
+        if kept:
+            ns = [p.n for p in kept]
+            seeds = f"n={min(ns)}" if min(ns) == max(ns) else f"n={min(ns)}-{max(ns)}"
+            drawn = axis.errorbar([p.x for p in kept], [p.mean for p in kept],
+                                  yerr=[p.std for p in kept], marker="o", capsize=4,
+                                  label=f"{legend} ({seeds})")
+            colour = drawn.lines[0].get_color()
+        else:
+            colour = None
+        for p in line:
+            if not p.diverged:
+                continue
+            if not p.n:  # every run of the point diverged: a cross on the axis
+                axis.plot([p.x], [0], marker="x", markersize=9, color=colour, clip_on=False,
+                          label=f"{legend}: all diverged")
+            axis.annotate(f"{p.diverged} diverged", (p.x, p.mean if p.n else 0),
+                          textcoords="offset points", xytext=(4, 6), fontsize=7, color=colour)
+    xs = sorted({p.x for line in measured.values() for p in line})
     if sweep.get("log_x", True):
         axis.set_xscale("log", base=2)
     axis.set_xticks(xs, [f"{x:g}" for x in xs])

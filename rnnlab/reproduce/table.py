@@ -68,12 +68,17 @@ def row_values(root: Path, row: dict) -> list[float] | None:
 
 
 def row_value(root: Path, row: dict) -> str:
-    """The measured text of one row: mean ± std (n), a value (n=1), or "not run"."""
+    """The measured text of one row: mean ± std (n), a value (n=1), or "not run". Runs that
+    diverged are counted and named, not averaged: "0.412 ± 0.010 (n=2 of 3, 1 diverged)"; the
+    comparisons (:func:`row_values`) refuse such a row, since the survivors alone would be a
+    biased sample. The sweeps' plots (:mod:`rnnlab.reproduce.sweep`) follow the same rule."""
     summaries = _summaries(root, row)
     if not summaries:
         return NOT_RUN
-    if any(s.get("status") == "diverged" for s in summaries):
+    diverged = sum(s.get("status") == "diverged" for s in summaries)
+    if diverged == len(summaries):
         return "diverged (see docs/reproductions.md)"
+    summaries = [s for s in summaries if s.get("status") != "diverged"]
     values = [lookup(s, row["value"]) for s in summaries]
     if any(v is None for v in values):
         return NOT_RUN
@@ -87,6 +92,8 @@ def row_value(root: Path, row: dict) -> str:
         best = min(range(len(summaries)), key=lambda i: key(summaries[i]))
         return f"{_fmt(values[best])} (best valid of {len(values)})"
     of = f" of {total}" if len(values) < total else ""
+    if diverged:
+        of += f", {diverged} diverged"
     if len(values) == 1:
         return f"{_fmt(values[0])} (n=1{of})"
     return (f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))} "

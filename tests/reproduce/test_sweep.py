@@ -54,18 +54,45 @@ def test_sweep_points_are_mean_and_std_over_the_finished_seeds(tmp_path):
     stack = measured["stacked LSTM"]
     assert stack[0][:2] == (1.0, pytest.approx(0.32))
     assert stack[0][2] == pytest.approx(statistics.stdev([0.30, 0.34])) and stack[0][3] == 2
-    assert stack[1] == (4.0, 0.50, 0.0, 1)
+    assert stack[1] == (4.0, 0.50, 0.0, 1, 1)  # one seed counted, one diverged
     assert len(stack) == 2  # depths without a finished run are left out
-    assert measured["tied 2-D Grid LSTM"] == [(2.0, 0.40, 0.0, 1)]
+    assert measured["tied 2-D Grid LSTM"] == [(2.0, 0.40, 0.0, 1, 0)]
     assert measured["untied 2-D Grid LSTM"] == []
     png = plot(entry, tmp_path, sweep, tmp_path / "out")
     assert png.is_file() and png.stat().st_size > 1000
     with open(png.with_suffix(".csv")) as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["line", "model.num_layers", "test.accuracy mean", "std", "n"]
+    assert rows[0] == ["line", "model.num_layers", "test.accuracy mean", "std", "n", "diverged"]
     stack_rows = [row for row in rows if row[0] == "stacked LSTM"]
     assert stack_rows[0][:3] == ["stacked LSTM", "1", "0.32"] and stack_rows[0][4] == "2"
-    assert ["tied 2-D Grid LSTM", "2", "0.4", "0", "1"] in rows
+    assert ["tied 2-D Grid LSTM", "2", "0.4", "0", "1", "0"] in rows
+    assert ["stacked LSTM", "4", "0.5", "0", "1", "1"] in rows
+
+
+def test_a_point_whose_every_seed_diverged_is_drawn_and_counted_not_dropped(tmp_path):
+    entry = entries.get("grid-depth")
+    sweep = entry.sweeps[0]
+    for seed in (0, 1):
+        _finish(tmp_path, f"add-stack-L12-s{seed}", 0.1, status="diverged")
+    _finish(tmp_path, "add-stack-L1-s0", 0.30)
+    stack = points(entry, tmp_path, sweep)["stacked LSTM"]
+    assert stack[0] == (1.0, 0.30, 0.0, 1, 0)
+    assert stack[1][0] == 12.0 and stack[1][3:] == (0, 2)
+    png = plot(entry, tmp_path, sweep, tmp_path / "out")
+    assert png.is_file()
+
+
+def test_the_table_counts_diverged_seeds_and_the_comparison_refuses_them(tmp_path):
+    from rnnlab.reproduce.table import row_value, row_values
+
+    row = {"runs": ["a", "b", "c"], "value": "test.accuracy"}
+    _finish(tmp_path, "a", 0.40)
+    _finish(tmp_path, "b", 0.42)
+    _finish(tmp_path, "c", 0.9, status="diverged")
+    assert row_value(tmp_path, row) == "0.410 ± 0.014 (n=2 of 3, 1 diverged)"
+    assert row_values(tmp_path, row) is None
+    only = {"runs": ["c"], "value": "test.accuracy"}
+    assert row_value(tmp_path, only) == "diverged (see docs/reproductions.md)"
 
 
 def test_a_sweep_without_finished_runs_draws_nothing(tmp_path):
