@@ -13,7 +13,7 @@ translate, transcribe, reproduce, gradflow.
                                                  000's 3-layer LSTM vs 3-layer Grid LSTM)
     rnnlab report runs/<a> runs/<b>              table and learning curves of finished runs
     rnnlab study run|report|dashboard            Greff et al.'s variant study (docs/study.md)
-    rnnlab search run|top|export|report          evolutionary cell search (docs/search.md)
+    rnnlab search run|top|export|report|retrain  evolutionary cell search (docs/search.md)
     rnnlab translate runs/<id> "forty-two"       translate with a numbers/parallel model
     rnnlab transcribe runs/<id> file.wav         digits a digits_ctc model hears
     rnnlab reproduce NAME | --list | --table     published results re-measured

@@ -1,4 +1,5 @@
-"""``rnnlab search run|top|export|report``: the evolutionary cell search on the command line.
+"""``rnnlab search run|top|export|report|retrain``: the evolutionary cell search on the command
+line.
 
 ::
 
@@ -8,6 +9,8 @@
     rnnlab search top -n 5                     best architectures, fitness, equations
     rnnlab search export 3fa1c2 --out cell.json
     rnnlab search report                       fitness.png + report.md (vs LSTM, GRU, MUT1-3)
+    rnnlab search retrain                      top 5 + GRU, LSTM, LSTM-b: 3 seeds x 2 settings,
+                                               4x the steps; intervals, Welch's test vs GRU
 
 Every subcommand takes --name, --storage and --dir to find the search. Registered in
 ``rnnlab.cli.main`` by ``add_parser``; ``main`` calls ``run`` with the parsed arguments.
@@ -57,7 +60,7 @@ def _device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    """Add ``search`` (with its four subcommands) to the top-level subparsers."""
+    """Add ``search`` (with its five subcommands) to the top-level subparsers."""
     search = commands.add_parser(
         "search", **PLAIN_HELP,
         help="evolutionary search over cell graphs (Jozefowicz et al. 2015)",
@@ -148,6 +151,46 @@ def add_parser(commands) -> argparse.ArgumentParser:
     _device(report)
     report.add_argument("--no-references", action="store_true",
                         help="do not train the reference cells (table shows those stored)")
+
+    retrain = sub.add_parser(
+        "retrain", **PLAIN_HELP, allow_abbrev=False,
+        help="re-train the top cells and GRU, LSTM, LSTM-b with several seeds and settings; "
+             "intervals and Welch's test against the GRU",
+        description="Re-train the search's top found cells, GRU, LSTM and LSTM-b (and --cells) "
+                    "on the search's tasks, each with --seeds x --settings runs at a longer "
+                    "budget; the settings come from the search's distribution and are the same "
+                    "for every cell. Prints and writes DIR/TAG.md and DIR/TAG.json: per cell "
+                    "and task the mean, std and 95% interval of accuracy relative to the GRU, "
+                    "the fitness (min over tasks) and Welch's t-test against the GRU. Each run "
+                    "is a trial in the search's storage: run the command again to resume.",
+    )
+    _where(retrain)
+    retrain.add_argument("-n", type=int, default=5,
+                         help="top found cells (seeds excluded) to re-train [default: 5]")
+    retrain.add_argument("--cells", default="",
+                         help="more cells, comma-separated: MUT1, a registered cell, a .json "
+                              "cell file or a hash prefix from `top` [default: none]")
+    retrain.add_argument("--seeds", type=int, default=3,
+                         help="training seeds per setting [default: 3]")
+    retrain.add_argument("--settings", type=int, default=2,
+                         help="random hyperparameter settings per task, the same for every cell "
+                              "[default: 2]")
+    retrain.add_argument("--train-steps", type=int, default=None,
+                         help="optimiser steps per run [default: 4x the search's]")
+    retrain.add_argument("--tag", default="retrain",
+                         help="names the stored runs and the files DIR/TAG.md, DIR/TAG.json; "
+                              "another tag keeps a second re-training with other options "
+                              "[default: retrain]")
+    retrain.add_argument("--workers", type=int, default=None,
+                         help="worker processes, placed on GPUs as by `run` [default: one per "
+                              "visible GPU on CUDA, else 1]")
+    _device(retrain)
+    retrain.add_argument("--lease-seconds", type=float, default=60.0,
+                         help="a worker silent this long is presumed dead and its run is re-run "
+                              "[default: 60]")
+    retrain.add_argument("--no-train", action="store_true",
+                         help="train nothing: report the runs stored so far")
+    retrain.add_argument("--quiet", action="store_true", help="no progress lines")
     return search
 
 
@@ -226,4 +269,11 @@ def run(args) -> int:
                                      with_references=not args.no_references)
         print(text)
         print(f"written: {folder / 'report.md'}, {folder / 'fitness.png'}")
+    elif args.search_command == "retrain":
+        cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+        text, _, paths = search.retrain(config, n=args.n, seeds=args.seeds,
+                                        settings=args.settings, train_steps=args.train_steps,
+                                        cells=cells, tag=args.tag, train=not args.no_train)
+        print(text)
+        print("written: " + ", ".join(str(p) for p in paths))
     return 0
