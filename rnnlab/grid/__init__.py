@@ -7,6 +7,8 @@
 - ``GridLSTM``: 2-D grid, time × depth over a sequence (like a stacked LSTM).
 - ``ImageGridLSTM``, ``SpectrogramGridLSTM``: 3-D grids over 2-D inputs and depth.
 - ``GridLSTMNd``: the N-D grid over an (N−1)-D input and depth.
+- ``rnnlab.grid.regularise``: the regularisers of every grid (``recurrent_dropout=…``): each
+  LSTM and zoo-cell dimension's cell graph regularised, locked dropout of input and output.
 """
 
 from rnnlab.grid.block import BlockState, GridBlock

@@ -20,6 +20,12 @@ matrix and a stage is one GEMM. A block module can also hold ``copies`` independ
 of the same configuration, stacked along a leading axis (one per layer of a grid that is untied
 along depth), so that many blocks with different weights run as one batched GEMM
 (``torch.baddbmm``); with one copy (tied weights), blocks are rows of one plain GEMM.
+
+Regularisers (``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``layer_norm``; see
+``rnnlab.grid.regularise``) transform the cell graph of every LSTM and zoo-cell dimension. A
+regularised dimension runs its regularised cell on the engine, from the block's own weights, one
+dimension at a time instead of in the stage's GEMM; ``draw`` draws one call's masks, and the
+schedules place them on each block's rows (``Masks.at``).
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from rnnlab.engine.entry import run
 from rnnlab.grid.cell_transform import CellTransform
-from rnnlab.grid.transform import TRANSFORMS, Transform
+from rnnlab.grid.regularise import DimensionCell, Drawn, Masks, cell_options
+from rnnlab.grid.transform import LSTM, TRANSFORMS, Transform
 
 TransformSpec = str | Transform | CellTransform
 
@@ -122,6 +130,12 @@ class GridBlock(nn.Module):
             hidden vectors of every dimension computed before it. Default none.
         copies: number of independent weight sets (e.g. one per layer of an untied grid);
             ``forward``'s ``index`` chooses which copies run. Default 1.
+        recurrent_dropout, weight_drop, zoneout, layer_norm: regularisers of the cell graph of
+            every LSTM and zoo-cell dimension (``rnnlab.grid.regularise``): locked dropout of
+            h_k where it enters dimension k's recurrent product (one mask per sequence and
+            layer), DropConnect of its recurrent matrices (one mask per call), zoneout of its
+            state fields (a probability, or ``{field: p}``; a new mask at every block), layer
+            normalisation of its pre-activations and memory. Default 0 and False: none.
 
     Parameters (``D = N · d``; the weights are stored input-major for ``x @ W``):
         ``weights[s]``: (copies, D, out_s) and ``biases[s]``: (copies, out_s) for stage s, the
@@ -130,7 +144,9 @@ class GridBlock(nn.Module):
         dimension k's ``W_k`` (out_k, D) and ``b_k`` in the paper's orientation.
         Initialisation: weights ~ U(−1/√D, 1/√D); biases 0, LSTM forget gates +1.
         A zoo-cell dimension k has its own modules instead, ``cells[str(k)][copy]``, built and
-        initialised by ``rnnlab.cells.make``.
+        initialised by ``rnnlab.cells.make``. With regularisers, an LSTM dimension k has
+        ``dimension_cells[str(k)][copy]`` (``DimensionCell``s, its regularised cell), holding
+        only its layer-norm gains and shifts, (d,) each.
 
     Shape:
         ``forward(state, index=None)`` with ``state = BlockState(h, m)``:
@@ -141,7 +157,9 @@ class GridBlock(nn.Module):
         - ``index`` a slice of n copies: ``h``, ``m`` (n, *, N, d), row i of the leading axis
           runs with copy ``index.start + i``.
 
-        Returns the new ``BlockState`` with the same shapes.
+        Returns the new ``BlockState`` with the same shapes. ``masks`` (a regularised block):
+        this call's ``Masks`` placed on its rows (``draw(…).at(layers)``); drawn for the call
+        when omitted (in training, then, every call has new sequence masks).
 
     Example::
 
@@ -158,6 +176,10 @@ class GridBlock(nn.Module):
         transforms: TransformSpec | Sequence[TransformSpec] = "lstm",
         priority: Sequence[int] = (),
         copies: int = 1,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | dict[str, float] = 0.0,
+        layer_norm: bool = False,
     ):
         super().__init__()
         if num_dims < 1:
@@ -198,13 +220,38 @@ class GridBlock(nn.Module):
             nn.Parameter(torch.empty(copies, fan_in, width)) for width in widths
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.empty(copies, width)) for width in widths)
+        self.regularisers = cell_options(recurrent_dropout, weight_drop, zoneout, layer_norm)
         self.cells = nn.ModuleDict(
             {
-                str(k): nn.ModuleList(t.build(num_dims, hidden_size) for _ in range(copies))
+                str(k): nn.ModuleList(
+                    t.build(num_dims, hidden_size, **self.regularisers) for _ in range(copies)
+                )
                 for k, t in enumerate(self.transforms)
                 if isinstance(t, CellTransform)
             }
         )
+        # The dimensions whose cell graph is regularised: every LSTM and zoo-cell dimension.
+        self.regularised = tuple(
+            k for k, t in enumerate(self.transforms) if isinstance(t, (LSTM, CellTransform))
+        ) if self.regularisers else ()
+        if self.regularisers and not self.regularised:
+            raise ValueError(
+                f"{', '.join(self.regularisers)} act on the cell graphs of a block's LSTM and "
+                f"zoo-cell dimensions; this block's transforms {list(transforms)} have none"
+            )
+        # An empty dict without regularisers: the block then prints and saves as before.
+        self.dimension_cells = nn.ModuleDict({
+            str(k): nn.ModuleList(
+                DimensionCell(t.cell, t.gates, k, num_dims, hidden_size, **self.regularisers)
+                for _ in range(copies)
+            )
+            for k, t in enumerate(self.transforms) if isinstance(t, LSTM)
+        }) if self.regularisers else {}
+        # Dropout and weight drop alone: evaluation is the plain block (their expectation 1);
+        # zoneout (expectation p) and layer norm change the cell, and a zoo cell made with
+        # masks steps only with them.
+        self.plain_in_evaluation = not self.cells and not {"zoneout", "layer_norm"} & set(
+            self.regularisers)
         self.reset_parameters()
 
     def _plan_stage(self, dims: tuple[int, ...], slot: int) -> tuple[_Stage, int]:
@@ -228,6 +275,9 @@ class GridBlock(nn.Module):
             for group in stage.groups:
                 bias = self.biases[stage.slot][:, group.start : group.stop]
                 group.transform.init_bias(bias.unflatten(-1, (len(group.dims), -1)))
+        for cells in self.dimension_cells.values():
+            for cell in cells:
+                cell.reset_parameters()
 
     def dimension_parameters(self, k: int, copy: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Dimension k's ``W_k`` (out_k, N · d) and ``b_k`` (out_k,) in copy ``copy`` (views)."""
@@ -259,7 +309,9 @@ class GridBlock(nn.Module):
             )
         raise ValueError(f"dimension must be in 0..{self.num_dims - 1}, got {k}")
 
-    def forward(self, state: BlockState, index: int | slice | None = None) -> BlockState:
+    def forward(
+        self, state: BlockState, index: int | slice | None = None, masks: Masks | None = None
+    ) -> BlockState:
         h, m = state
         expected = (self.num_dims, self.hidden_size)
         if tuple(h.shape[-2:]) != expected or h.shape != m.shape:
@@ -271,9 +323,37 @@ class GridBlock(nn.Module):
             new = self.forward_with(
                 BlockState(h.unsqueeze(0), m.unsqueeze(0)),
                 self.weights_for(slice(index, index + 1)),
+                masks,
             )
             return BlockState(new.h.squeeze(0), new.m.squeeze(0))
-        return self.forward_with(state, self.weights_for(index))
+        return self.forward_with(state, self.weights_for(index), masks)
+
+    def draw(self, batch_size: int, num_layers: int, like: torch.Tensor) -> Masks | None:
+        """One call's masks for a grid of ``num_layers`` layers over ``batch_size`` sequences.
+
+        For every regularised dimension: its sequence masks, (num_layers, B, d) per mask field
+        (one per sequence and layer, the same at every position), and its prepared weights per
+        copy (weight drop: one mask per matrix and call). In evaluation the masks are their
+        expectation. None when the block runs as the plain block: no regularisers, or in
+        evaluation with dropouts and weight drop alone.
+        """
+        if not self.regularised or (not self.training and self.plain_in_evaluation):
+            return None
+        dims = {}
+        per_copy = [self._columns_of(weights) for weights in self.per_copy()]
+        for k in self.regularised:
+            if str(k) in self.cells:
+                cells = self.cells[str(k)]
+                weights = [cell.weights() for cell in cells]
+            else:
+                cells = self.dimension_cells[str(k)]
+                weights = [cell.weights_from(W[k].T, b[k])
+                           for cell, (W, b) in zip(cells, per_copy, strict=True)]
+            cell = cells[0]  # the copies' masks are alike: drawn by the first
+            state = tuple(mask.view(num_layers, batch_size, -1)
+                          for mask in cell.state_masks(num_layers * batch_size, like))
+            dims[k] = Drawn(cell, weights, state)
+        return Masks(dims)
 
     def weights_for(self, index: slice | None) -> Weights:
         """The weights that ``index`` selects: ``None`` for the one copy, or a slice of copies.
@@ -309,13 +389,21 @@ class GridBlock(nn.Module):
     def _by_stage(self, fused: list) -> list:
         return [None if stage.slot is None else fused[stage.slot] for stage in self.stages]
 
-    def forward_with(self, state: BlockState, weights: Weights) -> BlockState:
+    def forward_with(
+        self, state: BlockState, weights: Weights, masks: Masks | None = None
+    ) -> BlockState:
         """The block's equations with the given weights (see ``weights_for``, ``per_copy``).
 
         With W (D, out_s) every row of ``state`` shares the weights; with W (n, D, out_s) the
         state's leading axis has n rows, row i using W[i]. Shapes are checked by ``forward``,
-        not here (the schedules call this in their inner loop).
+        not here (the schedules call this in their inner loop). ``masks``: see ``forward``.
         """
+        if masks is None and self.regularised:
+            h = state.h
+            masks = self.draw(h.shape[-3] if h.dim() > 2 else 1, 1, h)
+            masks = None if masks is None else masks.at(0)
+        if masks is not None:
+            return self._forward_masked(state, weights, masks)
         h, m = state
         stage = self.stages[0]
         if len(self.stages) == 1 and len(stage.groups) == 1 and not stage.cells:
@@ -340,6 +428,55 @@ class GridBlock(nn.Module):
                 hs[k], ms[k] = h_k, m_k
         return BlockState(torch.stack(hs, dim=-2), torch.stack(ms, dim=-2))
 
+    def _columns_of(self, weights: Weights) -> tuple[dict, dict]:
+        """Each fused dimension's W_k (D, out_k) and b_k of one copy's ``weights``: splits, so
+        their gradients join with one ``cat`` and no zero-filled buffer per dimension."""
+        W_of, b_of = {}, {}
+        for stage, fused in zip(self.stages, weights.stages, strict=True):
+            if fused is None:
+                continue
+            dims = sorted((k for g in stage.groups for k in g.dims),
+                          key=lambda k: self.columns(k)[1].start)
+            widths = [self.transforms[k].width * self.hidden_size for k in dims]
+            W_of.update(zip(dims, fused[0].split(widths, dim=-1), strict=True))
+            b_of.update(zip(dims, fused[1].split(widths, dim=-1), strict=True))
+        return W_of, b_of
+
+    def _forward_masked(self, state: BlockState, weights: Weights, masks: Masks) -> BlockState:
+        """``forward_with`` of a regularised block: each regularised dimension runs its cell;
+        activation dimensions keep their columns of the stage's weights."""
+        hs, ms = list(state.h.unbind(-2)), list(state.m.unbind(-2))
+        for stage, fused in zip(self.stages, weights.stages, strict=True):
+            new = {}  # every dimension of a stage reads the H the stage started with
+            for group in stage.groups:
+                if group.dims[0] in masks:
+                    continue
+                W, b = fused
+                columns = slice(group.start, group.stop)
+                z = _affine(torch.cat(hs, dim=-1), W[..., columns], b[..., columns])
+                m_group = torch.stack([ms[k] for k in group.dims], dim=-2)
+                h_new, m_new = group.transform(z.unflatten(-1, (len(group.dims), -1)), m_group)
+                for i, k in enumerate(group.dims):
+                    new[k] = h_new[..., i, :], m_new[..., i, :]
+            for k in stage.dims:
+                if k in masks:
+                    new[k] = self._masked_step(k, hs, ms[k], weights.copies, masks)
+                elif k in stage.cells:
+                    new[k] = self._cell_step(k, hs, ms[k], weights.copies)
+            for k, (h_k, m_k) in new.items():
+                hs[k], ms[k] = h_k, m_k
+        return BlockState(torch.stack(hs, dim=-2), torch.stack(ms, dim=-2))
+
+    def _masked_step(self, k, hs, m, copies, masks: Masks):
+        """Regularised dimension k: its cell with x = the other hidden vectors (a 1-wide zero
+        placeholder in a 1-D block), state (h_k, m_k) and this call's masks."""
+        others = hs[:k] + hs[k + 1 :]
+        x = torch.cat(others, dim=-1) if others else hs[k].new_zeros(*hs[k].shape[:-1], 1)
+        if isinstance(copies, int):
+            return _run_masked(masks, k, copies, x, hs[k], m)
+        rows = [_run_masked(masks, k, c, x[i], hs[k][i], m[i], i) for i, c in enumerate(copies)]
+        return torch.stack([h_row for h_row, _ in rows]), torch.stack([m_row for _, m_row in rows])
+
     def _cell_step(self, k, hs, m, copies):
         """Dimension k's zoo cell: x = the other hidden vectors, state = (h_k, m_k)."""
         x = torch.cat(hs[:k] + hs[k + 1 :], dim=-1)  # (…, (N − 1) · d)
@@ -352,10 +489,25 @@ class GridBlock(nn.Module):
     def extra_repr(self) -> str:
         names = {v: k for k, v in TRANSFORMS.items()}
         transforms = [names.get(t, repr(t)) for t in self.transforms]
+        regularisers = "".join(f", {k}={v!r}" for k, v in self.regularisers.items())
         return (
             f"num_dims={self.num_dims}, hidden_size={self.hidden_size}, "
             f"transforms={transforms}, priority={self.priority}, copies={self.copies}"
+            f"{regularisers}"
         )
+
+
+def _run_masked(masks: Masks, k: int, copy: int, x, h, m, i: int | None = None):
+    """One step of regularised dimension k's cell with copy ``copy``'s weights over rows of any
+    leading shape (ending with the batch): x (…, I), h and m (…, d) → (h', m'); ``i``: see
+    ``Masks.state``."""
+    drawn = masks.dims[k]
+    lead, d = h.shape[:-1], h.shape[-1]
+    rows = masks.rows(k, x.reshape(1, -1, x.shape[-1]))
+    carried = (h.reshape(-1, d), m.reshape(-1, d))[: 1 + drawn.memory]
+    _, new = run(drawn.cell.program, drawn.weights[copy], rows,
+                 (*carried, *masks.state(k, tuple(lead), i)))
+    return new[0].view(*lead, d), (new[1].view(*lead, d) if drawn.memory else m)
 
 
 def _affine(H: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

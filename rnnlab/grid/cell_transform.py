@@ -47,8 +47,10 @@ class CellTransform:
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())
         return f"CellTransform({self.name!r}{options})"
 
-    def build(self, num_dims: int, hidden_size: int) -> nn.Module:
-        """A new cell for a dimension of a ``num_dims``-dimensional block, checked to fit."""
+    def build(self, num_dims: int, hidden_size: int, **regularisers) -> nn.Module:
+        """A new cell for a dimension of a ``num_dims``-dimensional block, checked to fit;
+        ``regularisers`` (``rnnlab.grid.regularise.CELL_OPTIONS``) go to ``rnnlab.cells.make``
+        with the options (the block then draws the cell's masks, ``GridBlock.draw``)."""
         from rnnlab import cells  # the zoo is a layer below the grid; imported when used
 
         if num_dims < 2:
@@ -56,7 +58,8 @@ class CellTransform:
                 f"zoo cell {self.name!r} needs a block of at least 2 dimensions: its input x is "
                 "the other dimensions' hidden vectors, and a 1-D block has none"
             )
-        cell = cells.make(self.name, (num_dims - 1) * hidden_size, hidden_size, **self.options)
+        cell = cells.make(self.name, (num_dims - 1) * hidden_size, hidden_size, **self.options,
+                          **regularisers)
         fields = type(cell.initial_state(1))._fields
         if fields[0] != "h" or len(fields) > 2:
             raise ValueError(

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rnnlab.grid.block import BlockState, GridBlock
+from rnnlab.grid.regularise import describe, grid_options, locked_dropout, of_cells
 from rnnlab.grid.transform import Transform
 
 
@@ -29,6 +30,15 @@ class DeepGridLSTM(nn.Module):
         tied: one block's weights at every layer (True) or a weight set per layer (False).
         transform: the blocks' transform, ``"lstm"`` (the paper's), ``"lstm_standard"``, or a
             non-LSTM ``"tanh"``, ``"relu"``, ``"identity"`` (then a plain deep network).
+        input_dropout, recurrent_dropout, output_dropout, weight_drop, zoneout, layer_norm: the
+            regularisers (``rnnlab.grid.regularise``), keyword only, default off. The LSTM
+            transform is its zoo cell without the maps of x, run along depth: recurrent dropout
+            drops h_{l−1} where it enters layer l (one mask per sequence and layer), weight drop
+            each layer's W (one mask per call), zoneout keeps h_{l−1}, m_{l−1} across a layer
+            with probability p (a new mask at every block), layer norm normalises
+            ``W_l h_{l−1}`` per gate and the memory. Input and output dropout: locked dropout
+            of x and of the output. A sequence is a row of the input's axis −2 (B of a
+            (T, B, input_size) input): its masks are the same along the leading axes (time).
 
     Shape:
         input (*, input_size) → output (*, hidden_size).
@@ -47,17 +57,28 @@ class DeepGridLSTM(nn.Module):
         num_layers: int,
         tied: bool = False,
         transform: str | Transform = "lstm",
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | dict[str, float] = 0.0,
+        layer_norm: bool = False,
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.regularisers = grid_options(input_dropout, recurrent_dropout, output_dropout,
+                                         weight_drop, zoneout, layer_norm)
+        self.input_dropout, self.output_dropout = input_dropout, output_dropout
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = hidden_size
         self.num_layers = num_layers
         self.tied = tied
         self.projection = nn.Linear(input_size, hidden_size, bias=False)  # the paper's I x
-        self.block = GridBlock(1, hidden_size, transform, copies=1 if tied else num_layers)
+        self.block = GridBlock(1, hidden_size, transform, copies=1 if tied else num_layers,
+                               **of_cells(self.regularisers))
 
     def __reduce_ex__(self, protocol):
         from rnnlab.serialization import reduce  # rebuilt from options and tensors
@@ -69,7 +90,10 @@ class DeepGridLSTM(nn.Module):
 
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "tied": self.tied,
-                "transform": transform_data(self.block.transforms[0])}
+                "transform": transform_data(self.block.transforms[0]), **self.regularisers}
+
+    def extra_repr(self) -> str:
+        return describe(self.regularisers)  # empty without: the module prints as before
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.input_size:
@@ -77,9 +101,14 @@ class DeepGridLSTM(nn.Module):
                 f"DeepGridLSTM expects input (*, input_size={self.input_size}), "
                 f"got {tuple(x.shape)}"
             )
+        sequences = -2 if x.dim() > 1 else None  # the batch axis: one mask per sequence
+        x = locked_dropout(x, self.input_dropout, self.training, sequences)
         h = self.projection(x).unsqueeze(-2)  # (*, 1, d): one dimension
         state = BlockState(h, torch.zeros_like(h))
         per_copy = self.block.per_copy()
+        masks = self.block.draw(x.shape[-2] if x.dim() > 1 else 1, self.num_layers, h)
         for l in range(self.num_layers):
-            state = self.block.forward_with(state, per_copy[0 if self.tied else l])
-        return state.h.squeeze(-2)
+            state = self.block.forward_with(state, per_copy[0 if self.tied else l],
+                                            None if masks is None else masks.at(l))
+        return locked_dropout(state.h.squeeze(-2), self.output_dropout, self.training,
+                              sequences)

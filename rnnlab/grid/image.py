@@ -21,6 +21,8 @@ class ImageGridLSTM(GridLSTMNd):
             ``GridLSTMNd`` (dimensions: 0 rows, 1 columns, 2 depth).
         corners: which corners to scan from, any of ``"top_left"``, ``"top_right"``,
             ``"bottom_left"``, ``"bottom_right"``, or ``"all"``. Default ``("top_left",)``.
+        regularisers: ``input_dropout`` … ``layer_norm``, keyword only, as in ``GridLSTMNd``
+            (input dropout drops channels: one mask per image, the same at every pixel).
 
     Shape:
         input (B, H, W, C) → output (B, H, W, output_size).
@@ -43,6 +45,7 @@ class ImageGridLSTM(GridLSTMNd):
         corners: str | Sequence[str] = ("top_left",),
         combine: str = "sum",
         schedule: str = "wavefront",
+        **regularisers,
     ):
         if corners == "all":
             corners = tuple(_CORNERS)
@@ -61,6 +64,7 @@ class ImageGridLSTM(GridLSTMNd):
             scans=[_CORNERS[c] for c in corners],
             combine=combine,
             schedule=schedule,
+            **regularisers,
         )
         self.corners = corners
 
@@ -86,6 +90,9 @@ class SpectrogramGridLSTM(ImageGridLSTM):
         hidden_size, num_layers, tied, transforms, priority, corners, combine, schedule: as in
             ``ImageGridLSTM``.
         band_stride: bins between band starts. Default ``band_size`` (no overlap).
+        options: those of ``ImageGridLSTM``, the regularisers included (input dropout drops
+            the same bins of every band: one mask per spectrogram over the ``band_size``
+            features of a position).
 
     Shape:
         input (B, T, F) → output (B, T, bands, output_size),

@@ -44,6 +44,12 @@ outputs agree): the engine runs the sequences sorted by length and the frozen ve
 back where each sequence has ended. Every engine call goes through ``rnnlab.engine.run``.
 
 With time priority (depth first) a block with a zoo-cell dimension runs the wavefront schedule.
+
+A regularised block (``rnnlab.grid.regularise``) runs each regularised dimension's cell in the
+same places: the time dimension's loop over the layer's T steps carries layer l's sequence masks
+as state fields (one per sequence, the same at every step), the depth dimension's one step over
+T·B rows reads them on every row of a sequence, and zoneout's step masks ride in the input rows.
+With time priority it runs the wavefront schedule, as a zoo cell does.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from rnnlab.engine.entry import run
 from rnnlab.engine.plans import cell_program, stacked_weights
 from rnnlab.grid.block import GridBlock, Weights
 from rnnlab.grid.cell_transform import CellTransform
+from rnnlab.grid.regularise import Masks
 from rnnlab.grid.schedule import State, _grid_shape, wavefront
 from rnnlab.grid.transform import LSTM, Transform
 
@@ -67,13 +74,15 @@ def layerwise(
     inputs: torch.Tensor,
     state: State,
     lengths: torch.Tensor | None = None,
+    masks: Masks | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Compute a sequence grid one layer at a time, each layer's depth inputs in one GEMM.
 
     Same arguments and results as ``wavefront`` for a grid with one input axis: ``inputs``
-    (T, B, d) the projected input, ``state`` with ``h``, ``m`` (L, B, d), ``lengths`` (B,).
+    (T, B, d) the projected input, ``state`` with ``h``, ``m`` (L, B, d), ``lengths`` (B,),
+    ``masks`` a regularised block's masks for the call (drawn here when omitted).
     """
-    num_axes, _, _ = _grid_shape(block, inputs, state)
+    num_axes, _, num_layers = _grid_shape(block, inputs, state)
     if num_axes != 1:
         raise ValueError(
             "the layerwise schedule runs sequence grids (one input axis and depth); this grid "
@@ -82,8 +91,10 @@ def layerwise(
     depth_first = block.columns(DEPTH)[0] < block.columns(TIME)[0] if not block.cells else \
         TIME in block.priority and (DEPTH not in block.priority
                                     or block.priority.index(TIME) < block.priority.index(DEPTH))
-    if block.cells and depth_first:
-        return wavefront(block, inputs, state, lengths)
+    if masks is None:
+        masks = block.draw(inputs.shape[1], num_layers, inputs)
+    if (block.cells or masks is not None) and depth_first:
+        return wavefront(block, inputs, state, lengths, masks)
     valid = None  # which sequences are still running at each step: (T, B, 1)
     if lengths is not None:
         steps = torch.arange(inputs.shape[0], device=inputs.device)
@@ -97,7 +108,7 @@ def layerwise(
             below, final = _depth_first(block, per_copy[copy], below, entering, valid)
         else:
             below, final = _time_first(block, per_copy[copy], copy, below, entering, valid,
-                                       lengths)
+                                       lengths, None if masks is None else masks.at(l))
         finals.append(final)
     h, m = zip(*finals, strict=True)
     return below[0], State(torch.stack(h), torch.stack(m))
@@ -138,22 +149,25 @@ def _freeze(valid, t, new, old):
     return tuple(torch.where(valid[t], a, b) for a, b in zip(new, old, strict=True))
 
 
-def _time_first(block, weights, copy, below, entering, valid, lengths):
+def _time_first(block, weights, copy, below, entering, valid, lengths, masks=None):
     """One layer whose time dimension does not read the depth's new vector (see the module).
 
     ``below``: depth (h, m) entering the layer, each (T, B, d); ``entering``: time (h, m) at
-    t = 0, each (B, d); ``valid``: None or (T, B, 1); ``lengths``: None or (B,). Returns the
-    depth (h, m) leaving upward and the final time (h, m).
+    t = 0, each (B, d); ``valid``: None or (T, B, 1); ``lengths``: None or (B,); ``masks``:
+    None or the layer's masks (``Masks.at(l)``). Returns the depth (h, m) leaving upward and
+    the final time (h, m).
     """
     h_below, m_below = below
     steps, batch, d = h_below.shape
     time, depth = _dimensions(block, weights)
     priority = DEPTH in block.priority and (  # depth reads the new h^time
         TIME not in block.priority or block.priority.index(TIME) < block.priority.index(DEPTH))
-    time_cell = _cell_of(block, TIME, copy, time)
+    time_cell = _cell_of(block, TIME, copy, time, masks)
     if time_cell is not None:  # the whole loop on the engine
         program, w, memory = time_cell
-        out, final = run(program, w, h_below, entering[:1 + memory], lengths)
+        extra = _sequence_masks(masks, TIME, (batch,))
+        out, final = run(program, w, _rows(masks, TIME, h_below),
+                         (*entering[:1 + memory], *extra), lengths)
         h, m = final[0], (final[1] if memory else entering[1])
         before = torch.cat([entering[0].unsqueeze(0), out[:-1]])  # h^time entering each step
         computed = out
@@ -163,7 +177,9 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
                 rows = steps * batch
                 frozen = tuple(s.unsqueeze(0).expand(steps, batch, d).reshape(rows, d)
                                for s in (h, m)[:1 + memory])
-                again, _ = run(program, w, h_below.reshape(1, rows, d), frozen)
+                frozen += _sequence_masks(masks, TIME, (steps, batch))
+                again, _ = run(program, w, _rows(masks, TIME, h_below.reshape(1, rows, d)),
+                               frozen)
                 computed = torch.where(valid, out, again.view(steps, batch, d))
         v = computed if priority else before
     else:
@@ -176,12 +192,13 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
             computed.append(new[0])
             h, m = _freeze(valid, t, new, (h, m))
         v = torch.stack(computed if priority else before)
-    depth_cell = _cell_of(block, DEPTH, copy, depth)
+    depth_cell = _cell_of(block, DEPTH, copy, depth, masks)
     if depth_cell is not None:  # one step of the cell over all T·B rows
         program, w, memory = depth_cell
         rows = steps * batch
         state = (h_below.reshape(rows, d), m_below.reshape(rows, d))[:1 + memory]
-        _, new = run(program, w, v.reshape(1, rows, d), state)
+        state += _sequence_masks(masks, DEPTH, (steps, batch))
+        _, new = run(program, w, _rows(masks, DEPTH, v.reshape(1, rows, d)), state)
         m_up = new[1].view(steps, batch, d) if memory else m_below
         return (new[0].view(steps, batch, d), m_up), (h, m)
     # The depth dimension of all T blocks at once: [v; h^depth_{·,l-1}] W_depth + b_depth.
@@ -190,9 +207,13 @@ def _time_first(block, weights, copy, below, entering, valid, lengths):
     return depth.transform(z.view(steps, batch, -1), m_below), (h, m)
 
 
-def _cell_of(block, k, copy, dim):
+def _cell_of(block, k, copy, dim, masks=None):
     """Dimension k of a 2-D block as (plan, prepared weights, carries memory) of the cell that
-    computes it, or None for a built-in non-LSTM transform (see the module docstring)."""
+    computes it, or None for a built-in non-LSTM transform (see the module docstring); a
+    regularised dimension's cell and this call's weights from ``masks``."""
+    if masks is not None and k in masks:
+        drawn = masks.dims[k]
+        return drawn.cell.program, drawn.weights[copy], drawn.memory
     transform = block.transforms[k]
     if isinstance(transform, CellTransform):
         cell = block.cells[str(k)][copy]
@@ -203,6 +224,16 @@ def _cell_of(block, k, copy, dim):
     program = cell_program(transform.cell, d, d)
     W, R = (dim.reads_depth, dim.reads_time) if k == TIME else (dim.reads_time, dim.reads_depth)
     return program, stacked_weights(program, W, R, dim.bias, transform.gates), True
+
+
+def _sequence_masks(masks, k, lead):
+    """Dimension k's sequence masks for rows ``lead`` (…, B), or () when it has none."""
+    return masks.state(k, lead) if masks is not None and k in masks else ()
+
+
+def _rows(masks, k, x):
+    """x (T, rows, I) as dimension k's cell reads it: with its zoneout masks, if any."""
+    return masks.rows(k, x) if masks is not None and k in masks else x
 
 
 def _depth_first(block, weights, below, entering, valid):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rnnlab.grid.regularise import describe, grid_options, locked_dropout, of_cells
 from rnnlab.grid.scan import GridScan
 from rnnlab.grid.transform import Transform
 
@@ -42,6 +43,15 @@ class GridLSTMNd(nn.Module):
             reverse; ``"all"`` for all 2^K corners. Default ``((),)``: one scan from the origin.
         combine: ``"sum"`` or ``"concat"`` the scans' outputs. Default ``"sum"``.
         schedule: ``"wavefront"`` or ``"naive"``.
+        input_dropout, recurrent_dropout, output_dropout, weight_drop, zoneout, layer_norm: the
+            regularisers (``rnnlab.grid.regularise``), keyword only, default off. Input and
+            output dropout: locked dropout of the input features and of the combined output,
+            one mask per batch element (image), the same at every position. The others act on
+            every LSTM (or zoo-cell) dimension's cell in every scan (each scan its own masks):
+            locked dropout of h_k where it enters dimension k's recurrent product, one mask per
+            batch element and layer, the same at every position; weight drop of those matrices,
+            one mask per call; zoneout of each dimension's (h, m), a new mask at every block;
+            layer normalisation of each dimension's pre-activation parts and memory.
 
     Shape:
         input (B, S_1, …, S_K, input_size) → output (B, S_1, …, S_K, output_size), where
@@ -66,8 +76,18 @@ class GridLSTMNd(nn.Module):
         scans: str | Sequence[Sequence[int]] = ((),),
         combine: str = "sum",
         schedule: str = "wavefront",
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | dict[str, float] = 0.0,
+        layer_norm: bool = False,
     ):
         super().__init__()
+        self.regularisers = grid_options(input_dropout, recurrent_dropout, output_dropout,
+                                         weight_drop, zoneout, layer_norm)
+        self.input_dropout, self.output_dropout = input_dropout, output_dropout
         if scans == "all":
             scans = [
                 c for r in range(num_axes + 1) for c in itertools.combinations(range(num_axes), r)
@@ -92,7 +112,8 @@ class GridLSTMNd(nn.Module):
         self.output_size = hidden_size * (len(scans) if combine == "concat" else 1)
         self.grids = nn.ModuleList(
             GridScan(
-                input_size, hidden_size, num_layers, num_axes, tied, transforms, priority, schedule
+                input_size, hidden_size, num_layers, num_axes, tied, transforms, priority, schedule,
+                **of_cells(self.regularisers),
             )
             for _ in scans
         )
@@ -110,7 +131,10 @@ class GridLSTMNd(nn.Module):
                 "num_layers": self.num_layers, "num_axes": self.num_axes, "tied": self.tied,
                 "transforms": tuple(transform_data(t) for t in block.transforms),
                 "priority": block.priority, "scans": self.scans, "combine": self.combine,
-                "schedule": self.schedule}
+                "schedule": self.schedule, **self.regularisers}
+
+    def extra_repr(self) -> str:
+        return describe(self.regularisers)  # empty without: the module prints as before
 
     @property
     def schedule(self) -> str:
@@ -127,10 +151,11 @@ class GridLSTMNd(nn.Module):
                 f"expected input (B, S_1, …, S_{self.num_axes}, input_size={self.input_size}) "
                 f"with {self.num_axes} input axes, got {tuple(x.shape)}"
             )
+        x = locked_dropout(x, self.input_dropout, self.training, batch_axis=0)
         x = x.movedim(0, -2)  # (S_1, …, S_K, B, input_size)
         outputs = []
         for scan, grid in zip(self.scans, self.grids, strict=True):
             output, _ = grid(x.flip(scan) if scan else x)
             outputs.append(output.flip(scan) if scan else output)
         output = torch.cat(outputs, dim=-1) if self.combine == "concat" else sum(outputs)
-        return output.movedim(-2, 0)
+        return locked_dropout(output.movedim(-2, 0), self.output_dropout, self.training, 0)

@@ -38,6 +38,9 @@ class GridScan(nn.Module):
         schedule: ``"wavefront"`` (a hyperplane of blocks per step), ``"layerwise"`` (one layer
             at a time, its depth inputs in one GEMM; one input axis only, see ``layerwise.py``)
             or ``"naive"`` (one block at a time); see ``schedule.py``.
+        regularisers: ``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``layer_norm`` of the
+            block's cell dimensions (see ``GridBlock`` and ``rnnlab.grid.regularise``); the
+            schedule draws their masks once per call.
 
     Shape:
         ``forward(x, state=None, lengths=None)``: x (S_1, …, S_K, B, input_size); ``state`` a
@@ -55,6 +58,7 @@ class GridScan(nn.Module):
         transforms: str | Transform | Sequence[str | Transform] = "lstm",
         priority: Sequence[int] = (),
         schedule: str = "wavefront",
+        **regularisers,
     ):
         super().__init__()
         if input_size < 1 or num_layers < 1 or num_axes < 1:
@@ -70,7 +74,8 @@ class GridScan(nn.Module):
         self.schedule = schedule
         self.projection = nn.Linear(input_size, hidden_size, bias=False)  # the paper's I x
         self.block = GridBlock(
-            num_axes + 1, hidden_size, transforms, priority, copies=1 if tied else num_layers
+            num_axes + 1, hidden_size, transforms, priority, copies=1 if tied else num_layers,
+            **regularisers,
         )
 
     @property

@@ -22,6 +22,10 @@ so ``wavefront`` computes a whole hyperplane per step: S_1 + … + S_K + L − K
 (T + L − 1 for a T × L sequence grid) instead of S_1 ⋯ S_K · L, each step one GEMM per block
 stage over all its blocks. ``naive`` visits the blocks one at a time in lexicographic order;
 both give the same result up to floating-point summation order.
+
+A regularised block (``rnnlab.grid.regularise``) has its masks drawn once per call
+(``GridBlock.draw``, or given as ``masks``): block (p, l) reads layer l's sequence masks, the same
+at every position p.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.grid.block import BlockState, GridBlock
+from rnnlab.grid.regularise import Masks
 
 
 class State(NamedTuple):
@@ -109,6 +114,7 @@ def wavefront(
     inputs: torch.Tensor,
     state: State,
     lengths: torch.Tensor | None = None,
+    masks: Masks | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Compute a grid one anti-diagonal hyperplane per step.
 
@@ -119,6 +125,8 @@ def wavefront(
         state: ``State`` with ``h``, ``m`` (L, S_2, …, S_K, B, d), dimension 0 entering p_1 = 0.
         lengths: optional (B,) number of valid positions along axis 1 per batch element; blocks
             past the end leave ``state`` untouched and give unspecified outputs.
+        masks: a regularised block's masks for this call (``GridBlock.draw``); drawn here when
+            omitted.
 
     Returns:
         outputs (S_1, …, S_K, B, d), the top layer's depth hidden vectors, and the new ``State``
@@ -131,6 +139,8 @@ def wavefront(
     """
     num_axes, sizes, num_layers = _grid_shape(block, inputs, state)
     batch, d = inputs.shape[num_axes:]
+    if masks is None:
+        masks = block.draw(batch, num_layers, inputs)
     rest = sizes[1:]  # input axes 2..K, box axes 1..K-1
     box = (num_layers, *rest)
     span = sum(n - 1 for n in sizes) + num_layers - 1
@@ -167,7 +177,8 @@ def wavefront(
 
         h_in = torch.stack([h for h, _ in edges], dim=-2)  # (*window, B, N, d)
         m_in = torch.stack([m for _, m in edges], dim=-2)
-        out = block(BlockState(h_in, m_in), slice(lo, hi + 1) if block.copies > 1 else None)
+        out = block(BlockState(h_in, m_in), slice(lo, hi + 1) if block.copies > 1 else None,
+                    None if masks is None else masks.at(range(lo, hi + 1)))
         out_h, out_m = out.h.unbind(-2), out.m.unbind(-2)  # per dimension, one backward each
 
         # Blocks at a real position update the carry; those before or past the grid keep it.
@@ -207,6 +218,7 @@ def naive(
     inputs: torch.Tensor,
     state: State,
     lengths: torch.Tensor | None = None,
+    masks: Masks | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Compute a grid one block at a time, positions in lexicographic order, layers innermost.
 
@@ -215,6 +227,8 @@ def naive(
     """
     num_axes, sizes, num_layers = _grid_shape(block, inputs, state)
     batch, d = inputs.shape[num_axes:]
+    if masks is None:
+        masks = block.draw(batch, num_layers, inputs)
     zeros = inputs.new_zeros(batch, d)
     carry = {
         (l, *r): (state.h[(l, *r)], state.m[(l, *r)])
@@ -234,7 +248,8 @@ def naive(
             edges.append(depth)
             h = torch.stack([e[0] for e in edges], dim=-2)  # (B, N, d)
             m = torch.stack([e[1] for e in edges], dim=-2)
-            out = block.forward_with(BlockState(h, m), per_copy[l if block.copies > 1 else 0])
+            out = block.forward_with(BlockState(h, m), per_copy[l if block.copies > 1 else 0],
+                                     None if masks is None else masks.at(l))
             new = (out.h[:, 0], out.m[:, 0])
             if lengths is not None:
                 valid = (p[0] < lengths)[:, None]

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnlab.engine.packing import unpack
+from rnnlab.grid.regularise import describe, grid_options, locked_dropout, of_cells
 from rnnlab.grid.scan import GridScan
 from rnnlab.grid.schedule import State
 from rnnlab.grid.transform import Transform
@@ -54,6 +55,16 @@ class GridLSTM(nn.Module):
         schedule: ``"layerwise"`` (default), ``"wavefront"`` or ``"naive"`` (one block at a
             time); all give the same results, in this order of speed. A zoo-cell transform
             (``CellTransform``) cannot be split, so with one ``"layerwise"`` runs the wavefront.
+        input_dropout, recurrent_dropout, output_dropout, weight_drop, zoneout, layer_norm: the
+            regularisers (``rnnlab.grid.regularise``, docs/regularisers.md), keyword only,
+            default off. Locked dropout of the input x before ``I x`` and of the output (one
+            mask per sequence, the same at every step); and of each LSTM (or zoo-cell)
+            dimension's cell: locked dropout of h^time (h^depth) where it enters the time
+            (depth) dimension's recurrent product, one mask per sequence and layer (tied or
+            not); weight drop of those recurrent matrices, one mask per call; zoneout of each
+            dimension's (h, m) (``{"h": p_h, "m": p_m}`` or one p), a new mask at every block;
+            layer normalisation of each dimension's two pre-activation parts and memory. In
+            evaluation every mask is its expectation (dropouts alone: the plain grid exactly).
 
     Shape:
         - input: (T, B, input_size), (B, T, input_size) with ``batch_first``, or a
@@ -83,8 +94,18 @@ class GridLSTM(nn.Module):
         depth_transform: str | Transform = "lstm",
         priority: str | None = None,
         schedule: str = "layerwise",
+        *,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | dict[str, float] = 0.0,
+        layer_norm: bool = False,
     ):
         super().__init__()
+        self.regularisers = grid_options(input_dropout, recurrent_dropout, output_dropout,
+                                         weight_drop, zoneout, layer_norm)
+        self.input_dropout, self.output_dropout = input_dropout, output_dropout
         if priority is not None and priority not in _DIMENSIONS:
             raise ValueError(f"priority must be None, 'time' or 'depth', got {priority!r}")
         self.input_size = input_size
@@ -102,6 +123,7 @@ class GridLSTM(nn.Module):
             transforms=(time_transform, depth_transform),
             priority=() if priority is None else (_DIMENSIONS[priority],),
             schedule=schedule,
+            **of_cells(self.regularisers),
         )
 
     @property
@@ -130,7 +152,10 @@ class GridLSTM(nn.Module):
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "tied": self.tied, "batch_first": self.batch_first,
                 "time_transform": transform_data(time), "depth_transform": transform_data(depth),
-                "priority": priority, "schedule": self.schedule}
+                "priority": priority, "schedule": self.schedule, **self.regularisers}
+
+    def extra_repr(self) -> str:
+        return describe(self.regularisers)  # empty without: the module prints as before
 
     def initial_state(self, batch_size: int) -> State:
         """Zeros: ``State(h, m)``, each (num_layers, batch_size, hidden_size)."""
@@ -169,10 +194,13 @@ class GridLSTM(nn.Module):
                 f"(input.to({weight.dtype}) or module.to({x.dtype}))"
             )
         state = self.initial_state(x.shape[1]) if state is None else self._check_state(state, x)
+        x = locked_dropout(x, self.input_dropout, self.training, batch_axis=1)
         if packed:
             output, final = self.scan(x, State(*opened.sort_state(state)), lengths)
+            output = locked_dropout(output, self.output_dropout, self.training, batch_axis=1)
             return opened.pack(output), State(*opened.unsort_state(final))
         output, state = self.scan(x, state, lengths)
+        output = locked_dropout(output, self.output_dropout, self.training, batch_axis=1)
         return (output.transpose(0, 1) if self.batch_first else output), state
 
     def _check_input(self, input: torch.Tensor) -> None:

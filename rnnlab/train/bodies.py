@@ -103,15 +103,36 @@ def _settings_class(body: str) -> type:
 
 
 @dataclass
-class StackConfig(ModelConfig):
-    """body=stack: layers of one cell of the zoo (rnnlab.RNN).
+class Regularised:
+    """The regularisers of a body's cells, transformations of each cell graph
+    (rnnlab/lang/regularise.py, docs/regularisers.md), shared by the stack and the Grid LSTM
+    bodies: on a stack every layer's cell, on a grid every LSTM and zoo-cell dimension's cell
+    (rnnlab/grid/regularise.py), input and output dropout then acting on the grid's input and
+    output. 0 and false leave the body as it is. In evaluation every mask is its expectation,
+    so with the dropouts alone the network computes the unregularised one, deterministically.
+    Checked by :func:`_regularisers`."""
 
-    ``input_dropout`` … ``layer_norm`` are the cells' regularisers, transformations of every
-    layer's cell graph (rnnlab/lang/regularise.py, docs/regularisers.md); 0 and false leave
-    the cell as it is. In evaluation every mask is its expectation, so the network computes
-    the unregularised cell, deterministically."""
+    input_dropout: float = 0.0  # locked dropout of the input x (stack: every layer's; grids:
+    #                             the grid's), one mask per sequence (Gal & Ghahramani 2016)
+    recurrent_dropout: float = 0.0  # locked dropout of the state where it feeds the recurrent
+    #                                 products (grids: each dimension's h_k, its own product),
+    #                                 one mask per sequence and layer (Gal & Ghahramani 2016)
+    output_dropout: float = 0.0  # locked dropout of the output (stack: every layer's; grids:
+    #                              the grid's), one mask per sequence
+    weight_drop: float = 0.0  # DropConnect of every recurrent matrix, one mask per batch
+    #                           (Merity et al. 2018)
+    zoneout: float | dict[str, float] = 0.0  # each state unit keeps its previous value with
+    #                                          probability p, a new mask every step (Krueger et
+    #                                          al. 2016): p for every state field, or field:p
+    #                                          pairs (stack: h:0.05,c:0.5; grids: h, m)
+    layer_norm: bool = False  # layer-normalise the input and recurrent parts of every
+    #                           pre-activation apart, and the memory cell (Ba et al. 2016)
 
-    body: str = "stack"
+
+@dataclass
+class _StackSettings(ModelConfig):
+    """The stack's own settings (its class, :class:`StackConfig`, adds the regularisers)."""
+
     cell: str = "lstm"  # a name from rnnlab.cells.names() (stack: or a cell file *.json)
     bidirectional: bool = False  # a second pass backwards in time (reads the future)
     skip: bool = False  # the head reads every layer's output, concatenated
@@ -120,19 +141,16 @@ class StackConfig(ModelConfig):
     dilations: tuple[int, ...] = ()  # per-layer recurrence distance, one per layer (1,2,4:
     #                                  layer l reads the state of step t - d_l; Chang et al.
     #                                  2017); none: every layer 1
-    input_dropout: float = 0.0  # locked dropout of every layer's input x, one mask per
-    #                             sequence (Gal & Ghahramani 2016)
-    recurrent_dropout: float = 0.0  # locked dropout of the state where it feeds the recurrent
-    #                                 products, one mask per sequence (Gal & Ghahramani 2016)
-    output_dropout: float = 0.0  # locked dropout of every layer's output, one mask per sequence
-    weight_drop: float = 0.0  # DropConnect of every recurrent matrix, one mask per batch
-    #                           (Merity et al. 2018)
-    zoneout: float | dict[str, float] = 0.0  # each state unit keeps its previous value with
-    #                                          probability p, a new mask every step (Krueger et
-    #                                          al. 2016): p for every state field, or field:p
-    #                                          pairs (h:0.05,c:0.5)
-    layer_norm: bool = False  # layer-normalise the input and recurrent parts of every
-    #                           pre-activation apart, and the memory cell (Ba et al. 2016)
+
+
+@dataclass
+class StackConfig(Regularised, _StackSettings):
+    """body=stack: layers of one cell of the zoo (rnnlab.RNN).
+
+    ``input_dropout`` … ``layer_norm`` (:class:`Regularised`) transform every layer's cell
+    graph."""
+
+    body: str = "stack"
 
 
 @dataclass
@@ -158,15 +176,17 @@ class GridNDBase(GridBase):
 
 
 @dataclass
-class GridConfig(GridNDBase):
-    """body=grid: the 2-D Grid LSTM (time × depth)."""
+class GridConfig(Regularised, GridNDBase):
+    """body=grid: the 2-D Grid LSTM (time × depth), with the regularisers of its LSTM (and
+    zoo-cell) dimensions (:class:`Regularised`, rnnlab/grid/regularise.py)."""
 
     body: str = "grid"
 
 
 @dataclass
-class DeepGridConfig(GridBase):
-    """body=grid_deep: the 1-D Grid LSTM at every step."""
+class DeepGridConfig(Regularised, GridBase):
+    """body=grid_deep: the 1-D Grid LSTM at every step, with the regularisers of its LSTM
+    transform along depth (rnnlab/grid/regularise.py)."""
 
     body: str = "grid_deep"
 
@@ -181,7 +201,7 @@ class InputGridBase(GridNDBase):
 
 
 @dataclass
-class ImageGridConfig(InputGridBase):
+class ImageGridConfig(Regularised, InputGridBase):
     """body=grid_image: the 3-D Grid LSTM over the whole input read as an image."""
 
     body: str = "grid_image"
@@ -189,7 +209,7 @@ class ImageGridConfig(InputGridBase):
 
 
 @dataclass
-class SpectrogramGridConfig(InputGridBase):
+class SpectrogramGridConfig(Regularised, InputGridBase):
     """body=grid_spectrogram: the 3-D Grid LSTM over time × frequency bands."""
 
     body: str = "grid_spectrogram"
@@ -368,17 +388,27 @@ def _check_stack(config: StackConfig) -> None:
     else:
         _check_cell_name(config.cell)
     _dilations(config)
-    _regularisers(config)
+    _stack_regularisers(config)
 
 
-REGULARISERS = ("input_dropout", "recurrent_dropout", "output_dropout", "weight_drop",
-                "zoneout", "layer_norm")  # the StackConfig settings passed to rnnlab.RNN
+REGULARISERS = tuple(f.name for f in dataclasses.fields(Regularised))  # the settings passed
+#                               to rnnlab.RNN (stack) and to the Grid LSTM modules (grid bodies)
 
 
-def _regularisers(config: StackConfig) -> dict[str, Any]:
-    """The stack's regularisers that are on (``rnnlab.RNN``'s options), checked: each a
-    probability in [0, 1), zoneout's fields among the cell's state fields."""
+def _stack_regularisers(config: StackConfig) -> dict[str, Any]:
+    """The stack's regularisers that are on (``rnnlab.RNN``'s options), checked on its cell."""
     import rnnlab.cells
+
+    cell = config.cell
+    graph = (rnnlab.cells.load(cell) if rnnlab.cells.is_cell_file(cell)
+             else rnnlab.cells.graph(cell, 4, 4))
+    return _regularisers(config, {f"cell {cell}": graph}, REGULARISERS)
+
+
+def _regularisers(config: Regularised, cells: dict, acting: tuple[str, ...]) -> dict[str, Any]:
+    """The regularisers that are on, checked: each a probability in [0, 1), and the options
+    ``acting`` on the cells (``cells``: what each is, e.g. ``cell lstm`` -> its graph) valid
+    for every one of them (zoneout's fields among its state fields, …), before any training."""
     from rnnlab.lang.regularise import regularise
 
     values = {name: getattr(config, name) for name in REGULARISERS}
@@ -395,15 +425,41 @@ def _regularisers(config: StackConfig) -> dict[str, Any]:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise BodyError(f"{where} must be a probability in [0, 1), got {p!r}")
     on = {name: value for name, value in values.items() if value}
-    if on:  # what the cell cannot take (zoneout of a field it lacks, ...), before any training
-        cell = config.cell
-        graph = (rnnlab.cells.load(cell) if rnnlab.cells.is_cell_file(cell)
-                 else rnnlab.cells.graph(cell, 4, 4))
+    on_cells = {name: value for name, value in on.items() if name in acting}
+    if on_cells and not cells:
+        raise BodyError(
+            f"model.{', model.'.join(on_cells)} act{'s' if len(on_cells) == 1 else ''} on the "
+            f"cells of body={config.body}'s LSTM and zoo-cell dimensions; its transforms "
+            f"({_text(config.transforms)}) have none: use an lstm, lstm_standard or cell:<cell> "
+            "transform")
+    for what, graph in cells.items():  # what a cell cannot take (zoneout of a field it lacks)
         try:
-            regularise(graph, **on)
+            regularise(graph, **on_cells)
         except ValueError as error:
-            raise BodyError(f"model.{', model.'.join(on)} on cell {cell}: {error}") from None
+            raise BodyError(f"model.{', model.'.join(on_cells)} on {what}: {error}") from None
     return on
+
+
+def _grid_regularisers(config: Regularised, dimensions: tuple[str, ...], body: str) -> dict:
+    """A grid body's regularisers that are on (the grid module's options), checked on the cell
+    of every LSTM and zoo-cell dimension (rnnlab/grid/regularise.py)."""
+    import rnnlab.cells
+    from rnnlab.grid.block import resolve_transform
+    from rnnlab.grid.regularise import CELL_OPTIONS, dimension_graph
+    from rnnlab.grid.transform import LSTM
+
+    names = config.transforms * (len(dimensions) if len(config.transforms) == 1 else 1)
+    cells = {}
+    if any(getattr(config, option) for option in CELL_OPTIONS):
+        N = len(dimensions)
+        for dimension, name in zip(dimensions, names, strict=True):
+            transform = resolve_transform(name)
+            what = f"the {dimension} dimension of body={body} ({name})"
+            if isinstance(transform, LSTM):
+                cells[what] = dimension_graph(transform.cell, N, 4)
+            elif name.startswith("cell:") and N > 1 and transform.name in rnnlab.cells.names():
+                cells[what] = rnnlab.cells.graph(transform.name, (N - 1) * 4, 4)
+    return _regularisers(config, cells, CELL_OPTIONS)
 
 
 def _dilations(config: StackConfig) -> tuple[int, ...] | None:
@@ -435,7 +491,7 @@ def _build_stack(config: StackConfig, input_size: int) -> nn.Module:
         dropout=config.dropout if config.num_layers > 1 else 0.0,
         skip=config.skip,
         dilations=_dilations(config),
-        **_regularisers(config),
+        **_stack_regularisers(config),
         **options,
     )
     return StackBody(rnn)
@@ -468,6 +524,7 @@ def _grid_options(config: GridConfig) -> dict:
         "depth_transform": transforms[1],
         "priority": dimensions[priority[0]] if priority else None,
         "schedule": _schedule(config, ("layerwise", "wavefront", "naive"), "grid"),
+        **_grid_regularisers(config, dimensions, "grid"),
     }
 
 
@@ -491,13 +548,15 @@ class DeepGridBody(nn.Module):
         return self.grid(x), None  # (T, B, E) -> (T, B, H)
 
 
+def _deep_options(config: DeepGridConfig) -> dict:
+    return {"tied": config.tied, "transform": _transforms(config, ("depth",), "grid_deep"),
+            **_grid_regularisers(config, ("depth",), "grid_deep")}
+
+
 def _build_deep(config: DeepGridConfig, input_size: int) -> nn.Module:
     from rnnlab.grid import DeepGridLSTM
 
-    transform = _transforms(config, ("depth",), "grid_deep")
-    grid = DeepGridLSTM(
-        input_size, config.hidden_size, config.num_layers, tied=config.tied, transform=transform
-    )
+    grid = DeepGridLSTM(input_size, config.hidden_size, config.num_layers, **_deep_options(config))
     return DeepGridBody(grid)
 
 
@@ -541,6 +600,7 @@ def _nd_options(config: InputGridBase, dimensions: tuple[str, ...], body: str) -
         "corners": corners,
         "combine": config.combine,
         "schedule": _schedule(config, ("wavefront", "naive"), body),
+        **_grid_regularisers(config, dimensions, body),
     }
 
 
@@ -702,7 +762,7 @@ BODIES: dict[str, Body] = {
         "DeepGridLSTM)",
         DeepGridConfig,
         _build_deep,
-        check=lambda c: _transforms(c, ("depth",), "grid_deep"),
+        check=_deep_options,
         noun="1-D Grid LSTM",
     ),
     "grid_image": Body(

@@ -89,9 +89,13 @@ def test_tuple_settings_round_trip_through_a_saved_config(tmp_path):
     assert again == config and again.model.corners == ("top_left", "top_right")
 
 
+GRID_HAS = ("transforms, tied, priority, schedule, input_dropout, recurrent_dropout, "
+            "output_dropout, weight_drop, zoneout, layer_norm")
+
+
 @pytest.mark.parametrize("argv, body, has", [
-    (["--model.body=grid", "--model.cell=gru"], "grid", "transforms, tied, priority, schedule"),
-    (["--model.cell=lstm", "--model.body=grid"], "grid", "transforms, tied, priority, schedule"),
+    (["--model.body=grid", "--model.cell=gru"], "grid", GRID_HAS),
+    (["--model.cell=lstm", "--model.body=grid"], "grid", GRID_HAS),
     (["--model.tied"], "stack", "cell, bidirectional, skip, forget_bias, init, dilations, "
      "input_dropout, recurrent_dropout, output_dropout, weight_drop, zoneout, layer_norm"),
     (["--model.body=highway", "--model.dilations=1"], "highway", "activation, transform_bias"),

@@ -1,6 +1,7 @@
-"""The stack's regularisers from the command line: each trains in a real run and shows in the
-cell's equations, evaluation is deterministic with them on, a bad value is refused in one line,
-and at their defaults nothing reaches rnnlab.RNN (results stay bit for bit as before)."""
+"""The regularisers from the command line, on the stack and on the Grid LSTM: each trains in a
+real run and shows in the cells' equations, evaluation is deterministic with them on, a bad
+value is refused in one line, and at their defaults nothing reaches rnnlab.RNN or
+rnnlab.GridLSTM (results stay bit for bit as before)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import rnnlab
 from rnnlab.cli.main import main
 from rnnlab.lang import regularise
 from rnnlab.train import checkpoint as ckpt
-from rnnlab.train.bodies import REGULARISERS, StackConfig
+from rnnlab.train.bodies import REGULARISERS, GridConfig, Regularised, StackConfig
 from rnnlab.train.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from rnnlab.train.evaluate import evaluate
 from rnnlab.train.trainer import build, make_task, seed_everything, train
@@ -39,10 +40,33 @@ def copy_config(*overrides: str) -> ExperimentConfig:
     return apply_overrides(ExperimentConfig(), [*COPY, *TINY, *overrides])
 
 
+# The same on body=grid: each option, its value and what model.txt prints for it, how often
+# (the cells of both dimensions, time and depth, show theirs; the grid its input and output).
+GRID_OPTIONS = {
+    "input_dropout": ("0.2", "input_dropout=0.2", 1),
+    "recurrent_dropout": ("0.25", "m_h: locked dropout of h, p=0.25", 2),
+    "output_dropout": ("0.2", "output_dropout=0.2", 1),
+    "weight_drop": ("0.5", "R_u ← M_R_u ⊙ R_u    (weight drop p=0.5", 2),
+    "zoneout": ("h:0.05,m:0.5", "d_m ~ Bernoulli(0.5): zoneout of m", 2),
+    "layer_norm": ("true", "m_ln = g_m ⊙ norm(m') + b_m", 2),
+}
+
+
 def test_the_options_are_exactly_the_stack_settings_passed_to_rnnlab_rnn():
-    assert set(OPTIONS) == set(REGULARISERS)
+    assert set(OPTIONS) == set(REGULARISERS) == set(GRID_OPTIONS)
     assert set(REGULARISERS) <= {f for f in StackConfig.__dataclass_fields__}
     assert set(REGULARISERS) == set(regularise.OPTIONS)
+
+
+def test_the_stack_and_the_grids_share_one_declaration_of_the_settings():
+    from rnnlab.train.bodies import BODIES
+
+    having = {name for name, body in BODIES.items() if issubclass(body.settings, Regularised)}
+    assert having == {"stack", "grid", "grid_deep", "grid_image", "grid_spectrogram"}
+    for name in having:  # declared once, in the mixin: no body repeats a field
+        own = vars(BODIES[name].settings).get("__annotations__", {})
+        assert not set(own) & set(REGULARISERS), name
+    assert issubclass(GridConfig, Regularised)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -147,8 +171,18 @@ def test_at_the_defaults_nothing_new_reaches_rnnlab_rnn(monkeypatch):
     (["--model.zoneout=h:0.05,c"], "model.zoneout must be a float or name:float pairs"),
     (["--model.zoneout=often"], "model.zoneout must be a float or name:float pairs"),
     (["--model.layer_norm=maybe"], "model.layer_norm must be true or false"),
-    (["--body=grid", "--model.zoneout=0.1"], "model.zoneout=0.1 is not a setting of body=grid"),
+    (["--body=reencoder", "--model.zoneout=0.1"],
+     "model.zoneout=0.1 is not a setting of body=reencoder"),
     (["--body=highway", "--model.layer_norm"], "model.layer_norm=True is not a setting of"),
+    (["--body=freq_time", "--model.recurrent_dropout=0.1"],
+     "model.recurrent_dropout=0.1 is not a setting of body=freq_time"),
+    (["--body=grid", "--model.zoneout=c:0.1"],
+     "model.zoneout on the time dimension of body=grid (lstm): zoneout names ['c'], which are "
+     "not state fields of grid_lstm; its fields are ('h', 'm')"),
+    (["--body=grid", "--model.transforms=tanh", "--model.recurrent_dropout=0.1"],
+     "model.recurrent_dropout acts on the cells of body=grid's LSTM and zoo-cell dimensions"),
+    (["--body=grid", "--model.weight_drop=1"], "model.weight_drop must be a probability"),
+    (["--body=grid_deep", "--model.zoneout=h:0.1,c:0.1"], "not state fields of grid_lstm"),
 ])
 def test_a_bad_regulariser_is_refused_in_one_line(argv, says, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -167,3 +201,67 @@ def test_train_help_lists_the_regularisers(capsys):
     for name in REGULARISERS:
         assert f"--model.{name}" in text
     assert "--model.zoneout FLOAT|NAME:FLOAT,..." in text
+
+
+# --- body=grid ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("option", GRID_OPTIONS)
+def test_each_regulariser_trains_on_the_grid_and_shows_in_its_cells(option, tmp_path):
+    value, printed, count = GRID_OPTIONS[option]
+    config = copy_config("model.body=grid", f"model.{option}={value}", "train.max_steps=2",
+                         "train.eval_every=2", f"run.dir={tmp_path}")
+    _, initial = build(config)
+    assert initial.body.grid.regularisers == {option: config.model.__dict__[option]}
+    run, summary = train(config)
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert math.isfinite(summary["valid"]["loss"])
+    trained = ckpt.load(run.path / "checkpoint.pt")["model"]
+    assert any(not torch.equal(tensor, trained[name])
+               for name, tensor in initial.state_dict().items())
+    assert str(initial.body.grid).count(printed) == count
+    description, tree = (run.path / "model.txt").read_text().split("\n\n", 1)
+    assert tree.count(printed) == count and option in description
+    assert option in summary["model"]
+
+
+def test_the_grid_s_evaluation_is_deterministic_with_every_regulariser_on():
+    config = copy_config("model.body=grid", "model.tied=true",
+                         *(f"model.{name}={value}" for name, (value, _, _) in
+                           GRID_OPTIONS.items()))
+    task, model = build(config)
+    first = evaluate(model, task, "valid", 8)
+    torch.manual_seed(123)
+    assert evaluate(model, task, "valid", 8) == first
+
+
+def test_the_grid_s_evaluation_with_dropouts_is_the_plain_grid():
+    dropped = copy_config("model.body=grid", "model.input_dropout=0.3",
+                          "model.recurrent_dropout=0.3", "model.output_dropout=0.3",
+                          "model.weight_drop=0.5")
+    task, model = build(dropped)
+    _, plain = build(copy_config("model.body=grid"))
+    plain.load_state_dict(model.state_dict())  # the masks are not parameters
+    model.train()
+    batch = next(task.batches("valid", 8))
+    trained_mode, _ = model(batch.inputs)
+    assert not torch.allclose(trained_mode, plain.eval()(batch.inputs)[0])  # masks drawn
+    assert evaluate(model, task, "valid", 8) == evaluate(plain, task, "valid", 8)
+
+
+@pytest.mark.parametrize("body", ["grid", "grid_deep"])
+def test_at_the_defaults_nothing_new_reaches_the_grid_modules(monkeypatch, body):
+    import rnnlab.grid
+
+    module = {"grid": "GridLSTM", "grid_deep": "DeepGridLSTM"}[body]
+    calls = []
+    original = getattr(rnnlab.grid, module)
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rnnlab.grid, module, recording)
+    build(copy_config(f"model.body={body}"))
+    (kwargs,) = calls
+    assert not set(kwargs) & set(REGULARISERS)
+    build(copy_config(f"model.body={body}", "model.recurrent_dropout=0.2"))
+    assert calls[-1]["recurrent_dropout"] == 0.2
