@@ -208,12 +208,30 @@ REGULARISERS = {
 }
 
 
+def _with_cpu_time(run, seconds: list[float]):
+    """``run`` (returning wall seconds) that also appends the process's CPU seconds to
+    ``seconds``."""
+    def measured() -> float:
+        start = time.process_time()
+        elapsed = run()
+        seconds.append(time.process_time() - start)
+        return elapsed
+    return measured
+
+
 def regularisers(args, cells: list[str]) -> None:
     """Training tokens/s of each regulariser over the plain cell's, interleaved rounds at each
-    --cell-hidden size (medians and best times; the models share their weights)."""
+    --cell-hidden size (the models share their weights). Ratios: of the best times, of the
+    median times, ``paired``: the median over rounds of the ratio within each round (the
+    regulariser's call and the plain cell's a moment apart, so that load which comes and goes
+    on a shared machine moves both), and ``cpu``: the same for the process's CPU time, which
+    time slices given to other processes do not count (their pressure on caches and memory
+    still does)."""
     T, B, I = args.steps, args.batch, args.input
+    chosen = {what: options for what, options in REGULARISERS.items()
+              if not args.only or what in args.only}
     header = (f"{'H':>5} {'cell':>10} {'regulariser':>18} {'tokens/s':>10} {'best':>6} "
-              f"{'median':>6}  explain")
+              f"{'median':>6} {'paired':>6} {'cpu':>6}  explain")
     print(header)
     print("-" * len(header))
     for H in args.cell_hidden:
@@ -221,21 +239,27 @@ def regularisers(args, cells: list[str]) -> None:
         for name in cells:
             plain = rnnlab_model(name, I, H)
             models = {"plain": plain}
-            for what, options in REGULARISERS.items():
+            for what, options in chosen.items():
                 model = rnnlab.RNN(name, I, H, **options)
                 # the plain cell's weights (layer norm's gains are extra: they stay 1)
                 model.load_state_dict(plain.state_dict(), strict=not options.get("layer_norm"))
                 models[what] = model
-            entries = {what: timed(model, x, True) for what, model in models.items()}
+            cpu: dict[str, list[float]] = {}
+            entries = {what: _with_cpu_time(timed(model, x, True), cpu.setdefault(what, []))
+                       for what, model in models.items()}
             samples: dict = {}
             best = best_times(entries, args.repeat, args.max_repeat, samples=samples)
             median = {what: statistics.median(v) for what, v in samples.items()}
             for what, model in models.items():
                 how = rnnlab.engine.explain(next(iter(model.cells.values())))
+                paired = statistics.median(
+                    p / t for p, t in zip(samples["plain"], samples[what], strict=True))
+                on_cpu = statistics.median(  # (the first round is the warm-up)
+                    p / t for p, t in zip(cpu["plain"][1:], cpu[what][1:], strict=True))
                 print(f"{H:>5} {name:>10} {what:>18} {T * B / median[what]:>10.0f} "
                       f"{best['plain'] / best[what]:>6.2f} "
-                      f"{median['plain'] / median[what]:>6.2f}  {how.split(':')[0]}",
-                      flush=True)
+                      f"{median['plain'] / median[what]:>6.2f} {paired:>6.2f} {on_cpu:>6.2f}  "
+                      f"{how.split(':')[0]}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -263,6 +287,8 @@ def main(argv=None) -> None:
                         help="only the regulariser table (issue 25): each regulariser's "
                              "training tokens/s over the plain cell's at --cell-hidden "
                              "(cells: --cells, default lstm gru)")
+    parser.add_argument("--only", nargs="+", choices=list(REGULARISERS), default=None,
+                        help="with --regularisers: only these regularisers (and the plain cell)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.hidden, args.repeat, args.max_repeat = 50, [128, 256], 3, 6

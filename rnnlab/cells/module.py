@@ -159,8 +159,14 @@ class Cell(nn.Module):
         return mask
 
     def _zoneout_draw(self, shape, p: float, like: torch.Tensor) -> torch.Tensor:
-        """Zoneout mask: 1 (keep the previous value) with probability p, else 0."""
-        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(p)
+        """Zoneout mask: 1 (keep the previous value) with probability p, else 0.
+
+        Drawn as ``u < p`` with u uniform in float32 (steps of 2⁻²⁴): one 32-bit random number
+        per entry, where ``bernoulli_`` on a CPU without MKL's generator (AMD) draws a double,
+        two of them; a zoned-out call draws T·B·H entries per field, as many as a dropout mask
+        of every step's state."""
+        u = torch.rand(shape, device=like.device)
+        return u.lt_(p).to(like.dtype)
 
     def step_masks(self, steps: int, batch_size: int, like: torch.Tensor) -> torch.Tensor | None:
         """The per-step masks of one call, (steps, batch_size, H · number of step masks) in the

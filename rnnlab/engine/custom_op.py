@@ -79,7 +79,13 @@ def _direct_forward(program: Program, keys: list, x: Tensor, states: list, weigh
     output, finals, tensors = fused._forward(run, front, tuple(states),
                                              {k: w[k] for k in comp.keys})
     hoist = comp.plan.hoist
-    front_keys = [None, hoist.weight, hoist.bias][:len(front)]
+    # the front (fused.prepare_call): x[, W[, b]][, the step masks]; x and the masks have no key
+    front_keys = [None]
+    if hoist.weight is not None:
+        front_keys.append(hoist.weight)
+        if hoist.bias is not None:
+            front_keys.append(hoist.bias)
+    front_keys += [None] * (len(front) - len(front_keys))
     return output, finals, ("direct", run, tensors, inputs, len(front), front_keys)
 
 
@@ -140,6 +146,9 @@ def sequence_backward(token: Tensor, inputs: list[Tensor], grads: list[Tensor]) 
     num_states = len(grads) - 1
     found = fused.backward_pass(run, tensors, engine_inputs, num_front, num_states, grads[0],
                           grads[1:], need_dx=True)
+    if run.program.step_masks:  # x is the input row: x, then the masks (constants: no gradient)
+        dx = found[0]
+        found[0] = torch.cat([dx, dx.new_zeros(*dx.shape[:2], run.program.mask_size)], -1)
     program_keys = _keys(run.program)
     by_key: dict = {}
     for key, g in [*zip(front_keys[1:], found[1:num_front]),

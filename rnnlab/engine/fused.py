@@ -238,9 +238,10 @@ def _release(run: _Run, tensors: list, indices) -> None:
 
 
 def _execute(run: _Run, name: str, tensors: list, weights: dict):
-    """Run the time loop ("forward", "backward") or a pass over all T·B rows at once
-    ("prologue", "epilogue": buffers seen as one step of T·B rows)."""
-    if name in ("forward", "hoisted_forward", "backward"):
+    """Run the time loop ("forward", "backward", or with the hoist inside it "hoisted_forward",
+    "hoisted_backward") or a pass over all T·B rows at once ("prologue", "epilogue": buffers
+    seen as one step of T·B rows)."""
+    if name in ("forward", "hoisted_forward", "backward", "hoisted_backward"):
         run.executor.run(name, tensors, weights, run.sizes, run.B, run.steps, run.threads)
         return
     plan, rows = run.comp.plan, run.T * run.B
@@ -253,9 +254,9 @@ def _execute(run: _Run, name: str, tensors: list, weights: dict):
 def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
     """Run the forward loop; returns (output, finals, buffers).
 
-    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]]). With
-    ``own_state`` the state buffer S is new memory and the finals are views of it (no copy;
-    the caller must not hand S back to the workspace)."""
+    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]][, masks]).
+    With ``own_state`` the state buffer S is new memory and the finals are views of it (no
+    copy; the caller must not hand S back to the workspace)."""
     plan = run.comp.plan
     # with variable lengths the rows past an end still need their hoisted values (the
     # epilogue reads every row), so the hoist is then computed over all rows beforehand
@@ -264,10 +265,12 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
         given = {plan.xs[k]: x for k, x in enumerate(front)}
     else:
         given = {}
-        x = front[0].contiguous()
+        x = _rows(front[0])
         given.update({i: x for i in (plan.x, plan.xin) if i is not None})
         if plan.bx is not None:
             given[plan.bx] = front[2].contiguous()
+        if plan.masks is not None:
+            given[plan.masks] = _rows(front[-1])
         if in_loop:
             weights = {**weights, plan.hoist.weight: front[1]}
     given.update({i: weights[key] for key, i in plan.params.items()})
@@ -333,6 +336,16 @@ class FusedSequence(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (T, B, n) as the loops read an input: rows of unit column stride, each step's rows
+    right after the previous step's, so that all T·B rows are one matrix (a view of the
+    input row's columns, as x and the masks of a zoned-out cell are, is taken as it is)."""
+    if (t.stride(-1) == 1 and t.stride(1) >= t.shape[-1]
+            and t.stride(0) == t.shape[1] * t.stride(1)):
+        return t
+    return t.contiguous()
+
+
 def _unit_columns(t: torch.Tensor) -> torch.Tensor:
     """``t`` (slices, rows, columns) with unit column stride, as the native loop reads it: a
     gradient broadcast from one row (the adjoint of ``output.sum()``, strides 0) stays a
@@ -359,9 +372,14 @@ def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d
     if run.executor is not run.comp.python:
         given = {i: _unit_columns(t) for i, t in given.items()}
     n = run.comp.num_forward
-    tensors = tensors[:n] + _allocate(run, range(n, len(plan.buffers)), d_output, given)[n:]
-    _execute(run, "backward", tensors, weights)
-    if plan.epilogue:
+    # the epilogue inside the loop, as the forward's hoist (not with variable lengths: the
+    # epilogue then reads rows past their sequence's end, which the loop skips)
+    in_loop = plan.hoisted_backward and run.executor.hoists_in_loop and run.sizes is None
+    unused = set(plan.back_twins) if in_loop else set(plan.back_twins.values())
+    tensors = tensors[:n] + _allocate(run, [i for i in range(n, len(plan.buffers))
+                                            if i not in unused], d_output, given)[n:]
+    _execute(run, "hoisted_backward" if in_loop else "backward", tensors, weights)
+    if plan.epilogue and not in_loop:
         _execute(run, "epilogue", tensors, weights)
     grads = _gradients(run, tensors, inputs, num_front, num_states, need_dx)
     _release(run, tensors, range(len(plan.buffers)))
@@ -382,7 +400,8 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
             w[hoist.weight] = front[1]
         if hoist.bias is not None:
             w[hoist.bias] = front[2]
-        xs = list(run.hoist(front[0], w))
+        row = front[0] if run.comp.plan.masks is None else torch.cat([front[0], front[-1]], -1)
+        xs = list(run.hoist(row, w))
     output, finals = step_loop(run.step, xs, tuple(states), weights, run.sizes, run.T)
     wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
     grads = torch.autograd.grad([output, *finals], [inputs[i] for i in wanted],
@@ -416,7 +435,7 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
             if need_dx:
                 d_front[0] = (dX @ W.t()).view(x.shape)
             d_front[1] = _product_like(W, x2d, dX)
-            if num_front > 2:
+            if plan.hoist.bias is not None:
                 d_front[2] = dX.sum(0)
         if plan.dx is not None and need_dx:  # x read elementwise by the hoist
             dx = tensors[plan.dx].view(x.shape)
@@ -473,15 +492,23 @@ def sequence(comp: Compiled, loops, program: Program, weights: dict, x: torch.Te
 
 def prepare_call(comp: Compiled, loops, program: Program, weights: dict, x: torch.Tensor,
                  lengths, sizes):
-    """The run of one call and the engine's front inputs: x[, W[, b]] with the engine's own
-    hoist, else the hoisted inputs computed by torch."""
+    """The run of one call and the engine's front inputs: x[, W[, b]][, masks] with the
+    engine's own hoist, else the hoisted inputs computed by torch. The input row of a cell
+    with per-step masks is x then the masks (``Program.row_size``): the engine reads both as
+    columns of the row (no copy), and only x has a gradient."""
     hoist = comp.plan.hoist
     if hoist is not None:  # the engine computes the hoist itself
+        masks = None
+        if hoist.masks:
+            x = _rows(x)
+            x, masks = x[..., :program.input_size], x[..., program.input_size:]
         front = [x]
         if hoist.weight is not None:
             front.append(weights[hoist.weight])
             if hoist.bias is not None:
                 front.append(weights[hoist.bias])
+        if masks is not None:
+            front.append(masks)
     else:
         front = [t if t.stride(-1) == 1 else t.contiguous()
                  for t in program.hoist(x, weights)]

@@ -96,33 +96,17 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction("fill", None, None, None),
     # layer norm's normalisation over the row, and its adjoint (a: dy, b: the op's input x):
     # dx = r (dy − mean(dy) − x̂ mean(dy x̂)), x̂ = (x − μ) r, r = 1/sqrt(σ² + ε), recomputed
-    # from x so that only x is kept for the backward step
-    Instruction("norm", """{
-      double mu = 0, var = 0;
-      for (int64_t j = 0; j < w; ++j) mu += a[j];
-      mu /= w;
-      for (int64_t j = 0; j < w; ++j) var += (a[j] - mu) * (a[j] - mu);
-      const T r = T(1 / std::sqrt(var / w + NORM_EPS)), m = T(mu);
-      LOOP((a[j] - m) * r)
-    }""", "{D}.copy_(norm({A}))", "norm({A})", row=True, triton="""\
+    # from x so that only x is kept for the backward step; in C++ the kernel's vectorised row
+    # functions (``rnnlab.engine.fast.vm_source``)
+    Instruction("norm", "norm_row(w, acc, d, a);", "{D}.copy_(norm({A}))", "norm({A})",
+                row=True, triton="""\
 mu = tl.sum(tl.where(m, a, 0.0), 0) / w
 xc = tl.where(m, a - mu, 0.0)
 return xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
 """),
-    Instruction("norm_bwd", """{
-      double mu = 0, var = 0, m1 = 0, m2 = 0;
-      for (int64_t j = 0; j < w; ++j) mu += b[j];
-      mu /= w;
-      for (int64_t j = 0; j < w; ++j) var += (b[j] - mu) * (b[j] - mu);
-      const double rd = 1 / std::sqrt(var / w + NORM_EPS);
-      for (int64_t j = 0; j < w; ++j) {
-        m1 += a[j];
-        m2 += a[j] * ((b[j] - mu) * rd);
-      }
-      const T r = T(rd), m = T(mu), g1 = T(m1 / w), g2 = T(m2 / w);
-      LOOP(r * (a[j] - g1 - (b[j] - m) * r * g2))
-    }""", "{D}.copy_(norm_backward({A}, {B}))", "norm_backward({A}, {B})", row=True,
-    triton="""\
+    Instruction("norm_bwd", "norm_bwd_row(w, acc, d, a, b);",
+                "{D}.copy_(norm_backward({A}, {B}))", "norm_backward({A}, {B})", row=True,
+                triton="""\
 mu = tl.sum(tl.where(m, b, 0.0), 0) / w
 xc = tl.where(m, b - mu, 0.0)
 r = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)

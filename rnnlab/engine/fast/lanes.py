@@ -14,9 +14,10 @@ plan's instructions (no re-planning, nothing parsed):
 
 ``cols`` and ``cat`` only re-index lanes, ``identity`` is no op and ``scale`` is a ``mul`` by a
 number. The hoist is laid out the same way when it is the input GEMM ``X = x W (+ b)`` plus
-elementwise work on whole lanes (``hoist_lanes``); otherwise (a second GEMM over x-only values,
-or the raw input read elementwise at a width that is not whole lanes) the engine runs the
-plan's hoist with torch under autograd and still runs the time loop fused.
+elementwise work on whole lanes (``hoist_lanes``; a zoned-out cell's step masks, which follow x
+in its input row, are lanes of their own); otherwise (a second GEMM over x-only values, or the
+raw input read elementwise at a width that is not whole lanes) the engine runs the plan's
+hoist with torch under autograd and still runs the time loop fused.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class SourceKind(Enum):
     OP = auto()  # the result of ``ops[index]``, an elementwise op (computed in the loop)
     PROJECTION = auto()  # the hoist's: lane ``lane`` of X = x W (+ b)
     INPUT = auto()  # the hoist's: lane ``lane`` of the input x itself
+    MASK = auto()  # the hoist's: step mask ``lane`` (zoneout's), read from the input row after x
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class HoistIR:
     ops: list  # Ew
     outputs: list[tuple[int, ...]]
     input_size: int = 0  # columns of x (the GEMM's k)
+    masks: int = 0  # step masks after x in the input row (H columns each; ``SourceKind.MASK``)
 
 
 class _Values(dict):
@@ -258,24 +261,32 @@ def step_lanes(program: Program) -> StepIR:
 
 
 def hoist_lanes(program: Program) -> HoistIR | None:
-    """The hoist of ``program`` in lanes, or None where the engine leaves it to torch."""
-    if program.step_masks:  # the input row is x then the masks: the GEMM reads part of it
-        return None
+    """The hoist of ``program`` in lanes, or None where the engine leaves it to torch.
+
+    A cell with per-step masks (zoneout) reads an input row of x followed by the masks
+    (``Program.row_size``): the GEMM reads the row's x columns, and each mask is a lane of its
+    own (``SourceKind.MASK``), so that the engine is handed x and the masks as two buffers over
+    the same rows and runs the hoist as for any cell."""
     H = program.hidden_size
     layout = _Layout(H)
     env = layout.env
     weight = bias = None
     width = 0
+    row = None  # the input row, when it is x followed by the step masks
     try:
         for ins in program.hoist_code:
+            if row is not None and ins.op == "cols" and ins.args[0] == row:
+                env[ins.out] = _row_part(program, layout, int(ins.value), ins.width)
+                continue
             projection = ins.op == "gemm" and weight is None and ins.key == "Wx"
             if not projection and any(env.get(a) is None for a in ins.args):
                 raise Unsupported("the raw input read at a width that is not whole lanes")
             if layout.common(ins):
                 continue
-            if ins.op == "x":
-                n = program.input_size // H if program.input_size % H == 0 else 0
-                env[ins.out] = layout.lanes(SourceKind.INPUT, n) if n else None
+            if ins.op == "x" and program.step_masks:
+                row = ins.out  # read through its columns only (above)
+            elif ins.op == "x":
+                env[ins.out] = _row_part(program, layout, 0, program.input_size)
             elif projection:
                 weight, width = ins.key, ins.width
                 if ins.bias is not None:
@@ -289,4 +300,18 @@ def hoist_lanes(program: Program) -> HoistIR | None:
     except Unsupported:
         return None
     return HoistIR(H, weight, bias, width, layout.sources, layout.ops, outputs,
-                   program.input_size)
+                   program.input_size, len(program.step_masks))
+
+
+def _row_part(program: Program, layout: _Layout, start: int, width: int) -> tuple | None:
+    """Columns ``start … start + width`` of the input row as lanes: x itself (lanes of the
+    input where its width is whole lanes, else None: only the GEMM reads it), or step masks."""
+    H, I = program.hidden_size, program.input_size
+    if start == 0 and width == I:
+        return layout.lanes(SourceKind.INPUT, I // H) if I and I % H == 0 else None
+    if start >= I and (start - I) % H == 0 and width % H == 0:
+        first = (start - I) // H
+        layout.sources += [Source(SourceKind.MASK, 0, first + i) for i in range(width // H)]
+        n = len(layout.sources)
+        return tuple(range(n - width // H, n))
+    raise Unsupported(f"columns {start}…{start + width} of the input row")

@@ -212,6 +212,7 @@ class NativeLoops:
     """A plan encoded for the C++ loop."""
 
     hoists_in_loop = True  # runs ``Plan.hoisted_forward`` (X_t = x_t W + b inside the loop)
+    #                        and ``Plan.hoisted_backward`` (the epilogue inside the loop)
 
     @classmethod
     def create(cls, plan: Plan):
@@ -237,7 +238,7 @@ class NativeLoops:
         self._const_tensors: dict[torch.dtype, torch.Tensor] = {}
         self.code = {name: self._encode(getattr(plan, name))
                      for name in ("prologue", "forward", "hoisted_forward", "backward",
-                                  "epilogue")}
+                                  "hoisted_backward", "epilogue")}
         # the buffer table handed to the loop: 5 fields per buffer, then the constants
         self._kinds = [(i, 1 if self.per_thread(i) else 2 if buf.shared else 0)
                        for i, buf in enumerate(plan.buffers)]
@@ -297,8 +298,8 @@ class NativeLoops:
 
     def run(self, name: str, tensors: list, weights: dict, sizes: list[int] | None,
             B: int, steps: int, threads: int):
-        """Run one loop ("prologue", "forward", "backward", "epilogue") over ``steps`` steps of
-        ``B`` rows on the buffers."""
+        """Run one loop ("prologue", "forward", "hoisted_forward", "backward",
+        "hoisted_backward", "epilogue") over ``steps`` steps of ``B`` rows on the buffers."""
         like = tensors[self.plan.S]
         table = self._table_type()  # per call: the loop runs without the GIL
         table[-4] = 1
@@ -336,9 +337,10 @@ class NativeLoops:
         dtype = 0 if like.dtype == torch.float32 else 1
         size_array = _array(sizes) if sizes is not None else None
         split = threads > 1 and B >= 2 * threads and weight_bytes <= SPLIT_BYTES
+        reverse = name in ("backward", "hoisted_backward")
         rc = self.lib.rnnlab_run(dtype, code, n, table, len(self.plan.buffers) + 1,
                                  _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(name == "backward"), _state["blas"], threads, PARALLEL_WORK,
+                                 int(reverse), _state["blas"], threads, PARALLEL_WORK,
                                  int(split))
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")

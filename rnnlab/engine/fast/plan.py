@@ -19,7 +19,10 @@ table states it (``rnnlab.lang.ops``: ``d(a+b)``: both get dy; ``d(a−b)``: dy 
 ``xs + A @ W``: the hoisted input gets dy (the same buffer), A gets dy @ Wᵀ. The weight
 gradients are not summed step by step: every step's argument rows and result adjoints stay in
 (T, B, ·) buffers, and after the loop ``dW = Aᵀ dG`` is one GEMM over T·B rows (as cuDNN and
-oneDNN do).
+oneDNN do). What the backward reads is kept, with two exceptions: a row instruction's result
+(layer norm's ``norm``) is computed again from its argument, which ``norm_bwd`` keeps anyway
+(a pass over a row in cache instead of a lane written to memory and read back at every step),
+and step masks (zoneout's) are constants of the loss, so nothing is kept for their adjoint.
 """
 
 from __future__ import annotations
@@ -41,11 +44,21 @@ _GRAD = {spec.instruction: spec.grad for spec in OPS.values() if spec.instructio
 _GRAD["copy"] = COPY_GRAD
 
 
-def _mark_needed(op: Ew, needed: list) -> None:
-    """Lanes whose values the backward step reads for ``op``: its result or an argument."""
+def _remade(ops: list, needed: list) -> dict[int, Ew]:
+    """Lanes the backward pass recomputes instead of reading them back: the result of a row
+    instruction (layer norm's ``norm``, read by its gain's gradient) whose argument the
+    backward keeps anyway (``norm_bwd`` reads it). A pass over a row that is in cache costs
+    less than a lane written to memory at every step and read back. lane -> its op."""
+    return {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in ROW_CODES
+            and needed[op.out] and all(needed[a] for a in op.args if isinstance(a, int))}
+
+
+def _mark_needed(op: Ew, needed: list, constant=frozenset()) -> None:
+    """Lanes whose values the backward step reads for ``op``: its result or an argument.
+    ``constant``: lanes that get no adjoint (step masks)."""
     args = {"a": op.args[0], "b": op.args[1] if len(op.args) > 1 else None}
     for k, (_, *operands) in enumerate(_GRAD[op.op]):
-        if isinstance(op.args[k], float):  # no adjoint wanted for a number
+        if isinstance(op.args[k], float) or op.args[k] in constant:  # no adjoint wanted
             continue
         for name in operands:
             if name == "y":
@@ -162,7 +175,15 @@ class Plan:
     # in cache from step to step instead of going to memory
     twins: list[int] = field(default_factory=list)
     step_twins: dict[int, int] = field(default_factory=dict)
+    # The backward step and then the epilogue on step t's rows, for the same executor: the
+    # adjoints of the hoisted inputs (``dxs``) are then used while they are in cache, each in
+    # a one-slice twin (``back_twins``: buffer -> twin) instead of a (T, B, ·) buffer
+    hoisted_backward: list = field(default_factory=list)
+    back_twins: dict[int, int] = field(default_factory=dict)
     x: int | None = None  # the input x (given) when the prologue reads it
+    # the step masks (given; zoneout's): the columns of the input row after x, read as lanes
+    # like x; constants of the loss, so they get no adjoint
+    masks: int | None = None
     dX: int | None = None
     dx: int | None = None  # adjoint of the input read by the prologue
     params: dict[str, int] = field(default_factory=dict)  # weight key -> buffer (vectors)
@@ -201,12 +222,13 @@ class _Adjoints:
     fixed: Callable[[int], Ref | None]  # the one place a lane's adjoint must end up, or None
     scratch: dict[int, Ref]  # a place for each other lane
     out: list  # the pass's instructions
+    constant: frozenset = frozenset()  # lanes whose adjoint nobody wants (step masks)
     adj: dict[int, tuple] = field(default_factory=dict)
 
     def contribute(self, x, code: int, a, b=None):
         """Add ``code(a, b)`` to the adjoint of operand x (a lane, a Param or a number)."""
         H, adj, out = self.H, self.adj, self.out
-        if isinstance(x, float):
+        if isinstance(x, float) or x in self.constant:
             return
         if isinstance(x, Param):
             out.append(Op(code, Ref(self.dP[x.key], x.index * H), a, b, H, acc=True))
@@ -262,11 +284,19 @@ class _Planner:
             setattr(self.plan, name, merge(getattr(self.plan, name)))
         if hoist is not None and hoist.weight is not None:
             self._hoisted_forward()
+            if training and self.plan.epilogue:
+                self._hoisted_backward()
 
     # ---- analysis -----------------------------------------------------------------------------
     def _analyse(self):
-        ir = self.ir
+        ir, hoist = self.ir, self.plan.hoist
         n = len(ir.sources)
+        # the step masks: hoisted inputs made of mask lanes, and the step's lanes of them
+        self.mask_inputs = {k for k, lanes in enumerate(hoist.outputs) if lanes and all(
+            hoist.sources[x].kind is SourceKind.MASK for x in lanes)} if hoist else set()
+        self.constant = frozenset(x for x, src in enumerate(ir.sources)
+                                  if src.kind is SourceKind.STEP_INPUT
+                                  and src.index in self.mask_inputs)
         self.stage = [0] * n  # the stage (run of elementwise ops between GEMMs) of each lane
         self.readers: list[list[int]] = [[] for _ in range(n)]  # stages of elementwise readers
         self.gemm_uses: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (gemm, position)
@@ -284,10 +314,11 @@ class _Planner:
                 for a in op.args:
                     if isinstance(a, int):
                         self.readers[a].append(stage)
-                _mark_needed(op, self.needed)
+                _mark_needed(op, self.needed, self.constant)
         self.writes_of: list[list[int]] = [[] for _ in range(n)]
         for j, lane in enumerate(ir.writes):
             self.writes_of[lane].append(j)
+        self.remade = _remade(ir.ops, self.needed)
         self.crossing = [
             ir.sources[x].kind is SourceKind.OP and any(s > self.stage[x] for s in self.readers[x])
             for x in range(n)
@@ -307,6 +338,7 @@ class _Planner:
         order += [j for j in range(ir.num_states) if j not in order]
         self.state_order = order
         self.aliased: dict[int, int] = {}  # hoisted input -> its first column in X
+        self.in_masks: dict[int, int] = {}  # hoisted input -> its first column in the masks
 
     def _analyse_hoist(self):
         """Which hoisted inputs are plain columns of X, and what the prologue reads."""
@@ -325,11 +357,18 @@ class _Planner:
                     and k not in step_read and biases.count(k) == 1
                     and not any(x in read or len(positions[x]) > 1 for x in lanes)):
                 self.aliased[k] = src[0].lane * H
-        self.hoist_positions = {x: [(k, i) for k, i in pos if k not in self.aliased]
+            elif (k in self.mask_inputs and k not in biases
+                  and [s.lane for s in src] == list(range(src[0].lane, src[0].lane + len(src)))):
+                self.in_masks[k] = src[0].lane * H  # read where the caller put them
+        self.hoist_positions = {x: [(k, i) for k, i in pos
+                                    if k not in self.aliased and k not in self.in_masks]
                                 for x, pos in positions.items()}
+        self.hoist_constant = frozenset(x for x, src in enumerate(hoist.sources)
+                                        if src.kind is SourceKind.MASK)
         self.hoist_needed = [False] * len(hoist.sources)
         for op in hoist.ops:
-            _mark_needed(op, self.hoist_needed)
+            _mark_needed(op, self.hoist_needed, self.hoist_constant)
+        self.hoist_remade = _remade(hoist.ops, self.hoist_needed)
         self._widen_params(hoist.ops)
 
     def _widen_params(self, ops: list) -> None:
@@ -338,18 +377,23 @@ class _Planner:
             if isinstance(a, Param):
                 widths[a.key] = max(widths.get(a.key, 0), (a.index + 1) * self.H)
 
-    def hoist_lane(self, x: int, X: int | None, inputs: int | None) -> Ref | None:
-        """Hoist lane x as a lane of X or of the input, held in ``X`` and ``inputs``."""
+    def hoist_lane(self, x: int, X: int | None, inputs: int | None,
+                   masks: int | None = None) -> Ref | None:
+        """Hoist lane x as a lane of X, of the input or of the masks, held in ``X``,
+        ``inputs`` and ``masks``."""
         match self.plan.hoist.sources[x]:
             case Source(SourceKind.PROJECTION, _, i):
                 return Ref(X, i * self.H)
             case Source(SourceKind.INPUT, _, i):
                 return Ref(inputs, i * self.H)
+            case Source(SourceKind.MASK, _, i) if masks is not None:
+                return Ref(masks, i * self.H)
         return None
 
     def hoist_loc(self, x: int) -> Ref:
         """Where hoist lane x's value is (over all T·B rows)."""
-        return self.hoist_lane(x, self.plan.X, self.plan.x) or self.hoist_home[x]
+        p = self.plan
+        return self.hoist_lane(x, p.X, p.x, p.masks) or self.hoist_home[x]
 
     def _prologue(self):
         """The hoist's elementwise work over all T·B rows, into the hoisted inputs."""
@@ -362,13 +406,14 @@ class _Planner:
             if self.hoist_positions.get(x):
                 k, i = self.hoist_positions[x][0]
                 self.hoist_home[x] = Ref(p.xs[k], i * H)
-            elif self.training and self.hoist_needed[x]:
+            elif self.training and self.hoist_needed[x] and x not in self.hoist_remade:
                 saved.append(x)
             else:
                 scratch.append(x)
         for name, lanes, temp in (("Ph", saved, False), ("Rh", scratch, True)):
             if lanes:
                 self.hoist_home.update(self._side_by_side(name, Slices.STEPS, lanes, temp=temp))
+        self.hoist_remade = {x: op for x, op in self.hoist_remade.items() if x in scratch}
         for op in hoist.ops:
             dst = self.hoist_home[op.out]
             args = [self.operand(a, self.hoist_loc) for a in op.args] + [None]
@@ -392,6 +437,19 @@ class _Planner:
                 p.step_twins[buf] = twin
         p.hoisted_forward = merge(code)
 
+    def _hoisted_backward(self):
+        """``hoisted_backward``: the backward step, then the epilogue for step t's rows (its
+        instructions read slice t of every (T, B, ·) buffer, as they read row t·B + b of the
+        T·B rows in one pass)."""
+        p = self.plan
+        code = [*p.backward, *p.epilogue]
+        for buf in p.dxs.values():  # nothing after the loop reads them (a hoist is there)
+            old = p.buffers[buf]
+            twin = p.add(Buffer(f"{old.name}_step", Slices.ONE, old.width, zeros=old.zeros))
+            code = [_rebuffer(ins, buf, twin) for ins in code]
+            p.back_twins[buf] = twin
+        p.hoisted_backward = merge(code)
+
     def _epilogue(self):
         """The hoist's backward over all T·B rows: hoisted inputs' adjoints back to dX, dx."""
         p, ir, hoist, H = self.plan, self.ir, self.plan.hoist, self.H
@@ -400,7 +458,7 @@ class _Planner:
         ew = [x for x, src in enumerate(hoist.sources) if src.kind is SourceKind.OP]
         scratch = self._side_by_side("dRh", Slices.STEPS, ew, temp=True)
         adjoints = _Adjoints(H, p.dP, lambda x: self.hoist_lane(x, p.dX, p.dx), scratch,
-                             p.epilogue)
+                             p.epilogue, self.hoist_constant)
         dG_of = {g.bias: p.dG[i] for i, g in enumerate(ir.gemms) if g.bias is not None}
         for x, pos in self.hoist_positions.items():  # the step's adjoints of hoisted inputs
             for k, i in pos:
@@ -408,9 +466,10 @@ class _Planner:
                     adjoints.contribute(x, COPY, Ref(dG_of[k].buf, dG_of[k].col + i * H))
                 if k in p.dxs:
                     adjoints.contribute(x, COPY, Ref(p.dxs[k], i * H))
+        loc = self._remaking(self.hoist_remade, self.hoist_loc, "Prh", Slices.STEPS, p.epilogue)
         for op in reversed(hoist.ops):
             if op.out in adjoints.adj:
-                adjoints.derive(op, self.hoist_loc, lambda a: self.operand(a, self.hoist_loc))
+                adjoints.derive(op, loc, lambda a: self.operand(a, loc))
         aliased_cols = {self.aliased[k] + i * H for k in self.aliased
                         for i in range(len(hoist.outputs[k]))}
         lane_of = {src.lane: x for x, src in enumerate(hoist.sources)
@@ -442,7 +501,10 @@ class _Planner:
             inputs = [x for x, src in enumerate(hoist.sources) if src.kind is SourceKind.INPUT]
             if read.intersection(inputs):
                 p.x = p.add(Buffer("x", Slices.STEPS, len(inputs) * H, given=True))
-            p.xs = [None if k in self.aliased else p.add(Buffer(f"xs{k}", Slices.STEPS, w))
+            if hoist.masks:
+                p.masks = p.add(Buffer("masks", Slices.STEPS, hoist.masks * H, given=True))
+            p.xs = [None if k in self.aliased or k in self.in_masks
+                    else p.add(Buffer(f"xs{k}", Slices.STEPS, w))
                     for k, w in enumerate(ir.xs_widths)]
             if hoist.weight is not None:  # twins for the hoist inside the native loop
                 self.twinned = [b for b in (p.X, *p.xs) if b is not None]
@@ -491,7 +553,7 @@ class _Planner:
             elif dedicated_uses:
                 g, q = dedicated_uses[0]
                 self.home[x] = Ref(self.A[g].buf, q * H)
-            elif self.training and self.needed[x]:
+            elif self.training and self.needed[x] and x not in self.remade:
                 slots["P"].append(x)
             elif self.crossing[x]:
                 slots["M"].append(x)
@@ -503,6 +565,27 @@ class _Planner:
             if lanes:
                 self.home.update(self._side_by_side(
                     name, Slices.STEPS if name == "P" else Slices.ONE, lanes, temp=name == "R"))
+        # (a lane kept anyway, in the state history or a GEMM's arguments, is read back)
+        self.remade = {x: op for x, op in self.remade.items()
+                       if p.buffers[self.home[x].buf].slices is Slices.ONE}
+
+    def _remaking(self, remade: dict[int, Ew], loc, name: str, slices: Slices, out: list):
+        """``loc`` for a backward pass that computes each lane of ``remade`` again (into a new
+        buffer ``name``) where it is first read, from its arguments (kept for the backward)."""
+        if not remade:
+            return loc
+        place = self._side_by_side(name, slices, list(remade), temp=slices is Slices.STEPS)
+        done: set[int] = set()
+
+        def where(x: int) -> Ref:
+            if x in remade and x not in done:
+                op = remade[x]
+                args = [self.operand(a, where) for a in op.args] + [None]
+                out.append(Op(CODE[op.op], place[x], args[0], args[1], self.H))
+                done.add(x)
+            return place[x] if x in remade else loc(x)
+
+        return where
 
     def _side_by_side(self, name: str, slices: Slices, lanes: list, **flags) -> dict[int, Ref]:
         """A new buffer with ``lanes`` side by side, H columns each: lane -> its place."""
@@ -510,9 +593,11 @@ class _Planner:
         return {x: Ref(buf, k * self.H) for k, x in enumerate(lanes)}
 
     def xs_ref(self, k: int) -> Ref:
-        """Hoisted input k: its own buffer, or its columns of X."""
+        """Hoisted input k: its own buffer, or its columns of X or of the masks."""
         if k in self.aliased:
             return Ref(self.plan.X, self.aliased[k])
+        if k in self.in_masks:
+            return Ref(self.plan.masks, self.in_masks[k])
         return Ref(self.plan.xs[k], 0)
 
     def loc(self, x: int) -> Ref:
@@ -596,7 +681,8 @@ class _Planner:
         used = [a for op in ir.ops for a in (op.args if isinstance(op, Ew) else ())
                 if isinstance(a, int)] + [ir.output, *ir.writes]
         read_xs = sorted({ir.sources[x].index for x in used
-                          if ir.sources[x].kind is SourceKind.STEP_INPUT})
+                          if ir.sources[x].kind is SourceKind.STEP_INPUT
+                          and x not in self.constant})
         p.dxs = {k: p.add(Buffer(f"dxs{k}", Slices.STEPS, ir.xs_widths[k], zeros=True))
                  for k in read_xs}
         p.dP = {key: p.add(Buffer(f"d w[{key}]", Slices.ONE, self.param_width[key],
@@ -622,7 +708,9 @@ class _Planner:
         ir, p, H, out = self.ir, self.plan, self.H, self.plan.backward
         width = len(self.state_order) * H
         out.append(Refill(Ref(p.dS, 0, 1), Ref(p.dF, 0), width))
-        adjoints = _Adjoints(H, p.dP, self.fixed, self.dR, out)
+        adjoints = _Adjoints(H, p.dP, self.fixed, self.dR, out, self.constant)
+        # one slice, not scratch: a lane may be read again after a GEMM of the backward step
+        loc = self._remaking(self.remade, self.loc, "Pr", Slices.ONE, out)
         adj, contribute = adjoints.adj, adjoints.contribute
 
         def external(x):
@@ -642,7 +730,7 @@ class _Planner:
                     if self.dedicated[g]:
                         contribute(y, COPY, Ref(self.dA[g], q * H))
                 if y in adj:  # else its adjoint is zero
-                    adjoints.derive(op, self.loc, self.operand)
+                    adjoints.derive(op, loc, lambda a: self.operand(a, loc))
             else:
                 g = op.index
                 for x in op.out:
@@ -670,6 +758,13 @@ class _Planner:
         for j in range(ir.num_states):
             if lane_of_state.get(j) not in adj:
                 out.append(Op(FILL, Ref(p.dS, p.state_cols[j]), 0.0, None, H))
+        # a hoisted input's adjoint is written whole at every step (its first contribution is
+        # a write) unless a lane of it gets none, or rows stop early: only then zeros first
+        written = {(src.index, src.lane) for x, src in enumerate(ir.sources)
+                   if src.kind is SourceKind.STEP_INPUT and x in adj}
+        for k, buf in p.dxs.items():
+            p.buffers[buf].zeros = self.lengths or any(
+                (k, i) not in written for i in range(ir.xs_widths[k] // H))
 
 
 # ---- merging ------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ instructions and every inner loop is a plain vectorisable loop over columns.
 float tanh and sigmoid are computed with a vectorisable exp (range reduction to
 |r| <= ln2/2, degree-7 Taylor polynomial, exponent by bit manipulation) so that the compiler can
 use SIMD on them: relative error below 3e-7 (tanh uses its odd Taylor series below 0.3), NaN and
-±inf handled as torch does; double uses the C library.
+±inf handled as torch does; double uses the C library. Layer norm's row instructions take their
+sums over a row in one pass, in double, over vectors of 4 columns in a fixed order of partial
+sums (see ``row_sums``), then write the row in a second pass.
 """
 
 from ...lang.ops import INSTRUCTIONS, NORM_EPS
@@ -130,6 +132,80 @@ constexpr double NORM_EPS = @EPS@;  // layer norm's ε (rnnlab.lang.ops.NORM_EPS
   } else {                                                                \
     for (int64_t j = 0; j < w; ++j) d[j] = (EXPR);                        \
   }
+
+// ---- row functions (layer norm) ---------------------------------------------------------------
+// A sum over a row as one running total is a serial chain of additions that the compiler may
+// not reorder (that would change the rounding): one addition's latency per column, and it does
+// not vectorise. Here the sums of a row are taken in one pass, in double, over vectors of 4
+// columns (GCC's and clang's vector extensions, which the compiler maps to the build's SIMD
+// registers), in 2 · 4 partial sums each, added up in a fixed order at the end, so that the
+// result does not depend on the vector width of the build. The sums of x are taken about its
+// first entry k (the shifted-data variance Σ (x − k)² − (Σ (x − k))² / w loses digits only as
+// far as the mean is from k next to the row's spread, not as far as it is from 0).
+typedef double Vd __attribute__((vector_size(32)));
+constexpr int VLANES = 4, VUNROLL = 2;
+inline Vd load4(const float* p) { return Vd{p[0], p[1], p[2], p[3]}; }
+inline Vd load4(const double* p) { return Vd{p[0], p[1], p[2], p[3]}; }
+
+// s[i] = Σ_j f(x_j, y_j)[i] over j < w for the N terms f writes (y: 0 without a second row);
+// f is generic over a vector of 4 columns (Vd) and a single column (double)
+template <int N, typename T, typename F>
+inline void row_sums(int64_t w, const T* x, const T* y, F f, double* s) {
+  Vd part[N][VUNROLL] = {};
+  int64_t j = 0;
+  for (; j + VUNROLL * VLANES <= w; j += VUNROLL * VLANES)
+    for (int q = 0; q < VUNROLL; ++q) {
+      const int64_t c = j + q * VLANES;
+      Vd v[N];
+      f(load4(x + c), y ? load4(y + c) : Vd{}, v);
+      for (int i = 0; i < N; ++i) part[i][q] += v[i];
+    }
+  for (int i = 0; i < N; ++i) {
+    s[i] = 0;
+    for (int q = 0; q < VUNROLL; ++q)
+      for (int l = 0; l < VLANES; ++l) s[i] += part[i][q][l];
+  }
+  for (; j < w; ++j) {
+    double v[N];
+    f(double(x[j]), y ? double(y[j]) : 0.0, v);
+    for (int i = 0; i < N; ++i) s[i] += v[i];
+  }
+}
+
+// d (+)= norm(a) = (a − μ) r over one row, r = 1 / sqrt(σ² + ε)
+template <typename T>
+inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
+  const double k = a[0];
+  double s[2];  // Σ (a − k), Σ (a − k)²
+  row_sums<2>(w, a, static_cast<const T*>(nullptr), [k](auto x, auto, auto* v) {
+    const auto u = x - k;
+    v[0] = u;
+    v[1] = u * u;
+  }, s);
+  const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
+  const T r = T(1 / std::sqrt(var + NORM_EPS)), m = T(k + shift);
+  LOOP((a[j] - m) * r)
+}
+
+// d (+)= the adjoint of norm at input x for the output adjoint dy over one row (a: dy, b: x):
+// r (dy − mean(dy) − x̂ mean(dy ⊙ x̂)), x̂ = (x − μ) r, with μ and r recomputed from x
+template <typename T>
+inline void norm_bwd_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
+  const double k = b[0];
+  double s[4];  // Σ (x − k), Σ (x − k)², Σ dy, Σ dy (x − k)
+  row_sums<4>(w, b, a, [k](auto x, auto dy, auto* v) {
+    const auto u = x - k;
+    v[0] = u;
+    v[1] = u * u;
+    v[2] = dy;
+    v[3] = dy * u;
+  }, s);
+  const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
+  const double rd = 1 / std::sqrt(var + NORM_EPS);
+  // Σ dy (x − μ) = Σ dy (x − k) − (μ − k) Σ dy
+  const T r = T(rd), m = T(k + shift), g1 = T(s[2] / w), g2 = T((s[3] - shift * s[2]) * rd / w);
+  LOOP(r * (a[j] - g1 - (b[j] - m) * r * g2))
+}
 
 template <typename T>
 void elementwise(int64_t code, bool acc, int64_t w, T* d, const T* a, const T* b) {

@@ -1,0 +1,231 @@
+"""The engine's fast paths for regularised cells, checked for behaviour and equality (speed is
+measured by ``benchmarks/speed.py --regularisers``, never asserted here):
+
+* zoneout: the engine's own hoist with the step masks read beside x (a buffer of the input
+  row's columns), the masks constants of the loss (no adjoint);
+* layer norm: the native row kernels on every build, norm results recomputed in the backward
+  pass instead of kept, and the hoist's epilogue run inside the backward loop.
+"""
+
+import pytest
+import torch
+
+from rnnlab import cells, engine
+from rnnlab.engine import custom_op, fused
+from rnnlab.engine.fast import native
+from rnnlab.engine.unroll import reference_unroll, unroll
+from rnnlab.lang import cell, tanh
+
+I, H, T, B = 6, 8, 5, 3
+ZONE = {"h": 0.3, "c": 0.5}
+
+
+def _plan(c, training=True, lengths=False):
+    comp = fused.compiled(c.program, training, lengths)
+    assert isinstance(comp, fused.Compiled), comp
+    return comp.plan
+
+
+def _names(plan) -> dict:
+    return {b.name: b for b in plan.buffers}
+
+
+def _inputs(c, seed=0, rows=True):
+    """A float64 zoned-out call's input rows (x then the masks), state and parameters."""
+    torch.manual_seed(seed)
+    x = torch.randn(T, B, I, dtype=torch.double, requires_grad=True)
+    state = tuple(torch.randn(B, H, dtype=torch.double, requires_grad=True)
+                  for _ in c.program.graph.states)
+    row = c.with_step_masks(x) if rows else x
+    return x, row, state
+
+
+def _grads(result, inputs, seed=1):
+    """Values and gradients of a random projection of a run's output and final state."""
+    output, final = result
+    outputs = (output, *final)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in outputs)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [t.detach() for t in outputs], grads
+
+
+def _assert_same(got, expected):
+    for a, b in zip(got, expected, strict=True):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b)
+
+
+# ---- zoneout: the masks beside x --------------------------------------------------------------
+def test_zoneout_runs_the_engine_s_own_hoist_with_the_masks_beside_x():
+    c = cells.make("lstm", I, H, zoneout=ZONE).train()
+    plain = _names(_plan(cells.make("lstm", I, H)))
+    plan = _plan(c)
+    names = _names(plan)
+    assert plan.hoist is not None and plan.hoist.masks == 2
+    assert plan.masks is not None and names["masks"].given and names["masks"].width == 2 * H
+    assert plan.hoisted_forward  # the input GEMM inside the native loop, as for any cell
+    assert not plan.dxs  # the masks get no adjoint ...
+    assert names["P"].width == plain["P"].width  # ... so nothing more is kept for one
+    assert "hoist by the engine" in engine.explain(c)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([5, 4, 2])])
+def test_zoneout_with_the_masks_beside_x_equals_the_reference(backend, lengths):
+    """Values and gradients (x, state, parameters), with the hoist inside the native loop
+    (all sequences whole) and before it (variable lengths, in the engine's order)."""
+    c = cells.make("lstm", I, H, zoneout=ZONE).double().train()
+    x, row, state = _inputs(c)
+    inputs = [x, *state, *c.parameters()]
+    expected = _grads(reference_unroll(c, row, state) if lengths is None else
+                      _reference_with_lengths(c, row, state, lengths), inputs)
+    with engine.backend(backend):
+        out, final = unroll(c, row, state, lengths)
+    assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
+    got = _grads((out, final), inputs)
+    _assert_same(got[0], expected[0])
+    _assert_same(got[1], expected[1])
+
+
+def _reference_with_lengths(c, row, state, lengths):
+    with engine.backend("reference"):
+        return unroll(c, row, state, lengths)
+
+
+def test_the_masks_are_constants_their_columns_of_the_row_get_no_gradient():
+    c = cells.make("lstm", I, H, zoneout=ZONE).double().train()
+    _, row, state = _inputs(c)
+    row = row.detach().requires_grad_()
+    with engine.backend("native"):
+        out, _ = unroll(c, row, state)
+    (grad,) = torch.autograd.grad(out.sum(), [row])
+    assert not grad[..., I:].any()
+    expected = torch.autograd.grad(reference_unroll(c, row, state)[0].sum(), [row])[0]
+    torch.testing.assert_close(grad[..., :I], expected[..., :I])
+
+
+def test_zoneout_double_backward_through_the_fused_engine():
+    """create_graph: the reference loop under autograd inside the op's backward, fed the row
+    put back together from x and the masks."""
+    c = cells.make("lstm", I, H, zoneout=ZONE).double().train()
+    x, row, state = _inputs(c)
+
+    def second(run):
+        out, _ = run(c, row, state)
+        (gx,) = torch.autograd.grad((out ** 2).sum(), [x], create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum(), [x, *c.parameters()])
+
+    with engine.backend("native"):
+        got = second(unroll)
+    _assert_same(got, second(reference_unroll))
+
+
+def test_zoneout_through_the_custom_op():
+    """The custom op (the route under torch.compile) takes the input row: the engine reads x
+    and the masks from it, and x's columns get the gradient, the masks' columns zeros."""
+    c = cells.make("lstm", I, H, zoneout=ZONE).double().train()
+    x, row, state = _inputs(c)
+    result = custom_op.call(c.program, c.weights(), row, state, True)
+    inputs = [x, *state, *c.parameters()]
+    got = _grads(result, inputs)
+    expected = _grads(reference_unroll(c, row, state), inputs)
+    _assert_same(got[0], expected[0])
+    _assert_same(got[1], expected[1])
+
+
+# ---- layer norm: the row kernels ---------------------------------------------------------------
+@cell("tanh_rnn_ln_test", state=("h",))
+def tanh_rnn(x, state, p):
+    h = tanh(p.W @ x + p.R @ state.h)
+    return h, (h,)
+
+
+VARIANTS = {"default": None, "avx2": ["-march=haswell"], "generic": []}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request, tmp_path_factory):
+    """The native library as built here, for AVX2 machines and for a generic x86-64."""
+    if native.load() is None:
+        pytest.skip(f"native engine unavailable: {native.why_unavailable()}")
+    extra = VARIANTS[request.param]
+    if extra is None:
+        return native.load()
+    if request.param == "avx2" and not {"avx2", "fma"} <= set(native._cpu_signature().split()):
+        pytest.skip("this CPU has no AVX2/FMA: an AVX2 build cannot run here")
+    import ctypes
+
+    flags = [f for f in native.FLAGS if f not in native._NATIVE_ONLY] + extra
+    path = tmp_path_factory.mktemp(request.param) / "rnnlab_native_variant.so"
+    native.build(native.compiler(), path, flags)
+    lib = ctypes.CDLL(str(path))
+    native.bind(lib, path)
+    return lib
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hidden", [5, 67, 256])
+def test_norm_rows_match_torch_on_every_build(variant, dtype, hidden, monkeypatch):
+    """norm and norm_bwd (in the hoist, the step and the epilogue) against torch's layer norm
+    under autograd, on rows far from zero next to their spread, constant rows and a width
+    with a tail after the vectors."""
+    c = cells.make(tanh_rnn, hidden, hidden, layer_norm=True).to(dtype).train()
+    monkeypatch.setattr(fused.compiled(c.program, True, False).native(), "lib", variant)
+    g = torch.Generator().manual_seed(hidden)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.uniform_(-0.5, 0.5, generator=g)
+    x = torch.randn(4, 6, hidden, generator=g, dtype=dtype)
+    x[:, 0] += 1000.0  # a mean far from zero next to the spread
+    x[:, 1] = 0.25  # constant rows: norm gives zeros
+    x[:, 2] *= 1e-3
+    x.requires_grad_()
+    state = (torch.randn(6, hidden, generator=g, dtype=dtype, requires_grad=True),)
+    inputs = [x, *state, *c.parameters()]
+    with engine.backend("native"):
+        got = _grads(unroll(c, x, state), inputs)
+    expected = _grads(reference_unroll(c, x, state), inputs)
+    tol = {} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-4}
+    for a, b in zip([*got[0], *got[1]], [*expected[0], *expected[1]], strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
+# ---- layer norm: what the backward keeps -------------------------------------------------------
+def test_layer_norm_recomputes_its_norms_in_the_backward_instead_of_keeping_them():
+    plain = _names(_plan(cells.make("lstm", I, H)))
+    names = _names(_plan(cells.make("lstm", I, H, layer_norm=True)))
+    # the LSTM's gate values and tanh(c) are kept; the five norm results of a step and the
+    # hoist's four are computed again from the pre-activations (kept for norm_bwd anyway)
+    assert names["P"].width == plain["P"].width == 5 * H
+    assert "Ph" not in names
+    assert names["Pr"].width == 5 * H and names["Prh"].width == 4 * H
+
+
+def test_inference_keeps_nothing_for_a_backward():
+    names = _names(_plan(cells.make("lstm", I, H, layer_norm=True), training=False))
+    assert not {"P", "Pr", "Prh", "Ph"} & set(names)
+
+
+@pytest.mark.parametrize("options", [{"layer_norm": True}, {"layer_norm": True, "zoneout": ZONE}])
+def test_the_epilogue_inside_the_backward_loop_equals_it_after_the_loop(options, monkeypatch):
+    c = cells.make("lstm", I, H, **options).double().train()
+    plan = _plan(c)
+    assert plan.hoisted_backward and plan.back_twins  # the hoisted inputs' adjoints: a slice
+    x, row, state = _inputs(c, rows=bool(c.program.step_masks))
+    inputs = [x, *state, *c.parameters()]
+    with engine.backend("native"):
+        inside = _grads(unroll(c, row, state), inputs)
+        monkeypatch.setattr(plan, "hoisted_backward", [])
+        after = _grads(unroll(c, row, state), inputs)
+    _assert_same(inside[0], after[0])
+    _assert_same(inside[1], after[1])
+
+
+def test_hoisted_inputs_adjoints_start_at_zero_only_with_variable_lengths():
+    c = cells.make("lstm", I, H, layer_norm=True)
+    for lengths in (False, True):
+        plan = _plan(c, lengths=lengths)
+        assert plan.dxs and all(plan.buffers[b].zeros is lengths for b in plan.dxs.values())
