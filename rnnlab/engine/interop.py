@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ class TorchLayout(TorchCell):
     on the way in it is added into the ``bias_ih`` block's parameter (rnnlab holds
     ``b_ih + b_hh`` as one bias there)."""
 
-    module: type = nn.Module
+    module: type = field(kw_only=True)  # required; keyword-only after TorchCell's fields
 
 
 def _layout(kind: TorchCell, module: type) -> TorchLayout:
