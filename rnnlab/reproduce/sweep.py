@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-from rnnlab.reproduce.table import lookup
+from rnnlab.reproduce.table import diverged, lookup
 
 
 class Point(NamedTuple):
@@ -47,22 +47,22 @@ def points(entry, root: Path, sweep: dict) -> dict[str, list[Point]]:
     for legend, line in sweep["lines"].items():
         measured = []
         for labels in line:
-            values, diverged = [], 0
+            values, failed = [], 0
             for label in labels:
                 path = root / label / "summary.json"
                 if not path.is_file():
                     continue
                 summary = json.loads(path.read_text())
                 value = lookup(summary, sweep["value"])
-                if summary.get("status") == "diverged":
-                    diverged += 1
+                if diverged(summary):
+                    failed += 1
                 elif value is not None:
                     values.append(float(value))
-            if values or diverged:
+            if values or failed:
                 x = float(_setting(settings[labels[0]], sweep["setting"]))
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 mean = statistics.fmean(values) if values else float("nan")
-                measured.append(Point(x, mean, std, len(values), diverged))
+                measured.append(Point(x, mean, std, len(values), failed))
         out[legend] = measured
     return out
 

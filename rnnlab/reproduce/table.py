@@ -56,12 +56,17 @@ def _summaries(root: Path, row: dict) -> list[dict]:
     return out
 
 
+def diverged(summary: dict) -> bool:
+    """Whether the run of ``summary`` diverged (the table and the sweeps count, not average, it)."""
+    return summary.get("status") == "diverged"
+
+
 def row_values(root: Path, row: dict) -> list[float] | None:
     """The row's value in each finished run (None when a run lacks it or diverged)."""
     summaries = _summaries(root, row)
     values = [lookup(s, row["value"]) for s in summaries]
     if not summaries or any(v is None for v in values) or any(
-        s.get("status") == "diverged" for s in summaries
+        diverged(s) for s in summaries
     ):
         return None
     return [float(v) for v in values]
@@ -75,10 +80,10 @@ def row_value(root: Path, row: dict) -> str:
     summaries = _summaries(root, row)
     if not summaries:
         return NOT_RUN
-    diverged = sum(s.get("status") == "diverged" for s in summaries)
-    if diverged == len(summaries):
+    failed = sum(map(diverged, summaries))
+    if failed == len(summaries):
         return "diverged (see docs/reproductions.md)"
-    summaries = [s for s in summaries if s.get("status") != "diverged"]
+    summaries = [s for s in summaries if not diverged(s)]
     values = [lookup(s, row["value"]) for s in summaries]
     if any(v is None for v in values):
         return NOT_RUN
@@ -92,8 +97,8 @@ def row_value(root: Path, row: dict) -> str:
         best = min(range(len(summaries)), key=lambda i: key(summaries[i]))
         return f"{_fmt(values[best])} (best valid of {len(values)})"
     of = f" of {total}" if len(values) < total else ""
-    if diverged:
-        of += f", {diverged} diverged"
+    if failed:
+        of += f", {failed} diverged"
     if len(values) == 1:
         return f"{_fmt(values[0])} (n=1{of})"
     return (f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))} "
