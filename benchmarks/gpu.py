@@ -14,12 +14,16 @@ Modes: ``fwd`` = forward under no_grad; ``fwd+bwd`` = forward and backward of th
 with the parameters' gradients. ``/FLOP`` is the same ratio per FLOP of the GEMMs (2 per
 weight-matrix entry and token; a cell with more matrices than the LSTM does more work per
 token). ``route`` is what ``rnnlab.engine.explain`` says runs the cell on this device: ``cudnn``
-for the cells cuDNN computes, otherwise today's fallback.
+for the cells cuDNN computes, otherwise today's fallback. ``--cuda-graphs`` adds a peer
+``CELL +graphs`` for every cell on the generated Triton route: the same module with its step
+loops replayed from CUDA graphs (``rnnlab.engine.backend(cuda_graphs=True)``; captured on the
+second call of a buffer layout, so the warm-up and the first round pay for the capture).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -34,6 +38,7 @@ from rnnlab import machine
 SIZES = ((16, 1024, 768), (64, 100, 512), (64, 100, 1024))  # (B, T, H); FlashRNN's first
 SMALL_SIZES = ((2, 8, 16), (4, 5, 8))
 BASELINE = "nn.LSTM"
+GRAPHS = " +graphs"  # the suffix of a peer run with CUDA graphs
 # torch's warning when the weights handed to cuDNN are not laid out as one buffer of its own
 # layout: cuDNN then copies them on every call (correct, slower)
 COMPACTED = "not part of single contiguous chunk of memory"
@@ -75,16 +80,20 @@ def route_of(name: str, model: nn.Module, device: torch.device) -> str:
     return rnnlab.engine.explain(model.cells["layer0"], device=device).split(":")[0]
 
 
-def call(model: nn.Module, x: torch.Tensor, backward: bool, device: torch.device) -> float:
-    """Seconds of one forward (no_grad) or forward+backward call, the device synchronised."""
+def call(model: nn.Module, x: torch.Tensor, backward: bool, device: torch.device,
+         graphs: bool = False) -> float:
+    """Seconds of one forward (no_grad) or forward+backward call, the device synchronised;
+    ``graphs``: with the Triton route's loops replayed from CUDA graphs."""
+    switch = rnnlab.engine.backend(cuda_graphs=True) if graphs else contextlib.nullcontext()
     synchronize(device)
     start = time.perf_counter()
-    if backward:
-        out, _ = model(x)
-        out.mean().backward()
-    else:
-        with torch.no_grad():
-            model(x)
+    with switch:
+        if backward:
+            out, _ = model(x)
+            out.mean().backward()
+        else:
+            with torch.no_grad():
+                model(x)
     synchronize(device)
     return time.perf_counter() - start
 
@@ -102,6 +111,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--budget", type=float, default=420.0,
                         help="seconds after which the remaining measurements are skipped")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time each Triton-route cell with its loops in CUDA graphs")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -127,6 +138,9 @@ def main(argv=None) -> list[dict]:
         names = [BASELINE] + [c for c in cells if c != BASELINE]
         models = {name: make(name, H).to(device) for name in names}
         routes = {name: route_of(name, model, device) for name, model in models.items()}
+        if args.cuda_graphs:  # the same module again, its loops replayed from CUDA graphs
+            for name in [n for n in models if routes[n] == "fused (triton)"]:
+                models[name + GRAPHS], routes[name + GRAPHS] = models[name], routes[name]
         x = torch.randn(T, B, H, device=device)
         for mode, backward in (("fwd", False), ("fwd+bwd", True)):
             times: dict[str, list[float]] = {name: [] for name in models}
@@ -137,14 +151,15 @@ def main(argv=None) -> list[dict]:
                     continue
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    call(model, x, backward, device)
+                    call(model, x, backward, device, name.endswith(GRAPHS))
                 if any(COMPACTED in str(w.message) for w in caught):
                     compacted.add(name)
             for _ in range(args.repeats):
                 for name, model in models.items():
                     if name in skipped or time.perf_counter() - began > args.budget:
                         continue
-                    times[name].append(call(model, x, backward, device))
+                    times[name].append(call(model, x, backward, device,
+                                            name.endswith(GRAPHS)))
             base = times[BASELINE]
             base_median = statistics.median(base) if base else None
             base_flops = gemm_flops_per_token(models[BASELINE])

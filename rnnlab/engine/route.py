@@ -19,7 +19,9 @@ rule   when                                                 executor
 7      ``native`` otherwise                                 refused (RuntimeError)
 8a     ``auto`` on CUDA, float32/float64, Triton imports    fused (triton): the same plan, each
        and every instruction has a Triton form              step one GEMM + one generated
-                                                            kernel (``triton_step``)
+                                                            kernel (``triton_step``; with
+                                                            ``cuda_graphs`` each loop replayed
+                                                            from a CUDA graph)
 8      ``auto`` off the CPU otherwise                       reference
 9      otherwise (``python``; ``auto`` without a compiler)  torch (the generated torch loop)
 =====  ===================================================  ==================================
@@ -172,8 +174,10 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
     if chosen == "auto" and device.type == "cuda":
         why = _no_triton_route(comp, dtype)
         if why is None:
+            graphs = ("; each loop replayed from a CUDA graph per buffer layout"
+                      if settings.current().cuda_graphs else "")
             return Route(Executor.FUSED_CUDA, f"{comp.summary}; each step's elementwise work "
-                                              "one generated Triton kernel", comp)
+                                              f"one generated Triton kernel{graphs}", comp)
         return Route(Executor.REFERENCE, f"no fused route on {device}: {why}", comp)
     if chosen == "auto" and device.type != "cpu":
         return Route(Executor.REFERENCE, f"no fused route for {device.type} yet: backend 'auto' "

@@ -20,6 +20,10 @@ RNNLAB_FAST                ``auto``     the executor: ``auto`` (native C++ on CP
 RNNLAB_OWN_HOIST           ``1``        ``0`` leaves the input projection (the hoist) to autograd
                                         instead of the fused engine
 RNNLAB_WORKSPACE_MB        ``512``      bytes of internal buffers the fused engine keeps for reuse
+RNNLAB_CUDA_GRAPHS         ``0``        ``1``: on CUDA the generated Triton route's step loops are
+                                        captured in a CUDA graph per buffer layout and replayed
+                                        (off by default until measured on a device; see
+                                        ``rnnlab.engine.triton_step``)
 RNNLAB_NATIVE_PACK         ``1``        ``0`` turns off the native loop's packed GEMMs (read when
                                         the native library is first loaded)
 RNNLAB_NATIVE_SPLIT_BYTES  ``2097152``  native loop: recurrent weights up to this size split the
@@ -36,7 +40,8 @@ RNNLAB_DEBUG               unset        any value: the command line shows traceb
 ========================== ============ =========================================================
 
 In code, ``rnnlab.engine.backend("python")`` switches the executor for a block (the same names as
-``RNNLAB_FAST``); ``backend(own_hoist=False)`` the hoist.
+``RNNLAB_FAST``); ``backend(own_hoist=False)`` the hoist, ``backend(cuda_graphs=True)`` the CUDA
+graphs.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Settings:
     backend: str = "auto"  # one of BACKENDS
     own_hoist: bool = True  # the fused engine computes x W + b itself
     workspace_bytes: int = 512 << 20  # internal buffers kept for reuse
+    cuda_graphs: bool = False  # the Triton route's step loops replayed from CUDA graphs
 
 
 def backend_name(value: str, source: str = "backend") -> str:
@@ -75,7 +81,7 @@ _parsed: dict[tuple, Settings] = {}  # raw environment values -> their Settings
 def from_environment() -> Settings:
     """The settings the environment gives now (parsed once per distinct set of values)."""
     raw = (os.environ.get("RNNLAB_FAST", "auto"), os.environ.get("RNNLAB_OWN_HOIST", "1"),
-           os.environ.get("RNNLAB_WORKSPACE_MB", "512"))
+           os.environ.get("RNNLAB_WORKSPACE_MB", "512"), os.environ.get("RNNLAB_CUDA_GRAPHS", "0"))
     found = _parsed.get(raw)
     if found is None:
         try:
@@ -83,7 +89,11 @@ def from_environment() -> Settings:
         except ValueError:
             raise ValueError(f"RNNLAB_WORKSPACE_MB must be a whole number of megabytes, got "
                              f"{raw[2]!r}") from None
-        found = Settings(backend_name(raw[0], "RNNLAB_FAST"), raw[1] != "0", workspace)
+        graphs = raw[3].strip().lower()
+        if graphs not in ("0", "1", "", "off", "on", "false", "true"):
+            raise ValueError(f"RNNLAB_CUDA_GRAPHS must be 0 or 1, got {raw[3]!r}")
+        found = Settings(backend_name(raw[0], "RNNLAB_FAST"), raw[1] != "0", workspace,
+                         graphs in ("1", "on", "true"))
         _parsed[raw] = found
     return found
 
@@ -110,13 +120,17 @@ def set_backend(name: str) -> None:
 
 
 @contextmanager
-def backend(name: str | None = None, *, own_hoist: bool | None = None):
-    """Run a block with another executor (and/or hoist), then restore what was in force.
+def backend(name: str | None = None, *, own_hoist: bool | None = None,
+            cuda_graphs: bool | None = None):
+    """Run a block with another executor (and/or hoist, CUDA graphs), then restore what was in
+    force.
 
     Args:
         name: ``"auto"``, ``"native"``, ``"python"``, ``"reference"``, ``"cudnn"`` (or
             ``0``/``1``), as ``RNNLAB_FAST``; None keeps the executor.
         own_hoist: False leaves the input projection to autograd (as ``RNNLAB_OWN_HOIST=0``).
+        cuda_graphs: True replays the Triton route's step loops from CUDA graphs (as
+            ``RNNLAB_CUDA_GRAPHS=1``).
 
     The choice holds for the whole process while the block is open (as ``set_backend``).
 
@@ -130,6 +144,8 @@ def backend(name: str | None = None, *, own_hoist: bool | None = None):
         _chosen["backend"] = backend_name(name)
     if own_hoist is not None:
         _chosen["own_hoist"] = bool(own_hoist)
+    if cuda_graphs is not None:
+        _chosen["cuda_graphs"] = bool(cuda_graphs)
     try:
         yield
     finally:

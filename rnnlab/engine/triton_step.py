@@ -28,8 +28,23 @@ rows atomically.
 Tested without a GPU: Triton's interpreter (``TRITON_INTERPRET=1`` before Triton is imported)
 runs the same kernels on CPU tensors (``tests/engine/test_triton_step.py``).
 
-Not done: the step loop is not captured in a CUDA graph, so each step costs a kernel launch
-from Python; BLOCK and the number of warps are not tuned on a device.
+CUDA graphs (``RNNLAB_CUDA_GRAPHS=1`` or ``rnnlab.engine.backend(cuda_graphs=True)``; off by
+default): a loop launches T steps of GEMMs and kernels from Python, each costing host time that a
+GPU finishing a small step faster than Python can launch it would wait for. With the switch on, a
+loop on CUDA is captured in a CUDA graph and replayed with one call. A graph records the
+addresses its launches read and write, so it is keyed by the layout of every buffer the loop
+touches (address, shape, strides, dtype), the weights, T, B and the batch sizes per step, and
+replayed only for exactly that layout — the fused engine's workspace and torch's caching
+allocator hand a training loop the same memory step after step, so the key repeats. The first
+call with a key runs eagerly (it compiles the kernels and initialises cuBLAS, which a capture
+must not do); the second captures (which executes nothing) and replays; later ones replay. At
+most ``GRAPHS_PER_LOOP`` graphs are kept per loop, the least recently used dropped first. The
+capture is one function (``_capturer``), so the tests swap in a recorder with a graph's
+semantics (launches recorded, not run; replay runs them on the recorded buffers) and check the
+keying and the replayed values on CPU under the interpreter; the switch is off by default
+because no capture has yet run on a device.
+
+Not done: BLOCK and the number of warps are not tuned on a device; the graphs are not measured.
 """
 
 from __future__ import annotations
@@ -41,16 +56,20 @@ import tempfile
 import textwrap
 import threading
 import weakref
+from collections import OrderedDict
 
 import torch
 
 from ..lang.ops import INSTRUCTIONS, NORM_EPS
+from . import settings
 from .fast.plan import FILL, ROW_CODES, GemmI, Op, Plan, Ref, Refill, Slices
 
 # the dtypes the kernels compute in (their loads and stores keep the buffers' dtype)
 DTYPES = (torch.float32, torch.float64)
 # columns per program when no row instruction needs the whole row in one block
 MAX_BLOCK = 256
+# captured CUDA graphs kept per loop (one per buffer layout, least recently used dropped)
+GRAPHS_PER_LOOP = 16
 
 
 def _triton():
@@ -211,6 +230,10 @@ class _Loop:
         else:
             stages.pop()
         plan = owner.plan
+        # every buffer a launch of this loop reads or writes: what a captured graph is keyed by
+        self.touches = sorted({r.buf for ins in code for f in ("a", "b", "src", "dst", "bias")
+                               if isinstance(r := getattr(ins, f, None), Ref)})
+        self.graphs: OrderedDict = OrderedDict()  # key -> _SEEN or a captured graph's replay
         # buffers each stage reads; a scratch buffer written in one stage is stored only if a
         # GEMM or another stage reads it
         reads_of = [_reads(s) for s in stages]
@@ -224,6 +247,44 @@ class _Loop:
             self.kernels.append(_Kernel(owner, f"{name}_{k}", stage, store))
 
     def run(self, tensors: list, weights: dict, sizes, B: int, steps: int):
+        """Run the loop: eagerly, or with CUDA graphs on (see the module) from a graph."""
+        capture = (_capturer(tensors[self.owner.plan.S].device)
+                   if settings.current().cuda_graphs else None)
+        if capture is None:
+            self._launch(_now, tensors, weights, sizes, B, steps)
+            return
+        key = self._key(tensors, weights, sizes, B, steps)
+        with self.owner._lock:
+            replay = self.graphs.get(key)
+            if replay is not None:
+                self.graphs.move_to_end(key)
+        if replay is None:  # first sighting: eagerly (compiles kernels, initialises cuBLAS)
+            self._keep(key, _SEEN)
+            self._launch(_now, tensors, weights, sizes, B, steps)
+            return
+        if replay is _SEEN:
+            replay = capture(lambda launch: self._launch(launch, tensors, weights, sizes, B,
+                                                         steps))
+            self._keep(key, replay)
+        replay()
+
+    def _keep(self, key, value) -> None:
+        with self.owner._lock:
+            self.graphs[key] = value
+            self.graphs.move_to_end(key)
+            while len(self.graphs) > GRAPHS_PER_LOOP:
+                self.graphs.popitem(last=False)
+
+    def _key(self, tensors: list, weights: dict, sizes, B: int, steps: int) -> tuple:
+        """What a graph of this loop depends on: the layout of every buffer and weight its
+        launches touch, the constants, T, B and the active rows per step."""
+        return (steps, B, None if sizes is None else tuple(sizes),
+                _layout(self.owner.constants(tensors[self.owner.plan.S])),
+                tuple(_layout(tensors[i]) for i in self.touches),
+                tuple((k, _layout(w)) for k, w in sorted(weights.items())))
+
+    def _launch(self, launch, tensors: list, weights: dict, sizes, B: int, steps: int):
+        """Every GEMM and kernel of the loop, each handed to ``launch(fn, *args, **kwargs)``."""
         owner, plan = self.owner, self.owner.plan
         like = tensors[plan.S]
         consts = owner.constants(like)
@@ -240,11 +301,39 @@ class _Loop:
                 n1 = 0 if t + 1 == steps else (B if sizes is None else sizes[t + 1])
             for item in self.items:
                 if isinstance(item, GemmI):
-                    _gemm(plan, item, tensors, weights, t, n)
+                    launch(_gemm, plan, item, tensors, weights, t, n)
                 else:
                     kernel = self.kernels[item]
-                    fns[item][(n, kernel.blocks)](t, n1, P, consts, *args[item],
-                                                  H=owner.H, BLOCK=kernel.block)
+                    launch(fns[item][(n, kernel.blocks)], t, n1, P, consts, *args[item],
+                           H=owner.H, BLOCK=kernel.block)
+
+
+_SEEN = object()  # a key seen once: the next call with it captures
+
+
+def _now(fn, *args, **kwargs) -> None:
+    """Launch at once (the eager loop; inside a CUDA graph's capture, recorded by CUDA)."""
+    fn(*args, **kwargs)
+
+
+def _layout(t) -> tuple | None:
+    """Where and how a tensor lies: what a captured launch reads or writes."""
+    if not isinstance(t, torch.Tensor):
+        return None if t is None else ("value", t)
+    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device
+
+
+def _cuda_graph(body):
+    """Capture ``body(launch)`` in a CUDA graph (nothing runs while capturing); its replay."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body(_now)
+    return graph.replay
+
+
+def _capturer(device: torch.device):
+    """How loops on ``device`` are captured: CUDA graphs on CUDA, else None (eager)."""
+    return _cuda_graph if device.type == "cuda" else None
 
 
 def _reads(code: list) -> set[int]:

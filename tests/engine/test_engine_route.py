@@ -136,6 +136,21 @@ def test_switches_are_read_at_call_time(monkeypatch):
         assert fused.compiled(c.program, True, False).plan.hoist is not None
 
 
+def test_the_cuda_graphs_switch(monkeypatch):
+    from rnnlab.engine import settings
+
+    monkeypatch.delenv("RNNLAB_CUDA_GRAPHS", raising=False)
+    assert settings.current().cuda_graphs is False  # off until measured on a device
+    monkeypatch.setenv("RNNLAB_CUDA_GRAPHS", "1")
+    assert settings.current().cuda_graphs is True
+    with engine.backend(cuda_graphs=False):  # code over the environment, restored after
+        assert settings.current().cuda_graphs is False
+    assert settings.current().cuda_graphs is True
+    monkeypatch.setenv("RNNLAB_CUDA_GRAPHS", "sometimes")
+    with pytest.raises(ValueError, match="RNNLAB_CUDA_GRAPHS must be 0 or 1"):
+        settings.current()
+
+
 def test_the_cache_folder_is_read_in_one_place(monkeypatch, tmp_path):
     from rnnlab.tasks import download
 

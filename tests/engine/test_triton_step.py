@@ -223,3 +223,143 @@ def test_explain_without_triton(monkeypatch):
     with engine.backend("auto"):
         why = engine.explain(cells.make("mut1", SIZE, SIZE), device="cuda")
     assert why.startswith("reference: ") and "Triton is not installed" in why
+
+
+# ---- CUDA graphs: a recorder with a graph's semantics stands in for the capture on CPU --------
+class Recorder:
+    """What a CUDA graph does, on CPU: a capture records the launches without running them; a
+    replay runs them again with the recorded arguments (the same buffers)."""
+
+    def __init__(self):
+        self.captures = self.replays = 0
+
+    def __call__(self, device):  # triton_step._capturer(device)
+        return self.capture
+
+    def capture(self, body):
+        calls = []
+        body(lambda fn, *args, **kwargs: calls.append((fn, args, kwargs)))
+        self.captures += 1
+
+        def replay():
+            self.replays += 1
+            for fn, args, kwargs in calls:
+                fn(*args, **kwargs)
+
+        return replay
+
+
+@pytest.fixture
+def graphs(monkeypatch):
+    recorder = Recorder()
+    monkeypatch.setattr(triton_step, "_capturer", recorder)
+    with engine.backend(cuda_graphs=True):
+        yield recorder
+
+
+def _inference(c, executor, x, state, lengths=None):
+    with torch.no_grad():
+        out, final = run(executor, c, x, state, lengths, training=False)
+        return [t.clone() for t in (out, *final)]
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 1]])
+def test_cuda_graphs_capture_on_the_second_call_then_replay_on_the_buffers(graphs, monkeypatch,
+                                                                          lengths):
+    """One loop called again on the same buffers: the first call ran eagerly, the second
+    captures and replays, the third replays — each reading the buffers as they are now (new
+    pre-activations give the eager loop's new output); the same loop on buffers elsewhere is
+    not replayed from that graph (the old output stays as it was)."""
+    calls = []
+    original = triton_step.TritonLoops.run
+
+    def spy(self, name, tensors, *args):  # the buffers, and their values as the loop starts
+        calls.append((self, name, tensors, args,
+                      [None if t is None else t.clone() for t in tensors]))
+        return original(self, name, tensors, *args)
+
+    monkeypatch.setattr(triton_step.TritonLoops, "run", spy)
+    c = cells.make("peephole", SIZE, SIZE).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, SIZE, generator=g, dtype=torch.float64)
+    state = tuple(torch.randn(B, SIZE, generator=g, dtype=torch.float64)
+                  for _ in c.program.graph.states)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    _inference(c, Executor.FUSED_CUDA, x, state, lengths)  # first sighting: eager
+    owner, _, tensors, args, start = next(call for call in calls if call[1] == "forward")
+    plan = owner.plan
+    Y, X = tensors[plan.Y], tensors[plan.X]
+    first = Y.clone()
+    assert graphs.captures == 0
+
+    @torch.no_grad()  # the list holds the parameters too (unchanged, copied onto themselves)
+    def restart():  # the buffers as the loop found them (its state slices are overwritten)
+        for t, t0 in zip(tensors, start, strict=True):
+            if t is not None:
+                t.copy_(t0)
+
+    def eager_on_copies():
+        copies = [None if t is None else t.clone() for t in tensors]
+        with engine.backend(cuda_graphs=False):
+            original(owner, "forward", copies, *args)
+        return copies[plan.Y]
+
+    restart()
+    Y.zero_()
+    original(owner, "forward", tensors, *args)  # second: capture (runs nothing), replay
+    assert (graphs.captures, graphs.replays) == (1, 1)
+    torch.testing.assert_close(Y, first)
+    restart()
+    X.mul_(-0.5)  # new pre-activations in the same buffer
+    expected = eager_on_copies()
+    original(owner, "forward", tensors, *args)  # third: replay
+    assert (graphs.captures, graphs.replays) == (1, 2)
+    torch.testing.assert_close(Y, expected)
+    assert not torch.equal(Y, first)
+    restart()
+    X.mul_(-0.5)
+    moved = [None if t is None else t.clone() for t in tensors]  # the same values elsewhere
+    kept = Y.clone()
+    X.mul_(3.0)  # only the old buffers change: a replay of the old graph would show here
+    original(owner, "forward", moved, *args)  # a new layout: eager, no replay
+    assert (graphs.captures, graphs.replays) == (1, 2)
+    torch.testing.assert_close(moved[plan.Y], expected)
+    assert torch.equal(Y, kept)
+
+
+def test_cuda_graphs_a_new_layout_is_not_replayed_from_an_old_graph(graphs, monkeypatch):
+    """Calls alternating between two batch sizes, with room for one graph per loop: each call
+    is right, however often the one kept graph is dropped and captured again."""
+    monkeypatch.setattr(triton_step, "GRAPHS_PER_LOOP", 1)
+    c = cells.make("gru", SIZE, SIZE).double()
+    g = torch.Generator().manual_seed(4)
+    for rows in (2, 3, 2, 3, 2, 2, 3):
+        x = torch.randn(T, rows, SIZE, generator=g, dtype=torch.float64)
+        state = tuple(torch.randn(rows, SIZE, generator=g, dtype=torch.float64)
+                      for _ in c.program.graph.states)
+        for a, b in zip(_inference(c, Executor.FUSED_CUDA, x, state),
+                        _inference(c, Executor.NATIVE, x, state)):
+            torch.testing.assert_close(a, b)
+    loops = triton_step.loops_of(fused.compiled(c.program, False, False)).loops.values()
+    assert all(len(loop.graphs) <= 1 for loop in loops)
+
+
+@pytest.mark.parametrize("name", ["peephole", "mut2", "gru"])
+def test_cuda_graphs_in_training_equal_the_native_engine(graphs, name):
+    """Forward, backward and epilogue loops under graphs, call after call."""
+    c = cells.make(name, SIZE, SIZE)
+    for _ in range(3):
+        compare(c)
+
+
+def test_cuda_graphs_off_by_default_and_named_by_explain(monkeypatch):
+    monkeypatch.delenv("RNNLAB_CUDA_GRAPHS", raising=False)
+    recorder = Recorder()
+    monkeypatch.setattr(triton_step, "_capturer", recorder)
+    compare(cells.make("peephole", SIZE, SIZE))
+    assert recorder.captures == 0
+    peephole = cells.make("peephole", SIZE, SIZE)
+    with engine.backend("auto"):
+        assert "CUDA graph" not in engine.explain(peephole, device="cuda")
+        with engine.backend(cuda_graphs=True):
+            assert "replayed from a CUDA graph" in engine.explain(peephole, device="cuda")
