@@ -362,11 +362,13 @@ _REGULARISERS_CHAR = (
 
 
 def _regularisers_char() -> dict:
-    value = "best_valid_loss"  # nats/char of the selected (best-valid) weights
-    row = "valid nats/char at the best step, {}"
+    # nats/char of the selected (best-valid) weights, and of the final weights: early stopping
+    # on the validation loss is itself a regulariser, so the two views can disagree
+    views = (("valid nats/char at the best step, {}", "best_valid_loss"),
+             ("valid nats/char of the final weights (2,000 steps), {}", "last.valid.loss"))
     rows = [{"what": row.format(legend), "published": "-",
              "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": value}
-            for label, legend, _ in _REGULARISERS_CHAR]
+            for row, value in views for label, legend, _ in _REGULARISERS_CHAR]
     rows += [{"what": f"test nats/char, {legend}", "published": "-",
               "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": "test.loss"}
              for label, legend, _ in _REGULARISERS_CHAR]
@@ -377,6 +379,7 @@ def _regularisers_char() -> dict:
         "rows": rows,
         "comparisons": [{"a": row.format(legend), "b": row.format("none"),
                          "higher_is_better": False}
+                        for row, _ in views
                         for label, legend, _ in _REGULARISERS_CHAR if label != "none"],
     }
 
