@@ -28,6 +28,7 @@ torchrecurrent's PeepholeLSTM and MUT1-3 when that package is installed.
     python benchmarks/speed.py --hidden 256 --cells lstm gru mut1 --repeat 9
     python benchmarks/speed.py --regularisers --threads 1   # issue 25: each regulariser's
                                                             # training tokens/s vs the plain cell
+    python benchmarks/speed.py --regularisers --cells grid  # the same for a 2-layer GridLSTM
     RNNLAB_FAST=python python benchmarks/speed.py     # the engine without its C++ loop
 """
 
@@ -44,6 +45,7 @@ from torch import nn
 import rnnlab
 from rnnlab import machine
 from rnnlab.engine.fast import native
+from rnnlab.grid import GridLSTM
 
 
 class LSTMCellLoop(nn.Module):
@@ -228,6 +230,11 @@ def regularisers(args, cells: list[str]) -> None:
     time slices given to other processes do not count (their pressure on caches and memory
     still does)."""
     T, B, I = args.steps, args.batch, args.input
+    # "grid": a 2-layer GridLSTM (rnnlab.grid), whose regularised dimensions leave the block's
+    # fused GEMM and run their cells through the engine (docs/regularisers.md)
+    def grid(H: int, **options) -> nn.Module:
+        return GridLSTM(I, H, 2, **options)
+
     chosen = {what: options for what, options in REGULARISERS.items()
               if not args.only or what in args.only}
     header = (f"{'H':>5} {'cell':>10} {'regulariser':>18} {'tokens/s':>10} {'best':>6} "
@@ -237,10 +244,11 @@ def regularisers(args, cells: list[str]) -> None:
     for H in args.cell_hidden:
         x = torch.randn(T, B, I)
         for name in cells:
-            plain = rnnlab_model(name, I, H)
+            plain = grid(H) if name == "grid" else rnnlab_model(name, I, H)
             models = {"plain": plain}
             for what, options in chosen.items():
-                model = rnnlab.RNN(name, I, H, **options)
+                model = grid(H, **options) if name == "grid" else rnnlab.RNN(name, I, H,
+                                                                              **options)
                 # the plain cell's weights (layer norm's gains are extra: they stay 1)
                 model.load_state_dict(plain.state_dict(), strict=not options.get("layer_norm"))
                 models[what] = model
@@ -251,7 +259,8 @@ def regularisers(args, cells: list[str]) -> None:
             best = best_times(entries, args.repeat, args.max_repeat, samples=samples)
             median = {what: statistics.median(v) for what, v in samples.items()}
             for what, model in models.items():
-                how = rnnlab.engine.explain(next(iter(model.cells.values())))
+                how = ("grid" if name == "grid" else
+                       rnnlab.engine.explain(next(iter(model.cells.values()))))
                 paired = statistics.median(
                     p / t for p, t in zip(samples["plain"], samples[what], strict=True))
                 on_cpu = statistics.median(  # (the first round is the warm-up)
