@@ -33,9 +33,11 @@ def sequence(program: Program, weights: dict, x: torch.Tensor, state: tuple,
 
 
 def one_step(program: Program, weights: dict, x: torch.Tensor, state: tuple):
-    """``sequence`` for T = 1 without a time axis in between: x (1, B, I) -> ((1, B, H), state)."""
-    xs = tuple(t[0] for t in program.hoist(x, weights))
-    h, new = program.step(xs, tuple(state), weights)
+    """``sequence`` for T = 1 without a time axis in between: x (1, B, I) -> ((1, B, H), state).
+
+    The hoist runs on the rows x[0] themselves (``hoist`` would reshape x and each hoisted
+    value to and from (T, B, n): views that a small step, as in sampling, pays for one by one)."""
+    h, new = program.step(program.hoist_rows(x[0], weights), tuple(state), weights)
     return h.unsqueeze(0), new
 
 

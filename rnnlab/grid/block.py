@@ -328,6 +328,21 @@ class GridBlock(nn.Module):
             return BlockState(new.h.squeeze(0), new.m.squeeze(0))
         return self.forward_with(state, self.weights_for(index), masks)
 
+    @property
+    def one_transform(self) -> Transform | None:
+        """The transform of every dimension when the block is one stage of one built-in
+        transform (one GEMM, then one transform over all dimensions), else None."""
+        stage = self.stages[0]
+        if len(self.stages) == 1 and len(stage.groups) == 1 and not stage.cells:
+            return stage.groups[0].transform
+        return None
+
+    @property
+    def plain(self) -> bool:
+        """Whether a call now runs the plain block, without masks (``draw`` gives None): no
+        regularisers, or in evaluation with dropouts and weight drop alone."""
+        return not self.regularised or (not self.training and self.plain_in_evaluation)
+
     def draw(self, batch_size: int, num_layers: int, like: torch.Tensor) -> Masks | None:
         """One call's masks for a grid of ``num_layers`` layers over ``batch_size`` sequences.
 
@@ -337,7 +352,7 @@ class GridBlock(nn.Module):
         expectation. None when the block runs as the plain block: no regularisers, or in
         evaluation with dropouts and weight drop alone.
         """
-        if not self.regularised or (not self.training and self.plain_in_evaluation):
+        if self.plain:
             return None
         dims = {}
         per_copy = [self._columns_of(weights) for weights in self.per_copy()]
@@ -405,11 +420,10 @@ class GridBlock(nn.Module):
         if masks is not None:
             return self._forward_masked(state, weights, masks)
         h, m = state
-        stage = self.stages[0]
-        if len(self.stages) == 1 and len(stage.groups) == 1 and not stage.cells:
-            # One stage, one transform over all dimensions: no per-dimension bookkeeping.
+        transform = self.one_transform
+        if transform is not None:  # no per-dimension bookkeeping
             z = _affine(h.flatten(-2), *weights.stages[0])  # (…, N · width · d)
-            h, m = stage.groups[0].transform(z.unflatten(-1, (self.num_dims, -1)), m)
+            h, m = transform(z.unflatten(-1, (self.num_dims, -1)), m)
             return BlockState(h, m)
         hs, ms = list(h.unbind(-2)), list(m.unbind(-2))
         for stage, fused in zip(self.stages, weights.stages, strict=True):

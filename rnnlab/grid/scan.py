@@ -9,7 +9,7 @@ from torch import nn
 
 from rnnlab.grid.block import GridBlock
 from rnnlab.grid.layerwise import layerwise
-from rnnlab.grid.schedule import State, naive, wavefront
+from rnnlab.grid.schedule import State, naive, single_step, wavefront
 from rnnlab.grid.transform import Transform
 
 SCHEDULES = {"layerwise": layerwise, "wavefront": wavefront, "naive": naive}
@@ -37,7 +37,10 @@ class GridScan(nn.Module):
             (see ``GridBlock``), dimension K being depth.
         schedule: ``"wavefront"`` (a hyperplane of blocks per step), ``"layerwise"`` (one layer
             at a time, its depth inputs in one GEMM; one input axis only, see ``layerwise.py``)
-            or ``"naive"`` (one block at a time); see ``schedule.py``.
+            or ``"naive"`` (one block at a time); see ``schedule.py``. A single step of a
+            sequence grid (one input axis, S_1 = 1, no lengths) whose block runs without masks
+            (``GridBlock.plain``) runs ``single_step`` instead, whatever the schedule: the same
+            results as ``naive``, with the least Python per step.
         regularisers: ``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``layer_norm`` of the
             block's cell dimensions (see ``GridBlock`` and ``rnnlab.grid.regularise``); the
             schedule draws their masks once per call.
@@ -108,4 +111,6 @@ class GridScan(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.initial_state(x)
+        if x.shape[0] == 1 and self.num_axes == 1 and lengths is None and self.block.plain:
+            return single_step(self.block, self.projection(x), state)
         return SCHEDULES[self.schedule](self.block, self.projection(x), state, lengths)

@@ -1,7 +1,9 @@
 """Orders in which the blocks of a grid are computed: wavefront (fast) and naive (reference).
 
 (A third order for sequence grids, one layer at a time, is in ``layerwise.py``; the registry of
-all of them is ``rnnlab.grid.scan.SCHEDULES``.)
+all of them is ``rnnlab.grid.scan.SCHEDULES``. ``single_step`` is naive's order for the one
+step of a sequence grid called one step at a time, which ``GridScan`` runs whatever the
+schedule.)
 
 The grid has K input axes of sizes S_1 … S_K (time; or rows and columns of an image) and a
 depth axis of L layers, so N = K + 1 dimensions. Block ``(p, l)`` at input position
@@ -264,3 +266,38 @@ def naive(
     h = torch.stack([carry[key][0] for key in keys]).view(num_layers, *sizes[1:], batch, d)
     m = torch.stack([carry[key][1] for key in keys]).view(num_layers, *sizes[1:], batch, d)
     return outputs, State(h, m)
+
+
+def single_step(block: GridBlock, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    """One step of a sequence grid whose block runs without masks: ``naive`` for T = 1, lean.
+
+    Same arguments and results as ``naive`` for ``inputs`` (1, B, d), no lengths and a block
+    that runs without masks (``GridBlock.plain``). A grid called one step at a time (sampling,
+    streaming) spends most of each step in Python, so each layer here is only the block's
+    equations: for a block of one GEMM and one transform (``GridBlock.one_transform``, the
+    usual grid) ``H = [h^time; h^depth]`` by one ``cat``, the GEMM and the transform, as
+    ``forward_with`` computes them; for any other block, ``forward_with``.
+    """
+    _, _, num_layers = _grid_shape(block, inputs, state)
+    x = inputs[0]  # (B, d)
+    h_depth, m_depth = x, torch.zeros_like(x)
+    transform = block.one_transform
+    if transform is not None:  # each copy's (W, b) of the one stage, split once
+        fused = list(zip(block.weights[0].unbind(0), block.biases[0].unbind(0), strict=True))
+    else:
+        per_copy = block.per_copy()
+    copies = range(num_layers) if block.copies > 1 else [0] * num_layers
+    hs, ms = [], []
+    for copy, h_time, m_time in zip(copies, state.h, state.m, strict=True):
+        m = torch.stack([m_time, m_depth], -2)  # (B, 2, d)
+        if transform is not None:
+            W, b = fused[copy]
+            z = torch.addmm(b, torch.cat([h_time, h_depth], -1), W)  # (B, 2 · width · d)
+            h, m = transform(z.unflatten(-1, (2, -1)), m)
+        else:
+            h, m = block.forward_with(BlockState(torch.stack([h_time, h_depth], -2), m),
+                                      per_copy[copy])
+        (h_time, h_depth), (m_time, m_depth) = h.unbind(-2), m.unbind(-2)
+        hs.append(h_time)
+        ms.append(m_time)
+    return h_depth.unsqueeze(0), State(torch.stack(hs), torch.stack(ms))

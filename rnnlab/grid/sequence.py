@@ -39,7 +39,9 @@ class GridLSTM(nn.Module):
     (B × d) · (d × 4d) GEMM per step for an LSTM time transform, and that loop runs as a single
     autograd op (see ``rnnlab.grid.layerwise``). ``"wavefront"`` computes each anti-diagonal
     (blocks with t + l equal, which do not depend on each other) in one batched GEMM, T + L − 1
-    steps in all.
+    steps in all. A single step (T = 1: sampling, streaming) of a block without regularisers
+    (or in evaluation with dropouts and weight drop alone) runs, whatever the schedule, the
+    lean ``rnnlab.grid.schedule.single_step``: per layer one GEMM and the transforms.
 
     Args:
         input_size: features of x.
@@ -174,7 +176,10 @@ class GridLSTM(nn.Module):
         packed = isinstance(input, PackedSequence)
         if packed:  # the path of rnnlab.RNN: sorted by length, packed back like the input
             opened = unpack(input)
-            x, lengths = opened.x, opened.lengths.to(opened.x.device)
+            x = opened.x
+            # One step: every sequence has length 1 (none is empty), so there are no ends to
+            # keep and the step takes the lean path of unpacked input (GridScan).
+            lengths = None if x.shape[0] == 1 else opened.lengths.to(x.device)
         else:
             self._check_input(input)
             x = input.transpose(0, 1) if self.batch_first else input

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
 
 from .graph import Graph
-from .ops import OPS, apply, fold
+from .ops import OPS, fold
 
 # activations that may be applied once to several gates laid side by side
 _MERGEABLE = ("sigmoid", "tanh", "relu")
@@ -106,36 +107,79 @@ def _assemble(spec: WeightSpec, params: dict[str, torch.Tensor], H: int) -> torc
     ]).t()
 
 
+# id(code) -> (code, its steps); holding the code keeps its id from being reused meanwhile
+_STEPS: dict[int, tuple[tuple[Instr, ...], list]] = {}
+_MAX_STEPS = 4096  # then all are dropped (an architecture search compiles many plans)
+
+
 def _execute(code: tuple[Instr, ...], env: dict, w: dict, inputs: dict, rows: int | None):
-    """Run instructions with torch ops (under autograd): the reference executor."""
-    for ins in code:
-        op = ins.op
-        if op == "w":
-            v = w[ins.key]
-        elif op == "const":
-            v = ins.value
-        elif op in ("x", "state", "xs"):
-            v = inputs[op] if op == "x" else inputs[op][int(ins.value)]
-        elif op == "gemm":
-            args = [env[a] for a in ins.args]
-            a = args[0] if len(args) == 1 else torch.cat(args, -1)
-            if ins.bias is None:
-                v = torch.matmul(a, w[ins.key])
-            else:
-                v = torch.addmm(env[ins.bias], a, w[ins.key])
-        elif op == "cols":
-            start = int(ins.value)
-            v = env[ins.args[0]][:, start:start + ins.width]
-        elif op == "cat":
-            v = torch.cat([env[a] for a in ins.args], 1)
-        elif op == "zeros":
-            v = inputs["like"].new_zeros(rows, ins.width)
-        elif op == "expand":
-            v = torch.as_tensor(env[ins.args[0]], dtype=inputs["like"].dtype,
-                                device=inputs["like"].device).expand(rows, ins.width)
+    """Run instructions with torch ops (under autograd): the reference executor.
+
+    Each instruction is turned once into a function of its own (``_instruction``), so that a
+    call runs them without deciding again what each one is: a small single step (sampling)
+    spent about a fifth of its time there. Under torch.compile they are made as the trace goes
+    (the trace sees the same torch calls; no cache to look up)."""
+    if torch.compiler.is_compiling():
+        steps = [(ins.out, _instruction(ins)) for ins in code]
+    else:
+        found = _STEPS.get(id(code))
+        if found is None:
+            if len(_STEPS) >= _MAX_STEPS:
+                _STEPS.clear()
+            found = _STEPS[id(code)] = code, [(ins.out, _instruction(ins)) for ins in code]
+        steps = found[1]
+    for out, run in steps:
+        env[out] = run(env, w, inputs, rows)
+
+
+def _instruction(ins: Instr) -> Callable:
+    """One instruction as a function ``(env, w, inputs, rows) -> its value``."""
+    op, args = ins.op, ins.args
+    if op == "w":
+        key = ins.key
+        return lambda env, w, inputs, rows: w[key]
+    if op == "const":
+        value = ins.value
+        return lambda env, w, inputs, rows: value
+    if op == "x":
+        return lambda env, w, inputs, rows: inputs["x"]
+    if op in ("state", "xs"):
+        i = int(ins.value)
+        return lambda env, w, inputs, rows: inputs[op][i]
+    if op == "gemm":
+        key, bias = ins.key, ins.bias
+        if len(args) == 1:
+            (a,) = args
+
+            def operand(env):
+                return env[a]
         else:
-            v = apply(op, [env[a] for a in ins.args], ins.value)
-        env[ins.out] = v
+            def operand(env):
+                return torch.cat([env[a] for a in args], -1)
+        if bias is None:
+            return lambda env, w, inputs, rows: torch.matmul(operand(env), w[key])
+        return lambda env, w, inputs, rows: torch.addmm(env[bias], operand(env), w[key])
+    if op == "cols":
+        (a,), start = args, int(ins.value)
+        stop = start + ins.width
+        return lambda env, w, inputs, rows: env[a][:, start:stop]
+    if op == "cat":
+        return lambda env, w, inputs, rows: torch.cat([env[a] for a in args], 1)
+    if op == "zeros":
+        width = ins.width
+        return lambda env, w, inputs, rows: inputs["like"].new_zeros(rows, width)
+    if op == "expand":
+        (a,), width = args, ins.width
+        return lambda env, w, inputs, rows: torch.as_tensor(
+            env[a], dtype=inputs["like"].dtype, device=inputs["like"].device).expand(rows, width)
+    fn, value = OPS[op].torch, ins.value  # the op table's torch function, as ``apply`` calls it
+    if len(args) == 1:
+        (a,) = args
+        return lambda env, w, inputs, rows: fn(env[a], value)
+    if len(args) == 2:
+        a, b = args
+        return lambda env, w, inputs, rows: fn(env[a], env[b], value)
+    return lambda env, w, inputs, rows: fn(*[env[a] for a in args], value)
 
 
 @dataclass(eq=False)
@@ -217,10 +261,14 @@ class Program:
         """x (T, B, row_size) -> the per-step inputs of ``step``, each (T, B, n). The input row
         is x itself, or for a cell with per-step masks x followed by them (``row_size``)."""
         T, B, _ = x.shape
-        x2d = x.reshape(T * B, x.shape[-1])
+        return [v.reshape(T, B, v.shape[-1])
+                for v in self.hoist_rows(x.reshape(T * B, x.shape[-1]), weights)]
+
+    def hoist_rows(self, rows: torch.Tensor, weights: dict) -> tuple[torch.Tensor, ...]:
+        """``hoist`` of input rows (N, row_size) without a time axis: each (N, n)."""
         env: dict = {}
-        _execute(self.hoist_code, env, weights, {"x": x2d, "like": x2d}, T * B)
-        return [env[v].reshape(T, B, env[v].shape[-1]) for v in self.xs]
+        _execute(self.hoist_code, env, weights, {"x": rows, "like": rows}, rows.shape[0])
+        return tuple(env[v] for v in self.xs)
 
     def step(self, xs: tuple, state: tuple, weights: dict):
         """One step: xs (the hoisted tensors at t, each (B, n)), state -> (output, state)."""

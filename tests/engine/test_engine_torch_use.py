@@ -228,3 +228,14 @@ def test_a_small_step_under_torch_compile_is_traced_and_trains():
     traced = torch.autograd.grad(compiled(x)[0].sum(), list(rnn.parameters()))
     for a, b in zip(eager, traced):
         torch.testing.assert_close(a, b)
+
+
+def test_torch_compile_fullgraph_one_small_step_of_a_new_plan():
+    """A single small step (sampling) is traced into the graph, the first call of a plan too:
+    the reference executor makes its instructions' functions as the trace goes."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = rnnlab.RNN("gru", 5, 7)  # sizes no other test uses: a plan not yet run
+    x = torch.randn(1, 2, 5)
+    compiled = torch.compile(lambda x: model(x)[0], fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), model(x)[0])
