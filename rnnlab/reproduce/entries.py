@@ -899,7 +899,7 @@ ENTRIES: dict[str, dict] = {
              "value": "best_valid_loss"},
             {"what": "test nats/char", "published": "-", "runs": ["lstm"], "value": "test.loss"},
         ],
-        # 4,000 steps of 64 x 100 characters (25.6M, ~24 epochs): 61 minutes at the ~7,000
+        # 4,000 steps of 64 x 100 characters (25.6M, ~25.5 epochs): 60 minutes at the 7,160
         # characters/s that 2 threads of the development machine (AMD EPYC) train this model at
         "budgets": {"full": {"train.max_steps": 4000}, "small": {"train.max_steps": 200}},
         "scaled": "the published numbers are other models (a transformer; char-rnn's own sizes "
