@@ -172,7 +172,7 @@ def _instruction(ins: Instr) -> Callable:
         (a,), width = args, ins.width
         return lambda env, w, inputs, rows: torch.as_tensor(
             env[a], dtype=inputs["like"].dtype, device=inputs["like"].device).expand(rows, width)
-    fn, value = OPS[op].torch, ins.value  # the op table's torch function, as ``apply`` calls it
+    fn, value = OPS[op].torch, ins.value  # the op table's torch function: (*args, value)
     if len(args) == 1:
         (a,) = args
         return lambda env, w, inputs, rows: fn(env[a], value)

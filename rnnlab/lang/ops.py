@@ -217,11 +217,6 @@ def spec(op: str) -> OpSpec:
         raise ValueError(f"unknown op {op!r}; known ops: {', '.join(OPS)}") from None
 
 
-def apply(op: str, args: list, value: float | None = None):
-    """The op on tensors (or floats mixed with tensors): the reference executor's step."""
-    return OPS[op].torch(*args, value)
-
-
 def fold(op: str, args: list[float], value: float | None = None) -> float:
     """The op on constants, computed once at compile time."""
     return float(OPS[op].fold(*args, value))
