@@ -54,7 +54,7 @@ class Compiled:
         self._native = None
         self._native_tried = False
         self._lock = threading.Lock()
-        self.shapes: dict = {}  # (T, B, threads, native) -> buffer shapes
+        self.shapes: dict = {}  # (T, B, threads, executor) -> buffer shapes
         ir = plan.ir
         self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
         self.keys = self.gemm_keys + list(plan.params)
@@ -197,9 +197,11 @@ workspace = Workspace()
 
 
 def _shapes(run: _Run) -> list:
-    """Every buffer's shape for this call (cached per sizes, threads and executor)."""
+    """Every buffer's shape for this call (cached per sizes, threads and executor: the native
+    loop and the Triton loops lay out a parameter's gradient sums differently, one row per
+    thread or per batch row)."""
     comp = run.comp
-    key = (run.T, run.B, run.threads, run.executor is not comp.python)
+    key = (run.T, run.B, run.threads, run.executor)
     shapes = comp.shapes.get(key)
     if shapes is None:
         n = len(comp.plan.buffers)
