@@ -24,8 +24,10 @@ RNNLAB_CUDA_GRAPHS         ``0``        ``1``: on CUDA the generated Triton rout
                                         captured in a CUDA graph per buffer layout and replayed
                                         (off by default until measured on a device; see
                                         ``rnnlab.engine.triton_step``)
-RNNLAB_NATIVE_PACK         ``1``        ``0`` turns off the native loop's packed GEMMs (read when
-                                        the native library is first loaded)
+RNNLAB_NATIVE_PACK         ``auto``     the native loop's GEMMs: ``auto`` measures, once per
+                                        machine and shape, whether MKL's packed weights or plain
+                                        ``sgemm`` is faster (cached beside the native build);
+                                        ``1`` always packed, ``0`` never
 RNNLAB_NATIVE_SPLIT_BYTES  ``2097152``  native loop: recurrent weights up to this size split the
                                         batch over threads (read when ``fast.native`` is imported)
 RNNLAB_NATIVE_PARALLEL_WORK ``65536``   native loop: elements from which a stage's rows are split
@@ -41,7 +43,7 @@ RNNLAB_DEBUG               unset        any value: the command line shows traceb
 
 In code, ``rnnlab.engine.backend("python")`` switches the executor for a block (the same names as
 ``RNNLAB_FAST``); ``backend(own_hoist=False)`` the hoist, ``backend(cuda_graphs=True)`` the CUDA
-graphs.
+graphs, ``backend(native_pack=False)`` the native loop's GEMMs.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class Settings:
     own_hoist: bool = True  # the fused engine computes x W + b itself
     workspace_bytes: int = 512 << 20  # internal buffers kept for reuse
     cuda_graphs: bool = False  # the Triton route's step loops replayed from CUDA graphs
+    native_pack: str = "auto"  # the native loop's GEMMs: "auto" (measured), "1" packed, "0" not
 
 
 def backend_name(value: str, source: str = "backend") -> str:
@@ -81,7 +84,8 @@ _parsed: dict[tuple, Settings] = {}  # raw environment values -> their Settings
 def from_environment() -> Settings:
     """The settings the environment gives now (parsed once per distinct set of values)."""
     raw = (os.environ.get("RNNLAB_FAST", "auto"), os.environ.get("RNNLAB_OWN_HOIST", "1"),
-           os.environ.get("RNNLAB_WORKSPACE_MB", "512"), os.environ.get("RNNLAB_CUDA_GRAPHS", "0"))
+           os.environ.get("RNNLAB_WORKSPACE_MB", "512"), os.environ.get("RNNLAB_CUDA_GRAPHS", "0"),
+           os.environ.get("RNNLAB_NATIVE_PACK", "auto"))
     found = _parsed.get(raw)
     if found is None:
         try:
@@ -92,8 +96,12 @@ def from_environment() -> Settings:
         graphs = raw[3].strip().lower()
         if graphs not in ("0", "1", "", "off", "on", "false", "true"):
             raise ValueError(f"RNNLAB_CUDA_GRAPHS must be 0 or 1, got {raw[3]!r}")
+        pack = raw[4].strip().lower()
+        pack = {"on": "1", "true": "1", "off": "0", "false": "0", "": "auto"}.get(pack, pack)
+        if pack not in ("auto", "0", "1"):
+            raise ValueError(f"RNNLAB_NATIVE_PACK must be auto, 0 or 1, got {raw[4]!r}")
         found = Settings(backend_name(raw[0], "RNNLAB_FAST"), raw[1] != "0", workspace,
-                         graphs in ("1", "on", "true"))
+                         graphs in ("1", "on", "true"), pack)
         _parsed[raw] = found
     return found
 
@@ -121,7 +129,7 @@ def set_backend(name: str) -> None:
 
 @contextmanager
 def backend(name: str | None = None, *, own_hoist: bool | None = None,
-            cuda_graphs: bool | None = None):
+            cuda_graphs: bool | None = None, native_pack: str | bool | None = None):
     """Run a block with another executor (and/or hoist, CUDA graphs), then restore what was in
     force.
 
@@ -131,6 +139,9 @@ def backend(name: str | None = None, *, own_hoist: bool | None = None,
         own_hoist: False leaves the input projection to autograd (as ``RNNLAB_OWN_HOIST=0``).
         cuda_graphs: True replays the Triton route's step loops from CUDA graphs (as
             ``RNNLAB_CUDA_GRAPHS=1``).
+        native_pack: the native loop's GEMMs, as ``RNNLAB_NATIVE_PACK``: ``"auto"`` (the
+            faster of packed and plain, measured per machine and shape), True/``"1"`` packed,
+            False/``"0"`` plain.
 
     The choice holds for the whole process while the block is open (as ``set_backend``).
 
@@ -146,6 +157,11 @@ def backend(name: str | None = None, *, own_hoist: bool | None = None,
         _chosen["own_hoist"] = bool(own_hoist)
     if cuda_graphs is not None:
         _chosen["cuda_graphs"] = bool(cuda_graphs)
+    if native_pack is not None:
+        pack = {True: "1", False: "0"}.get(native_pack, str(native_pack))
+        if pack not in ("auto", "0", "1"):
+            raise ValueError(f"native_pack must be 'auto', True or False, got {native_pack!r}")
+        _chosen["native_pack"] = pack
     try:
         yield
     finally:

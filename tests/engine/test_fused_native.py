@@ -175,3 +175,104 @@ def test_subnormals_are_flushed_inside_the_loop_and_the_callers_mode_is_restored
     assert torch.all(expected != 0)  # tanh(1e-39) = 1e-39 with torch
     assert torch.all(out == 0)
     assert (torch.tensor([1e-39]) * 2).item() != 0  # the caller's mode is restored
+
+
+# ---- the GEMM: packed or plain, measured per machine and shape ------------------------------
+class _BlasSpy:
+    """The library with ``rnnlab_run`` recording which BLAS table each call was handed."""
+
+    def __init__(self, lib):
+        self.lib, self.tables = lib, []
+
+    def rnnlab_run(self, *args):
+        self.tables.append(args[11])
+        return self.lib.rnnlab_run(*args)
+
+
+def _lstm_run(c, T=6):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, 4, 8, generator=g, requires_grad=True)
+    state = (torch.zeros(4, 16), torch.zeros(4, 16))
+    with engine.backend("native"):
+        out, _ = unroll(c, x, state)
+    out.square().sum().backward()
+    return [out.detach(), x.grad, *(p.grad.clone() for p in c.parameters())]
+
+
+@pytest.mark.parametrize("pack, table", [("1", "blas"), ("0", "plain"), (True, "blas"),
+                                         (False, "plain")])
+def test_the_packed_switch_picks_the_blas_table(library, monkeypatch, pack, table):
+    if not native._state["packs"][0]:
+        pytest.skip("this BLAS has no packed-GEMM API")
+    c = cells.make("lstm", 8, 16)
+    loops = fused.compiled(c.program, True, False).native()
+    spy = _BlasSpy(loops.lib)
+    monkeypatch.setattr(loops, "lib", spy)
+    monkeypatch.setattr(native, "packed_is_faster", lambda *a: pytest.fail("measured"))
+    with engine.backend(native_pack=pack):
+        _lstm_run(c)
+    assert spy.tables and all(t is native._state[table] for t in spy.tables)
+
+
+def test_auto_measures_once_per_loop_and_rows_and_both_tables_agree(library, monkeypatch):
+    if not native._state["packs"][0]:
+        pytest.skip("this BLAS has no packed-GEMM API")
+    c = cells.make("lstm", 8, 16)
+    loops = fused.compiled(c.program, True, False).native()
+    spy = _BlasSpy(loops.lib)
+    monkeypatch.setattr(loops, "lib", spy)
+    monkeypatch.setattr(loops, "_packed", {})
+    asked = []
+
+    def plain_wins(rows, shapes):
+        asked.append((rows, tuple(shapes)))
+        return False
+
+    monkeypatch.setattr(native, "packed_is_faster", plain_wins)
+    with engine.backend(native_pack="auto"):
+        measured = _lstm_run(c)
+        _lstm_run(c)
+    assert spy.tables and all(t is native._state["plain"] for t in spy.tables)
+    # forward and backward loops once each (the same rows on both calls): (n, k) of each GEMM
+    assert len(asked) == len(set(asked)) == len(loops._packed) >= 2
+    assert all(shapes for _, shapes in asked)
+    for p in c.parameters():
+        p.grad = None
+    with engine.backend(native_pack=True):
+        packed = _lstm_run(c)
+    for a, b in zip(measured, packed, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_packed_kept_unless_plain_is_clearly_faster(monkeypatch):
+    for times, packed in [((1.0, 2.0), True), ((2.0, 1.0), False), ((1.02, 1.0), True),
+                          ((1.05, 1.0), False)]:
+        monkeypatch.setattr(native, "gemm_times", lambda m, n, k, t=times: t)
+        assert native.packed_is_faster(32, [(64, 16), (64, 32)]) is packed
+
+
+def test_gemm_times_measured_once_and_kept_beside_the_build(library, monkeypatch, tmp_path):
+    monkeypatch.setitem(native._state, "path", tmp_path / "rnnlab_native_x.so")
+    monkeypatch.setattr(native, "_times", {})
+    first = native.gemm_times(4, 32, 16)
+    assert len(first) == 2 and all(0 < t < 1 for t in first)
+    kept = tmp_path / "rnnlab_native_x.gemm.json"
+    assert kept.exists()
+    monkeypatch.setattr(native, "_times", {})  # a new process: read back, not measured again
+    monkeypatch.setattr(native, "time_gemm", lambda *a: pytest.fail("measured again"))
+    assert native.gemm_times(4, 32, 16) == first
+
+
+def test_the_packed_setting_is_checked(monkeypatch):
+    from rnnlab.engine import settings
+
+    for raw, value in [("auto", "auto"), ("0", "0"), ("off", "0"), ("1", "1"), ("", "auto")]:
+        monkeypatch.setenv("RNNLAB_NATIVE_PACK", raw)
+        assert settings.current().native_pack == value
+    monkeypatch.setenv("RNNLAB_NATIVE_PACK", "sometimes")
+    with pytest.raises(ValueError, match="RNNLAB_NATIVE_PACK must be auto, 0 or 1"):
+        settings.current()
+    monkeypatch.delenv("RNNLAB_NATIVE_PACK")
+    with pytest.raises(ValueError, match="native_pack"):
+        with engine.backend(native_pack="fast"):
+            pass

@@ -6,11 +6,17 @@ file compiled in about two seconds with the system compiler (``$CXX``, else ``c+
 the BLAS that torch itself uses (MKL's ``sgemm_``/``dgemm_`` and its packed-GEMM API, found in
 torch's own shared libraries).
 
-The build is cached in ``$RNNLAB_CACHE`` (default ``~/.cache/rnnlab``) under a hash of the
-source, the compiler and the CPU, written atomically so that concurrent processes can share it.
-When anything is missing (no compiler, no BLAS symbol, a failed build) ``NativeLoops.create``
-returns None, ``why_unavailable`` says why, and the engine runs the same plan with torch ops.
-``RNNLAB_NATIVE_PACK=0`` turns off the packed GEMMs (for measurements).
+The build is cached in ``<cache>/native/`` (``rnnlab.engine.settings.cache_root``) under a hash
+of the source, the compiler and the CPU, written atomically so that concurrent processes can
+share it. When anything is missing (no compiler, no BLAS symbol, a failed build)
+``NativeLoops.create`` returns None, ``why_unavailable`` says why, and the engine runs the same
+plan with torch ops.
+
+Which GEMM is faster, MKL's packed weights (packed once per sequence) or plain ``sgemm``,
+depends on the CPU and the shape (``benchmarks/gemm_choice.py`` prints both per shape). With
+``RNNLAB_NATIVE_PACK=auto`` (the default) each loop's GEMM shapes are timed both ways the first
+time they occur on this machine (``gemm_times``; a few milliseconds), and the answer is kept in
+a file beside the build; ``1`` always packs, ``0`` never.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ from __future__ import annotations
 import ctypes
 import glob
 import hashlib
+import json
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
 
+from ..settings import cache_root, current
 from .plan import FILL, GemmI, Op, Plan, Refill
 from .vm_source import ABI_VERSION, GEMM, REFILL, SOURCE
 
@@ -50,11 +59,7 @@ _state: dict = {}  # "lib", "blas", "error", "openmp" once tried
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("RNNLAB_CACHE")
-    if root:
-        return Path(root) / "native"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rnnlab" / "native"
+    return cache_root() / "native"
 
 
 def compiler() -> str | None:
@@ -175,8 +180,6 @@ def load():
         blas = _find_blas()
         if not blas[0] or not blas[1]:
             raise RuntimeError("no BLAS sgemm_/dgemm_ found in torch's libraries")
-        if os.environ.get("RNNLAB_NATIVE_PACK", "1") == "0":
-            blas[2:] = [0] * 6
         cxx = compiler()
         if cxx is None:
             raise RuntimeError("no C++ compiler found (set $CXX)")
@@ -184,6 +187,9 @@ def load():
         bind(lib, path)
         _state["openmp"] = bool(lib.rnnlab_openmp())
         _state["blas"] = (ctypes.c_int64 * len(blas))(*blas)
+        # the same table without the packed API: the loop then calls plain sgemm_/dgemm_
+        _state["plain"] = (ctypes.c_int64 * len(blas))(*blas[:2], *[0] * (len(blas) - 2))
+        _state["packs"] = (all(blas[2:5]), all(blas[5:8]))  # float32, float64
         _state["lib"] = lib
         _state["path"] = path
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
@@ -197,6 +203,63 @@ def time_gemm(m: int, n: int, k: int, reps: int, packed: bool = True) -> float |
     if lib is None:
         return None
     return lib.rnnlab_time_gemm(m, n, k, reps, int(packed), _state["blas"])
+
+
+_times: dict = {}  # "m,n,k" -> [packed seconds, plain seconds] on this machine
+_times_lock = threading.Lock()
+
+
+def _times_file() -> Path | None:
+    path = _state.get("path")
+    return None if path is None else path.with_suffix(".gemm.json")
+
+
+def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, float] | None:
+    """Seconds per float32 GEMM (m×k)·(k×n) through the loop's BLAS calls, packed and plain:
+    the best of 7 interleaved rounds of about half a millisecond each (the best: another
+    process on the machine only ever slows a round down), measured once per machine and shape
+    (again with ``fresh``) and kept beside the native build. None without the library."""
+    if load() is None:
+        return None
+    key = f"{m},{n},{k}"
+    with _times_lock:
+        if not _times and (path := _times_file()) is not None and path.exists():
+            try:
+                _times.update(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                pass
+        found = None if fresh else _times.get(key)
+    if found is not None:
+        return tuple(found)
+    per_call = 2.0 * m * n * k / 2e10  # at 20 GFLOP/s
+    reps = max(1, min(1000, int(5e-4 / max(per_call, 1e-9))))
+    rounds = [(time_gemm(m, n, k, reps, True), time_gemm(m, n, k, reps, False))
+              for _ in range(7)]
+    found = [min(r[0] for r in rounds), min(r[1] for r in rounds)]
+    with _times_lock:
+        _times[key] = found
+        path = _times_file()
+        if path is not None:  # atomically: concurrent processes share the file
+            try:
+                with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
+                    json.dump(_times, f)
+                os.replace(f.name, path)
+            except OSError:
+                pass
+    return tuple(found)
+
+
+def packed_is_faster(rows: int, shapes) -> bool:
+    """Whether a loop whose GEMMs have ``shapes`` ((n, k) each) runs faster on ``rows`` rows
+    with packed weights (kept unless plain GEMMs are more than 3% faster: measurement noise)."""
+    packed = plain = 0.0
+    for n, k in shapes:
+        times = gemm_times(rows, n, k)
+        if times is None:
+            return True
+        packed += times[0]
+        plain += times[1]
+    return packed <= 1.03 * plain
 
 
 def why_unavailable() -> str:
@@ -236,9 +299,12 @@ class NativeLoops:
         self.consts, self.const_width = consts, width
         self.const_buf = len(plan.buffers)  # an extra shared buffer: each constant, repeated
         self._const_tensors: dict[torch.dtype, torch.Tensor] = {}
-        self.code = {name: self._encode(getattr(plan, name))
-                     for name in ("prologue", "forward", "hoisted_forward", "backward",
-                                  "hoisted_backward", "epilogue")}
+        loops = ("prologue", "forward", "hoisted_forward", "backward", "hoisted_backward",
+                 "epilogue")
+        self.code = {name: self._encode(getattr(plan, name)) for name in loops}
+        self.gemm_shapes = {name: sorted({(ins.n, ins.k) for ins in getattr(plan, name)
+                                          if isinstance(ins, GemmI)}) for name in loops}
+        self._packed: dict = {}  # (loop, rows) -> whether packed GEMMs are faster here
         # the buffer table handed to the loop: 5 fields per buffer, then the constants
         self._kinds = [(i, 1 if self.per_thread(i) else 2 if buf.shared else 0)
                        for i, buf in enumerate(plan.buffers)]
@@ -338,9 +404,19 @@ class NativeLoops:
         size_array = _array(sizes) if sizes is not None else None
         split = threads > 1 and B >= 2 * threads and weight_bytes <= SPLIT_BYTES
         reverse = name in ("backward", "hoisted_backward")
+        blas = _state["blas"]
+        if steps >= 3 and _state["packs"][dtype] and self.gemm_shapes[name]:  # (it packs then)
+            pack = current().native_pack
+            rows = B // min(threads, B) if split else B  # a thread's rows, or all
+            if pack == "auto":
+                key = (name, rows)
+                if key not in self._packed:
+                    self._packed[key] = packed_is_faster(rows, self.gemm_shapes[name])
+                pack = "1" if self._packed[key] else "0"
+            if pack == "0":
+                blas = _state["plain"]
         rc = self.lib.rnnlab_run(dtype, code, n, table, len(self.plan.buffers) + 1,
                                  _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(reverse), _state["blas"], threads, PARALLEL_WORK,
-                                 int(split))
+                                 int(reverse), blas, threads, PARALLEL_WORK, int(split))
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")
