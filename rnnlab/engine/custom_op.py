@@ -34,7 +34,15 @@ _HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # program -> 
 _NUMBERS = itertools.count(1)
 
 
-@torch.compiler.assume_constant_result
+def _constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo`` (2 s,
+    60% of ``import rnnlab``): the decorator only marks the function, and dynamo reads the mark
+    when it traces a call (tests/engine/test_engine_torch_use.py checks both)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_result
 def handle_of(program: Program) -> int:
     """A number naming ``program`` while it lives (custom ops take numbers, not objects);
     a constant to torch.compile."""

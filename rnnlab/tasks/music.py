@@ -30,7 +30,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 
 from rnnlab.tasks import register
@@ -135,6 +134,8 @@ def _from_note_lists(data, source: str) -> dict[str, list[np.ndarray]]:
 
 
 def _from_mat(file: Path) -> dict[str, list[np.ndarray]]:
+    import scipy.io  # here: 0.3 s that a command not reading music should not pay
+
     mat = scipy.io.loadmat(file)
     rolls = {}
     for split in SPLITS:

@@ -239,3 +239,27 @@ def test_torch_compile_fullgraph_one_small_step_of_a_new_plan():
     x = torch.randn(1, 2, 5)
     compiled = torch.compile(lambda x: model(x)[0], fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), model(x)[0])
+
+
+def test_import_leaves_torch_dynamo_alone():
+    """``import rnnlab`` does not import torch._dynamo (about 2 s, more than rnnlab itself):
+    every command and worker process starts without it."""
+    code = "import sys, rnnlab; print('torch._dynamo' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_the_program_handle_is_marked_as_torch_compile_marks_a_constant():
+    """The custom op's program handle carries exactly the mark
+    ``torch.compiler.assume_constant_result`` gives (set without importing dynamo)."""
+    from rnnlab.engine import custom_op
+
+    def reference():
+        return 0
+
+    torch.compiler.assume_constant_result(reference)
+    marks = set(vars(reference))
+    assert marks
+    assert all(getattr(custom_op.handle_of, k, None) == getattr(reference, k) for k in marks)
