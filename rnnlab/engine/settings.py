@@ -29,9 +29,9 @@ RNNLAB_NATIVE_PACK         ``auto``     the native loop's GEMMs: ``auto`` measur
                                         ``sgemm`` is faster (cached beside the native build);
                                         ``1`` always packed, ``0`` never
 RNNLAB_NATIVE_SPLIT_BYTES  ``2097152``  native loop: recurrent weights up to this size split the
-                                        batch over threads (read when ``fast.native`` is imported)
+                                        batch over threads (each runs the whole loop on its rows)
 RNNLAB_NATIVE_PARALLEL_WORK ``65536``   native loop: elements from which a stage's rows are split
-                                        over threads (read when ``fast.native`` is imported)
+                                        over threads when every step is shared
 RNNLAB_CACHE               see below    the cache folder: ``$RNNLAB_CACHE``, else
                                         ``$XDG_CACHE_HOME/rnnlab``, else ``~/.cache/rnnlab``;
                                         downloads go to ``<cache>/<dataset>/``, the native build to
@@ -67,6 +67,8 @@ class Settings:
     workspace_bytes: int = 512 << 20  # internal buffers kept for reuse
     cuda_graphs: bool = False  # the Triton route's step loops replayed from CUDA graphs
     native_pack: str = "auto"  # the native loop's GEMMs: "auto" (measured), "1" packed, "0" not
+    native_split_bytes: int = 2 << 20  # recurrent weights up to this size: threads split the batch
+    native_parallel_work: int = 1 << 16  # shared steps: elements from which rows are split
 
 
 def backend_name(value: str, source: str = "backend") -> str:
@@ -85,7 +87,9 @@ def from_environment() -> Settings:
     """The settings the environment gives now (parsed once per distinct set of values)."""
     raw = (os.environ.get("RNNLAB_FAST", "auto"), os.environ.get("RNNLAB_OWN_HOIST", "1"),
            os.environ.get("RNNLAB_WORKSPACE_MB", "512"), os.environ.get("RNNLAB_CUDA_GRAPHS", "0"),
-           os.environ.get("RNNLAB_NATIVE_PACK", "auto"))
+           os.environ.get("RNNLAB_NATIVE_PACK", "auto"),
+           os.environ.get("RNNLAB_NATIVE_SPLIT_BYTES", str(2 << 20)),
+           os.environ.get("RNNLAB_NATIVE_PARALLEL_WORK", str(1 << 16)))
     found = _parsed.get(raw)
     if found is None:
         try:
@@ -100,8 +104,15 @@ def from_environment() -> Settings:
         pack = {"on": "1", "true": "1", "off": "0", "false": "0", "": "auto"}.get(pack, pack)
         if pack not in ("auto", "0", "1"):
             raise ValueError(f"RNNLAB_NATIVE_PACK must be auto, 0 or 1, got {raw[4]!r}")
+        sizes = []
+        for name, value in zip(("RNNLAB_NATIVE_SPLIT_BYTES", "RNNLAB_NATIVE_PARALLEL_WORK"),
+                               raw[5:]):
+            try:
+                sizes.append(int(value))
+            except ValueError:
+                raise ValueError(f"{name} must be a whole number, got {value!r}") from None
         found = Settings(backend_name(raw[0], "RNNLAB_FAST"), raw[1] != "0", workspace,
-                         graphs in ("1", "on", "true"), pack)
+                         graphs in ("1", "on", "true"), pack, *sizes)
         _parsed[raw] = found
     return found
 

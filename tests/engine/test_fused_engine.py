@@ -306,8 +306,8 @@ def test_native_threads(name, mode, monkeypatch):
     """Threads that each own batch rows, or share every step (per-thread scratch and sums)."""
     if native.load() is None or not native._state.get("openmp"):
         pytest.skip("the native engine without OpenMP runs on one thread")
-    monkeypatch.setattr(native, "PARALLEL_WORK", 0)
-    monkeypatch.setattr(native, "SPLIT_BYTES", 1 << 40 if mode == "batch split" else 0)
+    monkeypatch.setenv("RNNLAB_NATIVE_PARALLEL_WORK", "0")
+    monkeypatch.setenv("RNNLAB_NATIVE_SPLIT_BYTES", str(1 << 40 if mode == "batch split" else 0))
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:

@@ -186,6 +186,7 @@ class _BlasSpy:
 
     def rnnlab_run(self, *args):
         self.tables.append(args[11])
+        self.parallel_work = args[13]
         return self.lib.rnnlab_run(*args)
 
 
@@ -276,3 +277,17 @@ def test_the_packed_setting_is_checked(monkeypatch):
     with pytest.raises(ValueError, match="native_pack"):
         with engine.backend(native_pack="fast"):
             pass
+
+
+def test_the_native_thread_settings_are_read_at_call_time(library, monkeypatch):
+    c = cells.make("lstm", 8, 16)
+    loops = fused.compiled(c.program, True, False).native()
+    spy = _BlasSpy(loops.lib)
+    monkeypatch.setattr(loops, "lib", spy)
+    for work in (123, 4567):
+        monkeypatch.setenv("RNNLAB_NATIVE_PARALLEL_WORK", str(work))
+        _lstm_run(c)
+        assert spy.parallel_work == work
+    monkeypatch.setenv("RNNLAB_NATIVE_SPLIT_BYTES", "2MB")
+    with pytest.raises(ValueError, match="RNNLAB_NATIVE_SPLIT_BYTES must be a whole number"):
+        _lstm_run(c)

@@ -50,11 +50,6 @@ _BLAS_SYMBOLS = ("sgemm_", "dgemm_", "cblas_sgemm_pack_get_size", "cblas_sgemm_p
                  "cblas_sgemm_compute", "cblas_dgemm_pack_get_size", "cblas_dgemm_pack",
                  "cblas_dgemm_compute")
 
-# Threads split the batch (each runs the whole loop on its rows, no synchronisation per step)
-# while the recurrent weights are at most this many bytes; above, every step is shared (BLAS
-# splits each GEMM, and a stage's rows are split from PARALLEL_WORK elements on)
-SPLIT_BYTES = int(os.environ.get("RNNLAB_NATIVE_SPLIT_BYTES", 2 << 20))
-PARALLEL_WORK = int(os.environ.get("RNNLAB_NATIVE_PARALLEL_WORK", 1 << 16))
 _state: dict = {}  # "lib", "blas", "error", "openmp" once tried
 
 
@@ -402,11 +397,16 @@ class NativeLoops:
         code, n = self.code[name]
         dtype = 0 if like.dtype == torch.float32 else 1
         size_array = _array(sizes) if sizes is not None else None
-        split = threads > 1 and B >= 2 * threads and weight_bytes <= SPLIT_BYTES
+        # threads split the batch (each runs the whole loop on its rows, no synchronisation
+        # per step) while the recurrent weights are small; above, every step is shared (BLAS
+        # splits each GEMM, and a stage's rows are split from native_parallel_work elements on)
+        settings = current()
+        split = (threads > 1 and B >= 2 * threads
+                 and weight_bytes <= settings.native_split_bytes)
         reverse = name in ("backward", "hoisted_backward")
         blas = _state["blas"]
         if steps >= 3 and _state["packs"][dtype] and self.gemm_shapes[name]:  # (it packs then)
-            pack = current().native_pack
+            pack = settings.native_pack
             rows = B // min(threads, B) if split else B  # a thread's rows, or all
             if pack == "auto":
                 key = (name, rows)
@@ -417,6 +417,7 @@ class NativeLoops:
                 blas = _state["plain"]
         rc = self.lib.rnnlab_run(dtype, code, n, table, len(self.plan.buffers) + 1,
                                  _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(reverse), blas, threads, PARALLEL_WORK, int(split))
+                                 int(reverse), blas, threads,
+                                 settings.native_parallel_work, int(split))
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")
