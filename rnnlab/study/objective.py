@@ -53,6 +53,8 @@ class TrialObjective:
         config.run.threads = self.threads
         config.run.device = self.device
         config.train.checkpoint_every = None
+        # a lost trial is re-run whole (its lease expires), never resumed: no checkpoints
+        config.train.checkpoints = self.keep_runs is not None
         with contextlib.ExitStack() as stack:
             if self.keep_runs is None:
                 root = stack.enter_context(tempfile.TemporaryDirectory(prefix="rnnlab-trial-"))

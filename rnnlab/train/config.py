@@ -95,6 +95,8 @@ class TrainConfig:
     patience: int | None = None  # early stopping: evaluations without improvement; None: off
     input_noise: float = 0.0  # std of Gaussian noise added to inputs in training (Greff 2016)
     checkpoint_every: int | None = 100  # also checkpoint every N steps; None: at evaluations only
+    checkpoints: bool = True  # False: neither checkpoint.pt nor best.pt (the run can be neither
+    #                          resumed nor loaded; for runs re-run whole when lost: study trials)
     log_every: int = 10  # steps between training-metric records in metrics.jsonl
     loss_reduction: str = "token"  # token: NLL averaged over counted steps; sequence: summed
     #                                over time, averaged over the batch (Zaremba 2014; loss.py)

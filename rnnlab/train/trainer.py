@@ -166,7 +166,10 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        """Write checkpoint.pt (all ranks take part: RNG and carried states are gathered)."""
+        """Write checkpoint.pt (all ranks take part: RNG and carried states are gathered);
+        nothing with ``train.checkpoints`` off."""
+        if not self.config.train.checkpoints:
+            return
         per_rank = dist.gather(
             {"rng": ckpt.rng_state(self.device), "carried": ckpt.flatten_state(self.carried)},
             self.world,
@@ -184,6 +187,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ranks": per_rank,
         }
+        self.run.sync_metrics()  # the records up to this step are on disk with it
         latest = self.run.file(CHECKPOINT)
         if latest.is_file():  # keep the last two: a damaged latest one falls back to this
             os.replace(latest, self.run.file(PREVIOUS))
@@ -301,7 +305,7 @@ class Trainer:
         if self.better(primary, loss):
             c.best_value, c.best_loss, c.best_step, c.bad_evaluations = primary, loss, c.step, 0
             self.best_params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.world.main:
+            if self.world.main and self.config.train.checkpoints:
                 ckpt.save_atomic(
                     {"format": ckpt.FORMAT, "step": c.step, "model": self.best_params},
                     self.run.file(BEST),

@@ -219,3 +219,28 @@ def test_help_gives_each_default_once_and_in_words(action, capsys):
         assert "--no-report do not write the report at the end --quiet" in out  # no "True"
         assert "[default: the preset's: quick 6, greff-jsb 100]" in out and "None" not in out
         assert "--trial-seconds" not in out  # budgets are epochs: no time budget is offered
+
+
+def test_a_trial_writes_no_checkpoints_unless_its_run_is_kept(tmp_path, monkeypatch):
+    """A lost trial is re-run whole, never resumed: checkpoints would only cost time (an fsync'ed
+    torch.save per epoch), so a trial trains without them unless --keep-runs keeps its run."""
+    from rnnlab.study.objective import TrialObjective
+    from rnnlab.study.space import PARAMETERS, StudySpace
+    from rnnlab.train import trainer
+
+    seen = []
+
+    def fake_train(config, argv):
+        seen.append(config.train.checkpoints)
+        summary = {"primary": "nll", "valid": {"nll": 9.0}, "test": {"nll": 9.5},
+                   "higher_is_better": False, "parameters": 1, "epochs": 1, "steps": 1,
+                   "status": "completed", "train_seconds": 0.1}
+        return None, summary
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    space = StudySpace()
+    fixed = {PARAMETERS[name][0]: rng.low for name, rng in space.space.items()}
+    for keep, expected in ((None, False), (str(tmp_path / "runs"), True)):
+        objective = TrialObjective(space, "jsb", "peephole", "s", keep_runs=keep)
+        assert objective(optuna.trial.FixedTrial(fixed)) == 9.0
+        assert seen[-1] is expected

@@ -34,6 +34,36 @@ def test_a_run_directory_holds_everything(tmp_path):
     assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_without_checkpoints_the_same_run_writes_neither_checkpoint(tmp_path, monkeypatch):
+    """train.checkpoints=false (study trials): no checkpoint.pt or best.pt, the same numbers;
+    metrics.jsonl is fsync'ed at each checkpoint, not at each record."""
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    common = ["train.max_steps=6", "train.eval_every=3", "train.log_every=1",
+              "train.checkpoint_every=none"]
+    with_ckpt, a = train(tiny_config(*common, f"run.dir={tmp_path / 'a'}"), argv=[])
+    metrics_synced = synced.count("metrics.jsonl")
+    synced.clear()
+    without, b = train(tiny_config(*common, "train.checkpoints=false",
+                                   f"run.dir={tmp_path / 'b'}"), argv=[])
+    assert {"checkpoint.pt", "best.pt"} <= {p.name for p in with_ckpt.path.iterdir()}
+    assert not {"checkpoint.pt", "best.pt"} & {p.name for p in without.path.iterdir()}
+    assert (a["valid"], a["test"], a["best_step"]) == (b["valid"], b["test"], b["best_step"])
+    records = read_metrics(with_ckpt.path)
+    assert without_timing(records) == without_timing(read_metrics(without.path))
+    # checkpoints at steps 3 and 6 (the evaluations): the metrics are synced with each of them
+    assert metrics_synced == 2 < len(records)
+    assert "metrics.jsonl" not in synced
+
+
 def _crash_at(monkeypatch, step):
     """Make the trainer raise (as a kill would stop it) when it is about to take ``step``."""
     original = Trainer.train_step
