@@ -2,12 +2,14 @@
 
 Two panels side by side: the training value (averaged over each logging window) and the
 validation value of the task's primary metric (the loss where training logs no such metric),
-one line per run, against optimiser steps or against training seconds (``x="time"``,
+one line per run (the seeds of one network in one colour, each in its own line style; one
+legend beside the panels), against optimiser steps or against training seconds (``x="time"``,
 the fair axis when runs share a time budget but differ in speed).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 AXES = {"step": ("step", "optimiser steps"), "time": ("time", "training seconds")}
 
@@ -38,9 +41,17 @@ def learning_curves(
     key, axis_label = AXES[x]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     primary_names, train_names = set(), set()
-    final_labelled = False
-    for index, run in enumerate(runs):
-        label = legend_label(run, labels[index] if labels else run.path.name)
+    names = [labels[i] if labels else run.path.name for i, run in enumerate(runs)]
+    groups = list(dict.fromkeys(seed_group(name) for name in names))
+    colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    legend: dict[str, object] = {}  # one entry per network: its seeds share a colour
+    seen: dict[str, int] = {}
+    final_marker = None
+    for run, name in zip(runs, names, strict=True):
+        group = seed_group(name)
+        k = seen[group] = seen.get(group, -1) + 1
+        style = {"color": colours[groups.index(group) % len(colours)],
+                 "linestyle": ("-", "--", ":", "-.")[k % 4]}
         records = [r for r in run.metrics() if not r.get("final")]
         summary = run.summary() or {}
         primary = summary.get("primary") or _guess_primary(records)
@@ -49,18 +60,21 @@ def learning_curves(
         if train:
             measure = primary if all(primary in r for r in train) else "loss"
             train_names.add(measure)
-            left.plot([r[key] for r in train], [r[measure] for r in train], label=label)
+            left.plot([r[key] for r in train], [r[measure] for r in train], **style)
         if valid:
             primary_names.add(primary)
-            (line,) = right.plot(
-                [r[key] for r in valid], [r[primary] for r in valid], marker="o", label=label
-            )
+            (line,) = right.plot([r[key] for r in valid], [r[primary] for r in valid],
+                                 marker="o", markersize=3, **style)
+            count = sum(seed_group(n) == group for n in names)
+            legend.setdefault(legend_label(run, group) + (f", {count} seeds" if count > 1
+                                                          else ""), line)
             point = final_point(run, key, primary)
             if point is not None:
-                right.plot(*point, marker="*", markersize=14, linestyle="none",
-                           color=line.get_color(),
-                           label=None if final_labelled else "kept parameters, full split")
-                final_labelled = True
+                (final_marker,) = right.plot(*point, marker="*", markersize=12,
+                                             linestyle="none", color=style["color"])
+    if final_marker is not None:  # (the legend's star in grey: each run's is in its colour)
+        legend["kept parameters, full split"] = Line2D([], [], marker="*", markersize=12,
+                                                       linestyle="none", color="0.4")
     figure.suptitle(title(runs, budget), fontsize=10)
     left.set_title("training")
     left.set_xlabel(axis_label)
@@ -70,12 +84,13 @@ def learning_curves(
     right.set_ylabel(" / ".join(sorted(primary_names)) or "metric")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+    if legend:  # beside the axes, where it hides no curve
+        figure.legend(list(legend.values()), list(legend), fontsize=8, loc="center left",
+                      bbox_to_anchor=(1.0, 0.5), frameon=False)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -102,6 +117,12 @@ def _config_task(run) -> str:
         return run.config().task.name
     except (OSError, ValueError):
         return "?"
+
+
+def seed_group(name: str) -> str:
+    """A run's network without its seed or draw: ``grid-L2-s1`` and ``arith-gru-d2`` →
+    ``grid-L2``, ``arith-gru`` (seeds of one network share a colour in the plots)."""
+    return re.sub(r"-[sd]\d+$", "", name)
 
 
 def legend_label(run, label: str) -> str:

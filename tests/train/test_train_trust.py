@@ -355,7 +355,8 @@ def test_validation_is_labelled_estimate_or_full_split_and_the_budget_has_an_eta
 
 
 # --- item 18: curves name the task and budget, count parameters, mark the final value -----------
-def test_curves_name_the_task_budget_and_parameter_counts_and_mark_the_final(tmp_path, corpus):
+def test_curves_name_the_task_budget_and_parameter_counts_and_mark_the_final(tmp_path, corpus,
+                                                                              monkeypatch):
     from rnnlab.train.plots import final_point, learning_curves, legend_label, title
     from rnnlab.train.run import RunDir
 
@@ -373,6 +374,29 @@ def test_curves_name_the_task_budget_and_parameter_counts_and_mark_the_final(tmp
     at = next(r["time"] for r in run.metrics() if r["split"] == "valid" and r["step"] == kept)
     assert final_point(run, "time", "bits_per_char")[0] == [at]
     assert learning_curves([RunDir(run.path)], tmp_path / "c.png", budget=90).stat().st_size
+    # the seeds of one network: one colour, their own line styles, one legend entry
+    import shutil
+
+    from rnnlab.train import plots
+
+    names = ["lstm-s0", "lstm-s1", "lstm-s2", "gru-d0"]
+    for name in names:
+        shutil.copytree(run.path, tmp_path / "many" / name)
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    learning_curves([RunDir(tmp_path / "many" / n) for n in names], tmp_path / "m.png")
+    (figure,) = figures
+    texts = [t.get_text() for t in figure.legends[0].get_texts()]
+    count = f"{summary['parameters']:,} params"
+    assert texts == [f"lstm ({count}), 3 seeds", f"gru ({count})",
+                     "kept parameters, full split"]
+    lines = figure.axes[1].lines[::2]  # (each run's curve, then its star)
+    assert len({line.get_color() for line in lines[:3]}) == 1 != len(
+        {line.get_color() for line in lines})
+    assert len({line.get_linestyle() for line in lines[:3]}) == 3
+    assert plots.seed_group("grid-L2-k20-s12") == "grid-L2-k20"
+    assert plots.seed_group("arith-gru-d2") == "arith-gru"
+    assert plots.seed_group("lstm") == "lstm"
 
 
 # --- item 22: PTB tokenisation on a small synthetic file ------------------------------------
