@@ -1,5 +1,7 @@
 """The native loop: its own tanh and sigmoid, falling back without it, its build cache."""
 
+import json
+
 import pytest
 import torch
 
@@ -255,10 +257,12 @@ def test_packed_kept_unless_plain_is_clearly_faster(monkeypatch):
 def test_gemm_times_measured_once_and_kept_beside_the_build(library, monkeypatch, tmp_path):
     monkeypatch.setitem(native._state, "path", tmp_path / "rnnlab_native_x.so")
     monkeypatch.setattr(native, "_times", {})
+    kept = tmp_path / "rnnlab_native_x.gemm.json"
+    kept.write_text('{"1,2,3": [1.0, 2.0]}')  # another process's measurement: kept too
     first = native.gemm_times(4, 32, 16)
     assert len(first) == 2 and all(0 < t < 1 for t in first)
-    kept = tmp_path / "rnnlab_native_x.gemm.json"
-    assert kept.exists()
+    assert set(json.loads(kept.read_text())) == {"1,2,3", "4,32,16"}
+    assert native.gemm_times(1, 2, 3) == (1.0, 2.0)
     monkeypatch.setattr(native, "_times", {})  # a new process: read back, not measured again
     monkeypatch.setattr(native, "time_gemm", lambda *a: pytest.fail("measured again"))
     assert native.gemm_times(4, 32, 16) == first

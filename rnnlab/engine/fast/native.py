@@ -217,13 +217,12 @@ def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, floa
     if load() is None:
         return None
     key = f"{m},{n},{k}"
+    path = _times_file()
     with _times_lock:
-        if not _times and (path := _times_file()) is not None and path.exists():
-            try:
-                _times.update(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                pass
         found = None if fresh else _times.get(key)
+        if found is None and not fresh:  # another process may have measured it meanwhile
+            _times.update(_read_times(path))
+            found = _times.get(key)
     if found is not None:
         return tuple(found)
     per_call = 2.0 * m * n * k / 2e10  # at 20 GFLOP/s
@@ -232,9 +231,9 @@ def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, floa
               for _ in range(7)]
     found = [min(r[0] for r in rounds), min(r[1] for r in rounds)]
     with _times_lock:
-        _times[key] = found
-        path = _times_file()
-        if path is not None:  # atomically: concurrent processes share the file
+        # what other processes kept meanwhile, and this shape: written atomically
+        _times.update({**_read_times(path), key: found})
+        if path is not None:
             try:
                 with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
                     json.dump(_times, f)
@@ -242,6 +241,14 @@ def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, floa
             except OSError:
                 pass
     return tuple(found)
+
+
+def _read_times(path: Path | None) -> dict:
+    try:
+        found = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def packed_is_faster(rows: int, shapes) -> bool:
