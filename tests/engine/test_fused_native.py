@@ -192,6 +192,22 @@ class _BlasSpy:
         return self.lib.rnnlab_run(*args)
 
 
+@pytest.fixture
+def spied(library, monkeypatch):
+    """An LSTM, its native loops (no GEMM choice made yet) and their library's spy."""
+    c = cells.make("lstm", 8, 16)
+    loops = fused.compiled(c.program, True, False).native()
+    spy = _BlasSpy(loops.lib)
+    monkeypatch.setattr(loops, "lib", spy)
+    monkeypatch.setattr(loops, "_packed", {})
+    return c, loops, spy
+
+
+def _needs_packing():
+    if not native._state["packs"][0]:
+        pytest.skip("this BLAS has no packed-GEMM API")
+
+
 def _lstm_run(c, T=6):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(T, 4, 8, generator=g, requires_grad=True)
@@ -204,27 +220,18 @@ def _lstm_run(c, T=6):
 
 @pytest.mark.parametrize("pack, table", [("1", "blas"), ("0", "plain"), (True, "blas"),
                                          (False, "plain")])
-def test_the_packed_switch_picks_the_blas_table(library, monkeypatch, pack, table):
-    if not native._state["packs"][0]:
-        pytest.skip("this BLAS has no packed-GEMM API")
-    c = cells.make("lstm", 8, 16)
-    loops = fused.compiled(c.program, True, False).native()
-    spy = _BlasSpy(loops.lib)
-    monkeypatch.setattr(loops, "lib", spy)
+def test_the_packed_switch_picks_the_blas_table(spied, monkeypatch, pack, table):
+    _needs_packing()
+    c, _, spy = spied
     monkeypatch.setattr(native, "packed_is_faster", lambda *a: pytest.fail("measured"))
     with engine.backend(native_pack=pack):
         _lstm_run(c)
     assert spy.tables and all(t is native._state[table] for t in spy.tables)
 
 
-def test_auto_measures_once_per_loop_and_rows_and_both_tables_agree(library, monkeypatch):
-    if not native._state["packs"][0]:
-        pytest.skip("this BLAS has no packed-GEMM API")
-    c = cells.make("lstm", 8, 16)
-    loops = fused.compiled(c.program, True, False).native()
-    spy = _BlasSpy(loops.lib)
-    monkeypatch.setattr(loops, "lib", spy)
-    monkeypatch.setattr(loops, "_packed", {})
+def test_auto_measures_once_per_loop_and_rows_and_both_tables_agree(spied, monkeypatch):
+    _needs_packing()
+    c, loops, spy = spied
     asked = []
 
     def plain_wins(rows, shapes):
@@ -283,11 +290,8 @@ def test_the_packed_setting_is_checked(monkeypatch):
             pass
 
 
-def test_the_native_thread_settings_are_read_at_call_time(library, monkeypatch):
-    c = cells.make("lstm", 8, 16)
-    loops = fused.compiled(c.program, True, False).native()
-    spy = _BlasSpy(loops.lib)
-    monkeypatch.setattr(loops, "lib", spy)
+def test_the_native_thread_settings_are_read_at_call_time(spied, monkeypatch):
+    c, _, spy = spied
     for work in (123, 4567):
         monkeypatch.setenv("RNNLAB_NATIVE_PARALLEL_WORK", str(work))
         _lstm_run(c)
