@@ -5,63 +5,29 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, save
 never unpickles arbitrary objects. Random-number generator states (torch, numpy, Python's
 ``random``) are stored as tensors and lists for the same reason.
 
-Writes are atomic: the bytes go to a temporary file in the checkpoint's own directory, which is
-flushed and fsync'ed and then renamed over the target with ``os.replace``. A crash at any point
-leaves either the previous checkpoint or the new one, never a partial file.
+Writes are atomic (``rnnlab.atomic``): the bytes go to a temporary file in the checkpoint's own
+directory, which is flushed and fsync'ed and then renamed over the target with ``os.replace``.
+A crash at any point leaves either the previous checkpoint or the new one, never a partial file.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from rnnlab.atomic import write_atomic
+
 FORMAT = 1  # bumped when the checkpoint layout changes
 
 
 def save_atomic(payload: dict, path: str | os.PathLike) -> None:
     """Write ``payload`` to ``path`` with torch.save, atomically (temp file, fsync, os.replace)."""
-    _write_atomic(path, "wb", lambda handle: torch.save(payload, handle))
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> None:
-    """Write a small text file (JSON summaries) atomically, like :func:`save_atomic`."""
-    _write_atomic(path, "w", lambda handle: handle.write(text))
-
-
-def _write_atomic(path: str | os.PathLike, mode: str, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself is durable only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomic(path, "wb", lambda handle: torch.save(payload, handle))
 
 
 class CheckpointError(ValueError):

@@ -10,6 +10,7 @@ the fair axis when runs share a time budget but differ in speed).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -41,17 +42,17 @@ def learning_curves(
     key, axis_label = AXES[x]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     primary_names, train_names = set(), set()
-    names = [labels[i] if labels else run.path.name for i, run in enumerate(runs)]
-    groups = list(dict.fromkeys(seed_group(name) for name in names))
+    group_of = [seed_group(labels[i] if labels else run.path.name) for i, run in enumerate(runs)]
+    counts = Counter(group_of)  # runs per network, in order of first appearance
+    groups = list(counts)
     colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
     legend: dict[str, object] = {}  # one entry per network: its seeds share a colour
-    seen: dict[str, int] = {}
+    seen: Counter = Counter()
     final_marker = None
-    for run, name in zip(runs, names, strict=True):
-        group = seed_group(name)
-        k = seen[group] = seen.get(group, -1) + 1
+    for run, group in zip(runs, group_of, strict=True):
         style = {"color": colours[groups.index(group) % len(colours)],
-                 "linestyle": ("-", "--", ":", "-.")[k % 4]}
+                 "linestyle": ("-", "--", ":", "-.")[seen[group] % 4]}
+        seen[group] += 1
         records = [r for r in run.metrics() if not r.get("final")]
         summary = run.summary() or {}
         primary = summary.get("primary") or _guess_primary(records)
@@ -65,9 +66,8 @@ def learning_curves(
             primary_names.add(primary)
             (line,) = right.plot([r[key] for r in valid], [r[primary] for r in valid],
                                  marker="o", markersize=3, **style)
-            count = sum(seed_group(n) == group for n in names)
-            legend.setdefault(legend_label(run, group) + (f", {count} seeds" if count > 1
-                                                          else ""), line)
+            legend.setdefault(legend_label(run, group) + (
+                f", {counts[group]} seeds" if counts[group] > 1 else ""), line)
             point = final_point(run, key, primary)
             if point is not None:
                 (final_marker,) = right.plot(*point, marker="*", markersize=12,

@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from rnnlab.atomic import write_text_atomic
 from rnnlab.train import bodies
-from rnnlab.train.checkpoint import write_text_atomic
 from rnnlab.train.config import ExperimentConfig, from_dict, to_dict
 
 CONFIG = "config.json"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ...atomic import write_text_atomic
 from ..settings import cache_root, current
 from .plan import FILL, GemmI, Op, Plan, Refill
 from .vm_source import ABI_VERSION, GEMM, REFILL, SOURCE
@@ -235,9 +236,7 @@ def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, floa
         _times.update({**_read_times(path), key: found})
         if path is not None:
             try:
-                with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
-                    json.dump(_times, f)
-                os.replace(f.name, path)
+                write_text_atomic(json.dumps(_times), path)
             except OSError:
                 pass
     return tuple(found)
