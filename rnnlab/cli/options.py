@@ -53,6 +53,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = " ".join(str(message).split())  # one line, whatever the message held
+        if message.startswith("unrecognized argument"):  # argparse's own, or task_options'
+            first = message.partition(":")[2].split()[:1] or message.split("'")[1:2]
+            message += did_you_mean(self, first[0].strip("'")) if first else ""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -143,6 +146,31 @@ def task_options(parser: argparse.ArgumentParser, extra: list[str]) -> list[tupl
         else:
             parser.error(f"unrecognized argument {item!r}")
     return pairs
+
+
+def _long_options(parser: argparse.ArgumentParser):
+    """The --options of ``parser`` and of its subcommands' parsers (argparse reports an unknown
+    option of ``rnnlab study run`` from the ``rnnlab study`` parser)."""
+    yield from (option for option in parser._option_string_actions if option.startswith("--"))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _long_options(sub)
+
+
+def did_you_mean(parser: argparse.ArgumentParser, item: str) -> str:
+    """``; did you mean --train.max_steps?`` for an option one typo or a word away from a
+    known one (``--train.steps=30``), else nothing."""
+    import difflib
+
+    name = item.partition("=")[0]
+    known = list(dict.fromkeys(_long_options(parser)))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    if not close and "." in name:  # the right field in another section, or a longer name
+        section, _, field = name.partition(".")
+        close = [option for option in known
+                 if option.startswith(section + ".") and field in option.partition(".")[2]][:1]
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def fail(command: str, message: str) -> int:

@@ -15,7 +15,9 @@ def row(run: RunDir, label: str | None = None) -> dict:
     """One table row from a run's summary.json (or its metrics, for a run still going)."""
     summary = run.summary()
     config = run.config()
-    body = bodies.label(config.model)
+    # the body with its settings that differ from their defaults (regularisers, bidirectional,
+    # ...), so that two runs differing only in those are told apart
+    body = bodies.describe(config.model)
     out = {
         "run": label or run.path.name,
         "task": config.task.name,

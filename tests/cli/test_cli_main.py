@@ -120,6 +120,9 @@ def test_compare_configurations_side_by_side(tmp_path, capsys):
         (["train", "--model.hidden_size=big"], ["model.hidden_size", "integer", "big"]),
         (["train", "--train.lr=-1"], ["train.lr", "> 0"]),
         (["train", "--bogus=1"], ["--bogus"]),
+        (["train", "--train.steps=30"], ["'--train.steps=30'", "did you mean --train.max_steps?"]),
+        (["train", "--model.hiden_size=8"], ["did you mean --model.hidden_size?"]),
+        (["study", "run", "--trails", "3"], ["--trails", "did you mean --trials?"]),
         (["train", "--task.colour=red"], ["colour", "chars"]),
         (["evaluate"], ["run_dir"]),
         (["sample", "x", "--length", "-2"], ["--length"]),
@@ -165,6 +168,12 @@ def test_python_dash_m_rnnlab():
     assert result.returncode == 0, result.stderr
     assert "--model.hidden_size" in result.stdout and "--train.lr" in result.stdout
     assert "units per layer" in result.stdout  # the field's comment is its help
+
+
+def test_an_unknown_option_far_from_every_known_one_gets_no_guess(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--bogus=1"])
+    assert "did you mean" not in capsys.readouterr().err
 
 
 def test_an_argument_error_is_one_line_with_a_pointer_to_help(capsys):

@@ -16,9 +16,10 @@ import rnnlab
 from rnnlab.cli.main import main
 from rnnlab.lang import regularise
 from rnnlab.train import checkpoint as ckpt
-from rnnlab.train.bodies import REGULARISERS, GridConfig, Regularised, StackConfig
+from rnnlab.train.bodies import REGULARISERS, GridConfig, Regularised, StackConfig, describe
 from rnnlab.train.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from rnnlab.train.evaluate import evaluate
+from rnnlab.train.report import row
 from rnnlab.train.trainer import build, make_task, seed_everything, train
 
 # A copy task small enough to train and evaluate in about a second.
@@ -86,6 +87,8 @@ def test_each_regulariser_trains_and_shows_in_the_cell(option, tmp_path):
         assert printed in str(initial.body.rnn.cells[layer])
     assert (run.path / "model.txt").read_text().count(printed) == 2
     assert option in summary["model"]
+    # `rnnlab report` / `compare` tables tell it apart from the same network without it
+    assert option in row(run)["model"] and option not in describe(copy_config().model)
 
 
 def test_zoneout_is_one_probability_for_every_field_or_one_per_field():
