@@ -285,9 +285,14 @@ def layer_norm(graph: Graph) -> Graph:
 
         W_i x + R_i h + b_i   →   g_W_i ⊙ norm(W_i x) + g_R_i ⊙ norm(R_i h) + b_i
 
-    (Ba et al.'s LN-LSTM, eqs. 20-22, and haste's LayerNormLSTM; their shifts β_x, β_h would
-    only add to the sum's own bias b_i, so a sum with a bias keeps just that one, as haste does;
-    a sum without a bias parameter gets a shift ``b_ln…``). A linear map outside any sum is
+    The statistics are each gate's own: every sum is normalised over its H units. Ba et al.'s
+    LN-LSTM (eqs. 20-22) and haste's LayerNormLSTM normalise the input part and the recurrent
+    part of all four gates together (one mean and variance over 4H units each);
+    TensorFlow's ``LayerNormBasicLSTMCell`` normalises per gate, as here, but the sum of both
+    parts. Per gate is what a cell graph of any shape defines (its sums are its gates). Ba et
+    al.'s shifts β_x, β_h would only add to the sum's own bias b_i, so a sum with a bias keeps
+    just that one, as haste does; a sum without a bias parameter gets a shift ``b_ln…``. A
+    linear map outside any sum is
     normalised alone. A **memory cell** — a carried state whose new value is read inside the
     step and is not the output, such as the LSTM's c — is normalised where the step reads it,
     ``h' = o ⊙ tanh(c_ln)`` with ``c_ln = g_c ⊙ norm(c') + b_c``; the state keeps c'.
