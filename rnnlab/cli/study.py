@@ -42,6 +42,19 @@ def _list(text: str) -> tuple[str, ...]:
     return items
 
 
+def _cells(text: str) -> tuple[str, ...]:
+    """Cell names as the paper writes them too: ``V``/``vanilla`` is ``peephole``, ``NFG`` is
+    ``nfg`` (the studies are stored under the registry's names)."""
+    from rnnlab.study.space import GREFF_CELLS
+
+    def name(item: str) -> str:
+        lower = item.lower()
+        if lower in ("v", "vanilla"):
+            return "peephole"
+        return lower if lower in GREFF_CELLS else item
+    return tuple(dict.fromkeys(name(item) for item in _list(text)))
+
+
 def _where(parser: argparse.ArgumentParser) -> None:
     from rnnlab.study.presets import DEFAULT_PRESET, PRESETS
 
@@ -98,8 +111,9 @@ def add_parser(subparsers):
     run.add_argument("--task", type=_list, default=None, metavar="TASK[,TASK]",
                      help="tasks: jsb (Greff's), nottingham, or any rnnlab task [default: the "
                      "preset's: jsb]")
-    run.add_argument("--cells", type=_list, default=None, metavar="CELL[,CELL]",
-                     help="cells; peephole is the vanilla LSTM the others are tested against "
+    run.add_argument("--cells", type=_cells, default=None, metavar="CELL[,CELL]",
+                     help="cells; peephole (or V, vanilla) is the vanilla LSTM the others are "
+                     "tested against; the paper's upper-case names work too "
                      "[default: the nine of Greff et al.]")
     run.add_argument("--trials", type=int, default=None,
                      help="settled trials wanted per (task, cell) [default: the preset's: "

@@ -103,7 +103,8 @@ def check_names(tasks, cells) -> None:
     for cell in cells:
         if cell not in rnnlab.cells.names():
             raise StudyError(
-                f"unknown cell {cell!r}; Greff's cells are {', '.join(GREFF_CELLS)}; every "
+                f"unknown cell {cell!r}; Greff's cells are {', '.join(GREFF_CELLS)} (peephole "
+                f"is the vanilla LSTM, V); every "
                 f"cell: {', '.join(rnnlab.cells.names())}"
             )
 

@@ -157,6 +157,20 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert "secret" not in err
 
 
+def test_the_paper_s_cell_names_are_the_registry_s(tmp_path, monkeypatch):
+    # V / vanilla is the peephole LSTM; the paper's upper-case names work; repeats collapse
+    seen = []
+
+    def run_study(run, **_):
+        seen.append(run.cells)
+        return {"storage": "none", "seconds": 0.0}
+
+    monkeypatch.setattr("rnnlab.study.runner.run_study", run_study)
+    assert main(["study", "run", "--cells", "V,NFG,vanilla,cifg", "--trials", "0", "--quiet",
+                 "--no-report", "--dir", str(tmp_path)]) == 0
+    assert seen == [("peephole", "nfg", "cifg")]
+
+
 def test_report_of_an_empty_study_is_one_line(tmp_path, capsys):
     # the studies exist, no trial has completed yet
     args = ["study", "run", *tiny_args(), "--cells", "peephole", "--trials", "0",
