@@ -115,6 +115,15 @@ g1 = tl.sum(tl.where(m, a, 0.0), 0) / w
 g2 = tl.sum(tl.where(m, a * xh, 0.0), 0) / w
 return r * (a - g1 - xh * g2)
 """),
+    # a ⊙ norm(b) in one pass: the engine's fusion of a norm and the product that is its only
+    # reader (``rnnlab.engine.fast.plan.fuse_norms``): a layer norm's gain times the normalised
+    # row, and in the backward step the gain's gradient dy ⊙ norm(x); no op of the language
+    Instruction("mul_norm", "mul_norm_row(w, acc, d, a, b);", "{D}.copy_({A} * norm({B}))",
+                "{A} * norm({B})", row=True, triton="""\
+mu = tl.sum(tl.where(m, b, 0.0), 0) / w
+xc = tl.where(m, b - mu, 0.0)
+return a * (xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps))
+"""),
 )
 CODE: dict[str, int] = {ins.name: k for k, ins in enumerate(INSTRUCTIONS)}
 

@@ -13,6 +13,7 @@ import torch
 from rnnlab import cells, engine
 from rnnlab.engine import custom_op, fused
 from rnnlab.engine.fast import native
+from rnnlab.engine.fast import plan as fused_plan
 from rnnlab.engine.unroll import reference_unroll, unroll
 from rnnlab.lang import cell, tanh
 
@@ -229,3 +230,65 @@ def test_hoisted_inputs_adjoints_start_at_zero_only_with_variable_lengths():
     for lengths in (False, True):
         plan = _plan(c, lengths=lengths)
         assert plan.dxs and all(plan.buffers[b].zeros is lengths for b in plan.dxs.values())
+
+
+# ---- layer norm: a norm and its gain in one pass (plan.fuse_norms) ----------------------------
+def _codes(code) -> list[str]:
+    from rnnlab.lang.ops import INSTRUCTIONS
+
+    return [INSTRUCTIONS[ins.code].name for ins in code if hasattr(ins, "code")]
+
+
+def test_each_norm_read_by_its_gain_alone_is_fused_with_it():
+    plan = _plan(cells.make("lstm", I, H, layer_norm=True))
+    # forward: the four recurrent parts and the memory cell; the hoist: the four input parts
+    assert _codes(plan.forward).count("mul_norm") == 5 and "norm" not in _codes(plan.forward)
+    assert _codes(plan.prologue).count("mul_norm") == 4 and "norm" not in _codes(plan.prologue)
+    # backward: each gain's gradient dy ⊙ norm(x) (the norm remade) in one pass; the
+    # adjoints of the normalised rows still go through norm_bwd
+    backward = _codes(plan.backward)
+    assert backward.count("mul_norm") == 5 and "norm" not in backward
+    assert backward.count("norm_bwd") == 5
+    assert all(ins.acc for ins in plan.backward
+               if getattr(ins, "code", None) == fused_plan.MUL_NORM)
+
+
+def test_the_fused_norms_give_the_same_numbers_bit_for_bit(monkeypatch):
+    """Native float32 values and gradients with and without the fusion: the same roundings
+    (the normalised value, then the product), so equal, not close."""
+    from collections import OrderedDict
+
+    def results(fuse: bool) -> tuple:
+        if not fuse:
+            monkeypatch.setattr(fused_plan, "fuse_norms", lambda code, *_: code)
+        monkeypatch.setattr(fused, "_CACHE", OrderedDict())  # plans made anew
+        torch.manual_seed(0)
+        c = cells.make("lstm", I, H, layer_norm=True, zoneout=ZONE).train()
+        with torch.no_grad():
+            for p in c.parameters():
+                p.uniform_(-0.5, 0.5)
+        assert _codes(_plan(c).forward).count("mul_norm") == (5 if fuse else 0)
+        x = torch.randn(T, B, I, requires_grad=True)
+        state = tuple(torch.randn(B, H, requires_grad=True) for _ in c.program.graph.states)
+        torch.manual_seed(1)  # the zoneout masks
+        row = c.with_step_masks(x)
+        with engine.backend("native"):
+            return _grads(unroll(c, row, state), [x, *state, *c.parameters()])
+
+    fused_run, plain_run = results(True), results(False)
+    for a, b in zip([*fused_run[0], *fused_run[1]], [*plain_run[0], *plain_run[1]], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_norm_with_another_reader_or_outside_scratch_is_left_alone():
+    from rnnlab.engine.fast.plan import MUL, NORM, Op, Ref
+
+    norm = Op(NORM, Ref(0, 0), Ref(2, 0), None, H)
+    gain = Op(MUL, Ref(0, H), Ref(1, 0), Ref(0, 0), H)
+    fused_ops = fused_plan.fuse_norms([norm, gain], [norm, gain], {0})
+    assert fused_ops == [Op(fused_plan.MUL_NORM, Ref(0, H), Ref(1, 0), Ref(2, 0), H)]
+    second = Op(MUL, Ref(3, 0), Ref(0, 0), Ref(0, 0), H)  # n read again
+    assert fused_plan.fuse_norms([norm, gain], [norm, gain, second], {0}) == [norm, gain]
+    assert fused_plan.fuse_norms([norm, gain], [norm, gain], set()) == [norm, gain]  # kept
+    apart = Op(MUL, Ref(0, H), Ref(1, 0), Ref(4, 0), H)  # the product reads something else
+    assert fused_plan.fuse_norms([norm, apart], [norm, apart], {0}) == [norm, apart]

@@ -268,6 +268,7 @@ class _Planner:
     def __init__(self, ir: StepIR, training: bool, lengths: bool, hoist: HoistIR | None):
         self.ir, self.H, self.training, self.lengths = ir, ir.hidden_size, training, lengths
         self.plan = Plan(ir, training, hoist)
+        self.remade_buffers: set[int] = set()  # where the backward recomputes row results
         self._analyse()
         if hoist is not None:
             self._analyse_hoist()
@@ -280,8 +281,12 @@ class _Planner:
             self._backward()
             if hoist is not None:
                 self._epilogue()
-        for name in ("prologue", "forward", "backward", "epilogue"):
-            setattr(self.plan, name, merge(getattr(self.plan, name)))
+        lists = ("prologue", "forward", "backward", "epilogue")
+        everything = [ins for name in lists for ins in getattr(self.plan, name)]
+        scratch = {k for k, b in enumerate(self.plan.buffers) if b.temp} | self.remade_buffers
+        for name in lists:
+            fused = fuse_norms(getattr(self.plan, name), everything, scratch)
+            setattr(self.plan, name, merge(fused))
         if hoist is not None and hoist.weight is not None:
             self._hoisted_forward()
             if training and self.plan.epilogue:
@@ -575,6 +580,7 @@ class _Planner:
         if not remade:
             return loc
         place = self._side_by_side(name, slices, list(remade), temp=slices is Slices.STEPS)
+        self.remade_buffers.add(next(iter(place.values())).buf)
         done: set[int] = set()
 
         def where(x: int) -> Ref:
@@ -827,6 +833,39 @@ def _mergeable(p: Op, q: Op) -> bool:
         if isinstance(src, Ref) and _overlap(src, p.width, q.dst, q.width):
             return False
     return True
+
+
+MUL_NORM, NORM = CODE["mul_norm"], CODE["norm"]
+
+
+def fuse_norms(code: list, everything: list, scratch: set[int]) -> list:
+    """``n = norm(x)`` followed by ``d (+)= a ⊙ n`` becomes ``d (+)= mul_norm(a, x)`` where the
+    product is n's only reader (in ``everything``, every list of the plan) and n lives in a
+    ``scratch`` buffer (one that nothing reads after the loops): a layer norm's gain times its
+    normalised row, and in the backward step the gain's gradient dy ⊙ norm(x) (n remade
+    there, see ``_remade``). One pass over the row fewer and the normalised row never
+    written; the results are the same numbers."""
+    def reads_of(n: Ref, width: int) -> int:
+        return sum(isinstance(r, Ref) and _overlap(r, width, n, width)
+                   for ins in everything for r in (getattr(ins, f, None) for f in _READ_FIELDS))
+
+    out: list = []
+    k = 0
+    while k < len(code):
+        ins = code[k]
+        nxt = code[k + 1] if k + 1 < len(code) else None
+        if (isinstance(ins, Op) and ins.code == NORM and not ins.acc and isinstance(nxt, Op)
+                and nxt.code == MUL and nxt.width == ins.width
+                and ins.dst.buf in scratch
+                and reads_of(ins.dst, ins.width) == 1):
+            other = nxt.b if nxt.a == ins.dst else nxt.a if nxt.b == ins.dst else None
+            if isinstance(other, Ref) and not _overlap(other, nxt.width, ins.dst, ins.width):
+                out.append(Op(MUL_NORM, nxt.dst, other, ins.a, ins.width, nxt.acc))
+                k += 2
+                continue
+        out.append(ins)
+        k += 1
+    return out
 
 
 def merge(code: list) -> list:

@@ -187,6 +187,23 @@ inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
   LOOP((a[j] - m) * r)
 }
 
+// d (+)= a ⊙ norm(b) over one row: a gain times the normalised row (forward), or an output
+// adjoint times it (a gain's gradient): the norm and the product in one pass, the normalised
+// row never written (the same roundings as norm, then the product)
+template <typename T>
+inline void mul_norm_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
+  const double k = b[0];
+  double s[2];  // Σ (b − k), Σ (b − k)²
+  row_sums<2>(w, b, static_cast<const T*>(nullptr), [k](auto x, auto, auto* v) {
+    const auto u = x - k;
+    v[0] = u;
+    v[1] = u * u;
+  }, s);
+  const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
+  const T r = T(1 / std::sqrt(var + NORM_EPS)), m = T(k + shift);
+  LOOP(a[j] * ((b[j] - m) * r))
+}
+
 // d (+)= the adjoint of norm at input x for the output adjoint dy over one row (a: dy, b: x):
 // r (dy − mean(dy) − x̂ mean(dy ⊙ x̂)), x̂ = (x − μ) r, with μ and r recomputed from x
 template <typename T>
