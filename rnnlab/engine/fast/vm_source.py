@@ -172,9 +172,9 @@ inline void row_sums(int64_t w, const T* x, const T* y, F f, double* s) {
   }
 }
 
-// d (+)= norm(a) = (a − μ) r over one row, r = 1 / sqrt(σ² + ε)
+// The mean m and r = 1 / sqrt(σ² + ε) of one row, as the row type
 template <typename T>
-inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
+inline void norm_stats(int64_t w, const T* a, T& m, T& r) {
   const double k = a[0];
   double s[2];  // Σ (a − k), Σ (a − k)²
   row_sums<2>(w, a, static_cast<const T*>(nullptr), [k](auto x, auto, auto* v) {
@@ -183,7 +183,15 @@ inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
     v[1] = u * u;
   }, s);
   const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
-  const T r = T(1 / std::sqrt(var + NORM_EPS)), m = T(k + shift);
+  r = T(1 / std::sqrt(var + NORM_EPS));
+  m = T(k + shift);
+}
+
+// d (+)= norm(a) = (a − μ) r over one row
+template <typename T>
+inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
+  T m, r;
+  norm_stats(w, a, m, r);
   LOOP((a[j] - m) * r)
 }
 
@@ -192,15 +200,8 @@ inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
 // row never written (the same roundings as norm, then the product)
 template <typename T>
 inline void mul_norm_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
-  const double k = b[0];
-  double s[2];  // Σ (b − k), Σ (b − k)²
-  row_sums<2>(w, b, static_cast<const T*>(nullptr), [k](auto x, auto, auto* v) {
-    const auto u = x - k;
-    v[0] = u;
-    v[1] = u * u;
-  }, s);
-  const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
-  const T r = T(1 / std::sqrt(var + NORM_EPS)), m = T(k + shift);
+  T m, r;
+  norm_stats(w, b, m, r);
   LOOP(a[j] * ((b[j] - m) * r))
 }
 
