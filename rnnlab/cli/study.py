@@ -283,7 +283,7 @@ def _write_report(args, directory: str, out: str) -> int:
         counts = ", ".join(f"{cell} {s['complete']}" for cell, s in cells.items())
         print(f"{task}: complete trials per cell: {counts}")
     print(f"report: {path} (and boxplot.png, welch.csv, importance.json/png, marginal plots, "
-          "study.json beside it)")
+          "study.json, trials.csv beside it)")
     return 0
 
 

@@ -163,7 +163,7 @@ def summarize(cell: CellTrials) -> dict:
             "valid": float(cell.valid[best]),
             "test": float(cell.test[best]),
             "parameters": int(cell.parameters[best]),
-            "hyperparameters": _hyperparameters(cell, best),
+            "hyperparameters": hyperparameters(cell, best),
         }
         out["mean_parameters"] = float(cell.parameters.mean())
         out["mean_epochs"] = float(cell.epochs.mean())
@@ -172,7 +172,8 @@ def summarize(cell: CellTrials) -> dict:
     return out
 
 
-def _hyperparameters(cell: CellTrials, i: int) -> dict:
+def hyperparameters(cell: CellTrials, i: int) -> dict:
+    """Trial i's hyperparameters as the trainer took them (momentum, not the stored 1 − m)."""
     values = {hp: float(v[i]) for hp, v in cell.params.items()}
     if "momentum" in values:  # stored as 1 - momentum
         values["momentum"] = 1.0 - values["momentum"]

@@ -17,6 +17,9 @@
                       paper's findings beside ours, each with a verdict (shown, consistent,
                       not shown, contradicted)
     study.json        per task and cell: complete / failed / requested trials and statistics
+    trials.csv        every complete trial: task, cell, trial index (the hyperparameter draw),
+                      its hyperparameters, the objective, the test metric, parameters, epochs
+                      and wall seconds — the data every number above comes from
 
 Two numbers per trial: the **objective**, the validation metric (each trial's value, what the
 study optimises and optuna-dashboard plots), and the test metric of the same parameters. The
@@ -42,6 +45,7 @@ from rnnlab.study.analysis import (  # noqa: E402
     ALPHA,
     BEST_FRACTION,
     CellTrials,
+    hyperparameters,
     importance,
     load,
     summarize,
@@ -256,6 +260,26 @@ def write_welch(rows: list[dict], path: Path) -> Path:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in WELCH_COLUMNS})
+    return path
+
+
+def write_trials(data: dict[str, dict[str, CellTrials]], path: Path) -> Path:
+    """One row per complete trial of every (task, cell) study (``trials.csv``)."""
+    names = sorted({name for cells in data.values() for c in cells.values() for name in c.params})
+    columns = ["task", "cell", "draw", *names, "objective", "valid", "test", "parameters",
+               "epochs", "wall_seconds"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for task, cells in data.items():
+            for cell, c in cells.items():
+                for i in range(c.n):
+                    drawn = hyperparameters(c, i)  # momentum itself, hidden size an integer
+                    writer.writerow([
+                        task, cell, int(c.index[i]), *(drawn.get(k, "") for k in names),
+                        c.objective, repr(float(c.valid[i])), repr(float(c.test[i])),
+                        int(c.parameters[i]), int(c.epochs[i]),
+                        round(float(c.wall_seconds[i]), 1)])
     return path
 
 
@@ -527,7 +551,8 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
     for task, cells_ in data.items():
         plot_marginals(task, cells_, fanovas.get(task, {}), out / f"marginal_{task}.png")
         files.append(f"marginal_{task}.png")
-    files += ["report.md", "study.json"]
+    write_trials(data, out / "trials.csv")
+    files += ["report.md", "study.json", "trials.csv"]
     study = {
         "name": name,
         "storage": storage_text,

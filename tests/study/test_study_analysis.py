@@ -97,11 +97,28 @@ def test_importance_finds_the_learning_rate():
 
 
 def test_report_writes_every_file(tmp_path):
-    storage, _ = _storage_with_trials()
+    storage, expected = _storage_with_trials()
     path, study = write_report(storage, "s", tmp_path, storage_text="memory", n_trees=8)
     for name in ("boxplot.png", "welch.csv", "importance.json", "importance.png",
-                 "marginal_jsb.png", "report.md", "study.json"):
+                 "marginal_jsb.png", "report.md", "study.json", "trials.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
+    # trials.csv: every complete trial (not the failed ones), its draw, the hyperparameters as
+    # the trainer took them (momentum, not the stored 1 − m), the two metrics as stored
+    trials = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert len(trials) == N * len(OFFSETS)
+    for cell in OFFSETS:
+        mine = [t for t in trials if t["cell"] == cell]
+        assert [int(t["draw"]) for t in mine] == list(range(N))
+        assert [float(t["test"]) for t in mine] == expected[cell].tolist()
+    study_nfg = optuna.load_study(study_name="s.jsb.nfg", storage=storage)
+    stored = {t.user_attrs["index"]: t.params for t in study_nfg.trials if t.params}
+    for row in (t for t in trials if t["cell"] == "nfg"):
+        params = stored[int(row["draw"])]
+        assert float(row["momentum"]) == 1.0 - params["one_minus_momentum"]
+        assert int(row["hidden_size"]) == params["hidden_size"]
+        assert float(row["lr"]) == params["lr"]
+    assert all(t["objective"] == "valid nll" for t in trials)
+    assert all(abs(float(t["valid"]) - (float(t["test"]) - 0.1)) < 1e-9 for t in trials)
     importance_json = json.loads((tmp_path / "importance.json").read_text())
     assert set(importance_json["jsb"]["all"]) >= {"main", "pairwise"}
     assert "lr×momentum" in importance_json["jsb"]["peephole"]["pairwise"]

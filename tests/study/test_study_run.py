@@ -117,7 +117,7 @@ def test_command_line_run_writes_the_report(tmp_path, capsys):
             "--workers", "1", "--dir", str(tmp_path), "--quiet"]
     assert main(args) == 0
     for name in ("boxplot.png", "welch.csv", "importance.json", "importance.png",
-                 "marginal_memorize.png", "report.md", "study.json"):
+                 "marginal_memorize.png", "report.md", "study.json", "trials.csv"):
         assert (tmp_path / "report" / name).is_file(), name
     assert "complete trials per cell: peephole 5, nfg 5" in capsys.readouterr().out
     # the same command again: nothing to do, nothing repeated
