@@ -33,7 +33,7 @@ def test_the_comparisons_of_the_docs_are_what_results_gives():
 def test_every_kept_run_is_small_complete_and_of_an_entry():
     if not RESULTS.is_dir():
         pytest.skip("no results kept yet")
-    for entry_dir in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
+    for entry_dir in sorted(p for p in RESULTS.iterdir() if p.is_dir() and p.name != "studies"):
         entry = entries.get(entry_dir.name)
         labels = {run.label for run in entry.runs}
         for run_dir in sorted(p for p in entry_dir.iterdir()
@@ -47,6 +47,30 @@ def test_every_kept_run_is_small_complete_and_of_an_entry():
             summary = json.loads((run_dir / "summary.json").read_text())
             assert "last" in summary and summary.get("selection"), run_dir
             assert summary["machine"]["cpu"], run_dir
+
+
+def test_every_kept_study_report_is_complete_and_agrees_with_its_trials():
+    """results/studies/NAME: a `rnnlab study report` folder kept without its storage; its
+    counts are those of its trials.csv, and the report says them."""
+    import csv
+
+    studies = RESULTS / "studies"
+    if not studies.is_dir():
+        pytest.skip("no study kept yet")
+    for folder in sorted(p for p in studies.iterdir() if p.is_dir()):
+        for name in ("report.md", "study.json", "trials.csv", "welch.csv", "boxplot.png"):
+            assert (folder / name).is_file(), (folder, name)
+        study = json.loads((folder / "study.json").read_text())
+        rows = list(csv.DictReader(open(folder / "trials.csv", encoding="utf-8")))
+        report = (folder / "report.md").read_text(encoding="utf-8")
+        for task, cells in study["tasks"].items():
+            for cell, summary in cells.items():
+                mine = [r for r in rows if r["task"] == task and r["cell"] == cell]
+                assert len(mine) == summary["complete"], (folder, task, cell)
+                if mine:
+                    test = [float(r["test"]) for r in mine]
+                    assert abs(sum(test) / len(test) - summary["test"]["mean"]) < 1e-9
+        assert f"Study `{study['name']}`" in report
 
 
 def test_a_full_budget_run_is_kept_and_its_row_filled(tmp_path, monkeypatch):
