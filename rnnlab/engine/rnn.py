@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import cells
 from ..lang import CellDef, Graph
-from . import cudnn
+from . import cudnn, settings
 from .dilation import dilated_unroll
 from .packing import unpack
 from .route import network_route
@@ -286,7 +286,11 @@ class RNN(nn.Module):
         return x.transpose(0, 1) if self.batch_first else x
 
     def _check_dtype(self, x: torch.Tensor) -> None:
-        ref = next(self.parameters(), None)
+        # a cell's own parameter (walking every module's parameters took 3.5 µs a call)
+        ref = next((p for cell in self.cells.values() for p in cell._parameters.values()
+                    if p is not None), None)
+        if ref is None:
+            ref = next(self.parameters(), None)
         if ref is not None and (x.dtype != ref.dtype or x.device != ref.device):
             raise TypeError(
                 f"input is {x.dtype} on {x.device} but the module's parameters are {ref.dtype} "
@@ -321,6 +325,7 @@ class RNN(nn.Module):
         return tuple(state)
 
     # ---- forward -----------------------------------------------------------------------
+    @settings.held  # the environment read once for every layer and route of the call
     def forward(self, input, state=None):
         """Run the network; returns ``(output, state)`` (see the class docstring for shapes)."""
         if torch.jit.is_tracing() or torch.jit.is_scripting():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnnlab.engine import settings
 from rnnlab.grid.block import BlockState, GridBlock
 from rnnlab.grid.regularise import describe, grid_options, locked_dropout, of_cells
 from rnnlab.grid.transform import Transform
@@ -95,6 +96,7 @@ class DeepGridLSTM(nn.Module):
     def extra_repr(self) -> str:
         return describe(self.regularisers)  # empty without: the module prints as before
 
+    @settings.held  # the environment read once for every block of the call
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.input_size:
             raise ValueError(

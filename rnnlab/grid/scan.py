@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rnnlab.engine import settings
 from rnnlab.grid.block import GridBlock
 from rnnlab.grid.layerwise import layerwise
 from rnnlab.grid.schedule import State, naive, single_step, wavefront
@@ -103,6 +104,7 @@ class GridScan(nn.Module):
         zeros = x.new_zeros(shape)
         return State(zeros, zeros)
 
+    @settings.held  # the environment read once for every block of the call
     def forward(
         self,
         x: torch.Tensor,

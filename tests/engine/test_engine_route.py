@@ -136,6 +136,30 @@ def test_switches_are_read_at_call_time(monkeypatch):
         assert fused.compiled(c.program, True, False).plan.hoist is not None
 
 
+def test_one_forward_reads_the_environment_once_and_the_next_reads_it_again(monkeypatch):
+    from rnnlab.engine import settings
+
+    reads = []
+    original = settings.from_environment
+    monkeypatch.setattr(settings, "from_environment", lambda: reads.append(1) or original())
+    rnn = rnnlab.RNN("lstm", 4, 4, num_layers=3)
+    grid = GridLSTM(4, 4, 2)
+    x = torch.randn(1, 2, 4)
+    for module in (rnn, grid):
+        reads.clear()
+        with torch.no_grad():
+            module(x)
+        assert len(reads) == 1, module  # every layer and route of the call reuses it
+    assert settings._held is None  # released
+    seen = []
+    monkeypatch.setattr(entry, "execute", lambda chosen, *a: seen.append(chosen.executor)
+                        or (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setenv("RNNLAB_FAST", "0")  # a change between calls takes effect
+    with pytest.raises(KeyboardInterrupt):
+        rnn(torch.randn(3, 2, 4))
+    assert seen == [Executor.REFERENCE] and settings._held is None  # released on an error
+
+
 def test_the_cuda_graphs_switch(monkeypatch):
     from rnnlab.engine import settings
 
