@@ -231,6 +231,8 @@ class Watch:
         self.stream = stream if stream is not None else sys.stderr
         self.total = run.trials * len(run.studies())
         self.last = -1
+        self.first: int | None = None  # trials settled when this run began
+        self.began = time.monotonic()
         self.bar = None
         if not run.quiet and getattr(self.stream, "isatty", lambda: False)():
             self.bar = tqdm(total=self.total, desc=f"study {run.name}", unit="trial",
@@ -273,7 +275,21 @@ class Watch:
             line = f"study {self.run.name}: {done}/{self.total} trials"
             if text:
                 line += f", best valid {text}"
+            line += self.eta(done)
             print(line, file=self.stream, flush=True)
+
+    def eta(self, done: int) -> str:
+        """``, about 2 h 05 min left`` at the rate trials have settled since this run began
+        (every worker's, on any machine sharing the storage); empty before the first."""
+        if self.first is None:
+            self.first = done
+        settled = done - self.first
+        if settled <= 0 or done >= self.total:
+            return ""
+        left = (self.total - done) * (time.monotonic() - self.began) / settled
+        hours, minutes = divmod(round(left / 60), 60)
+        return f", about {hours} h {minutes:02d} min left" if hours else \
+            f", about {minutes} min left"
 
     def close(self) -> None:
         self()

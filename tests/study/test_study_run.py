@@ -258,3 +258,31 @@ def test_a_trial_writes_no_checkpoints_unless_its_run_is_kept(tmp_path, monkeypa
         objective = TrialObjective(space, "jsb", "peephole", "s", keep_runs=keep)
         assert objective(optuna.trial.FixedTrial(fixed)) == 9.0
         assert seen[-1] is expected
+
+
+def test_the_progress_lines_say_how_long_is_left(monkeypatch):
+    # no terminal: a line per settled trial, with the time left at the rate since the start
+    import io
+
+    from rnnlab.study import runner
+
+    now = [1000.0]
+    settled = [10]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(runner.Watch, "counts", lambda self: (settled[0], {"jsb": (8.5, "nfg")}))
+    stream = io.StringIO()
+    run = StudyRun(name="g", tasks=("jsb",), cells=("peephole", "nfg"), trials=30)
+    watch = runner.Watch(run, storage=None, stream=stream)  # 10 of 60 settled before this run
+    now[0] += 600
+    settled[0] = 14  # 4 trials in 10 minutes: 46 left take 115 minutes
+    watch()
+    now[0] += 3600
+    settled[0] = 59
+    watch()
+    settled[0] = 60
+    watch()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "study g: 10/60 trials, best valid jsb nfg 8.5"  # no rate yet
+    assert lines[1].endswith(", about 1 h 55 min left"), lines[1]
+    assert lines[2].endswith(", about 1 min left"), lines[2]  # 49 in 70 min: 1.4 min a trial
+    assert lines[3] == "study g: 60/60 trials, best valid jsb nfg 8.5"
