@@ -1,10 +1,11 @@
 """Train a small character model on the stdlib corpus from Python, then sample from it.
 
     python examples/train_char_lm.py                 # about a minute on two cores
-    python examples/train_char_lm.py --cell=gru --seconds=30
+    python examples/train_char_lm.py --cell=gru --steps=500
 
-The same as ``rnnlab train --cell=... --train.budget_seconds=...`` followed by
-``rnnlab sample <run> --prime "def "``, written against the library API.
+The same as ``rnnlab train --cell=... --train.max_steps=...`` followed by
+``rnnlab sample <run> --prime "def "``, written against the library API. The budget is in
+steps, so a run means the same on any machine (a time budget trains a slow machine less).
 """
 
 import argparse
@@ -18,7 +19,8 @@ from rnnlab.train.trainer import train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="lstm", help="any name from rnnlab.cells.names()")
-    parser.add_argument("--seconds", type=float, default=60.0, help="training time budget")
+    parser.add_argument("--steps", type=int, default=1000, help="training batches")
+    parser.add_argument("--run-dir", default=None, help="run directory; default runs/<time>-...")
     args = parser.parse_args()
 
     config = apply_overrides(
@@ -28,11 +30,12 @@ def main() -> None:
             "model.hidden_size=128",
             "model.num_layers=2",
             "train.epochs=none",
-            f"train.budget_seconds={args.seconds}",
+            f"train.max_steps={args.steps}",
             "train.eval_every=100",
             "task.eval_batch_size=256",
             "task.eval_max_batches=1",
             "run.threads=1",
+            *([f"run.dir={args.run_dir}"] if args.run_dir else []),
         ],
     )
     run, summary = train(config)
