@@ -281,14 +281,17 @@ def _features(cells: list[CellTrials]):
 
 
 def importance(
-    cells: dict[str, CellTrials], *, min_trials: int = 5, seed: int = 0, n_trees: int = 64
+    cells: dict[str, CellTrials], *, min_trials: int = 5, seed: int = 0, n_trees: int = 64,
+    ranks: bool = False,
 ) -> dict[str, FanovaResult]:
     """fANOVA of the objective per cell, and pooled over the task's cells under ``"all"``.
 
     The objective is the validation metric (``CellTrials.objective``): what each trial's value
     is and what a search selects on, so these importances and optuna-dashboard's agree. Cells
     with fewer than ``min_trials`` complete trials, a constant objective, or a single
-    hyperparameter draw are left out.
+    hyperparameter draw are left out. ``ranks``: explain the objective's ranks instead of its
+    values (fANOVA splits variance, so a few trials that barely trained — a NLL several times
+    the rest's — can decide the raw importances alone; ranks weigh every trial alike).
     """
     out: dict[str, FanovaResult] = {}
     groups = {name: [cell] for name, cell in cells.items()}
@@ -298,6 +301,10 @@ def importance(
         if sum(c.n for c in group) < min_trials:
             continue
         X, y, bounds, names, log = _features(group)
+        if ranks:
+            from scipy.stats import rankdata
+
+            y = rankdata(y)
         # nothing to explain: one value, or one draw (trial i of every cell shares its draw,
         # so a study of one trial per cell pools nine copies of the same hyperparameters)
         if np.ptp(y) == 0 or len(np.unique(X, axis=0)) < 2:

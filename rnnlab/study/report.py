@@ -321,18 +321,27 @@ def _row_text(row: dict) -> str:
             f"(p = {_fmt(row['paired_p'], 2)})")
 
 
-def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: dict) -> list:
+def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: dict,
+              on_ranks=None) -> list:
     """(topic, the paper's finding, ours, verdict) rows for report.md, computed from this
-    study. Δ is variant − vanilla in the test metric."""
+    study. Δ is variant − vanilla in the test metric. ``on_ranks``: the pooled fANOVA of the
+    objective's ranks, reported beside the raw one."""
     out = []
     pooled = fan.get("all")
     objective = next((c.objective for c in cells.values() if c.n), "the objective")
     if pooled is not None:
         ranked = sorted(pooled.main.items(), key=lambda kv: -kv[1])
-        ours = ", then ".join(f"{k} {v:.0%}" for k, v in ranked)
+        ours = (f"{task}, fANOVA of {objective}: "
+                + ", then ".join(f"{k} {v:.0%}" for k, v in ranked) + ".")
         verdict = "consistent" if ranked[0][0] == "lr" else "not shown: lr is not first"
-        out.append(("importance", PAPER_FINDINGS["importance"],
-                    f"{task}, fANOVA of {objective}: {ours}.", verdict))
+        if on_ranks is not None:
+            by_rank = sorted(on_ranks.main.items(), key=lambda kv: -kv[1])
+            ours += (" Of its ranks: "
+                     + ", then ".join(f"{k} {v:.0%}" for k, v in by_rank) + ".")
+            if (by_rank[0][0] == "lr") != (ranked[0][0] == "lr"):
+                verdict += ("; of the ranks: consistent" if by_rank[0][0] == "lr"
+                            else "; of the ranks: not shown, lr is not first")
+        out.append(("importance", PAPER_FINDINGS["importance"], ours, verdict))
         total = sum(max(v, 0.0) for v in pooled.pairwise.values())
         top = max(pooled.pairwise.items(), key=lambda kv: kv[1])
         out.append((
@@ -420,7 +429,7 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
 
 def markdown(
     name: str, storage: str, data: dict, summaries: dict, welch_rows: dict, fanovas: dict,
-    files: list[str],
+    files: list[str], rank_fanovas: dict | None = None,
 ) -> str:
     lines = [f"# Study `{name}`: Greff et al.'s LSTM variants", ""]
     first = next(iter(next(iter(data.values())).values()))
@@ -500,8 +509,20 @@ def markdown(
                     + "".join(f" | {result.pairwise[k]:.2f}" for k in pairs)
                     + f" | {total:.2f} |"
                 )
+            ranked = (rank_fanovas or {}).get(task, {}).get("all")
+            if ranked is not None:
+                total = sum(max(v, 0.0) for v in ranked.pairwise.values())
+                lines.append(
+                    "| all, ranks | " + " | ".join(f"{ranked.main[p]:.2f}" for p in params)
+                    + "".join(f" | {ranked.pairwise[k]:.2f}" for k in pairs)
+                    + f" | {total:.2f} |")
+                lines += ["", "`all, ranks`: the same for the ranks of the objective, which "
+                          "weigh every trial alike; fANOVA splits variance, so a few trials "
+                          "that barely trained (an objective several times the others') can "
+                          "decide the raw importances alone."]
             lines.append("")
-        findings = _findings(task, cells, welch_rows.get(task, []), fan)
+        ranked = (rank_fanovas or {}).get(task, {}).get("all")
+        findings = _findings(task, cells, welch_rows.get(task, []), fan, ranked)
         if findings:
             lines += ["### The paper's findings beside ours", "",
                       "| | Greff et al. 2016 | this study | verdict |", "|---|---|---|---|"]
@@ -537,6 +558,7 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
     summaries = {t: {c: summarize(trials) for c, trials in cs.items()} for t, cs in data.items()}
     welch_rows = {t: welch(cs) for t, cs in data.items()}
     fanovas = {t: importance(cs, n_trees=n_trees) for t, cs in data.items()}
+    rank_fanovas = {t: importance(cs, n_trees=n_trees, ranks=True) for t, cs in data.items()}
     files = ["boxplot.png", "welch.csv", "importance.json", "importance.png"]
     plot_boxes(data, out / "boxplot.png")
     write_welch([{"task": t, **r} for t, rows in welch_rows.items() for r in rows],
@@ -544,7 +566,9 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
     objectives = {t: next((c.objective for c in cs.values() if c.n), "objective")
                   for t, cs in data.items()}
     (out / "importance.json").write_text(json.dumps(
-        {t: {c: {"objective": objectives[t], **r.to_dict()} for c, r in by.items()}
+        {t: {c: {"objective": objectives[t], **r.to_dict(),
+                 **({"ranks": rank_fanovas[t][c].to_dict()} if c in rank_fanovas[t] else {})}
+             for c, r in by.items()}
          for t, by in fanovas.items()}, indent=2
     ) + "\n", encoding="utf-8")
     plot_importance(fanovas, out / "importance.png", objectives)
@@ -561,6 +585,7 @@ def write_report(storage, name: str, out: str | Path, *, storage_text: str = "",
         "space": next((c.space for cs in data.values() for c in cs.values() if c.space), None),
     }
     (out / "study.json").write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
-    text = markdown(name, storage_text, data, summaries, welch_rows, fanovas, files)
+    text = markdown(name, storage_text, data, summaries, welch_rows, fanovas, files,
+                    rank_fanovas)
     (out / "report.md").write_text(text, encoding="utf-8")
     return out / "report.md", study

@@ -237,3 +237,27 @@ def test_a_single_best_trial_is_one_value_and_the_plots_say_n_and_the_variants(
     assert "valid nll" in importances.axes[0].get_title()
     assert "NFG: no forget gate" in " ".join(t.get_text() for t in marginals.texts)
     assert marginals.axes[0].get_ylabel() == "valid nll"
+
+
+def test_the_ranks_show_what_a_few_untrained_trials_hide_from_the_raw_fanova(tmp_path):
+    # the objective falls with the learning rate in every trial, and the 10% of draws at the
+    # lowest momenta (1 − m > 0.9) barely train (an objective 100 nats higher): their variance
+    # decides the raw fANOVA, the ranks see the learning rate
+    def valid(test, params):
+        return test + (100.0 if params["one_minus_momentum"] > 0.9 else 0.0)
+
+    storage, _ = _storage_with_trials(valid=valid)
+    data = load(storage, "s")["jsb"]
+    raw = importance(data, n_trees=16)["all"].main
+    ranked = importance(data, n_trees=16, ranks=True)["all"].main
+    assert max(raw, key=raw.get) == "momentum", raw
+    assert max(ranked, key=ranked.get) == "lr" and ranked["lr"] > 0.5, ranked
+    path, _ = write_report(storage, "s", tmp_path, storage_text="memory", n_trees=8)
+    text = path.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| importance |"))
+    assert "Of its ranks: lr" in row and row.endswith(
+        "| not shown: lr is not first; of the ranks: consistent |"), row
+    assert "| all, ranks |" in text
+    saved = json.loads((tmp_path / "importance.json").read_text())
+    assert saved["jsb"]["all"]["ranks"]["main"]["lr"] == pytest.approx(
+        importance(data, n_trees=8, ranks=True)["all"].main["lr"])
