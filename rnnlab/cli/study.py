@@ -4,7 +4,7 @@
 
     rnnlab study run                          # the quick preset: jsb, the 9 cells, 12 trials
                                               #   of at most 6 epochs, 2 workers, the report
-    rnnlab study run --preset greff-jsb       # Greff's study at 30 trials per cell (~3 h)
+    rnnlab study run --preset greff-jsb       # Greff's study at 30 trials per cell (~5 h)
     rnnlab study run --trials 200 --epochs 150 --patience 10 --name paper --workers 8
     rnnlab study run --storage postgresql+psycopg://u:pw@db/rnnlab --name paper ...  # machines
     rnnlab study run --device cuda            # one worker per visible GPU, worker k on GPU k
@@ -103,7 +103,7 @@ def add_parser(subparsers):
         "Each trial trains to early stopping under an epoch limit (budgets are epochs, not "
         "seconds). Defaults: the --preset (quick: JSB, 12 trials per cell of at most 6 epochs, "
         "about 10 minutes on 2 cores; greff-jsb: 30 trials per cell of at most 100 epochs, "
-        "about 3 hours). Paper scale: --trials 200 --epochs 150 --patience 10.",
+        "about 5 hours). Paper scale: --trials 200 --epochs 150 --patience 10.",
     )
     _where(run)
     run.add_argument("--out", dest="dir", default=argparse.SUPPRESS, metavar="DIR",

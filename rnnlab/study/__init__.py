@@ -1,7 +1,7 @@
 """Greff et al.'s LSTM variant study on Optuna storage (DESIGN.md layer 7).
 
     rnnlab study run                      # the default study: jsb, 9 cells, a few minutes
-    rnnlab study run --preset greff-jsb   # Greff's study, 30 trials per cell (~3 h, 2 cores)
+    rnnlab study run --preset greff-jsb   # Greff's study, 30 trials per cell (~5 h, 2 cores)
     rnnlab study run --trials 200 ...     # the paper's scale; add --workers / machines
     rnnlab study report                   # box plots, Welch tests, fANOVA, report.md
     rnnlab study dashboard                # optuna-dashboard on 127.0.0.1

@@ -43,7 +43,10 @@ units at lr 1e-2, momentum 0.9 stopped after 56 epochs at test NLL 8.52), so the
 time is about 3 h, and at most 3.3 h on two free cores. Other jobs on the machine stretch it
 in proportion (a check run under a load average of about 6 trained V at H = 97 at 2.2 s an
 epoch, 2.6 times the model's 0.82 s): the first progress lines tell. The slowest trials are
-FGR at H near 200 (100 × 5.6 s ≈ 9.4 min): the last one bounds the tail.
+FGR at H near 200 (100 × 5.6 s ≈ 9.4 min): the last one bounds the tail. Measured on
+2026-12-07: about 55 trials an hour with two workers on the development machine (other work
+on it at times), about 5 h in all: most trials run all 100 epochs, and a batch-1 update costs
+more than the per-epoch estimate above.
 
 What this size can and cannot show is in docs/study.md ("The greff-jsb preset").
 """
@@ -83,7 +86,7 @@ PRESETS = {
     "greff-jsb": Preset(
         name="greff-jsb",
         summary="Greff et al.'s study on JSB Chorales: 30 trials per cell, at most 100 "
-        "epochs, patience 10 (about 3 hours on 2 cores)",
+        "epochs, patience 10 (about 5 hours on 2 cores)",
         trials=30,
         settings={"train.epochs": 100, "train.patience": 10},
     ),
