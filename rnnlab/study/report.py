@@ -371,11 +371,19 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
         sig = [_name(r["cell"]) for r in rows if r["significant"] and r["worse"]]
         worst = sorted((r for r in rows if r["worse"]), key=lambda r: -abs(r["difference"]))
         two = {r["cell"] for r in worst[:2]}
+        # draw by draw (the paired medians), where the means are moved by untrained trials
+        paired = sorted((r for r in rows if r.get("paired_median") is not None),
+                        key=lambda r: -r["paired_median"])
+        by_draw = "; ".join(
+            f"{_name(r['cell'])} {r['paired_median']:+.3g} (p = {_fmt(r['paired_p'], 2)})"
+            for r in paired[:2])
         out.append((
             "worst variants", PAPER_FINDINGS["worst"],
             f"{task}: largest mean differences (test {cells[VANILLA].metric}, variant − "
             f"vanilla) in size: {text}. Significantly worse "
-            f"(p < {ALPHA}): {', '.join(sig) or 'none'}.",
+            f"(p < {ALPHA}): {', '.join(sig) or 'none'}."
+            + (f" Largest paired median differences (worse first): {by_draw}." if by_draw
+               else ""),
             "consistent: NFG and NOAF are the two worst" if two == {"nfg", "noaf"}
             else "not shown: the two worst means are "
             + (", ".join(_name(r["cell"]) for r in worst[:2]) or "none"),

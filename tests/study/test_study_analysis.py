@@ -133,6 +133,8 @@ def test_report_writes_every_file(tmp_path):
     nfg = next(line for line in text.splitlines() if line.startswith("| NFG | The forget"))
     assert nfg.endswith("| shown (p < 0.05: Welch, all trials; Welch, best 10%; paired) |"), nfg
     assert "| lr × hidden size |" in text and "| CIFG and NP |" in text
+    worst = next(line for line in text.splitlines() if line.startswith("| worst variants |"))
+    assert "Largest paired median differences (worse first): NFG +3" in worst, worst
     assert rows[0]["best10_significant"] == "True" and rows[0]["paired_n"] == str(N)
     assert study["tasks"]["jsb"]["nfg"]["complete"] == N
     assert study["tasks"]["jsb"]["nfg"]["failed"] == 1
@@ -208,7 +210,9 @@ def test_findings_list_the_largest_differences_in_size():
     verdicts = {topic: verdict for topic, _, _, verdict in found}
     text = findings["worst variants"]
     assert "in size: NOAF -5.29 (better, p = 0.3); NFG -4.64 (better, p = 0.3)." in text, text
-    assert "CIFG" not in text
+    means, _, by_draw = text.partition(" Largest paired median differences")
+    assert "CIFG" not in means
+    assert by_draw == " (worse first): CIFG +0.5 (p = 0.5); NFG -4.64 (p = 0.5)."
     # better than vanilla without significance: the paper's finding is not shown
     assert verdicts["NFG"] == verdicts["NOAF"] == "not shown"
     assert verdicts["worst variants"] == "not shown: the two worst means are CIFG"
