@@ -154,7 +154,9 @@ def test_a_killed_study_resumes_without_repeating_a_finished_trial(tmp_path, dat
     storage = open_storage(None, tmp_path / "study")
     after = {(name, t.number): (t.user_attrs["index"], t.value)
              for name in names for t in complete(storage, name)}
-    assert all(after[key] == finished[key] for key in finished)  # kept as they were
+    changed = {key: (value, after.get(key)) for key, value in finished.items()
+               if after.get(key) != value}
+    assert not changed, changed  # kept as they were
     for name in names:
         indices = [index for (study, _), (index, _) in after.items() if study == name]
         seen = [(t.number, t.state.name, {k: v for k, v in t.user_attrs.items()
