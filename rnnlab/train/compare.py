@@ -289,7 +289,13 @@ def equal_steps(runs, labels: list[str]) -> str:
     common = min(max(step for step, _ in points) for _, points in curves.values())
     parts = []
     for label, (_, points) in curves.items():
-        step, value = max((p for p in points if p[0] <= common), key=lambda p: p[0])
+        before = [p for p in points if p[0] <= common]
+        if not before:  # its first validation came after the others' last (a short budget)
+            first = min(step for step, _ in points)
+            return (f"No equal-steps view: {label} first validated at step {first:,}, after "
+                    f"the others' last validation (step {common:,}); give every configuration "
+                    "more steps or validate more often (--train.eval_every).")
+        step, value = max(before, key=lambda p: p[0])
         parts.append(f"{label} {value:.4f} (step {step:,})")
     metric = next(iter(curves.values()))[0]
     return (f"At equal steps (validation estimate of {metric} at the fewest steps all reached, "

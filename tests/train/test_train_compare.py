@@ -81,3 +81,35 @@ def test_the_compare_directory_names_the_corpus_and_any_body_can_be_compared(tmp
     assert out_dir.name.endswith("-text-my_novel")
     assert [row["status"] for row in rows] == ["completed"]
     assert "grid_deep" in text
+
+
+class _FakeRun:
+    """What equal_steps reads of a run directory: its metrics records and summary."""
+
+    def __init__(self, steps: list[int], values: list[float]):
+        self.records = [{"split": "valid", "step": s, "loss": v} for s, v in zip(steps, values)]
+
+    def metrics(self):
+        return self.records
+
+    def summary(self):
+        return {"primary": "loss"}
+
+
+def test_equal_steps_takes_each_run_s_last_validation_at_the_fewest_steps():
+    from rnnlab.train.compare import equal_steps
+
+    runs = [_FakeRun([100, 200, 300], [3.0, 2.5, 2.0]), _FakeRun([100, 200], [2.9, 2.4])]
+    line = equal_steps(runs, ["lstm", "grid"])
+    assert line.endswith("200): lstm 2.5000 (step 200), grid 2.4000 (step 200).")
+
+
+def test_equal_steps_when_one_run_validated_only_before_the_other_s_first():
+    # a short budget on a slow machine: the grid validated once, at its end (step 19), before
+    # the LSTM's first validation (step 100); there is no equal-steps view, and it says so
+    from rnnlab.train.compare import equal_steps
+
+    runs = [_FakeRun([100, 140], [3.0, 2.8]), _FakeRun([19], [4.4])]
+    line = equal_steps(runs, ["lstm", "grid"])
+    assert line.startswith("No equal-steps view: lstm first validated at step 100, after the "
+                           "others' last validation (step 19)"), line

@@ -115,7 +115,7 @@ def test_seed_experiment_on_a_short_budget(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--budget-seconds=4", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "| lstm | 3x128 lstm |" in text and "| grid | 3x" in text
+    assert "| lstm | 3x128 lstm stack |" in text and "| grid | 3x" in text
     record = json.loads((out / "compare.json").read_text())
     lstm, grid = record["configurations"]
     assert abs(grid["parameters"] - lstm["parameters"]) / lstm["parameters"] < 0.1
