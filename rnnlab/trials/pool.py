@@ -134,15 +134,19 @@ def _mark(storage, trial_id: int, **attrs) -> bool:
         return False
 
 
-def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str, seed: int = 0) -> None:
     """Fail a running trial for ``reason`` and queue a re-run with its parameters and index.
 
     A trial whose worker died between asking it and writing its index has run nothing and
     drawn nothing: it is only failed, and a fresh trial takes its place (a re-run queued with
-    no index would reach the objective without a seed).
+    no index would reach the objective without a seed). One whose worker died between writing
+    the index and the seed gets the seed it would have had (``seed``: the study's).
     """
-    if _mark(study._storage, trial._trial_id, **{reason: True}) and trial_index(trial) is not None:
-        attrs = {"index": trial_index(trial), "seed": trial_seed(trial), "rerun_of": trial.number}
+    index = trial_index(trial)
+    if _mark(study._storage, trial._trial_id, **{reason: True}) and index is not None:
+        own = trial_seed(trial)
+        attrs = {"index": index, "seed": _derive(seed, index) if own is None else own,
+                 "rerun_of": trial.number}
         study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
@@ -227,7 +231,7 @@ def run_trials(
         now = time.time()
         for stale in [t for t in trials if t.state == TrialState.RUNNING]:
             if not _live(stale, lease_seconds, now):
-                _requeue(study, stale, "stale")
+                _requeue(study, stale, "stale", seed)
         n_settled = sum(settled(t) for t in trials)
         if n_settled >= n_trials:
             break
@@ -245,14 +249,15 @@ def run_trials(
             lease.stop()
             _mark(store, trial._trial_id, surplus=True)
             continue
-        completed += _run_one(study, trial, objective, lease)
+        completed += _run_one(study, trial, objective, lease, seed)
         if progress is not None:
             progress(sum(settled(t) for t in study.get_trials(deepcopy=False)), n_trials,
                      _best(study))
     return completed
 
 
-def _run_one(study: optuna.Study, trial: optuna.Trial, objective, lease: _Lease) -> int:
+def _run_one(study: optuna.Study, trial: optuna.Trial, objective, lease: _Lease,
+             seed: int = 0) -> int:
     """Run the objective on a claimed trial and record its outcome; 1 if it completed."""
     try:
         value = objective(trial)
@@ -262,7 +267,7 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective, lease: _Lease)
         return 0
     except (KeyboardInterrupt, SystemExit):
         lease.stop()
-        _requeue(study, study._storage.get_trial(trial._trial_id), "interrupted")
+        _requeue(study, study._storage.get_trial(trial._trial_id), "interrupted", seed)
         raise
     except Exception as error:
         lease.stop()

@@ -148,6 +148,28 @@ def test_a_worker_killed_before_writing_the_index_leaves_no_seedless_rerun(tmp_p
     assert not [t for t in trials if t.state == TrialState.WAITING]
 
 
+def test_a_worker_killed_between_writing_the_index_and_the_seed_reruns_with_its_seed(tmp_path):
+    # SIGKILLed after writing the trial's index and before its seed: the re-run gets the seed
+    # that trial would have had (not None, which the objective cannot use)
+    url = str(tmp_path / "t.journal")
+    storage = open_storage(url)
+    open_study(storage, "s").ask().set_user_attr("index", 0)  # trial 0: indexed, no seed
+    run_trials(storage, "reference", 1, square, seed=7)  # what trial 0 is given normally
+    (expected,) = [trial_seed(t) for t in complete(trials_of(url, "reference"))]
+    seeds = []
+
+    def needs_a_seed(trial):
+        seeds.append((trial.user_attrs["index"], trial.user_attrs["seed"]))
+        return square(trial)
+
+    time.sleep(0.6)
+    run_trials(storage, "s", 2, needs_a_seed, lease_seconds=0.5, seed=7)
+    trials = trials_of(url, "s")
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["stale"]
+    assert (0, expected) in seeds and all(isinstance(seed, int) for _, seed in seeds), seeds
+    assert sorted(trial_index(t) for t in complete(trials)) == [0, 2]
+
+
 def test_two_worker_processes_complete_exactly_n(storage_url):
     name = fresh_name()
     sys.path.insert(0, HERE)
