@@ -2,7 +2,8 @@
 
 ``current()`` is what the engine reads on every call: the environment as it is now, under any
 ``backend(...)`` block that is open. Nothing is read at import, so setting a variable (in a test,
-in a notebook) takes effect on the next call.
+in a notebook) takes effect on the next call. A module's ``forward`` (``rnnlab.RNN``, the Grid
+LSTM scans) reads the environment once for all its layers (``held``).
 
 Every environment variable rnnlab reads:
 
