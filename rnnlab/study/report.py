@@ -384,9 +384,13 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
             f"(p < {ALPHA}): {', '.join(sig) or 'none'}."
             + (f" Largest paired median differences (worse first): {by_draw}." if by_draw
                else ""),
-            "consistent: NFG and NOAF are the two worst" if two == {"nfg", "noaf"}
-            else "not shown: the two worst means are "
-            + (", ".join(_name(r["cell"]) for r in worst[:2]) or "none"),
+            ("consistent: NFG and NOAF are the two worst" if two == {"nfg", "noaf"}
+             else "not shown: the two worst means are "
+             + (", ".join(_name(r["cell"]) for r in worst[:2]) or "none"))
+            + ("; draw by draw (paired medians) NFG and NOAF are the two worst, both "
+               "significantly" if {r["cell"] for r in paired[:2]} == {"nfg", "noaf"}
+               and all(r["paired_significant"] and r["paired_worse"] for r in paired[:2])
+               else ""),
         ))
         by_cell = {r["cell"]: r for r in rows}
         for cell in ("nfg", "noaf"):

@@ -265,3 +265,20 @@ def test_the_ranks_show_what_a_few_untrained_trials_hide_from_the_raw_fanova(tmp
     saved = json.loads((tmp_path / "importance.json").read_text())
     assert saved["jsb"]["all"]["ranks"]["main"]["lr"] == pytest.approx(
         importance(data, n_trees=8, ranks=True)["all"].main["lr"])
+
+
+def test_the_two_worst_draw_by_draw_are_named_when_the_means_say_otherwise():
+    # untrained trials move the means (here NP's), the paired medians are NFG's and NOAF's
+    vanilla = CellTrials(study="s.t.peephole", task="t", cell="peephole", metric="nll")
+    rows = []
+    for cell, mean, median in (("nfg", 0.1, 0.107), ("noaf", 1.9, 1.0), ("np", 2.5, 0.03)):
+        rows.append({"cell": cell, "difference": mean, "p": 0.3, "significant": False,
+                     "worse": True, "best10_difference": 0.0, "best10_p": 0.9,
+                     "best10_significant": False, "best10_worse": False, "paired_n": 30,
+                     "paired_median": median, "paired_p": 0.001 if cell != "np" else 0.4,
+                     "paired_significant": cell != "np", "paired_worse": True})
+    verdicts = {topic: verdict for topic, _, _, verdict in
+                report._findings("t", {"peephole": vanilla}, rows, {})}
+    assert verdicts["worst variants"] == (
+        "not shown: the two worst means are NP, NOAF; draw by draw (paired medians) NFG and "
+        "NOAF are the two worst, both significantly")
