@@ -155,11 +155,13 @@ def release(taken: bool) -> None:
 def held(method):
     """A module's ``forward`` with the environment read once for the whole call (``hold``);
     under torch.compile the trace reads it as it goes."""
+    import torch  # once, where a module decorates its forward (torch is loaded by then)
+
+    is_compiling = torch.compiler.is_compiling
+
     @functools.wraps(method)
     def call(*args, **kwargs):
-        import torch
-
-        if torch.compiler.is_compiling():
+        if is_compiling():
             return method(*args, **kwargs)
         taken = hold()
         try:

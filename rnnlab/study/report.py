@@ -439,6 +439,13 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
     return out
 
 
+def _fanova_row(label: str, result, params: list[str], pairs: list[str]) -> str:
+    """One row of report.md's fANOVA table: main effects, every pair, the pairs' total."""
+    total = sum(max(v, 0.0) for v in result.pairwise.values())
+    return (f"| {label} | " + " | ".join(f"{result.main[p]:.2f}" for p in params)
+            + "".join(f" | {result.pairwise[k]:.2f}" for k in pairs) + f" | {total:.2f} |")
+
+
 def markdown(
     name: str, storage: str, data: dict, summaries: dict, welch_rows: dict, fanovas: dict,
     files: list[str], rank_fanovas: dict | None = None,
@@ -504,6 +511,7 @@ def markdown(
                   "removes the spread the hyperparameters cause; our addition, not the "
                   "paper's.", ""]
         fan = fanovas.get(task, {})
+        ranked = (rank_fanovas or {}).get(task, {}).get("all")  # pooled, of the ranks
         if fan:
             params = list(LABELS)
             pairs = list(next(iter(fan.values())).pairwise)
@@ -513,27 +521,15 @@ def markdown(
                       "interaction.", "",
                       "| cell | " + " | ".join(params + pairs) + " | pairs total |",
                       "|---|" + "---|" * (len(params) + len(pairs) + 1)]
-            for cell, result in fan.items():
-                total = sum(max(v, 0.0) for v in result.pairwise.values())
-                lines.append(
-                    f"| {_name(cell)} | "
-                    + " | ".join(f"{result.main[p]:.2f}" for p in params)
-                    + "".join(f" | {result.pairwise[k]:.2f}" for k in pairs)
-                    + f" | {total:.2f} |"
-                )
-            ranked = (rank_fanovas or {}).get(task, {}).get("all")
+            lines += [_fanova_row(_name(cell), result, params, pairs)
+                      for cell, result in fan.items()]
             if ranked is not None:
-                total = sum(max(v, 0.0) for v in ranked.pairwise.values())
-                lines.append(
-                    "| all, ranks | " + " | ".join(f"{ranked.main[p]:.2f}" for p in params)
-                    + "".join(f" | {ranked.pairwise[k]:.2f}" for k in pairs)
-                    + f" | {total:.2f} |")
-                lines += ["", "`all, ranks`: the same for the ranks of the objective, which "
+                lines += [_fanova_row("all, ranks", ranked, params, pairs), "",
+                          "`all, ranks`: the same for the ranks of the objective, which "
                           "weigh every trial alike; fANOVA splits variance, so a few trials "
                           "that barely trained (an objective several times the others') can "
                           "decide the raw importances alone."]
             lines.append("")
-        ranked = (rank_fanovas or {}).get(task, {}).get("all")
         findings = _findings(task, cells, welch_rows.get(task, []), fan, ranked)
         if findings:
             lines += ["### The paper's findings beside ours", "",

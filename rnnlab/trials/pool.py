@@ -134,7 +134,7 @@ def _mark(storage, trial_id: int, **attrs) -> bool:
         return False
 
 
-def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str, seed: int = 0) -> None:
+def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str, seed: int) -> None:
     """Fail a running trial for ``reason`` and queue a re-run with its parameters and index.
 
     A trial whose worker died between asking it and writing its index has run nothing and
@@ -257,7 +257,7 @@ def run_trials(
 
 
 def _run_one(study: optuna.Study, trial: optuna.Trial, objective, lease: _Lease,
-             seed: int = 0) -> int:
+             seed: int) -> int:
     """Run the objective on a claimed trial and record its outcome; 1 if it completed."""
     try:
         value = objective(trial)
