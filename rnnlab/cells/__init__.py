@@ -81,8 +81,9 @@ def make(cell: str | CellDef | Graph, input_size: int, hidden_size: int, **optio
             docs/regularisers.md): ``input_dropout``, ``recurrent_dropout``,
             ``output_dropout`` (locked dropout, one mask per sequence), ``weight_drop``
             (DropConnect of the recurrent matrices, one mask per call), ``zoneout`` (a
-            probability or ``{field: p}``, a new mask every step) and ``layer_norm`` (True:
-            layer-normalised pre-activations and memory cell).
+            probability or ``{field: p}``, a new mask every step) and ``layer_norm`` (True or
+            ``"gate"``: layer-normalised pre-activations, each gate's own statistics, and
+            memory cell; ``"joint"``: all gates' statistics together, as Ba et al.).
     """
     module_options = {k: v for k, v in options.items() if k in KNOWN_MODULE_OPTIONS}
     regularisers = {k: options.pop(k) for k in REGULARISERS if k in options}

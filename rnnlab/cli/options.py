@@ -6,6 +6,7 @@ import argparse
 import os
 import pickle
 import sys
+import typing
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig) 
     for key, type_name, default, comment in describe_fields(base):
         section_name, name = key.split(".")
         annotation = field_types(sections()[section_name])[name]
-        is_bool = annotation is bool
+        is_bool = annotation is bool or set(typing.get_args(annotation)) == {bool, str}
         if key in names:
             comment += f"; one of: {', '.join(names[key])}"
         where = f" (task {base.task.name}; other tasks may set their own: `rnnlab list tasks`)"
@@ -89,7 +90,8 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig) 
             f"--{key}",
             dest=key,
             default=argparse.SUPPRESS,
-            metavar="BOOL" if is_bool else type_name.upper().replace(" OR ", "|"),
+            metavar=("BOOL" if annotation is bool
+                     else type_name.upper().replace(" OR ", "|")),
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
             help=f"{comment} [default: {default!r}{where if key in by_tasks else ''}]".replace(

@@ -76,7 +76,10 @@ class RNN(nn.Module):
             Bernoulli(p) mask d at every step and sequence; ``p·s + (1 − p)·s_new`` in
             evaluation.
         layer_norm: True layer-normalises (Ba et al. 2016) the input part and the recurrent
-            part of every pre-activation apart, and the memory cell (``h = o ⊙ tanh(LN(c))``).
+            part of every pre-activation apart, and the memory cell (``h = o ⊙ tanh(LN(c))``),
+            each gate with its own statistics; ``"joint"``: the input parts of all gates
+            together and the recurrent parts together, as Ba et al.'s LN-LSTM and haste's
+            ``LayerNormLSTM`` (``"gate"`` = True).
         **cell_options: passed to ``rnnlab.cells.make`` (``forget_bias``, ``init``, …).
 
     Shapes:

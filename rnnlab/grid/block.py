@@ -179,7 +179,7 @@ class GridBlock(nn.Module):
         recurrent_dropout: float = 0.0,
         weight_drop: float = 0.0,
         zoneout: float | dict[str, float] = 0.0,
-        layer_norm: bool = False,
+        layer_norm: bool | str = False,
     ):
         super().__init__()
         if num_dims < 1:

@@ -82,7 +82,7 @@ class GridLSTMNd(nn.Module):
         output_dropout: float = 0.0,
         weight_drop: float = 0.0,
         zoneout: float | dict[str, float] = 0.0,
-        layer_norm: bool = False,
+        layer_norm: bool | str = False,
     ):
         super().__init__()
         self.regularisers = grid_options(input_dropout, recurrent_dropout, output_dropout,

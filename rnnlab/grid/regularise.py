@@ -21,7 +21,8 @@ every such dimension k of every block:
 * ``layer_norm`` — in each gate's pre-activation the part read from the other dimensions and the
   part read from h_k are normalised apart, each with its own gain, and the memory m' where the
   step reads it (``h' = tanh(o ⊙ LN(m'))``); gains start at 1, shifts at 0. Parameters per
-  weight copy (per layer, or one set when tied).
+  weight copy (per layer, or one set when tied). True or ``"gate"``: each gate's own
+  statistics; ``"joint"``: all gates' together (``rnnlab.lang.regularise.layer_norm``).
 
 and on the grid as a whole:
 

@@ -14,10 +14,12 @@ Kinds:
   ``Graph.masks``, read from the step's input row after x);
 - ``linear``: ``W @ v``, a learned matrix applied to one argument;
 - ``binary``: elementwise ``add``, ``sub``, ``mul``;
-- ``activation``: elementwise ``tanh``, ``sigmoid``, ``relu``, ``identity`` and ``scale``
-  (Jozefowicz's ``Linear(a, x) = a·x``); and ``norm``, the one unary op that is not
-  elementwise: ``norm(v) = (v − mean(v)) / sqrt(var(v) + ε)`` over the H units of a row, the
-  normalisation of layer normalisation (Ba et al. 2016), ``LN(v) = g ⊙ norm(v) + b``.
+- ``activation``: elementwise ``tanh``, ``sigmoid``, ``relu``, ``identity``, ``scale``
+  (Jozefowicz's ``Linear(a, x) = a·x``) and ``rsqrt`` (``1/sqrt(a)``); and two unary ops that
+  are not elementwise but reduce over the H units of a row: ``norm(v) = (v − mean(v)) /
+  sqrt(var(v) + ε)``, the normalisation of layer normalisation (Ba et al. 2016), ``LN(v) = g ⊙
+  norm(v) + b``, and ``mean(v)``, the row's mean on every unit (with ``rsqrt`` it writes a
+  normalisation whose statistics span several rows: layer norm over all gates of a cell).
 
 The evolutionary search (Jozefowicz et al. 2015) draws its replacements from the groups
 ``ACTIVATIONS`` and ``BINARY_OPS`` below, so a mutation is a lookup here, not special code.
@@ -25,12 +27,12 @@ The evolutionary search (Jozefowicz et al. 2015) draws its replacements from the
 **Engine instructions** (``INSTRUCTIONS``) are what the fused engine's loops execute over
 H-wide column blocks: each has a C++ expression over ``a[j]``, ``b[j]`` (the native loop's
 ``enum Code`` and its ``switch`` are generated from this list) and a torch form (the Python
-executor). A **row** instruction (``norm``, ``norm_bwd``) reduces over the columns of one row
-of one lane instead: its C++ is a statement over the whole row (``w`` columns of ``a``, ``b``,
-written to ``d``), and the engine never widens it by merging it with its neighbours. An
-op's ``grad`` lists, per argument, the instruction that adds its contribution to that
-argument's adjoint: operands are ``"dy"`` (the adjoint of the result), ``"y"`` (the
-result), ``"a"``/``"b"`` (the arguments).
+executor). A **row** instruction (``norm``, ``norm_bwd``, ``mul_norm``, ``mean``) reduces over
+the columns of one row of one lane instead: its C++ is a statement over the whole row (``w``
+columns of ``a``, ``b``, written to ``d``), and the engine never widens it by merging it with
+its neighbours. An op's ``grad`` lists, per argument, the instruction that adds its
+contribution to that argument's adjoint: operands are ``"dy"`` (the adjoint of the result),
+``"y"`` (the result), ``"a"``/``"b"`` (the arguments).
 """
 
 from __future__ import annotations
@@ -115,6 +117,18 @@ g1 = tl.sum(tl.where(m, a, 0.0), 0) / w
 g2 = tl.sum(tl.where(m, a * xh, 0.0), 0) / w
 return r * (a - g1 - xh * g2)
 """),
+    # the mean of the row on every column, and 1/sqrt(a): the pieces of a normalisation whose
+    # statistics span several rows (Ba et al.'s layer norm over all gates of a cell,
+    # ``rnnlab.lang.regularise.layer_norm(stats="joint")``); mean is its own adjoint
+    Instruction("mean", "mean_row(w, acc, d, a);", "{D}.copy_(row_mean({A}))",
+                "row_mean({A})", row=True,
+                triton="return a * 0.0 + tl.sum(tl.where(m, a, 0.0), 0) / w\n"),
+    Instruction("rsqrt", "T(1) / std::sqrt(a[j])", "torch.rsqrt({A}, out={D})",
+                "torch.rsqrt({A})", triton="1.0 / tl.sqrt({a})"),
+    # d/da a^(-1/2) = −y³/2 (a: dy, b: y)
+    Instruction("rsqrt_bwd", "a[j] * (T(-0.5) * b[j] * b[j] * b[j])",
+                "torch.mul({A}, {B}.pow(3).mul_(-0.5), out={D})", "{A} * {B}.pow(3) * -0.5",
+                triton="{a} * (-0.5 * {b} * {b} * {b})"),
     # a ⊙ norm(b) in one pass: the engine's fusion of a norm and the product that is its only
     # reader (``rnnlab.engine.fast.plan.fuse_norms``): a layer norm's gain times the normalised
     # row, and in the backward step the gain's gradient dy ⊙ norm(x); no op of the language
@@ -145,8 +159,13 @@ def norm_backward(dy: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return r * (dy - dy.mean(-1, keepdim=True) - xhat * (dy * xhat).mean(-1, keepdim=True))
 
 
+def row_mean(a: torch.Tensor) -> torch.Tensor:
+    """The mean over the last axis, on every entry of it."""
+    return a.mean(-1, keepdim=True).expand_as(a)
+
+
 # names the Python executor's generated loops may call (besides torch and aten)
-TORCH_HELPERS = {"norm": norm, "norm_backward": norm_backward}
+TORCH_HELPERS = {"norm": norm, "norm_backward": norm_backward, "row_mean": row_mean}
 
 
 def _sigmoid(a: float) -> float:
@@ -198,6 +217,12 @@ OPS: dict[str, OpSpec] = {
         # a row of equal numbers normalises to zeros
         OpSpec("norm", "activation", 1, "norm", 0, lambda a, v: norm(a), lambda a, v: 0.0,
                "norm", (("norm_bwd", "dy", "a"),)),
+        # the row's mean on every unit, and 1/sqrt: a normalisation over several rows is
+        # written with them (layer norm over all gates, ``layer_norm(stats="joint")``)
+        OpSpec("mean", "activation", 1, "mean", 0, lambda a, v: row_mean(a), lambda a, v: a,
+               "mean", (("mean", "dy", None),)),
+        OpSpec("rsqrt", "activation", 1, "rsqrt", 0, lambda a, v: torch.rsqrt(a),
+               lambda a, v: 1.0 / math.sqrt(a), "rsqrt", (("rsqrt_bwd", "dy", "y"),)),
         OpSpec("scale", "activation", 1, "Linear", 0, lambda a, v: v * a,
                lambda a, v: v * a),
     ]

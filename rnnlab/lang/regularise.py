@@ -29,6 +29,7 @@ regularised twice; mask names stay distinct).
 from __future__ import annotations
 
 from .graph import Graph, GraphError, Mask, Node
+from .ops import NORM_EPS
 
 # The regulariser options of ``regularise`` (and of ``rnnlab.cells.make`` / ``rnnlab.RNN``).
 OPTIONS = ("input_dropout", "recurrent_dropout", "output_dropout", "weight_drop", "zoneout",
@@ -275,34 +276,59 @@ def _sums(graph: Graph) -> dict[str, list[str]]:
     return sums
 
 
-def layer_norm(graph: Graph) -> Graph:
+LAYER_NORM_STATS = ("gate", "joint")  # whose statistics normalise a part (``layer_norm``)
+
+
+def layer_norm_stats(value) -> str | None:
+    """The statistics a ``layer_norm`` option asks for: None (off), ``"gate"`` or ``"joint"``.
+    ``True`` means ``"gate"``; anything else is refused with the values that are allowed."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "gate"
+    if isinstance(value, str) and value in LAYER_NORM_STATS:
+        return value
+    raise ValueError(f"layer_norm must be True, False, 'gate' or 'joint', got {value!r}")
+
+
+def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
     """Layer normalisation (Ba, Kiros and Hinton 2016, "Layer Normalization") of every
     pre-activation and of the memory cell.
 
-    ``norm(v) = (v − mean(v)) / sqrt(var(v) + ε)`` over the H units of a row (the op ``norm``).
     In every sum of the cell, the input part (its linear maps of x) and the recurrent part (its
     linear maps of state-dependent values) are normalised separately, each with its own gain:
 
-        W_i x + R_i h + b_i   →   g_W_i ⊙ norm(W_i x) + g_R_i ⊙ norm(R_i h) + b_i
+        W_i x + R_i h + b_i   →   g_W_i ⊙ N(W_i x) + g_R_i ⊙ N(R_i h) + b_i
 
-    The statistics are each gate's own: every sum is normalised over its H units. Ba et al.'s
-    LN-LSTM (eqs. 20-22) and haste's LayerNormLSTM normalise the input part and the recurrent
-    part of all four gates together (one mean and variance over 4H units each);
-    TensorFlow's ``LayerNormBasicLSTMCell`` normalises per gate, as here, but the sum of both
-    parts. Per gate is what a cell graph of any shape defines (its sums are its gates). Ba et
-    al.'s shifts β_x, β_h would only add to the sum's own bias b_i, so a sum with a bias keeps
-    just that one, as haste does; a sum without a bias parameter gets a shift ``b_ln…``. A
-    linear map outside any sum is
-    normalised alone. A **memory cell** — a carried state whose new value is read inside the
-    step and is not the output, such as the LSTM's c — is normalised where the step reads it,
-    ``h' = o ⊙ tanh(c_ln)`` with ``c_ln = g_c ⊙ norm(c') + b_c``; the state keeps c'.
+    ``stats`` says over which units N takes its mean and variance:
+
+    * ``"gate"``: each part over its own H units, ``N = norm`` (the op ``norm(v) = (v −
+      mean(v)) / sqrt(var(v) + ε)``), as TensorFlow's ``LayerNormBasicLSTMCell`` (which
+      normalises the sum of both parts) and what a cell graph of any shape defines.
+    * ``"joint"``: the input parts of all the cell's sums together (for the LSTM over the 4H
+      units of W x, one mean μ_x and one r_x = 1/sqrt(σ²_x + ε)), and the recurrent parts
+      together (μ_h, r_h over R h): Ba et al.'s LN-LSTM (their eqs. 20-22) and haste's
+      ``LayerNormLSTM``; ``N(v) = (v − μ) ⊙ r``, written with the ops ``mean`` and ``rsqrt``.
+      A part that reads another sum's result (the GRU's ``R (r ⊙ h)`` reads the reset gate)
+      cannot share that sum's statistics (they would depend on themselves): parts are pooled by
+      how many normalised sums lie before them, and a part alone in its pool gets ``norm``.
+
+    Ba et al.'s shifts β_x, β_h would only add to the sum's own bias b_i, so a sum with a bias
+    keeps just that one, as haste does; a sum without a bias parameter gets a shift ``b_ln…``.
+    A linear map outside any sum is normalised alone. A **memory cell** — a carried state whose
+    new value is read inside the step and is not the output, such as the LSTM's c — is
+    normalised where the step reads it, ``h' = o ⊙ tanh(c_ln)`` with ``c_ln = g_c ⊙ norm(c') +
+    b_c``; the state keeps c'.
 
     Gains start at 1 (``layer_norm_gains``; ``rnnlab.cells.Cell``), shifts as biases do.
     """
     graph = graph.validate()
-    if any(node.op == "norm" for node in graph.nodes.values()):
+    if stats not in LAYER_NORM_STATS:
+        raise ValueError(f"stats must be one of {LAYER_NORM_STATS}, got {stats!r}")
+    if any(node.op in ("norm", "mean") for node in graph.nodes.values()):
         raise GraphError(f"{graph.name}: the cell is layer-normalised already")
     step, xdep = _dependence(graph)
+    original = set(graph.nodes)
     nodes = dict(graph.nodes)
 
     def fresh(stem: str) -> str:
@@ -322,25 +348,67 @@ def layer_norm(graph: Graph) -> Graph:
             out = add_node("_ln", Node("add", (out, t)))
         return out
 
-    for root, terms in _sums(graph).items():
-        linear = [t for t in terms if graph.nodes[t].op == "linear"]
-        parts = [[t for t in linear if t in xdep], [t for t in linear if t in step]]
-        if not any(parts):
+    # every sum's two parts (x-only linear terms, state-dependent ones), with their levels:
+    # 1 + the deepest level of the normalised sums they read (0: they read none)
+    sums = _sums(graph)
+    parts: dict[str, list[list[str]]] = {}
+    level: dict[str, int] = {}  # node -> the deepest level of a normalised sum it reads
+    part_level: dict[tuple[str, int], int] = {}
+    for name in graph.order:
+        base = max((level[a] for a in graph.nodes[name].args), default=-1)
+        level[name] = base
+        if name not in sums:
             continue
+        linear = [t for t in sums[name] if graph.nodes[t].op == "linear"]
+        split = [[t for t in linear if t in xdep], [t for t in linear if t in step]]
+        if not any(split):
+            continue
+        parts[name] = split
+        for k, part in enumerate(split):
+            if part:
+                part_level[name, k] = 1 + max(base if t == name else level[t] for t in part)
+                level[name] = max(level[name], part_level[name, k])
+
+    # each part normalised: its own statistics, or its pool's
+    totals = {key: total(parts[key[0]][key[1]]) for key in part_level}
+    normed: dict[tuple[str, int], str] = {}
+    pools: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for key, lv in part_level.items():
+        pools.setdefault((key[1], lv) if stats == "joint" else key, []).append(key)
+    for (kind, _), members in pools.items():
+        if len(members) == 1:
+            normed[members[0]] = add_node("_ln", Node("norm", (totals[members[0]],)))
+            continue
+        side = "xh"[kind]
+        inv = add_node("_ln", Node("const", value=1.0 / len(members)))
+        eps = add_node("_ln", Node("const", value=NORM_EPS))
+        means = [add_node("_ln", Node("mean", (totals[m],))) for m in members]
+        mu = add_node(f"mu_{side}", Node("mul", (total(means), inv)))
+        devs = {m: add_node("_ln", Node("sub", (totals[m], mu))) for m in members}
+        squares = [add_node("_ln", Node("mean", (add_node("_ln", Node("mul", (d, d))),)))
+                   for d in devs.values()]
+        var = add_node("_ln", Node("add", (add_node("_ln", Node("mul", (total(squares), inv))),
+                                           eps)))
+        r = add_node(f"r_{side}", Node("rsqrt", (var,)))
+        for m in members:
+            normed[m] = add_node("_ln", Node("mul", (devs[m], r)))
+
+    for root, split in parts.items():
+        terms = sums[root]
+        linear = [t for t in terms if graph.nodes[t].op == "linear"]
         new_terms: list[str] = []
-        for part in parts:
+        for k, part in enumerate(split):
             if part:
                 refs = "_".join(graph.nodes[t].ref for t in part)
-                normed = add_node("_ln", Node("norm", (total(part),)))
-                new_terms.append(add_node("_ln", Node("mul", (param(f"g_{refs}"), normed))))
+                new_terms.append(add_node("_ln", Node("mul", (param(f"g_{refs}"),
+                                                              normed[root, k]))))
         rest = [t for t in terms if t not in linear]
         if not any(graph.nodes[t].op == "param" for t in rest):
             rest.append(param("b_ln"))
         if graph.nodes[root].op == "linear":  # a map outside any sum: its readers read LN
-            made = set(nodes) - set(graph.nodes)
             ln = total([*new_terms, *rest])
             for name, node in list(nodes.items()):
-                if name not in made and root in node.args:
+                if name in original and root in node.args:
                     nodes[name] = Node(node.op, tuple(ln if a == root else a for a in node.args),
                                        node.ref, node.value)
             writes = {s: ln if v == root else v for s, v in graph.writes.items()}
@@ -349,7 +417,7 @@ def layer_norm(graph: Graph) -> Graph:
             nodes = dict(graph.nodes)
             continue
         # x-only terms first: the compiler hoists their sum out of the loop in one piece
-        new_terms = new_terms[:1] + rest + new_terms[1:] if parts[0] else rest + new_terms
+        new_terms = new_terms[:1] + rest + new_terms[1:] if split[0] else rest + new_terms
         top = total(new_terms[:-1]) if len(new_terms) > 1 else None
         nodes[root] = (Node("add", (top, new_terms[-1])) if top is not None
                        else nodes[new_terms[-1]])
@@ -361,8 +429,8 @@ def layer_norm(graph: Graph) -> Graph:
         if new == graph.output or not readers or graph.nodes[new].op in ("state", "param"):
             continue
         nodes = dict(graph.nodes)
-        normed = add_node("_ln", Node("norm", (new,)))
-        scaled = add_node("_ln", Node("mul", (param(f"g_{state}"), normed)))
+        normed_c = add_node("_ln", Node("norm", (new,)))
+        scaled = add_node("_ln", Node("mul", (param(f"g_{state}"), normed_c)))
         ln = fresh(f"{state}_ln")
         nodes[ln] = Node("add", (scaled, param(f"b_{state}")))
         for r in readers:
@@ -374,20 +442,26 @@ def layer_norm(graph: Graph) -> Graph:
 
 
 def layer_norm_gains(graph: Graph) -> set[str]:
-    """The gains of the layer normalisations in ``graph``: the vectors multiplying a ``norm``
-    node. They start at 1 (``rnnlab.cells.Cell``); shifts are biases and start as biases do."""
+    """The gains of the layer normalisations in ``graph``: the vectors multiplying a normalised
+    part — a ``norm`` node, or (joint statistics) a deviation times its pool's ``rsqrt``. They
+    start at 1 (``rnnlab.cells.Cell``); shifts are biases and start as biases do."""
+
+    def normalised(node: Node) -> bool:
+        return node.op == "norm" or (node.op == "mul" and any(
+            graph.nodes[a].op == "rsqrt" for a in node.args))
+
     gains: set[str] = set()
     for node in graph.nodes.values():
         if node.op == "mul":
             a, b = (graph.nodes[x] for x in node.args)
-            if b.op == "norm" and a.op == "param":
+            if normalised(b) and a.op == "param":
                 gains.add(a.ref)
     return gains
 
 
 def regularise(graph: Graph, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                output_dropout: float = 0.0, weight_drop: float = 0.0,
-               zoneout: float | dict = 0.0, layer_norm: bool = False) -> Graph:
+               zoneout: float | dict = 0.0, layer_norm: bool | str = False) -> Graph:
     """``graph`` with the given regularisers (each a probability; 0 leaves it out).
 
     Args:
@@ -400,16 +474,16 @@ def regularise(graph: Graph, input_dropout: float = 0.0, recurrent_dropout: floa
         zoneout: zoneout of the state fields (a probability, or field -> probability), a new
             mask at every step.
         layer_norm: layer-normalise every pre-activation (input and recurrent parts apart) and
-            the memory cell.
+            the memory cell: True or ``"gate"`` (each gate's own statistics) or ``"joint"``
+            (all gates' together, Ba et al.'s LN-LSTM); see ``layer_norm``.
 
     Applied in the order layer norm, zoneout, weight drop, recurrent, output and input dropout
     (so zoneout acts on the normalised cell's state and output dropout on the zoned output).
     """
-    if not isinstance(layer_norm, bool):
-        raise ValueError(f"layer_norm must be True or False, got {layer_norm!r}")
+    stats = layer_norm_stats(layer_norm)
     g = globals()
-    if layer_norm:
-        graph = g["layer_norm"](graph)
+    if stats:
+        graph = g["layer_norm"](graph, stats)
     for option, p in (("zoneout", zoneout), ("weight_drop", weight_drop),
                       ("recurrent_dropout", recurrent_dropout),
                       ("output_dropout", output_dropout), ("input_dropout", input_dropout)):

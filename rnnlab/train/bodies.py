@@ -125,8 +125,10 @@ class Regularised:
     #                                          probability p, a new mask every step (Krueger et
     #                                          al. 2016): p for every state field, or field:p
     #                                          pairs (stack: h:0.05,c:0.5; grids: h, m)
-    layer_norm: bool = False  # layer-normalise the input and recurrent parts of every
-    #                           pre-activation apart, and the memory cell (Ba et al. 2016)
+    layer_norm: bool | str = False  # layer-normalise the input and recurrent parts of every
+    #                                 pre-activation apart, and the memory cell (Ba et al.
+    #                                 2016): true or gate (each gate's own statistics), joint
+    #                                 (all gates' together, as Ba et al.'s LN-LSTM and haste)
 
 
 @dataclass

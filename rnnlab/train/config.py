@@ -185,7 +185,8 @@ def _source_comments(section_type: type) -> dict[str, str]:
 
 def convert(text: str, annotation: Any, where: str) -> Any:
     """Convert a command-line string to a value of ``annotation`` (int, float, bool, str, X | None,
-    or a tuple of one of them written comma-separated: ``1,2,4``; ``none``: the empty tuple).
+    bool | str (``true``/``false`` or the text), or a tuple of one of them written
+    comma-separated: ``1,2,4``; ``none``: the empty tuple).
 
     Raises ConfigError naming ``where`` and the expected type when the text does not fit.
     """
@@ -208,12 +209,14 @@ def convert(text: str, annotation: Any, where: str) -> Any:
         if text.strip().lower() in ("none", "null"):
             return None
         (annotation,) = [a for a in args if a is not type(None)]
-    if annotation is bool:
-        lowered = text.strip().lower()
+    lowered = text.strip().lower()
+    if annotation is bool or set(args) == {bool, str}:  # bool | str: a switch or a named mode
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
+        if annotation is not bool:
+            return text.strip()
         raise ConfigError(f"{where} must be true or false, got {text!r}")
     if annotation in (int, float):
         kind = ("an integer" if annotation is int else "a number") + " or none" * optional

@@ -41,6 +41,10 @@ def _node_value(graph, name, vals, x_t, state, params, masks_t):
         centred = a - a.sum(-1, keepdim=True) / a.shape[-1]
         return centred / torch.sqrt((centred * centred).sum(-1, keepdim=True) / a.shape[-1]
                                     + 1e-5)
+    if op == "mean":  # the row's mean on every unit
+        return (a.sum(-1, keepdim=True) / a.shape[-1]).expand(a.shape)
+    if op == "rsqrt":
+        return 1 / torch.sqrt(a)
     b = vals[node.args[1]]
     if op == "add":
         return a + b
@@ -65,3 +69,17 @@ def interpret(graph, params: dict, x: torch.Tensor, state: tuple, masks=None):
         outputs.append(vals[graph.output].expand(B, H))
         state = tuple(vals[graph.writes[s]].expand(B, H) for s in graph.states)
     return torch.stack(outputs), state
+
+
+def assert_same_values_and_gradients(out: torch.Tensor, expected: torch.Tensor, wrt: list):
+    """``out`` equals ``expected`` (the interpreter's), and so do the gradients of the sum of
+    their squares with respect to ``wrt``; a tensor that one side does not use must get no
+    gradient or zeros from the other."""
+    torch.testing.assert_close(out, expected)
+    g = torch.autograd.grad((out ** 2).sum(), wrt, allow_unused=True)
+    g_ref = torch.autograd.grad((expected ** 2).sum(), wrt, allow_unused=True)
+    for a, b in zip(g, g_ref):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b)

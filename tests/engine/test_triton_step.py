@@ -154,6 +154,16 @@ def test_layer_norm_rows_in_the_step_the_prologue_and_the_epilogue(name):
     compare(c)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_joint_layer_norm_means_and_rsqrt(name):
+    """layer_norm="joint" (statistics pooled over the gates): the row means, 1/sqrt and its
+    derivative in the generated kernels."""
+    c = cells.make(name, SIZE, SIZE, layer_norm="joint")
+    loops = triton_step.loops_of(fused.compiled(c.program, True, False))
+    assert "_row_mean(" in loops.source and "tl.sqrt(" in loops.source
+    compare(c)
+
+
 def test_zoneout_masks_read_from_the_step_input():
     compare(cells.make("lstm", SIZE, SIZE, zoneout=0.3).train(), step_masks=True)
 

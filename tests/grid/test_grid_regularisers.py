@@ -381,7 +381,7 @@ def test_a_regularised_grid_saves_and_loads_whole():
     ({"input_dropout": -0.1}, "input_dropout must be a probability in [0, 1), got -0.1"),
     ({"output_dropout": True}, "output_dropout must be a probability"),
     ({"zoneout": {"c": 0.1}}, "zoneout names ['c'], which are not state fields of grid_lstm"),
-    ({"layer_norm": 1}, "layer_norm must be True or False"),
+    ({"layer_norm": 1}, "layer_norm must be True, False, 'gate' or 'joint', got 1"),
     ({"recurrent_dropout": 0.1, "time_transform": "tanh", "depth_transform": "relu"},
      "act on the cell graphs of a block's LSTM and zoo-cell dimensions"),
 ])

@@ -91,6 +91,20 @@ def test_each_regulariser_trains_and_shows_in_the_cell(option, tmp_path):
     assert option in row(run)["model"] and option not in describe(copy_config().model)
 
 
+@pytest.mark.parametrize("body", ["stack", "grid"])
+def test_layer_norm_joint_pools_the_gates_statistics(body, tmp_path):
+    """--model.layer_norm=joint (Ba et al.'s statistics over all gates) trains, prints its
+    pooled statistics in model.txt and is kept in the saved config."""
+    config = copy_config(f"model.body={body}", "model.layer_norm=joint", "train.max_steps=2",
+                         "train.eval_every=2", f"run.dir={tmp_path}")
+    assert config.model.layer_norm == "joint"
+    run, summary = train(config)
+    assert summary["status"] == "completed" and math.isfinite(summary["valid"]["loss"])
+    text = (run.path / "model.txt").read_text()
+    assert "mu_h = (mean(" in text and "r_h = rsqrt(" in text, text
+    assert "'joint'" in summary["model"] or "joint" in row(run)["model"]
+
+
 def test_zoneout_is_one_probability_for_every_field_or_one_per_field():
     every = copy_config("model.zoneout=0.1").model
     assert every.zoneout == 0.1
@@ -173,7 +187,9 @@ def test_at_the_defaults_nothing_new_reaches_rnnlab_rnn(monkeypatch):
     (["--cell=gru", "--model.zoneout=c:0.1"], "not state fields of gru; its fields are ('h',)"),
     (["--model.zoneout=h:0.05,c"], "model.zoneout must be a float or name:float pairs"),
     (["--model.zoneout=often"], "model.zoneout must be a float or name:float pairs"),
-    (["--model.layer_norm=maybe"], "model.layer_norm must be true or false"),
+    (["--model.layer_norm=maybe"],
+     "model.layer_norm on cell lstm: layer_norm must be True, False, 'gate' or 'joint', got "
+     "'maybe'"),
     (["--body=reencoder", "--model.zoneout=0.1"],
      "model.zoneout=0.1 is not a setting of body=reencoder"),
     (["--body=highway", "--model.layer_norm"], "model.layer_norm=True is not a setting of"),

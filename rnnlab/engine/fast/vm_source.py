@@ -19,8 +19,8 @@ from ...lang.ops import INSTRUCTIONS, NORM_EPS
 
 # Bump when the table layout handed to ``rnnlab_run`` changes; the loaded library must agree
 # (checked at load) and a stale build is rebuilt. 4: instruction enum generated from the table.
-# 5: row instructions (layer norm).
-ABI_VERSION = 5
+# 5: row instructions (layer norm). 6: mean and rsqrt (their codes shift mul_norm's).
+ABI_VERSION = 6
 GEMM, REFILL = 100, 101
 
 _TEMPLATE = r"""
@@ -193,6 +193,15 @@ inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
   T m, r;
   norm_stats(w, a, m, r);
   LOOP((a[j] - m) * r)
+}
+
+// d (+)= the mean of a over one row, on every column
+template <typename T>
+inline void mean_row(int64_t w, bool acc, T* d, const T* a) {
+  double s[1];
+  row_sums<1>(w, a, static_cast<const T*>(nullptr), [](auto x, auto, auto* v) { v[0] = x; }, s);
+  const T m = T(s[0] / w);
+  LOOP(m)
 }
 
 // d (+)= a ⊙ norm(b) over one row: a gain times the normalised row (forward), or an output
