@@ -382,14 +382,13 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
         side = "xh"[kind]
         inv = add_node("_ln", Node("const", value=1.0 / len(members)))
         eps = add_node("_ln", Node("const", value=NORM_EPS))
-        means = [add_node("_ln", Node("mean", (totals[m],))) for m in members]
-        mu = add_node(f"mu_{side}", Node("mul", (total(means), inv)))
+        # the mean of the parts' means is the mean of their sum over G: one row pass
+        mean = add_node("_ln", Node("mean", (total([totals[m] for m in members]),)))
+        mu = add_node(f"mu_{side}", Node("mul", (mean, inv)))
         devs = {m: add_node("_ln", Node("sub", (totals[m], mu))) for m in members}
-        squares = [add_node("_ln", Node("mean", (add_node("_ln", Node("mul", (d, d))),)))
-                   for d in devs.values()]
-        var = add_node("_ln", Node("add", (add_node("_ln", Node("mul", (total(squares), inv))),
-                                           eps)))
-        r = add_node(f"r_{side}", Node("rsqrt", (var,)))
+        squares = total([add_node("_ln", Node("mul", (d, d))) for d in devs.values()])
+        var = add_node("_ln", Node("mul", (add_node("_ln", Node("mean", (squares,))), inv)))
+        r = add_node(f"r_{side}", Node("rsqrt", (add_node("_ln", Node("add", (var, eps))),)))
         for m in members:
             normed[m] = add_node("_ln", Node("mul", (devs[m], r)))
 
