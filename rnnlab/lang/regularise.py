@@ -372,9 +372,9 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
     # each part normalised: its own statistics, or its pool's
     totals = {key: total(parts[key[0]][key[1]]) for key in part_level}
     normed: dict[tuple[str, int], str] = {}
-    pools: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    pools: dict[tuple, list[tuple[str, int]]] = {}  # (side, level) or (side, its sum)
     for key, lv in part_level.items():
-        pools.setdefault((key[1], lv) if stats == "joint" else key, []).append(key)
+        pools.setdefault((key[1], lv if stats == "joint" else key[0]), []).append(key)
     for (kind, _), members in pools.items():
         if len(members) == 1:
             normed[members[0]] = add_node("_ln", Node("norm", (totals[members[0]],)))
