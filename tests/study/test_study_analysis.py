@@ -217,6 +217,21 @@ def test_findings_list_the_largest_differences_in_size():
     assert verdicts["NFG"] == verdicts["NOAF"] == "not shown"
     assert verdicts["worst variants"] == "not shown: the two worst means are CIFG"
     assert verdicts["better than vanilla"] == "consistent"
+    assert "draw by draw" not in findings["better than vanilla"]
+    # a variant better draw by draw only: the paper's test still says no difference
+    rows[2] |= {"paired_median": -0.07, "paired_p": 0.001, "paired_significant": True,
+                "paired_worse": False}
+    found = report._findings("t", {"peephole": vanilla}, rows, {})
+    better = {topic: (ours, verdict) for topic, _, ours, verdict in found}["better than vanilla"]
+    assert better[0].endswith(
+        "none. Better draw by draw (paired median differences): CIFG -0.07 (p = 0.001)."), better
+    assert better[1] == "consistent (Welch); draw by draw 1 better (paired)", better
+    # CIFG worse draw by draw only: "without hurting much" holds by Welch, the loss is named
+    rows[2] |= {"paired_median": 0.04, "paired_worse": True}
+    found = report._findings("t", {"peephole": vanilla}, rows, {})
+    verdict = {topic: verdict for topic, _, _, verdict in found}["CIFG and NP"]
+    assert verdict == ("consistent: not significantly worse (Welch); draw by draw worse "
+                       "(paired median): CIFG +0.04"), verdict
 
 
 def test_a_single_best_trial_is_one_value_and_the_plots_say_n_and_the_variants(
