@@ -325,7 +325,7 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
     graph = graph.validate()
     if stats not in LAYER_NORM_STATS:
         raise ValueError(f"stats must be one of {LAYER_NORM_STATS}, got {stats!r}")
-    if any(node.op in ("norm", "mean") for node in graph.nodes.values()):
+    if any(node.op == "norm" for node in graph.nodes.values()) or layer_norm_gains(graph):
         raise GraphError(f"{graph.name}: the cell is layer-normalised already")
     step, xdep = _dependence(graph)
     original = set(graph.nodes)

@@ -174,6 +174,8 @@ def test_mean_and_rsqrt_ops_in_a_hand_written_cell():
     nodes["_r"] = Node("rsqrt", ("_q",))
     graph = g.replace(nodes=nodes, writes={"h": "hn"}, output="hn").validate()
     assert Graph.from_json(graph.to_json()) == graph
+    # its own means are not a layer norm: the cell may still be normalised (one gate: `norm`)
+    assert "g_R ⊙ norm(R h)" in str(layer_norm(graph, "joint"))
     c = _perturbed(Cell(graph).double())
     assert explain(c, dtype=torch.double).startswith("fused"), explain(c)
     x = torch.randn(T, B, H, dtype=torch.double, requires_grad=True)
@@ -210,6 +212,16 @@ def test_mutants_equal_the_interpreter(k):
     params = dict(c.named_parameters())
     expected, _ = interpret(reg, params, x, state)
     assert_same_values_and_gradients(out, expected, [x, *params.values()])
+
+
+def test_a_normalised_cell_is_not_normalised_twice():
+    from rnnlab.lang.graph import GraphError
+
+    for mode in ("gate", "joint"):
+        once = layer_norm(cells.graph("lstm", I, H), mode)
+        for again in ("gate", "joint"):
+            with pytest.raises(GraphError, match="layer-normalised already"):
+                layer_norm(once, again)
 
 
 def test_option_values_are_checked():
