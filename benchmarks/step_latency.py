@@ -15,6 +15,7 @@ Peers run interleaved, round after round, each keeping its best round, all in on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import warnings
 
@@ -25,27 +26,52 @@ from rnnlab import machine
 
 
 class WithoutOneDNN(torch.nn.Module):
-    """``module`` called with oneDNN switched off: torch.nn.LSTM's own CPU loop."""
+    """``module`` with oneDNN switched off: torch.nn.LSTM's own CPU loop. The switch is made
+    once around the timed calls (``switched``), as a user would, not on every call (entering
+    torch's flags context and a warnings filter per call costs ~20 µs, which the peer would
+    pay and a user would not)."""
 
     def __init__(self, module):
         super().__init__()
         self.module = module
 
     def forward(self, *args):
+        return self.module(*args)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def switched():
         with warnings.catch_warnings():  # torch notes that oneDNN's TF32 needs an Intel GPU
             warnings.simplefilter("ignore", UserWarning)
             with torch.backends.mkldnn.flags(enabled=False):
-                return self.module(*args)
+                yield
 
 
 def per_step(model, x, calls: int) -> float:
     """Seconds per call of ``model`` on x with its state carried from call to call."""
-    with torch.inference_mode():
+    with torch.inference_mode(), getattr(model, "switched", contextlib.nullcontext)():
         _, state = model(x)
         start = time.perf_counter()
         for _ in range(calls):
             _, state = model(x, state)
         return (time.perf_counter() - start) / calls
+
+
+class LayerGemms(torch.nn.Module):
+    """Only the GEMMs of a layer stack's step: per layer ``addmm`` of (1, k) by (k, n) — an
+    LSTM layer's (2H, 4H), a 2-D grid layer's (2H, 8H) — the arithmetic floor that the whole
+    step's other work (gates, slicing, dispatch) adds to. Called like the models."""
+
+    def __init__(self, layers: int, rows: int, cols: int):
+        super().__init__()
+        self.w = [torch.randn(rows, cols) for _ in range(layers)]
+        self.b = [torch.randn(cols) for _ in range(layers)]
+        self.h = torch.randn(1, rows)
+
+    def forward(self, x, state=None):
+        for w, b in zip(self.w, self.b):
+            torch.addmm(b, self.h, w)
+        return x, state
 
 
 def main(argv=None) -> None:
@@ -70,6 +96,10 @@ def main(argv=None) -> None:
             "rnnlab lstm": rnnlab.RNN("lstm", H, H, num_layers=args.layers),
             "rnnlab gru": rnnlab.RNN("gru", H, H, num_layers=args.layers),
             "GridLSTM": rnnlab.GridLSTM(H, H, args.layers),
+            # the arithmetic alone: each layer's GEMM of one row (what the goals leave for the
+            # rest of a step is the peer's time minus these)
+            "LSTM GEMMs only": LayerGemms(args.layers, 2 * H, 4 * H),
+            "grid GEMMs only": LayerGemms(args.layers, 2 * H, 8 * H),
         }
         x = torch.randn(1, 1, H)
         times = {name: [] for name in models}
