@@ -6,7 +6,6 @@ import argparse
 import os
 import pickle
 import sys
-import typing
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from rnnlab.train.config import (
     compose,
     describe_fields,
     field_types,
+    is_switch_or_mode,
     sections,
 )
 
@@ -82,7 +82,7 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig) 
     for key, type_name, default, comment in describe_fields(base):
         section_name, name = key.split(".")
         annotation = field_types(sections()[section_name])[name]
-        is_bool = annotation is bool or set(typing.get_args(annotation)) == {bool, str}
+        is_bool = annotation is bool or is_switch_or_mode(annotation)  # a bare flag is true
         if key in names:
             comment += f"; one of: {', '.join(names[key])}"
         where = f" (task {base.task.name}; other tasks may set their own: `rnnlab list tasks`)"

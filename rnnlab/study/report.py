@@ -398,7 +398,7 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
                 out.append((_name(cell), PAPER_FINDINGS[cell],
                             f"{task}: {_row_text(by_cell[cell])}.",
                             _verdict_crucial(by_cell[cell])))
-        harmless, hurt, hurt_by_draw, testable = [], [], [], False
+        harmless, hurt, worse_by_draw, testable = [], [], [], False
         for cell in ("cifg", "np"):
             row = by_cell.get(cell)
             if row is not None:
@@ -408,31 +408,33 @@ def _findings(task: str, cells: dict[str, CellTrials], rows: list[dict], fan: di
                        for k in ("", "best10_")):
                     hurt.append(_name(cell))
                 if row.get("paired_significant") and row.get("paired_worse"):
-                    hurt_by_draw.append(f"{_name(cell)} {row['paired_median']:+.3g}")
+                    worse_by_draw.append(f"{_name(cell)} {row['paired_median']:+.3g}")
         if harmless:
             # "without hurting much": a small loss draw by draw (our paired test) is named
             # beside the paper's Welch verdict, not in its place
-            by_draw = (f"; draw by draw worse (paired median): {', '.join(hurt_by_draw)}"
-                       if hurt_by_draw else "")
+            worse = (f"; draw by draw worse (paired median): {', '.join(worse_by_draw)}"
+                     if worse_by_draw else "")
             out.append(("CIFG and NP", PAPER_FINDINGS["harmless"],
                         f"{task}: " + "; ".join(harmless) + ".",
                         f"contradicted: {', '.join(hurt)} significantly worse (Welch)" if hurt
-                        else f"consistent: not significantly worse (Welch){by_draw}"
+                        else f"consistent: not significantly worse (Welch){worse}"
                         if testable else UNTESTABLE))
         better = [_name(r["cell"]) for r in rows
                   if any(r.get(f"{k}significant") and r.get(f"{k}worse") is False
                          for k in ("", "best10_"))]
         # draw by draw (our addition): better by the paired test, which the means can hide
-        by_draw = [f"{_name(r['cell'])} {r['paired_median']:+.3g} (p = {_fmt(r['paired_p'], 2)})"
-                   for r in rows if r.get("paired_significant") and r.get("paired_worse") is False]
+        better_by_draw = [
+            f"{_name(r['cell'])} {r['paired_median']:+.3g} (p = {_fmt(r['paired_p'], 2)})"
+            for r in rows if r.get("paired_significant") and r.get("paired_worse") is False]
         out.append((
             "better than vanilla", PAPER_FINDINGS["better"],
             f"{task}: significantly better than vanilla (Welch, all trials or best 10%): "
             f"{', '.join(better) or 'none'}." + (
-                f" Better draw by draw (paired median differences): {'; '.join(by_draw)}."
-                if by_draw else ""),
+                f" Better draw by draw (paired median differences): "
+                f"{'; '.join(better_by_draw)}." if better_by_draw else ""),
             ("contradicted" if better else "consistent") + (
-                f" (Welch); draw by draw {len(by_draw)} better (paired)" if by_draw else ""),
+                f" (Welch); draw by draw {len(better_by_draw)} better (paired)"
+                if better_by_draw else ""),
         ))
     if task == "jsb" and VANILLA in cells and cells[VANILLA].n:
         vanilla = cells[VANILLA]

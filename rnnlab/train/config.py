@@ -209,8 +209,8 @@ def convert(text: str, annotation: Any, where: str) -> Any:
         if text.strip().lower() in ("none", "null"):
             return None
         (annotation,) = [a for a in args if a is not type(None)]
-    lowered = text.strip().lower()
-    if annotation is bool or set(args) == {bool, str}:  # bool | str: a switch or a named mode
+    if annotation is bool or is_switch_or_mode(annotation):
+        lowered = text.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
@@ -240,6 +240,12 @@ def convert(text: str, annotation: Any, where: str) -> Any:
             )
         return value
     raise ConfigError(f"{where}: cannot set a field of type {annotation} from the command line")
+
+
+def is_switch_or_mode(annotation: Any) -> bool:
+    """``bool | str``: a setting that is on/off or a named mode (``model.layer_norm``: true,
+    false, gate or joint); written like a bool on the command line, or as the mode's name."""
+    return set(typing.get_args(annotation)) == {bool, str}
 
 
 def _mapping_type(annotation: Any) -> Any:
