@@ -867,6 +867,17 @@ ENTRIES: dict[str, dict] = {
             for data in ("Tiny Shakespeare", "PTB characters")
             for grid in ("Grid LSTM", "tied Grid LSTM")
         ],
+        # the equal-time view (rnnlab.reproduce.equal_time): validation curves against the
+        # seconds per step measured on one idle machine (python benchmarks/equal_time.py)
+        "equal_time": [
+            {"title": data, "file": f"equal-time-{short}.png",
+             "value": "bits_per_char", "ylabel": "validation bits/char",
+             "networks": {f"3-layer {legend}": [f"{prefix}{kind}-s{seed}" for seed in (0, 1, 2)]
+                          for (kind, _), legend in zip(_SEED_CHAR_NETS, (
+                              "stacked LSTM", "Grid LSTM", "tied Grid LSTM"))}}
+            for prefix, data, short in (("", "Tiny Shakespeare", "shakespeare"),
+                                        ("ptb-", "PTB characters", "ptb"))
+        ],
         "budgets": {"full": {"train.max_steps": 3000}, "small": {"train.max_steps": 500}},
         "scaled": "Tiny Shakespeare and PTB characters instead of enwik8 (published numbers are "
         "enwik8, not comparable in value, only in ordering), ~410K parameters instead of "
@@ -959,6 +970,7 @@ class Entry:
     comparisons: tuple[dict, ...] = ()
     seeds: tuple[int, ...] | None = None  # every run repeated per seed (None: runs say)
     sweeps: tuple[dict, ...] = ()  # plots of a value against a setting (rnnlab.reproduce.sweep)
+    equal_time: tuple[dict, ...] = ()  # curves against measured seconds (reproduce.equal_time)
 
     def row(self, what: str) -> dict:
         for row in self.rows:
@@ -1030,6 +1042,7 @@ def get(name: str) -> Entry:
         comparisons=tuple(data.get("comparisons", ())),
         seeds=tuple(seeds) if seeds is not None else None,
         sweeps=tuple(_expand_sweep(sweep, seeds) for sweep in data.get("sweeps", ())),
+        equal_time=tuple(data.get("equal_time", ())),
     )
     labels = {run.label for run in entry.runs}
     for sweep in entry.sweeps:  # a sweep's points name runs of the entry
@@ -1038,6 +1051,11 @@ def get(name: str) -> Entry:
                 missing = set(point) - labels
                 if missing:
                     raise ValueError(f"entry {name!r}: sweep names unknown runs {sorted(missing)}")
+    for view in entry.equal_time:  # an equal-time view names runs of the entry
+        missing = {label for labels in view["networks"].values() for label in labels} - labels
+        if missing:
+            raise ValueError(f"entry {name!r}: equal-time view names unknown runs "
+                             f"{sorted(missing)}")
     for comparison in entry.comparisons:  # a comparison names two rows of the entry
         entry.row(comparison["a"]), entry.row(comparison["b"])
     return entry

@@ -187,6 +187,10 @@ def reproduce(
                 kept.mkdir(parents=True, exist_ok=True)
                 for made in (path, path.with_suffix(".csv")):
                     shutil.copyfile(made, kept / made.name)
+    if entry.equal_time and kept is not None:  # redrawn with the step times kept there
+        from rnnlab.reproduce.equal_time import plot as equal_time_plot
+
+        equal_time_plot(entry, kept, kept)
     if entry.gradflow:
         from rnnlab.reproduce.gradflow import entry_gradflow
 
