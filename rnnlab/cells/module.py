@@ -219,6 +219,10 @@ class Cell(nn.Module):
         if torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and any(p.requires_grad for p in params.values())):
             return self.program.prepare(params)
+        if any(p.is_inference() for p in params.values()):
+            # made under torch.inference_mode: such tensors keep no version counter to tell
+            # an in-place update by, so their weights are assembled on every call
+            return self.program.prepare(params)
         key = (torch.is_inference_mode_enabled(),
                *((p._version, p.data_ptr(), p.dtype, p.device) for p in params.values()))
         cached = self.__dict__.get("_prepared")

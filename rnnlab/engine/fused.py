@@ -33,6 +33,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from functools import cached_property
+from typing import NamedTuple
 
 import torch
 
@@ -55,6 +56,7 @@ class Compiled:
         self._native_tried = False
         self._lock = threading.Lock()
         self.shapes: dict = {}  # (T, B, threads, executor) -> buffer shapes
+        self.steps: dict = {}  # (B, dtype) -> its _PreparedStep (the "native step" route)
         ir = plan.ir
         self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
         self.keys = self.gemm_keys + list(plan.params)
@@ -253,16 +255,10 @@ def _execute(run: _Run, name: str, tensors: list, weights: dict):
     run.executor.run(name, flat, weights, None, rows, 1, run.threads)
 
 
-def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
-    """Run the forward loop; returns (output, finals, buffers).
-
-    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]][, masks]).
-    With ``own_state`` the state buffer S is new memory and the finals are views of it (no
-    copy; the caller must not hand S back to the workspace)."""
-    plan = run.comp.plan
-    # with variable lengths the rows past an end still need their hoisted values (the
-    # epilogue reads every row), so the hoist is then computed over all rows beforehand
-    in_loop = plan.hoisted_forward and run.executor.hoists_in_loop and run.sizes is None
+def _given(plan: Plan, front, weights: dict, in_loop: bool) -> tuple[dict, dict]:
+    """The buffers a forward call is handed (buffer index -> tensor: the inputs, the static
+    vectors of ``weights``) and the weights its loop reads (with the hoist in the loop, the
+    hoist's matrix too)."""
     if plan.hoist is None:
         given = {plan.xs[k]: x for k, x in enumerate(front)}
     else:
@@ -276,6 +272,20 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
         if in_loop:
             weights = {**weights, plan.hoist.weight: front[1]}
     given.update({i: weights[key] for key, i in plan.params.items()})
+    return given, weights
+
+
+def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
+    """Run the forward loop; returns (output, finals, buffers).
+
+    ``front``: the hoisted inputs, or with the engine's own hoist (x[, W[, b]][, masks]).
+    With ``own_state`` the state buffer S is new memory and the finals are views of it (no
+    copy; the caller must not hand S back to the workspace)."""
+    plan = run.comp.plan
+    # with variable lengths the rows past an end still need their hoisted values (the
+    # epilogue reads every row), so the hoist is then computed over all rows beforehand
+    in_loop = plan.hoisted_forward and run.executor.hoists_in_loop and run.sizes is None
+    given, weights = _given(plan, front, weights, in_loop)
     # in the loop: the one-slice twins of the buffers they stand for; else: no twin
     twins = set(plan.twins)
     unused = set(plan.step_twins) | (twins - set(plan.step_twins.values())) if in_loop else twins
@@ -498,21 +508,184 @@ def prepare_call(comp: Compiled, loops, program: Program, weights: dict, x: torc
     engine's own hoist, else the hoisted inputs computed by torch. The input row of a cell
     with per-step masks is x then the masks (``Program.row_size``): the engine reads both as
     columns of the row (no copy), and only x has a gradient."""
-    hoist = comp.plan.hoist
-    if hoist is not None:  # the engine computes the hoist itself
-        masks = None
-        if hoist.masks:
-            x = _rows(x)
-            x, masks = x[..., :program.input_size], x[..., program.input_size:]
-        front = [x]
-        if hoist.weight is not None:
-            front.append(weights[hoist.weight])
-            if hoist.bias is not None:
-                front.append(weights[hoist.bias])
-        if masks is not None:
-            front.append(masks)
-    else:
-        front = [t if t.stride(-1) == 1 else t.contiguous()
-                 for t in program.hoist(x, weights)]
     T, B = x.shape[:2]
-    return _Run(comp, loops, T, B, sizes, lengths, program), front
+    return _Run(comp, loops, T, B, sizes, lengths, program), _front(comp, program, weights, x)
+
+
+def _front(comp: Compiled, program: Program, weights: dict, x: torch.Tensor) -> list:
+    """The engine's front inputs of a call (``prepare_call``)."""
+    hoist = comp.plan.hoist
+    if hoist is None:
+        return [t if t.stride(-1) == 1 else t.contiguous() for t in program.hoist(x, weights)]
+    # the engine computes the hoist itself
+    masks = None
+    if hoist.masks:
+        x = _rows(x)
+        x, masks = x[..., :program.input_size], x[..., program.input_size:]
+    front = [x]
+    if hoist.weight is not None:
+        front.append(weights[hoist.weight])
+        if hoist.bias is not None:
+            front.append(weights[hoist.bias])
+    if masks is not None:
+        front.append(masks)
+    return front
+
+
+# ---- one step without gradients on prepared buffers (the route table's "native step") --------
+_STEP_BATCHES = 8  # batch sizes (and dtypes) whose prepared buffers a plan keeps
+
+
+class _PreparedStep:
+    """The native forward loop of one step without gradients, its tables made once for one
+    batch size, dtype and thread count: the scratch buffers stay allocated and the weights'
+    pointers stay in the tables while the caller hands the same weights (a module's cached
+    ``Cell.weights()``), so that a call only points the buffer table at its input and at a
+    fresh output and state buffer (the caller keeps those), copies the state in and calls the
+    loop — the engine's per-call setup removed from a step one token at a time (sampling,
+    streaming). One call at a time (``lock``)."""
+
+    def __init__(self, comp: Compiled, loops, program: Program, B: int, like: torch.Tensor):
+        plan = self.plan = comp.plan
+        self.comp, self.loops, self.B, self.dtype = comp, loops, B, like.dtype
+        self.in_loop = bool(plan.hoisted_forward)
+        # the loops of a step: with the hoist's GEMM inside; or the hoist's elementwise work
+        # (at T = 1 over the step's own rows: the same buffer table), then the step
+        self.names = (("hoisted_forward",) if self.in_loop else
+                      ("prologue", "forward") if plan.prologue else ("forward",))
+        self.lock = threading.Lock()
+        # the buffers each call hands in (its input) and those bound with the weights (the
+        # hoist's bias, the static vectors); x is read in place unless torch hoists it or
+        # step masks follow it in the row
+        if plan.hoist is None:
+            self.inputs = [i for i in plan.xs if i is not None]
+        else:
+            self.inputs = [i for i in (plan.x, plan.xin, plan.masks) if i is not None]
+        self.direct = plan.hoist is not None and plan.masks is None
+        bias = [plan.bx] if plan.hoist is not None and plan.bx is not None else []
+        self.statics = bias + list(plan.params.values())
+        twins = set(plan.twins)
+        unused = set(plan.step_twins) | (twins - set(plan.step_twins.values())) \
+            if self.in_loop else twins
+        run = _Run(comp, loops, 1, B, None, None, program)
+        self.shapes, self.threads = _shapes(run), run.threads
+        self.fresh = [plan.S, plan.Y]
+        handed = {*self.inputs, *self.statics, *self.fresh}
+        tensors: list = [None] * len(plan.buffers)
+        for i in range(comp.num_forward):  # the scratch buffers: this object's own memory
+            if i not in unused and i not in handed:
+                tensors[i] = torch.zeros(self.shapes[i], dtype=like.dtype, device=like.device)
+        self.zeroed = [t for i, t in enumerate(tensors) if t is not None
+                       and plan.buffers[i].zeros]
+        tensors[plan.S] = torch.zeros(self.shapes[plan.S], dtype=like.dtype, device=like.device)
+        self.table = loops.table(tensors)
+        self.scratch = tensors  # (their memory stays alive while the table points at it)
+        self.bindings: dict = {}  # _weights_key -> _Binding (a stack's layers share one plan)
+        H = plan.ir.hidden_size
+        cols = list(plan.state_cols)
+        # state fields side by side filling S: copied in by one cat, the finals one split
+        self.split = (cols == [k * H for k in range(len(cols))]
+                      and plan.buffers[plan.S].width == len(cols) * H)
+
+    def bind(self, weights: dict, front: list, knobs: tuple) -> _Binding:
+        """These weights' loop arguments (their matrices in a weight table) and static
+        vectors, made once per weights and kept while the caller hands the same dict."""
+        given, loop_weights = _given(self.plan, front, weights, self.in_loop)
+        wtable, keep, weight_bytes = self.loops.weight_table(loop_weights)
+        arguments = [self.loops.arguments(name, self.table, wtable, weight_bytes, None, self.B,
+                                          1, self.threads, self.dtype) for name in self.names]
+        if len(self.bindings) >= _STEP_BINDINGS:
+            self.bindings.clear()
+        binding = _Binding(tuple(weights.values()), knobs, arguments,
+                           [(i, given[i]) for i in self.statics], (keep, loop_weights))
+        self.bindings[_weights_key(weights)] = binding
+        return binding
+
+    def __call__(self, program: Program, weights: dict, x: torch.Tensor, states: tuple):
+        plan, loops = self.plan, self.loops
+        knobs = _knobs()
+        if self.direct:
+            x = _rows(x)
+            front = None
+            inputs = {i: x for i in self.inputs}
+        else:
+            front = _front(self.comp, program, weights, x)
+            given, _ = _given(plan, front, weights, self.in_loop)
+            inputs = {i: given[i] for i in self.inputs}
+        binding = self.bindings.get(_weights_key(weights))
+        if binding is None or binding.knobs != knobs:
+            binding = self.bind(weights, front or _front(self.comp, program, weights, x), knobs)
+        for t in self.zeroed:  # scratch the loop accumulates into
+            t.zero_()
+        like = states[0]
+        S = torch.empty(self.shapes[plan.S], dtype=like.dtype, device=like.device)
+        Y = torch.empty(self.shapes[plan.Y], dtype=like.dtype, device=like.device)
+        for i, t in (*inputs.items(), *binding.statics, (plan.S, S), (plan.Y, Y)):
+            loops.set_buffer(self.table, i, t)
+        H = plan.ir.hidden_size
+        if self.split and len(states) > 1:
+            torch.cat(states, 1, out=S[0])
+        else:
+            for j, c in enumerate(plan.state_cols):
+                S[0, :, c:c + H].copy_(states[j])
+        for arguments in binding.arguments:
+            loops.call(arguments)
+        last = S[1 % S.shape[0]]
+        if self.split:
+            return Y, last.split(H, 1)
+        return Y, tuple(last[:, c:c + H] for c in plan.state_cols)
+
+
+class _Binding(NamedTuple):
+    """A prepared step's arguments for one weights dict (``_PreparedStep.bind``)."""
+
+    weights: tuple  # held: their ids are the key, and what the tables point into stays alive
+    knobs: tuple
+    arguments: list  # of each loop (``_PreparedStep.names``)
+    statics: list  # (buffer, tensor) of the static vectors
+    held: tuple
+
+
+def _weights_key(weights: dict) -> tuple:
+    """A prepared step's key of a weights dict: its tensors' identities (a binding holds them,
+    so that no other tensor takes an id while it is a key)."""
+    return tuple(map(id, weights.values()))
+
+
+_STEP_BINDINGS = 64  # weights dicts a prepared step keeps arguments for (layers, directions)
+
+
+def _knobs() -> tuple:
+    """The settings that a prepared step's arguments depend on."""
+    chosen = settings.current()
+    return chosen.native_split_bytes, chosen.native_parallel_work
+
+
+def prepares_steps(comp) -> bool:
+    """Whether ``one_step`` runs this compiled plan (or Unsupported): the native loop is built
+    and the hoist is torch's, or the engine's without a GEMM before the loop (its GEMM then
+    runs inside the loop, ``Plan.hoisted_forward``)."""
+    if isinstance(comp, Unsupported) or comp.native() is None:
+        return False
+    plan = comp.plan
+    return plan.hoist is None or bool(plan.hoisted_forward) or plan.X is None
+
+
+def one_step(comp: Compiled, program: Program, weights: dict, x: torch.Tensor, state: tuple):
+    """x (1, B, row_size) from ``state`` without gradients on the native loop through tables
+    prepared once per batch size, dtype and thread count (``_PreparedStep``): the result of
+    ``sequence`` for T = 1 (``prepares_steps`` says which plans it runs). A second thread
+    stepping the same plan at the same time takes ``sequence``."""
+    loops = comp.native()
+    key = (x.shape[1], x.dtype, loops.threads())
+    prepared = comp.steps.get(key)
+    if prepared is None:
+        if len(comp.steps) >= _STEP_BATCHES:
+            comp.steps.clear()
+        prepared = comp.steps.setdefault(key, _PreparedStep(comp, loops, program, x.shape[1], x))
+    if not prepared.lock.acquire(blocking=False):
+        return sequence(comp, loops, program, weights, x, state, None, None, False)
+    try:
+        return prepared(program, weights, x, tuple(state))
+    finally:
+        prepared.lock.release()

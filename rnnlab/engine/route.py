@@ -9,6 +9,9 @@ rule   when                                                 executor
 2      no steps or no rows                                  reference
 2b     ``explain`` (steps None) of a cell cuDNN computes,    cudnn (what ``rnnlab.RNN`` runs
        backend ``auto`` off the CPU, or backend ``cudnn``   it on; see ``network_route``)
+2c     backend ``auto``/``native``, T = 1 without           native step (the native loop on
+       gradients or lengths, CPU float32/float64, the       tables prepared once per batch
+       native loop built, not traced by torch.compile       size: ``fused.one_step``)
 3      backend ``auto``, T = 1 and a small step (below)     small step (the plan's step, torch
                                                             ops; under torch.compile traced
                                                             into the graph)
@@ -75,6 +78,7 @@ class Executor(enum.Enum):
 
     NATIVE = "fused (native)"  # the fused engine's C++ loop
     TORCH = "fused (torch)"  # the fused engine's generated torch loop
+    NATIVE_STEP = "native step"  # one step without gradients, the native loop's table prepared
     SMALL_STEP = "small step"  # one step of the plan with torch ops, no engine setup
     CUSTOM_OP = "custom op"  # one rnnlab::sequence node for torch.compile
     FUSED_CUDA = "fused (triton)"  # the fused engine's loops with generated Triton kernels
@@ -151,6 +155,13 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
     if chosen == "cudnn":
         chosen = "auto"
     H = program.hidden_size
+    if (steps == 1 and not training and not lengths and chosen in ("auto", "native")
+            and device.type == "cpu" and dtype in (torch.float32, torch.float64)
+            and not torch.compiler.is_compiling()):
+        comp = fused.compiled(program, False, False)
+        if fused.prepares_steps(comp):
+            return Route(Executor.NATIVE_STEP, "one step without gradients: the native loop on "
+                                               "buffers prepared for this batch size", comp)
     # a small step is plain torch ops: under torch.compile it is traced into the graph (and
     # differentiated there), which an opaque custom op running it inside could not be
     if chosen == "auto" and steps is not None and small_step(steps, rows, H, training):
@@ -220,6 +231,8 @@ def execute(chosen: Route, program: Program, weights: dict, x: torch.Tensor, sta
     if executor in (Executor.NATIVE, Executor.TORCH, Executor.FUSED_CUDA):
         return fused.sequence(chosen.plan, chosen.loops, program, weights, x, state, lengths,
                               sizes, training)
+    if executor is Executor.NATIVE_STEP:
+        return fused.one_step(chosen.plan, program, weights, x, state)
     if executor is Executor.SMALL_STEP and sizes is None:
         return reference.one_step(program, weights, x, state)
     if executor is Executor.REFERENCE or executor is Executor.SMALL_STEP:

@@ -42,18 +42,35 @@ def test_backend_reference_routes_to_the_reference_and_says_why():
     assert "switched off" in chosen.reason
 
 
-def test_a_small_single_step_routes_to_the_plan_step():
+def test_a_single_step_without_gradients_takes_the_native_step(monkeypatch):
     c = lstm()
     with engine.backend("auto"):
         small = ask(c, steps=1, rows=2, training=False)
         wide = ask(c, steps=1, rows=routes.SMALL_STEP_VALUES // 8 + 1, training=False)
+        trained = ask(c, steps=1, rows=2, training=True)
         sequence = ask(c, steps=2, rows=2, training=False)
         explained = ask(c, steps=None, rows=1)  # explain: a sequence, never the shortcut
-    assert small.executor is Executor.SMALL_STEP and "values" in small.reason
-    for chosen in (wide, sequence, explained):
+        with_lengths = ask(c, steps=1, rows=2, training=False, lengths=True)
+        in_double = ask(c, steps=1, rows=2, training=False, dtype=torch.float64)
+        in_half = ask(c, steps=1, rows=2, training=False, dtype=torch.bfloat16)
+    if native.load() is not None:
+        for chosen in (small, wide, in_double):
+            assert chosen.executor is Executor.NATIVE_STEP and "prepared" in chosen.reason
+            assert isinstance(chosen.plan, fused.Compiled)
+        with engine.backend("native"):
+            assert ask(c, steps=1, rows=2, training=False).executor is Executor.NATIVE_STEP
+    # with gradients, variable lengths or a dtype the native loop lacks: the small step
+    for chosen in (trained, with_lengths, in_half):
+        assert chosen.executor is Executor.SMALL_STEP and "values" in chosen.reason
+    for chosen in (sequence, explained):
         assert chosen.executor in (Executor.NATIVE, Executor.TORCH)
-    with engine.backend("python"):  # only "auto" takes the shortcut
+    with engine.backend("python"):  # only "auto" and "native" take the shortcuts
         assert ask(c, steps=1, rows=2, training=False).executor is Executor.TORCH
+    monkeypatch.setattr(fused.Compiled, "native", lambda self: None)  # no compiler here
+    with engine.backend("auto"):
+        assert ask(c, steps=1, rows=2, training=False).executor is Executor.SMALL_STEP
+        wide = ask(c, steps=1, rows=routes.SMALL_STEP_VALUES // 8 + 1, training=False)
+        assert wide.executor is Executor.TORCH
 
 
 def test_native_on_cpu_when_it_builds_else_the_torch_loop(monkeypatch):

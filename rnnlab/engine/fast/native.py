@@ -367,23 +367,45 @@ class NativeLoops:
             B: int, steps: int, threads: int):
         """Run one loop ("prologue", "forward", "hoisted_forward", "backward",
         "hoisted_backward", "epilogue") over ``steps`` steps of ``B`` rows on the buffers."""
-        like = tensors[self.plan.S]
+        self.launch(name, self.table(tensors), weights, sizes, B, steps, threads,
+                    tensors[self.plan.S].dtype)
+
+    def table(self, tensors: list):
+        """The buffer table the loop reads (5 fields per buffer, then the constants'): built
+        per call, or once and kept with ``set_buffer`` changing the buffers that change."""
         table = self._table_type()  # per call: the loop runs without the GIL
+        for i, _ in self._kinds:
+            self.set_buffer(table, i, tensors[i])
+        table[-5] = self._constants(tensors[self.plan.S]).data_ptr()
         table[-4] = 1
-        for i, kind in self._kinds:  # only pointers and strides change from call to call
-            t = tensors[i]
-            if t is None:
-                table[5 * i:5 * i + 5] = (0, 1, 0, 0, 0)
-            elif kind == 0:  # per batch row
-                if t.stride(2) != 1 and t.shape[2] > 1:
-                    raise ValueError(f"native buffer {self.plan.buffers[i].name} needs unit "
-                                     "column stride")
-                table[5 * i:5 * i + 5] = (t.data_ptr(), t.shape[0], t.stride(0), t.stride(1), 0)
-            elif kind == 1:  # one row per thread
-                table[5 * i:5 * i + 5] = (t.data_ptr(), 1, t.stride(0), 0, 1)
-            else:  # one row shared by all
-                table[5 * i:5 * i + 5] = (t.data_ptr(), 1, 0, 0, 0)
-        table[-5] = self._constants(like).data_ptr()
+        return table
+
+    def set_buffer(self, table, i: int, t: torch.Tensor | None) -> None:
+        """Buffer ``i``'s pointer and strides in ``table``."""
+        kind = self._kinds[i][1]
+        if t is None:
+            table[5 * i:5 * i + 5] = (0, 1, 0, 0, 0)
+        elif kind == 0:  # per batch row
+            if t.stride(2) != 1 and t.shape[2] > 1:
+                raise ValueError(f"native buffer {self.plan.buffers[i].name} needs unit "
+                                 "column stride")
+            table[5 * i:5 * i + 5] = (t.data_ptr(), t.shape[0], t.stride(0), t.stride(1), 0)
+        elif kind == 1:  # one row per thread
+            table[5 * i:5 * i + 5] = (t.data_ptr(), 1, t.stride(0), 0, 1)
+        else:  # one row shared by all
+            table[5 * i:5 * i + 5] = (t.data_ptr(), 1, 0, 0, 0)
+
+    def launch(self, name: str, table, weights: dict, sizes: list[int] | None, B: int,
+               steps: int, threads: int, dtype: torch.dtype):
+        """Run loop ``name`` on a buffer table (``table``) and the GEMM weights of ``weights``;
+        ``dtype``: the buffers'."""
+        wtable, keep, weight_bytes = self.weight_table(weights)
+        self.call(self.arguments(name, table, wtable, weight_bytes, sizes, B, steps, threads,
+                                 dtype))
+        del keep  # (alive until the loop is done)
+
+    def weight_table(self, weights: dict):
+        """The GEMM weights as the loop reads them: (the table, copies it points into, bytes)."""
         keep, wtable = [], []
         weight_bytes = 0
         for key in self.keys:
@@ -400,8 +422,14 @@ class NativeLoops:
                 w = w.contiguous()
                 keep.append(w)
                 wtable += [w.data_ptr(), w.shape[1], 0]
+        return _array(wtable), keep, weight_bytes
+
+    def arguments(self, name: str, table, wtable, weight_bytes: int, sizes: list[int] | None,
+                  B: int, steps: int, threads: int, dtype: torch.dtype) -> tuple:
+        """The arguments of the library's ``rnnlab_run`` for loop ``name`` (``call``); they
+        hold the tables, whose contents may change between calls."""
         code, n = self.code[name]
-        dtype = 0 if like.dtype == torch.float32 else 1
+        dtype = 0 if dtype == torch.float32 else 1
         size_array = _array(sizes) if sizes is not None else None
         # threads split the batch (each runs the whole loop on its rows, no synchronisation
         # per step) while the recurrent weights are small; above, every step is shared (BLAS
@@ -421,9 +449,12 @@ class NativeLoops:
                 pack = "1" if self._packed[key] else "0"
             if pack == "0":
                 blas = _state["plain"]
-        rc = self.lib.rnnlab_run(dtype, code, n, table, len(self.plan.buffers) + 1,
-                                 _array(wtable), len(self.keys), size_array, B, steps,
-                                 int(reverse), blas, threads,
-                                 settings.native_parallel_work, int(split))
+        return (dtype, code, n, table, len(self.plan.buffers) + 1, wtable, len(self.keys),
+                size_array, B, steps, int(reverse), blas, threads,
+                settings.native_parallel_work, int(split))
+
+    def call(self, arguments: tuple) -> None:
+        """Run the library's loop on ``arguments``."""
+        rc = self.lib.rnnlab_run(*arguments)
         if rc:
             raise RuntimeError(f"the native engine failed (code {rc})")
