@@ -10,8 +10,9 @@ rule   when                                                 executor
 2b     ``explain`` (steps None) of a cell cuDNN computes,    cudnn (what ``rnnlab.RNN`` runs
        backend ``auto`` off the CPU, or backend ``cudnn``   it on; see ``network_route``)
 2c     backend ``auto``/``native``, T = 1 without           native step (the native loop on
-       gradients or lengths, CPU float32/float64, the       tables prepared once per batch
-       native loop built, not traced by torch.compile       size: ``fused.one_step``)
+       gradients or lengths, ``NATIVE_STEP_VALUES``         tables prepared once per batch
+       (below), CPU float32/float64, the native loop        size: ``fused.one_step``)
+       built, not traced by torch.compile
 3      backend ``auto``, T = 1 and a small step (below)     small step (the plan's step, torch
                                                             ops; under torch.compile traced
                                                             into the graph)
@@ -71,6 +72,14 @@ from .fast.lanes import Unsupported
 # (gru and lstm, H = 48 and 128, 1 thread, engine time over torch's): 1.05-1.13 at 3K-12K
 # values, 0.98-1.01 at 32K, 0.86-0.89 at 49K-131K, 0.73-0.80 at 197K-524K.
 SMALL_STEP_HIDDEN, SMALL_STEP_VALUES, SMALL_TRAINING_STEP_VALUES = 512, 4096, 16384
+# One step without gradients of at most NATIVE_STEP_VALUES batch × hidden values runs on the
+# native loop's prepared tables (``fused.one_step``), which keep their scratch buffers between
+# calls (up to ``fused._STEP_BATCHES`` batch sizes per plan). Measured against the routes it
+# replaced (``benchmarks/native_step.py``, 1 layer, 1 thread, AMD EPYC): 0.80-0.96x the time
+# per call at H = 64 and 256, B = 1-64 (lstm and gru), 0.97-1.02x at 65,536 values; above,
+# the scratch kept would grow while the gain is gone, and a step over many rows (the grid's
+# depth step over T·B rows) takes the fused engine with its workspace.
+NATIVE_STEP_VALUES = 1 << 16
 
 
 class Executor(enum.Enum):
@@ -156,8 +165,8 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
         chosen = "auto"
     H = program.hidden_size
     if (steps == 1 and not training and not lengths and chosen in ("auto", "native")
-            and device.type == "cpu" and dtype in (torch.float32, torch.float64)
-            and not torch.compiler.is_compiling()):
+            and rows * H <= NATIVE_STEP_VALUES and device.type == "cpu"
+            and dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()):
         comp = fused.compiled(program, False, False)
         if fused.prepares_steps(comp):
             return Route(Executor.NATIVE_STEP, "one step without gradients: the native loop on "

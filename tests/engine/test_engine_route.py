@@ -53,6 +53,9 @@ def test_a_single_step_without_gradients_takes_the_native_step(monkeypatch):
         with_lengths = ask(c, steps=1, rows=2, training=False, lengths=True)
         in_double = ask(c, steps=1, rows=2, training=False, dtype=torch.float64)
         in_half = ask(c, steps=1, rows=2, training=False, dtype=torch.bfloat16)
+    with engine.backend("auto"):  # beyond the native step's bound: the fused engine
+        many = ask(c, steps=1, rows=routes.NATIVE_STEP_VALUES // 8 + 1, training=False)
+    assert many.executor in (Executor.NATIVE, Executor.TORCH)
     if native.load() is not None:
         for chosen in (small, wide, in_double):
             assert chosen.executor is Executor.NATIVE_STEP and "prepared" in chosen.reason
