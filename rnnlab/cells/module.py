@@ -228,7 +228,7 @@ class Cell(nn.Module):
         cached = self.__dict__.get("_prepared")
         if cached is not None and cached[0] == key:
             return cached[1]
-        prepared = self.program.prepare(params)
+        prepared = contiguous_matrices(self.program.prepare(params))
         self.__dict__["_prepared"] = (key, prepared)
         return prepared
 
@@ -322,3 +322,13 @@ class Cell(nn.Module):
     def __repr__(self) -> str:
         eqs = "\n".join("    " + line for line in str(self.graph).splitlines())
         return f"Cell {self.name!r}({self.extra_repr()}):\n{eqs}"
+
+
+def contiguous_matrices(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Prepared weights kept for calls without gradients, each matrix stored as the GEMM reads
+    it, (in, out) row-major: ``Program.prepare`` gives transposed views (so that autograd hands
+    each parameter a contiguous gradient), and one row times a transposed matrix too large for
+    the cache runs at half the speed (a step at a time at H = 512: 48 MB of weights per step of
+    a 3-layer grid, 5.1 against 2.4 ms on the development machine)."""
+    return {k: v.contiguous() if v.dim() == 2 else v for k, v in weights.items()}
+

@@ -581,6 +581,7 @@ class _PreparedStep:
         self.table = loops.table(tensors)
         self.scratch = tensors  # (their memory stays alive while the table points at it)
         self.bindings: dict = {}  # _weights_key -> _Binding (a stack's layers share one plan)
+        self.current = None  # the binding whose static vectors the table points at
         H = plan.ir.hidden_size
         cols = list(plan.state_cols)
         # state fields side by side filling S: copied in by one cat, the finals one split
@@ -596,6 +597,7 @@ class _PreparedStep:
                                           1, self.threads, self.dtype) for name in self.names]
         if len(self.bindings) >= _STEP_BINDINGS:
             self.bindings.clear()
+            self.current = None
         binding = _Binding(tuple(weights.values()), knobs, arguments,
                            [(i, given[i]) for i in self.statics], (keep, loop_weights))
         self.bindings[_weights_key(weights)] = binding
@@ -620,7 +622,11 @@ class _PreparedStep:
         like = states[0]
         S = torch.empty(self.shapes[plan.S], dtype=like.dtype, device=like.device)
         Y = torch.empty(self.shapes[plan.Y], dtype=like.dtype, device=like.device)
-        for i, t in (*inputs.items(), *binding.statics, (plan.S, S), (plan.Y, Y)):
+        if binding is not self.current:  # the static vectors: set when the weights change
+            for i, t in binding.statics:
+                loops.set_buffer(self.table, i, t)
+            self.current = binding
+        for i, t in (*inputs.items(), (plan.S, S), (plan.Y, Y)):
             loops.set_buffer(self.table, i, t)
         H = plan.ir.hidden_size
         if self.split and len(states) > 1:

@@ -15,9 +15,10 @@ import functools
 
 import torch
 
-from ..lang import Graph
+from ..lang import Graph, cell, sigmoid, tanh
 from ..lang.compile import Instr, Program, compile_graph
 from ..lang.mutate import replace_with_ancestor
+from ..lang.trace import trace
 
 
 @functools.lru_cache(maxsize=256)
@@ -131,3 +132,66 @@ def _folded(graph: Graph) -> Graph:
     nodes = {n: node for n, node in graph.nodes.items() if n != h}
     return graph.replace(nodes=nodes, states=graph.states[1:], writes=writes,
                          input_size=graph.input_size + graph.hidden_size).validate()
+
+
+# ---- a 2-D Grid LSTM's whole stack as one cell (rnnlab.grid.stack_step) ----------------------
+GRID_GATES = ("u", "f", "o", "c")  # the order of each grid dimension's blocks of d columns
+_GRID_DIMS = ("t", "d")  # time, depth: the order of a 2-D block's two blocks of 4d columns
+
+
+def _grid_name(copy: int | None, kind: str, dim: str, gate: str) -> str:
+    return f"{kind}{'' if copy is None else copy}_{dim}{gate}"
+
+
+@functools.lru_cache(maxsize=32)
+def grid_stack_program(layers: int, hidden_size: int, tied: bool, standard: bool) -> Program:
+    """The plan of a 2-D Grid LSTM's whole stack as one cell (``rnnlab.grid.stack_step``):
+    input the depth edge entering layer 1 (with memory 0), state ``(h^time_l, m^time_l)`` per
+    layer, output the top layer's ``h^depth``; per layer and dimension k ∈ {time ``t``, depth
+    ``d``}, gate g ∈ ``GRID_GATES``: ``z = A_{l,k,g} h^time_l + B_{l,k,g} h^depth_{l-1} +
+    b_{l,k,g}`` (one set of A, B, b for all layers when ``tied``), then the LSTM transform;
+    ``standard``: the usual output ``h' = o ⊙ tanh(m')`` instead of the paper's
+    ``tanh(o ⊙ m')``."""
+    states = tuple(name for layer in range(layers) for name in (f"h{layer}", f"m{layer}"))
+
+    def stack(x, state, p):
+        depth_h, depth_m, new = x, None, []
+        for layer in range(layers):
+            copy = None if tied else layer
+            time_h, time_m = state[2 * layer], state[2 * layer + 1]
+            out = {}
+            for dim, memory in (("t", time_m), ("d", depth_m)):
+                def pre(gate, dim=dim, copy=copy, time_h=time_h, depth_h=depth_h):
+                    return (getattr(p, _grid_name(copy, "A", dim, gate)) @ time_h
+                            + getattr(p, _grid_name(copy, "B", dim, gate)) @ depth_h
+                            + getattr(p, _grid_name(copy, "b", dim, gate)))
+
+                u, o = sigmoid(pre("u")), sigmoid(pre("o"))
+                c = tanh(pre("c"))
+                m = u * c if memory is None else sigmoid(pre("f")) * memory + u * c
+                out[dim] = (o * tanh(m) if standard else tanh(o * m)), m
+            new += list(out["t"])
+            depth_h, depth_m = out["d"]
+        return depth_h, tuple(new)
+
+    kind = "standard" if standard else "paper"
+    definition = cell(f"grid_stack_{layers}x{'tied' if tied else 'untied'}_{kind}", states)(stack)
+    return compile_graph(trace(definition, hidden_size, hidden_size))
+
+
+def grid_stack_parameters(weights: torch.Tensor, biases: torch.Tensor, tied: bool) -> dict:
+    """``grid_stack_program``'s parameters as views of a 2-D grid block's weights (copies, 2d,
+    8d) and biases (copies, 8d) — rows ``[h^time; h^depth]``, columns the time then the depth
+    dimension's gates in ``GRID_GATES`` order, d each: A (d, d) reads h^time, B (d, d) reads
+    h^depth, b (d,)."""
+    d = weights.shape[1] // 2
+    params = {}
+    for copy in range(weights.shape[0]):
+        name_copy = None if tied else copy
+        for k, dim in enumerate(_GRID_DIMS):
+            for g, gate in enumerate(GRID_GATES):
+                columns = slice((k * len(GRID_GATES) + g) * d, (k * len(GRID_GATES) + g + 1) * d)
+                params[_grid_name(name_copy, "A", dim, gate)] = weights[copy, :d, columns].T
+                params[_grid_name(name_copy, "B", dim, gate)] = weights[copy, d:, columns].T
+                params[_grid_name(name_copy, "b", dim, gate)] = biases[copy, columns]
+    return params

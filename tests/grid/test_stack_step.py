@@ -1,0 +1,115 @@
+"""A 2-D Grid LSTM's whole stack as one cell (``rnnlab.grid.stack_step``): one step of every
+layer in one engine call, equal to the grid's own equations."""
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab import engine
+from rnnlab.engine.plans import grid_stack_parameters, grid_stack_program
+from rnnlab.engine.route import Executor, route
+from rnnlab.grid import stack_step
+from rnnlab.grid.block import GridBlock
+
+
+def _stepped(grid, xs, state=None):
+    outs = []
+    for t in range(xs.shape[0]):
+        out, state = grid(xs[t:t + 1], state)
+        outs.append(out)
+    return torch.cat(outs), state
+
+
+def _reference(grid, xs):
+    with engine.backend("reference"):
+        return grid(xs)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("transform", ["lstm", "lstm_standard"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_one_call_per_step_equal_to_the_grids_equations(tied, transform, layers, monkeypatch):
+    torch.manual_seed(0)
+    grid = rnnlab.GridLSTM(6, 8, layers, tied=tied, time_transform=transform,
+                           depth_transform=transform)
+    xs = torch.randn(5, 3, 6)
+    calls = []
+    real = stack_step.run
+    monkeypatch.setattr(stack_step, "run", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        ref, ref_state = _reference(grid, xs)
+        out, state = _stepped(grid, xs)
+    assert len(calls) == 5  # one engine call per step for the whole stack
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(state.h, ref_state.h)
+    torch.testing.assert_close(state.m, ref_state.m)
+
+
+def test_the_stack_plan_runs_natively_as_one_step():
+    program = grid_stack_program(3, 8, False, False)
+    assert program.graph.states == tuple(f"{k}{layer}" for layer in range(3) for k in "hm")
+    chosen = route(program, 1, 1, torch.device("cpu"), torch.float32, False, False)
+    assert chosen.executor in (Executor.NATIVE_STEP, Executor.SMALL_STEP)
+    # the layer-1 depth edge enters with memory 0: its forget gate is never computed, so its
+    # weights are not read; layer 2's are
+    params = grid_stack_parameters(torch.randn(3, 16, 64), torch.randn(3, 64), tied=False)
+    for unread in ("A0_df", "B0_df", "b0_df"):
+        del params[unread]
+    program.prepare(params)
+    del params["B1_df"]
+    with pytest.raises(KeyError, match="B1_df"):
+        program.prepare(params)
+
+
+def test_weights_changed_in_place_and_float64_are_followed():
+    torch.manual_seed(0)
+    grid = rnnlab.GridLSTM(8, 8, 2)
+    xs = torch.randn(3, 2, 8)
+    with torch.no_grad():
+        _stepped(grid, xs)
+        for p in grid.parameters():
+            p.mul_(0.7)
+        out, _ = _stepped(grid, xs)
+        torch.testing.assert_close(out, _reference(grid, xs)[0])
+        grid = grid.double()
+        out, _ = _stepped(grid, xs.double())
+        torch.testing.assert_close(out, _reference(grid, xs.double())[0])
+
+
+def test_where_it_does_not_apply_the_layers_run_as_before(monkeypatch):
+    """With gradients, another transform, priority dimensions, a regularised block in
+    training, or weights made under inference mode: the layer-by-layer step, same values."""
+    torch.manual_seed(0)
+    used = []
+    real = stack_step.step
+    monkeypatch.setattr(stack_step, "step", lambda *a: used.append(1) or real(*a))
+    xs = torch.randn(3, 2, 8)
+    cases = [
+        (rnnlab.GridLSTM(8, 8, 2), True),  # with gradients
+        (rnnlab.GridLSTM(8, 8, 2, time_transform="tanh", depth_transform="lstm"), False),
+        (rnnlab.GridLSTM(8, 8, 2, priority="depth"), False),
+        (rnnlab.GridLSTM(8, 8, 2, time_transform="cell:gru", depth_transform="cell:gru"), False),
+    ]
+    for grid, grad in cases:
+        with torch.set_grad_enabled(grad):
+            out, _ = _stepped(grid, xs)
+            ref, _ = _reference(grid, xs)
+        torch.testing.assert_close(out, ref)
+        if grad:
+            assert out.requires_grad
+    with torch.inference_mode():
+        grid = rnnlab.GridLSTM(8, 8, 2)
+        torch.testing.assert_close(_stepped(grid, xs)[0], _reference(grid, xs)[0])
+    assert used == []
+    with torch.no_grad():  # and where it does
+        _stepped(rnnlab.GridLSTM(8, 8, 2), xs)
+    assert len(used) == 3
+
+
+def test_applies_only_to_a_2d_block_of_one_lstm_transform():
+    x = torch.randn(1, 2, 8)
+    with torch.no_grad():
+        assert stack_step.applies(GridBlock(2, 8), x)
+        assert not stack_step.applies(GridBlock(3, 8), x)
+        assert not stack_step.applies(GridBlock(2, 8, transforms=("tanh", "lstm")), x)
+    assert not stack_step.applies(GridBlock(2, 8), x)  # gradients wanted by its parameters
