@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 
 import pytest
+import torch
 
 
 def _postgres_bindir() -> str | None:
@@ -75,3 +76,31 @@ def postgres_url():
     finally:
         run(os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def one_step_at_a_time():
+    """``run(module, xs, state=None)``: a time-major sequence fed to a recurrent module one step
+    at a time, each call carrying the state of the one before: (the outputs concatenated, the
+    final state), as sampling and streaming call a network."""
+    def run(module, xs, state=None):
+        outs = []
+        for t in range(xs.shape[0]):
+            out, state = module(xs[t:t + 1], state)
+            outs.append(out)
+        return torch.cat(outs), state
+
+    return run
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """``counted(owner, name)``: the list that gets one entry per call of ``owner.name`` from
+    now on (the function still runs)."""
+    def count(owner, name):
+        calls = []
+        real = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+        return calls
+
+    return count

@@ -195,3 +195,35 @@ def grid_stack_parameters(weights: torch.Tensor, biases: torch.Tensor, tied: boo
                 params[_grid_name(name_copy, "B", dim, gate)] = weights[copy, d:, columns].T
                 params[_grid_name(name_copy, "b", dim, gate)] = biases[copy, columns]
     return params
+
+
+# ---- layers of one cell as one cell (rnnlab.engine.stack) -------------------------------------
+def stacked_graph(graph: Graph, layers: int) -> Graph:
+    """``layers`` layers of a cell as one cell: layer l reads layer l−1's output where the
+    cell reads its input x (layer 0 reads x itself), each layer with state and parameters of
+    its own — named ``<name>@<l>`` — and the top layer's output as the output. One step of
+    this graph is one step of a unidirectional stack of the cell (``rnnlab.RNN`` without skip
+    connections or dilations), so its plan runs every layer in one engine call. Refuses a cell
+    with random masks (regularised cells draw them per layer and call)."""
+    if graph.masks:
+        raise ValueError(f"cell {graph.name!r} has random masks {sorted(graph.masks)}: its "
+                         "layers draw them apart, so it is not stacked as one cell")
+    nodes: dict = {}
+    writes: dict = {}
+    below = None  # the layer below's output node
+    for layer in range(layers):
+        def named(name: str, layer=layer, below=below) -> str:
+            return below if below is not None and graph.nodes[name].op == "input" else \
+                f"{name}@{layer}"
+
+        for name, node in graph.nodes.items():
+            if node.op == "input" and below is not None:
+                continue
+            ref = None if node.ref is None else f"{node.ref}@{layer}"
+            nodes[named(name)] = dataclasses.replace(
+                node, args=tuple(named(a) for a in node.args), ref=ref)
+        writes.update({f"{s}@{layer}": named(v) for s, v in graph.writes.items()})
+        below = named(graph.output)
+    states = tuple(f"{s}@{layer}" for layer in range(layers) for s in graph.states)
+    return Graph(nodes, states, writes, below, graph.input_size, graph.hidden_size,
+                 f"{graph.name}x{layers}").validate()

@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import cells
 from ..lang import CellDef, Graph
-from . import cudnn, settings
+from . import cudnn, settings, stack
 from .dilation import dilated_unroll
 from .packing import unpack
 from .route import network_route
@@ -358,6 +358,10 @@ class RNN(nn.Module):
         whole = network_route(self, x.device)  # cuDNN runs the whole network, or None
         if whole is not None:
             output, new_state = cudnn.forward(self, whole.plan, x, state, lengths)
+            return self._result(output, new_state, opened if packed else None)
+
+        if stack.applies(self, x, state):  # one step of every layer in one engine call
+            output, new_state = stack.step(self, x, state)
             return self._result(output, new_state, opened if packed else None)
 
         D = self.num_directions

@@ -12,14 +12,6 @@ from rnnlab.grid import stack_step
 from rnnlab.grid.block import GridBlock
 
 
-def _stepped(grid, xs, state=None):
-    outs = []
-    for t in range(xs.shape[0]):
-        out, state = grid(xs[t:t + 1], state)
-        outs.append(out)
-    return torch.cat(outs), state
-
-
 def _reference(grid, xs):
     with engine.backend("reference"):
         return grid(xs)
@@ -28,17 +20,16 @@ def _reference(grid, xs):
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("transform", ["lstm", "lstm_standard"])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_one_call_per_step_equal_to_the_grids_equations(tied, transform, layers, monkeypatch):
+def test_one_call_per_step_equal_to_the_grids_equations(tied, transform, layers, counted,
+                                                         one_step_at_a_time):
     torch.manual_seed(0)
     grid = rnnlab.GridLSTM(6, 8, layers, tied=tied, time_transform=transform,
                            depth_transform=transform)
     xs = torch.randn(5, 3, 6)
-    calls = []
-    real = stack_step.run
-    monkeypatch.setattr(stack_step, "run", lambda *a: calls.append(1) or real(*a))
+    calls = counted(stack_step, "run")
     with torch.no_grad():
         ref, ref_state = _reference(grid, xs)
-        out, state = _stepped(grid, xs)
+        out, state = one_step_at_a_time(grid, xs)
     assert len(calls) == 5  # one engine call per step for the whole stack
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(state.h, ref_state.h)
@@ -61,28 +52,23 @@ def test_the_stack_plan_runs_natively_as_one_step():
         program.prepare(params)
 
 
-def test_weights_changed_in_place_and_float64_are_followed():
+def test_float64_is_followed(one_step_at_a_time):
+    """(In-place updates of the weights: tests/engine/test_stack.py.)"""
     torch.manual_seed(0)
     grid = rnnlab.GridLSTM(8, 8, 2)
     xs = torch.randn(3, 2, 8)
     with torch.no_grad():
-        _stepped(grid, xs)
-        for p in grid.parameters():
-            p.mul_(0.7)
-        out, _ = _stepped(grid, xs)
-        torch.testing.assert_close(out, _reference(grid, xs)[0])
+        one_step_at_a_time(grid, xs)
         grid = grid.double()
-        out, _ = _stepped(grid, xs.double())
+        out, _ = one_step_at_a_time(grid, xs.double())
         torch.testing.assert_close(out, _reference(grid, xs.double())[0])
 
 
-def test_where_it_does_not_apply_the_layers_run_as_before(monkeypatch):
+def test_where_it_does_not_apply_the_layers_run_as_before(counted, one_step_at_a_time):
     """With gradients, another transform, priority dimensions, a regularised block in
     training, or weights made under inference mode: the layer-by-layer step, same values."""
     torch.manual_seed(0)
-    used = []
-    real = stack_step.step
-    monkeypatch.setattr(stack_step, "step", lambda *a: used.append(1) or real(*a))
+    used = counted(stack_step, "step")
     xs = torch.randn(3, 2, 8)
     cases = [
         (rnnlab.GridLSTM(8, 8, 2), True),  # with gradients
@@ -92,17 +78,17 @@ def test_where_it_does_not_apply_the_layers_run_as_before(monkeypatch):
     ]
     for grid, grad in cases:
         with torch.set_grad_enabled(grad):
-            out, _ = _stepped(grid, xs)
+            out, _ = one_step_at_a_time(grid, xs)
             ref, _ = _reference(grid, xs)
         torch.testing.assert_close(out, ref)
         if grad:
             assert out.requires_grad
     with torch.inference_mode():
         grid = rnnlab.GridLSTM(8, 8, 2)
-        torch.testing.assert_close(_stepped(grid, xs)[0], _reference(grid, xs)[0])
+        torch.testing.assert_close(one_step_at_a_time(grid, xs)[0], _reference(grid, xs)[0])
     assert used == []
     with torch.no_grad():  # and where it does
-        _stepped(rnnlab.GridLSTM(8, 8, 2), xs)
+        one_step_at_a_time(rnnlab.GridLSTM(8, 8, 2), xs)
     assert len(used) == 3
 
 
