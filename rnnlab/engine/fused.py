@@ -595,11 +595,13 @@ class _PreparedStep:
         wtable, keep, weight_bytes = self.loops.weight_table(loop_weights)
         arguments = [self.loops.arguments(name, self.table, wtable, weight_bytes, None, self.B,
                                           1, self.threads, self.dtype) for name in self.names]
-        if len(self.bindings) >= _STEP_BINDINGS:
-            self.bindings.clear()
+        if len(self.bindings) >= _STEP_BINDINGS:  # drop those of weights gone, else all
+            self.bindings = {k: b for k, b in self.bindings.items() if b.alive()}
+            if len(self.bindings) >= _STEP_BINDINGS:
+                self.bindings.clear()
             self.current = None
-        binding = _Binding(tuple(weights.values()), knobs, arguments,
-                           [(i, given[i]) for i in self.statics], (keep, loop_weights))
+        binding = _Binding(tuple(weakref.ref(t) for t in weights.values()), knobs, arguments,
+                           [(i, given[i]) for i in self.statics], keep)
         self.bindings[_weights_key(weights)] = binding
         return binding
 
@@ -615,7 +617,7 @@ class _PreparedStep:
             given, _ = _given(plan, front, weights, self.in_loop)
             inputs = {i: given[i] for i in self.inputs}
         binding = self.bindings.get(_weights_key(weights))
-        if binding is None or binding.knobs != knobs:
+        if binding is None or binding.knobs != knobs or not binding.holds(weights):
             binding = self.bind(weights, front or _front(self.comp, program, weights, x), knobs)
         for t in self.zeroed:  # scratch the loop accumulates into
             t.zero_()
@@ -643,18 +645,28 @@ class _PreparedStep:
 
 
 class _Binding(NamedTuple):
-    """A prepared step's arguments for one weights dict (``_PreparedStep.bind``)."""
+    """A prepared step's arguments for one weights dict (``_PreparedStep.bind``). It refers to
+    the caller's tensors weakly (weights replaced after each optimiser step must not be kept
+    alive by a cache); a binding whose tensors are gone, or whose key (their ids) a new tensor
+    took, is never used: ``holds`` checks that the tensors are the very ones bound."""
 
-    weights: tuple  # held: their ids are the key, and what the tables point into stays alive
+    refs: tuple  # weak references to the weights' tensors, in the dict's order
     knobs: tuple
     arguments: list  # of each loop (``_PreparedStep.names``)
-    statics: list  # (buffer, tensor) of the static vectors
-    held: tuple
+    statics: list  # (buffer, tensor) of the static vectors (vectors: held)
+    copies: list  # matrices copied to a layout the loop reads (the binding's own)
+
+    def holds(self, weights: dict) -> bool:
+        return len(self.refs) == len(weights) and all(
+            ref() is t for ref, t in zip(self.refs, weights.values()))
+
+    def alive(self) -> bool:
+        return all(ref() is not None for ref in self.refs)
 
 
 def _weights_key(weights: dict) -> tuple:
-    """A prepared step's key of a weights dict: its tensors' identities (a binding holds them,
-    so that no other tensor takes an id while it is a key)."""
+    """A prepared step's key of a weights dict: its tensors' identities (``_Binding.holds``
+    tells a reused id apart)."""
     return tuple(map(id, weights.values()))
 
 

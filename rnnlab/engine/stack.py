@@ -63,7 +63,8 @@ _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> i
 
 def _stack(net) -> _Stack:
     found = _STACKS.get(net)
-    if found is None or found.modules is not net.cells:
+    if found is None or found.modules is not net.cells or any(
+            a is not b for a, b in zip(found.cells, net.cells.values())):  # layers replaced
         found = _STACKS[net] = _Stack(net)
     return found
 

@@ -235,3 +235,29 @@ def test_a_model_made_under_inference_mode_runs():
             with engine.backend("reference"):
                 ref, _ = model(xs)
             torch.testing.assert_close(model(xs)[0], ref)
+
+
+def test_prepared_steps_do_not_keep_replaced_weights_alive():
+    """Weights replaced after every optimiser step (a decoder stepping during validation)
+    must not pile up in the prepared step's bindings: they are referred to weakly, and a
+    binding is used only for the very tensors it was made for."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    cell = cells.make("lstm", 8, 8)
+    x, state = torch.randn(1, 2, 8), _state(cell, 2)
+    refs = []
+    for _ in range(3):
+        weights = {k: v.clone() for k, v in cell.weights().items()}  # new tensors each time
+        with torch.no_grad():
+            out, _ = rnnlab.engine.run(cell.program, weights, x, state)
+            ref, _ = reference_unroll(cell, x, state)
+        torch.testing.assert_close(out, ref)
+        refs += [weakref.ref(t) for t in weights.values() if t.dim() == 2]  # (vectors:
+        del weights  # the binding may hold the static ones, as small as a state row)
+    gc.collect()
+    assert refs and all(r() is None for r in refs)
+    prepared = next(iter(fused.compiled(cell.program, False, False).steps.values()))
+    binding = next(iter(prepared.bindings.values()))
+    assert not binding.alive() and not binding.holds(cell.weights())

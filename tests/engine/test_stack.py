@@ -122,3 +122,14 @@ def test_with_gradients_or_parameters_made_under_inference_mode_it_does_not_appl
         made = rnnlab.RNN("lstm", 8, 8, num_layers=2)
         assert not stack.applies(made, x, tuple(made.initial_state(2)))
         torch.testing.assert_close(made(x)[0], _reference(made, x)[0])
+
+
+def test_a_layer_replaced_in_the_network_is_followed(one_step_at_a_time):
+    torch.manual_seed(0)
+    net = rnnlab.RNN("gru", 8, 8, num_layers=2)
+    xs = torch.randn(3, 2, 8)
+    with torch.no_grad():
+        one_step_at_a_time(net, xs)
+        net.cells["layer1"] = cells.make("gru", 8, 8)
+        out, _ = one_step_at_a_time(net, xs)
+        torch.testing.assert_close(out, _reference(net, xs)[0])
