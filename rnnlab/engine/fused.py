@@ -82,6 +82,8 @@ class Compiled:
 
     def native(self):
         """The native executor, or None where it cannot be built."""
+        if self._native_tried:  # (read without the lock once it is settled)
+            return self._native
         with self._lock:
             if not self._native_tried:
                 from .fast import native

@@ -144,14 +144,16 @@ def _grid_name(copy: int | None, kind: str, dim: str, gate: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def grid_stack_program(layers: int, hidden_size: int, tied: bool, standard: bool) -> Program:
+def grid_stack_program(layers: int, input_size: int, hidden_size: int, tied: bool,
+                       standard: bool) -> Program:
     """The plan of a 2-D Grid LSTM's whole stack as one cell (``rnnlab.grid.stack_step``):
-    input the depth edge entering layer 1 (with memory 0), state ``(h^time_l, m^time_l)`` per
-    layer, output the top layer's ``h^depth``; per layer and dimension k ∈ {time ``t``, depth
-    ``d``}, gate g ∈ ``GRID_GATES``: ``z = A_{l,k,g} h^time_l + B_{l,k,g} h^depth_{l-1} +
-    b_{l,k,g}`` (one set of A, B, b for all layers when ``tied``), then the LSTM transform;
-    ``standard``: the usual output ``h' = o ⊙ tanh(m')`` instead of the paper's
-    ``tanh(o ⊙ m')``."""
+    input the grid's input x (``input_size``), state ``(h^time_l, m^time_l)`` per layer,
+    output the top layer's ``h^depth``; per layer and dimension k ∈ {time ``t``, depth ``d``},
+    gate g ∈ ``GRID_GATES``: ``z = A_{l,k,g} h^time_l + B_{l,k,g} h^depth_{l-1} + b_{l,k,g}``
+    (one set of A, B, b for all layers when ``tied``), then the LSTM transform; the depth edge
+    entering layer 0 is the input's projection ``P x`` with memory 0, so layer 0 reads x through
+    ``X_{k,g} = B_{0,k,g} P`` (its own maps, tied or not). ``standard``: the usual output
+    ``h' = o ⊙ tanh(m')`` instead of the paper's ``tanh(o ⊙ m')``."""
     states = tuple(name for layer in range(layers) for name in (f"h{layer}", f"m{layer}"))
 
     def stack(x, state, p):
@@ -161,10 +163,12 @@ def grid_stack_program(layers: int, hidden_size: int, tied: bool, standard: bool
             time_h, time_m = state[2 * layer], state[2 * layer + 1]
             out = {}
             for dim, memory in (("t", time_m), ("d", depth_m)):
-                def pre(gate, dim=dim, copy=copy, time_h=time_h, depth_h=depth_h):
+                def pre(gate, dim=dim, copy=copy, time_h=time_h, depth_h=depth_h,
+                        layer=layer):
+                    depth = (getattr(p, _grid_name(None, "X", dim, gate)) if layer == 0
+                             else getattr(p, _grid_name(copy, "B", dim, gate)))
                     return (getattr(p, _grid_name(copy, "A", dim, gate)) @ time_h
-                            + getattr(p, _grid_name(copy, "B", dim, gate)) @ depth_h
-                            + getattr(p, _grid_name(copy, "b", dim, gate)))
+                            + depth @ depth_h + getattr(p, _grid_name(copy, "b", dim, gate)))
 
                 u, o = sigmoid(pre("u")), sigmoid(pre("o"))
                 c = tanh(pre("c"))
@@ -176,16 +180,22 @@ def grid_stack_program(layers: int, hidden_size: int, tied: bool, standard: bool
 
     kind = "standard" if standard else "paper"
     definition = cell(f"grid_stack_{layers}x{'tied' if tied else 'untied'}_{kind}", states)(stack)
-    return compile_graph(trace(definition, hidden_size, hidden_size))
+    return compile_graph(trace(definition, input_size, hidden_size))
 
 
-def grid_stack_parameters(weights: torch.Tensor, biases: torch.Tensor, tied: bool) -> dict:
-    """``grid_stack_program``'s parameters as views of a 2-D grid block's weights (copies, 2d,
-    8d) and biases (copies, 8d) — rows ``[h^time; h^depth]``, columns the time then the depth
-    dimension's gates in ``GRID_GATES`` order, d each: A (d, d) reads h^time, B (d, d) reads
-    h^depth, b (d,)."""
+def grid_stack_parameters(weights: torch.Tensor, biases: torch.Tensor, tied: bool,
+                          projection: torch.Tensor) -> dict:
+    """``grid_stack_program``'s parameters from a 2-D grid block's weights (copies, 2d, 8d)
+    and biases (copies, 8d) — rows ``[h^time; h^depth]``, columns the time then the depth
+    dimension's gates in ``GRID_GATES`` order, d each — and the input projection P (d,
+    input_size): A (d, d) reads h^time, B (d, d) reads h^depth, b (d,) (views), and layer 0's
+    X = B_0 P (d, input_size)."""
     d = weights.shape[1] // 2
     params = {}
+    for k, dim in enumerate(_GRID_DIMS):
+        for g, gate in enumerate(GRID_GATES):
+            columns = slice((k * len(GRID_GATES) + g) * d, (k * len(GRID_GATES) + g + 1) * d)
+            params[_grid_name(None, "X", dim, gate)] = weights[0, d:, columns].T @ projection
     for copy in range(weights.shape[0]):
         name_copy = None if tied else copy
         for k, dim in enumerate(_GRID_DIMS):

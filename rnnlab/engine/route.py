@@ -169,8 +169,7 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
             and dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()):
         comp = fused.compiled(program, False, False)
         if fused.prepares_steps(comp):
-            return Route(Executor.NATIVE_STEP, "one step without gradients: the native loop on "
-                                               "buffers prepared for this batch size", comp)
+            return _native_step(comp)
     # a small step is plain torch ops: under torch.compile it is traced into the graph (and
     # differentiated there), which an opaque custom op running it inside could not be
     if chosen == "auto" and steps is not None and small_step(steps, rows, H, training):
@@ -205,6 +204,16 @@ def route(program: Program, steps: int | None, rows: int, device: torch.device |
                                          "(backend('python') runs it there with torch ops)",
                      comp)
     return Route(Executor.TORCH, comp.summary, comp)
+
+
+def _native_step(comp) -> Route:
+    """The native-step route of a compiled plan (made once: one step at a time asks often)."""
+    chosen = comp.__dict__.get("native_step_route")
+    if chosen is None:
+        chosen = comp.__dict__["native_step_route"] = Route(
+            Executor.NATIVE_STEP, "one step without gradients: the native loop on buffers "
+                                  "prepared for this batch size", comp)
+    return chosen
 
 
 def _no_triton_route(comp, dtype: torch.dtype) -> str | None:

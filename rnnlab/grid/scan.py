@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rnnlab.engine import settings
+from rnnlab.grid import stack_step
 from rnnlab.grid.block import GridBlock
 from rnnlab.grid.layerwise import layerwise
 from rnnlab.grid.schedule import State, naive, single_step, wavefront
@@ -114,5 +115,8 @@ class GridScan(nn.Module):
         if state is None:
             state = self.initial_state(x)
         if x.shape[0] == 1 and self.num_axes == 1 and lengths is None and self.block.plain:
+            if stack_step.applies(self.block, self.projection.weight, x):  # one engine call
+                output, h, m = stack_step.step(self.block, self.projection.weight, x, *state)
+                return output, State(h, m)
             return single_step(self.block, self.projection(x), state)
         return SCHEDULES[self.schedule](self.block, self.projection(x), state, lengths)

@@ -38,7 +38,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from rnnlab.grid import stack_step
 from rnnlab.grid.block import BlockState, GridBlock
 from rnnlab.grid.regularise import Masks
 
@@ -280,9 +279,6 @@ def single_step(block: GridBlock, inputs: torch.Tensor, state: State) -> tuple[t
     ``forward_with`` computes them; for any other block, ``forward_with``.
     """
     _, _, num_layers = _grid_shape(block, inputs, state)
-    if stack_step.applies(block, inputs):  # the whole stack as one cell: one engine call
-        output, h, m = stack_step.step(block, inputs, state.h, state.m)
-        return output, State(h, m)
     x = inputs[0]  # (B, d)
     h_depth, m_depth = x, torch.zeros_like(x)
     transform = block.one_transform

@@ -19,6 +19,8 @@ step). The paper-named parameters of that cell are views of
 the block's weights, assembled once and reused while the block's weights are unchanged (as
 ``Cell.weights`` does), so nothing here reads the compiler's own weight names.
 
+The grid's input projection ``P x`` enters layer 1's depth edge, so the stacked cell reads x
+itself through ``B P`` (folded once with the weights): the projection is no call of its own.
 ``step`` runs it for a block ``single_step`` would run without gradients: a 2-D block of one
 GEMM and one LSTM transform (the paper's or the usual output) and no masks.
 """
@@ -40,26 +42,28 @@ class StackStep:
     """The stack's plan and its prepared weights for one block, reused while the block's
     weights are unchanged (their versions and storage)."""
 
-    def __init__(self, block, layers: int):
-        self.layers, self.tied = layers, block.copies == 1
+    def __init__(self, block, layers: int, input_size: int):
+        self.layers, self.input_size, self.tied = layers, input_size, block.copies == 1
         self.standard = block.one_transform.cell == "grid_lstm_standard"
-        self.program = grid_stack_program(layers, block.hidden_size, self.tied, self.standard)
+        self.program = grid_stack_program(layers, input_size, block.hidden_size, self.tied,
+                                          self.standard)
         self.key = None
         self.prepared = None
 
-    def weights(self, block) -> dict:
+    def weights(self, block, projection: torch.Tensor) -> dict:
         w, b = block.weights[0], block.biases[0]
-        key = (w._version, b._version, w.data_ptr(), b.data_ptr(), w.dtype)
+        key = (w._version, b._version, projection._version, w.data_ptr(), b.data_ptr(),
+               projection.data_ptr(), w.dtype)
         if key != self.key:
-            self.prepared = contiguous_matrices(
-                self.program.prepare(grid_stack_parameters(w.detach(), b.detach(), self.tied)))
+            self.prepared = contiguous_matrices(self.program.prepare(grid_stack_parameters(
+                w.detach(), b.detach(), self.tied, projection.detach())))
             self.key = key
         return self.prepared
 
 
-def applies(block, inputs: torch.Tensor) -> bool:
-    """Whether ``step`` runs this block and input: one 2-D stage of one LSTM transform, no
-    gradients wanted, no masks, weights that keep a version counter."""
+def applies(block, projection: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``step`` runs this block, input projection and input: one 2-D stage of one
+    LSTM transform, no gradients wanted, no masks, weights that keep a version counter."""
     from rnnlab.grid.transform import LSTM
 
     transform = block.one_transform
@@ -67,16 +71,18 @@ def applies(block, inputs: torch.Tensor) -> bool:
             or block.weights[0].is_inference() or torch.compiler.is_compiling()):
         return False
     return not torch.is_grad_enabled() or not (
-        inputs.requires_grad or any(p.requires_grad for p in block.parameters()))
+        x.requires_grad or projection.requires_grad
+        or any(p.requires_grad for p in block.parameters()))
 
 
-def step(block, inputs: torch.Tensor, h: torch.Tensor, m: torch.Tensor):
-    """``single_step``'s result through the stack's plan: inputs (1, B, d), h and m (L, B, d)
-    -> (output (1, B, d), h', m')."""
+def step(block, projection: torch.Tensor, x: torch.Tensor, h: torch.Tensor, m: torch.Tensor):
+    """``single_step(block, x @ projectionᵀ, State(h, m))``'s result through the stack's plan:
+    x (1, B, input_size), projection (d, input_size), h and m (L, B, d) -> (output (1, B, d),
+    h', m')."""
     layers = h.shape[0]
     cached = _STEPS.get(block)
-    if cached is None or cached.layers != layers:
-        cached = _STEPS[block] = StackStep(block, layers)
+    if cached is None or cached.layers != layers or cached.input_size != x.shape[-1]:
+        cached = _STEPS[block] = StackStep(block, layers, x.shape[-1])
     state = tuple(t for pair in zip(h.unbind(0), m.unbind(0), strict=True) for t in pair)
-    output, finals = run(cached.program, cached.weights(block), inputs, state)
+    output, finals = run(cached.program, cached.weights(block, projection), x, state)
     return output, torch.stack(finals[0::2]), torch.stack(finals[1::2])

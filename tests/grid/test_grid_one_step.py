@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import rnnlab.grid.scan as scan_module
-from rnnlab.grid import SCHEDULES, GridLSTM, GridScan, State
+from rnnlab.grid import SCHEDULES, GridLSTM, GridScan, State, stack_step
 from rnnlab.grid.schedule import single_step
 
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}
@@ -14,14 +14,22 @@ TIGHT = {"rtol": 1e-12, "atol": 1e-12}
 
 @pytest.fixture
 def lean_calls(monkeypatch):
-    """How many times ``GridScan`` has taken the lean single step."""
+    """How many times ``GridScan`` has taken a lean single step: ``single_step`` (layer by
+    layer), or without gradients the whole stack as one cell (``stack_step.step``)."""
     calls = []
 
     def spy(*args):
         calls.append(1)
         return single_step(*args)
 
+    stacked = stack_step.step
+
+    def stacked_spy(*args):
+        calls.append(1)
+        return stacked(*args)
+
     monkeypatch.setattr(scan_module, "single_step", spy)
+    monkeypatch.setattr(stack_step, "step", stacked_spy)
     return calls
 
 

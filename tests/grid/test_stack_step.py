@@ -37,14 +37,15 @@ def test_one_call_per_step_equal_to_the_grids_equations(tied, transform, layers,
 
 
 def test_the_stack_plan_runs_natively_as_one_step():
-    program = grid_stack_program(3, 8, False, False)
+    program = grid_stack_program(3, 6, 8, False, False)
     assert program.graph.states == tuple(f"{k}{layer}" for layer in range(3) for k in "hm")
     chosen = route(program, 1, 1, torch.device("cpu"), torch.float32, False, False)
     assert chosen.executor in (Executor.NATIVE_STEP, Executor.SMALL_STEP)
     # the layer-1 depth edge enters with memory 0: its forget gate is never computed, so its
     # weights are not read; layer 2's are
-    params = grid_stack_parameters(torch.randn(3, 16, 64), torch.randn(3, 64), tied=False)
-    for unread in ("A0_df", "B0_df", "b0_df"):
+    params = grid_stack_parameters(torch.randn(3, 16, 64), torch.randn(3, 64), tied=False,
+                                   projection=torch.randn(8, 6))
+    for unread in ("A0_df", "X_df", "b0_df", "B0_tu"):  # (layer 0 reads x through X = B0 P)
         del params[unread]
     program.prepare(params)
     del params["B1_df"]
@@ -93,9 +94,12 @@ def test_where_it_does_not_apply_the_layers_run_as_before(counted, one_step_at_a
 
 
 def test_applies_only_to_a_2d_block_of_one_lstm_transform():
-    x = torch.randn(1, 2, 8)
+    x, P = torch.randn(1, 2, 5), torch.randn(8, 5)
     with torch.no_grad():
-        assert stack_step.applies(GridBlock(2, 8), x)
-        assert not stack_step.applies(GridBlock(3, 8), x)
-        assert not stack_step.applies(GridBlock(2, 8, transforms=("tanh", "lstm")), x)
-    assert not stack_step.applies(GridBlock(2, 8), x)  # gradients wanted by its parameters
+        assert stack_step.applies(GridBlock(2, 8), P, x)
+        assert not stack_step.applies(GridBlock(3, 8), P, x)
+        assert not stack_step.applies(GridBlock(2, 8, transforms=("tanh", "lstm")), P, x)
+    assert not stack_step.applies(GridBlock(2, 8), P, x)  # gradients wanted by its parameters
+    frozen = GridBlock(2, 8).requires_grad_(False)
+    assert stack_step.applies(frozen, P, x)
+    assert not stack_step.applies(frozen, P.requires_grad_(), x)  # ... or by the projection
