@@ -18,6 +18,7 @@ import torch
 
 from ..cells.module import contiguous_matrices
 from ..lang.compile import Program, compile_graph
+from . import settings
 from .entry import run
 from .plans import stacked_graph
 
@@ -72,8 +73,10 @@ def _stack(net) -> _Stack:
 def applies(net, x: torch.Tensor, state: tuple) -> bool:
     """Whether ``step`` computes this call: one step (T = 1) of a unidirectional stack of at
     least two layers without skip connections, dilations or random masks, whose layers share
-    one cell structure, without gradients, outside torch.compile's trace."""
-    if x.shape[0] != 1 or net.num_layers < 2 or torch.compiler.is_compiling():
+    one cell structure, without gradients, outside torch.compile's trace, and not under backend
+    ``reference`` (which steps each layer's own plan)."""
+    if (x.shape[0] != 1 or net.num_layers < 2 or torch.compiler.is_compiling()
+            or settings.current().backend == "reference"):  # the reference: layer by layer
         return False
     stack = _stack(net)
     if stack.program is None:

@@ -32,6 +32,7 @@ import weakref
 import torch
 
 from rnnlab.cells.module import contiguous_matrices
+from rnnlab.engine import settings
 from rnnlab.engine.entry import run
 from rnnlab.engine.plans import GRID_GATES, grid_stack_parameters, grid_stack_program
 
@@ -63,12 +64,14 @@ class StackStep:
 
 def applies(block, projection: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether ``step`` runs this block, input projection and input: one 2-D stage of one
-    LSTM transform, no gradients wanted, no masks, weights that keep a version counter."""
+    LSTM transform, no gradients wanted, no masks, weights that keep a version counter, and
+    not under backend ``reference`` (which steps each layer)."""
     from rnnlab.grid.transform import LSTM
 
     transform = block.one_transform
     if (not isinstance(transform, LSTM) or transform.gates != GRID_GATES or block.num_dims != 2
-            or block.weights[0].is_inference() or torch.compiler.is_compiling()):
+            or block.weights[0].is_inference() or torch.compiler.is_compiling()
+            or settings.current().backend == "reference"):  # the reference: layer by layer
         return False
     return not torch.is_grad_enabled() or not (
         x.requires_grad or projection.requires_grad

@@ -99,6 +99,8 @@ def test_applies_only_to_a_2d_block_of_one_lstm_transform():
         assert stack_step.applies(GridBlock(2, 8), P, x)
         assert not stack_step.applies(GridBlock(3, 8), P, x)
         assert not stack_step.applies(GridBlock(2, 8, transforms=("tanh", "lstm")), P, x)
+        with engine.backend("reference"):  # the reference steps each layer
+            assert not stack_step.applies(GridBlock(2, 8), P, x)
     assert not stack_step.applies(GridBlock(2, 8), P, x)  # gradients wanted by its parameters
     frozen = GridBlock(2, 8).requires_grad_(False)
     assert stack_step.applies(frozen, P, x)
