@@ -72,10 +72,12 @@ def _stack(net) -> _Stack:
 
 def applies(net, x: torch.Tensor, state: tuple) -> bool:
     """Whether ``step`` computes this call: one step (T = 1) of a unidirectional stack of at
-    least two layers without skip connections, dilations or random masks, whose layers share
-    one cell structure, without gradients, outside torch.compile's trace, and not under backend
-    ``reference`` (which steps each layer's own plan)."""
+    least two layers without skip connections, dilations or random masks (nor dropout between
+    layers in training mode), whose layers share one cell structure, without gradients,
+    outside torch.compile's trace, and not under backend ``reference`` (which steps each
+    layer's own plan)."""
     if (x.shape[0] != 1 or net.num_layers < 2 or torch.compiler.is_compiling()
+            or (net.dropout and net.training)  # dropout between layers, drawn per call
             or settings.current().backend == "reference"):  # the reference: layer by layer
         return False
     stack = _stack(net)

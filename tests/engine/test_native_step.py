@@ -261,3 +261,23 @@ def test_prepared_steps_do_not_keep_replaced_weights_alive():
     prepared = next(iter(fused.compiled(cell.program, False, False).steps.values()))
     binding = next(iter(prepared.bindings.values()))
     assert not binding.alive() and not binding.holds(cell.weights())
+
+
+@pytest.mark.parametrize("options", [{"zoneout": 0.3}, {"recurrent_dropout": 0.3},
+                                     {"input_dropout": 0.3}], ids=["zoneout", "dropout",
+                                                                   "input_dropout"])
+def test_regularised_cells_in_training_mode_without_gradients(options):
+    """Masks drawn in training mode (one step at a time under no_grad, as a sampler with the
+    model left in training mode) reach the native step as inputs: the same values as the
+    reference loop with the same draws."""
+    torch.manual_seed(0)
+    net = rnnlab.RNN("lstm", 8, 8, **options).train()
+    x = torch.randn(1, 3, 8)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        out, state = net(x)
+        torch.manual_seed(5)
+        with engine.backend("reference"):
+            ref, ref_state = net(x)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(tuple(state), tuple(ref_state))

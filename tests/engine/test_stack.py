@@ -118,6 +118,9 @@ def test_with_gradients_or_parameters_made_under_inference_mode_it_does_not_appl
         assert not stack.applies(net, torch.randn(2, 2, 8), tuple(state))  # T = 2
         with engine.backend("reference"):  # the reference steps each layer's own plan
             assert not stack.applies(net, x, tuple(state))
+        dropped = rnnlab.RNN("lstm", 8, 8, num_layers=2, dropout=0.5)  # in training mode:
+        assert not stack.applies(dropped, x, tuple(state))  # dropout between the layers
+        assert stack.applies(dropped.eval(), x, tuple(state))
     out, _ = net(x)
     assert out.requires_grad
     with torch.inference_mode():
