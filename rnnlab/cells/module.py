@@ -223,14 +223,9 @@ class Cell(nn.Module):
             # made under torch.inference_mode: such tensors keep no version counter to tell
             # an in-place update by, so their weights are assembled on every call
             return self.program.prepare(params)
-        key = (torch.is_inference_mode_enabled(),
-               *((p._version, p.data_ptr(), p.dtype, p.device) for p in params.values()))
-        cached = self.__dict__.get("_prepared")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        prepared = contiguous_matrices(self.program.prepare(params))
-        self.__dict__["_prepared"] = (key, prepared)
-        return prepared
+        cache = self.__dict__.setdefault("_prepared", PreparedWeights())
+        return cache.get(self.program, params.values(), lambda: params,
+                         extra=(torch.is_inference_mode_enabled(),))
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(
@@ -322,6 +317,26 @@ class Cell(nn.Module):
     def __repr__(self) -> str:
         eqs = "\n".join("    " + line for line in str(self.graph).splitlines())
         return f"Cell {self.name!r}({self.extra_repr()}):\n{eqs}"
+
+
+class PreparedWeights:
+    """A plan's prepared weights kept for calls without gradients, made again when a tensor
+    they come from has changed: its version (an in-place update), its storage (``.to()``, a
+    new tensor), dtype or device. ``Cell.weights`` keeps one per cell; the whole-stack steps
+    (``rnnlab.engine.stack``, ``rnnlab.grid.stack_step``) one per network."""
+
+    def __init__(self):
+        self.key = None
+        self.prepared = None
+
+    def get(self, program, sources, params, extra: tuple = ()) -> dict:
+        """``program``'s weights prepared from ``params()`` (paper-named parameters), remade
+        when ``sources`` (the tensors they are made from) or ``extra`` have changed."""
+        key = (*extra, *((t._version, t.data_ptr(), t.dtype, t.device) for t in sources))
+        if key != self.key:
+            self.prepared = contiguous_matrices(program.prepare(params()))
+            self.key = key
+        return self.prepared
 
 
 def contiguous_matrices(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -56,7 +56,11 @@ class Compiled:
         self._native_tried = False
         self._lock = threading.Lock()
         self.shapes: dict = {}  # (T, B, threads, executor) -> buffer shapes
-        self.steps: dict = {}  # (B, dtype) -> its _PreparedStep (the "native step" route)
+        self.steps: dict = {}  # (B, dtype, threads) -> _PreparedStep (the "native step" route)
+        H, cols = plan.ir.hidden_size, list(plan.state_cols)
+        # the state fields fill S's columns side by side, in order (``_load_states``)
+        self.states_side_by_side = (cols == [k * H for k in range(len(cols))]
+                                    and plan.buffers[plan.S].width == len(cols) * H)
         ir = plan.ir
         self.gemm_keys = list(dict.fromkeys(g.weight for g in ir.gemms))
         self.keys = self.gemm_keys + list(plan.params)
@@ -277,6 +281,24 @@ def _given(plan: Plan, front, weights: dict, in_loop: bool) -> tuple[dict, dict]
     return given, weights
 
 
+def _unused_twins(plan: Plan, in_loop: bool) -> set:
+    """The forward buffers a call leaves out: with the hoist in the loop, the (T, B, ·)
+    buffers that one-slice twins stand for and the twins it does not use; else every twin."""
+    twins = set(plan.twins)
+    return set(plan.step_twins) | (twins - set(plan.step_twins.values())) if in_loop else twins
+
+
+def _load_states(comp: Compiled, S: torch.Tensor, states) -> None:
+    """The state fields into slice 0 of the state buffer S: one ``cat`` where they fill its
+    columns side by side in order (``Compiled.states_side_by_side``), else field by field."""
+    plan, H = comp.plan, comp.plan.ir.hidden_size
+    if comp.states_side_by_side:
+        torch.cat(tuple(states), 1, out=S[0])
+        return
+    for j, c in enumerate(plan.state_cols):
+        S[0, :, c:c + H].copy_(states[j])
+
+
 def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
     """Run the forward loop; returns (output, finals, buffers).
 
@@ -288,9 +310,7 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
     # epilogue reads every row), so the hoist is then computed over all rows beforehand
     in_loop = plan.hoisted_forward and run.executor.hoists_in_loop and run.sizes is None
     given, weights = _given(plan, front, weights, in_loop)
-    # in the loop: the one-slice twins of the buffers they stand for; else: no twin
-    twins = set(plan.twins)
-    unused = set(plan.step_twins) | (twins - set(plan.step_twins.values())) if in_loop else twins
+    unused = _unused_twins(plan, in_loop)
     tensors = _allocate(run, [i for i in range(run.comp.num_forward) if i not in unused],
                         front[0] if front else states[0], given,
                         fresh={plan.S} if own_state else ())
@@ -306,8 +326,7 @@ def _forward(run: _Run, front, states, weights: dict, own_state: bool = False):
             _execute(run, "prologue", tensors, weights)
     S = tensors[plan.S]
     H = plan.ir.hidden_size
-    for j, c in enumerate(plan.state_cols):
-        S[0, :, c:c + H].copy_(states[j])
+    _load_states(run.comp, S, states)
     _execute(run, "hoisted_forward" if in_loop else "forward", tensors, weights)
     if run.lengths is None:
         last = S[run.steps % S.shape[0]]
@@ -566,9 +585,7 @@ class _PreparedStep:
         self.direct = plan.hoist is not None and plan.masks is None
         bias = [plan.bx] if plan.hoist is not None and plan.bx is not None else []
         self.statics = bias + list(plan.params.values())
-        twins = set(plan.twins)
-        unused = set(plan.step_twins) | (twins - set(plan.step_twins.values())) \
-            if self.in_loop else twins
+        unused = _unused_twins(plan, self.in_loop)
         run = _Run(comp, loops, 1, B, None, None, program)
         self.shapes, self.threads = _shapes(run), run.threads
         self.fresh = [plan.S, plan.Y]
@@ -584,11 +601,6 @@ class _PreparedStep:
         self.scratch = tensors  # (their memory stays alive while the table points at it)
         self.bindings: dict = {}  # _weights_key -> _Binding (a stack's layers share one plan)
         self.current = None  # the binding whose static vectors the table points at
-        H = plan.ir.hidden_size
-        cols = list(plan.state_cols)
-        # state fields side by side filling S: copied in by one cat, the finals one split
-        self.split = (cols == [k * H for k in range(len(cols))]
-                      and plan.buffers[plan.S].width == len(cols) * H)
 
     def bind(self, weights: dict, front: list, knobs: tuple) -> _Binding:
         """These weights' loop arguments (their matrices in a weight table) and static
@@ -632,16 +644,12 @@ class _PreparedStep:
             self.current = binding
         for i, t in (*inputs.items(), (plan.S, S), (plan.Y, Y)):
             loops.set_buffer(self.table, i, t)
-        H = plan.ir.hidden_size
-        if self.split and len(states) > 1:
-            torch.cat(states, 1, out=S[0])
-        else:
-            for j, c in enumerate(plan.state_cols):
-                S[0, :, c:c + H].copy_(states[j])
+        _load_states(self.comp, S, states)
         for arguments in binding.arguments:
             loops.call(arguments)
         last = S[1 % S.shape[0]]
-        if self.split:
+        H = plan.ir.hidden_size
+        if self.comp.states_side_by_side:  # the finals: one split
             return Y, last.split(H, 1)
         return Y, tuple(last[:, c:c + H] for c in plan.state_cols)
 

@@ -16,7 +16,7 @@ import weakref
 
 import torch
 
-from ..cells.module import contiguous_matrices
+from ..cells.module import PreparedWeights
 from ..lang.compile import Program, compile_graph
 from . import settings
 from .entry import run
@@ -38,8 +38,7 @@ class _Stack:
                              for c in self.cells[1:]))
         self.program: Program | None = (
             compile_graph(stacked_graph(first, net.num_layers)) if stackable else None)
-        self.key = None
-        self.prepared = None
+        self.prepared = PreparedWeights()
 
     def tensors(self) -> dict:
         """Every layer's parameters and buffers under the stacked cell's names."""
@@ -51,12 +50,8 @@ class _Stack:
         return named
 
     def weights(self, tensors: dict) -> dict:
-        key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors.values())
-        if key != self.key:
-            self.prepared = contiguous_matrices(self.program.prepare(
-                {k: v.detach() for k, v in tensors.items()}))
-            self.key = key
-        return self.prepared
+        return self.prepared.get(self.program, tensors.values(),
+                                 lambda: {k: v.detach() for k, v in tensors.items()})
 
 
 _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> its _Stack

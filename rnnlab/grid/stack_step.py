@@ -31,7 +31,7 @@ import weakref
 
 import torch
 
-from rnnlab.cells.module import contiguous_matrices
+from rnnlab.cells.module import PreparedWeights
 from rnnlab.engine import settings
 from rnnlab.engine.entry import run
 from rnnlab.engine.plans import GRID_GATES, grid_stack_parameters, grid_stack_program
@@ -48,18 +48,12 @@ class StackStep:
         self.standard = block.one_transform.cell == "grid_lstm_standard"
         self.program = grid_stack_program(layers, input_size, block.hidden_size, self.tied,
                                           self.standard)
-        self.key = None
-        self.prepared = None
+        self.prepared = PreparedWeights()
 
     def weights(self, block, projection: torch.Tensor) -> dict:
         w, b = block.weights[0], block.biases[0]
-        key = (w._version, b._version, projection._version, w.data_ptr(), b.data_ptr(),
-               projection.data_ptr(), w.dtype)
-        if key != self.key:
-            self.prepared = contiguous_matrices(self.program.prepare(grid_stack_parameters(
-                w.detach(), b.detach(), self.tied, projection.detach())))
-            self.key = key
-        return self.prepared
+        return self.prepared.get(self.program, (w, b, projection), lambda: grid_stack_parameters(
+            w.detach(), b.detach(), self.tied, projection.detach()))
 
 
 def applies(block, projection: torch.Tensor, x: torch.Tensor) -> bool:
