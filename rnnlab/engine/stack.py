@@ -49,9 +49,14 @@ class _Stack:
                     named[f"{name}@{layer}"] = t
         return named
 
-    def weights(self, tensors: dict) -> dict:
-        return self.prepared.get(self.program, tensors.values(),
-                                 lambda: {k: v.detach() for k, v in tensors.items()})
+    def sources(self) -> list:
+        """The same tensors, unnamed (what a step checks for changes)."""
+        return [t for cell in self.cells
+                for t in (*cell._parameters.values(), *cell._buffers.values()) if t is not None]
+
+    def weights(self) -> dict:
+        return self.prepared.get(self.program, self.sources(),
+                                 lambda: {k: v.detach() for k, v in self.tensors().items()})
 
 
 _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> its _Stack
@@ -84,7 +89,7 @@ def applies(net, x: torch.Tensor, state: tuple) -> bool:
         return False
     return not torch.is_grad_enabled() or not (
         x.requires_grad or any(s.requires_grad for s in state)
-        or any(t.requires_grad for t in stack.tensors().values()))
+        or any(t.requires_grad for t in stack.sources()))
 
 
 def step(net, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
@@ -94,5 +99,5 @@ def step(net, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
     fields = len(state)
     layers = [field.unbind(0) for field in state]
     flat = tuple(layers[f][layer] for layer in range(net.num_layers) for f in range(fields))
-    output, finals = run(stack.program, stack.weights(stack.tensors()), x, flat)
+    output, finals = run(stack.program, stack.weights(), x, flat)
     return output, tuple(torch.stack(finals[f::fields]) for f in range(fields))
