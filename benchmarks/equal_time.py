@@ -40,7 +40,10 @@ def main(argv=None) -> None:
                         help="print the step times only; write and draw nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    entry = entries.get(args.entry)
+    try:
+        entry = entries.get(args.entry)
+    except ValueError as error:  # an unknown entry: one line naming the known ones
+        parser.error(str(error))
     if not entry.equal_time:
         parser.error(f"entry {args.entry!r} has no equal-time view")
     labels = list(dict.fromkeys(labels[0] for view in entry.equal_time
