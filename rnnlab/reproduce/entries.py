@@ -361,27 +361,39 @@ _REGULARISERS_CHAR = (
 )
 
 
-def _regularisers_char() -> dict:
-    # nats/char of the selected (best-valid) weights, and of the final weights: early stopping
-    # on the validation loss is itself a regulariser, so the two views can disagree
-    views = (("valid nats/char at the best step, {}", "best_valid_loss"),
-             ("valid nats/char of the final weights (2,000 steps), {}", "last.valid.loss"))
-    rows = [{"what": row.format(legend), "published": "-",
-             "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": value}
-            for row, value in views for label, legend, _ in _REGULARISERS_CHAR]
-    rows += [{"what": f"test nats/char, {legend}", "published": "-",
-              "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": "test.loss"}
-             for label, legend, _ in _REGULARISERS_CHAR]
+def _regulariser_study(views: tuple, test_row: tuple) -> dict:
+    """Runs, rows and comparisons of an entry that trains each of _REGULARISERS_CHAR x SEEDS.
+
+    ``views``: (row text with ``{}`` for the regulariser, value) pairs compared against "none";
+    ``test_row``: the same for the test split, reported without a comparison.
+    """
+    def rows_of(view):
+        return [{"what": view[0].format(legend), "published": "-",
+                 "runs": [f"{label}-s{seed}" for seed in SEEDS], "value": view[1]}
+                for label, legend, _ in _REGULARISERS_CHAR]
     return {
         "runs": [{"label": f"{label}-s{seed}", "settings": {**settings, "train.seed": seed},
                   "small": seed == 0 and label in ("none", "recurrent-dropout")}
                  for seed in SEEDS for label, _, settings in _REGULARISERS_CHAR],
-        "rows": rows,
+        "rows": [row for view in (*views, test_row) for row in rows_of(view)],
         "comparisons": [{"a": row.format(legend), "b": row.format("none"),
                          "higher_is_better": False}
                         for row, _ in views
                         for label, legend, _ in _REGULARISERS_CHAR if label != "none"],
     }
+
+
+# nats/char of the selected (best-valid) weights, and of the final weights: early stopping on
+# the validation loss is itself a regulariser, so the two views can disagree
+_REGULARISERS_CHAR_VIEWS = (
+    ("valid nats/char at the best step, {}", "best_valid_loss"),
+    ("valid nats/char of the final weights (2,000 steps), {}", "last.valid.loss"),
+)
+# Zaremba's protocol reports the final weights (no early stopping); the best-valid weights too
+_REGULARISERS_PTB_VIEWS = (
+    ("valid perplexity of the final weights (13 epochs), {}", "last.valid.perplexity"),
+    ("valid perplexity at the best epoch, {}", "valid.perplexity"),
+)
 
 
 # seed-char: three 3-layer networks of ~410K parameters (on Tiny Shakespeare's 65 characters):
@@ -820,13 +832,40 @@ ENTRIES: dict[str, dict] = {
             "train.checkpoint_every": None,
             "train.log_every": 20,
         },
-        **_regularisers_char(),
+        **_regulariser_study(_REGULARISERS_CHAR_VIEWS, ("test nats/char, {}", "test.loss")),
         "budgets": {"full": {"train.max_steps": 2000}, "small": {"train.max_steps": 300}},
         "scaled": "the mechanism, not a paper's table: 100,000 characters (~31 steps of 32 x "
         "100 per epoch, 2,000 steps = 64 epochs) so that the 2 x 128 LSTM (~220K parameters) "
         "overfits; one rate per regulariser from its paper; 3 seeds. Zaremba's PTB models with "
         "these regularisers (13-39 epochs of 929K words) take ~1.8 h per run here: not run",
         "small_scaled": "300 steps, 1 seed, none and recurrent dropout",
+    },
+    "regularisers-ptb": {
+        "paper": "Zaremba, Sutskever & Vinyals 2014 (the small model and its schedule; "
+        "non-regularised 114.5 test perplexity on all of PTB); Gal & Ghahramani 2016; Merity, "
+        "Keskar & Socher 2018; Krueger et al. 2017; Ba, Kiros & Hinton 2016",
+        "table": "PTB words, Zaremba's small model (2 x 200 LSTM, SGD 1.0 halved after epoch "
+        "4, 13 epochs) on the first 100,000 training words: each regulariser against none",
+        "claim": "on Zaremba's small model, where it overfits, each regulariser lowers the "
+        "test perplexity below the non-regularised model's; which lowers it most",
+        "expected_minutes": 230,
+        "base": {
+            **_ZAREMBA,
+            "task.options": {"train_words": 100_000},
+            "task.test_batch_size": 20,  # the test stream in 20 rows, as valid (not batch 1)
+            "run.threads": 1,
+            "train.checkpoint_every": 250,  # one epoch of 100,000 words
+        },
+        **_regulariser_study(_REGULARISERS_PTB_VIEWS,
+                             ("test perplexity of the final weights, {}",
+                              "last.test.perplexity")),
+        "budgets": {"full": {}, "small": {"train.epochs": 2}},
+        "scaled": "the mechanism at a scale that fits: Zaremba's small model, schedule and 13 "
+        "epochs on the first 100,000 of PTB's 929,589 training words (valid and test whole), "
+        "so that it overfits as the paper's models do on all of it; each regulariser at "
+        "regularisers-char's rate; 3 seeds. On all of PTB (zaremba-ptb-small with each "
+        "regulariser) a run takes ~1.8 h here, 38 CPU-hours for the table: not run",
+        "small_scaled": "2 epochs, 1 seed, none and recurrent dropout",
     },
     "seed-char": {
         "paper": "seed 000; Kalchbrenner et al. 2016 enwik8 (stacked LSTM 1.67 vs Grid LSTM "

@@ -47,6 +47,16 @@ def byte_ids(data: bytes) -> tuple[Vocabulary, Tensor]:
     return Vocabulary([chr(b) for b in present.tolist()]), torch.from_numpy(lookup[array])
 
 
+def _keep_first(splits: dict[str, Tensor], name: str, count: int, info: dict) -> None:
+    """Cut the train split to its first ``count`` tokens (the option ``name``), noted in info."""
+    check_positive(name, count)
+    have = splits["train"].numel()
+    if count > have:
+        raise ValueError(f"{name}={count} exceeds the train split's {have} tokens")
+    splits["train"] = splits["train"][:count]
+    info[name] = count
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -234,12 +244,7 @@ class TinyShakespeare(StreamTask):
         splits = split_by_fraction(vocab.encode(text), tuple(fractions))
         info = {"source": str(file), "sha256": sha256_text(text), "chars": len(text)}
         if train_chars is not None:
-            check_positive("train_chars", train_chars)
-            if train_chars > splits["train"].numel():
-                raise ValueError(f"train_chars={train_chars} exceeds the train split's "
-                                 f"{splits['train'].numel()} characters")
-            splits["train"] = splits["train"][:train_chars]
-            info["train_chars"] = train_chars
+            _keep_first(splits, "train_chars", train_chars, info)
         self.setup(vocab, splits, seq_len, info)
 
 
@@ -416,6 +421,9 @@ class PennTreebank(StreamTask):
     Args:
         path: a folder with ``ptb.{train,valid,test}.txt`` or ``ptb.zip`` (or ``ptb/`` inside).
         seq_len: truncated-BPTT length. Default 35 (Zaremba et al.'s medium/large; small: 20).
+        train_words: keep only the first this many tokens of the train split (valid, test and
+            the vocabulary unchanged): a training set that a model overfits, to compare
+            regularisers. Default None: all 929,589.
         download: fetch ``ptb.zip`` (sha256-checked) into the cache if not found. Default True.
         verify: check the sha256 of files that are found. Default True.
     """
@@ -435,7 +443,8 @@ class PennTreebank(StreamTask):
         "test). Example: 'the company said it expects' -> next word 'to'."
     )
 
-    def __init__(self, path=None, *, seq_len: int = 35, download: bool = True, verify: bool = True):
+    def __init__(self, path=None, *, seq_len: int = 35, train_words: int | None = None,
+                 download: bool = True, verify: bool = True):
         words = {}
         for split in SPLITS:
             text = read_ptb_words(split, path, download=download, verify=verify)
@@ -451,7 +460,10 @@ class PennTreebank(StreamTask):
                     f"{sorted(unknown)[:5]}; expected Mikolov's preprocessed files"
                 )
             splits[split] = vocab.encode_symbols(words[split])
-        self.setup(vocab, splits, seq_len, {"source": str(path) if path else "ptb"})
+        info = {"source": str(path) if path else "ptb"}
+        if train_words is not None:
+            _keep_first(splits, "train_words", train_words, info)
+        self.setup(vocab, splits, seq_len, info)
 
 
 def ptb_char_from_words(text: str) -> str:

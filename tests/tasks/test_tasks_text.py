@@ -118,6 +118,21 @@ def test_ptb_word_counts_and_vocabulary(build, need):
     assert task.decode(task.encode("the company said")) == "the company said"
 
 
+def test_ptb_train_words_keeps_a_prefix_of_train_only(build, need):
+    need("ptb/ptb.zip")
+    root = str(need("ptb").parent)
+    whole = build("ptb", path=root)
+    small = build("ptb", path=root, train_words=100_000)
+    assert small.info["tokens"]["train"] == 100_000 and small.info["train_words"] == 100_000
+    assert torch.equal(small.splits["train"], whole.splits["train"][:100_000])
+    for split in ("valid", "test"):
+        assert torch.equal(small.splits[split], whole.splits[split])
+    assert small.vocab == whole.vocab and small.output.size == 10_000
+    for bad in (0, -5, 929_590):
+        with pytest.raises(ValueError, match="train_words"):
+            build("ptb", path=root, train_words=bad)
+
+
 def test_ptb_reads_the_plain_files_too(need, tmp_path):
     with zipfile.ZipFile(need("ptb/ptb.zip")) as archive:
         for split in ("train", "valid", "test"):
