@@ -205,6 +205,42 @@ def test_layer_norm_recomputes_its_norms_in_the_backward_instead_of_keeping_them
     assert names["Pr"].width == 5 * H and names["Prh"].width == 4 * H
 
 
+def test_joint_layer_norm_recomputes_gain_times_deviation_instead_of_keeping_it():
+    names = _names(_plan(cells.make("lstm", I, H, layer_norm="joint")))
+    # kept: the four gates and tanh(c_ln), the recurrent parts' deviations and 1/σ (4 + 1);
+    # the hoist keeps the input parts' deviations and 1/σ. Each gain ⊙ deviation (read by
+    # the product with 1/σ, so wanted by the backward) is made again from those two
+    assert names["P"].width == (5 + 5) * H and names["Ph"].width == 5 * H
+    assert names["Pr"].width == (1 + 4) * H and names["Prh"].width == 4 * H
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recomputed_products_give_the_same_numbers_bit_for_bit(cell, monkeypatch):
+    """Joint layer norm with the products made again in the backward against the same plan
+    with them kept (only row results remade): the same operations, so equal, not close."""
+    from collections import OrderedDict
+
+    def results(remake_products: bool) -> tuple:
+        if not remake_products:
+            monkeypatch.setattr(fused_plan, "_CHEAP", fused_plan.ROW_CODES)
+        monkeypatch.setattr(fused, "_CACHE", OrderedDict())  # plans made anew
+        torch.manual_seed(0)
+        c = cells.make(cell, I, H, layer_norm="joint").train()
+        with torch.no_grad():
+            for p in c.parameters():
+                p.uniform_(-0.5, 0.5)
+        width = _names(_plan(c))["P"].width
+        x = torch.randn(T, B, I, requires_grad=True)
+        state = tuple(torch.randn(B, H, requires_grad=True) for _ in c.program.graph.states)
+        with engine.backend("native"):
+            return width, _grads(unroll(c, x, state), [x, *state, *c.parameters()])
+
+    (kept_less, remade), (kept_more, kept) = results(True), results(False)
+    assert kept_less < kept_more
+    for a, b in zip([*remade[0], *remade[1]], [*kept[0], *kept[1]], strict=True):
+        assert torch.equal(a, b)
+
+
 def test_inference_keeps_nothing_for_a_backward():
     names = _names(_plan(cells.make("lstm", I, H, layer_norm=True), training=False))
     assert not {"P", "Pr", "Prh", "Ph"} & set(names)

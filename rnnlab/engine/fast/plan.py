@@ -44,13 +44,19 @@ _GRAD = {spec.instruction: spec.grad for spec in OPS.values() if spec.instructio
 _GRAD["copy"] = COPY_GRAD
 
 
+# lane ops the backward recomputes rather than reads back when their arguments are at hand
+_CHEAP = frozenset({ADD, SUB, MUL}) | ROW_CODES
+
+
 def _remade(ops: list, needed: list) -> dict[int, Ew]:
     """Lanes the backward pass recomputes instead of reading them back: the result of a row
-    instruction (layer norm's ``norm``, read by its gain's gradient) whose argument the
-    backward keeps anyway (``norm_bwd`` reads it). A pass over a row that is in cache costs
-    less than a lane written to memory at every step and read back. lane -> its op."""
-    return {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in ROW_CODES
-            and needed[op.out] and all(needed[a] for a in op.args if isinstance(a, int))}
+    instruction (layer norm's ``norm``, read by its gain's gradient) or of a sum, difference
+    or product (a gain times a deviation, read by the product with 1/σ in layer norm over all
+    gates) whose lane arguments the backward keeps anyway. A pass over a row that is in cache
+    costs less than a lane written to memory at every step and read back. lane -> its op."""
+    return {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in _CHEAP
+            and needed[op.out] and any(isinstance(a, int) for a in op.args)
+            and all(needed[a] for a in op.args if isinstance(a, int))}
 
 
 def _mark_needed(op: Ew, needed: list, constant=frozenset()) -> None:
