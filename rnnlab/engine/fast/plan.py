@@ -55,8 +55,7 @@ def _remade(ops: list, needed: list) -> dict[int, Ew]:
     gates) whose lane arguments the backward keeps anyway. A pass over a row that is in cache
     costs less than a lane written to memory at every step and read back. lane -> its op."""
     return {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in _CHEAP
-            and needed[op.out] and any(isinstance(a, int) for a in op.args)
-            and all(needed[a] for a in op.args if isinstance(a, int))}
+            and needed[op.out] and all(needed[a] for a in op.args if isinstance(a, int))}
 
 
 def _mark_needed(op: Ew, needed: list, constant=frozenset()) -> None:
