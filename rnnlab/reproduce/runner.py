@@ -6,8 +6,11 @@ Layout under ``out`` (default ``runs/reproduce``)::
     out/NAME/reproduction.json   entry, budget, settings, per-run wall seconds and directories
 
 A run whose directory already holds summary.json is kept (not trained again); one that holds a
-checkpoint but no summary (interrupted) is resumed; so re-running the same command finishes an
-interrupted reproduction.
+checkpoint but no summary (interrupted) is resumed, and one stopped before its first checkpoint
+is started again; so re-running the same command finishes an interrupted reproduction. Each run
+is trained under its directory's lock (``rnnlab.train.run.hold``): a second process running the
+same command skips the runs the first is training and takes the others, so two processes share
+an entry's runs between them.
 
 Each finished run's small files (config, summary, metrics, learning curves; no checkpoints) are
 copied to ``results/NAME/LABEL/`` (``results=``), the folder kept in the repository that the
@@ -23,9 +26,19 @@ import time
 from pathlib import Path
 
 from rnnlab import machine
+from rnnlab.atomic import write_text_atomic
 from rnnlab.reproduce import entries
 from rnnlab.train.config import ConfigError, apply_overrides
-from rnnlab.train.run import CHECKPOINT, CONFIG, SUMMARY, RunDir
+from rnnlab.train.run import (
+    CHECKPOINT,
+    CONFIG,
+    LOCK,
+    PREVIOUS,
+    SUMMARY,
+    RunBusy,
+    RunDir,
+    hold,
+)
 
 RECORD = "reproduction.json"
 BUDGETS = ("full", "small")
@@ -87,6 +100,51 @@ def _merge_runs(record: dict, path: Path) -> None:
         record["runs"] = {**record["runs"], **json.loads(path.read_text()).get("runs", {})}
 
 
+def _run_one(name, label, directory, config, record, record_path, kept, argv, stream):
+    """Train (or resume, or keep) one run whose directory this process holds (``hold``)."""
+    from rnnlab.train.trainer import TrainingDiverged, train
+
+    existing = RunDir(directory)
+    if existing.file(SUMMARY).is_file():
+        print(f"{name}/{label}: done already ({directory}); kept", flush=True)
+        if kept is not None and not (kept / label / SUMMARY).is_file():
+            keep_results(directory, kept / label)
+        return
+    resume = None
+    if existing.file(CONFIG).is_file():
+        if existing.file(CHECKPOINT).is_file() or existing.file(PREVIOUS).is_file():
+            resume = str(directory)
+            config = existing.config()
+        else:  # its process stopped before the first checkpoint, and nobody trains it now
+            print(f"{name}/{label}: the run in {directory} stopped before its first "
+                  "checkpoint: started again", flush=True)
+            for item in directory.iterdir():
+                if item.is_dir():
+                    shutil.rmtree(item)
+                elif item.name != LOCK:
+                    item.unlink()
+    print(f"{name}/{label}: training ({'resuming' if resume else 'new'})", flush=True)
+    started = time.perf_counter()
+    try:
+        _, summary = train(config, argv=argv, resume=resume, stream=stream)
+    except TrainingDiverged as error:  # recorded in its summary.json; the others still run
+        print(f"{name}/{label}: diverged: {error}", flush=True)
+        summary = {"status": "diverged"}
+    _merge_runs(record, record_path)
+    record["runs"][label] = {
+        "dir": label,
+        "wall_seconds": time.perf_counter() - started
+        + record["runs"].get(label, {}).get("wall_seconds", 0.0),
+        "status": summary["status"],
+        "steps": summary.get("steps"),
+    }
+    write_text_atomic(json.dumps(record, indent=2) + "\n", record_path)
+    if kept is not None and (directory / SUMMARY).is_file():
+        keep_results(directory, kept / label)
+        write_text_atomic(json.dumps(record, indent=2) + "\n", kept / RECORD)
+        print(f"{name}/{label}: results kept in {kept / label}", flush=True)
+
+
 def reproduce(
     name: str,
     *,
@@ -106,8 +164,6 @@ def reproduce(
     kept); other budgets are kept under ``results/NAME@BUDGET`` only when asked for by a
     ``results`` other than the default, so a quick check never mixes into the table.
     """
-    from rnnlab.train.trainer import TrainingDiverged, train
-
     entry = entries.get(name)
     extra = budget_settings(entry, budget)
     root = Path(out) / name
@@ -129,6 +185,7 @@ def reproduce(
     if results is not None and budget == "full" and not overrides:
         kept = Path(results) / name
     record.setdefault("runs", {})
+    busy = []
     for run in selected_runs(entry, budget, labels):
         directory = root / run.label
         config = run.config(extra)
@@ -136,41 +193,19 @@ def reproduce(
             apply_overrides(config, [*(overrides or []), f"run.dir={directory}"])
         except ConfigError as error:
             raise ValueError(str(error)) from None
-        existing = RunDir(directory)
-        if existing.file(SUMMARY).is_file():
-            print(f"{name}/{run.label}: done already ({directory}); kept", flush=True)
-            if kept is not None and not (kept / run.label / SUMMARY).is_file():
-                keep_results(directory, kept / run.label)
-            continue
-        resume = None
-        if existing.file(CONFIG).is_file():
-            if not existing.file(CHECKPOINT).is_file():
-                raise FileExistsError(
-                    f"{directory} holds an unfinished run without a checkpoint; delete it to "
-                    "train that run again"
-                )
-            resume = str(directory)
-            config = existing.config()
-        print(f"{name}/{run.label}: training ({'resuming' if resume else 'new'})", flush=True)
-        started = time.perf_counter()
         try:
-            _, summary = train(config, argv=argv, resume=resume, stream=stream)
-        except TrainingDiverged as error:  # recorded in its summary.json; the others still run
-            print(f"{name}/{run.label}: diverged: {error}", flush=True)
-            summary = {"status": "diverged"}
-        _merge_runs(record, record_path)
-        record["runs"][run.label] = {
-            "dir": run.label,
-            "wall_seconds": time.perf_counter() - started
-            + record["runs"].get(run.label, {}).get("wall_seconds", 0.0),
-            "status": summary["status"],
-            "steps": summary.get("steps"),
-        }
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
-        if kept is not None and (directory / SUMMARY).is_file():
-            keep_results(directory, kept / run.label)
-            (kept / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-            print(f"{name}/{run.label}: results kept in {kept / run.label}", flush=True)
+            lock = hold(directory)
+        except RunBusy as error:  # another process trains it: go on with the others
+            print(f"{name}/{run.label}: skipped: {error}", flush=True)
+            busy.append(run.label)
+            continue
+        with lock:
+            _run_one(name, run.label, directory, config, record, record_path, kept, argv,
+                     stream)
+    if busy:
+        print(f"{name}: {len(busy)} run(s) left to the process(es) training them: "
+              f"{', '.join(busy)}; run the command again when they are done for the "
+              "figures of every run", flush=True)
     finished = [RunDir(root / r.label) for r in entry.runs if (root / r.label / SUMMARY).is_file()]
     if finished:
         from rnnlab.train.plots import learning_curves

@@ -17,6 +17,8 @@
         history.jsonl      one record per resume: the config and summary it replaced
         curves.png         learning curves (train loss, valid metric)
         tensorboard/       event files, with --run.tensorboard and tensorboard installed
+        .lock              held by the process training the run (``hold``): a second process
+                           that would train it too is refused with ``RunBusy``
 
 Only rank 0 of a distributed run writes here. Provenance is append-only: a resume appends to
 command.txt and history.jsonl and never drops a final result from metrics.jsonl.
@@ -28,10 +30,16 @@ import json
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: run directories are not locked
+    fcntl = None
 
 from rnnlab.atomic import write_text_atomic
 from rnnlab.train import bodies
@@ -49,6 +57,7 @@ HISTORY = "history.jsonl"
 BEST = "best.pt"
 MODEL = "model.txt"
 TASK = "task.json"
+LOCK = ".lock"
 
 
 def default_dir(config: ExperimentConfig) -> Path:
@@ -99,6 +108,75 @@ def _package_version() -> str:
         return metadata.version("rnnlab")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+class RunBusy(OSError):
+    """Another process is training in the run directory (it holds the directory's lock)."""
+
+
+_HELD: dict[Path, list] = {}  # the run directories this process holds: path -> [file, depth]
+
+
+class Hold:
+    """This process's hold on one run directory (``hold``); ``release`` or use it as a context
+    manager. Holds of one directory in one process nest: the lock goes with the outermost."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._released = False
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        entry = _HELD.get(self.path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD[self.path]
+            entry[0].close()  # closing the file drops its lock
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def hold(path: str | os.PathLike) -> Hold:
+    """Hold run directory ``path`` (made if missing) for this process while it trains there.
+
+    An exclusive ``flock`` on ``path/.lock``: the kernel drops it when the process ends, however
+    it ends, so a killed run leaves no stale lock behind. A second process that asks for the
+    same directory gets ``RunBusy`` naming the holder (its pid, host and start) — two processes
+    never write one run's checkpoints and metrics. Without ``fcntl`` (Windows) nothing is
+    locked. The lock is advisory: it keeps rnnlab processes apart, nothing else.
+    """
+    path = Path(path).resolve()
+    if path in _HELD:
+        _HELD[path][1] += 1
+        return Hold(path)
+    path.mkdir(parents=True, exist_ok=True)
+    handle = open(path / LOCK, "a+", encoding="utf-8")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunBusy(
+                f"{path} is being trained by {holder}; wait for it to finish, or stop it and "
+                "resume the run"
+            ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    handle.flush()
+    _HELD[path] = [handle, 1]
+    return Hold(path)
 
 
 class RunDir:

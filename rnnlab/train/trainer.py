@@ -31,6 +31,7 @@ checkpoint (taken before the bad step) is kept, and summary.json records what ha
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -69,6 +70,7 @@ from rnnlab.train.run import (
     VOCAB,
     RunDir,
     default_dir,
+    hold,
 )
 
 GENERATED_EPOCH = 100  # steps per nominal epoch of tasks whose train data is generated, unbounded
@@ -604,18 +606,22 @@ def train(
     """
     world = dist.setup(devices.resolve(config.run.device))  # cuda without a GPU: refused
     try:
-        return _train(config, world, argv=argv, resume=resume, stream=stream, limits=limits)
+        with contextlib.ExitStack() as held:  # the run directory's lock (rank 0), to the end
+            return _train(config, world, held, argv=argv, resume=resume, stream=stream,
+                          limits=limits)
     finally:
         dist.teardown(world)
 
 
-def _train(config, world, *, argv, resume, stream, limits):
+def _train(config, world, held, *, argv, resume, stream, limits):
     if config.run.threads is not None:
         torch.set_num_threads(config.run.threads)
     absolute_data_paths(config)
     payload = None
     if resume is not None:
         run = RunDir(resume)
+        if world.main:  # a run another process is training is refused (RunBusy)
+            held.enter_context(hold(run.path))
         payload, source = load_resume_checkpoint(run)
     # The task and model are made before any run directory: a data error leaves nothing behind.
     task, model = build(config)
@@ -626,6 +632,7 @@ def _train(config, world, *, argv, resume, stream, limits):
         path = config.run.dir or (str(default_dir(config)) if world.main else None)
         run = RunDir(dist.broadcast(path, world))
         if world.main:
+            held.enter_context(hold(run.path))
             run.create(config, argv)
             write_vocabulary(run, task)
             run.write_json(TASK, {"name": task.name, **getattr(task, "info", {})})

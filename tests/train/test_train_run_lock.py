@@ -1,0 +1,149 @@
+"""One process trains a run directory at a time: its lock (``rnnlab.train.run.hold``), what a
+second process is told, and a reproduction shared between two processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from train_helpers import tiny_config
+
+from rnnlab.cli.main import main
+from rnnlab.reproduce import entries, runner
+from rnnlab.train.run import CHECKPOINT, LOCK, PREVIOUS, SUMMARY, RunBusy, hold
+from rnnlab.train.trainer import train
+
+fcntl = pytest.importorskip("fcntl")  # run directories are locked where flock exists
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Another process: takes the lock with rnnlab's own ``hold`` (or a bare flock), says "held",
+# and keeps it until its stdin closes.
+HOLDER = """
+import sys
+if sys.argv[2] == "rnnlab":
+    from rnnlab.train.run import hold
+    h = hold(sys.argv[1])
+else:
+    import fcntl, os
+    os.makedirs(sys.argv[1], exist_ok=True)
+    f = open(os.path.join(sys.argv[1], ".lock"), "a+")
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+class Holder:
+    """A second process holding ``path``'s lock until ``release``."""
+
+    def __init__(self, path: Path, how: str = "flock"):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path), how], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert self.process.stdout.readline().strip() == "held"
+
+    def release(self) -> None:
+        self.process.stdin.close()
+        assert self.process.wait(timeout=60) == 0
+
+
+def test_a_directory_another_process_holds_is_refused_naming_the_holder(tmp_path):
+    holder = Holder(tmp_path / "r", how="rnnlab")
+    try:
+        with pytest.raises(RunBusy, match=f"pid {holder.process.pid} on "):
+            hold(tmp_path / "r")
+    finally:
+        holder.release()
+    # the holder's end drops its lock (no stale lock after a process ends, however it ends)
+    with hold(tmp_path / "r"):
+        assert (tmp_path / "r" / LOCK).read_text().startswith("pid ")
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    holder = Holder(tmp_path / "r")
+    holder.process.kill()
+    holder.process.wait(timeout=60)
+    with hold(tmp_path / "r"):
+        pass
+
+
+def test_holds_nest_within_one_process_and_the_outermost_releases(tmp_path):
+    outer = hold(tmp_path / "r")
+    with hold(tmp_path / "r"):  # the same process: no refusal
+        pass
+    probe = open(tmp_path / "r" / LOCK, "a+")  # another open file: what another process sees
+    try:
+        with pytest.raises(BlockingIOError):  # still held by the outer hold
+            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        outer.release()
+        outer.release()  # twice is harmless
+        fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+    finally:
+        probe.close()
+
+
+def test_training_or_resuming_a_run_another_process_trains_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    config = tiny_config("train.max_steps=2", "train.checkpoint_every=1", f"run.dir={run_dir}")
+    train(config)
+    (run_dir / SUMMARY).unlink()  # as if stopped before its end: resumable
+    holder = Holder(run_dir)
+    try:
+        with pytest.raises(RunBusy, match="being trained by"):
+            train(tiny_config("train.max_steps=2", f"run.dir={tmp_path / 'r'}"))
+        with pytest.raises(RunBusy, match="being trained by"):
+            train(config, resume=str(run_dir))
+        code = main(["train", "--resume", str(run_dir)])
+        err = capsys.readouterr().err
+        assert code != 0 and "being trained by" in err and "Traceback" not in err
+    finally:
+        holder.release()
+    # once it is free, the run resumes and the lock goes with the training
+    _, summary = train(config, resume=str(run_dir))
+    assert summary["status"] == "completed"
+    Holder(run_dir).release()  # another process can take it: train released it
+
+
+@pytest.fixture
+def tiny_entry(monkeypatch):
+    """highway-vs-grid with a 3-step full budget: its synthetic runs train in seconds."""
+    data = dict(entries.ENTRIES["highway-vs-grid"])
+    data["budgets"] = {"full": {"train.max_steps": 3}, "small": {"train.max_steps": 2}}
+    monkeypatch.setitem(entries.ENTRIES, "highway-vs-grid", data)
+    return [f"parity16-plain-s{seed}" for seed in (0, 1)]
+
+
+def test_a_reproduction_skips_the_runs_another_process_trains(tmp_path, capsys, tiny_entry):
+    runs = tmp_path / "runs"
+    holder = Holder(runs / "highway-vs-grid" / tiny_entry[0])
+    try:
+        runner.reproduce("highway-vs-grid", out=runs, results=None, labels=tiny_entry)
+    finally:
+        holder.release()
+    out = capsys.readouterr().out
+    assert f"{tiny_entry[0]}: skipped: " in out and "being trained by" in out
+    assert "1 run(s) left to the process(es) training them" in out
+    assert not (runs / "highway-vs-grid" / tiny_entry[0] / SUMMARY).exists()
+    assert (runs / "highway-vs-grid" / tiny_entry[1] / SUMMARY).is_file()
+    # the same command again takes what is left
+    runner.reproduce("highway-vs-grid", out=runs, results=None, labels=tiny_entry)
+    assert (runs / "highway-vs-grid" / tiny_entry[0] / SUMMARY).is_file()
+    assert "done already" in capsys.readouterr().out
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again(tmp_path, capsys,
+                                                                    tiny_entry):
+    runs = tmp_path / "runs"
+    runner.reproduce("highway-vs-grid", out=runs, results=None, labels=tiny_entry[:1])
+    run_dir = runs / "highway-vs-grid" / tiny_entry[0]
+    for name in (SUMMARY, CHECKPOINT, PREVIOUS):  # its process died before any checkpoint
+        (run_dir / name).unlink(missing_ok=True)
+    (run_dir / "tensorboard").mkdir()
+    runner.reproduce("highway-vs-grid", out=runs, results=None, labels=tiny_entry[:1])
+    out = capsys.readouterr().out
+    assert "stopped before its first checkpoint: started again" in out
+    assert (run_dir / SUMMARY).is_file() and not (run_dir / "tensorboard").exists()
+    assert len((run_dir / "command.txt").read_text().splitlines()) == 1  # a new run, not resumed
