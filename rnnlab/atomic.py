@@ -6,9 +6,15 @@ failed write leaves no temporary file behind. Used by checkpoints and run files
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
@@ -45,3 +51,15 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike):
+    """Hold an exclusive advisory lock (``flock``) on the file ``path`` (made if missing),
+    waiting for it: a read-modify-write of a file that several processes update (a
+    reproduction's record) runs under it whole, so no process drops another's update. Without
+    ``fcntl`` (Windows) nothing is locked."""
+    with open(path, "a", encoding="utf-8") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield

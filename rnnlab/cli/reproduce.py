@@ -4,6 +4,7 @@
 
     rnnlab reproduce --list                          the entries: paper, table, published, time
     rnnlab reproduce NAME [--budget full|small|STEPS] [--out DIR] [--set section.field=value]
+                     [--jobs N]                  N runs at a time, in N processes
     rnnlab reproduce --table [--results DIR] [--readme README.md]   the table from results/
     rnnlab gradflow [MODEL ...] [--out DIR]          ‖∂C_T/∂s_t‖ per step, PNG (log) + CSV
     rnnlab gradflow --grad-norm RUN_DIR ...          gradient norm over training of runs
@@ -71,6 +72,9 @@ def register(commands) -> None:
                            help="comma-separated run labels to train (default: the budget's)")
     reproduce.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                            help="override a setting of every run (repeatable)")
+    reproduce.add_argument("--jobs", type=int, default=1, metavar="N",
+                           help="train N runs at a time, in N processes sharing the CPU's cores "
+                           "(each run under its directory's lock) [default: 1]")
 
     gradflow = commands.add_parser(
         "gradflow",
@@ -162,12 +166,62 @@ def cmd_reproduce(args, parser, argv) -> int:
     for item in args.set:
         if "=" not in item:
             parser.error(f"--set must look like section.field=value, got {item!r}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    failed = []
+    if args.jobs > 1:
+        failed = _in_parallel(args, lambda: reproduce(
+            args.name, budget=args.budget, out=args.out, overrides=args.set, labels=labels,
+            argv=argv, results=args.results))
     root = reproduce(args.name, budget=args.budget, out=args.out, overrides=args.set,
                      labels=labels, argv=argv, results=args.results)
     from rnnlab.reproduce.table import build_table
 
     print(build_table(root.parent, only=[args.name]), end="")  # this budget's runs
+    if failed:
+        from rnnlab.cli.options import fail
+
+        return fail("reproduce", f"{len(failed)} worker process(es) failed: see "
+                    f"{', '.join(str(log) for log in failed)}")
     return 0
+
+
+def _in_parallel(args, train_share) -> list[Path]:
+    """``--jobs N``: N − 1 worker processes run this same command (without ``--jobs``) while
+    this one runs ``train_share``; each takes the runs nobody else trains (the run
+    directories' locks, ``rnnlab.train.run.hold``), with ``cores // N`` threads. Their output
+    goes to ``OUT/NAME/worker-K.log``. Waits for them (on Ctrl-C too: their checkpoints are
+    written); returns the logs of the workers that failed. The caller then runs the command
+    once more, which finds every run done and draws the figures of all of them."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    command = [sys.executable, "-m", "rnnlab", "reproduce", args.name, "--budget", args.budget,
+               "--out", args.out, "--results", args.results,
+               *(["--runs", args.runs] if args.runs else []),
+               *(x for item in args.set for x in ("--set", item))]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    folder = Path(args.out) / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for k in range(1, args.jobs):
+        log = folder / f"worker-{k}.log"
+        with open(log, "a", encoding="utf-8") as handle:
+            workers.append((subprocess.Popen(command, env=env, stdout=handle,
+                                             stderr=subprocess.STDOUT), log))
+    print(f"{args.name}: {args.jobs} processes, {threads} thread(s) each; the worker(s) "
+          f"{', '.join(str(w.pid) for w, _ in workers)} write to "
+          f"{folder / 'worker-*.log'}", flush=True)
+    torch.set_num_threads(threads)
+    try:
+        train_share()
+    finally:  # Ctrl-C reaches the workers too: let them write their checkpoints
+        codes = [worker.wait() for worker, _ in workers]
+    return [log for (_, log), code in zip(workers, codes, strict=True) if code != 0]
 
 
 def cmd_gradflow(args, parser) -> int:

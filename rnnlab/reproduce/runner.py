@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from rnnlab import machine
-from rnnlab.atomic import write_text_atomic
+from rnnlab.atomic import exclusive, write_text_atomic
 from rnnlab.reproduce import entries
 from rnnlab.train.config import ConfigError, apply_overrides
 from rnnlab.train.run import (
@@ -41,6 +41,7 @@ from rnnlab.train.run import (
 )
 
 RECORD = "reproduction.json"
+RECORD_LOCK = ".reproduction.lock"  # held while a process updates RECORD
 BUDGETS = ("full", "small")
 # What a finished run keeps in results/: everything a table, a plot or a reader needs, nothing
 # that only resuming needs (checkpoints). MAX_RESULT_BYTES bounds one run's files.
@@ -130,15 +131,16 @@ def _run_one(name, label, directory, config, record, record_path, kept, argv, st
     except TrainingDiverged as error:  # recorded in its summary.json; the others still run
         print(f"{name}/{label}: diverged: {error}", flush=True)
         summary = {"status": "diverged"}
-    _merge_runs(record, record_path)
-    record["runs"][label] = {
-        "dir": label,
-        "wall_seconds": time.perf_counter() - started
-        + record["runs"].get(label, {}).get("wall_seconds", 0.0),
-        "status": summary["status"],
-        "steps": summary.get("steps"),
-    }
-    write_text_atomic(json.dumps(record, indent=2) + "\n", record_path)
+    with exclusive(record_path.with_name(RECORD_LOCK)):  # other processes' runs are kept
+        _merge_runs(record, record_path)
+        record["runs"][label] = {
+            "dir": label,
+            "wall_seconds": time.perf_counter() - started
+            + record["runs"].get(label, {}).get("wall_seconds", 0.0),
+            "status": summary["status"],
+            "steps": summary.get("steps"),
+        }
+        write_text_atomic(json.dumps(record, indent=2) + "\n", record_path)
     if kept is not None and (directory / SUMMARY).is_file():
         keep_results(directory, kept / label)
         write_text_atomic(json.dumps(record, indent=2) + "\n", kept / RECORD)
@@ -203,9 +205,9 @@ def reproduce(
             _run_one(name, run.label, directory, config, record, record_path, kept, argv,
                      stream)
     if busy:
-        print(f"{name}: {len(busy)} run(s) left to the process(es) training them: "
-              f"{', '.join(busy)}; run the command again when they are done for the "
-              "figures of every run", flush=True)
+        print(f"{name}: {len(busy)} run(s) trained by other processes ({', '.join(busy)}): "
+              "the figures include them when the command runs again after they finish",
+              flush=True)
     finished = [RunDir(root / r.label) for r in entry.runs if (root / r.label / SUMMARY).is_file()]
     if finished:
         from rnnlab.train.plots import learning_curves
@@ -235,10 +237,11 @@ def reproduce(
             for made in sorted((root / "gradflow").iterdir()):
                 if made.suffix in (".png", ".csv", ".json"):
                     shutil.copyfile(made, kept / "gradflow" / made.name)
-    _merge_runs(record, record_path)
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    with exclusive(record_path.with_name(RECORD_LOCK)):
+        _merge_runs(record, record_path)
+        write_text_atomic(json.dumps(record, indent=2) + "\n", record_path)
     if kept is not None and kept.is_dir():
-        (kept / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(json.dumps(record, indent=2) + "\n", kept / RECORD)
     return root
 
 

@@ -38,9 +38,10 @@ def finished(tmp_path_factory) -> Path:
 
 
 def hashes(folder: Path) -> dict[str, str]:
+    """Every file of a run but its lock (``.lock`` names whichever process held it last)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"
     }
 
 

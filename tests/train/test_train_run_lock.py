@@ -3,6 +3,7 @@ second process is told, and a reproduction shared between two processes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,7 @@ def test_a_reproduction_skips_the_runs_another_process_trains(tmp_path, capsys, 
         holder.release()
     out = capsys.readouterr().out
     assert f"{tiny_entry[0]}: skipped: " in out and "being trained by" in out
-    assert "1 run(s) left to the process(es) training them" in out
+    assert f"1 run(s) trained by other processes ({tiny_entry[0]})" in out
     assert not (runs / "highway-vs-grid" / tiny_entry[0] / SUMMARY).exists()
     assert (runs / "highway-vs-grid" / tiny_entry[1] / SUMMARY).is_file()
     # the same command again takes what is left
@@ -147,3 +148,27 @@ def test_a_run_stopped_before_its_first_checkpoint_is_started_again(tmp_path, ca
     assert "stopped before its first checkpoint: started again" in out
     assert (run_dir / SUMMARY).is_file() and not (run_dir / "tensorboard").exists()
     assert len((run_dir / "command.txt").read_text().splitlines()) == 1  # a new run, not resumed
+
+
+def test_reproduce_jobs_shares_the_runs_between_processes(tmp_path, capsys, monkeypatch):
+    # three 3-step runs in two processes (this one and a worker): each run trained once, the
+    # worker's log kept, and the figures drawn at the end over all of them
+    monkeypatch.chdir(tmp_path)  # the worker inherits it: nothing lands in the checkout
+    labels = [f"parity16-plain-s{seed}" for seed in (0, 1, 2)]
+    code = main(["reproduce", "highway-vs-grid", "--budget", "3", "--out", "runs", "--runs",
+                 ",".join(labels), "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 processes, " in out
+    root = tmp_path / "runs" / "highway-vs-grid"
+    for label in labels:
+        assert (root / label / SUMMARY).is_file()
+        assert len((root / label / "command.txt").read_text().splitlines()) == 1
+    assert (root / "worker-1.log").is_file() and (root / "curves.png").is_file()
+    record = json.loads((root / "reproduction.json").read_text())
+    assert sorted(record["runs"]) == labels  # no process dropped another's record
+
+
+def test_reproduce_jobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "highway-vs-grid", "--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def quick(*overrides, **kwargs):
 def hashes(folder) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"  # its holder
     }
 
 
