@@ -620,6 +620,7 @@ def _train(config, world, held, *, argv, resume, stream, limits):
     payload = None
     if resume is not None:
         run = RunDir(resume)
+        run.require()  # (a mistyped path is not made into a directory by the lock)
         if world.main:  # a run another process is training is refused (RunBusy)
             held.enter_context(hold(run.path))
         payload, source = load_resume_checkpoint(run)

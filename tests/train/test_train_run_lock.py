@@ -172,3 +172,11 @@ def test_reproduce_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "highway-vs-grid", "--jobs", "0"])
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_resuming_a_mistyped_path_makes_no_directory(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "no-such-run")]) != 0
+    assert "no-such-run" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        train(tiny_config("train.max_steps=1"), resume=str(tmp_path / "no-such-run"))
+    assert not (tmp_path / "no-such-run").exists()
