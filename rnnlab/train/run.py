@@ -150,8 +150,9 @@ def hold(path: str | os.PathLike) -> Hold:
     An exclusive ``flock`` on ``path/.lock``: the kernel drops it when the process ends, however
     it ends, so a killed run leaves no stale lock behind. A second process that asks for the
     same directory gets ``RunBusy`` naming the holder (its pid, host and start) — two processes
-    never write one run's checkpoints and metrics. Without ``fcntl`` (Windows) nothing is
-    locked. The lock is advisory: it keeps rnnlab processes apart, nothing else.
+    never write one run's checkpoints and metrics. Without ``fcntl`` (Windows), or on a file
+    system that has no locks, nothing is locked. The lock is advisory: it keeps rnnlab
+    processes apart, nothing else.
     """
     path = Path(path).resolve()
     if path in _HELD:
@@ -170,6 +171,8 @@ def hold(path: str | os.PathLike) -> Hold:
                 f"{path} is being trained by {holder}; wait for it to finish, or stop it and "
                 "resume the run"
             ) from None
+        except OSError:  # a file system without locks (some network mounts): not locked
+            pass
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "

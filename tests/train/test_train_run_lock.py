@@ -180,3 +180,18 @@ def test_resuming_a_mistyped_path_makes_no_directory(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         train(tiny_config("train.max_steps=1"), resume=str(tmp_path / "no-such-run"))
     assert not (tmp_path / "no-such-run").exists()
+
+
+def test_a_file_system_without_locks_trains_unlocked(tmp_path, monkeypatch):
+    import errno
+    import types
+
+    from rnnlab.train import run as run_module
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_module, "fcntl", types.SimpleNamespace(
+        flock=no_locks, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    with hold(tmp_path / "r"):  # not refused: the run goes on without a lock
+        assert (tmp_path / "r" / LOCK).is_file()
