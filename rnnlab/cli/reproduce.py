@@ -5,6 +5,7 @@
     rnnlab reproduce --list                          the entries: paper, table, published, time
     rnnlab reproduce NAME [--budget full|small|STEPS] [--out DIR] [--set section.field=value]
                      [--jobs N]                  N runs at a time, in N processes
+    rnnlab reproduce NAME --status [--out DIR]       where each run stands (done, training...)
     rnnlab reproduce --table [--results DIR] [--readme README.md]   the table from results/
     rnnlab gradflow [MODEL ...] [--out DIR]          ‖∂C_T/∂s_t‖ per step, PNG (log) + CSV
     rnnlab gradflow --grad-norm RUN_DIR ...          gradient norm over training of runs
@@ -72,6 +73,9 @@ def register(commands) -> None:
                            help="comma-separated run labels to train (default: the budget's)")
     reproduce.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                            help="override a setting of every run (repeatable)")
+    reproduce.add_argument("--status", action="store_true",
+                           help="where each run of NAME stands under --out (done, training by "
+                           "which process and how far, interrupted, not started); trains nothing")
     reproduce.add_argument("--jobs", type=int, default=1, metavar="N",
                            help="train N runs at a time, in N processes sharing the CPU's cores "
                            "(each run under its directory's lock) [default: 1]")
@@ -166,6 +170,12 @@ def cmd_reproduce(args, parser, argv) -> int:
     for item in args.set:
         if "=" not in item:
             parser.error(f"--set must look like section.field=value, got {item!r}")
+    if args.status:
+        from rnnlab.reproduce.runner import status
+
+        print(status(args.name, budget=args.budget, out=args.out, labels=labels,
+                     results=args.results), end="")
+        return 0
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     failed = []

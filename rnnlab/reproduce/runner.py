@@ -38,6 +38,7 @@ from rnnlab.train.run import (
     RunBusy,
     RunDir,
     hold,
+    holder,
 )
 
 RECORD = "reproduction.json"
@@ -243,6 +244,73 @@ def reproduce(
     if kept is not None and kept.is_dir():
         write_text_atomic(json.dumps(record, indent=2) + "\n", kept / RECORD)
     return root
+
+
+def status(name: str, *, budget: str = "full", out: str | Path = "runs/reproduce",
+           labels: list[str] | None = None, results: str | Path | None = "results") -> str:
+    """Where each run of ``name`` stands under ``out`` (``rnnlab reproduce NAME --status``):
+    done (its result), training (by which process, how far, the time left at its pace),
+    interrupted (the command resumes it), stopped before its first checkpoint (the command
+    starts it again) or not started — and for a run not started under ``out``, the finished
+    one ``results`` keeps, if any. Reads the run directories; changes nothing."""
+    entry = entries.get(name)
+    budget_settings(entry, budget)  # an unknown budget is refused here too
+    root = Path(out) / name
+    runs = selected_runs(entry, budget, labels)
+    width = max(len(run.label) for run in runs)
+    counts: dict[str, int] = {}
+    lines = []
+    for run in runs:
+        state, text = _run_status(root / run.label)
+        kept = None if results is None or budget != "full" else Path(results) / name / run.label
+        if state == "not started" and kept is not None and (kept / SUMMARY).is_file():
+            text += (f" under {root}; {kept} keeps a finished one ("
+                     f"{_run_status(kept)[1]}), which the command would replace")
+        counts[state] = counts.get(state, 0) + 1
+        lines.append(f"  {run.label:<{width}}  {text}")
+    head = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return "\n".join([f"{name} ({root}): {head}", *lines]) + "\n"
+
+
+def _run_status(directory: Path) -> tuple[str, str]:
+    """(state, one line) of one run directory; see ``status``."""
+    run = RunDir(directory)
+    summary = run.summary() if run.file(SUMMARY).is_file() else None
+    if summary is not None:
+        valid = summary.get("valid") or {}
+        shown = dict.fromkeys(["loss", summary.get("primary")])  # in order, once each
+        result = ", ".join(f"{k} {valid[k]:.4g}" for k in shown
+                           if isinstance(valid.get(k), float))
+        result = f", valid {result}" if result else ""
+        steps = summary.get("steps") or 0
+        return "done", f"done: {summary.get('status')} after {steps:,} steps{result}"
+    if not run.exists():
+        return "not started", "not started"
+    who = holder(directory)
+    progress = _progress(run)
+    if who is not None:
+        return "training", f"training ({who}): {progress}"
+    if run.file(CHECKPOINT).is_file() or run.file(PREVIOUS).is_file():
+        return "interrupted", f"interrupted ({progress}): the command resumes it"
+    return "stopped early", ("stopped before its first checkpoint: the command starts it "
+                             "again")
+
+
+def _progress(run: RunDir) -> str:
+    """How far a run has logged: its last training record against the run's limit, and at that
+    pace (training seconds per step) the time left."""
+    train = [r for r in run.metrics() if r.get("split") == "train"]
+    if not train:
+        return "no step logged yet"
+    last = train[-1]
+    limit = run.config().train.max_steps
+    text = f"step {last['step']:,}" + (f" of {limit:,}" if limit else "")
+    if isinstance(last.get("loss"), float):
+        text += f", train loss {last['loss']:.4g}"
+    if limit and last["step"] > 0 and isinstance(last.get("time"), float):
+        left = (limit - last["step"]) * last["time"] / last["step"]
+        text += f", ~{left / 60:.0f} min left at its pace"
+    return text
 
 
 def measured_minutes(results: Path, name: str) -> tuple[float, int, str] | None:

@@ -162,7 +162,7 @@ def hold(path: str | os.PathLike) -> Hold:
     handle = open(path / LOCK, "a+", encoding="utf-8")
     if fcntl is not None:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_soon(handle)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -180,6 +180,36 @@ def hold(path: str | os.PathLike) -> Hold:
     handle.flush()
     _HELD[path] = [handle, 1]
     return Hold(path)
+
+
+def _lock_soon(handle, tries: int = 5) -> None:
+    """The exclusive lock of ``handle``, waiting a moment for a look (``holder``) to end; a
+    holder that keeps it raises BlockingIOError."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
+def holder(path: str | os.PathLike) -> str | None:
+    """Who trains in run directory ``path`` now (the ``hold`` of another process, or of this
+    one): its pid, host and start; None when no process does. It takes a shared lock only for
+    the look itself (``hold`` waits that long), changes nothing, and makes nothing."""
+    lock = Path(path) / LOCK
+    if fcntl is None or not lock.is_file():
+        return None
+    with open(lock, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        except OSError:  # a file system without locks: nobody can be told apart
+            return None
+    return None
 
 
 class RunDir:

@@ -195,3 +195,56 @@ def test_a_file_system_without_locks_trains_unlocked(tmp_path, monkeypatch):
         flock=no_locks, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
     with hold(tmp_path / "r"):  # not refused: the run goes on without a lock
         assert (tmp_path / "r" / LOCK).is_file()
+
+
+def test_status_says_where_each_run_stands(tmp_path, capsys, tiny_entry):
+    # done, training by another process, interrupted, stopped before its first checkpoint,
+    # and not started, each in one line; the look changes no run directory
+    from rnnlab.train.run import holder
+
+    runs = tmp_path / "runs"
+    labels = [*tiny_entry, "parity16-plain-s2", "parity16-highway-s0", "parity16-highway-s1"]
+    runner.reproduce("highway-vs-grid", out=runs, results=None, labels=labels[:4])
+    root = runs / "highway-vs-grid"
+    (root / labels[1] / SUMMARY).unlink()  # interrupted: a checkpoint, no summary
+    for name in (SUMMARY, CHECKPOINT, PREVIOUS):  # stopped before its first checkpoint
+        (root / labels[2] / name).unlink(missing_ok=True)
+    (root / labels[3] / SUMMARY).unlink()  # and trained by another process now
+    busy = Holder(root / labels[3], how="rnnlab")
+    try:
+        assert f"pid {busy.process.pid} " in holder(root / labels[3])
+        capsys.readouterr()
+        assert main(["reproduce", "highway-vs-grid", "--status", "--out", str(runs),
+                     "--runs", ",".join(labels), "--results", str(tmp_path / "none")]) == 0
+        text = capsys.readouterr().out
+    finally:
+        busy.release()
+    lines = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert text.splitlines()[0].endswith(
+        "1 done, 1 interrupted, 1 stopped early, 1 training, 1 not started")
+    assert "done: completed after 3 steps, valid loss " in lines[labels[0]]
+    assert "interrupted (step 3 of 3, train loss " in lines[labels[1]]
+    assert "the command resumes it" in lines[labels[1]]
+    assert "stopped before its first checkpoint" in lines[labels[2]]
+    assert f"training (pid {busy.process.pid} on " in lines[labels[3]]
+    assert lines[labels[4]].endswith("not started")
+    assert holder(root / labels[3]) is None  # its process ended: nobody holds it
+    assert not (root / labels[4]).exists()  # the look made nothing
+    # a run not started under --out whose finished twin results/ keeps: said, with its result
+    runner.keep_results(root / labels[0], tmp_path / "kept" / "highway-vs-grid" / labels[4])
+    text = runner.status("highway-vs-grid", out=runs, labels=labels[4:],
+                         results=tmp_path / "kept")
+    assert "keeps a finished one (done: completed after 3 steps" in text
+    assert "which the command would replace" in text
+
+
+def test_a_look_at_the_lock_does_not_make_a_start_fail(tmp_path):
+    # holder() takes a shared lock for the look; a hold that comes meanwhile waits it out
+    import threading
+
+    (tmp_path / "r").mkdir()
+    look = open(tmp_path / "r" / LOCK, "a+")
+    fcntl.flock(look.fileno(), fcntl.LOCK_SH)
+    threading.Timer(0.06, look.close).start()
+    with hold(tmp_path / "r"):
+        pass
