@@ -297,8 +297,8 @@ def _run_status(directory: Path) -> tuple[str, str]:
 
 
 def _progress(run: RunDir) -> str:
-    """How far a run has logged: its last training record against the run's limit, and at that
-    pace (training seconds per step) the time left."""
+    """How far a run has logged: its last training record against the run's limit, and the
+    time left at the pace of its last few records."""
     train = [r for r in run.metrics() if r.get("split") == "train"]
     if not train:
         return "no step logged yet"
@@ -307,9 +307,15 @@ def _progress(run: RunDir) -> str:
     text = f"step {last['step']:,}" + (f" of {limit:,}" if limit else "")
     if isinstance(last.get("loss"), float):
         text += f", train loss {last['loss']:.4g}"
-    if limit and last["step"] > 0 and isinstance(last.get("time"), float):
-        left = (limit - last["step"]) * last["time"] / last["step"]
-        text += f", ~{left / 60:.0f} min left at its pace"
+    # the pace of its recent records (training seconds a step), not of the whole run: a run
+    # resumed on another machine, or slowed for a while, is judged by how it goes now
+    first = train[max(0, len(train) - 6)]
+    if first is last:
+        first = {"step": 0, "time": 0.0}
+    steps = last["step"] - first["step"]
+    if limit and steps > 0 and last["step"] < limit and isinstance(last.get("time"), float):
+        left = (limit - last["step"]) * (last["time"] - first.get("time", 0.0)) / steps
+        text += f", ~{left / 60:.0f} min left at its recent pace"
     return text
 
 

@@ -224,6 +224,7 @@ def test_status_says_where_each_run_stands(tmp_path, capsys, tiny_entry):
         "1 done, 1 interrupted, 1 stopped early, 1 training, 1 not started")
     assert "done: completed after 3 steps, valid loss " in lines[labels[0]]
     assert "interrupted (step 3 of 3, train loss " in lines[labels[1]]
+    assert "min left at its recent pace" not in lines[labels[1]]  # nothing is left
     assert "the command resumes it" in lines[labels[1]]
     assert "stopped before its first checkpoint" in lines[labels[2]]
     assert f"training (pid {busy.process.pid} on " in lines[labels[3]]
@@ -248,3 +249,16 @@ def test_a_look_at_the_lock_does_not_make_a_start_fail(tmp_path):
     threading.Timer(0.06, look.close).start()
     with hold(tmp_path / "r"):
         pass
+
+
+def test_the_time_left_is_read_at_the_recent_pace(tmp_path):
+    from rnnlab.train.run import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.create(tiny_config("train.max_steps=1000"), argv=[])
+    # 10 s a step for the first 100 steps (a loaded machine), then 1 s a step
+    for step, seconds in [(50, 500.0), (100, 1000.0), *((s, 1000.0 + s - 100)
+                                                       for s in range(150, 451, 50))]:
+        run.log({"split": "train", "step": step, "time": seconds, "loss": 2.0})
+    text = runner._progress(run)
+    assert text == "step 450 of 1,000, train loss 2, ~9 min left at its recent pace"
