@@ -257,7 +257,7 @@ def status(name: str, *, budget: str = "full", out: str | Path = "runs/reproduce
     budget_settings(entry, budget)  # an unknown budget is refused here too
     root = Path(out) / name
     runs = selected_runs(entry, budget, labels)
-    width = max(len(run.label) for run in runs)
+    width = max((len(run.label) for run in runs), default=0)
     counts: dict[str, int] = {}
     lines = []
     for run in runs:
