@@ -53,13 +53,30 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def flock(handle, *, shared: bool = False, wait: bool = False) -> bool | None:
+    """An advisory lock (``flock``) on the open file ``handle``, exclusive unless ``shared``:
+    True when taken, False when another open file holds a conflicting one (only without
+    ``wait``), None where there are no locks (no ``fcntl``, as on Windows, or a file system
+    without them, ENOLCK on some network mounts) — the caller then goes on unlocked. Closing
+    the file drops the lock; so does the end of the process, however it ends."""
+    if fcntl is None:
+        return None
+    operation = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(handle.fileno(), operation)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike):
-    """Hold an exclusive advisory lock (``flock``) on the file ``path`` (made if missing),
-    waiting for it: a read-modify-write of a file that several processes update (a
-    reproduction's record) runs under it whole, so no process drops another's update. Without
-    ``fcntl`` (Windows) nothing is locked."""
+    """Hold an exclusive advisory lock on the file ``path`` (made if missing), waiting for it: a
+    read-modify-write of a file that several processes update (a reproduction's record) runs
+    under it whole, so no process drops another's update. Where there are no locks (``flock``)
+    it runs unlocked."""
     with open(path, "a", encoding="utf-8") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        flock(handle, wait=True)
         yield

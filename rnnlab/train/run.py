@@ -36,12 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: run directories are not locked
-    fcntl = None
-
-from rnnlab.atomic import write_text_atomic
+from rnnlab.atomic import flock, write_text_atomic
 from rnnlab.train import bodies
 from rnnlab.train.config import ExperimentConfig, from_dict, to_dict
 
@@ -160,19 +155,14 @@ def hold(path: str | os.PathLike) -> Hold:
         return Hold(path)
     path.mkdir(parents=True, exist_ok=True)
     handle = open(path / LOCK, "a+", encoding="utf-8")
-    if fcntl is not None:
-        try:
-            _lock_soon(handle)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RunBusy(
-                f"{path} is being trained by {holder}; wait for it to finish, or stop it and "
-                "resume the run"
-            ) from None
-        except OSError:  # a file system without locks (some network mounts): not locked
-            pass
+    if _lock_soon(handle) is False:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunBusy(
+            f"{path} is being trained by {holder}; wait for it to finish, or stop it and "
+            "resume the run"
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -182,17 +172,15 @@ def hold(path: str | os.PathLike) -> Hold:
     return Hold(path)
 
 
-def _lock_soon(handle, tries: int = 5) -> None:
-    """The exclusive lock of ``handle``, waiting a moment for a look (``holder``) to end; a
-    holder that keeps it raises BlockingIOError."""
+def _lock_soon(handle, tries: int = 5) -> bool | None:
+    """The exclusive lock of ``handle`` (``rnnlab.atomic.flock``: True, False when held, None
+    where there are no locks), waiting a moment for a look (``holder``) to end."""
     for attempt in range(tries):
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.05)
+        taken = flock(handle)
+        if taken is not False or attempt == tries - 1:
+            return taken
+        time.sleep(0.05)
+    return False
 
 
 def holder(path: str | os.PathLike) -> str | None:
@@ -200,16 +188,12 @@ def holder(path: str | os.PathLike) -> str | None:
     one): its pid, host and start; None when no process does. It takes a shared lock only for
     the look itself (``hold`` waits that long), changes nothing, and makes nothing."""
     lock = Path(path) / LOCK
-    if fcntl is None or not lock.is_file():
+    if not lock.is_file():
         return None
     with open(lock, encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if flock(handle, shared=True) is False:
             return handle.read().strip() or "another process"
-        except OSError:  # a file system without locks: nobody can be told apart
-            return None
-    return None
+    return None  # free, or no locks here (nobody can be told apart)
 
 
 class RunDir:

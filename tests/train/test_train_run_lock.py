@@ -186,15 +186,19 @@ def test_a_file_system_without_locks_trains_unlocked(tmp_path, monkeypatch):
     import errno
     import types
 
-    from rnnlab.train import run as run_module
+    from rnnlab import atomic
+    from rnnlab.train.run import holder
 
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(run_module, "fcntl", types.SimpleNamespace(
-        flock=no_locks, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    monkeypatch.setattr(atomic, "fcntl", types.SimpleNamespace(
+        flock=no_locks, LOCK_EX=fcntl.LOCK_EX, LOCK_SH=fcntl.LOCK_SH, LOCK_NB=fcntl.LOCK_NB))
     with hold(tmp_path / "r"):  # not refused: the run goes on without a lock
         assert (tmp_path / "r" / LOCK).is_file()
+        assert holder(tmp_path / "r") is None  # nobody can be told apart
+    with atomic.exclusive(tmp_path / "record.lock"):  # a reproduction's record: unlocked too
+        pass
 
 
 def test_status_says_where_each_run_stands(tmp_path, capsys, tiny_entry):
