@@ -30,10 +30,8 @@ from rnnlab.atomic import exclusive, write_text_atomic
 from rnnlab.reproduce import entries
 from rnnlab.train.config import ConfigError, apply_overrides
 from rnnlab.train.run import (
-    CHECKPOINT,
     CONFIG,
     LOCK,
-    PREVIOUS,
     SUMMARY,
     RunBusy,
     RunDir,
@@ -114,7 +112,7 @@ def _run_one(name, label, directory, config, record, record_path, kept, argv, st
         return
     resume = None
     if existing.file(CONFIG).is_file():
-        if existing.file(CHECKPOINT).is_file() or existing.file(PREVIOUS).is_file():
+        if existing.resumable():
             resume = str(directory)
             config = existing.config()
         else:  # its process stopped before the first checkpoint, and nobody trains it now
@@ -290,7 +288,7 @@ def _run_status(directory: Path) -> tuple[str, str]:
     progress = _progress(run)
     if who is not None:
         return "training", f"training ({who}): {progress}"
-    if run.file(CHECKPOINT).is_file() or run.file(PREVIOUS).is_file():
+    if run.resumable():
         return "interrupted", f"interrupted ({progress}): the command resumes it"
     return "stopped early", ("stopped before its first checkpoint: the command starts it "
                              "again")

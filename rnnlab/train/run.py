@@ -236,6 +236,10 @@ class RunDir:
     def exists(self) -> bool:
         return self.file(CONFIG).is_file()
 
+    def resumable(self) -> bool:
+        """Whether a checkpoint to resume from is here: checkpoint.pt, or the previous one."""
+        return self.file(CHECKPOINT).is_file() or self.file(PREVIOUS).is_file()
+
     def require(self) -> None:
         if not self.exists():
             raise FileNotFoundError(
