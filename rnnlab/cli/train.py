@@ -42,7 +42,7 @@ def run(args, parser, extra, argv) -> int:
     if args.resume:
         run_dir = RunDir(args.resume)
         base = run_dir.config()
-        if not run_dir.file("checkpoint.pt").is_file():
+        if not run_dir.resumable():  # checkpoint.pt, or the previous one (killed mid-rotation)
             parser.error(
                 f"{run_dir.path} has no checkpoint.pt to resume from (the run stopped before its "
                 "first checkpoint); start it again instead"

@@ -263,6 +263,21 @@ def test_resume_falls_back_to_the_previous_checkpoint_saying_so(tmp_path, damage
     assert json.loads((run / "summary.json").read_text())["steps"] == 8
 
 
+def test_resume_from_the_previous_checkpoint_alone(tmp_path, finished, capsys):
+    # a run killed between moving checkpoint.pt to checkpoint.prev.pt and writing the new one
+    # resumes from the previous one, from the command line as through train()
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "checkpoint.pt").replace(run / "checkpoint.prev.pt")
+    (run / "summary.json").unlink()
+    steps = torch.load(run / "checkpoint.prev.pt", weights_only=True)["counters"]["step"]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), f"--train.max_steps={steps + 2}"]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming from the previous checkpoint checkpoint.prev.pt (step {steps})" in err
+    assert json.loads((run / "summary.json").read_text())["steps"] == steps + 2
+
+
 def test_both_checkpoints_damaged_is_one_line_naming_both(tmp_path, finished, capsys):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
