@@ -62,7 +62,7 @@ import torch
 
 from ..lang.ops import INSTRUCTIONS, NORM_EPS
 from . import settings
-from .fast.plan import FILL, ROW_CODES, GemmI, Op, Plan, Ref, Refill, Slices
+from .fast.plan import FILL, ROW_CODES, GemmI, Op, Plan, Ref, Refill, Slices, reads
 
 # the dtypes the kernels compute in (their loads and stores keep the buffers' dtype)
 DTYPES = (torch.float32, torch.float64)
@@ -131,7 +131,7 @@ class TritonLoops:
         self.consts: list[float] = [NORM_EPS]
         for name in ("prologue", "forward", "backward", "epilogue"):
             for ins in getattr(plan, name):
-                for x in (getattr(ins, "a", None), getattr(ins, "b", None)):
+                for x in (getattr(ins, f, None) for f in ("a", "b", "c")):
                     if isinstance(x, float) and x not in self.consts:
                         self.consts.append(x)
         self.loops = {name: _Loop(self, name, getattr(plan, name))
@@ -205,7 +205,7 @@ class TritonLoops:
 
 def _row_helper(code: int) -> str:
     ins = INSTRUCTIONS[code]
-    return (f"@triton.jit\ndef _row_{ins.name}(a, b, m, w, eps):\n"
+    return (f"@triton.jit\ndef _row_{ins.name}(a, b, c, m, w, eps):\n"
             + textwrap.indent(ins.triton, "    "))
 
 
@@ -231,12 +231,12 @@ class _Loop:
             stages.pop()
         plan = owner.plan
         # every buffer a launch of this loop reads or writes: what a captured graph is keyed by
-        self.touches = sorted({r.buf for ins in code for f in ("a", "b", "src", "dst", "bias")
+        self.touches = sorted({r.buf for ins in code for f in ("a", "b", "c", "src", "dst", "bias")
                                if isinstance(r := getattr(ins, f, None), Ref)})
         self.graphs: OrderedDict = OrderedDict()  # key -> _SEEN or a captured graph's replay
         # buffers each stage reads; a scratch buffer written in one stage is stored only if a
         # GEMM or another stage reads it
-        reads_of = [_reads(s) for s in stages]
+        reads_of = [reads(s) for s in stages]
         gemm_reads = {r.buf for g in code if isinstance(g, GemmI)
                       for r in (g.a, g.bias) if isinstance(r, Ref)}
         self.kernels = []
@@ -334,17 +334,6 @@ def _cuda_graph(body):
 def _capturer(device: torch.device):
     """How loops on ``device`` are captured: CUDA graphs on CUDA, else None (eager)."""
     return _cuda_graph if device.type == "cuda" else None
-
-
-def _reads(code: list) -> set[int]:
-    found = set()
-    for ins in code:
-        for r in (getattr(ins, f, None) for f in ("a", "b", "src")):
-            if isinstance(r, Ref):
-                found.add(r.buf)
-        if getattr(ins, "acc", False):
-            found.add(ins.dst.buf)
-    return found
 
 
 def _slice(plan: Plan, ref: Ref, t: int) -> int:
@@ -486,8 +475,9 @@ class _Kernel:
             b = self._value(ins.b, i * H) if ins.b is not None else a
             spec = INSTRUCTIONS[ins.code]
             if ins.code in ROW_CODES:
+                c = self._value(ins.c, i * H) if ins.c is not None else a
                 eps = self._value(NORM_EPS, 0)
-                value = self._fresh(f"_row_{spec.name}({a}, {b}, m, H, {eps})")
+                value = self._fresh(f"_row_{spec.name}({a}, {b}, {c}, m, H, {eps})")
             else:
                 value = self._fresh(spec.triton.format(a=a, b=b))
             if self.plan.buffers[ins.dst.buf].shared:  # a gradient sum over the rows

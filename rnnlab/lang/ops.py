@@ -27,10 +27,11 @@ The evolutionary search (Jozefowicz et al. 2015) draws its replacements from the
 **Engine instructions** (``INSTRUCTIONS``) are what the fused engine's loops execute over
 H-wide column blocks: each has a C++ expression over ``a[j]``, ``b[j]`` (the native loop's
 ``enum Code`` and its ``switch`` are generated from this list) and a torch form (the Python
-executor). A **row** instruction (``norm``, ``norm_bwd``, ``mul_norm``, ``mean``) reduces over
-the columns of one row of one lane instead: its C++ is a statement over the whole row (``w``
-columns of ``a``, ``b``, written to ``d``), and the engine never widens it by merging it with
-its neighbours. An op's ``grad`` lists, per argument, the instruction that adds its
+executor). A **row** instruction (``norm``, ``norm_bwd``, ``mul_norm``, ``mean``, and the fused
+``mul_norm_add``, ``norm_bwd_mul``) reduces over the columns of one row of one lane instead: its
+C++ is a statement over the whole row (``w`` columns of ``a``, ``b`` and, for the fused two, a
+third operand ``c``, written to ``d``), and the engine never widens it by merging it with its
+neighbours. An op's ``grad`` lists, per argument, the instruction that adds its
 contribution to that argument's adjoint: operands are ``"dy"`` (the adjoint of the result),
 ``"y"`` (the result), ``"a"``/``"b"`` (the arguments).
 """
@@ -46,16 +47,17 @@ import torch
 
 @dataclass(frozen=True)
 class Instruction:
-    """One elementwise instruction of the fused engine: ``d (+)= f(a, b)``.
+    """One elementwise instruction of the fused engine: ``d (+)= f(a, b)`` (``f(a, b, c)``
+    for the two fused row instructions).
 
     ``cpp``: the C++ expression (scalar type ``T``; ``tanh_``/``sigmoid_`` are the kernel's
     vectorisable forms), or for a ``row`` instruction a C++ block over the row (``w`` columns;
-    ``acc`` says whether to add to ``d``); ``torch_out``: a torch call writing into ``{D}``;
-    ``torch_value``: the same as a value (used to accumulate); ``triton``: the Triton
-    expression over the column blocks ``{a}``, ``{b}`` (``rnnlab.engine.triton_step``), or for
-    a ``row`` instruction the body of a ``@triton.jit`` function of ``(a, b, m, w, eps)``
-    returning the row's result (``m`` masks the ``w`` real columns of the block, ``eps`` is
-    ``NORM_EPS`` in the data's dtype)."""
+    ``acc`` says whether to add to ``d``); ``torch_out``: a torch call writing into ``{D}``
+    from ``{A}``, ``{B}`` (and ``{C}``); ``torch_value``: the same as a value (used to
+    accumulate); ``triton``: the Triton expression over the column blocks ``{a}``, ``{b}``
+    (``rnnlab.engine.triton_step``), or for a ``row`` instruction the body of a
+    ``@triton.jit`` function of ``(a, b, c, m, w, eps)`` returning the row's result (``m``
+    masks the ``w`` real columns of the block, ``eps`` is ``NORM_EPS`` in the data's dtype)."""
 
     name: str
     cpp: str | None
@@ -137,6 +139,30 @@ return r * (a - g1 - xh * g2)
 mu = tl.sum(tl.where(m, b, 0.0), 0) / w
 xc = tl.where(m, b - mu, 0.0)
 return a * (xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps))
+"""),
+    # two fusions of three operands (``rnnlab.engine.fast.plan.fuse_gains``): a gain times the
+    # normalised row plus the sum's other term, ``a ⊙ norm(b) + c`` (the shift of a normalised
+    # memory cell, the hoisted input part of a gate), and the adjoint of a norm whose output
+    # adjoint is a product, ``norm_bwd(a ⊙ c, b)`` (dy times the gain), the product never
+    # written
+    Instruction("mul_norm_add", "mul_norm_add_row(w, acc, d, a, b, c);",
+                "{D}.copy_({A} * norm({B}) + {C})", "{A} * norm({B}) + {C}", row=True,
+                triton="""\
+mu = tl.sum(tl.where(m, b, 0.0), 0) / w
+xc = tl.where(m, b - mu, 0.0)
+return a * (xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)) + c
+"""),
+    Instruction("norm_bwd_mul", "norm_bwd_mul_row(w, acc, d, a, b, c);",
+                "{D}.copy_(norm_backward({A} * {C}, {B}))", "norm_backward({A} * {C}, {B})",
+                row=True, triton="""\
+dy = a * c
+mu = tl.sum(tl.where(m, b, 0.0), 0) / w
+xc = tl.where(m, b - mu, 0.0)
+r = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
+xh = xc * r
+g1 = tl.sum(tl.where(m, dy, 0.0), 0) / w
+g2 = tl.sum(tl.where(m, dy * xh, 0.0), 0) / w
+return r * (dy - g1 - xh * g2)
 """),
 )
 CODE: dict[str, int] = {ins.name: k for k, ins in enumerate(INSTRUCTIONS)}

@@ -293,7 +293,7 @@ class NativeLoops:
         width = 1
         for ins in plan.prologue + plan.forward + plan.backward + plan.epilogue:
             if isinstance(ins, Op):
-                for x in (ins.a, ins.b):
+                for x in (ins.a, ins.b, ins.c):
                     if isinstance(x, float):
                         consts.setdefault(x, len(consts))
                         width = max(width, ins.width)
@@ -341,7 +341,7 @@ class NativeLoops:
                 a = 0.0 if ins.code == FILL else ins.a
                 op = 0 if ins.code == FILL else ins.code  # fill = copy from a constant
                 row = [op, ins.width, int(ins.acc), *self._operand(ins.dst), *self._operand(a),
-                       *self._operand(ins.b), 0, 0, 0, 0]
+                       *self._operand(ins.b), *self._operand(ins.c), 0]
             elif isinstance(ins, GemmI):
                 row = [GEMM, ins.n, int(ins.acc), *self._operand(ins.dst),
                        *self._operand(ins.a), *self._operand(ins.bias), ins.k,
@@ -349,7 +349,7 @@ class NativeLoops:
             else:
                 assert isinstance(ins, Refill)
                 row = [REFILL, ins.width, 0, *self._operand(ins.dst), *self._operand(ins.src),
-                       -1, 0, 0, 0, 0, 0, 0]
+                       -1, 0, 0, -1, 0, 0, 0]
             assert len(row) == FIELDS
             rows += row
         return _array(rows), len(code)

@@ -109,7 +109,8 @@ class Ref:
 
 @dataclass(frozen=True)
 class Op:
-    """``dst (+)= code(a, b)`` over ``width`` columns; a, b are Refs, numbers or None."""
+    """``dst (+)= code(a, b)`` over ``width`` columns; a, b are Refs, numbers or None; ``c``
+    the third operand of the two fused row instructions (``fuse_gains``), else None."""
 
     code: int
     dst: Ref
@@ -117,6 +118,7 @@ class Op:
     b: object
     width: int
     acc: bool = False
+    c: object = None
 
 
 @dataclass(frozen=True)
@@ -290,8 +292,11 @@ class _Planner:
         everything = [ins for name in lists for ins in getattr(self.plan, name)]
         scratch = {k for k, b in enumerate(self.plan.buffers) if b.temp} | self.remade_buffers
         for name in lists:
-            fused = fuse_norms(getattr(self.plan, name), everything, scratch)
-            setattr(self.plan, name, merge(fused))
+            setattr(self.plan, name, fuse_norms(getattr(self.plan, name), everything, scratch))
+        everything = [ins for name in lists for ins in getattr(self.plan, name)]
+        for name in lists:
+            setattr(self.plan, name,
+                    merge(fuse_gains(getattr(self.plan, name), everything, scratch)))
         if hoist is not None and hoist.weight is not None:
             self._hoisted_forward()
             if training and self.plan.epilogue:
@@ -779,7 +784,7 @@ class _Planner:
 
 
 # ---- merging ------------------------------------------------------------------------------------
-_READ_FIELDS = ("a", "b", "src", "bias")  # an instruction's operands (Refs, numbers or None)
+_READ_FIELDS = ("a", "b", "c", "src", "bias")  # an instruction's operands (Refs, numbers or None)
 _REF_FIELDS = ("dst", *_READ_FIELDS)
 
 
@@ -843,6 +848,12 @@ def _mergeable(p: Op, q: Op) -> bool:
 MUL_NORM, NORM = CODE["mul_norm"], CODE["norm"]
 
 
+def _reads_of(everything: list, t: Ref, width: int) -> int:
+    """How many operands of ``everything`` read the columns of ``t``."""
+    return sum(isinstance(r, Ref) and _overlap(r, width, t, width)
+               for ins in everything for r in (getattr(ins, f, None) for f in _READ_FIELDS))
+
+
 def fuse_norms(code: list, everything: list, scratch: set[int]) -> list:
     """``n = norm(x)`` followed by ``d (+)= a ⊙ n`` becomes ``d (+)= mul_norm(a, x)`` where the
     product is n's only reader (in ``everything``, every list of the plan) and n lives in a
@@ -850,10 +861,6 @@ def fuse_norms(code: list, everything: list, scratch: set[int]) -> list:
     normalised row, and in the backward step the gain's gradient dy ⊙ norm(x) (n remade
     there, see ``_remade``). One pass over the row fewer and the normalised row never
     written; the results are the same numbers."""
-    def reads_of(n: Ref, width: int) -> int:
-        return sum(isinstance(r, Ref) and _overlap(r, width, n, width)
-                   for ins in everything for r in (getattr(ins, f, None) for f in _READ_FIELDS))
-
     out: list = []
     k = 0
     while k < len(code):
@@ -862,13 +869,65 @@ def fuse_norms(code: list, everything: list, scratch: set[int]) -> list:
         if (isinstance(ins, Op) and ins.code == NORM and not ins.acc and isinstance(nxt, Op)
                 and nxt.code == MUL and nxt.width == ins.width
                 and ins.dst.buf in scratch
-                and reads_of(ins.dst, ins.width) == 1):
+                and _reads_of(everything, ins.dst, ins.width) == 1):
             other = nxt.b if nxt.a == ins.dst else nxt.a if nxt.b == ins.dst else None
             if isinstance(other, Ref) and not _overlap(other, nxt.width, ins.dst, ins.width):
                 out.append(Op(MUL_NORM, nxt.dst, other, ins.a, ins.width, nxt.acc))
                 k += 2
                 continue
         out.append(ins)
+        k += 1
+    return out
+
+
+MUL_NORM_ADD, NORM_BWD_MUL, NORM_BWD = (CODE[n] for n in ("mul_norm_add", "norm_bwd_mul",
+                                                         "norm_bwd"))
+
+
+def _fused_gain(p, q, everything: list, scratch: set[int]) -> Op | None:
+    """The one instruction for ``p`` then ``q`` (see ``fuse_gains``), or None."""
+    if not (isinstance(p, Op) and isinstance(q, Op) and not p.acc and p.width == q.width
+            and p.dst.buf in scratch and _reads_of(everything, p.dst, p.width) == 1):
+        return None
+    t = p.dst
+    if p.code == MUL_NORM and q.code == ADD and t in (q.a, q.b):
+        # t = a ⊙ norm(b); d (+)= t + c  →  d (+)= a ⊙ norm(b) + c
+        fused = Op(MUL_NORM_ADD, q.dst, p.a, p.b, p.width, q.acc, q.b if q.a == t else q.a)
+    elif p.code == MUL and q.code == NORM_BWD and q.a == t and q.b != t:
+        # t = a ⊙ c; d (+)= norm_bwd(t, x)  →  d (+)= norm_bwd_mul(a, x, c)
+        fused = Op(NORM_BWD_MUL, q.dst, p.a, q.b, p.width, q.acc, p.b)
+    else:
+        return None
+    operands = (fused.a, fused.b, fused.c)
+    if not all(isinstance(r, Ref) for r in operands):
+        return None
+    # the row is read whole (its statistics) before d is written column by column: d may be
+    # an operand itself, but must not overlap one at other columns
+    if any(_overlap(r, p.width, fused.dst, p.width) and r != fused.dst for r in operands):
+        return None
+    return fused
+
+
+def fuse_gains(code: list, everything: list, scratch: set[int]) -> list:
+    """Two instructions of layer norm as one row instruction of three operands, where the
+    first's result lives in a ``scratch`` buffer and the second is its only reader:
+    ``t = g ⊙ norm(v)`` (``fuse_norms``' product) then ``d = t + c`` (the gate's other part,
+    or the memory cell's shift) becomes ``mul_norm_add(g, v, c)``; in the backward step
+    ``t = dy ⊙ g`` then ``norm_bwd(t, v)`` becomes ``norm_bwd_mul(dy, v, g)``. One pass over
+    the row and one lane written fewer each. The Python and Triton executors give the same
+    numbers as the two instructions apart; the native loop's compiler may contract the
+    product and the sum that reads it into one fused multiply-add (rounded once, not twice),
+    so there they agree to float32's last digit."""
+    out: list = []
+    k = 0
+    while k < len(code):
+        fused = (_fused_gain(code[k], code[k + 1], everything, scratch)
+                 if k + 1 < len(code) else None)
+        if fused is not None:
+            out.append(fused)
+            k += 2
+            continue
+        out.append(code[k])
         k += 1
     return out
 

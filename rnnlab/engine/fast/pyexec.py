@@ -125,15 +125,17 @@ class _Loop:
             return f"{d}.fill_({ins.a!r})"
         a = self._expr(ins.a, ins.width, rows)
         b = self._expr(ins.b, ins.width, rows) if ins.b is not None else None
+        c = self._expr(ins.c, ins.width, rows) if ins.c is not None else None
         value, into = _CALLS[ins.code]
+        value = value.format(A=a, B=b, C=c)
         if self.plan.buffers[ins.dst.buf].shared:  # a gradient sum over the rows
             assert ins.acc, "a shared destination only accumulates"
-            return f"{d}.add_(({value.format(A=a, B=b)}).sum(0))"
+            return f"{d}.add_(({value}).sum(0))"
         if ins.acc:
             if ins.code in _ACCUMULATE:
                 return _ACCUMULATE[ins.code].format(D=d, A=a, B=b)
-            return f"{d}.add_({value.format(A=a, B=b)})"
-        return into.format(D=d, A=a, B=b)
+            return f"{d}.add_({value})"
+        return into.format(D=d, A=a, B=b, C=c)
 
     def run(self, tensors: list, weights: dict, sizes: list[int] | None, B: int, steps: int):
         """Run the loop over ``steps`` steps on the buffers (``sizes``: active rows per step)."""

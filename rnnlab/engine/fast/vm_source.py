@@ -20,7 +20,8 @@ from ...lang.ops import INSTRUCTIONS, NORM_EPS
 # Bump when the table layout handed to ``rnnlab_run`` changes; the loaded library must agree
 # (checked at load) and a stale build is rebuilt. 4: instruction enum generated from the table.
 # 5: row instructions (layer norm). 6: mean and rsqrt (their codes shift mul_norm's).
-ABI_VERSION = 6
+# 7: a third operand (c) for the fused row instructions, in the fields a GEMM keeps k in.
+ABI_VERSION = 7
 GEMM, REFILL = 100, 101
 
 _TEMPLATE = r"""
@@ -47,10 +48,12 @@ enum Code : int64_t {
   GEMM = @GEMM@, REFILL = @REFILL@
 };
 
-// one instruction: 16 int64 fields
+// one instruction: 16 int64 fields; an elementwise instruction keeps its third operand (the
+// fused row instructions' c; buffer -1: none) where a GEMM keeps k, its weight and transpose
 enum Field {
   F_CODE = 0, F_WIDTH, F_ACC, F_DBUF, F_DCOL, F_DTOFF, F_ABUF, F_ACOL, F_ATOFF,
-  F_BBUF, F_BCOL, F_BTOFF, F_K, F_WEIGHT, F_TRANS, F_BIAS, F_FIELDS
+  F_BBUF, F_BCOL, F_BTOFF, F_K, F_WEIGHT, F_TRANS, F_BIAS, F_FIELDS,
+  F_CBUF = F_K, F_CCOL = F_WEIGHT, F_CTOFF = F_TRANS
 };
 
 // strides in elements; a per-thread buffer (scratch, gradient sums) has one slice per thread
@@ -147,17 +150,37 @@ constexpr int VLANES = 4, VUNROLL = 2;
 inline Vd load4(const float* p) { return Vd{p[0], p[1], p[2], p[3]}; }
 inline Vd load4(const double* p) { return Vd{p[0], p[1], p[2], p[3]}; }
 
+// a row read as the product of two rows, each entry rounded to the row type when read
+template <typename T>
+struct Product { const T* p; const T* q; };
+template <typename T>
+inline T entry(const T* y, int64_t j) { return y[j]; }
+template <typename T>
+inline T entry(Product<T> y, int64_t j) { return T(y.p[j] * y.q[j]); }
+template <typename T>
+inline Vd load4(Product<T> y, int64_t c) {
+  return Vd{double(entry(y, c)), double(entry(y, c + 1)), double(entry(y, c + 2)),
+            double(entry(y, c + 3))};
+}
+template <typename T>
+inline Vd load4(const T* y, int64_t c) { return load4(y + c); }
+template <typename T>
+inline bool present(const T* y) { return y != nullptr; }
+template <typename T>
+inline bool present(Product<T>) { return true; }
+
 // s[i] = Σ_j f(x_j, y_j)[i] over j < w for the N terms f writes (y: 0 without a second row);
 // f is generic over a vector of 4 columns (Vd) and a single column (double)
-template <int N, typename T, typename F>
-inline void row_sums(int64_t w, const T* x, const T* y, F f, double* s) {
+template <int N, typename T, typename Y, typename F>
+inline void row_sums(int64_t w, const T* x, Y y, F f, double* s) {
+  const bool second = present(y);
   Vd part[N][VUNROLL] = {};
   int64_t j = 0;
   for (; j + VUNROLL * VLANES <= w; j += VUNROLL * VLANES)
     for (int q = 0; q < VUNROLL; ++q) {
       const int64_t c = j + q * VLANES;
       Vd v[N];
-      f(load4(x + c), y ? load4(y + c) : Vd{}, v);
+      f(load4(x + c), second ? load4(y, c) : Vd{}, v);
       for (int i = 0; i < N; ++i) part[i][q] += v[i];
     }
   for (int i = 0; i < N; ++i) {
@@ -167,7 +190,7 @@ inline void row_sums(int64_t w, const T* x, const T* y, F f, double* s) {
   }
   for (; j < w; ++j) {
     double v[N];
-    f(double(x[j]), y ? double(y[j]) : 0.0, v);
+    f(double(x[j]), second ? double(entry(y, j)) : 0.0, v);
     for (int i = 0; i < N; ++i) s[i] += v[i];
   }
 }
@@ -216,8 +239,9 @@ inline void mul_norm_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
 
 // d (+)= the adjoint of norm at input x for the output adjoint dy over one row (a: dy, b: x):
 // r (dy − mean(dy) − x̂ mean(dy ⊙ x̂)), x̂ = (x − μ) r, with μ and r recomputed from x
-template <typename T>
-inline void norm_bwd_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
+// (dy: a row, or a Product of two rows formed as it is read)
+template <typename T, typename Y>
+inline void norm_bwd_of(int64_t w, bool acc, T* d, Y a, const T* b) {
   const double k = b[0];
   double s[4];  // Σ (x − k), Σ (x − k)², Σ dy, Σ dy (x − k)
   row_sums<4>(w, b, a, [k](auto x, auto dy, auto* v) {
@@ -231,11 +255,33 @@ inline void norm_bwd_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
   const double rd = 1 / std::sqrt(var + NORM_EPS);
   // Σ dy (x − μ) = Σ dy (x − k) − (μ − k) Σ dy
   const T r = T(rd), m = T(k + shift), g1 = T(s[2] / w), g2 = T((s[3] - shift * s[2]) * rd / w);
-  LOOP(r * (a[j] - g1 - (b[j] - m) * r * g2))
+  LOOP(r * (entry(a, j) - g1 - (b[j] - m) * r * g2))
 }
 
 template <typename T>
-void elementwise(int64_t code, bool acc, int64_t w, T* d, const T* a, const T* b) {
+inline void norm_bwd_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
+  norm_bwd_of(w, acc, d, a, b);
+}
+
+// d (+)= a ⊙ norm(b) + c over one row (mul_norm and add in one pass; the compiler may
+// contract the product and the sum into one fused multiply-add)
+template <typename T>
+inline void mul_norm_add_row(int64_t w, bool acc, T* d, const T* a, const T* b, const T* c) {
+  T m, r;
+  norm_stats(w, b, m, r);
+  LOOP(T(a[j] * ((b[j] - m) * r)) + c[j])
+}
+
+// d (+)= the adjoint of norm at x for the output adjoint dy = a ⊙ c (b: x), the product
+// formed where it is read, never written
+template <typename T>
+inline void norm_bwd_mul_row(int64_t w, bool acc, T* d, const T* a, const T* b, const T* c) {
+  const Product<T> dy{a, c};
+  norm_bwd_of(w, acc, d, dy, b);
+}
+
+template <typename T>
+void elementwise(int64_t code, bool acc, int64_t w, T* d, const T* a, const T* b, const T* c) {
   switch (code) {
 @CASES@
     default: break;
@@ -360,16 +406,16 @@ struct Runner {
              bool may_share) {
     const int64_t m = std::min(hi, rows(t));
     const int64_t next = (t + 1 < steps) ? rows(t + 1) : 0;
-    struct Row { const int64_t* ins; T *d, *a, *b; int64_t sd, sa, sb, pd, pa, pb; };
+    struct Row { const int64_t* ins; T *d, *a, *b, *c; int64_t sd, sa, sb, sc, pd, pa, pb, pc; };
     Row ops[64];
     std::vector<Row> more;
     Row* list = end - begin <= 64 ? ops : (more.resize(end - begin), more.data());
     int64_t count = 0, work = 0;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t* ins = code + i * F_FIELDS;
-      Row op{ins, at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t), nullptr, nullptr,
-             bufs[ins[F_DBUF]].s1, 0, 0, thread_stride(ins[F_DBUF]), thread_stride(ins[F_ABUF]),
-             thread_stride(ins[F_BBUF])};
+      Row op{ins, at(ins[F_DBUF], ins[F_DCOL], ins[F_DTOFF], t), nullptr, nullptr, nullptr,
+             bufs[ins[F_DBUF]].s1, 0, 0, 0, thread_stride(ins[F_DBUF]),
+             thread_stride(ins[F_ABUF]), thread_stride(ins[F_BBUF]), 0};
       if (ins[F_ABUF] >= 0) {
         op.a = at(ins[F_ABUF], ins[F_ACOL], ins[F_ATOFF], t);
         op.sa = bufs[ins[F_ABUF]].s1;
@@ -377,6 +423,11 @@ struct Runner {
       if (ins[F_BBUF] >= 0) {
         op.b = at(ins[F_BBUF], ins[F_BCOL], ins[F_BTOFF], t);
         op.sb = bufs[ins[F_BBUF]].s1;
+      }
+      if (ins[F_CODE] != REFILL && ins[F_CBUF] >= 0) {
+        op.c = at(ins[F_CBUF], ins[F_CCOL], ins[F_CTOFF], t);
+        op.sc = bufs[ins[F_CBUF]].s1;
+        op.pc = thread_stride(ins[F_CBUF]);
       }
       if (ins[F_CODE] == REFILL) {  // rows that turn active going backward
         for (int64_t r = std::max(lo, next); r < m; ++r)
@@ -393,7 +444,8 @@ struct Runner {
           elementwise<T>(op.ins[F_CODE], op.ins[F_ACC] != 0, op.ins[F_WIDTH],
                          op.d + r * op.sd + id * op.pd,
                          op.a ? op.a + r * op.sa + id * op.pa : nullptr,
-                         op.b ? op.b + r * op.sb + id * op.pb : nullptr);
+                         op.b ? op.b + r * op.sb + id * op.pb : nullptr,
+                         op.c ? op.c + r * op.sc + id * op.pc : nullptr);
         }
     };
 #ifdef _OPENMP
