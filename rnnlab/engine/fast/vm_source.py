@@ -157,10 +157,18 @@ template <typename T>
 inline T entry(const T* y, int64_t j) { return y[j]; }
 template <typename T>
 inline T entry(Product<T> y, int64_t j) { return T(y.p[j] * y.q[j]); }
-template <typename T>
-inline Vd load4(Product<T> y, int64_t c) {
-  return Vd{double(entry(y, c)), double(entry(y, c + 1)), double(entry(y, c + 2)),
-            double(entry(y, c + 3))};
+typedef float Vf __attribute__((vector_size(16)));
+inline Vd load4(Product<float> y, int64_t c) {  // four products in float, then widened
+  Vf p, q;
+  std::memcpy(&p, y.p + c, sizeof p);
+  std::memcpy(&q, y.q + c, sizeof q);
+  return __builtin_convertvector(p * q, Vd);
+}
+inline Vd load4(Product<double> y, int64_t c) {
+  Vd p, q;
+  std::memcpy(&p, y.p + c, sizeof p);
+  std::memcpy(&q, y.q + c, sizeof q);
+  return p * q;
 }
 template <typename T>
 inline Vd load4(const T* y, int64_t c) { return load4(y + c); }
