@@ -149,8 +149,11 @@ def test_float32(name):
 def test_layer_norm_rows_in_the_step_the_prologue_and_the_epilogue(name):
     c = cells.make(name, SIZE, SIZE, layer_norm=True)
     loops = triton_step.loops_of(fused.compiled(c.program, True, False))
-    # every norm of a layer-normalised LSTM/GRU is read by its gain alone: fused (mul_norm)
-    assert "_row_mul_norm(" in loops.source and "_row_norm_bwd(" in loops.source
+    # every norm of a layer-normalised LSTM/GRU is read by its gain alone, and the gain's
+    # product by one sum: fused (mul_norm_add); the adjoints take dy ⊙ g as they read it
+    source = loops.source
+    assert "_row_mul_norm_add(" in source and "_row_norm_bwd_mul(" in source
+    assert "_row_mul_norm(" in source  # the gains' gradients dy ⊙ norm(x)
     compare(c)
 
 
