@@ -67,6 +67,28 @@ class Instruction:
     triton: str | None = None
 
 
+# Triton bodies of the row instructions (see ``Instruction.triton``): the row's normalised
+# values x̂ of b, and norm's adjoint at b for the output adjoint ``dy`` (an expression)
+_TRITON_XHAT = """\
+mu = tl.sum(tl.where(m, b, 0.0), 0) / w
+xc = tl.where(m, b - mu, 0.0)
+xh = xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
+"""
+
+
+def _triton_norm_bwd(dy: str) -> str:
+    return f"""\
+dy = {dy}
+mu = tl.sum(tl.where(m, b, 0.0), 0) / w
+xc = tl.where(m, b - mu, 0.0)
+r = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
+xh = xc * r
+g1 = tl.sum(tl.where(m, dy, 0.0), 0) / w
+g2 = tl.sum(tl.where(m, dy * xh, 0.0), 0) / w
+return r * (dy - g1 - xh * g2)
+"""
+
+
 INSTRUCTIONS: tuple[Instruction, ...] = (
     Instruction("copy", "a[j]", "{D}.copy_({A})", "{A}", triton="{a}"),
     Instruction("neg", "-a[j]", "torch.neg({A}, out={D})", "torch.neg({A})", triton="-{a}"),
@@ -103,22 +125,10 @@ INSTRUCTIONS: tuple[Instruction, ...] = (
     # from x so that only x is kept for the backward step; in C++ the kernel's vectorised row
     # functions (``rnnlab.engine.fast.vm_source``)
     Instruction("norm", "norm_row(w, acc, d, a);", "{D}.copy_(norm({A}))", "norm({A})",
-                row=True, triton="""\
-mu = tl.sum(tl.where(m, a, 0.0), 0) / w
-xc = tl.where(m, a - mu, 0.0)
-return xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
-"""),
+                row=True, triton="b = a\n" + _TRITON_XHAT + "return xh\n"),
     Instruction("norm_bwd", "norm_bwd_row(w, acc, d, a, b);",
                 "{D}.copy_(norm_backward({A}, {B}))", "norm_backward({A}, {B})", row=True,
-                triton="""\
-mu = tl.sum(tl.where(m, b, 0.0), 0) / w
-xc = tl.where(m, b - mu, 0.0)
-r = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
-xh = xc * r
-g1 = tl.sum(tl.where(m, a, 0.0), 0) / w
-g2 = tl.sum(tl.where(m, a * xh, 0.0), 0) / w
-return r * (a - g1 - xh * g2)
-"""),
+                triton=_triton_norm_bwd("a")),
     # the mean of the row on every column, and 1/sqrt(a): the pieces of a normalisation whose
     # statistics span several rows (Ba et al.'s layer norm over all gates of a cell,
     # ``rnnlab.lang.regularise.layer_norm(stats="joint")``); mean is its own adjoint
@@ -135,11 +145,7 @@ return r * (a - g1 - xh * g2)
     # reader (``rnnlab.engine.fast.plan.fuse_norms``): a layer norm's gain times the normalised
     # row, and in the backward step the gain's gradient dy ⊙ norm(x); no op of the language
     Instruction("mul_norm", "mul_norm_row(w, acc, d, a, b);", "{D}.copy_({A} * norm({B}))",
-                "{A} * norm({B})", row=True, triton="""\
-mu = tl.sum(tl.where(m, b, 0.0), 0) / w
-xc = tl.where(m, b - mu, 0.0)
-return a * (xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps))
-"""),
+                "{A} * norm({B})", row=True, triton=_TRITON_XHAT + "return a * xh\n"),
     # two fusions of three operands (``rnnlab.engine.fast.plan.fuse_gains``): a gain times the
     # normalised row plus the sum's other term, ``a ⊙ norm(b) + c`` (the shift of a normalised
     # memory cell, the hoisted input part of a gate), and the adjoint of a norm whose output
@@ -147,23 +153,10 @@ return a * (xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps))
     # written
     Instruction("mul_norm_add", "mul_norm_add_row(w, acc, d, a, b, c);",
                 "{D}.copy_({A} * norm({B}) + {C})", "{A} * norm({B}) + {C}", row=True,
-                triton="""\
-mu = tl.sum(tl.where(m, b, 0.0), 0) / w
-xc = tl.where(m, b - mu, 0.0)
-return a * (xc / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)) + c
-"""),
+                triton=_TRITON_XHAT + "return a * xh + c\n"),
     Instruction("norm_bwd_mul", "norm_bwd_mul_row(w, acc, d, a, b, c);",
                 "{D}.copy_(norm_backward({A} * {C}, {B}))", "norm_backward({A} * {C}, {B})",
-                row=True, triton="""\
-dy = a * c
-mu = tl.sum(tl.where(m, b, 0.0), 0) / w
-xc = tl.where(m, b - mu, 0.0)
-r = 1.0 / tl.sqrt(tl.sum(xc * xc, 0) / w + eps)
-xh = xc * r
-g1 = tl.sum(tl.where(m, dy, 0.0), 0) / w
-g2 = tl.sum(tl.where(m, dy * xh, 0.0), 0) / w
-return r * (dy - g1 - xh * g2)
-"""),
+                row=True, triton=_triton_norm_bwd("a * c")),
 )
 CODE: dict[str, int] = {ins.name: k for k, ins in enumerate(INSTRUCTIONS)}
 
