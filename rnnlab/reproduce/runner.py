@@ -100,6 +100,22 @@ def _merge_runs(record: dict, path: Path) -> None:
         record["runs"] = {**record["runs"], **json.loads(path.read_text()).get("runs", {})}
 
 
+def _keep_record(record: dict, kept: Path) -> None:
+    """Write the reproduction record into ``kept`` (results/NAME). The record under --out
+    knows the runs trained there; the runs kept in ``kept`` earlier from another run directory
+    (another machine, another --out) keep their entries while their results are there."""
+    path = kept / RECORD
+    earlier: dict = {}
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text()).get("runs", {})
+        except (ValueError, AttributeError):  # unreadable: rewritten from this record
+            earlier = {}
+    runs = {label: run for label, run in earlier.items() if (kept / label / SUMMARY).is_file()}
+    kept_record = {**record, "runs": {**runs, **record["runs"]}}
+    write_text_atomic(json.dumps(kept_record, indent=2) + "\n", path)
+
+
 def _run_one(name, label, directory, config, record, record_path, kept, argv, stream):
     """Train (or resume, or keep) one run whose directory this process holds (``hold``)."""
     from rnnlab.train.trainer import TrainingDiverged, train
@@ -142,7 +158,7 @@ def _run_one(name, label, directory, config, record, record_path, kept, argv, st
         write_text_atomic(json.dumps(record, indent=2) + "\n", record_path)
     if kept is not None and (directory / SUMMARY).is_file():
         keep_results(directory, kept / label)
-        write_text_atomic(json.dumps(record, indent=2) + "\n", kept / RECORD)
+        _keep_record(record, kept)
         print(f"{name}/{label}: results kept in {kept / label}", flush=True)
 
 
@@ -240,7 +256,7 @@ def reproduce(
         _merge_runs(record, record_path)
         write_text_atomic(json.dumps(record, indent=2) + "\n", record_path)
     if kept is not None and kept.is_dir():
-        write_text_atomic(json.dumps(record, indent=2) + "\n", kept / RECORD)
+        _keep_record(record, kept)
     return root
 
 

@@ -101,6 +101,32 @@ def test_a_full_budget_run_is_kept_and_its_row_filled(tmp_path, monkeypatch):
         runner.keep_results(big.parent, tmp_path / "elsewhere")
 
 
+def test_the_kept_record_keeps_the_runs_kept_from_another_run_directory(tmp_path):
+    # seed 0 trained on one machine, seed 1 on another: the second --out's record knows only
+    # seed 1, yet results/NAME/reproduction.json still names both while both are kept there
+    kept = tmp_path / "results" / "entry"
+    for label in ("a-s0", "a-s1", "gone-s0"):
+        (kept / label).mkdir(parents=True)
+        (kept / label / "summary.json").write_text("{}")
+    (kept / "gone-s0" / "summary.json").unlink()  # its results were removed since
+    earlier = {"command": "first", "runs": {"a-s0": {"wall_seconds": 1.0},
+                                            "gone-s0": {"wall_seconds": 3.0}}}
+    (kept / "reproduction.json").write_text(json.dumps(earlier))
+    record = {"command": "second", "runs": {"a-s1": {"wall_seconds": 2.0}}}
+    runner._keep_record(record, kept)
+    written = json.loads((kept / "reproduction.json").read_text())
+    assert written["command"] == "second"
+    assert written["runs"] == {"a-s0": {"wall_seconds": 1.0}, "a-s1": {"wall_seconds": 2.0}}
+    assert record["runs"] == {"a-s1": {"wall_seconds": 2.0}}  # the --out record unchanged
+    # a run trained again here replaces its earlier entry; an unreadable record is rewritten
+    runner._keep_record({"command": "third", "runs": {"a-s0": {"wall_seconds": 5.0}}}, kept)
+    assert json.loads((kept / "reproduction.json").read_text())["runs"]["a-s0"] == {
+        "wall_seconds": 5.0}
+    (kept / "reproduction.json").write_text("{not json")
+    runner._keep_record(record, kept)
+    assert json.loads((kept / "reproduction.json").read_text())["runs"] == record["runs"]
+
+
 def test_welch_comparison_verdicts(tmp_path):
     entry = entries.get("forget-bias")
     root = tmp_path / "forget-bias"
