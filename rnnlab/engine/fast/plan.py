@@ -914,10 +914,10 @@ def fuse_gains(code: list, everything: list, scratch: set[int]) -> list:
     ``t = g ⊙ norm(v)`` (``fuse_norms``' product) then ``d = t + c`` (the gate's other part,
     or the memory cell's shift) becomes ``mul_norm_add(g, v, c)``; in the backward step
     ``t = dy ⊙ g`` then ``norm_bwd(t, v)`` becomes ``norm_bwd_mul(dy, v, g)``. One pass over
-    the row and one lane written fewer each. The Python and Triton executors give the same
-    numbers as the two instructions apart; the native loop's compiler may contract the
-    product and the sum that reads it into one fused multiply-add (rounded once, not twice),
-    so there they agree to float32's last digit."""
+    the row and one lane written fewer each. The Python executor gives the same numbers as
+    the two instructions apart; the native loop's compiler may contract the product and the
+    sum that reads it into one fused multiply-add (rounded once, not twice), so there they
+    agree to float32's last digit."""
     out: list = []
     k = 0
     while k < len(code):
