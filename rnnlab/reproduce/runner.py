@@ -223,14 +223,16 @@ def reproduce(
         print(f"{name}: {len(busy)} run(s) trained by other processes ({', '.join(busy)}): "
               "the figures include them when the command runs again after they finish",
               flush=True)
+    from rnnlab.train.plots import learning_curves
+
     finished = [RunDir(root / r.label) for r in entry.runs if (root / r.label / SUMMARY).is_file()]
     if finished:
-        from rnnlab.train.plots import learning_curves
-
         learning_curves(finished, root / "curves.png")  # every run of the entry, one figure
-        if kept is not None:
-            kept.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / "curves.png", kept / "curves.png")
+    if kept is not None:  # every run kept, including those trained under another --out
+        everything = [RunDir(kept / r.label) for r in entry.runs
+                      if (kept / r.label / SUMMARY).is_file()]
+        if everything:
+            learning_curves(everything, kept / "curves.png")
     if entry.sweeps:  # value against a setting, one line per network (e.g. depth)
         from rnnlab.reproduce.sweep import plot_all
 

@@ -101,6 +101,36 @@ def test_a_full_budget_run_is_kept_and_its_row_filled(tmp_path, monkeypatch):
         runner.keep_results(big.parent, tmp_path / "elsewhere")
 
 
+def test_runs_trained_under_two_out_folders_are_all_kept_drawn_and_recorded(tmp_path,
+                                                                           monkeypatch):
+    # seed 0 on one machine (one --out), seed 1 on another: results/NAME's figure and record
+    # hold both, not only the second machine's run
+    from rnnlab.train import plots
+
+    data = dict(entries.ENTRIES["highway-vs-grid"])
+    data["budgets"] = {"full": {"train.max_steps": 2}, "small": {"train.max_steps": 2}}
+    monkeypatch.setitem(entries.ENTRIES, "highway-vs-grid", data)
+    drawn: dict = {}
+    real = plots.learning_curves
+
+    def recording(runs, path, *args, **kwargs):
+        drawn[Path(path)] = sorted(run.path.name for run in runs)
+        return real(runs, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "learning_curves", recording)
+    results = tmp_path / "results"
+    labels = ["parity16-plain-s0", "parity16-plain-s1"]
+    for k, label in enumerate(labels):
+        runner.reproduce("highway-vs-grid", out=tmp_path / f"machine{k}", results=results,
+                         labels=[label])
+    kept = results / "highway-vs-grid"
+    assert drawn[kept / "curves.png"] == labels  # the kept figure: both seeds
+    assert drawn[tmp_path / "machine1" / "highway-vs-grid" / "curves.png"] == labels[1:]
+    assert (kept / "curves.png").is_file()
+    record = json.loads((kept / "reproduction.json").read_text())
+    assert sorted(record["runs"]) == labels
+
+
 def test_the_kept_record_keeps_the_runs_kept_from_another_run_directory(tmp_path):
     # seed 0 trained on one machine, seed 1 on another: the second --out's record knows only
     # seed 1, yet results/NAME/reproduction.json still names both while both are kept there
