@@ -42,11 +42,10 @@ def run(args, parser, extra, argv) -> int:
     if args.resume:
         run_dir = RunDir(args.resume)
         base = run_dir.config()
-        if not run_dir.resumable():  # checkpoint.pt, or the previous one (killed mid-rotation)
-            parser.error(
-                f"{run_dir.path} has no checkpoint.pt to resume from (the run stopped before its "
-                "first checkpoint); start it again instead"
-            )
+        try:  # checkpoint.pt, or the previous one (a run killed mid-rotation)
+            run_dir.require_resumable()
+        except FileNotFoundError as error:
+            parser.error(str(error))
         config, limits = config_from_args(parser, args.config, extra, base, source=RUN,
                                           defaults=False)
         changed = model_changes(base, config)

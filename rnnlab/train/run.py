@@ -240,6 +240,14 @@ class RunDir:
         """Whether a checkpoint to resume from is here: checkpoint.pt, or the previous one."""
         return self.file(CHECKPOINT).is_file() or self.file(PREVIOUS).is_file()
 
+    def require_resumable(self) -> None:
+        """Refuse (FileNotFoundError) a run with no checkpoint to resume from."""
+        if not self.resumable():
+            raise FileNotFoundError(
+                f"{self.path} has no {CHECKPOINT} to resume from (the run stopped before its "
+                "first checkpoint); start it again instead"
+            )
+
     def require(self) -> None:
         if not self.exists():
             raise FileNotFoundError(

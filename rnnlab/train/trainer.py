@@ -683,11 +683,7 @@ def load_resume_checkpoint(run: RunDir) -> tuple[dict, str]:
     run.require()
     required = ("config", "counters", "model", "optimizer", "ranks", "world_size")
     latest, previous = run.file(CHECKPOINT), run.file(PREVIOUS)
-    if not run.resumable():
-        raise FileNotFoundError(
-            f"{run.path} has no {CHECKPOINT} to resume from (the run stopped before its first "
-            "checkpoint); start it again instead"
-        )
+    run.require_resumable()
     try:
         return ckpt.load(latest, required), CHECKPOINT
     except (ckpt.CheckpointError, FileNotFoundError) as error:
