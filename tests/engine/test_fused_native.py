@@ -1,5 +1,6 @@
 """The native loop: its own tanh and sigmoid, falling back without it, its build cache."""
 
+import copy
 import json
 
 import pytest
@@ -95,6 +96,57 @@ def test_activations_match_torch(variant, defn, exact, monkeypatch):
     assert rel.max() < 4e-7, rel.max()
     assert (out - expected).abs()[expected.isfinite()].max() < 2e-7
     assert torch.equal(out.isnan(), expected.isnan())
+
+
+def _far_from_zero_norm_cell(H: int):
+    """A layer-normalised ``rnn`` cell whose input part is the input itself (W = I, exact in
+    float32), with input rows 100 + N(0, 1): a mean 100 times the spread; a small random R,
+    ordinary gains and shift."""
+    torch.manual_seed(5)
+    c = cells.make("rnn", H, H, layer_norm=True)
+    with torch.no_grad():
+        c.W.copy_(torch.eye(H))
+        c.R.copy_(0.1 * torch.randn(H, H))
+        for name in ("g_W", "g_R", "b"):
+            getattr(c, name).uniform_(-1, 1)
+    x = 100 + torch.randn(3, 5, H)
+    state = (torch.rand(5, H) * 2 - 1,)
+    return c, x, state
+
+
+def test_norm_rows_far_from_zero_with_a_tail_match_float64(variant, monkeypatch):
+    """The row functions' sums over vectors of 16 columns and a tail (H = 77: two blocks of
+    32 columns and 13 more), on rows whose mean is ~100 times their spread, in float32 against
+    the reference in float64 on the same values; for each build of the library."""
+    c, x, state = _far_from_zero_norm_cell(77)
+    loops = fused.compiled(c.program, False, False).native()
+    monkeypatch.setattr(loops, "lib", variant)
+    with torch.no_grad(), engine.backend("native"):
+        out, _ = unroll(c, x, state)
+        expected = reference_unroll(c.double(), x.double(), tuple(s.double() for s in state))[0]
+    # float32 rounding at the scale of the mean (100): ~6e-6 here; summing x itself rather
+    # than x minus the row's first entry gives ~2e-5
+    assert (out.double() - expected).abs().max() < 1e-5
+
+
+def test_norm_gradients_far_from_zero_with_a_tail_match_float64(library):
+    """The backward row functions (norm_bwd with the gain's product, the gain's gradient) on
+    the same rows: float32 gradients against float64 ones."""
+    c, x, state = _far_from_zero_norm_cell(77)
+
+    def gradients(model, dtype, run):
+        xs = x.detach().to(dtype).requires_grad_()
+        s = tuple(v.detach().to(dtype).requires_grad_() for v in state)
+        out = run(model, xs, s)[0]
+        (out * torch.linspace(-1, 1, out.numel(), dtype=dtype).reshape(out.shape)).sum().backward()
+        return [xs.grad, *(v.grad for v in s), *(p.grad for p in model.parameters())]
+
+    with engine.backend("native"):
+        got = gradients(c, torch.float32, unroll)
+    expected = gradients(copy.deepcopy(c).double(), torch.float64, reference_unroll)
+    for a, b in zip(got, expected, strict=True):
+        scale = b.abs().max().item()
+        assert (a.double() - b).abs().max().item() < 5e-6 * max(scale, 1.0), (a, b)  # ~2e-6
 
 
 def test_without_native_the_python_executor_runs(monkeypatch):

@@ -11,8 +11,8 @@ float tanh and sigmoid are computed with a vectorisable exp (range reduction to
 |r| <= ln2/2, degree-7 Taylor polynomial, exponent by bit manipulation) so that the compiler can
 use SIMD on them: relative error below 3e-7 (tanh uses its odd Taylor series below 0.3), NaN and
 ±inf handled as torch does; double uses the C library. Layer norm's row instructions take their
-sums over a row in one pass, in double, over vectors of 4 columns in a fixed order of partial
-sums (see ``row_sums``), then write the row in a second pass.
+sums over a row in two passes (the mean, then the squared deviations from it) over vectors of
+16 columns in a fixed order of partial sums (see ``row_sums``), then write the row.
 """
 
 from ...lang.ops import INSTRUCTIONS, NORM_EPS
@@ -139,16 +139,24 @@ constexpr double NORM_EPS = @EPS@;  // layer norm's ε (rnnlab.lang.ops.NORM_EPS
 // ---- row functions (layer norm) ---------------------------------------------------------------
 // A sum over a row as one running total is a serial chain of additions that the compiler may
 // not reorder (that would change the rounding): one addition's latency per column, and it does
-// not vectorise. Here the sums of a row are taken in one pass, in double, over vectors of 4
-// columns (GCC's and clang's vector extensions, which the compiler maps to the build's SIMD
-// registers), in 2 · 4 partial sums each, added up in a fixed order at the end, so that the
-// result does not depend on the vector width of the build. The sums of x are taken about its
-// first entry k (the shifted-data variance Σ (x − k)² − (Σ (x − k))² / w loses digits only as
-// far as the mean is from k next to the row's spread, not as far as it is from 0).
-typedef double Vd __attribute__((vector_size(32)));
-constexpr int VLANES = 4, VUNROLL = 2;
-inline Vd load4(const float* p) { return Vd{p[0], p[1], p[2], p[3]}; }
-inline Vd load4(const double* p) { return Vd{p[0], p[1], p[2], p[3]}; }
+// not vectorise. Here the sums of a row are taken over vectors of 16 columns (GCC's and clang's
+// vector extensions, which the compiler maps to the build's SIMD registers: one AVX-512
+// register of floats, two AVX2 ones), in two vectors of partial sums, added up in a fixed order
+// at the end (the two vectors, then a halving tree over the 16 lanes), so that the result does
+// not depend on the vector width of the build. The statistics take two passes, the mean and then
+// the squared deviations from it (no cancellation, so the row type's own precision is enough);
+// the second pass, and the one that writes the row, read it from L1.
+constexpr int VL = 16;
+template <typename T>
+struct VecOf { typedef T type __attribute__((vector_size(VL * sizeof(T)))); };
+template <typename T>
+using V = typename VecOf<T>::type;
+template <typename T>
+inline V<T> vload(const T* p) {
+  V<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 
 // a row read as the product of two rows, each entry rounded to the row type when read
 template <typename T>
@@ -157,65 +165,66 @@ template <typename T>
 inline T entry(const T* y, int64_t j) { return y[j]; }
 template <typename T>
 inline T entry(Product<T> y, int64_t j) { return T(y.p[j] * y.q[j]); }
-typedef float Vf __attribute__((vector_size(16)));
-inline Vd load4(Product<float> y, int64_t c) {  // four products in float, then widened
-  Vf p, q;
-  std::memcpy(&p, y.p + c, sizeof p);
-  std::memcpy(&q, y.q + c, sizeof q);
-  return __builtin_convertvector(p * q, Vd);
-}
-inline Vd load4(Product<double> y, int64_t c) {
-  Vd p, q;
-  std::memcpy(&p, y.p + c, sizeof p);
-  std::memcpy(&q, y.q + c, sizeof q);
-  return p * q;
-}
 template <typename T>
-inline Vd load4(const T* y, int64_t c) { return load4(y + c); }
+inline V<T> vload(Product<T> y, int64_t c) { return vload(y.p + c) * vload(y.q + c); }
+template <typename T>
+inline V<T> vload(const T* y, int64_t c) { return vload(y + c); }
 template <typename T>
 inline bool present(const T* y) { return y != nullptr; }
 template <typename T>
 inline bool present(Product<T>) { return true; }
 
 // s[i] = Σ_j f(x_j, y_j)[i] over j < w for the N terms f writes (y: 0 without a second row);
-// f is generic over a vector of 4 columns (Vd) and a single column (double)
+// f is generic over a vector of VL columns and a single column
 template <int N, typename T, typename Y, typename F>
-inline void row_sums(int64_t w, const T* x, Y y, F f, double* s) {
+inline void row_sums(int64_t w, const T* x, Y y, F f, T* s) {
   const bool second = present(y);
-  Vd part[N][VUNROLL] = {};
+  V<T> part[2][N] = {};
   int64_t j = 0;
-  for (; j + VUNROLL * VLANES <= w; j += VUNROLL * VLANES)
-    for (int q = 0; q < VUNROLL; ++q) {
-      const int64_t c = j + q * VLANES;
-      Vd v[N];
-      f(load4(x + c), second ? load4(y, c) : Vd{}, v);
-      for (int i = 0; i < N; ++i) part[i][q] += v[i];
+  for (; j + 2 * VL <= w; j += 2 * VL)
+    for (int q = 0; q < 2; ++q) {
+      const int64_t c = j + q * VL;
+      V<T> v[N];
+      f(vload(x + c), second ? vload(y, c) : V<T>{}, v);
+      for (int i = 0; i < N; ++i) part[q][i] += v[i];
     }
   for (int i = 0; i < N; ++i) {
-    s[i] = 0;
-    for (int q = 0; q < VUNROLL; ++q)
-      for (int l = 0; l < VLANES; ++l) s[i] += part[i][q][l];
+    const V<T> both = part[0][i] + part[1][i];
+    T lane[VL];
+    std::memcpy(lane, &both, sizeof lane);
+    for (int h = VL / 2; h > 0; h /= 2)
+      for (int l = 0; l < h; ++l) lane[l] += lane[l + h];
+    s[i] = lane[0];
   }
   for (; j < w; ++j) {
-    double v[N];
-    f(double(x[j]), second ? double(entry(y, j)) : 0.0, v);
+    T v[N];
+    f(x[j], second ? entry(y, j) : T(0), v);
     for (int i = 0; i < N; ++i) s[i] += v[i];
   }
 }
 
-// The mean m and r = 1 / sqrt(σ² + ε) of one row, as the row type
+// The mean m and r = 1 / sqrt(σ² + ε) of one row. The first pass sums x − k about the row's
+// first entry k, so that a row far from 0 next to its spread keeps its digits (the sum of x
+// itself would round at the scale of the mean)
+template <typename T>
+inline T row_mean(int64_t w, const T* a) {
+  const T k = a[0];
+  T s[1];
+  row_sums<1>(w, a, static_cast<const T*>(nullptr), [k](auto x, auto, auto* v) {
+    v[0] = x - k;
+  }, s);
+  return k + s[0] / T(w);
+}
+
 template <typename T>
 inline void norm_stats(int64_t w, const T* a, T& m, T& r) {
-  const double k = a[0];
-  double s[2];  // Σ (a − k), Σ (a − k)²
-  row_sums<2>(w, a, static_cast<const T*>(nullptr), [k](auto x, auto, auto* v) {
-    const auto u = x - k;
-    v[0] = u;
-    v[1] = u * u;
+  m = row_mean(w, a);
+  T s[1];
+  row_sums<1>(w, a, static_cast<const T*>(nullptr), [m](auto x, auto, auto* v) {
+    const auto u = x - m;
+    v[0] = u * u;
   }, s);
-  const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
-  r = T(1 / std::sqrt(var + NORM_EPS));
-  m = T(k + shift);
+  r = T(1) / std::sqrt(s[0] / T(w) + T(NORM_EPS));
 }
 
 // d (+)= norm(a) = (a − μ) r over one row
@@ -229,9 +238,7 @@ inline void norm_row(int64_t w, bool acc, T* d, const T* a) {
 // d (+)= the mean of a over one row, on every column
 template <typename T>
 inline void mean_row(int64_t w, bool acc, T* d, const T* a) {
-  double s[1];
-  row_sums<1>(w, a, static_cast<const T*>(nullptr), [](auto x, auto, auto* v) { v[0] = x; }, s);
-  const T m = T(s[0] / w);
+  const T m = row_mean(w, a);
   LOOP(m)
 }
 
@@ -247,22 +254,23 @@ inline void mul_norm_row(int64_t w, bool acc, T* d, const T* a, const T* b) {
 
 // d (+)= the adjoint of norm at input x for the output adjoint dy over one row (a: dy, b: x):
 // r (dy − mean(dy) − x̂ mean(dy ⊙ x̂)), x̂ = (x − μ) r, with μ and r recomputed from x
-// (dy: a row, or a Product of two rows formed as it is read)
+// (dy: a row, or a Product of two rows formed as it is read); two passes for the sums, as
+// norm_stats: Σ (x − k) and Σ dy, then Σ (x − μ)² and Σ dy (x − μ)
 template <typename T, typename Y>
 inline void norm_bwd_of(int64_t w, bool acc, T* d, Y a, const T* b) {
-  const double k = b[0];
-  double s[4];  // Σ (x − k), Σ (x − k)², Σ dy, Σ dy (x − k)
-  row_sums<4>(w, b, a, [k](auto x, auto dy, auto* v) {
-    const auto u = x - k;
-    v[0] = u;
-    v[1] = u * u;
-    v[2] = dy;
-    v[3] = dy * u;
+  const T k = b[0];
+  T s[2];
+  row_sums<2>(w, b, a, [k](auto x, auto dy, auto* v) {
+    v[0] = x - k;
+    v[1] = dy;
   }, s);
-  const double shift = s[0] / w, var = std::max(s[1] / w - shift * shift, 0.0);
-  const double rd = 1 / std::sqrt(var + NORM_EPS);
-  // Σ dy (x − μ) = Σ dy (x − k) − (μ − k) Σ dy
-  const T r = T(rd), m = T(k + shift), g1 = T(s[2] / w), g2 = T((s[3] - shift * s[2]) * rd / w);
+  const T m = k + s[0] / T(w), g1 = s[1] / T(w);
+  row_sums<2>(w, b, a, [m](auto x, auto dy, auto* v) {
+    const auto u = x - m;
+    v[0] = u * u;
+    v[1] = dy * u;
+  }, s);
+  const T r = T(1) / std::sqrt(s[0] / T(w) + T(NORM_EPS)), g2 = s[1] * r / T(w);
   LOOP(r * (entry(a, j) - g1 - (b[j] - m) * r * g2))
 }
 
