@@ -205,16 +205,25 @@ _times: dict = {}  # "m,n,k" -> [packed seconds, plain seconds] on this machine
 _times_lock = threading.Lock()
 
 
+# Bumped when the way GEMMs are timed changes, so that times measured the old way are not read.
+# 2: at least ``MIN_REPS`` calls per round (one call per round of a large GEMM chose plain
+# GEMMs where packed ones run 18-35% faster: (32 × 1024)·(1024 × 4096) on an Intel Xeon).
+_TIMES_VERSION = 2
+MIN_REPS = 5  # GEMM calls per timed round, at the least
+
+
 def _times_file() -> Path | None:
     path = _state.get("path")
-    return None if path is None else path.with_suffix(".gemm.json")
+    return None if path is None else path.with_suffix(f".gemm{_TIMES_VERSION}.json")
 
 
 def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, float] | None:
     """Seconds per float32 GEMM (m×k)·(k×n) through the loop's BLAS calls, packed and plain:
-    the best of 7 interleaved rounds of about half a millisecond each (the best: another
-    process on the machine only ever slows a round down), measured once per machine and shape
-    (again with ``fresh``) and kept beside the native build. None without the library."""
+    the best of 7 interleaved rounds of about half a millisecond each and at least
+    ``MIN_REPS`` calls (the best: another process on the machine only ever slows a round down;
+    a round of one call times a packed weight's first use, which the loop pays once per
+    sequence), measured once per machine and shape (again with ``fresh``) and kept beside the
+    native build. None without the library."""
     if load() is None:
         return None
     key = f"{m},{n},{k}"
@@ -227,7 +236,7 @@ def gemm_times(m: int, n: int, k: int, fresh: bool = False) -> tuple[float, floa
     if found is not None:
         return tuple(found)
     per_call = 2.0 * m * n * k / 2e10  # at 20 GFLOP/s
-    reps = max(1, min(1000, int(5e-4 / max(per_call, 1e-9))))
+    reps = max(MIN_REPS, min(1000, int(5e-4 / max(per_call, 1e-9))))
     rounds = [(time_gemm(m, n, k, reps, True), time_gemm(m, n, k, reps, False))
               for _ in range(7)]
     found = [min(r[0] for r in rounds), min(r[1] for r in rounds)]
