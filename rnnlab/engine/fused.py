@@ -409,13 +409,17 @@ def backward_pass(run: _Run, tensors, inputs, num_front: int, num_states: int, d
     # epilogue then reads rows past their sequence's end, which the loop skips)
     in_loop = plan.hoisted_backward and run.executor.hoists_in_loop and run.sizes is None
     unused = set(plan.back_twins) if in_loop else set(plan.back_twins.values())
+    # one step over many rows (the grid's depth step): the states' gradients are as large as
+    # the step's input, so they are views of a dS of their own instead of copies
+    own = run.T == 1 and run.sizes is None
     tensors = tensors[:n] + _allocate(run, [i for i in range(n, len(plan.buffers))
-                                            if i not in unused], d_output, given)[n:]
+                                            if i not in unused], d_output, given,
+                                      fresh={plan.dS} if own else ())[n:]
     _execute(run, "hoisted_backward" if in_loop else "backward", tensors, weights)
     if plan.epilogue and not in_loop:
         _execute(run, "epilogue", tensors, weights)
-    grads = _gradients(run, tensors, inputs, num_front, num_states, need_dx)
-    _release(run, tensors, range(len(plan.buffers)))
+    grads = _gradients(run, tensors, inputs, num_front, num_states, need_dx, own)
+    _release(run, tensors, [i for i in range(len(plan.buffers)) if not (own and i == plan.dS)])
     return grads
 
 
@@ -446,7 +450,9 @@ def _differentiable_gradients(run: _Run, inputs, num_xs: int, num_states: int, d
 
 
 def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int,
-               need_dx: bool | None = None) -> list:
+               need_dx: bool | None = None, own_dS: bool = False) -> list:
+    """The gradients of ``inputs`` (front, states, weights) from the backward loop's buffers;
+    with ``own_dS`` the states' gradients are views of dS (new memory, not handed back)."""
     plan, ir = run.comp.plan, run.comp.plan.ir
     T, B, H = run.T, run.B, ir.hidden_size
     d_front: list = [None] * num_front
@@ -477,7 +483,8 @@ def _gradients(run: _Run, tensors: list, inputs, num_front: int, num_states: int
     if run.sizes is not None and run.sizes[0] < B:  # sequences of length 0 keep their state
         dS = dS.clone()
         dS[run.sizes[0]:] = tensors[plan.dF][0, run.sizes[0]:]
-    d_states = [dS[:, c:c + H].clone() for c in plan.state_cols]
+    d_states = [dS[:, c:c + H] if own_dS else dS[:, c:c + H].clone()  # dS is reused
+                for c in plan.state_cols]
     d_weights = {}
     weights = dict(zip(run.comp.keys, inputs[num_front + num_states:]))
     for ref, dG, gemm in zip(plan.gemm_args, plan.dG, ir.gemms):

@@ -398,6 +398,32 @@ def test_one_wide_step_returns_finals_that_later_calls_do_not_overwrite():
 
 
 @pytest.mark.parametrize("engine", EXECUTORS)
+def test_one_wide_step_returns_state_gradients_that_later_calls_do_not_overwrite(engine):
+    """In training too: one step over many rows (the grid's depth step) returns its states'
+    gradients as views of a dS of its own; they equal the reference's and later calls of the
+    same shape, which reuse the engine's other buffers, leave them as they were."""
+    c = cells.make("lstm", 8, 16)
+    rows = route.SMALL_STEP_VALUES // 16 + 5
+
+    def call(seed: int, backend: str):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, rows, 8, generator=g, requires_grad=True)
+        state = tuple(torch.randn(rows, 16, generator=g, requires_grad=True) for _ in range(2))
+        with executor(backend) if backend != "reference" else rnnlab.engine.backend(backend):
+            out, finals = unroll(c, x, state)
+        # autograd.grad hands back the engine's tensors as they are (.grad may copy them)
+        return torch.autograd.grad((out * 2 + finals[1] * 3).sum(), state)
+
+    first = call(0, engine)
+    kept = [g.clone() for g in first]
+    for seed in (1, 2):
+        call(seed, engine)
+    for g, k, r in zip(first, kept, call(0, "reference"), strict=True):
+        torch.testing.assert_close(g, k, rtol=0, atol=0)
+        torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("engine", EXECUTORS)
 def test_gradient_broadcast_from_a_sum_equals_reference(engine):
     """``output.sum()`` hands the engine an adjoint of stride 0 everywhere (one value
     broadcast): read as a broadcast row, not copied, and the gradients still equal the
