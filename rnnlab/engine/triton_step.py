@@ -60,9 +60,11 @@ from collections import OrderedDict
 
 import torch
 
-from ..lang.ops import INSTRUCTIONS, NORM_EPS
+from ..lang.ops import CODE, INSTRUCTIONS, NORM_EPS
 from . import settings
 from .fast.plan import FILL, ROW_CODES, GemmI, Op, Plan, Ref, Refill, Slices, reads
+
+NORM, NORM_BWD = CODE["norm"], CODE["norm_bwd"]
 
 # the dtypes the kernels compute in (their loads and stores keep the buffers' dtype)
 DTYPES = (torch.float32, torch.float64)
@@ -457,10 +459,40 @@ class _Kernel:
             self._stores[key] = (self._address(ref, col), var)
 
     # ---- instructions -----------------------------------------------------------------------
+    def _pooled(self, ins) -> None:
+        """``norm`` or ``norm_bwd`` over the n lanes together (layer norm over all gates, the
+        language's ``pnorm``): the statistics summed over the n blocks of the row this program
+        holds, then each block written."""
+        H, n = self.H, ins.width // self.H
+        if ins.acc or ins.code not in (NORM, NORM_BWD):
+            raise ValueError(f"instruction {ins} over {n} lanes together has no kernel")
+        x = [self._value(ins.b if ins.code == NORM_BWD else ins.a, i * H) for i in range(n)]
+        w = float(ins.width)
+        mean = self._fresh("(" + " + ".join(f"tl.sum(tl.where(m, {v}, 0.0), 0)" for v in x)
+                           + f") / {w!r}")
+        dev = [self._fresh(f"tl.where(m, {v} - {mean}, 0.0)") for v in x]
+        var = self._fresh("(" + " + ".join(f"tl.sum({d} * {d}, 0)" for d in dev) + f") / {w!r}")
+        r = self._fresh(f"1.0 / tl.sqrt({var} + {NORM_EPS!r})")
+        xh = [self._fresh(f"{d} * {r}") for d in dev]
+        if ins.code == NORM:
+            out = xh
+        else:  # r (dy − mean(dy) − x̂ mean(dy ⊙ x̂))
+            dy = [self._value(ins.a, i * H) for i in range(n)]
+            g1 = self._fresh("(" + " + ".join(f"tl.sum(tl.where(m, {d}, 0.0), 0)" for d in dy)
+                             + f") / {w!r}")
+            g2 = self._fresh("(" + " + ".join(f"tl.sum(tl.where(m, {d} * {h}, 0.0), 0)"
+                                              for d, h in zip(dy, xh)) + f") / {w!r}")
+            out = [self._fresh(f"{r} * ({d} - {g1} - {h} * {g2})") for d, h in zip(dy, xh)]
+        for i, v in enumerate(out):
+            self._write(ins.dst, ins.dst.col + i * H, v)
+
     def _instruction(self, ins) -> None:
         H = self.H
         if ins.dst.col % H or ins.width % H:
             raise ValueError(f"instruction {ins} is not made of whole {H}-wide lanes")
+        if isinstance(ins, Op) and ins.code in ROW_CODES and ins.width > H:
+            self._pooled(ins)
+            return
         for i in range(ins.width // H):
             col = ins.dst.col + i * H
             if isinstance(ins, Refill):  # rows from n1 on take the incoming gradient

@@ -531,6 +531,7 @@ class _Compiler:
         self.static_ids: dict[str, int] = {}  # node -> value id among the statics
         self.static_keys: dict[str, int] = {}
         self.widths: dict[int, int] = {}
+        self.pooled: dict[tuple, int] = {}  # (code list, arguments) -> their pooled norm
         hoist_code: list[Instr] = []
         xs = self._hoist(hoist_code)
         step_code: list[Instr] = []
@@ -598,6 +599,13 @@ class _Compiler:
             return self.emit(code, "gemm", (args[0],), self.g.hidden_size, key=key)
         if node.op == "identity":
             return args[0]
+        if node.op == "pnorm":  # the arguments side by side, one norm over all, a block of it
+            key = (id(code), tuple(args))
+            if key not in self.pooled:
+                joined = self.emit(code, "cat", args, len(args) * self.g.hidden_size)
+                self.pooled[key] = self.emit(code, "norm", (joined,))
+            H = self.g.hidden_size
+            return self.emit(code, "cols", (self.pooled[key],), H, value=int(node.value) * H)
         return self.emit(code, node.op, args, value=node.value)
 
     def _hoist(self, code: list) -> list[int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from functools import cached_property
 
-from .ops import OPS, spec
+from .ops import OPS, POOL, spec
 
 
 class GraphError(ValueError):
@@ -30,7 +30,8 @@ class Node:
     """One node: ``op`` over the nodes named in ``args``.
 
     ``ref`` names the parameter (``linear``, ``param``) or the state vector (``state``) the node
-    reads; ``value`` is the number of a ``const`` or the factor ``a`` of ``scale`` (a·x).
+    reads; ``value`` is the number of a ``const``, the factor ``a`` of ``scale`` (a·x), or
+    which of its arguments a ``pnorm`` is (0 for the first).
     """
 
     op: str
@@ -158,6 +159,13 @@ class Graph:
                 sizes[name] = None
             elif OPS[op].kind == "activation":
                 sizes[name] = sizes[node.args[0]]
+            elif OPS[op].kind == "pool":
+                found = {sizes[arg] for arg in node.args}
+                if len(found) != 1 or None in found:
+                    raise GraphError(
+                        f"{self.name}: node {name!r} ({op}) pools vectors of one size, got "
+                        f"sizes {[sizes[arg] for arg in node.args]}")
+                sizes[name] = found.pop()
             else:  # binary
                 a, b = (sizes[arg] for arg in node.args)
                 if a is not None and b is not None and a != b:
@@ -210,7 +218,14 @@ class Graph:
                     f"{self.name}: node {name!r} has unknown op {node.op!r}; "
                     f"known ops: {', '.join(OPS)}"
                 )
-            if len(node.args) != op.arity:
+            if op.arity == POOL:
+                if not node.args or node.value is None or not (
+                        float(node.value).is_integer() and 0 <= node.value < len(node.args)):
+                    raise GraphError(
+                        f"{self.name}: node {name!r} ({node.op}) takes one argument or more and "
+                        f"the index of its own among them as its value, got {len(node.args)} "
+                        f"argument(s) and value {node.value!r}")
+            elif len(node.args) != op.arity:
                 raise GraphError(
                     f"{self.name}: node {name!r} ({node.op}) takes {op.arity} argument(s), "
                     f"got {len(node.args)}"

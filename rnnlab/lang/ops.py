@@ -178,6 +178,13 @@ def norm_backward(dy: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return r * (dy - dy.mean(-1, keepdim=True) - xhat * (dy * xhat).mean(-1, keepdim=True))
 
 
+def pooled_norm(parts, k) -> torch.Tensor:
+    """Member ``k`` of ``norm`` over the parts laid side by side (``pnorm``)."""
+    H, k = parts[0].shape[-1], int(k)
+    wide = torch.cat(torch.broadcast_tensors(*parts), -1)
+    return norm(wide)[..., k * H:(k + 1) * H]
+
+
 def row_mean(a: torch.Tensor) -> torch.Tensor:
     """The mean over the last axis, on every entry of it."""
     return a.mean(-1, keepdim=True).expand_as(a)
@@ -191,6 +198,9 @@ def _sigmoid(a: float) -> float:
     return 1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a))
 
 
+POOL = -1  # the arity of an op that takes any number of arguments (at least one)
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """One op of the cell language (see the module docstring).
@@ -201,8 +211,8 @@ class OpSpec:
     operand, operand)."""
 
     name: str
-    kind: str  # "leaf" | "linear" | "binary" | "activation"
-    arity: int
+    kind: str  # "leaf" | "linear" | "binary" | "activation" | "pool"
+    arity: int  # POOL: any number, at least one
     symbol: str = ""  # how the op prints in equations
     precedence: int = 0  # binary ops: binding strength in printed equations
     torch: Callable | None = None
@@ -240,6 +250,12 @@ OPS: dict[str, OpSpec] = {
         # written with them (layer norm over all gates, ``layer_norm(stats="joint")``)
         OpSpec("mean", "activation", 1, "mean", 0, lambda a, v: row_mean(a), lambda a, v: a,
                "mean", (("mean", "dy", None),)),
+        # member k (value) of a normalisation pooled over all its arguments: the k-th H
+        # columns of norm([a_0; …; a_{n-1}]), one mean and variance over the n·H units (layer
+        # norm over all gates, ``layer_norm(stats="joint")``); any number of arguments. The
+        # compiler lays the arguments side by side and emits one ``norm`` over all of them.
+        OpSpec("pnorm", "pool", POOL, "pnorm", 0, lambda *a: pooled_norm(a[:-1], a[-1]),
+               lambda *a: 0.0),
         OpSpec("rsqrt", "activation", 1, "rsqrt", 0, lambda a, v: torch.rsqrt(a),
                lambda a, v: 1.0 / math.sqrt(a), "rsqrt", (("rsqrt_bwd", "dy", "y"),)),
         OpSpec("scale", "activation", 1, "Linear", 0, lambda a, v: v * a,

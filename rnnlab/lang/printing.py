@@ -52,6 +52,9 @@ def equations(graph: Graph) -> str:
             right_prec = prec + 1 if node.op == "sub" else prec  # a − (b − c) keeps its brackets
             text = f"{ref(node.args[0], prec)} {symbol} {ref(node.args[1], right_prec)}"
             return f"({text})" if prec < parent_prec else text
+        if node.op == "pnorm":  # block k (1-based) of norm over all the arguments together
+            parts = ", ".join(ref(a) for a in node.args)
+            return f"norm({parts})[{int(node.value) + 1}]"
         inner = ref(node.args[0])
         if node.op == "identity":
             return inner

@@ -29,7 +29,6 @@ regularised twice; mask names stay distinct).
 from __future__ import annotations
 
 from .graph import Graph, GraphError, Mask, Node
-from .ops import NORM_EPS
 
 # The regulariser options of ``regularise`` (and of ``rnnlab.cells.make`` / ``rnnlab.RNN``).
 OPTIONS = ("input_dropout", "recurrent_dropout", "output_dropout", "weight_drop", "zoneout",
@@ -306,12 +305,14 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
       mean(v)) / sqrt(var(v) + ε)``), as TensorFlow's ``LayerNormBasicLSTMCell`` (which
       normalises the sum of both parts) and what a cell graph of any shape defines.
     * ``"joint"``: the input parts of all the cell's sums together (for the LSTM over the 4H
-      units of W x, one mean μ_x and one r_x = 1/sqrt(σ²_x + ε)), and the recurrent parts
-      together (μ_h, r_h over R h): Ba et al.'s LN-LSTM (their eqs. 20-22) and haste's
-      ``LayerNormLSTM``; ``N(v) = (v − μ) ⊙ r``, written with the ops ``mean`` and ``rsqrt``.
-      A part that reads another sum's result (the GRU's ``R (r ⊙ h)`` reads the reset gate)
-      cannot share that sum's statistics (they would depend on themselves): parts are pooled by
-      how many normalised sums lie before them, and a part alone in its pool gets ``norm``.
+      units of W x, one mean μ_x and one 1/sqrt(σ²_x + ε)), and the recurrent parts together
+      (over R h): Ba et al.'s LN-LSTM (their eqs. 20-22) and haste's ``LayerNormLSTM``;
+      ``N(v_k) = pnorm(v_1, …, v_n; k)``, block k of ``norm([v_1; …; v_n])`` (printed
+      ``norm(v_1, …, v_n)[k]``), which the engine runs as one row instruction over the n·H
+      columns. A part that reads another sum's result (the GRU's ``R (r ⊙ h)`` reads the
+      reset gate) cannot share that sum's statistics (they would depend on themselves): parts
+      are pooled by how many normalised sums lie before them, and a part alone in its pool
+      gets ``norm``.
 
     Ba et al.'s shifts β_x, β_h would only add to the sum's own bias b_i, so a sum with a bias
     keeps just that one, as haste does; a sum without a bias parameter gets a shift ``b_ln…``.
@@ -325,7 +326,8 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
     graph = graph.validate()
     if stats not in LAYER_NORM_STATS:
         raise ValueError(f"stats must be one of {LAYER_NORM_STATS}, got {stats!r}")
-    if any(node.op == "norm" for node in graph.nodes.values()) or layer_norm_gains(graph):
+    if any(node.op in ("norm", "pnorm") for node in graph.nodes.values()) or \
+            layer_norm_gains(graph):
         raise GraphError(f"{graph.name}: the cell is layer-normalised already")
     step, xdep = _dependence(graph)
     original = set(graph.nodes)
@@ -375,22 +377,13 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
     pools: dict[tuple, list[tuple[str, int]]] = {}  # (side, level) or (side, its sum)
     for key, lv in part_level.items():
         pools.setdefault((key[1], lv if stats == "joint" else key[0]), []).append(key)
-    for (kind, _), members in pools.items():
+    for members in pools.values():
         if len(members) == 1:
             normed[members[0]] = add_node("_ln", Node("norm", (totals[members[0]],)))
             continue
-        side = "xh"[kind]
-        inv = add_node("_ln", Node("const", value=1.0 / len(members)))
-        eps = add_node("_ln", Node("const", value=NORM_EPS))
-        # the mean of the parts' means is the mean of their sum over G: one row pass
-        mean = add_node("_ln", Node("mean", (total([totals[m] for m in members]),)))
-        mu = add_node(f"mu_{side}", Node("mul", (mean, inv)))
-        devs = {m: add_node("_ln", Node("sub", (totals[m], mu))) for m in members}
-        squares = total([add_node("_ln", Node("mul", (d, d))) for d in devs.values()])
-        var = add_node("_ln", Node("mul", (add_node("_ln", Node("mean", (squares,))), inv)))
-        r = add_node(f"r_{side}", Node("rsqrt", (add_node("_ln", Node("add", (var, eps))),)))
-        for m in members:
-            normed[m] = add_node("_ln", Node("mul", (devs[m], r)))
+        pooled = tuple(totals[m] for m in members)
+        for k, m in enumerate(members):
+            normed[m] = add_node("_ln", Node("pnorm", pooled, value=float(k)))
 
     for root, split in parts.items():
         terms = sums[root]
@@ -442,11 +435,12 @@ def layer_norm(graph: Graph, stats: str = "gate") -> Graph:
 
 def layer_norm_gains(graph: Graph) -> set[str]:
     """The gains of the layer normalisations in ``graph``: the vectors multiplying a normalised
-    part — a ``norm`` node, or (joint statistics) a deviation times its pool's ``rsqrt``. They
+    part — a ``norm`` or ``pnorm`` node, or a deviation times an ``rsqrt`` (statistics written
+    out with ``mean`` and ``rsqrt``, as a hand-written cell may). They
     start at 1 (``rnnlab.cells.Cell``); shifts are biases and start as biases do."""
 
     def normalised(node: Node) -> bool:
-        return node.op == "norm" or (node.op == "mul" and any(
+        return node.op in ("norm", "pnorm") or (node.op == "mul" and any(
             graph.nodes[a].op == "rsqrt" for a in node.args))
 
     gains: set[str] = set()

@@ -24,6 +24,12 @@ def _node_value(graph, name, vals, x_t, state, params, masks_t):
         return params[node.ref]
     if op == "const":
         return torch.tensor(float(node.value), dtype=x_t.dtype)
+    if op == "pnorm":  # block k of the layer normalisation of all arguments side by side
+        parts = torch.broadcast_tensors(*(vals[a] for a in node.args))
+        n, k, H = len(parts), int(node.value), parts[0].shape[-1]
+        mean = sum(p.sum(-1, keepdim=True) for p in parts) / (n * H)
+        var = sum(((p - mean) ** 2).sum(-1, keepdim=True) for p in parts) / (n * H)
+        return (parts[k] - mean) / torch.sqrt(var + 1e-5)
     a = vals[node.args[0]]
     if op == "linear":  # W (H, n) applied to a (…, n)
         return torch.einsum("hn,...n->...h", params[node.ref], a)

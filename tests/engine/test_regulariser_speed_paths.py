@@ -16,6 +16,7 @@ from rnnlab.engine.fast import native
 from rnnlab.engine.fast import plan as fused_plan
 from rnnlab.engine.unroll import reference_unroll, unroll
 from rnnlab.lang import cell, tanh
+from rnnlab.lang.ops import CODE
 
 I, H, T, B = 6, 8, 5, 3
 ZONE = {"h": 0.3, "c": 0.5}
@@ -205,19 +206,33 @@ def test_layer_norm_recomputes_its_norms_in_the_backward_instead_of_keeping_them
     assert names["Pr"].width == 5 * H and names["Prh"].width == 4 * H
 
 
-def test_joint_layer_norm_recomputes_gain_times_deviation_instead_of_keeping_it():
-    names = _names(_plan(cells.make("lstm", I, H, layer_norm="joint")))
-    # kept: the four gates and tanh(c_ln), the recurrent parts' deviations and 1/σ (4 + 1);
-    # the hoist keeps the input parts' deviations and 1/σ. Each gain ⊙ deviation (read by
-    # the product with 1/σ, so wanted by the backward) is made again from those two
-    assert names["P"].width == (5 + 5) * H and names["Ph"].width == 5 * H
-    assert names["Pr"].width == (1 + 4) * H and names["Prh"].width == 4 * H
+def test_joint_layer_norm_is_one_norm_over_the_gates_made_again_not_kept():
+    """The pooled statistics (``pnorm``) are one row instruction over the recurrent GEMM's 4H
+    columns and one over X's in the hoist, read where they are (no copies); the normalised
+    blocks are made again in the backward step (``Pr``: the four blocks and the memory cell's
+    norm; ``Prh``: the input parts'), so the step keeps what per-gate layer norm keeps (the
+    gates and tanh(c_ln)), and each pool's adjoint is one ``norm_bwd`` over 4H columns."""
+    plan = _plan(cells.make("lstm", I, H, layer_norm="joint"))
+    names = _names(plan)
+    assert names["P"].width == 5 * H and "Ph" not in names
+    assert names["Pr"].width == 5 * H and names["Prh"].width == 4 * H
+    assert not {"Q0", "Qh0"} & set(names)
+
+    def wide(code, name):
+        return sum(getattr(ins, "code", None) == CODE[name] and ins.width == 4 * H
+                   for ins in code)
+
+    assert (wide(plan.forward, "norm"), wide(plan.prologue, "norm")) == (1, 1)
+    assert (wide(plan.backward, "norm"), wide(plan.epilogue, "norm")) == (1, 1)  # made again
+    assert (wide(plan.backward, "norm_bwd"), wide(plan.epilogue, "norm_bwd")) == (1, 1)
+    assert "mean" not in _codes(plan.forward + plan.backward)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["gru"])
 def test_recomputed_products_give_the_same_numbers_bit_for_bit(cell, monkeypatch):
-    """Joint layer norm with the products made again in the backward against the same plan
-    with them kept (only row results remade): the same operations, so equal, not close."""
+    """A plan with products made again in the backward (the joint-normalised GRU's) against
+    the same plan with them kept (only row results remade): the same operations, so equal,
+    not close."""
     from collections import OrderedDict
 
     def results(remake_products: bool) -> tuple:

@@ -158,12 +158,12 @@ def test_layer_norm_rows_in_the_step_the_prologue_and_the_epilogue(name):
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_joint_layer_norm_means_and_rsqrt(name):
-    """layer_norm="joint" (statistics pooled over the gates): the row means, 1/sqrt and its
-    derivative in the generated kernels."""
+def test_joint_layer_norm_pools_the_lanes_statistics(name):
+    """layer_norm="joint" (statistics pooled over the gates, one ``norm`` over all the gates'
+    lanes): the kernels sum each statistic over the lanes of the row they hold."""
     c = cells.make(name, SIZE, SIZE, layer_norm="joint")
     loops = triton_step.loops_of(fused.compiled(c.program, True, False))
-    assert "_row_mean(" in loops.source and "tl.sqrt(" in loops.source
+    assert "tl.sqrt(" in loops.source and ", 0) + tl.sum(" in loops.source
     compare(c)
 
 

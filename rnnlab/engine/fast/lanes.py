@@ -7,6 +7,8 @@ the same small loop over H columns, whatever the cell. Laying out is a direct wa
 plan's instructions (no re-planning, nothing parsed):
 
 * ``Gemm``: ``out lanes = [hoisted input xs_k +] cat(arg lanes) @ w[weight]``;
+* ``Pool``: ``out lanes = norm(arg lanes side by side)``, one row instruction over n·H columns
+  (the cell language's ``pnorm``: layer norm with statistics over several gates);
 * ``Ew``: ``out lane = op(operands)``, op an engine instruction of the op table
   (``rnnlab.lang.ops.INSTRUCTIONS``: add, sub, mul, tanh, sigmoid, relu, copy), operands lanes,
   H-wide slices of a weight vector (``Param``; the plan's statics are such vectors too) or
@@ -74,6 +76,17 @@ class Ew:
     op: str
     out: int
     args: tuple
+
+
+@dataclass(frozen=True)
+class Pool:
+    """``out = op(args)`` for a row instruction over the n lanes together (``norm`` of a value
+    n·H wide: the cell language's ``pnorm``, layer norm over all gates): one mean and variance
+    over all n·H columns of a row; ``out[k]`` is block k of the result."""
+
+    op: str
+    out: tuple[int, ...]
+    args: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,12 @@ class _Layout:
             op = OPS[ins.op].instruction
         n = max(len(a) for a in args)
         if OPS[ins.op].instruction is not None and n > 1 and _is_row(OPS[ins.op].instruction):
-            raise Unsupported(f"{ins.op} over {n} lanes (it normalises one H-wide row)")
+            if ins.op != "norm" or len(args) != 1:
+                raise Unsupported(f"{ins.op} over {n} lanes (only norm is pooled over lanes)")
+            lanes = self.rows(args[0])
+            out = self.lanes(SourceKind.OP, n, len(self.ops))
+            self.ops.append(Pool(op, out, lanes))
+            return out
         # a single number broadcasts; a one-lane value does not (widths are checked upstream)
         wide = [a * n if len(a) == 1 and isinstance(a[0], float) else a for a in args]
         if any(len(a) != n for a in wide):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ...lang.ops import CODE, COPY_GRAD, INSTRUCTIONS, OPS
-from .lanes import Ew, Gemm, HoistIR, Param, Source, SourceKind, StepIR
+from .lanes import Ew, Gemm, HoistIR, Param, Pool, Source, SourceKind, StepIR
 
 # Elementwise instruction codes (the op table's order). acc=True adds to the destination.
 COPY, NEG, ADD, SUB, MUL, FILL = (CODE[n] for n in ("copy", "neg", "add", "sub", "mul", "fill"))
@@ -48,19 +48,32 @@ _GRAD["copy"] = COPY_GRAD
 _CHEAP = frozenset({ADD, SUB, MUL}) | ROW_CODES
 
 
-def _remade(ops: list, needed: list) -> dict[int, Ew]:
+def _outs(op: Ew | Pool) -> tuple[int, ...]:
+    """The lanes an elementwise op writes."""
+    return op.out if isinstance(op, Pool) else (op.out,)
+
+
+def _remade(ops: list, needed: list) -> dict[int, Ew | Pool]:
     """Lanes the backward pass recomputes instead of reading them back: the result of a row
     instruction (layer norm's ``norm``, read by its gain's gradient) or of a sum, difference
     or product (a gain times a deviation, read by the product with 1/σ in layer norm over all
     gates) whose lane arguments the backward keeps anyway. A pass over a row that is in cache
     costs less than a lane written to memory at every step and read back. lane -> its op."""
-    return {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in _CHEAP
-            and needed[op.out] and all(needed[a] for a in op.args if isinstance(a, int))}
+    remade = {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in _CHEAP
+              and needed[op.out] and all(needed[a] for a in op.args if isinstance(a, int))}
+    for op in ops:  # a pooled norm: all its blocks, side by side, when one is read back
+        if isinstance(op, Pool) and any(needed[x] for x in op.out):
+            remade.update((x, op) for x in op.out)
+    return remade
 
 
-def _mark_needed(op: Ew, needed: list, constant=frozenset()) -> None:
+def _mark_needed(op: Ew | Pool, needed: list, constant=frozenset()) -> None:
     """Lanes whose values the backward step reads for ``op``: its result or an argument.
     ``constant``: lanes that get no adjoint (step masks)."""
+    if isinstance(op, Pool):  # norm_bwd reads the input (the statistics are recomputed)
+        for a in op.args:
+            needed[a] = needed[a] or a not in constant
+        return
     args = {"a": op.args[0], "b": op.args[1] if len(op.args) > 1 else None}
     for k, (_, *operands) in enumerate(_GRAD[op.op]):
         if isinstance(op.args[k], float) or op.args[k] in constant:  # no adjoint wanted
@@ -325,7 +338,8 @@ class _Planner:
                 for lane in op.out:
                     self.stage[lane] = stage
             else:
-                self.stage[op.out] = stage
+                for lane in _outs(op):
+                    self.stage[lane] = stage
                 for a in op.args:
                     if isinstance(a, int):
                         self.readers[a].append(stage)
@@ -415,8 +429,10 @@ class _Planner:
         p, hoist, H, code = self.plan, self.plan.hoist, self.H, self.plan.prologue
         self.hoist_home: dict[int, Ref] = {}
         saved, scratch = [], []
+        pools = [op for op in hoist.ops if isinstance(op, Pool)]
+        pooled = {x for op in pools for x in op.out}
         for x, src in enumerate(hoist.sources):
-            if src.kind is not SourceKind.OP:
+            if src.kind is not SourceKind.OP or x in pooled:
                 continue
             if self.hoist_positions.get(x):
                 k, i = self.hoist_positions[x][0]
@@ -428,8 +444,24 @@ class _Planner:
         for name, lanes, temp in (("Ph", saved, False), ("Rh", scratch, True)):
             if lanes:
                 self.hoist_home.update(self._side_by_side(name, Slices.STEPS, lanes, temp=temp))
-        self.hoist_remade = {x: op for x, op in self.hoist_remade.items() if x in scratch}
+        for k, op in enumerate(pools):  # as in the step (``_forward_buffers``)
+            self.hoist_home.update(self._side_by_side(f"Nh{k}", Slices.STEPS, list(op.out),
+                                                      temp=True))
+            src = [hoist.sources[a] for a in op.args]
+            if (all(s.kind is SourceKind.PROJECTION for s in src)
+                    and [s.lane for s in src] == list(range(src[0].lane,
+                                                            src[0].lane + len(src)))):
+                self.pool_in[id(op)] = self.hoist_loc(op.args[0])
+            else:
+                self.pool_in[id(op)] = Ref(p.add(Buffer(f"Qh{k}", Slices.STEPS,
+                                                        len(op.args) * H)), 0)
+                self.pool_copied.add(id(op))
+        self.hoist_remade = {x: op for x, op in self.hoist_remade.items()
+                             if x in scratch or x in pooled}
         for op in hoist.ops:
+            if isinstance(op, Pool):
+                self._pool_forward(op, self.hoist_loc, self.hoist_home[op.out[0]], code)
+                continue
             dst = self.hoist_home[op.out]
             args = [self.operand(a, self.hoist_loc) for a in op.args] + [None]
             code.append(Op(CODE[op.op], dst, args[0], args[1], H))
@@ -472,8 +504,11 @@ class _Planner:
             p.dx = p.add(Buffer("dx", Slices.STEPS, p.buffers[p.x].width, zeros=True))
         ew = [x for x, src in enumerate(hoist.sources) if src.kind is SourceKind.OP]
         scratch = self._side_by_side("dRh", Slices.STEPS, ew, temp=True)
-        adjoints = _Adjoints(H, p.dP, lambda x: self.hoist_lane(x, p.dX, p.dx), scratch,
-                             p.epilogue, self.hoist_constant)
+        slots: dict[int, Ref] = {}  # a pooled norm's blocks' adjoints, side by side
+        for k, op in enumerate(op for op in hoist.ops if isinstance(op, Pool)):
+            slots.update(self._side_by_side(f"dNh{k}", Slices.STEPS, list(op.out), temp=True))
+        adjoints = _Adjoints(H, p.dP, lambda x: slots.get(x) or self.hoist_lane(x, p.dX, p.dx),
+                             scratch, p.epilogue, self.hoist_constant)
         dG_of = {g.bias: p.dG[i] for i, g in enumerate(ir.gemms) if g.bias is not None}
         for x, pos in self.hoist_positions.items():  # the step's adjoints of hoisted inputs
             for k, i in pos:
@@ -483,7 +518,9 @@ class _Planner:
                     adjoints.contribute(x, COPY, Ref(p.dxs[k], i * H))
         loc = self._remaking(self.hoist_remade, self.hoist_loc, "Prh", Slices.STEPS, p.epilogue)
         for op in reversed(hoist.ops):
-            if op.out in adjoints.adj:
+            if isinstance(op, Pool):
+                self._pool_backward(op, adjoints, slots, Slices.STEPS)
+            elif op.out in adjoints.adj:
                 adjoints.derive(op, loc, lambda a: self.operand(a, loc))
         aliased_cols = {self.aliased[k] + i * H for k in self.aliased
                         for i in range(len(hoist.outputs[k]))}
@@ -558,9 +595,10 @@ class _Planner:
         # homes of the elementwise lanes
         n = len(ir.sources)
         self.home: dict[int, Ref] = {}
+        pooled = {x for op in ir.ops if isinstance(op, Pool) for x in op.out}
         slots = {"P": [], "M": [], "R": []}
         for x in range(n):
-            if ir.sources[x].kind is not SourceKind.OP:
+            if ir.sources[x].kind is not SourceKind.OP or x in pooled:
                 continue
             dedicated_uses = [(g, q) for g, q in self.gemm_uses[x] if self.dedicated[g]]
             if self.writes_of[x]:
@@ -580,6 +618,27 @@ class _Planner:
             if lanes:
                 self.home.update(self._side_by_side(
                     name, Slices.STEPS if name == "P" else Slices.ONE, lanes, temp=name == "R"))
+        # a pooled norm's blocks side by side in a buffer of their own (remade, not kept, where
+        # the backward reads them); its input where the arguments are when they are one GEMM's
+        # result in order, else a buffer they are copied to (kept for the backward)
+        self.pool_in: dict[int, Ref] = {}  # id(op) -> the n·H columns it normalises
+        self.pool_copied: set[int] = set()
+        for op in ir.ops:
+            if not isinstance(op, Pool):
+                continue
+            k = len(self.pool_in)
+            self.home.update(self._side_by_side(f"N{k}", Slices.ONE, list(op.out), temp=not any(
+                self.crossing[x] for x in op.out)))
+            src = [ir.sources[a] for a in op.args]
+            if (all(s.kind is SourceKind.GEMM and s.index == src[0].index for s in src)
+                    and [s.lane for s in src] == list(range(src[0].lane,
+                                                            src[0].lane + len(src)))):
+                self.pool_in[id(op)] = self.loc(op.args[0])
+            else:
+                self.pool_in[id(op)] = Ref(p.add(Buffer(
+                    f"Q{k}", Slices.STEPS if self.training else Slices.ONE,
+                    len(op.args) * H)), 0)
+                self.pool_copied.add(id(op))
         # (a lane kept anyway, in the state history or a GEMM's arguments, is read back)
         self.remade = {x: op for x, op in self.remade.items()
                        if p.buffers[self.home[x].buf].slices is Slices.ONE}
@@ -596,9 +655,14 @@ class _Planner:
         def where(x: int) -> Ref:
             if x in remade and x not in done:
                 op = remade[x]
-                args = [self.operand(a, where) for a in op.args] + [None]
-                out.append(Op(CODE[op.op], place[x], args[0], args[1], self.H))
-                done.add(x)
+                if isinstance(op, Pool):  # all blocks at once (side by side in ``place``)
+                    out.append(Op(CODE[op.op], place[op.out[0]], self.pool_in[id(op)], None,
+                                  len(op.out) * self.H))
+                    done.update(op.out)
+                else:
+                    args = [self.operand(a, where) for a in op.args] + [None]
+                    out.append(Op(CODE[op.op], place[x], args[0], args[1], self.H))
+                    done.add(x)
             return place[x] if x in remade else loc(x)
 
         return where
@@ -648,10 +712,52 @@ class _Planner:
             out.append(Ref(p.Y, 0))
         return out
 
+    def _pool_forward(self, op: Pool, loc, home: Ref, code: list) -> None:
+        """A pooled norm: its arguments copied side by side where they are not, one row
+        instruction over all n·H columns into ``home``."""
+        src = self.pool_in[id(op)]
+        if id(op) in self.pool_copied:
+            for i, a in enumerate(op.args):
+                code.append(Op(COPY, Ref(src.buf, src.col + i * self.H), loc(a), None, self.H))
+        code.append(Op(CODE[op.op], home, src, None, len(op.out) * self.H))
+
+    def _pool_backward(self, op: Pool, adjoints: _Adjoints, slots: dict[int, Ref],
+                       slices: Slices) -> None:
+        """A pooled norm's adjoint: its blocks' adjoints (side by side at ``slots``; zeros for
+        a block nobody read) through one ``norm_bwd`` over all n·H columns, written where the
+        arguments' adjoints must be when those are side by side in order and have nothing yet
+        (the recurrent GEMM's result), else into a buffer and added from there."""
+        H, adj, out = self.H, adjoints.adj, adjoints.out
+        if not any(y in adj for y in op.out):
+            return
+        for y in op.out:
+            if y not in adj:
+                out.append(Op(FILL, slots[y], 0.0, None, H))
+                adj[y] = (slots[y], True)
+        width, x, dy = len(op.out) * H, self.pool_in[id(op)], slots[op.out[0]]
+        places = [adjoints.fixed(a) for a in op.args]
+        if places[0] is not None and not any(a in adj for a in op.args) and places == [
+                Ref(places[0].buf, places[0].col + i * H, places[0].toff)
+                for i in range(len(op.args))]:
+            out.append(Op(NORM_BWD, places[0], dy, x, width))
+            for a, place in zip(op.args, places, strict=True):
+                adj[a] = (place, True)
+            return
+        dx = Ref(self.plan.add(Buffer(f"dQ{len(self.plan.buffers)}", slices, width, temp=True)), 0)
+        out.append(Op(NORM_BWD, dx, dy, x, width))
+        for i, a in enumerate(op.args):
+            adjoints.contribute(a, COPY, Ref(dx.buf, dx.col + i * H))
+
     def _forward(self):
         ir, H, code = self.ir, self.H, self.plan.forward
         for op in ir.ops:
-            if isinstance(op, Ew):
+            if isinstance(op, Pool):
+                self._pool_forward(op, self.loc, self.home[op.out[0]], code)
+                for x in op.out:
+                    for ref in self.sinks(x):
+                        if ref != self.home[x]:
+                            code.append(Op(COPY, ref, self.home[x], None, H))
+            elif isinstance(op, Ew):
                 dst = self.home[op.out]
                 args = [self.operand(a) for a in op.args] + [None]
                 code.append(Op(CODE[op.op], dst, args[0], args[1], H))
@@ -694,7 +800,7 @@ class _Planner:
                                              zeros=self.lengths)), 0))
         self.dA = [p.add(Buffer(f"dA{g.index}", Slices.ONE, len(g.args) * H))
                    if self.dedicated[i] else None for i, g in enumerate(ir.gemms)]
-        used = [a for op in ir.ops for a in (op.args if isinstance(op, Ew) else ())
+        used = [a for op in ir.ops for a in (op.args if isinstance(op, Ew | Pool) else ())
                 if isinstance(a, int)] + [ir.output, *ir.writes]
         read_xs = sorted({ir.sources[x].index for x in used
                           if ir.sources[x].kind is SourceKind.STEP_INPUT
@@ -707,10 +813,15 @@ class _Planner:
         self.dM = self._side_by_side("dM", Slices.ONE, crossing) if crossing else {}
         ew = [x for x, src in enumerate(ir.sources) if src.kind is SourceKind.OP]
         self.dR = self._side_by_side("dR", Slices.ONE, ew, temp=True)
+        self.pool_adj: dict[int, Ref] = {}  # a pooled norm's blocks' adjoints, side by side
+        for k, op in enumerate(op for op in ir.ops if isinstance(op, Pool)):
+            self.pool_adj.update(self._side_by_side(f"dN{k}", Slices.ONE, list(op.out)))
 
     def fixed(self, x: int) -> Ref | None:
         """The one place lane x's adjoint must end up in, if it has one."""
         p = self.plan
+        if x in self.pool_adj:
+            return self.pool_adj[x]
         match self.ir.sources[x]:
             case Source(SourceKind.STATE, j):
                 return Ref(p.dS, p.state_cols[j])
@@ -739,7 +850,14 @@ class _Planner:
             if ir.sources[x].kind is not SourceKind.OP:
                 external(x)
         for op in reversed(ir.ops):
-            if isinstance(op, Ew):
+            if isinstance(op, Pool):
+                for y in op.out:
+                    external(y)
+                    for g, q in self.gemm_uses[y]:
+                        if self.dedicated[g]:
+                            contribute(y, COPY, Ref(self.dA[g], q * H))
+                self._pool_backward(op, adjoints, self.pool_adj, Slices.ONE)
+            elif isinstance(op, Ew):
                 y = op.out
                 external(y)
                 for g, q in self.gemm_uses[y]:
