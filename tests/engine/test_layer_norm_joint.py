@@ -19,7 +19,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnlab
 from rnnlab import cells
 from rnnlab.cells.module import Cell
-from rnnlab.engine import explain
+from rnnlab.engine import explain, fused
+from rnnlab.engine.unroll import unroll
 from rnnlab.lang.mutate import mutate_steps
 from rnnlab.lang.regularise import layer_norm, layer_norm_gains, regularise
 
@@ -158,6 +159,43 @@ def test_printed_lstm_shows_the_pooled_statistics():
     assert "c_ln = g_c ⊙ norm(c') + b_c" in text, text
     assert layer_norm_gains(layer_norm(cells.graph("lstm", I, H), "joint")) == {
         *(f"g_{m}_{g}" for m in "WR" for g in GATES), "g_c"}
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_pooled_parts_out_of_order_are_copied_side_by_side(engine):
+    """A pool whose parts are not one GEMM's result in order (the LSTM's pools with their
+    arguments reversed, in the step and in the hoist; a part that is a sum of two maps):
+    the engine copies them side by side first and keeps the copy for the backward step; values
+    and gradients equal the node interpreter's."""
+    from rnnlab.lang.graph import Node
+
+    g = layer_norm(cells.graph("lstm", I, H), "joint")
+    nodes = dict(g.nodes)
+    for name, node in g.nodes.items():
+        if node.op == "pnorm":
+            n = len(node.args)
+            nodes[name] = Node("pnorm", node.args[::-1], value=float(n - 1 - int(node.value)))
+    # one part of the recurrent pool becomes a sum of two maps (a lane computed in the step)
+    first = next(node.args[0] for node in nodes.values() if node.op == "pnorm"
+                 and g.nodes[node.args[0]].ref.startswith("R"))
+    nodes["_extra"] = Node("linear", (g.nodes[first].args[0],), ref="U")
+    nodes["_sum"] = Node("add", (first, "_extra"))
+    for name, node in list(nodes.items()):
+        if node.op == "pnorm" and first in node.args:
+            nodes[name] = Node("pnorm", tuple("_sum" if a == first else a for a in node.args),
+                               value=node.value)
+    graph = g.replace(nodes=nodes).validate()
+    c = _perturbed(Cell(graph).double())
+    comp = fused.compiled(c.program, True, False)
+    names = {b.name for b in comp.plan.buffers}
+    assert {"Q0", "Qh0"} <= names, names  # both pools copied side by side
+    x = torch.randn(T, B, I, dtype=torch.double, requires_grad=True)
+    state = tuple(torch.randn(B, H, dtype=torch.double) for _ in graph.carried)
+    with rnnlab.engine.backend(engine):
+        out, _ = unroll(c, x, state)
+    assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
+    expected, _ = interpret(graph, dict(c.named_parameters()), x, state)
+    assert_same_values_and_gradients(out, expected, [x, *c.parameters()])
 
 
 def test_mean_and_rsqrt_ops_in_a_hand_written_cell():

@@ -6,6 +6,7 @@ import torch
 import rnnlab
 from rnnlab import cells
 from rnnlab.lang import Graph, GraphError, Node, cell, sigmoid, tanh
+from rnnlab.lang.compile import compile_graph
 
 
 def tiny_graph(**changes) -> Graph:
@@ -56,6 +57,12 @@ def test_hand_built_graph_equals_traced_rnn():
             "_s1", Node("add", ("wx", "wx2"))).with_node("_s2", Node("add", ("_s1", "rh"))),
          "parameter 'W' is used with shapes"),
         (lambda g: g.replace(output="x"), "size 3, expected hidden_size 4"),
+        (lambda g: g.with_node("_s1", Node("pnorm", ("wx", "rh"))), "index of its own"),
+        (lambda g: g.with_node("_s1", Node("pnorm", ("wx", "rh"), value=2.0)),
+         "index of its own"),
+        (lambda g: g.with_node("_s1", Node("pnorm", (), value=0.0)), "one argument or more"),
+        (lambda g: g.with_node("_s1", Node("pnorm", ("x", "rh"), value=0.0)),
+         "pools vectors of one size"),
     ],
 )
 def test_validation_rejects_bad_graphs(change, message):
@@ -136,3 +143,24 @@ def test_ops_table_lists_the_search_alphabet():
     assert len(ACTIVATIONS) == 7 and ("scale", 1.1) in ACTIVATIONS
     for op, _ in ACTIVATIONS:
         assert OPS[op].kind == "activation"
+
+
+def test_a_pooled_norm_is_a_block_of_one_norm_over_its_arguments():
+    """``pnorm(a, b; k)``: block k of norm([a; b]) (one mean and variance over 2H units),
+    printed ``norm(a, b)[k+1]``, kept by JSON, and compiled to one ``norm`` over 2H columns
+    shared by both blocks; the cell's values equal the formula written here."""
+    g = tiny_graph(nodes={
+        **tiny_graph().nodes,
+        "n0": Node("pnorm", ("wx", "rh"), value=0.0),
+        "n1": Node("pnorm", ("wx", "rh"), value=1.0),
+        "_s1": Node("add", ("n0", "n1")),
+    }).validate()
+    assert "n0 = norm(wx, rh)[1]" in str(g) and "n1 = norm(wx, rh)[2]" in str(g), str(g)
+    assert Graph.from_json(g.to_json()) == g
+    assert [i.op for i in compile_graph(g).step_code].count("norm") == 1
+    torch.manual_seed(0)
+    c = cells.make(g, 3, 4)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    both = torch.nn.functional.layer_norm(torch.cat([x @ c.W.T, h @ c.R.T], 1), (8,), eps=1e-5)
+    expected = torch.tanh(both[:, :4] + both[:, 4:] + c.b)
+    torch.testing.assert_close(c(x, (h,))[0], expected)
