@@ -55,10 +55,11 @@ def _outs(op: Ew | Pool) -> tuple[int, ...]:
 
 def _remade(ops: list, needed: list) -> dict[int, Ew | Pool]:
     """Lanes the backward pass recomputes instead of reading them back: the result of a row
-    instruction (layer norm's ``norm``, read by its gain's gradient) or of a sum, difference
-    or product (a gain times a deviation, read by the product with 1/σ in layer norm over all
-    gates) whose lane arguments the backward keeps anyway. A pass over a row that is in cache
-    costs less than a lane written to memory at every step and read back. lane -> its op."""
+    instruction (layer norm's ``norm``, read by its gain's gradient), of a pooled norm (all its
+    blocks), or of a sum, difference or product (a gain times a deviation of statistics written
+    out with ``mean`` and ``rsqrt``) whose lane arguments the backward keeps anyway. A pass over
+    a row that is in cache costs less than a lane written to memory at every step and read
+    back. lane -> its op."""
     remade = {op.out: op for op in ops if isinstance(op, Ew) and CODE[op.op] in _CHEAP
               and needed[op.out] and all(needed[a] for a in op.args if isinstance(a, int))}
     for op in ops:  # a pooled norm: all its blocks, side by side, when one is read back
