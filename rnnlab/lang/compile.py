@@ -600,11 +600,10 @@ class _Compiler:
         if node.op == "identity":
             return args[0]
         if node.op == "pnorm":  # the arguments side by side, one norm over all, a block of it
-            key = (id(code), tuple(args))
+            H, key = self.g.hidden_size, (id(code), tuple(args))
             if key not in self.pooled:
-                joined = self.emit(code, "cat", args, len(args) * self.g.hidden_size)
+                joined = self.emit(code, "cat", args, len(args) * H)
                 self.pooled[key] = self.emit(code, "norm", (joined,))
-            H = self.g.hidden_size
             return self.emit(code, "cols", (self.pooled[key],), H, value=int(node.value) * H)
         return self.emit(code, node.op, args, value=node.value)
 

@@ -215,7 +215,7 @@ class _Layout:
             op = OPS[ins.op].instruction
         n = max(len(a) for a in args)
         if OPS[ins.op].instruction is not None and n > 1 and _is_row(OPS[ins.op].instruction):
-            if ins.op != "norm" or len(args) != 1:
+            if ins.op != "norm":
                 raise Unsupported(f"{ins.op} over {n} lanes (only norm is pooled over lanes)")
             lanes = self.rows(args[0])
             out = self.lanes(SourceKind.OP, n, len(self.ops))

@@ -448,15 +448,8 @@ class _Planner:
         for k, op in enumerate(pools):  # as in the step (``_forward_buffers``)
             self.hoist_home.update(self._side_by_side(f"Nh{k}", Slices.STEPS, list(op.out),
                                                       temp=True))
-            src = [hoist.sources[a] for a in op.args]
-            if (all(s.kind is SourceKind.PROJECTION for s in src)
-                    and [s.lane for s in src] == list(range(src[0].lane,
-                                                            src[0].lane + len(src)))):
-                self.pool_in[id(op)] = self.hoist_loc(op.args[0])
-            else:
-                self.pool_in[id(op)] = Ref(p.add(Buffer(f"Qh{k}", Slices.STEPS,
-                                                        len(op.args) * H)), 0)
-                self.pool_copied.add(id(op))
+            self._pool_input(op, hoist.sources, SourceKind.PROJECTION, self.hoist_loc,
+                             f"Qh{k}", Slices.STEPS)
         self.hoist_remade = {x: op for x, op in self.hoist_remade.items()
                              if x in scratch or x in pooled}
         for op in hoist.ops:
@@ -630,16 +623,8 @@ class _Planner:
             k = len(self.pool_in)
             self.home.update(self._side_by_side(f"N{k}", Slices.ONE, list(op.out), temp=not any(
                 self.crossing[x] for x in op.out)))
-            src = [ir.sources[a] for a in op.args]
-            if (all(s.kind is SourceKind.GEMM and s.index == src[0].index for s in src)
-                    and [s.lane for s in src] == list(range(src[0].lane,
-                                                            src[0].lane + len(src)))):
-                self.pool_in[id(op)] = self.loc(op.args[0])
-            else:
-                self.pool_in[id(op)] = Ref(p.add(Buffer(
-                    f"Q{k}", Slices.STEPS if self.training else Slices.ONE,
-                    len(op.args) * H)), 0)
-                self.pool_copied.add(id(op))
+            self._pool_input(op, ir.sources, SourceKind.GEMM, self.loc, f"Q{k}",
+                             Slices.STEPS if self.training else Slices.ONE)
         # (a lane kept anyway, in the state history or a GEMM's arguments, is read back)
         self.remade = {x: op for x, op in self.remade.items()
                        if p.buffers[self.home[x].buf].slices is Slices.ONE}
@@ -712,6 +697,19 @@ class _Planner:
         if x == self.ir.output:
             out.append(Ref(p.Y, 0))
         return out
+
+    def _pool_input(self, op: Pool, sources: list, kind: SourceKind, loc, name: str,
+                    slices: Slices) -> None:
+        """Where pooled norm ``op`` reads its n·H columns (``pool_in``): in place when its
+        arguments are the lanes of one source of ``kind`` in order (the recurrent GEMM's
+        result, X), else a new buffer ``name`` they are copied to (``pool_copied``)."""
+        src = [sources[a] for a in op.args]
+        if (all(s.kind is kind and s.index == src[0].index for s in src)
+                and [s.lane for s in src] == list(range(src[0].lane, src[0].lane + len(src)))):
+            self.pool_in[id(op)] = loc(op.args[0])
+            return
+        self.pool_in[id(op)] = Ref(self.plan.add(Buffer(name, slices, len(op.args) * self.H)), 0)
+        self.pool_copied.add(id(op))
 
     def _pool_forward(self, op: Pool, loc, home: Ref, code: list) -> None:
         """A pooled norm: its arguments copied side by side where they are not, one row
